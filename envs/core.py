@@ -1,0 +1,141 @@
+"""The one gymnasium environment: robot + task + supervisor, built from a scenario.
+
+`step` is the single place where an action becomes robot motion:
+action -> Supervisor.filter -> SafeCommand | Stop -> robot.apply -> physics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from qrobot.robots.diffbot import DiffDriveBase
+from qrobot.robots.panda import HAND_LINK, PandaArm
+from qrobot.safety import SafeCommand, Supervisor
+from qrobot.scenario import INSTRUCTION_CHARSET, Scenario, load_scenario
+from qrobot.sim import Camera, Sim
+from qrobot.tasks.manipulation import PickPlace, Reach, Stack
+from qrobot.tasks.navigation import ObjectNav, PointNav
+
+TASKS = {"reach": Reach, "pick_place": PickPlace, "stack": Stack,
+         "pointnav": PointNav, "objectnav": ObjectNav}
+_UP = {"world": (0.0, 0.0, 1.0), "wrist": (1.0, 0.0, 0.0), "base": (0.0, 0.0, 1.0)}
+
+
+class QRobotEnv(gym.Env):
+    """A qrobot scenario as a gymnasium env.
+
+    Args:
+        scenario: a packaged scenario name, a path to a .toml file, or a Scenario.
+        render_mode: None, "rgb_array" (first camera) or "human" (PyBullet GUI).
+        images: include camera images in observations (off = faster, for experts).
+    """
+
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
+
+    def __init__(self, scenario: str | Scenario = "pick_place", render_mode: str | None = None,
+                 images: bool = True) -> None:
+        super().__init__()
+        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
+        self.render_mode = render_mode
+        self.metadata = dict(self.metadata, render_fps=self.scenario.control_hz)
+        self.images = images
+        self.sim = Sim(gui=render_mode == "human", control_hz=self.scenario.control_hz)
+        if self.scenario.robot == "panda":
+            self.robot: PandaArm | DiffDriveBase = PandaArm(self.sim)
+            self.task = TASKS[self.scenario.task.kind](self.sim, self.scenario, self._robot_state)
+        else:
+            self.robot = DiffDriveBase(self.sim)
+            self.task = TASKS[self.scenario.task.kind](self.sim, self.scenario, self._robot_state,
+                                                       self.robot.reset)
+        self.supervisor = Supervisor(self.robot.name, self.robot.action_dim)
+        self.cameras = [Camera(c.name, c.width, c.height, c.fov, eye=tuple(c.eye),
+                               target=tuple(c.target), up=_UP[c.mount],
+                               body=None if c.mount == "world" else "robot",
+                               link=HAND_LINK if c.mount == "wrist" else -1)
+                        for c in self.scenario.cameras]
+        self._depth = {c.name for c in self.scenario.cameras if c.depth}
+        self.action_space = spaces.Box(-1.0, 1.0, (self.robot.action_dim,), np.float32)
+        self.observation_space = self._make_obs_space()
+        self._initial = self.sim.save_state()
+        self.last_command: SafeCommand | Any = None
+
+    def _make_obs_space(self) -> spaces.Dict:
+        obs: dict[str, spaces.Space] = {}
+        if self.images:
+            cams: dict[str, spaces.Space] = {}
+            for c in self.cameras:
+                cams[c.name] = spaces.Box(0, 255, (c.height, c.width, 3), np.uint8)
+                if c.name in self._depth:
+                    cams[f"{c.name}_depth"] = spaces.Box(0.0, c.far, (c.height, c.width), np.float32)
+            obs["images"] = spaces.Dict(cams)
+        obs["proprio"] = spaces.Box(-np.inf, np.inf, (self.robot.proprio_dim,), np.float32)
+        obs["instruction"] = spaces.Text(max_length=256, charset=INSTRUCTION_CHARSET)
+        if self.task.goal_dim:
+            obs["goal"] = spaces.Box(-np.inf, np.inf, (self.task.goal_dim,), np.float32)
+        return spaces.Dict(obs)
+
+    # ------------------------------------------------------------ internals
+    def _robot_state(self) -> dict:
+        return self.robot.state()
+
+    def _obs(self) -> dict[str, Any]:
+        obs: dict[str, Any] = {}
+        if self.images:
+            imgs: dict[str, np.ndarray] = {}
+            for cam in self.cameras:
+                rgb, depth = self.sim.render(cam, depth=cam.name in self._depth)
+                imgs[cam.name] = rgb
+                if depth is not None:
+                    imgs[f"{cam.name}_depth"] = np.clip(depth, 0.0, cam.far)
+            obs["images"] = imgs
+        obs["proprio"] = self.robot.proprio(self.robot.state())
+        obs["instruction"] = self.task.instruction
+        if self.task.goal_dim:
+            obs["goal"] = self.task.goal()
+        return obs
+
+    def _info(self) -> dict[str, Any]:
+        return {"success": bool(self.task.success()), "metrics": self.task.metrics(),
+                "safety": self.supervisor.counts(), "time": self.sim.time}
+
+    # ------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        self.sim.restore_state(self._initial)
+        if isinstance(self.robot, PandaArm):
+            self.robot.reset()
+        self.task.reset(self.np_random)
+        self.supervisor.reset()
+        self.last_command = None
+        return self._obs(), self._info()
+
+    def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        state = dict(self.robot.state(), time=self.sim.time)
+        command = self.supervisor.filter(action, state)
+        self.robot.apply(command)
+        self.task.before_physics(command, action)
+        self.sim.step()
+        self.task.after_physics()
+        self.last_command = command
+        terminated = bool(self.task.terminated())
+        truncated = bool(self.task.steps >= self.scenario.max_steps and not terminated)
+        return self._obs(), float(self.task.reward()), terminated, truncated, self._info()
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode == "rgb_array":
+            return self.sim.render(self.cameras[0])[0]
+        return None
+
+    def privileged_state(self) -> dict[str, Any]:
+        """Ground truth for scripted experts: an explicit channel, never in observations."""
+        return dict(self.task.privileged(), robot=self.robot.state(), time=self.sim.time)
+
+    def close(self) -> None:
+        self.sim.close()

@@ -1,0 +1,111 @@
+"""Franka Panda backend: end-effector delta control through IK.
+
+Action (normalised to [-1, 1]): dx, dy, dz, dyaw, gripper (>0 open, <=0 closed).
+This module (with the other backends) is the only place motors are commanded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qrobot.safety.command import SafeCommand, Stop
+from qrobot.sim import Sim, pybullet
+
+ARM_JOINTS = list(range(7))
+FINGERS = [9, 10]
+EE_LINK = 11
+HAND_LINK = 8
+HOME = np.array([0.0, 0.21, 0.0, -2.25, 0.0, 2.46, 0.785])  # gripper down, above the table
+ARM_FORCES = [87.0] * 4 + [12.0] * 3
+MAX_JOINT_VEL = np.array([2.175] * 4 + [2.61] * 3)  # Franka's published limits
+FINGER_FORCE = 40.0
+FINGER_OPEN = 0.04
+
+
+class PandaArm:
+    """A fixed-base Panda; `apply` takes only supervisor-issued commands."""
+
+    name = "panda"
+    action_dim = 5
+    proprio_dim = 13
+    action_labels = ("dx", "dy", "dz", "dyaw", "gripper")
+
+    def __init__(self, sim: Sim, base_pos: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                 max_step: float = 0.025, max_yaw_step: float = 0.25,
+                 workspace: tuple[tuple[float, float, float], tuple[float, float, float]] = (
+                     (0.15, -0.45, 0.005), (0.85, 0.45, 0.6))) -> None:
+        self.sim = sim
+        self.uid = sim.load_urdf("robot", "franka_panda/panda.urdf", base_pos, fixed=True)
+        self.max_step = max_step
+        self.max_yaw_step = max_yaw_step
+        self.workspace = np.asarray(workspace, dtype=np.float64)
+        c = sim.client
+        info = [c.getJointInfo(self.uid, j) for j in ARM_JOINTS]
+        self.lower = np.array([i[8] for i in info])
+        self.upper = np.array([i[9] for i in info])
+        for link in FINGERS:
+            c.changeDynamics(self.uid, link, lateralFriction=2.0, spinningFriction=0.01)
+        self.reset()
+
+    # ------------------------------------------------------------------ reset
+    def reset(self) -> None:
+        """Episode reset (between episodes only; motion during one goes via apply)."""
+        c = self.sim.client
+        for j, q in zip(ARM_JOINTS, HOME):
+            c.resetJointState(self.uid, j, q, 0.0)
+        for j in FINGERS:
+            c.resetJointState(self.uid, j, FINGER_OPEN, 0.0)
+        self._hold(HOME, FINGER_OPEN)
+
+    def _hold(self, joints: np.ndarray, finger: float) -> None:
+        c = self.sim.client
+        c.setJointMotorControlArray(self.uid, ARM_JOINTS, pybullet.POSITION_CONTROL,
+                                    targetPositions=list(joints), forces=ARM_FORCES)
+        c.setJointMotorControlArray(self.uid, FINGERS, pybullet.POSITION_CONTROL,
+                                    targetPositions=[finger, finger],
+                                    forces=[FINGER_FORCE, FINGER_FORCE])
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, np.ndarray | float]:
+        c = self.sim.client
+        js = c.getJointStates(self.uid, ARM_JOINTS + FINGERS)
+        q = np.array([s[0] for s in js])
+        dq = np.array([s[1] for s in js])
+        link = c.getLinkState(self.uid, EE_LINK, computeLinkVelocity=1)
+        pos, orn = np.asarray(link[4]), np.asarray(link[5])
+        x_axis = np.asarray(c.getMatrixFromQuaternion(orn)).reshape(3, 3)[:, 0]
+        return {
+            "joint_pos": q[:7], "joint_vel": dq[:7],
+            "ee_pos": pos, "ee_orn": orn,
+            "ee_yaw": float(np.arctan2(x_axis[1], x_axis[0])),
+            "ee_lin_vel": np.asarray(link[6]), "ee_ang_vel": np.asarray(link[7]),
+            "gripper_width": float(q[7] + q[8]),
+        }
+
+    def proprio(self, state: dict) -> np.ndarray:
+        yaw = state["ee_yaw"]
+        return np.concatenate([state["ee_pos"], [np.cos(yaw), np.sin(yaw), state["gripper_width"]],
+                               state["joint_pos"]]).astype(np.float32)
+
+    # ---------------------------------------------------------------- actuate
+    def apply(self, cmd: SafeCommand | Stop) -> None:
+        """Turn a supervisor-issued command into joint targets; a Stop holds."""
+        if isinstance(cmd, Stop):
+            st = self.state()
+            self._hold(st["joint_pos"], FINGER_OPEN if st["gripper_width"] > 0.07 else 0.0)
+            return
+        if not isinstance(cmd, SafeCommand) or not cmd.issued_by_supervisor or cmd.robot != self.name:
+            raise PermissionError("PandaArm.apply accepts only commands issued by the supervisor")
+        a = cmd.values
+        st = self.state()
+        target = np.clip(st["ee_pos"] + a[:3] * self.max_step, *self.workspace)
+        yaw = st["ee_yaw"] + a[3] * self.max_yaw_step
+        orn = pybullet.getQuaternionFromEuler([np.pi, 0.0, yaw])
+        c = self.sim.client
+        sol = c.calculateInverseKinematics(
+            self.uid, EE_LINK, target.tolist(), orn,
+            lowerLimits=list(self.lower) + [0, 0], upperLimits=list(self.upper) + [0.04, 0.04],
+            jointRanges=list(self.upper - self.lower) + [0.04, 0.04],
+            restPoses=list(HOME) + [0.02, 0.02], maxNumIterations=20, residualThreshold=1e-4)
+        joints = np.clip(np.asarray(sol[:7]), self.lower, self.upper)
+        self._hold(joints, FINGER_OPEN if a[4] > 0 else 0.0)

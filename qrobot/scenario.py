@@ -1,0 +1,347 @@
+"""Scenario files (TOML): schema, loading, `extends`, and one-line errors.
+
+A scenario is data: robot, task, instruction templates, object/landmark sets,
+randomisation ranges, episode limit, cameras, room, people and the limits
+profile the supervisor uses. Every field is checked; a mistake gives one line
+naming the file, the key and what is accepted.
+"""
+
+from __future__ import annotations
+
+import string
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from qrobot.errors import ScenarioError
+from qrobot.palette import ColorName
+
+Vec2 = Annotated[list[float], Field(min_length=2, max_length=2)]
+Vec3 = Annotated[list[float], Field(min_length=3, max_length=3)]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+# Instructions become a gymnasium Text observation: keep to its charset.
+INSTRUCTION_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.'!?-"
+Template = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9 ,.'!?{}-]+$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Region(_Strict):
+    """An axis-aligned box [low, high] (2-D or 3-D) that positions are drawn from."""
+
+    low: list[float] = Field(min_length=2, max_length=3)
+    high: list[float] = Field(min_length=2, max_length=3)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Region":
+        if len(self.low) != len(self.high) or any(lo > hi for lo, hi in zip(self.low, self.high)):
+            raise ValueError("low and high must have the same length and low <= high")
+        return self
+
+
+class Camera(_Strict):
+    """A policy camera. mount: world (eye/target in the world), wrist (arm hand
+    frame) or base (mobile base frame)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    mount: Literal["world", "wrist", "base"] = "world"
+    width: int = Field(128, ge=16, le=1024)
+    height: int = Field(128, ge=16, le=1024)
+    fov: float = Field(60.0, gt=10.0, lt=170.0)
+    eye: Vec3
+    target: Vec3
+    depth: bool = False
+
+
+class ObjectSet(_Strict):
+    """Graspable cubes: `count` of them get distinct colours drawn from `colors`."""
+
+    colors: list[ColorName] = Field(min_length=2)
+    count: int = Field(ge=2, le=8)
+    size: float = Field(0.04, ge=0.02, le=0.06)
+    mass: float = Field(0.1, gt=0.0, le=1.0)
+    min_spacing: float = Field(0.09, ge=0.0, le=0.5)
+
+    @model_validator(mode="after")
+    def _enough_colors(self) -> "ObjectSet":
+        if self.count > len(set(self.colors)):
+            raise ValueError(f"count {self.count} needs at least that many distinct colors")
+        return self
+
+
+class ReceptacleSet(_Strict):
+    """Bowls (square, low walls) the object goes into."""
+
+    colors: list[ColorName] = Field(min_length=1)
+    count: int = Field(ge=1, le=4)
+    size: float = Field(0.14, ge=0.08, le=0.25)
+
+    @model_validator(mode="after")
+    def _enough_colors(self) -> "ReceptacleSet":
+        if self.count > len(set(self.colors)):
+            raise ValueError(f"count {self.count} needs at least that many distinct colors")
+        return self
+
+
+class _Task(_Strict):
+    instructions: list[Template] = Field(min_length=1)
+    success_distance: float = Field(ge=0.01, le=2.0)
+    _placeholders: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _templates(self) -> "_Task":
+        for tpl in self.instructions:
+            names = {f for _, f, _, _ in string.Formatter().parse(tpl) if f is not None}
+            if names != set(self._placeholders):
+                want = ", ".join("{%s}" % p for p in self._placeholders) or "no placeholders"
+                raise ValueError(f"template {tpl!r} must use exactly {want}")
+        return self
+
+
+class ReachTask(_Task):
+    kind: Literal["reach"]
+    instructions: list[Template] = Field(["reach the target"], min_length=1)
+    success_distance: float = Field(0.05, ge=0.01, le=0.2)
+    target_region: Region
+
+
+class PickPlaceTask(_Task):
+    kind: Literal["pick_place"]
+    success_distance: float = Field(0.05, ge=0.01, le=0.2)
+    objects: ObjectSet
+    receptacles: ReceptacleSet
+    region: Region
+    _placeholders = ("object", "receptacle")
+
+
+class StackTask(_Task):
+    kind: Literal["stack"]
+    success_distance: float = Field(0.05, ge=0.01, le=0.2)
+    objects: ObjectSet
+    region: Region
+    _placeholders = ("object", "base")
+
+
+class PointNavTask(_Task):
+    kind: Literal["pointnav"]
+    instructions: list[Template] = Field(["go to the goal point"], min_length=1)
+    success_distance: float = Field(0.2, ge=0.05, le=2.0)
+    geodesic_range: Vec2 = Field(description="min and max start-goal geodesic distance (m)")
+
+
+class LandmarkSet(_Strict):
+    """Coloured landmarks; the instruction names one of them."""
+
+    colors: list[ColorName] = Field(min_length=2)
+    kinds: list[Literal["pillar", "cabinet", "crate"]] = Field(min_length=1)
+    count: int = Field(ge=2, le=8)
+
+    @model_validator(mode="after")
+    def _enough_colors(self) -> "LandmarkSet":
+        if self.count > len(set(self.colors)):
+            raise ValueError(f"count {self.count} needs at least that many distinct colors")
+        return self
+
+
+class ObjectNavTask(_Task):
+    kind: Literal["objectnav"]
+    success_distance: float = Field(1.0, ge=0.1, le=3.0)
+    landmarks: LandmarkSet
+    geodesic_range: Vec2 = Field(description="min and max start-goal geodesic distance (m)")
+    _placeholders = ("landmark",)
+
+
+TaskConfig = Annotated[Union[ReachTask, PickPlaceTask, StackTask, PointNavTask, ObjectNavTask],
+                       Field(discriminator="kind")]
+
+
+class Obstacle(_Strict):
+    """A box on the floor: centre (x, y), full size (sx, sy), height."""
+
+    center: Vec2
+    size: Vec2
+    height: float = Field(0.8, gt=0.05, le=3.0)
+    color: ColorName = "grey"
+
+
+class Room(_Strict):
+    """A walled rectangle centred at the origin, with fixed and random obstacles."""
+
+    size: Vec2
+    obstacles: list[Obstacle] = []
+    random_obstacles: int = Field(0, ge=0, le=20)
+    random_obstacle_size: Vec2 = [0.4, 1.0]
+
+
+class Person(_Strict):
+    """A kinematic capsule walking a closed loop of waypoints at constant speed."""
+
+    waypoints: list[Vec2] = Field(min_length=2)
+    speed: float = Field(0.8, gt=0.0, le=2.5)
+    radius: float = Field(0.25, ge=0.1, le=0.6)
+    random_phase: bool = True
+
+
+class Randomize(_Strict):
+    """Domain randomisation applied at every reset."""
+
+    light: bool = False
+    color_jitter: float = Field(0.0, ge=0.0, le=0.3)
+
+
+class Limits(_Strict):
+    """The supervisor's limits profile, and per-scenario overrides of its values."""
+
+    profile: Literal["default"] = "default"
+    overrides: dict[str, float] = {}
+
+
+class Scenario(_Strict):
+    """One scenario file. `name` and `path` are filled in by the loader."""
+
+    name: str = ""
+    path: str = ""
+    description: Text
+    robot: Literal["panda", "diffbot"]
+    task: TaskConfig
+    max_steps: int = Field(ge=5, le=5000)
+    control_hz: float = Field(10.0, gt=0.0, le=240.0)
+    cameras: list[Camera] = Field(min_length=1)
+    room: Room | None = None
+    people: list[Person] = []
+    stop_at_rest_steps: int = Field(30, ge=0, le=1000)
+    randomize: Randomize = Randomize()
+    limits: Limits = Limits()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Scenario":
+        nav = self.task.kind in ("pointnav", "objectnav")
+        if nav != (self.robot == "diffbot"):
+            want = "diffbot" if nav else "panda"
+            raise ValueError(f"task {self.task.kind!r} needs robot = {want!r}")
+        if nav and self.room is None:
+            raise ValueError("navigation tasks need a [room] table")
+        if 240.0 % self.control_hz:
+            raise ValueError(f"control_hz must divide 240 (got {self.control_hz})")
+        names = [c.name for c in self.cameras]
+        if len(set(names)) != len(names):
+            raise ValueError(f"camera names must be unique (got {names})")
+        allowed = {"base", "world"} if nav else {"world", "wrist"}
+        bad = [c.name for c in self.cameras if c.mount not in allowed]
+        if bad:
+            raise ValueError(f"cameras {bad}: mount must be one of {sorted(allowed)} "
+                             f"for robot {self.robot!r}")
+        return self
+
+
+def scenario_dir() -> Path:
+    return Path(str(resources.files("qrobot.scenarios")))
+
+
+def scenario_names() -> list[str]:
+    return sorted(p.stem for p in scenario_dir().glob("*.toml"))
+
+
+def _resolve(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.parent != Path("."):
+        if not p.is_file():
+            raise ScenarioError(f"{p}: scenario file not found")
+        return p
+    packaged = scenario_dir() / f"{name_or_path}.toml"
+    if not packaged.is_file():
+        raise ScenarioError(f"unknown scenario {name_or_path!r}; valid names: "
+                            f"{', '.join(scenario_names())} (or a path to a .toml file)")
+    return packaged
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    if path in chain:
+        raise ScenarioError(f"{path}: extends: cycle through {' -> '.join(map(str, chain))}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc}") from None
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ScenarioError(f"{path}: extends: must be a scenario name (string)")
+    try:
+        base_path = _resolve(parent)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{path}: extends: {exc}") from None
+    return _merge(_read(base_path, chain + (path,)), data)
+
+
+def _model_at(model: Any, loc: tuple) -> Any:
+    """The pydantic model class that a location points into (for 'accepted keys')."""
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            if model is Scenario and part == "task":
+                continue
+            tags = {"reach": ReachTask, "pick_place": PickPlaceTask, "stack": StackTask,
+                    "pointnav": PointNavTask, "objectnav": ObjectNavTask}
+            model = tags.get(part, None) if isinstance(part, str) and part in tags else model
+            continue
+        ann = field.annotation
+        for cand in getattr(ann, "__args__", ()) or (ann,):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+            inner = getattr(cand, "__args__", ())
+            if inner and isinstance(inner[0], type) and issubclass(inner[0], BaseModel):
+                model = inner[0]
+                break
+        else:
+            model = None
+    return model
+
+
+def format_error(path: Path, err: dict) -> str:
+    """One line: file: key: problem (accepted: ...)."""
+    loc = tuple(err["loc"])
+    kinds = {"reach", "pick_place", "stack", "pointnav", "objectnav"}
+    shown = [str(p) if not isinstance(p, int) else f"[{p}]" for i, p in enumerate(loc)
+             if not (i > 0 and loc[i - 1] == "task" and p in kinds)]
+    key = ".".join(shown).replace(".[", "[") or "(top level)"
+    if err["type"] == "extra_forbidden":
+        model = _model_at(Scenario, loc[:-1])
+        fields = sorted(getattr(model, "model_fields", {})) if model else []
+        fields = [f for f in fields if f not in ("name", "path")] if model is Scenario else fields
+        return f"{path}: {key}: unknown key; accepted keys: {', '.join(fields)}"
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    suffix = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
+    return f"{path}: {key}: {msg}{suffix}"
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Load and validate a packaged scenario by name, or a .toml file by path."""
+    path = _resolve(str(name_or_path))
+    data = _read(path)
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: top level must be a table")
+    data.setdefault("name", path.stem)
+    data["path"] = str(path)
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(format_error(path, exc.errors()[0])) from None

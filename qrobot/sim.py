@@ -1,0 +1,227 @@
+"""The simulation facade: the one owner of a PyBullet client.
+
+Every `import pybullet` of qrobot lives here or in a robot backend
+(`qrobot/robots/`). Bodies are addressed by name; the physics rate is fixed
+(240 Hz) and one `step()` advances one control period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def _quiet_stdio() -> Iterator[None]:
+    """Silence PyBullet's C-level banners ("argv[0]=", "build time") on fds 1 and 2."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no stdio at all: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None).fflush(None)  # drain C stdio while it still points at /dev/null
+        for fd, saved_fd in zip((1, 2), saved):
+            os.dup2(saved_fd, fd)
+            os.close(saved_fd)
+
+
+with _quiet_stdio():
+    import pybullet
+    import pybullet_data
+    from pybullet_utils.bullet_client import BulletClient
+
+PHYSICS_HZ = 240
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A pinhole camera: fixed in the world, or attached to a body's link."""
+
+    name: str
+    width: int = 128
+    height: int = 128
+    fov: float = 60.0
+    near: float = 0.02
+    far: float = 6.0
+    eye: tuple[float, float, float] = (1.0, 0.0, 1.0)
+    target: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    up: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    # When attached, eye/target/up are given in the link frame.
+    body: str | None = None
+    link: int = -1
+
+
+class Sim:
+    """Owns one `BulletClient`; DIRECT by default, GUI on request."""
+
+    def __init__(self, gui: bool = False, control_hz: float = 10.0) -> None:
+        if not (0 < control_hz <= PHYSICS_HZ) or PHYSICS_HZ % control_hz:
+            raise ValueError(f"control_hz must divide {PHYSICS_HZ} (got {control_hz})")
+        self.gui = gui
+        self.control_hz = float(control_hz)
+        self.substeps = int(PHYSICS_HZ // control_hz)
+        self.dt = 1.0 / self.control_hz
+        with _quiet_stdio():
+            self.client = BulletClient(pybullet.GUI if gui else pybullet.DIRECT)
+        self.client.setAdditionalSearchPath(pybullet_data.getDataPath())
+        self.client.setTimeStep(1.0 / PHYSICS_HZ)
+        self.client.setPhysicsEngineParameter(deterministicOverlappingPairs=1)
+        self.client.setGravity(0, 0, -9.81)
+        if gui:
+            self.client.configureDebugVisualizer(pybullet.COV_ENABLE_GUI, 0)
+        self.bodies: dict[str, int] = {}
+        self._names: dict[int, str] = {}
+        self.time = 0.0
+        self._light = (0.6, 0.4, 2.0)
+
+    # ----------------------------------------------------------------- bodies
+    def _register(self, name: str, uid: int) -> int:
+        if name in self.bodies:
+            raise ValueError(f"body name {name!r} already used")
+        self.bodies[name] = uid
+        self._names[uid] = name
+        return uid
+
+    def load_urdf(self, name: str, path: str, pos: Sequence[float] = (0, 0, 0),
+                  orn: Sequence[float] = (0, 0, 0, 1), fixed: bool = False,
+                  scale: float = 1.0) -> int:
+        uid = self.client.loadURDF(path, basePosition=pos, baseOrientation=orn,
+                                   useFixedBase=fixed, globalScaling=scale,
+                                   flags=pybullet.URDF_ENABLE_CACHED_GRAPHICS_SHAPES)
+        return self._register(name, uid)
+
+    def add_shape(self, name: str, shape: str, size: Sequence[float], rgba: Sequence[float],
+                  pos: Sequence[float] = (0, 0, 0), mass: float = 0.0,
+                  collide: bool = True, friction: float | None = None) -> int:
+        """A primitive body. shape: box (size = half extents), cylinder/capsule
+        (size = radius, height), sphere (size = radius)."""
+        c = self.client
+        kind = {"box": pybullet.GEOM_BOX, "cylinder": pybullet.GEOM_CYLINDER,
+                "capsule": pybullet.GEOM_CAPSULE, "sphere": pybullet.GEOM_SPHERE}[shape]
+        geom: dict = {"halfExtents": list(size)} if shape == "box" else {"radius": size[0]}
+        if shape in ("cylinder", "capsule"):
+            vis = dict(geom, length=size[1])
+            col = dict(geom, height=size[1])
+        else:
+            vis = col = geom
+        vid = c.createVisualShape(kind, rgbaColor=list(rgba), **vis)
+        cid = c.createCollisionShape(kind, **col) if collide else -1
+        uid = c.createMultiBody(baseMass=mass, baseCollisionShapeIndex=cid,
+                                baseVisualShapeIndex=vid, basePosition=list(pos))
+        if friction is not None:
+            c.changeDynamics(uid, -1, lateralFriction=friction)
+        return self._register(name, uid)
+
+    def add_compound(self, name: str, boxes: Sequence[tuple[Sequence[float], Sequence[float]]],
+                     rgba: Sequence[float], pos: Sequence[float] = (0, 0, 0)) -> int:
+        """A static body made of boxes given as (half_extents, offset) pairs."""
+        c = self.client
+        n = len(boxes)
+        half = [list(b[0]) for b in boxes]
+        offs = [list(b[1]) for b in boxes]
+        cid = c.createCollisionShapeArray([pybullet.GEOM_BOX] * n, halfExtents=half,
+                                          collisionFramePositions=offs)
+        vid = c.createVisualShapeArray([pybullet.GEOM_BOX] * n, halfExtents=half,
+                                       visualFramePositions=offs, rgbaColors=[list(rgba)] * n)
+        uid = c.createMultiBody(baseMass=0, baseCollisionShapeIndex=cid,
+                                baseVisualShapeIndex=vid, basePosition=list(pos))
+        return self._register(name, uid)
+
+    def name_of(self, uid: int) -> str | None:
+        return self._names.get(uid)
+
+    def set_color(self, name: str, rgba: Sequence[float]) -> None:
+        self.client.changeVisualShape(self.bodies[name], -1, rgbaColor=list(rgba))
+
+    def set_pose(self, name: str, pos: Sequence[float],
+                 orn: Sequence[float] = (0, 0, 0, 1)) -> None:
+        """Teleport a prop (not a robot: robots move only through their backend)."""
+        uid = self.bodies[name]
+        self.client.resetBasePositionAndOrientation(uid, list(pos), list(orn))
+
+    def pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        pos, orn = self.client.getBasePositionAndOrientation(self.bodies[name])
+        return np.asarray(pos), np.asarray(orn)
+
+    def velocity(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        lin, ang = self.client.getBaseVelocity(self.bodies[name])
+        return np.asarray(lin), np.asarray(ang)
+
+    def in_contact(self, a: str, b: str, link_a: int | None = None) -> bool:
+        kw = {} if link_a is None else {"linkIndexA": link_a}
+        return bool(self.client.getContactPoints(self.bodies[a], self.bodies[b], **kw))
+
+    def contact_links(self, a: str, b: str) -> set[int]:
+        """Link indices of body `a` that touch body `b`."""
+        return {pt[3] for pt in self.client.getContactPoints(self.bodies[a], self.bodies[b])}
+
+    def contacts_of(self, name: str) -> set[str]:
+        """Names of bodies touching `name` right now."""
+        uid = self.bodies[name]
+        return {self._names.get(pt[2], "?") for pt in self.client.getContactPoints(bodyA=uid)}
+
+    # --------------------------------------------------------------- stepping
+    def step(self) -> None:
+        """Advance one control period (physics_hz / control_hz substeps)."""
+        step = self.client.stepSimulation
+        for _ in range(self.substeps):
+            step()
+        self.time += self.dt
+
+    def save_state(self) -> int:
+        return self.client.saveState()
+
+    def restore_state(self, state_id: int) -> None:
+        self.client.restoreState(stateId=state_id)
+        self.time = 0.0
+
+    # --------------------------------------------------------------- cameras
+    def set_light(self, direction: Sequence[float]) -> None:
+        self._light = tuple(float(v) for v in direction)
+
+    def _view(self, cam: Camera) -> list[float]:
+        if cam.body is None:
+            return self.client.computeViewMatrix(cam.eye, cam.target, cam.up)
+        uid = self.bodies[cam.body]
+        if cam.link < 0:
+            pos, orn = self.client.getBasePositionAndOrientation(uid)
+        else:
+            pos, orn = self.client.getLinkState(uid, cam.link, computeForwardKinematics=True)[4:6]
+        rot = np.asarray(self.client.getMatrixFromQuaternion(orn)).reshape(3, 3)
+        eye = np.asarray(pos) + rot @ cam.eye
+        target = np.asarray(pos) + rot @ cam.target
+        return self.client.computeViewMatrix(eye.tolist(), target.tolist(), (rot @ cam.up).tolist())
+
+    def render(self, cam: Camera, depth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """RGB (H, W, 3) uint8 and, if asked, metric depth (H, W) float32."""
+        proj = self.client.computeProjectionMatrixFOV(cam.fov, cam.width / cam.height,
+                                                      cam.near, cam.far)
+        _, _, rgba, zbuf, _ = self.client.getCameraImage(
+            cam.width, cam.height, self._view(cam), proj, lightDirection=list(self._light),
+            shadow=0, renderer=pybullet.ER_TINY_RENDERER,
+            flags=pybullet.ER_NO_SEGMENTATION_MASK)
+        rgb = np.asarray(rgba, dtype=np.uint8).reshape(cam.height, cam.width, 4)[..., :3]
+        if not depth:
+            return rgb, None
+        z = np.asarray(zbuf, dtype=np.float32).reshape(cam.height, cam.width)
+        metric = cam.far * cam.near / (cam.far - (cam.far - cam.near) * z)
+        return rgb, metric.astype(np.float32)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.disconnect()

@@ -1,0 +1,82 @@
+"""The task contract shared by manipulation and navigation tasks."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from qrobot.palette import COLORS
+from qrobot.safety.command import SafeCommand, Stop
+from qrobot.scenario import Scenario
+from qrobot.sim import Sim
+
+StateFn = Callable[[], dict]
+
+
+def jitter_color(name: str, rng: np.random.Generator, amount: float) -> list[float]:
+    """A palette colour, optionally perturbed (domain randomisation)."""
+    rgba = np.array(COLORS[name])
+    if amount > 0:
+        rgba[:3] = np.clip(rgba[:3] + rng.uniform(-amount, amount, 3), 0.0, 1.0)
+    return rgba.tolist()
+
+
+class Task:
+    """Builds its props once, then per episode: reset(rng), observe via goal(),
+    reward(), success(), metrics(). Gets the robot's state as a callable, not the robot."""
+
+    goal_dim = 0  # size of the `goal` observation, 0 = none
+
+    def __init__(self, sim: Sim, scenario: Scenario, robot_state: StateFn) -> None:
+        self.sim = sim
+        self.scenario = scenario
+        self.robot_state = robot_state
+        self.instruction = ""
+        self.steps = 0
+        self.collisions = 0
+        self._touching: set[str] = set()
+
+    # lifecycle ---------------------------------------------------------------
+    def reset(self, rng: np.random.Generator) -> None:
+        self.steps = 0
+        self.collisions = 0
+        self._touching = set()
+        if self.scenario.randomize.light:
+            d = rng.normal(size=3)
+            d[2] = abs(d[2]) + 1.0
+            self.sim.set_light(d)
+
+    def before_physics(self, command: SafeCommand | Stop, raw: Any = None) -> None:
+        """Called with the issued command (and the policy's raw action) before physics."""
+
+    def after_physics(self) -> None:
+        self.steps += 1
+        touching = self._obstacle_contacts()
+        self.collisions += len(touching - self._touching)  # count contact onsets
+        self._touching = touching
+
+    def _obstacle_contacts(self) -> set[str]:
+        return set()
+
+    # queries -----------------------------------------------------------------
+    def goal(self) -> np.ndarray:
+        return np.zeros(0, dtype=np.float32)
+
+    def success(self) -> bool:
+        raise NotImplementedError
+
+    def terminated(self) -> bool:
+        return self.success()
+
+    def reward(self) -> float:
+        """panda-gym's sparse reward: 0 on success, -1 otherwise."""
+        return 0.0 if self.success() else -1.0
+
+    def metrics(self) -> dict[str, float]:
+        return {"success": float(self.success()), "steps": float(self.steps),
+                "collisions": float(self.collisions)}
+
+    def privileged(self) -> dict:
+        """Ground truth for scripted experts only; never part of an observation."""
+        return {}
