@@ -46,13 +46,7 @@ class QRobotEnv(gym.Env):
         self.metadata = dict(self.metadata, render_fps=self.scenario.control_hz)
         self.images = images
         self.sim = Sim(gui=render_mode == "human", control_hz=self.scenario.control_hz)
-        if self.scenario.robot == "panda":
-            self.robot: PandaArm | DiffDriveBase = PandaArm(self.sim)
-            self.task = TASKS[self.scenario.task.kind](self.sim, self.scenario, self._robot_state)
-        else:
-            self.robot = DiffDriveBase(self.sim)
-            self.task = TASKS[self.scenario.task.kind](self.sim, self.scenario, self._robot_state,
-                                                       self.robot.reset)
+        self._build()
         self.supervisor = Supervisor(self.robot.name, self.robot.action_dim)
         self.cameras = [Camera(c.name, c.width, c.height, c.fov, eye=tuple(c.eye),
                                target=tuple(c.target), up=_UP[c.mount],
@@ -62,8 +56,18 @@ class QRobotEnv(gym.Env):
         self._depth = {c.name for c in self.scenario.cameras if c.depth}
         self.action_space = spaces.Box(-1.0, 1.0, (self.robot.action_dim,), np.float32)
         self.observation_space = self._make_obs_space()
-        self._initial = self.sim.save_state()
         self.last_command: SafeCommand | Any = None
+
+    def _build(self) -> None:
+        """(Re)build the world from scratch: robot, then the task's props."""
+        self.sim.reset_world()
+        kind = self.scenario.task.kind
+        if self.scenario.robot == "panda":
+            self.robot: PandaArm | DiffDriveBase = PandaArm(self.sim)
+            self.task = TASKS[kind](self.sim, self.scenario, self._robot_state)
+        else:
+            self.robot = DiffDriveBase(self.sim)
+            self.task = TASKS[kind](self.sim, self.scenario, self._robot_state, self.robot.reset)
 
     def _make_obs_space(self) -> spaces.Dict:
         obs: dict[str, spaces.Space] = {}
@@ -108,9 +112,7 @@ class QRobotEnv(gym.Env):
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         super().reset(seed=seed)
-        self.sim.restore_state(self._initial)
-        if isinstance(self.robot, PandaArm):
-            self.robot.reset()
+        self._build()
         self.task.reset(self.np_random)
         self.supervisor.reset()
         self.last_command = None

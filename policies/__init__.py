@@ -18,6 +18,11 @@ _EXPERTS = {"reach": ReachExpert, "pick_place": PickPlaceExpert, "stack": PickPl
             "pointnav": NavExpert, "objectnav": NavExpert}
 
 
+def needs_images(name: str) -> bool:
+    """Whether the named policy reads camera images (the env skips rendering if not)."""
+    return name not in POLICY_NAMES
+
+
 def make_policy(name: str, env: gym.Env, seed: int = 0, **kwargs: Any) -> Policy:
     """Build the named policy for `env` (the expert matching its task)."""
     base = env.unwrapped
@@ -30,4 +35,4 @@ def make_policy(name: str, env: gym.Env, seed: int = 0, **kwargs: Any) -> Policy
     raise QrobotError(f"unknown policy {name!r}; valid names: {', '.join(POLICY_NAMES)}")
 
 
-__all__ = ["POLICY_NAMES", "Policy", "make_policy"]
+__all__ = ["POLICY_NAMES", "Policy", "make_policy", "needs_images"]

@@ -79,15 +79,21 @@ class Sim:
         with _quiet_stdio():
             self.client = BulletClient(pybullet.GUI if gui else pybullet.DIRECT)
         self.client.setAdditionalSearchPath(pybullet_data.getDataPath())
+        if gui:
+            self.client.configureDebugVisualizer(pybullet.COV_ENABLE_GUI, 0)
+        self.reset_world()
+
+    def reset_world(self) -> None:
+        """Empty the world. Rebuilding from scratch is what makes seeded episodes
+        bit-identical: restoreState keeps broadphase history, which perturbs contacts."""
+        self.client.resetSimulation()
         self.client.setTimeStep(1.0 / PHYSICS_HZ)
         self.client.setPhysicsEngineParameter(deterministicOverlappingPairs=1)
         self.client.setGravity(0, 0, -9.81)
-        if gui:
-            self.client.configureDebugVisualizer(pybullet.COV_ENABLE_GUI, 0)
         self.bodies: dict[str, int] = {}
         self._names: dict[int, str] = {}
         self.time = 0.0
-        self._light = (0.6, 0.4, 2.0)
+        self._light: tuple[float, ...] = (0.6, 0.4, 2.0)
 
     # ----------------------------------------------------------------- bodies
     def _register(self, name: str, uid: int) -> int:
@@ -187,8 +193,8 @@ class Sim:
         return self.client.saveState()
 
     def restore_state(self, state_id: int) -> None:
+        """Positions, velocities and contacts as saved (within the same world build)."""
         self.client.restoreState(stateId=state_id)
-        self.time = 0.0
 
     # --------------------------------------------------------------- cameras
     def set_light(self, direction: Sequence[float]) -> None:

@@ -1,0 +1,132 @@
+"""Episode runner: policy -> env (supervisor inside) for N seeded episodes, with a summary."""
+
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from tqdm import tqdm
+
+from qrobot.envs.core import QRobotEnv
+from qrobot.policies import make_policy, needs_images
+from qrobot.scenario import load_scenario
+
+
+@dataclass
+class EpisodeResult:
+    """What one episode produced; `end_reason` is success | stopped | timeout | policy_error."""
+
+    scenario: str
+    policy: str
+    episode: int
+    seed: int
+    instruction: str
+    success: bool
+    steps: int
+    end_reason: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    safety: dict[str, int] = field(default_factory=dict)
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval for a success rate k/n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def run_episode(env: QRobotEnv, policy: Any, episode: int, seed: int,
+                on_step: Callable[..., None] | None = None) -> EpisodeResult:
+    """Run one episode. A policy exception ends the episode (reason policy_error), not the run."""
+    obs, info = env.reset(seed=seed)
+    instruction = obs["instruction"]
+    policy.reset(instruction)
+    reason, error = "timeout", ""
+    terminated = truncated = False
+    while not (terminated or truncated):
+        try:
+            action = policy.act(obs)
+        except Exception as exc:  # a broken policy must not take the run down
+            reason = "policy_error"
+            error = f"{type(exc).__name__}: {exc}"
+            error += " @ " + traceback.extract_tb(exc.__traceback__)[-1].name
+            break
+        obs, reward, terminated, truncated, info = env.step(action)
+        if on_step is not None:
+            on_step(env, obs, action, reward, info)
+    if reason != "policy_error":
+        reason = "success" if info["success"] else ("stopped" if terminated else "timeout")
+    m = env.task.metrics()
+    return EpisodeResult(env.scenario.name, getattr(policy, "name", type(policy).__name__), episode,
+                         seed, instruction, bool(info["success"]), int(env.task.steps), reason,
+                         {k: float(v) for k, v in m.items()}, env.supervisor.counts(), error)
+
+
+def run(scenario: str, policy_name: str = "expert", episodes: int = 1, seed: int = 0,
+        gui: bool = False, progress: bool = True,
+        on_episode: Callable[[EpisodeResult], None] | None = None) -> list[EpisodeResult]:
+    """Run `episodes` episodes with seeds seed, seed+1, ... and return their results."""
+    sc = load_scenario(scenario)
+    env = QRobotEnv(sc, render_mode="human" if gui else None, images=needs_images(policy_name))
+    try:
+        policy = make_policy(policy_name, env, seed=seed)
+        results = []
+        bar = tqdm(range(episodes), desc=f"{sc.name}/{policy_name}", unit="ep",
+                   disable=None if progress and episodes > 1 else True, leave=False)
+        for k in bar:
+            res = run_episode(env, policy, k, seed + k)
+            results.append(res)
+            if on_episode is not None:
+                on_episode(res)
+            bar.set_postfix(success=f"{np.mean([r.success for r in results]):.2f}")
+        return results
+    finally:
+        env.close()
+
+
+def summarize(results: Iterable[EpisodeResult]) -> dict[str, Any]:
+    rs = list(results)
+    n, k = len(rs), sum(r.success for r in rs)
+    lo, hi = wilson_interval(k, n)
+    out: dict[str, Any] = {"episodes": n, "successes": k, "success_rate": k / n if n else 0.0,
+                           "ci_low": lo, "ci_high": hi,
+                           "mean_steps": float(np.mean([r.steps for r in rs])) if n else 0.0,
+                           "collisions": float(np.mean([r.metrics.get("collisions", 0) for r in rs])) if n else 0.0,
+                           "policy_errors": sum(r.end_reason == "policy_error" for r in rs)}
+    if n and "spl" in rs[0].metrics:
+        out["spl"] = float(np.mean([r.metrics["spl"] for r in rs]))
+    if n and "min_person_clearance" in rs[0].metrics:
+        out["min_person_clearance"] = float(min(r.metrics["min_person_clearance"] for r in rs))
+    return out
+
+
+def format_episode(r: EpisodeResult) -> str:
+    extra = f" spl={r.metrics['spl']:.2f}" if "spl" in r.metrics else ""
+    err = f" error={r.error}" if r.error else ""
+    return (f"ep {r.episode:3d} seed {r.seed:<6d} {'SUCCESS' if r.success else 'fail   '} "
+            f"steps={r.steps:<4d} reason={r.end_reason:<12s} collisions={int(r.metrics.get('collisions', 0))}"
+            f"{extra}  \"{r.instruction}\"{err}")
+
+
+def format_summary(name: str, s: dict[str, Any]) -> str:
+    line = (f"{name}: success {s['successes']}/{s['episodes']} = {s['success_rate']:.1%} "
+            f"(95% CI {s['ci_low']:.1%}-{s['ci_high']:.1%}), mean steps {s['mean_steps']:.1f}, "
+            f"collisions/ep {s['collisions']:.2f}")
+    if "spl" in s:
+        line += f", SPL {s['spl']:.3f}"
+    if "min_person_clearance" in s:
+        line += f", min person clearance {s['min_person_clearance']:.2f} m"
+    if s["policy_errors"]:
+        line += f", policy errors {s['policy_errors']}"
+    return line
