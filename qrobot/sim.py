@@ -176,6 +176,10 @@ class Sim:
         """Link indices of body `a` that touch body `b`."""
         return {pt[3] for pt in self.client.getContactPoints(self.bodies[a], self.bodies[b])}
 
+    def near(self, a: str, b: str, margin: float = 0.01) -> bool:
+        """True if bodies a and b are within `margin` metres (touching or penetrating)."""
+        return bool(self.client.getClosestPoints(self.bodies[a], self.bodies[b], margin))
+
     def contacts_of(self, name: str) -> set[str]:
         """Names of bodies touching `name` right now."""
         uid = self.bodies[name]

@@ -56,6 +56,8 @@ class PandaArm:
         for j in FINGERS:
             c.resetJointState(self.uid, j, FINGER_OPEN, 0.0)
         self._hold(HOME, FINGER_OPEN)
+        st = self.state()
+        self._target, self._target_yaw = st["ee_pos"].copy(), st["ee_yaw"]
 
     def _hold(self, joints: np.ndarray, finger: float) -> None:
         c = self.sim.client
@@ -92,14 +94,21 @@ class PandaArm:
         """Turn a supervisor-issued command into joint targets; a Stop holds."""
         if isinstance(cmd, Stop):
             st = self.state()
+            self._target, self._target_yaw = st["ee_pos"].copy(), st["ee_yaw"]
             self._hold(st["joint_pos"], FINGER_OPEN if st["gripper_width"] > 0.07 else 0.0)
             return
         if not isinstance(cmd, SafeCommand) or not cmd.issued_by_supervisor or cmd.robot != self.name:
             raise PermissionError("PandaArm.apply accepts only commands issued by the supervisor")
         a = cmd.values
         st = self.state()
-        target = np.clip(st["ee_pos"] + a[:3] * self.max_step, *self.workspace)
-        yaw = st["ee_yaw"] + a[3] * self.max_yaw_step
+        # Integrate deltas on the commanded target (no steady-state lag), but keep
+        # it within a short leash of the measured pose so a blocked arm cannot wind up.
+        leash = 1.5 * self.max_step
+        target = np.clip(self._target + a[:3] * self.max_step, st["ee_pos"] - leash, st["ee_pos"] + leash)
+        target = np.clip(target, *self.workspace)
+        lag = float(np.arctan2(np.sin(self._target_yaw - st["ee_yaw"]), np.cos(self._target_yaw - st["ee_yaw"])))
+        yaw = st["ee_yaw"] + float(np.clip(lag, -self.max_yaw_step, self.max_yaw_step)) + a[3] * self.max_yaw_step
+        self._target, self._target_yaw = target, yaw
         orn = pybullet.getQuaternionFromEuler([np.pi, 0.0, yaw])
         c = self.sim.client
         sol = c.calculateInverseKinematics(

@@ -70,6 +70,7 @@ class _NavTask(Task):
         self.min_person_clearance = float("inf")
         self._last_xy: np.ndarray | None = None
         self._chose_rest = False
+        self._person_hits: set[str] = set()
 
     # ---------------------------------------------------------------- reset
     def _place_random_obstacles(self, rng: np.random.Generator) -> None:
@@ -135,6 +136,9 @@ class _NavTask(Task):
             self._chose_rest = False
         for w in self.walkers:
             w.move(self.sim.time + self.sim.dt)
+        # People are teleported each control period and the solver pushes the robot
+        # clear within it, so look for overlap right after the move as well.
+        self._person_hits = {w.name for w in self.walkers if self.sim.near("robot", w.name, 0.01)}
 
     def after_physics(self) -> None:
         super().after_physics()
@@ -150,7 +154,9 @@ class _NavTask(Task):
             self.min_person_clearance = min(self.min_person_clearance, clearance)
 
     def _obstacle_contacts(self) -> set[str]:
-        return {n for n in self.sim.contacts_of("robot") if n != "floor"}
+        touching = {n for n in self.sim.contacts_of("robot") if n != "floor"}
+        return touching | self._person_hits | {
+            w.name for w in self.walkers if self.sim.near("robot", w.name, 0.01)}
 
     # -------------------------------------------------------------- queries
     def distance_to_goal(self) -> float:
