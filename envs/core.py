@@ -61,6 +61,8 @@ class QRobotEnv(gym.Env):
     def _build(self) -> None:
         """(Re)build the world from scratch: robot, then the task's props."""
         self.sim.reset_world()
+        self._state: dict | None = None
+        self._state_version = -1
         kind = self.scenario.task.kind
         if self.scenario.robot == "panda":
             self.robot: PandaArm | DiffDriveBase = PandaArm(self.sim)
@@ -86,7 +88,10 @@ class QRobotEnv(gym.Env):
 
     # ------------------------------------------------------------ internals
     def _robot_state(self) -> dict:
-        return self.robot.state()
+        """The robot's state, read once per control step (tasks ask for it often)."""
+        if self._state is None or self._state_version != self.sim.version:
+            self._state, self._state_version = self.robot.state(), self.sim.version
+        return self._state
 
     def _obs(self) -> dict[str, Any]:
         obs: dict[str, Any] = {}
@@ -98,7 +103,7 @@ class QRobotEnv(gym.Env):
                 if depth is not None:
                     imgs[f"{cam.name}_depth"] = np.clip(depth, 0.0, cam.far)
             obs["images"] = imgs
-        obs["proprio"] = self.robot.proprio(self.robot.state())
+        obs["proprio"] = self.robot.proprio(self._robot_state())
         obs["instruction"] = self.task.instruction
         if self.task.goal_dim:
             obs["goal"] = self.task.goal()
@@ -119,7 +124,7 @@ class QRobotEnv(gym.Env):
         return self._obs(), self._info()
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        state = dict(self.robot.state(), time=self.sim.time)
+        state = dict(self._robot_state(), time=self.sim.time)
         command = self.supervisor.filter(action, state)
         self.robot.apply(command)
         self.task.before_physics(command, action)
@@ -137,7 +142,7 @@ class QRobotEnv(gym.Env):
 
     def privileged_state(self) -> dict[str, Any]:
         """Ground truth for scripted experts: an explicit channel, never in observations."""
-        return dict(self.task.privileged(), robot=self.robot.state(), time=self.sim.time)
+        return dict(self.task.privileged(), robot=self._robot_state(), time=self.sim.time)
 
     def close(self) -> None:
         self.sim.close()

@@ -93,6 +93,7 @@ class Sim:
         self.bodies: dict[str, int] = {}
         self._names: dict[int, str] = {}
         self.time = 0.0
+        self.version = 0  # bumped whenever physics state may have changed (state caches key on it)
         self._light: tuple[float, ...] = (0.6, 0.4, 2.0)
 
     # ----------------------------------------------------------------- bodies
@@ -159,6 +160,7 @@ class Sim:
         """Teleport a prop (not a robot: robots move only through their backend)."""
         uid = self.bodies[name]
         self.client.resetBasePositionAndOrientation(uid, list(pos), list(orn))
+        self.version += 1
 
     def pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         pos, orn = self.client.getBasePositionAndOrientation(self.bodies[name])
@@ -192,6 +194,7 @@ class Sim:
         for _ in range(self.substeps):
             step()
         self.time += self.dt
+        self.version += 1
 
     def save_state(self) -> int:
         return self.client.saveState()
@@ -199,6 +202,7 @@ class Sim:
     def restore_state(self, state_id: int) -> None:
         """Positions, velocities and contacts as saved (within the same world build)."""
         self.client.restoreState(stateId=state_id)
+        self.version += 1
 
     # --------------------------------------------------------------- cameras
     def set_light(self, direction: Sequence[float]) -> None:

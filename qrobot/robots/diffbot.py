@@ -43,6 +43,7 @@ class DiffDriveBase:
     def reset(self, x: float = 0.0, y: float = 0.0, yaw: float = 0.0) -> None:
         """Episode reset: place the base (between episodes only)."""
         c = self.sim.client
+        self.sim.version += 1
         orn = pybullet.getQuaternionFromEuler([0, 0, yaw])
         c.resetBasePositionAndOrientation(self.uid, [x, y, 0.0], orn)
         c.resetBaseVelocity(self.uid, [0, 0, 0], [0, 0, 0])

@@ -51,6 +51,7 @@ class PandaArm:
     def reset(self) -> None:
         """Episode reset (between episodes only; motion during one goes via apply)."""
         c = self.sim.client
+        self.sim.version += 1
         for j, q in zip(ARM_JOINTS, HOME):
             c.resetJointState(self.uid, j, q, 0.0)
         for j in FINGERS:

@@ -36,6 +36,16 @@ class Task:
         self.steps = 0
         self.collisions = 0
         self._touching: set[str] = set()
+        self._memo: dict[str, Any] = {}
+        self._memo_version = -1
+
+    def _once(self, key: str, fn: Callable[[], Any]) -> Any:
+        """Compute fn() once per physics state (reward, success, metrics all ask)."""
+        if self._memo_version != self.sim.version:
+            self._memo, self._memo_version = {}, self.sim.version
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]
 
     # lifecycle ---------------------------------------------------------------
     def reset(self, rng: np.random.Generator) -> None:

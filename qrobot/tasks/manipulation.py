@@ -102,7 +102,8 @@ class _Tabletop(Task):
         self.start = {n: self.sim.pose(n)[0] for n in self.cubes}
 
     def _held(self, name: str) -> bool:
-        return bool(self.sim.contact_links("robot", name) & set(FINGER_LINKS))
+        return self._once(f"held:{name}", lambda: bool(
+            self.sim.contact_links("robot", name) & set(FINGER_LINKS)))
 
     def _obstacle_contacts(self) -> set[str]:
         return {"table"} if self.sim.contact_links("robot", "table") - set(FINGER_LINKS) else set()
@@ -111,7 +112,8 @@ class _Tabletop(Task):
         raise NotImplementedError
 
     def _distance(self) -> float:
-        return float(np.linalg.norm(self.sim.pose(self.target_name)[0] - self.target_point()))
+        return self._once("distance", lambda: float(
+            np.linalg.norm(self.sim.pose(self.target_name)[0] - self.target_point())))
 
     def success(self) -> bool:
         return self._distance() < self.cfg.success_distance and not self._held(self.target_name)

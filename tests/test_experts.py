@@ -1,0 +1,32 @@
+"""Scripted experts succeed on every scenario (a CI-sized sample of the README's table).
+
+Episodes are bit-identical for a seed, so this is deterministic. The full table is
+`qrobot bench --policies expert --episodes 50` (see README).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from qrobot.runner import run, summarize
+from qrobot.scenario import scenario_names
+
+EPISODES = 10
+SEED = 500  # disjoint from the README table's seeds 0..49
+
+
+@pytest.mark.parametrize("scenario", scenario_names())
+def test_expert_success_rate(scenario: str) -> None:
+    results = run(scenario, "expert", episodes=EPISODES, seed=SEED, progress=False)
+    s = summarize(results)
+    assert s["success_rate"] >= 0.9, [(r.seed, r.end_reason, r.metrics) for r in results if not r.success]
+    assert s["policy_errors"] == 0
+    if "spl" in s:
+        assert 0.5 < s["spl"] <= 1.0
+
+
+def test_hold_and_random_policies_rarely_succeed() -> None:
+    """The success check is not trivially satisfied."""
+    for pol in ("hold", "random"):
+        s = summarize(run("pick_place", pol, episodes=3, seed=SEED, progress=False))
+        assert s["success_rate"] == 0.0
