@@ -12,9 +12,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+import dataclasses
+
 from qrobot.robots.diffbot import DiffDriveBase
 from qrobot.robots.panda import HAND_LINK, PandaArm
 from qrobot.safety import SafeCommand, Supervisor
+from qrobot.safety.limits import Limits, apply_overrides, default_limits
+from qrobot.safety.ssm import protective_distance
+from qrobot.safety.supervisor import OperatorKey
 from qrobot.scenario import INSTRUCTION_CHARSET, Scenario, load_scenario
 from qrobot.sim import Camera, Sim
 from qrobot.tasks.manipulation import PickPlace, Reach, Stack
@@ -32,12 +37,14 @@ class QRobotEnv(gym.Env):
         scenario: a packaged scenario name, a path to a .toml file, or a Scenario.
         render_mode: None, "rgb_array" (first camera) or "human" (PyBullet GUI).
         images: include camera images in observations (off = faster, for experts).
+        operator: the operator channel that may release the supervisor's e-stop. Keep
+            it away from the policy; without one, a latched e-stop lasts the episode.
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
 
     def __init__(self, scenario: str | Scenario = "pick_place", render_mode: str | None = None,
-                 images: bool = True) -> None:
+                 images: bool = True, operator: OperatorKey | None = None) -> None:
         super().__init__()
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         if render_mode not in (None, *self.metadata["render_modes"]):
@@ -46,8 +53,11 @@ class QRobotEnv(gym.Env):
         self.metadata = dict(self.metadata, render_fps=self.scenario.control_hz)
         self.images = images
         self.sim = Sim(gui=render_mode == "human", control_hz=self.scenario.control_hz)
+        self.limits = self._limits()
         self._build()
-        self.supervisor = Supervisor(self.robot.name, self.robot.action_dim)
+        scale = (self.robot.max_step, self.robot.max_yaw_step) if self.robot.name == "panda" \
+            else (self.robot.max_v, self.robot.max_w)
+        self.supervisor = Supervisor(self.limits, scale, kinematics=self._ik, operator=operator)
         self.cameras = [Camera(c.name, c.width, c.height, c.fov, eye=tuple(c.eye),
                                target=tuple(c.target), up=_UP[c.mount],
                                body=None if c.mount == "world" else "robot",
@@ -57,6 +67,18 @@ class QRobotEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, (self.robot.action_dim,), np.float32)
         self.observation_space = self._make_obs_space()
         self.last_command: SafeCommand | Any = None
+
+    def _limits(self) -> Limits:
+        """The robot's default profile; a room narrows the map bounds; then the scenario's overrides."""
+        lim = default_limits(self.scenario.robot, 1.0 / self.scenario.control_hz)
+        if self.scenario.room is not None:
+            sx, sy = self.scenario.room.size
+            lim = dataclasses.replace(lim, base=dataclasses.replace(
+                lim.base, bounds_low=(-sx / 2, -sy / 2), bounds_high=(sx / 2, sy / 2)))
+        return apply_overrides(lim, dict(self.scenario.limits.overrides))
+
+    def _ik(self, target: np.ndarray, yaw: float) -> np.ndarray:
+        return self.robot.ik(target, yaw)  # type: ignore[union-attr]
 
     def _build(self) -> None:
         """(Re)build the world from scratch: robot, then the task's props."""
@@ -70,6 +92,8 @@ class QRobotEnv(gym.Env):
         else:
             self.robot = DiffDriveBase(self.sim)
             self.task = TASKS[kind](self.sim, self.scenario, self._robot_state, self.robot.reset)
+            base = self.limits.base
+            self.task.protective_distance = lambda v: protective_distance(base.ssm, v, base.v_acc)
 
     def _make_obs_space(self) -> spaces.Dict:
         obs: dict[str, spaces.Space] = {}
@@ -111,7 +135,16 @@ class QRobotEnv(gym.Env):
 
     def _info(self) -> dict[str, Any]:
         return {"success": bool(self.task.success()), "metrics": self.task.metrics(),
-                "safety": self.supervisor.counts(), "time": self.sim.time}
+                "safety": self.supervisor.counts(), "estop": self.supervisor.latched or "",
+                "time": self.sim.time}
+
+    def supervisor_state(self) -> dict[str, Any]:
+        """What the supervisor sees: robot state, a timestamp, and sensed people."""
+        state = dict(self._robot_state(), time=self.sim.time)
+        sensed = getattr(self.task, "sensed_people", None)
+        if sensed is not None and self.scenario.people:
+            state["people"], state["people_radius"] = sensed()
+        return state
 
     # ------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None,
@@ -124,8 +157,9 @@ class QRobotEnv(gym.Env):
         return self._obs(), self._info()
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        state = dict(self._robot_state(), time=self.sim.time)
-        command = self.supervisor.filter(action, state)
+        if self.sim.gui and self.sim.key_pressed("e"):
+            self.supervisor.estop("operator pressed 'e' in the GUI", self.sim.time)
+        command = self.supervisor.filter(action, self.supervisor_state())
         self.robot.apply(command)
         self.task.before_physics(command, action)
         self.sim.step()

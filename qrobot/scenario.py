@@ -185,6 +185,7 @@ class Person(_Strict):
     speed: float = Field(0.8, gt=0.0, le=2.5)
     radius: float = Field(0.25, ge=0.1, le=0.6)
     random_phase: bool = True
+    yield_to_robot: bool = Field(True, description="step around the robot instead of into it")
 
 
 class Randomize(_Strict):
@@ -194,11 +195,19 @@ class Randomize(_Strict):
     color_jitter: float = Field(0.0, ge=0.0, le=0.3)
 
 
+class Sensing(_Strict):
+    """The people sensor that feeds the supervisor's separation monitoring."""
+
+    people_latency: float = Field(0.1, ge=0.0, le=1.0)
+    people_noise: float = Field(0.02, ge=0.0, le=0.5)
+
+
 class Limits(_Strict):
-    """The supervisor's limits profile, and per-scenario overrides of its values."""
+    """The supervisor's limits profile, and per-scenario overrides of its values
+    (dotted keys such as "v_max" or "ssm.warning_band"; see qrobot.safety.limits)."""
 
     profile: Literal["default"] = "default"
-    overrides: dict[str, float] = {}
+    overrides: dict[str, Union[bool, float, list[float], list[list[float]]]] = {}
 
 
 class Scenario(_Strict):
@@ -216,6 +225,7 @@ class Scenario(_Strict):
     people: list[Person] = []
     stop_at_rest_steps: int = Field(30, ge=0, le=1000)
     randomize: Randomize = Randomize()
+    sensing: Sensing = Sensing()
     limits: Limits = Limits()
 
     @model_validator(mode="after")
@@ -342,6 +352,13 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     data.setdefault("name", path.stem)
     data["path"] = str(path)
     try:
-        return Scenario.model_validate(data)
+        sc = Scenario.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(format_error(path, exc.errors()[0])) from None
+    from qrobot.safety.limits import apply_overrides, default_limits
+
+    try:
+        apply_overrides(default_limits(sc.robot, 1.0 / sc.control_hz), dict(sc.limits.overrides))
+    except ValueError as exc:
+        raise ScenarioError(f"{path}: limits.overrides.{exc}") from None
+    return sc

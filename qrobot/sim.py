@@ -204,6 +204,11 @@ class Sim:
         self.client.restoreState(stateId=state_id)
         self.version += 1
 
+    def key_pressed(self, key: str) -> bool:
+        """True if `key` went down since the last call (GUI runs only)."""
+        events = self.client.getKeyboardEvents()
+        return bool(events.get(ord(key), 0) & pybullet.KEY_WAS_TRIGGERED)
+
     # --------------------------------------------------------------- cameras
     def set_light(self, direction: Sequence[float]) -> None:
         self._light = tuple(float(v) for v in direction)

@@ -74,10 +74,14 @@ class DiffDriveBase:
         return np.asarray(state["base_vel"], dtype=np.float32)
 
     def apply(self, cmd: SafeCommand | Stop) -> None:
-        """Drive the wheels from a supervisor-issued command; a Stop brakes."""
+        """Drive the wheels at a supervisor-issued (v m/s, omega rad/s). A Stop executes
+        its controlled-stop command, or commands zero wheel speed."""
         if isinstance(cmd, Stop):
-            self._drive(0.0, 0.0)
-            return
-        if not isinstance(cmd, SafeCommand) or not cmd.issued_by_supervisor or cmd.robot != self.name:
+            if cmd.brake is None:
+                self._drive(0.0, 0.0)
+                return
+            cmd = cmd.brake
+        if not isinstance(cmd, SafeCommand) or not cmd.issued_by_supervisor or cmd.robot != self.name \
+                or cmd.values.shape != (3,):
             raise PermissionError("DiffDriveBase.apply accepts only commands issued by the supervisor")
-        self._drive(float(cmd.values[0]) * self.max_v, float(cmd.values[1]) * self.max_w)
+        self._drive(float(cmd.values[0]), float(cmd.values[1]))

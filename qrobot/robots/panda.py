@@ -1,7 +1,9 @@
-"""Franka Panda backend: end-effector delta control through IK.
+"""Franka Panda backend: joint position targets issued by the supervisor.
 
-Action (normalised to [-1, 1]): dx, dy, dz, dyaw, gripper (>0 open, <=0 closed).
-This module (with the other backends) is the only place motors are commanded.
+The policy's action (normalised to [-1, 1]: dx, dy, dz, dyaw, gripper > 0 open) is an
+end-effector delta; the supervisor limits it, solves IK through `ik`, limits the
+joints and issues joint targets. This module (with the other backends) is the only
+place motors are commanded.
 """
 
 from __future__ import annotations
@@ -57,13 +59,12 @@ class PandaArm:
         for j in FINGERS:
             c.resetJointState(self.uid, j, FINGER_OPEN, 0.0)
         self._hold(HOME, FINGER_OPEN)
-        st = self.state()
-        self._target, self._target_yaw = st["ee_pos"].copy(), st["ee_yaw"]
 
     def _hold(self, joints: np.ndarray, finger: float) -> None:
         c = self.sim.client
-        c.setJointMotorControlArray(self.uid, ARM_JOINTS, pybullet.POSITION_CONTROL,
-                                    targetPositions=list(joints), forces=ARM_FORCES)
+        for j, q, f, v in zip(ARM_JOINTS, joints, ARM_FORCES, MAX_JOINT_VEL):
+            c.setJointMotorControl2(self.uid, j, pybullet.POSITION_CONTROL, targetPosition=float(q),
+                                    force=f, maxVelocity=float(v))
         c.setJointMotorControlArray(self.uid, FINGERS, pybullet.POSITION_CONTROL,
                                     targetPositions=[finger, finger],
                                     forces=[FINGER_FORCE, FINGER_FORCE])
@@ -90,32 +91,30 @@ class PandaArm:
         return np.concatenate([state["ee_pos"], [np.cos(yaw), np.sin(yaw), state["gripper_width"]],
                                state["joint_pos"]]).astype(np.float32)
 
-    # ---------------------------------------------------------------- actuate
-    def apply(self, cmd: SafeCommand | Stop) -> None:
-        """Turn a supervisor-issued command into joint targets; a Stop holds."""
-        if isinstance(cmd, Stop):
-            st = self.state()
-            self._target, self._target_yaw = st["ee_pos"].copy(), st["ee_yaw"]
-            self._hold(st["joint_pos"], FINGER_OPEN if st["gripper_width"] > 0.07 else 0.0)
-            return
-        if not isinstance(cmd, SafeCommand) or not cmd.issued_by_supervisor or cmd.robot != self.name:
-            raise PermissionError("PandaArm.apply accepts only commands issued by the supervisor")
-        a = cmd.values
-        st = self.state()
-        # Integrate deltas on the commanded target (no steady-state lag), but keep
-        # it within a short leash of the measured pose so a blocked arm cannot wind up.
-        leash = 1.5 * self.max_step
-        target = np.clip(self._target + a[:3] * self.max_step, st["ee_pos"] - leash, st["ee_pos"] + leash)
-        target = np.clip(target, *self.workspace)
-        lag = float(np.arctan2(np.sin(self._target_yaw - st["ee_yaw"]), np.cos(self._target_yaw - st["ee_yaw"])))
-        yaw = st["ee_yaw"] + float(np.clip(lag, -self.max_yaw_step, self.max_yaw_step)) + a[3] * self.max_yaw_step
-        self._target, self._target_yaw = target, yaw
-        orn = pybullet.getQuaternionFromEuler([np.pi, 0.0, yaw])
-        c = self.sim.client
-        sol = c.calculateInverseKinematics(
+    # ------------------------------------------------------------ kinematics
+    def ik(self, target: np.ndarray, yaw: float) -> np.ndarray:
+        """Joint positions putting the gripper at `target`, pointing down, at `yaw`.
+        A query (reads the current joints as the seed), not an actuation."""
+        target = np.clip(np.asarray(target, dtype=np.float64), *self.workspace)
+        orn = pybullet.getQuaternionFromEuler([np.pi, 0.0, float(yaw)])
+        sol = self.sim.client.calculateInverseKinematics(
             self.uid, EE_LINK, target.tolist(), orn,
             lowerLimits=list(self.lower) + [0, 0], upperLimits=list(self.upper) + [0.04, 0.04],
             jointRanges=list(self.upper - self.lower) + [0.04, 0.04],
             restPoses=list(HOME) + [0.02, 0.02], maxNumIterations=20, residualThreshold=1e-4)
-        joints = np.clip(np.asarray(sol[:7]), self.lower, self.upper)
-        self._hold(joints, FINGER_OPEN if a[4] > 0 else 0.0)
+        return np.asarray(sol[:7], dtype=np.float64)
+
+    # ---------------------------------------------------------------- actuate
+    def apply(self, cmd: SafeCommand | Stop) -> None:
+        """Execute a supervisor-issued command: 7 joint targets + finger width.
+        A Stop executes its controlled-stop command, or holds where the arm is."""
+        if isinstance(cmd, Stop):
+            if cmd.brake is None:
+                st = self.state()
+                self._hold(st["joint_pos"], FINGER_OPEN if st["gripper_width"] > 0.07 else 0.0)
+                return
+            cmd = cmd.brake
+        if not isinstance(cmd, SafeCommand) or not cmd.issued_by_supervisor or cmd.robot != self.name \
+                or cmd.values.shape != (8,):
+            raise PermissionError("PandaArm.apply accepts only commands issued by the supervisor")
+        self._hold(cmd.values[:7], float(cmd.values[7]))

@@ -31,9 +31,11 @@ class SafeCommand:
 
 @dataclass(frozen=True)
 class Stop:
-    """The supervisor refused the action; the robot holds still."""
+    """The supervisor refused the action. `brake` is the controlled-stop command
+    (decelerate within limits, then hold); without one the backend holds in place."""
 
     reason: str
+    brake: SafeCommand | None = None
 
 
 def mint(robot: str, values: np.ndarray) -> SafeCommand:

@@ -1,17 +1,39 @@
 """The supervisor: the only road from a policy action to a robot command.
 
-Pure numpy. `filter` never raises: any action it cannot vouch for becomes a
-`Stop` with a reason, and every intervention is an event.
+Pure numpy and total: `filter` never raises. Anything it cannot vouch for
+becomes a `Stop` carrying a controlled-stop (IEC 60204-1 category 1) command;
+every intervention is an `Event`.
+
+Order of checks each control period:
+  sensors (finite, timestamp advancing, dt > 0)  -> fault: latched e-stop
+  watchdog (valid command within the deadline)     -> latched e-stop
+  e-stop latched                                   -> brake, then hold
+  command (type, shape, finite)                    -> reject: brake
+  re-arm after an operator reset (neutral command first)
+  robot rules (arm: Cartesian, workspace, SSM, IK, joints; base: speed, SSM,
+  bounds/keep-out, acceleration)                   -> SafeCommand
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import math
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from qrobot.safety import arm_rules, base_rules
 from qrobot.safety.command import SafeCommand, Stop, mint
+from qrobot.safety.limits import Limits
+from qrobot.safety.ssm import lookahead, max_safe_speed, min_separation, protective_distance
+
+Kinematics = Callable[[np.ndarray, float], np.ndarray]  # (ee target, yaw) -> joint targets
+_SENSORS = {"panda": ("joint_pos", "joint_vel", "ee_pos", "ee_yaw"), "diffbot": ("base_pose", "base_vel")}
+_DIM = {"panda": 5, "diffbot": 3}
+FINGER_OPEN = 0.04
 
 
 @dataclass(frozen=True)
@@ -23,49 +45,295 @@ class Event:
     raw: Any
     issued: Any
     reason: str
-    severity: str = "warn"  # info | warn | error
+    severity: str = "warning"  # info | warning | error | critical
 
 
 @dataclass
+class OperatorKey:
+    """The operator channel. Hand it to the person (runner, GUI, bridge console),
+    never to the policy: the supervisor keeps only its hash."""
+
+    secret: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+
+
+def _finite(x: Any) -> bool:
+    try:
+        return bool(np.all(np.isfinite(np.asarray(x, dtype=np.float64))))
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 class Supervisor:
-    """Checks normalised actions for one robot before anything moves."""
+    """Checks every action for one robot against a limits profile."""
 
-    robot: str
-    action_dim: int
-    events: list[Event] = field(default_factory=list)
+    def __init__(self, limits: Limits, action_scale: tuple[float, ...],
+                 kinematics: Kinematics | None = None, operator: OperatorKey | None = None) -> None:
+        self.limits = limits
+        self.robot = limits.robot
+        self.dim = _DIM[self.robot]
+        self.scale = np.asarray(action_scale, dtype=np.float64)
+        self.kinematics = kinematics
+        key = operator or OperatorKey()  # no key given: nobody can reset this latch
+        self._key_hash = hashlib.sha256(key.secret).digest()
+        self.events: list[Event] = []
+        self.reset()
 
+    # --------------------------------------------------------------- episode
     def reset(self) -> None:
+        """New episode (a new simulated world): clears latches, history and events."""
         self.events.clear()
+        self.latched: str | None = None
+        self.needs_rearm = False
+        self.protective = False
+        self._clear_since: float | None = None
+        self._last_time: float | None = None
+        self._last_valid: float | None = None
+        self._prev = np.zeros(7 if self.robot == "panda" else 2)  # commanded velocity
+        self._grip = FINGER_OPEN
+        self._done = 0.0  # base: the policy's validated "I am at the goal" flag (not motion)
+        self.protective_time = 0.0
+        self.estops = 0
 
-    def _event(self, state: dict, rule: str, raw: Any, issued: Any, reason: str,
-               severity: str = "warn") -> None:
-        t = state.get("time", 0.0) if isinstance(state, dict) else 0.0
-        self.events.append(Event(float(t), rule, raw, issued, reason, severity))
+    # ------------------------------------------------------------- operator
+    def estop(self, reason: str = "operator e-stop", time: float | None = None) -> None:
+        """Latch the e-stop (API call, GUI key, watchdog or fault)."""
+        if self.latched is None:
+            self.latched = reason
+            self.estops += 1
+            self._event(time, "estop", None, None, reason, "critical")
 
-    def filter(self, action: Any, state: dict) -> SafeCommand | Stop:
-        """Return a command the robot may execute, or a Stop."""
+    def reset_estop(self, key: Any, time: float | None = None) -> bool:
+        """Release the latch: only with the operator key, and motion needs a fresh
+        neutral command afterwards (a release never restarts motion)."""
+        secret = getattr(key, "secret", None)
+        if not isinstance(secret, bytes) or not hmac.compare_digest(
+                hashlib.sha256(secret).digest(), self._key_hash):
+            self._event(time, "reset_refused", None, None, "e-stop reset without the operator key", "error")
+            return False
+        if self.latched is not None:
+            self._event(time, "reset", None, None, f"operator released e-stop ({self.latched})", "warning")
+        self.latched = None
+        self.needs_rearm = True
+        return True
+
+    # ---------------------------------------------------------------- events
+    def _event(self, time: float | None, rule: str, raw: Any, issued: Any, reason: str,
+               severity: str = "warning") -> None:
+        t = float(time) if isinstance(time, (int, float)) and math.isfinite(time) else \
+            (self._last_time if self._last_time is not None else 0.0)
+        self.events.append(Event(t, rule, raw, issued, reason, severity))
+
+    def counts(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for e in self.events:
+            out[e.rule] = out.get(e.rule, 0) + 1
+        out["interventions"] = float(len(self.events))
+        out["estops"] = float(self.estops)
+        out["protective_stop_time"] = round(self.protective_time, 6)
+        return out
+
+    # ---------------------------------------------------------------- filter
+    def filter(self, action: Any, state: Any) -> SafeCommand | Stop:
+        """The one gate. `action=None` means no command arrived this period."""
+        try:
+            return self._filter(action, state)
+        except Exception as exc:  # total: a supervisor bug must stop the robot, not crash
+            self.estop(f"supervisor fault: {type(exc).__name__}: {exc}")
+            return Stop(f"supervisor fault: {type(exc).__name__}")
+
+    def _filter(self, action: Any, state: Any) -> SafeCommand | Stop:
+        dt = self.limits.control_dt
+        fault = self._sensor_fault(state)
+        if fault:
+            self.estop(fault)
+            return self._brake(state if isinstance(state, dict) else {}, fault)
+        now = float(state["time"])
+        if self._last_valid is None:
+            self._last_valid = now
+        raw = _summary(action)
+        arr = self._validate(action)
+        self._done = 0.0
+        if arr is None:
+            if now - self._last_valid > self.limits.watchdog_periods * dt + 1e-9:
+                self.estop(f"watchdog: no valid command for {now - self._last_valid:.3f} s")
+            elif action is not None:
+                self._event(now, "reject", raw, None, _why_invalid(action, self.dim), "error")
+            return self._brake(state, self.latched or "invalid command")
+        self._last_valid = now
+        if self.robot == "diffbot":
+            self._done = 1.0 if arr[2] > 0.5 else 0.0
+        if self.latched is not None:
+            return self._brake(state, f"e-stop latched: {self.latched}")
+        if self.needs_rearm:
+            motion = arr[:2] if self.robot == "diffbot" else arr[:4]
+            if np.all(np.abs(motion) <= 1e-3):
+                self.needs_rearm = False
+                self._event(now, "rearm", raw, None, "neutral command after reset: motion enabled", "info")
+            else:
+                self._event(now, "reject", raw, None, "after a reset, send a neutral command first", "warning")
+            return self._brake(state, "awaiting a fresh neutral command")
+        clipped = np.clip(arr, -1.0, 1.0)
+        if not np.array_equal(clipped, arr):
+            self._event(now, "clamp", raw, clipped.tolist(), "action outside [-1, 1]", "info")
+        if self.robot == "panda":
+            return self._arm(clipped, state, now, raw)
+        return self._base(clipped, state, now, raw)
+
+    def _sensor_fault(self, state: Any) -> str | None:
+        if not isinstance(state, dict):
+            return "sensor fault: no robot state"
+        for key in (*_SENSORS[self.robot], "time"):
+            if key not in state or not _finite(state[key]):
+                return f"sensor fault: {key} missing or non-finite"
+        if "people" in state and not _finite(state["people"]):
+            return "sensor fault: people positions non-finite"
+        now = float(state["time"])
+        if self._last_time is not None:
+            step = now - self._last_time
+            if not step > 0:
+                return f"sensor fault: stale data (timestamp advanced {step:.3g} s)"
+        self._last_time = now
+        return None
+
+    def _validate(self, action: Any) -> np.ndarray | None:
+        if action is None or isinstance(action, (str, bytes, dict)):
+            return None
         try:
             arr = np.asarray(action, dtype=np.float64)
         except (TypeError, ValueError, OverflowError):
-            stop = Stop("action is not numeric")
-            self._event(state, "reject", repr(action)[:80], None, stop.reason, "error")
-            return stop
-        if arr.shape != (self.action_dim,):
-            stop = Stop(f"action shape {arr.shape} != ({self.action_dim},)")
-            self._event(state, "reject", repr(action)[:80], None, stop.reason, "error")
-            return stop
-        if not np.all(np.isfinite(arr)):
-            stop = Stop("non-finite action")
-            self._event(state, "reject", arr.tolist(), None, stop.reason, "error")
-            return stop
-        clipped = np.clip(arr, -1.0, 1.0)
-        if not np.array_equal(clipped, arr):
-            self._event(state, "clamp", arr.tolist(), clipped.tolist(),
-                        "action outside [-1, 1]", "info")
-        return mint(self.robot, clipped)
+            return None
+        if arr.shape != (self.dim,) or not np.all(np.isfinite(arr)):
+            return None
+        return arr
 
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for e in self.events:
-            out[e.rule] = out.get(e.rule, 0) + 1
-        return out
+    # ---------------------------------------------------------------- brakes
+    def _brake(self, state: dict, reason: str) -> Stop:
+        dt = self.limits.control_dt
+        if self.robot == "diffbot":
+            self._prev = base_rules.brake_base(self._prev, self.limits.base, dt)
+            return Stop(reason, mint(self.robot, np.array([*self._prev, self._done])))
+        self._prev = arm_rules.brake_joints(self._prev, self.limits.arm, dt)
+        q = state.get("joint_pos")
+        if not _finite(q) or np.shape(q) != (7,):
+            return Stop(reason)  # no trustworthy joint state: the backend holds where it is
+        return Stop(reason, mint(self.robot, np.array([*(np.asarray(q) + self._prev * dt), self._grip])))
+
+    # ------------------------------------------------------------------- SSM
+    def _ssm(self, state: dict, xy: np.ndarray, radius: float, vel: np.ndarray,
+             direction: np.ndarray, decel: float, v_cap: float, now: float, raw: Any) -> float | None:
+        """Speed allowed along `direction` near people, or None for a protective stop.
+
+        Directed SSM: Sr and Ss use the robot's speed toward each person; Sh (a person
+        closing at 1.6 m/s) always counts. Separations are taken one reaction time ahead.
+        """
+        p = (self.limits.arm if self.robot == "panda" else self.limits.base).ssm
+        people = np.asarray(state.get("people", np.zeros((0, 2))), dtype=np.float64).reshape(-1, 2)
+        if not p.enabled or people.size == 0:
+            return v_cap
+        radii = np.broadcast_to(np.asarray(state.get("people_radius", 0.25), dtype=np.float64), (len(people),))
+        rel = people - xy[:2]
+        dist = np.maximum(np.linalg.norm(rel, axis=1), 1e-9)
+        unit = rel / dist[:, None]
+        sep = dist - radius - radii - lookahead(p, float(np.linalg.norm(vel)))
+        toward = np.maximum(unit @ vel[:2], 0.0)
+        sp = np.array([protective_distance(p, float(v), decel) for v in toward])
+        sp0 = protective_distance(p, 0.0, decel)
+        if self.protective:
+            self.protective_time += self.limits.control_dt
+            if np.all(sep > sp0):
+                self._clear_since = now if self._clear_since is None else self._clear_since
+                if now - self._clear_since < p.clear_hold_time - 1e-9:
+                    return None
+                self.protective = False
+                self._event(now, "resume", raw, None, f"area clear for {p.clear_hold_time} s", "info")
+            else:
+                self._clear_since = None
+                return None
+        elif np.any(sep < sp):
+            i = int(np.argmin(sep - sp))
+            self.protective = True
+            self._clear_since = None
+            self._event(now, "protective_stop", raw, None,
+                        f"separation {sep[i]:.2f} m < Sp {sp[i]:.2f} m", "error")
+            return None
+        allowed = v_cap
+        band = max(p.warning_band, 1e-6)
+        for i in range(len(people)):
+            c = float(unit[i] @ direction[:2])
+            if c > 1e-6:  # this command closes in on person i
+                ramp = float(np.clip((sep[i] - sp0) / band, 0.0, 1.0))
+                allowed = min(allowed, min(max_safe_speed(p, float(sep[i]), decel, v_cap), v_cap * ramp) / c)
+        return allowed
+
+    # ------------------------------------------------------------------- arm
+    def _arm(self, a: np.ndarray, state: dict, now: float, raw: Any) -> SafeCommand | Stop:
+        lim, dt = self.limits.arm, self.limits.control_dt
+        ee = np.asarray(state["ee_pos"], dtype=np.float64)
+        d, dyaw, hits = arm_rules.limit_ee_step(a[:3] * self.scale[0], float(a[3] * self.scale[1]), lim, dt)
+        d, h = arm_rules.limit_workspace(ee, d, lim)
+        hits += h
+        vel = np.asarray(state.get("ee_lin_vel", np.zeros(3)), dtype=np.float64)
+        direction = d / max(float(np.linalg.norm(d)), 1e-12)
+        allowed = self._ssm(state, ee[:2], 0.1, vel[:2], direction[:2], lim.ee_decel, lim.ee_speed_max, now, raw)
+        if allowed is None:
+            return self._brake(state, "protective stop: person inside Sp")
+        if np.linalg.norm(d) / dt > allowed + 1e-12:
+            d = d * (allowed * dt / max(float(np.linalg.norm(d)), 1e-12))
+            hits.append("slowdown")
+        self._grip = FINGER_OPEN if a[4] > 0 else 0.0
+        q = np.asarray(state["joint_pos"], dtype=np.float64)
+        target = self.kinematics(ee + d, float(state["ee_yaw"]) + dyaw) if self.kinematics else q
+        if not _finite(target) or np.shape(target) != (7,):
+            self._event(now, "reject", raw, None, "no finite IK solution", "error")
+            return self._brake(state, "no finite IK solution")
+        dq, h = arm_rules.limit_joints(q, np.asarray(target, dtype=np.float64) - q, self._prev, lim, dt)
+        hits += h
+        self._prev = dq / dt
+        issued = np.array([*(q + dq), self._grip])
+        for rule in hits:
+            self._event(now, rule, raw, issued.tolist(), f"{rule.replace('_', ' ')} limit", "info")
+        return mint(self.robot, issued)
+
+    # ------------------------------------------------------------------ base
+    def _base(self, a: np.ndarray, state: dict, now: float, raw: Any) -> SafeCommand | Stop:
+        lim, dt = self.limits.base, self.limits.control_dt
+        v, w, hits = base_rules.limit_speed(float(a[0] * self.scale[0]), float(a[1] * self.scale[1]), lim, dt)
+        pose = np.asarray(state["base_pose"], dtype=np.float64)
+        heading = np.array([np.cos(pose[2]), np.sin(pose[2])])
+        vel = heading * float(np.asarray(state["base_vel"])[0])
+        allowed = self._ssm(state, pose[:2], lim.radius, vel, heading * np.sign(v), lim.v_acc, lim.v_max, now, raw)
+        if allowed is None:
+            return self._brake(state, "protective stop: person inside Sp")
+        if abs(v) > allowed + 1e-12:
+            v = float(np.sign(v) * allowed)
+            hits.append("slowdown")
+        v, h = base_rules.limit_region(pose, v, lim, dt)
+        hits += h
+        v, w, h = base_rules.limit_accel(v, w, self._prev, lim, dt)
+        hits += h
+        self._prev = np.array([v, w])
+        issued = np.array([v, w, self._done])
+        for rule in hits:
+            self._event(now, rule, raw, issued.tolist(), f"{rule.replace('_', ' ')} limit", "info")
+        return mint(self.robot, issued)
+
+
+def _summary(action: Any) -> Any:
+    """A small, loggable copy of whatever the policy sent."""
+    try:
+        arr = np.asarray(action, dtype=np.float64)
+        if arr.size <= 16:
+            return arr.tolist()
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return repr(action)[:80]
+
+
+def _why_invalid(action: Any, dim: int) -> str:
+    try:
+        arr = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return f"action of type {type(action).__name__} is not numeric"
+    if arr.shape != (dim,):
+        return f"action shape {arr.shape} != ({dim},)"
+    return "non-finite action"

@@ -8,6 +8,7 @@ occupancy grid (A* then string-pulling), p the summed Euclidean step lengths.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Callable
 
 import numpy as np
@@ -56,6 +57,8 @@ class _NavTask(Task):
         self.walkers = [Walker(sim, f"person{i}", p) for i, p in enumerate(scenario.people)]
         self.grid: OccupancyGrid | None = None
         self.d0 = 0.0
+        # Sp(robot speed) from the supervisor's profile, set by the env: measures intrusions.
+        self.protective_distance: Callable[[float], float] | None = None
         self._reset_episode_stats()
 
     def _add_box(self, name: str, cx: float, cy: float, wx: float, wy: float, h: float, color: str) -> None:
@@ -71,6 +74,8 @@ class _NavTask(Task):
         self._last_xy: np.ndarray | None = None
         self._chose_rest = False
         self._person_hits: set[str] = set()
+        self.intrusions = 0
+        self._commanded_speed = 0.0
 
     # ---------------------------------------------------------------- reset
     def _place_random_obstacles(self, rng: np.random.Generator) -> None:
@@ -99,6 +104,9 @@ class _NavTask(Task):
         self._reset_episode_stats()
         for w in self.walkers:
             w.reset(rng)
+        lag = int(round(self.scenario.sensing.people_latency / self.sim.dt))
+        self._seen: deque[np.ndarray] = deque([self._true_people()] * (lag + 1), maxlen=lag + 1)
+        self._sense_rng = np.random.default_rng(int(rng.integers(2**62)))
         lo, hi = self.scenario.task.geodesic_range  # type: ignore[union-attr]
         for _ in range(200):
             self._place_random_obstacles(rng)
@@ -127,15 +135,18 @@ class _NavTask(Task):
 
     # ------------------------------------------------------------- stepping
     def before_physics(self, command: SafeCommand | Stop, raw: Any = None) -> None:
-        if isinstance(command, SafeCommand) and command.values[2] > 0.5:
-            self.called_stop = True
+        issued = command.brake if isinstance(command, Stop) else command
+        if isinstance(issued, SafeCommand) and issued.values[2] > 0.5:
+            self.called_stop = True  # declaring "done" is not motion: honoured during a stop too
         try:
             r = np.asarray(raw, dtype=float)
             self._chose_rest = bool(r.shape == (3,) and np.all(np.abs(r[:2]) < 0.05))
         except (TypeError, ValueError):
             self._chose_rest = False
+        xy = self.robot_state()["base_pose"][:2]
         for w in self.walkers:
-            w.move(self.sim.time + self.sim.dt)
+            w.step(self.sim.dt, xy, RADIUS + w.cfg.radius + 0.1)
+        self._commanded_speed = abs(float(issued.values[0])) if isinstance(issued, SafeCommand) else 0.0
         # People are teleported each control period and the solver pushes the robot
         # clear within it, so look for overlap right after the move as well.
         self._person_hits = {w.name for w in self.walkers if self.sim.near("robot", w.name, 0.01)}
@@ -149,9 +160,34 @@ class _NavTask(Task):
         self._last_xy = xy.copy()
         at_rest = abs(st["base_vel"][0]) < 0.03 and abs(st["base_vel"][1]) < 0.05
         self.rest_steps = self.rest_steps + 1 if (at_rest and self._chose_rest) else 0
+        clearance = float("inf")
+        heading = np.array([np.cos(st["base_pose"][2]), np.sin(st["base_pose"][2])])
+        vel = heading * float(st["base_vel"][0])
+        intruded = False
         for w in self.walkers:
-            clearance = float(np.linalg.norm(xy - w.position)) - RADIUS - w.cfg.radius
-            self.min_person_clearance = min(self.min_person_clearance, clearance)
+            rel = w.position - xy
+            dist = float(np.linalg.norm(rel))
+            gap = dist - RADIUS - w.cfg.radius
+            clearance = min(clearance, gap)
+            toward = max(float(rel @ vel) / max(dist, 1e-9), 0.0)  # closing speed on this person
+            if self.protective_distance is not None and toward > 0.05 and self._commanded_speed > 0.05 \
+                    and gap < self.protective_distance(toward):
+                intruded = True  # driving (not pushed) toward a person inside Sp
+        self.min_person_clearance = min(self.min_person_clearance, clearance)
+        self.intrusions += int(intruded)
+        if self.walkers:
+            self._seen.append(self._true_people())
+
+    def _true_people(self) -> np.ndarray:
+        return np.array([w.position for w in self.walkers]).reshape(-1, 2)
+
+    def sensed_people(self) -> tuple[np.ndarray, np.ndarray]:
+        """People positions as the sensor reports them: `people_latency` old, with noise."""
+        noise = self.scenario.sensing.people_noise
+        seen = self._seen[0]
+        if noise > 0 and seen.size:
+            seen = seen + self._sense_rng.normal(0.0, noise, seen.shape)
+        return seen, np.array([w.cfg.radius for w in self.walkers])
 
     def _obstacle_contacts(self) -> set[str]:
         touching = {n for n in self.sim.contacts_of("robot") if n != "floor"}
@@ -180,6 +216,7 @@ class _NavTask(Task):
             "distance_to_goal": self.distance_to_goal()}
         if self.walkers:
             out["min_person_clearance"] = self.min_person_clearance
+            out["intrusions"] = float(self.intrusions)
         return out
 
     def privileged(self) -> dict:

@@ -1,0 +1,60 @@
+"""Speed and separation monitoring (ISO/TS 15066, clause 5.5.4), pure numpy.
+
+    Sp = Sh + Sr + Ss + C + Zd + Zr
+    Sh = v_h * (T_r + T_s)   human motion while the robot reacts and stops
+    Sr = v_r * T_r           robot motion during its reaction time
+    Ss = v_r^2 / (2 a)       robot stopping distance at deceleration a (T_s = v_r / a)
+    C, Zd, Zr                intrusion distance, human and robot position uncertainty
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from qrobot.safety.limits import SSMParams
+
+
+def protective_distance(p: SSMParams, robot_speed: float, decel: float) -> float:
+    """Sp for a robot moving at `robot_speed` that brakes at `decel`."""
+    v = abs(robot_speed)
+    ts = v / decel if decel > 0 else math.inf
+    sh = p.human_speed * (p.reaction_time + ts)
+    sr = v * p.reaction_time
+    ss = v * v / (2 * decel) if decel > 0 else math.inf
+    return sh + sr + ss + p.intrusion_distance + p.human_uncertainty + p.robot_uncertainty
+
+
+def max_safe_speed(p: SSMParams, separation: float, decel: float, v_cap: float) -> float:
+    """The largest speed v <= v_cap with Sp(v) <= separation (0 if none).
+
+    Sp(v) = v^2/a * (1/2) + v (T_r + v_h/a) + Sp(0): solve the quadratic.
+    """
+    if not math.isfinite(separation):
+        return v_cap if separation == math.inf else 0.0
+    if not (math.isfinite(decel) and decel > 0):
+        return 0.0
+    base = protective_distance(p, 0.0, decel)
+    room = separation - base
+    if room <= 0:
+        return 0.0
+    a2 = 0.5 / decel
+    b = p.reaction_time + p.human_speed / decel
+    v = (-b + math.sqrt(b * b + 4 * a2 * room)) / (2 * a2)
+    return float(min(max(v, 0.0), v_cap))
+
+
+def lookahead(p: SSMParams, robot_speed: float) -> float:
+    """How much the separation can shrink before the next decision takes effect:
+    a discrete-time supervisor must act on the separation one reaction time ahead."""
+    return (p.human_speed + abs(robot_speed)) * p.reaction_time
+
+
+def min_separation(robot_xy: np.ndarray, robot_radius: float, people: np.ndarray,
+                   people_radius: np.ndarray) -> float:
+    """Smallest surface-to-surface distance (m) from the robot footprint to any person."""
+    if people.size == 0:
+        return math.inf
+    d = np.linalg.norm(people[:, :2] - robot_xy[:2], axis=1) - robot_radius - people_radius
+    return float(np.min(d))
