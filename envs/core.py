@@ -166,7 +166,9 @@ class QRobotEnv(gym.Env):
         self.task.after_physics()
         self.last_command = command
         terminated = bool(self.task.terminated())
-        truncated = bool(self.task.steps >= self.scenario.max_steps and not terminated)
+        # a latched e-stop ends the episode for the learner (the robot keeps braking if stepped)
+        truncated = bool((self.task.steps >= self.scenario.max_steps or self.supervisor.latched)
+                         and not terminated)
         return self._obs(), float(self.task.reward()), terminated, truncated, self._info()
 
     def render(self) -> np.ndarray | None:

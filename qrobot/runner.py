@@ -12,12 +12,13 @@ from tqdm import tqdm
 
 from qrobot.envs.core import QRobotEnv
 from qrobot.policies import make_policy, needs_images
+from qrobot.safety.supervisor import OperatorKey
 from qrobot.scenario import load_scenario
 
 
 @dataclass
 class EpisodeResult:
-    """What one episode produced; `end_reason` is success | stopped | timeout | policy_error."""
+    """What one episode produced; `end_reason` is success | stopped | timeout | estop | policy_error."""
 
     scenario: str
     policy: str
@@ -61,11 +62,16 @@ def run_episode(env: QRobotEnv, policy: Any, episode: int, seed: int,
             reason = "policy_error"
             error = f"{type(exc).__name__}: {exc}"
             error += " @ " + traceback.extract_tb(exc.__traceback__)[-1].name
+            env.supervisor.estop(f"fault: policy raised {error}", env.sim.time)
+            env.step(None)  # one period of controlled stop, logged like any other step
             break
         obs, reward, terminated, truncated, info = env.step(action)
         if on_step is not None:
             on_step(env, obs, action, reward, info)
-    if reason != "policy_error":
+        if info["estop"]:
+            reason, error = "estop", info["estop"]
+            break
+    if reason not in ("policy_error", "estop"):
         reason = "success" if info["success"] else ("stopped" if terminated else "timeout")
     m = env.task.metrics()
     return EpisodeResult(env.scenario.name, getattr(policy, "name", type(policy).__name__), episode,
@@ -78,7 +84,10 @@ def run(scenario: str, policy_name: str = "expert", episodes: int = 1, seed: int
         on_episode: Callable[[EpisodeResult], None] | None = None) -> list[EpisodeResult]:
     """Run `episodes` episodes with seeds seed, seed+1, ... and return their results."""
     sc = load_scenario(scenario)
-    env = QRobotEnv(sc, render_mode="human" if gui else None, images=needs_images(policy_name))
+    # The operator key stays here, with the person running the job; the policy never sees it.
+    operator = OperatorKey()
+    env = QRobotEnv(sc, render_mode="human" if gui else None, images=needs_images(policy_name),
+                    operator=operator)
     try:
         policy = make_policy(policy_name, env, seed=seed)
         results = []
@@ -103,11 +112,16 @@ def summarize(results: Iterable[EpisodeResult]) -> dict[str, Any]:
                            "ci_low": lo, "ci_high": hi,
                            "mean_steps": float(np.mean([r.steps for r in rs])) if n else 0.0,
                            "collisions": float(np.mean([r.metrics.get("collisions", 0) for r in rs])) if n else 0.0,
-                           "policy_errors": sum(r.end_reason == "policy_error" for r in rs)}
+                           "policy_errors": sum(r.end_reason == "policy_error" for r in rs),
+                           "estops": sum(r.end_reason == "estop" for r in rs),
+                           "interventions": float(np.mean([r.safety.get("interventions", 0) for r in rs])) if n else 0.0,
+                           "protective_stop_time": float(np.mean([r.safety.get("protective_stop_time", 0.0)
+                                                                  for r in rs])) if n else 0.0}
     if n and "spl" in rs[0].metrics:
         out["spl"] = float(np.mean([r.metrics["spl"] for r in rs]))
     if n and "min_person_clearance" in rs[0].metrics:
         out["min_person_clearance"] = float(min(r.metrics["min_person_clearance"] for r in rs))
+        out["intrusions"] = float(sum(r.metrics.get("intrusions", 0.0) for r in rs))
     return out
 
 
@@ -126,7 +140,9 @@ def format_summary(name: str, s: dict[str, Any]) -> str:
     if "spl" in s:
         line += f", SPL {s['spl']:.3f}"
     if "min_person_clearance" in s:
-        line += f", min person clearance {s['min_person_clearance']:.2f} m"
+        line += f", min person clearance {s['min_person_clearance']:.2f} m, SSM intrusions {s['intrusions']:.0f}"
+    line += (f", supervisor interventions/ep {s['interventions']:.1f}, "
+             f"protective stop {s['protective_stop_time']:.1f} s/ep, e-stops {s['estops']}")
     if s["policy_errors"]:
         line += f", policy errors {s['policy_errors']}"
     return line

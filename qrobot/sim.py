@@ -158,6 +158,8 @@ class Sim:
     def set_pose(self, name: str, pos: Sequence[float],
                  orn: Sequence[float] = (0, 0, 0, 1)) -> None:
         """Teleport a prop (not a robot: robots move only through their backend)."""
+        if name == "robot":
+            raise PermissionError("the robot moves only through its backend (supervisor-issued commands)")
         uid = self.bodies[name]
         self.client.resetBasePositionAndOrientation(uid, list(pos), list(orn))
         self.version += 1

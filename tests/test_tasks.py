@@ -77,7 +77,8 @@ def test_goal_vector_is_relative() -> None:
 
 
 def test_person_walking_into_robot_is_a_collision() -> None:
-    person = Person(waypoints=[[-3.0, 0.0], [3.0, 0.0]], speed=1.0, random_phase=False)
+    person = Person(waypoints=[[-3.0, 0.0], [3.0, 0.0]], speed=1.0, random_phase=False,
+                    yield_to_robot=False)
     env = _nav_env(people=[person])
     env.reset(seed=0)
     env.robot.reset(0.0, 0.0, 0.0)  # on the person's line, 3 m ahead of them

@@ -196,7 +196,7 @@ class Supervisor:
         return None
 
     def _validate(self, action: Any) -> np.ndarray | None:
-        if action is None or isinstance(action, (str, bytes, dict)):
+        if action is None or isinstance(action, (str, bytes, dict)) or np.iscomplexobj(action):
             return None
         try:
             arr = np.asarray(action, dtype=np.float64)
@@ -330,10 +330,14 @@ def _summary(action: Any) -> Any:
 
 
 def _why_invalid(action: Any, dim: int) -> str:
+    if isinstance(action, (str, bytes, dict)):
+        return f"action of type {type(action).__name__} is not a numeric array"
     try:
         arr = np.asarray(action, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
         return f"action of type {type(action).__name__} is not numeric"
+    if np.iscomplexobj(action):
+        return "complex-valued action"
     if arr.shape != (dim,):
         return f"action shape {arr.shape} != ({dim},)"
     return "non-finite action"
