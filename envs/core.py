@@ -57,7 +57,7 @@ class QRobotEnv(gym.Env):
         self._build()
         scale = (self.robot.max_step, self.robot.max_yaw_step) if self.robot.name == "panda" \
             else (self.robot.max_v, self.robot.max_w)
-        self.supervisor = Supervisor(self.limits, scale, kinematics=self._ik, operator=operator)
+        self.supervisor = Supervisor(self.limits, scale, kinematics=self, operator=operator)
         self.cameras = [Camera(c.name, c.width, c.height, c.fov, eye=tuple(c.eye),
                                target=tuple(c.target), up=_UP[c.mount],
                                body=None if c.mount == "world" else "robot",
@@ -77,8 +77,12 @@ class QRobotEnv(gym.Env):
                 lim.base, bounds_low=(-sx / 2, -sy / 2), bounds_high=(sx / 2, sy / 2)))
         return apply_overrides(lim, dict(self.scenario.limits.overrides))
 
-    def _ik(self, target: np.ndarray, yaw: float) -> np.ndarray:
+    # The supervisor's kinematics capability (the robot object is rebuilt every reset).
+    def ik(self, target: np.ndarray, yaw: float) -> np.ndarray:
         return self.robot.ik(target, yaw)  # type: ignore[union-attr]
+
+    def jacobian(self, q: np.ndarray) -> np.ndarray:
+        return self.robot.jacobian(q)  # type: ignore[union-attr]
 
     def _build(self) -> None:
         """(Re)build the world from scratch: robot, then the task's props."""

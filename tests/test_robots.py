@@ -18,7 +18,7 @@ class ArmRig:
         self.sim = Sim()
         self.sim.add_shape("table", "box", [0.6, 0.6, 0.05], [1, 1, 1, 1], pos=[0.35, 0, -0.05])
         self.robot = PandaArm(self.sim)
-        self.sup = Supervisor(default_limits("panda", self.sim.dt), (0.025, 0.25), kinematics=self.robot.ik)
+        self.sup = Supervisor(default_limits("panda", self.sim.dt), (0.025, 0.25), kinematics=self.robot)
 
     def step(self, action: np.ndarray) -> None:
         cmd = self.sup.filter(action, dict(self.robot.state(), time=self.sim.time))
@@ -59,7 +59,7 @@ def test_panda_yaw_and_gripper(rig: ArmRig) -> None:
 
 def test_backends_refuse_commands_the_supervisor_did_not_issue(rig: ArmRig) -> None:
     q = rig.robot.state()["joint_pos"]
-    forged = SafeCommand("panda", np.array([*(q + 0.3), 0.04]))  # built without the supervisor
+    forged = SafeCommand("panda", np.array([*(q + 0.3), 0.04, *([1.0] * 7)]))  # built without the supervisor
     with pytest.raises(PermissionError):
         rig.robot.apply(forged)
     with pytest.raises(PermissionError):
@@ -67,7 +67,7 @@ def test_backends_refuse_commands_the_supervisor_did_not_issue(rig: ArmRig) -> N
     with pytest.raises(PermissionError):
         rig.robot.apply(mint("diffbot", np.zeros(3)))  # issued for another robot
     with pytest.raises(PermissionError):
-        rig.robot.apply(Stop("forged brake", SafeCommand("panda", np.array([*(q + 0.3), 0.04]))))
+        rig.robot.apply(Stop("forged brake", SafeCommand("panda", np.array([*(q + 0.3), 0.04, *([1.0] * 7)]))))
     rig.robot.apply(Stop("no brake command: hold"))
     rig.sim.step()
     np.testing.assert_allclose(rig.robot.state()["joint_pos"], q, atol=2e-3)

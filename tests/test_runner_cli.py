@@ -43,7 +43,7 @@ def test_policy_exception_ends_the_episode_not_the_run() -> None:
     env = QRobotEnv("reach", images=False)
     pol = _Exploding()
     bad = run_episode(env, pol, 0, 0)
-    assert bad.end_reason == "policy_error" and "boom" in bad.error and bad.steps == 2
+    assert bad.end_reason == "policy_error" and "boom" in bad.error and bad.steps == 3  # 2 + 1 braking
     good = run_episode(env, pol, 1, 1)  # the same env carries on
     assert good.end_reason in ("timeout", "success") and good.steps > 2
     assert summarize([bad, good])["policy_errors"] == 1

@@ -60,9 +60,9 @@ class PandaArm:
             c.resetJointState(self.uid, j, FINGER_OPEN, 0.0)
         self._hold(HOME, FINGER_OPEN)
 
-    def _hold(self, joints: np.ndarray, finger: float) -> None:
+    def _hold(self, joints: np.ndarray, finger: float, max_vel: np.ndarray = MAX_JOINT_VEL) -> None:
         c = self.sim.client
-        for j, q, f, v in zip(ARM_JOINTS, joints, ARM_FORCES, MAX_JOINT_VEL):
+        for j, q, f, v in zip(ARM_JOINTS, joints, ARM_FORCES, np.minimum(max_vel, MAX_JOINT_VEL)):
             c.setJointMotorControl2(self.uid, j, pybullet.POSITION_CONTROL, targetPosition=float(q),
                                     force=f, maxVelocity=float(v))
         c.setJointMotorControlArray(self.uid, FINGERS, pybullet.POSITION_CONTROL,
@@ -104,9 +104,17 @@ class PandaArm:
             restPoses=list(HOME) + [0.02, 0.02], maxNumIterations=20, residualThreshold=1e-4)
         return np.asarray(sol[:7], dtype=np.float64)
 
+    def jacobian(self, q: np.ndarray) -> np.ndarray:
+        """(6, 7) end-effector Jacobian (linear rows, then angular) at joints q. A query."""
+        c = self.sim.client
+        fingers = [c.getJointState(self.uid, j)[0] for j in FINGERS]
+        pos = [float(x) for x in q] + fingers
+        lin, ang = c.calculateJacobian(self.uid, EE_LINK, [0.0, 0.0, 0.0], pos, [0.0] * 9, [0.0] * 9)
+        return np.vstack([np.asarray(lin)[:, :7], np.asarray(ang)[:, :7]])
+
     # ---------------------------------------------------------------- actuate
     def apply(self, cmd: SafeCommand | Stop) -> None:
-        """Execute a supervisor-issued command: 7 joint targets + finger width.
+        """Execute a supervisor-issued command: 7 joint targets, finger width, 7 speed caps.
         A Stop executes its controlled-stop command, or holds where the arm is."""
         if isinstance(cmd, Stop):
             if cmd.brake is None:
@@ -115,6 +123,6 @@ class PandaArm:
                 return
             cmd = cmd.brake
         if not isinstance(cmd, SafeCommand) or not cmd.issued_by_supervisor or cmd.robot != self.name \
-                or cmd.values.shape != (8,):
+                or cmd.values.shape != (15,):
             raise PermissionError("PandaArm.apply accepts only commands issued by the supervisor")
-        self._hold(cmd.values[:7], float(cmd.values[7]))
+        self._hold(cmd.values[:7], float(cmd.values[7]), cmd.values[8:])

@@ -38,8 +38,13 @@ def limit_workspace(ee: np.ndarray, d: np.ndarray, lim: ArmLimits) -> tuple[np.n
 
 
 def limit_joints(q: np.ndarray, dq: np.ndarray, prev_vel: np.ndarray, lim: ArmLimits,
-                 dt: float) -> tuple[np.ndarray, list[str]]:
-    """Limit a joint step dq (rad per control step) from measured positions q."""
+                 dt: float, jacobian: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+    """Limit a joint step dq (rad per control step) from measured positions q.
+
+    With the (6, 7) Jacobian at q, the end-effector speed the step implies is capped
+    too: an IK solution that swings the arm through a new configuration must not
+    move the gripper faster than the Cartesian limit.
+    """
     hit = []
     vmax = np.asarray(lim.joint_vel_max)
     amax = np.asarray(lim.joint_acc_max)
@@ -49,6 +54,9 @@ def limit_joints(q: np.ndarray, dq: np.ndarray, prev_vel: np.ndarray, lim: ArmLi
     if ratio.max() > 1.0:
         dq = dq / ratio.max()
         hit.append("joint_velocity")
+    if jacobian is not None:
+        dq, h = _limit_cartesian(dq, jacobian, lim, dt)
+        hit += h
     # acceleration relative to the previous commanded velocity
     lo_a = (prev_vel - amax * dt) * dt
     hi_a = (prev_vel + amax * dt) * dt
@@ -68,6 +76,34 @@ def limit_joints(q: np.ndarray, dq: np.ndarray, prev_vel: np.ndarray, lim: ArmLi
         dq = limited
         hit.append("joint_position")
     return dq, hit
+
+
+def _limit_cartesian(dq: np.ndarray, jac: np.ndarray, lim: ArmLimits, dt: float) -> tuple[np.ndarray, list[str]]:
+    lin = float(np.linalg.norm(jac[:3] @ dq))
+    ang = float(np.linalg.norm(jac[3:] @ dq))
+    cap = min(lim.ee_speed_max * dt, lim.ee_step_max)
+    scale = min(1.0, cap / lin if lin > 0 else 1.0, lim.ee_ang_speed_max * dt / ang if ang > 0 else 1.0)
+    if scale < 1.0:
+        return dq * scale, ["ee_speed_joint_space"]
+    return dq, []
+
+
+def limit_workspace_joint_space(ee: np.ndarray, dq: np.ndarray, jac: np.ndarray,
+                                lim: ArmLimits) -> tuple[np.ndarray, list[str]]:
+    """After joint limiting the arm may not follow the IK path (a joint at its limit,
+    others compensating): predict the gripper's step with the Jacobian and shorten dq
+    so it does not leave the workspace box (or go further out of it)."""
+    step = jac[:3] @ dq
+    lo, hi = np.asarray(lim.workspace_low), np.asarray(lim.workspace_high)
+    scale = 1.0
+    for i in range(3):
+        if step[i] > 1e-12:
+            scale = min(scale, max(hi[i] - ee[i], 0.0) / step[i])
+        elif step[i] < -1e-12:
+            scale = min(scale, max(ee[i] - lo[i], 0.0) / -step[i])
+    if scale < 1.0:
+        return dq * max(scale, 0.0), ["workspace_joint_space"]
+    return dq, []
 
 
 def brake_joints(prev_vel: np.ndarray, lim: ArmLimits, dt: float) -> np.ndarray:

@@ -21,7 +21,7 @@ import hmac
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,7 +30,12 @@ from qrobot.safety.command import SafeCommand, Stop, mint
 from qrobot.safety.limits import Limits
 from qrobot.safety.ssm import lookahead, max_safe_speed, min_separation, protective_distance
 
-Kinematics = Callable[[np.ndarray, float], np.ndarray]  # (ee target, yaw) -> joint targets
+class Kinematics(Protocol):
+    """What the supervisor needs from an arm backend (queries, not actuation)."""
+
+    def ik(self, target: np.ndarray, yaw: float) -> np.ndarray: ...
+
+    def jacobian(self, q: np.ndarray) -> np.ndarray: ...
 _SENSORS = {"panda": ("joint_pos", "joint_vel", "ee_pos", "ee_yaw"), "diffbot": ("base_pose", "base_vel")}
 _DIM = {"panda": 5, "diffbot": 3}
 FINGER_OPEN = 0.04
@@ -154,7 +159,7 @@ class Supervisor:
         arr = self._validate(action)
         self._done = 0.0
         if arr is None:
-            if now - self._last_valid > self.limits.watchdog_periods * dt + 1e-9:
+            if now - self._last_valid >= self.limits.watchdog_periods * dt - 1e-9:
                 self.estop(f"watchdog: no valid command for {now - self._last_valid:.3f} s")
             elif action is not None:
                 self._event(now, "reject", raw, None, _why_invalid(action, self.dim), "error")
@@ -216,7 +221,13 @@ class Supervisor:
         q = state.get("joint_pos")
         if not _finite(q) or np.shape(q) != (7,):
             return Stop(reason)  # no trustworthy joint state: the backend holds where it is
-        return Stop(reason, mint(self.robot, np.array([*(np.asarray(q) + self._prev * dt), self._grip])))
+        return Stop(reason, mint(self.robot, self._arm_values(np.asarray(q, dtype=np.float64), self._prev * dt)))
+
+    def _arm_values(self, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
+        """[7 joint targets, finger width, 7 joint speed caps]: the motors may not go
+        faster than this step needs, so the measured speed stays within the limits."""
+        cap = np.minimum(np.abs(dq) / self.limits.control_dt * 1.05 + 0.02, self.limits.arm.joint_vel_max)
+        return np.concatenate([q + dq, [self._grip], cap])
 
     # ------------------------------------------------------------------- SSM
     def _ssm(self, state: dict, xy: np.ndarray, radius: float, vel: np.ndarray,
@@ -282,14 +293,20 @@ class Supervisor:
             hits.append("slowdown")
         self._grip = FINGER_OPEN if a[4] > 0 else 0.0
         q = np.asarray(state["joint_pos"], dtype=np.float64)
-        target = self.kinematics(ee + d, float(state["ee_yaw"]) + dyaw) if self.kinematics else q
-        if not _finite(target) or np.shape(target) != (7,):
+        if self.kinematics is None:
+            return self._brake(state, "no kinematics for this arm")
+        target = self.kinematics.ik(ee + d, float(state["ee_yaw"]) + dyaw)
+        jac = self.kinematics.jacobian(q)
+        if not _finite(target) or np.shape(target) != (7,) or not _finite(jac) or np.shape(jac) != (6, 7):
             self._event(now, "reject", raw, None, "no finite IK solution", "error")
             return self._brake(state, "no finite IK solution")
-        dq, h = arm_rules.limit_joints(q, np.asarray(target, dtype=np.float64) - q, self._prev, lim, dt)
+        dq, h = arm_rules.limit_joints(q, np.asarray(target, dtype=np.float64) - q, self._prev, lim, dt,
+                                       np.asarray(jac, dtype=np.float64))
+        hits += h
+        dq, h = arm_rules.limit_workspace_joint_space(ee, dq, np.asarray(jac, dtype=np.float64), lim)
         hits += h
         self._prev = dq / dt
-        issued = np.array([*(q + dq), self._grip])
+        issued = self._arm_values(q, dq)
         for rule in hits:
             self._event(now, rule, raw, issued.tolist(), f"{rule.replace('_', ' ')} limit", "info")
         return mint(self.robot, issued)

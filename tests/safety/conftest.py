@@ -24,7 +24,7 @@ class Rig:
         lim = default_limits(robot, self.sim.dt)
         if robot == "panda":
             self.robot = PandaArm(self.sim)
-            self.sup = Supervisor(lim, (0.025, 0.25), kinematics=self.robot.ik, operator=self.key)
+            self.sup = Supervisor(lim, (0.025, 0.25), kinematics=self.robot, operator=self.key)
         else:
             self.robot = DiffDriveBase(self.sim)
             self.robot.reset(0.0, 0.0, 0.0)

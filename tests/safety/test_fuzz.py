@@ -73,7 +73,8 @@ class Checker:
         lim, dt = self.rig.limits, self.rig.limits.control_dt
         if self.rig.robot.name == "panda":
             q, target = state["joint_pos"], cmd.values[:7]
-            assert cmd.values.shape == (8,) and cmd.values[7] in (0.0, 0.04)
+            assert cmd.values.shape == (15,) and cmd.values[7] in (0.0, 0.04)
+            assert np.all(cmd.values[8:] <= np.asarray(lim.arm.joint_vel_max)) and np.all(cmd.values[8:] > 0)
             assert np.all(target >= np.minimum(np.asarray(lim.arm.joint_lower), q) - 1e-9)
             assert np.all(target <= np.maximum(np.asarray(lim.arm.joint_upper), q) + 1e-9)
             assert np.all(np.abs(target - q) <= np.asarray(lim.arm.joint_vel_max) * dt + 1e-9)
@@ -152,6 +153,14 @@ def test_hypothesis_commands_base() -> None:
     rig.sim.close()
 
 
+class _ZeroKinematics:
+    def ik(self, target: np.ndarray, yaw: float) -> np.ndarray:
+        return np.zeros(7)
+
+    def jacobian(self, q: np.ndarray) -> np.ndarray:
+        return np.zeros((6, 7))
+
+
 @settings(max_examples=300, deadline=None, database=None)
 @given(st.dictionaries(st.sampled_from(["joint_pos", "joint_vel", "ee_pos", "ee_yaw", "time", "base_pose",
                                         "base_vel", "people"]),
@@ -162,7 +171,7 @@ def test_garbage_state_stops_never_raises(state: dict) -> None:
     from qrobot.safety.supervisor import Supervisor
 
     for robot, dim, scale in (("panda", 5, (0.025, 0.25)), ("diffbot", 3, (0.5, 1.2))):
-        sup = Supervisor(default_limits(robot, 0.1), scale, kinematics=lambda t, y: np.zeros(7))
+        sup = Supervisor(default_limits(robot, 0.1), scale, kinematics=_ZeroKinematics())
         out = sup.filter(np.zeros(dim), state)
         if isinstance(out, SafeCommand):  # only a complete, finite state may pass
             assert all(np.all(np.isfinite(np.asarray(state[k], dtype=float))) for k in
