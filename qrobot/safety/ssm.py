@@ -26,10 +26,13 @@ def protective_distance(p: SSMParams, robot_speed: float, decel: float) -> float
     return sh + sr + ss + p.intrusion_distance + p.human_uncertainty + p.robot_uncertainty
 
 
-def max_safe_speed(p: SSMParams, separation: float, decel: float, v_cap: float) -> float:
-    """The largest speed v <= v_cap with Sp(v) <= separation (0 if none).
+def max_safe_speed(p: SSMParams, separation: float, decel: float, v_cap: float,
+                   band: float = 0.0) -> float:
+    """The largest speed v <= v_cap with Sp(v) + band * v / v_cap <= separation (0 if none).
 
-    Sp(v) = v^2/a * (1/2) + v (T_r + v_h/a) + Sp(0): solve the quadratic.
+    The band term is the warning band: the robot keeps a buffer that grows with its
+    speed, so it slows down smoothly before it would have to stop.
+    Sp(v) = v^2/(2a) + v (T_r + v_h/a) + Sp(0): solve the quadratic.
     """
     if not math.isfinite(separation):
         return v_cap if separation == math.inf else 0.0
@@ -40,7 +43,7 @@ def max_safe_speed(p: SSMParams, separation: float, decel: float, v_cap: float) 
     if room <= 0:
         return 0.0
     a2 = 0.5 / decel
-    b = p.reaction_time + p.human_speed / decel
+    b = p.reaction_time + p.human_speed / decel + (band / v_cap if v_cap > 0 else 0.0)
     v = (-b + math.sqrt(b * b + 4 * a2 * room)) / (2 * a2)
     return float(min(max(v, 0.0), v_cap))
 

@@ -250,15 +250,16 @@ class Supervisor:
         sp = np.array([protective_distance(p, float(v), decel) for v in toward])
         sp0 = protective_distance(p, 0.0, decel)
         if self.protective:
-            self.protective_time += self.limits.control_dt
             if np.all(sep > sp0):
                 self._clear_since = now if self._clear_since is None else self._clear_since
                 if now - self._clear_since < p.clear_hold_time - 1e-9:
+                    self.protective_time += self.limits.control_dt
                     return None
                 self.protective = False
                 self._event(now, "resume", raw, None, f"area clear for {p.clear_hold_time} s", "info")
             else:
                 self._clear_since = None
+                self.protective_time += self.limits.control_dt
                 return None
         elif np.any(sep < sp):
             i = int(np.argmin(sep - sp))
@@ -266,14 +267,13 @@ class Supervisor:
             self._clear_since = None
             self._event(now, "protective_stop", raw, None,
                         f"separation {sep[i]:.2f} m < Sp {sp[i]:.2f} m", "error")
+            self.protective_time += self.limits.control_dt
             return None
         allowed = v_cap
-        band = max(p.warning_band, 1e-6)
         for i in range(len(people)):
             c = float(unit[i] @ direction[:2])
             if c > 1e-6:  # this command closes in on person i
-                ramp = float(np.clip((sep[i] - sp0) / band, 0.0, 1.0))
-                allowed = min(allowed, min(max_safe_speed(p, float(sep[i]), decel, v_cap), v_cap * ramp) / c)
+                allowed = min(allowed, max_safe_speed(p, float(sep[i]), decel, v_cap, p.warning_band) / c)
         return allowed
 
     # ------------------------------------------------------------------- arm

@@ -1,0 +1,128 @@
+"""Rules one by one: start in violation, soft/hard joint limits, workspace, base
+bounds and keep-out zones, limits overrides from scenario files, events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qrobot.errors import ScenarioError
+from qrobot.safety import arm_rules, base_rules
+from qrobot.safety.command import SafeCommand, Stop
+from qrobot.safety.limits import ArmLimits, BaseLimits, apply_overrides, default_limits
+from qrobot.scenario import load_scenario, scenario_dir
+from qrobot.safety.supervisor import Supervisor
+
+ARM = ArmLimits()
+DT = 0.1
+
+
+def test_joint_soft_limit_slows_then_hard_limit_stops() -> None:
+    upper = np.asarray(ARM.joint_upper)
+    push = np.full(7, 0.2)  # toward the upper limits, faster than allowed
+    far = np.asarray(ARM.joint_lower) + 1.0
+    step_far, _ = arm_rules.limit_joints(far, push, push / DT, ARM, DT)
+    mid = upper - ARM.soft_margin / 2  # inside the soft zone
+    step_mid, hit = arm_rules.limit_joints(mid, push, push / DT, ARM, DT)
+    assert np.all(step_mid < step_far) and "joint_position" in hit
+    assert np.all(mid + step_mid <= upper)
+    at = upper.copy()
+    step_at, _ = arm_rules.limit_joints(at, push, push / DT, ARM, DT)
+    assert np.all(step_at <= 0)  # at the hard limit: no further
+
+
+def test_start_in_violation_only_moves_back_toward_the_safe_set() -> None:
+    beyond = np.asarray(ARM.joint_upper) + 0.05
+    out, hit = arm_rules.limit_joints(beyond, np.full(7, 0.05), np.zeros(7), ARM, DT)
+    assert np.all(out <= 0) and "joint_position" in hit
+    back, _ = arm_rules.limit_joints(beyond, np.full(7, -0.05), np.zeros(7), ARM, DT)
+    assert np.all(back < 0)
+    # outside the workspace box: only inward motion
+    ee = np.array([0.5, 0.0, 0.7])  # above the 0.6 m ceiling
+    d, hit = arm_rules.limit_workspace(ee, np.array([0.0, 0.0, 0.02]), ARM)
+    assert d[2] == 0.0 and hit == ["workspace"]
+    d, hit = arm_rules.limit_workspace(ee, np.array([0.01, 0.0, -0.02]), ARM)
+    assert d[2] == -0.02 and d[0] == 0.01 and hit == []
+
+
+def test_base_bounds_and_keep_out_zones() -> None:
+    lim = BaseLimits(bounds_low=(-2.0, -2.0), bounds_high=(2.0, 2.0), keep_out=((0.5, -0.5, 1.0, 0.5),))
+    facing_wall = np.array([1.6, 1.0, 0.0])  # 0.4 m from the +x bound, radius 0.29
+    v, hit = base_rules.limit_region(facing_wall, 0.5, lim, DT)
+    assert v < 0.5 and hit == ["bounds"]
+    v_back, hit = base_rules.limit_region(facing_wall, -0.5, lim, DT)
+    assert v_back == -0.5 and hit == []
+    facing_zone = np.array([0.1, 0.0, 0.0])  # keep-out box starts at x = 0.5 - 0.29 radius
+    v, hit = base_rules.limit_region(facing_zone, 0.5, lim, DT)
+    assert v < 0.5 and hit == ["keep_out"]
+    inside = np.array([0.9, 0.0, 0.0])  # started inside the zone: may drive out (nearest face)...
+    v, _ = base_rules.limit_region(inside, 0.5, lim, DT)
+    assert v == 0.5
+    v, _ = base_rules.limit_region(inside, -0.5, lim, DT)  # ...but not deeper in
+    assert v == 0.0
+
+
+def test_base_keeps_out_in_simulation() -> None:
+    from qrobot.envs.core import QRobotEnv
+
+    sc = load_scenario("pointnav")
+    sc = sc.model_copy(update={"room": sc.room.model_copy(update={"obstacles": [], "random_obstacles": 0}),
+                               "limits": sc.limits.model_copy(update={"overrides": {
+                                   "keep_out": [[0.6, -4.0, 4.0, 4.0]]}})})
+    env = QRobotEnv(sc, images=False)
+    env.reset(seed=0)
+    env.robot.reset(-1.0, 0.0, 0.0)  # facing the zone (test-only placement)
+    for _ in range(60):
+        env.step(np.array([1.0, 0.0, 0.0], np.float32))
+    x = env.robot.state()["base_pose"][0]
+    assert x + 0.29 <= 0.6 + 0.02 and x > -0.5  # drove up to the zone, not into it
+    assert env.supervisor.counts()["keep_out"] > 0
+    env.close()
+
+
+def test_overrides_apply_and_bad_ones_are_one_line_errors(tmp_path: Path) -> None:
+    lim = apply_overrides(default_limits("diffbot", DT), {"v_max": 0.3, "ssm.warning_band": 1.0})
+    assert lim.base.v_max == 0.3 and lim.base.ssm.warning_band == 1.0
+    text = (scenario_dir() / "pointnav.toml").read_text()
+    cases = {
+        '[limits]\noverrides = { v_maxx = 0.3 }\n': "limits.overrides.v_maxx: unknown limit for robot 'diffbot'; accepted:",
+        '[limits]\noverrides = { v_max = -1.0 }\n': "limits.overrides.v_max: must be a finite number >= 0",
+        '[limits]\noverrides = { "ssm.enabled" = 3.0 }\n': "limits.overrides.ssm.enabled: must be true or false",
+        '[limits]\noverrides = { keep_out = [[0, 0, 1]] }\n': "limits.overrides.keep_out: must be a list of",
+        '[limits]\nprofile = "fast"\n': "limits.profile: Input should be 'default'",
+    }
+    for extra, needle in cases.items():
+        path = tmp_path / "s.toml"
+        path.write_text(text + extra)
+        with pytest.raises(ScenarioError) as info:
+            load_scenario(path)
+        assert needle in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_every_intervention_is_a_structured_event_and_counted_in_info() -> None:
+    from qrobot.envs.core import QRobotEnv
+
+    env = QRobotEnv("pointnav", images=False)
+    env.reset(seed=0)
+    env.step(np.array([5.0, 0.0, 0.0], np.float32))      # clamp + acceleration
+    env.step(np.array([np.nan, 0.0, 0.0], np.float32))   # reject
+    env.step(np.array([0.0, 0.0, 0.0], np.float32))      # valid again (feeds the watchdog)
+    _, _, _, _, info = env.step("forward")                # reject (not numeric)
+    rules = [e.rule for e in env.supervisor.events]
+    assert rules.count("reject") == 2 and "clamp" in rules and "base_acceleration" in rules
+    e = next(e for e in env.supervisor.events if e.rule == "clamp")
+    assert e.raw == [5.0, 0.0, 0.0] and e.issued == [1.0, 0.0, 0.0] and e.reason and e.time == 0.0
+    rej = [e for e in env.supervisor.events if e.rule == "reject"]
+    assert rej[0].issued is None and "non-finite" in rej[0].reason and rej[0].severity == "error"
+    assert info["safety"]["reject"] == 2 and info["safety"]["interventions"] == len(env.supervisor.events)
+    env.close()
+
+
+def test_supervisor_has_no_off_switch() -> None:
+    sup = Supervisor(default_limits("diffbot", DT), (0.5, 1.2))
+    assert not [a for a in vars(sup) if "enable" in a or "bypass" in a or "disable" in a]
+    out = sup.filter([1.0, 0.0, 0.0], {"base_pose": np.zeros(3), "base_vel": np.zeros(2), "time": 0.0})
+    assert isinstance(out, SafeCommand) and out.values[0] == pytest.approx(0.15)  # accel-limited start
+    assert isinstance(sup.filter([1.0, 0, 0], {"time": 0.1}), Stop)
