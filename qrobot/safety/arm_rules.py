@@ -4,6 +4,8 @@ and the names of the rules that changed it."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from qrobot.safety.limits import ArmLimits
@@ -13,7 +15,7 @@ def limit_ee_step(d: np.ndarray, dyaw: float, lim: ArmLimits, dt: float) -> tupl
     """Cap the end-effector displacement and yaw change per control step."""
     hit = []
     cap = min(lim.ee_speed_max * dt, lim.ee_step_max)
-    n = float(np.linalg.norm(d))
+    n = math.sqrt(float(d @ d))
     if n > cap:
         d = d * (cap / n)
         hit.append("ee_speed")
@@ -27,14 +29,8 @@ def limit_ee_step(d: np.ndarray, dyaw: float, lim: ArmLimits, dt: float) -> tupl
 def limit_workspace(ee: np.ndarray, d: np.ndarray, lim: ArmLimits) -> tuple[np.ndarray, list[str]]:
     """Per axis: motion out of the box stops at its face; already outside, only
     motion back toward the box is allowed."""
-    lo, hi = np.asarray(lim.workspace_low), np.asarray(lim.workspace_high)
-    out = d.copy()
-    for i in range(3):
-        if out[i] > 0:
-            out[i] = min(out[i], max(hi[i] - ee[i], 0.0))
-        elif out[i] < 0:
-            out[i] = max(out[i], min(lo[i] - ee[i], 0.0))
-    return out, (["workspace"] if not np.array_equal(out, d) else [])
+    out = np.minimum(np.maximum(d, np.minimum(lim.ws_low - ee, 0.0)), np.maximum(lim.ws_high - ee, 0.0))
+    return out, (["workspace"] if (out != d).any() else [])
 
 
 def limit_joints(q: np.ndarray, dq: np.ndarray, prev_vel: np.ndarray, lim: ArmLimits,
@@ -46,13 +42,11 @@ def limit_joints(q: np.ndarray, dq: np.ndarray, prev_vel: np.ndarray, lim: ArmLi
     move the gripper faster than the Cartesian limit.
     """
     hit = []
-    vmax = np.asarray(lim.joint_vel_max)
-    amax = np.asarray(lim.joint_acc_max)
-    lower, upper = np.asarray(lim.joint_lower), np.asarray(lim.joint_upper)
+    vmax, amax, lower, upper = lim.vmax, lim.amax, lim.lower, lim.upper
     # velocity: scale the whole step so the direction in joint space is kept
-    ratio = np.abs(dq) / (vmax * dt)
-    if ratio.max() > 1.0:
-        dq = dq / ratio.max()
+    worst = float((np.abs(dq) / (vmax * dt)).max())
+    if worst > 1.0:
+        dq = dq / worst
         hit.append("joint_velocity")
     if jacobian is not None:
         dq, h = _limit_cartesian(dq, jacobian, lim, dt)
@@ -60,27 +54,26 @@ def limit_joints(q: np.ndarray, dq: np.ndarray, prev_vel: np.ndarray, lim: ArmLi
     # acceleration relative to the previous commanded velocity
     lo_a = (prev_vel - amax * dt) * dt
     hi_a = (prev_vel + amax * dt) * dt
-    clipped = np.clip(dq, lo_a, hi_a)
-    if not np.array_equal(clipped, dq):
-        dq = clipped
+    if (dq < lo_a).any() or (dq > hi_a).any():
+        dq = np.minimum(np.maximum(dq, lo_a), hi_a)
         hit.append("joint_acceleration")
     # position: toward a limit, the step shrinks inside the soft margin and ends at the
     # hard limit; beyond a limit (start in violation) only motion back is allowed.
     room_up = upper - q
     room_down = q - lower
     m = max(lim.soft_margin, 1e-6)
-    cap_up = np.maximum(room_up, 0.0) * np.clip(room_up / m, 0.0, 1.0)
-    cap_down = np.maximum(room_down, 0.0) * np.clip(room_down / m, 0.0, 1.0)
-    limited = np.clip(dq, -cap_down, cap_up)
-    if not np.array_equal(limited, dq):
-        dq = limited
+    cap_up = np.maximum(room_up, 0.0) * np.minimum(np.maximum(room_up / m, 0.0), 1.0)
+    cap_down = np.maximum(room_down, 0.0) * np.minimum(np.maximum(room_down / m, 0.0), 1.0)
+    if (dq > cap_up).any() or (dq < -cap_down).any():
+        dq = np.minimum(np.maximum(dq, -cap_down), cap_up)
         hit.append("joint_position")
     return dq, hit
 
 
 def _limit_cartesian(dq: np.ndarray, jac: np.ndarray, lim: ArmLimits, dt: float) -> tuple[np.ndarray, list[str]]:
-    lin = float(np.linalg.norm(jac[:3] @ dq))
-    ang = float(np.linalg.norm(jac[3:] @ dq))
+    v = jac @ dq
+    lin = math.sqrt(float(v[:3] @ v[:3]))
+    ang = math.sqrt(float(v[3:] @ v[3:]))
     cap = min(lim.ee_speed_max * dt, lim.ee_step_max)
     scale = min(1.0, cap / lin if lin > 0 else 1.0, lim.ee_ang_speed_max * dt / ang if ang > 0 else 1.0)
     if scale < 1.0:
@@ -93,14 +86,14 @@ def limit_workspace_joint_space(ee: np.ndarray, dq: np.ndarray, jac: np.ndarray,
     """After joint limiting the arm may not follow the IK path (a joint at its limit,
     others compensating): predict the gripper's step with the Jacobian and shorten dq
     so it does not leave the workspace box (or go further out of it)."""
-    step = jac[:3] @ dq
-    lo, hi = np.asarray(lim.workspace_low), np.asarray(lim.workspace_high)
+    step = (jac[:3] @ dq).tolist()
+    lo, hi, p = lim.workspace_low, lim.workspace_high, ee.tolist()
     scale = 1.0
     for i in range(3):
         if step[i] > 1e-12:
-            scale = min(scale, max(hi[i] - ee[i], 0.0) / step[i])
+            scale = min(scale, max(hi[i] - p[i], 0.0) / step[i])
         elif step[i] < -1e-12:
-            scale = min(scale, max(ee[i] - lo[i], 0.0) / -step[i])
+            scale = min(scale, max(p[i] - lo[i], 0.0) / -step[i])
     if scale < 1.0:
         return dq * max(scale, 0.0), ["workspace_joint_space"]
     return dq, []
@@ -108,5 +101,5 @@ def limit_workspace_joint_space(ee: np.ndarray, dq: np.ndarray, jac: np.ndarray,
 
 def brake_joints(prev_vel: np.ndarray, lim: ArmLimits, dt: float) -> np.ndarray:
     """Next commanded joint velocity of a controlled stop: decelerate within limits."""
-    amax = np.asarray(lim.joint_acc_max)
+    amax = lim.amax
     return np.sign(prev_vel) * np.maximum(np.abs(prev_vel) - amax * dt, 0.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -41,6 +42,31 @@ class ArmLimits:
     workspace_low: tuple[float, float, float] = (0.15, -0.45, 0.005)
     workspace_high: tuple[float, float, float] = (0.85, 0.45, 0.6)
     ssm: SSMParams = SSMParams()
+
+    # numpy views, built once (the supervisor runs every control period)
+    @cached_property
+    def lower(self) -> np.ndarray:
+        return np.asarray(self.joint_lower)
+
+    @cached_property
+    def upper(self) -> np.ndarray:
+        return np.asarray(self.joint_upper)
+
+    @cached_property
+    def vmax(self) -> np.ndarray:
+        return np.asarray(self.joint_vel_max)
+
+    @cached_property
+    def amax(self) -> np.ndarray:
+        return np.asarray(self.joint_acc_max)
+
+    @cached_property
+    def ws_low(self) -> np.ndarray:
+        return np.asarray(self.workspace_low)
+
+    @cached_property
+    def ws_high(self) -> np.ndarray:
+        return np.asarray(self.workspace_high)
 
 
 @dataclass(frozen=True)

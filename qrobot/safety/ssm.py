@@ -16,13 +16,15 @@ import numpy as np
 from qrobot.safety.limits import SSMParams
 
 
-def protective_distance(p: SSMParams, robot_speed: float, decel: float) -> float:
-    """Sp for a robot moving at `robot_speed` that brakes at `decel`."""
+def protective_distance(p: SSMParams, robot_speed, decel: float):  # float or array in, same out
+    """Sp for a robot moving at `robot_speed` (m/s, scalar or array) that brakes at `decel`."""
+    if not decel > 0:
+        return math.inf
     v = abs(robot_speed)
-    ts = v / decel if decel > 0 else math.inf
+    ts = v / decel
     sh = p.human_speed * (p.reaction_time + ts)
     sr = v * p.reaction_time
-    ss = v * v / (2 * decel) if decel > 0 else math.inf
+    ss = v * v / (2 * decel)
     return sh + sr + ss + p.intrusion_distance + p.human_uncertainty + p.robot_uncertainty
 
 

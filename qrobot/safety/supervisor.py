@@ -62,8 +62,12 @@ class OperatorKey:
 
 
 def _finite(x: Any) -> bool:
+    """All finite (a sum overflowing to inf is treated as non-finite: the safe side)."""
+    if isinstance(x, float):
+        return math.isfinite(x)
     try:
-        return bool(np.all(np.isfinite(np.asarray(x, dtype=np.float64))))
+        arr = x if isinstance(x, np.ndarray) and x.dtype == np.float64 else np.asarray(x, dtype=np.float64)
+        return math.isfinite(float(arr.sum()))
     except (TypeError, ValueError, OverflowError):
         return False
 
@@ -126,7 +130,7 @@ class Supervisor:
                severity: str = "warning") -> None:
         t = float(time) if isinstance(time, (int, float)) and math.isfinite(time) else \
             (self._last_time if self._last_time is not None else 0.0)
-        self.events.append(Event(t, rule, raw, issued, reason, severity))
+        self.events.append(Event(t, rule, _summary(raw), issued, reason, severity))
 
     def counts(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -155,7 +159,7 @@ class Supervisor:
         now = float(state["time"])
         if self._last_valid is None:
             self._last_valid = now
-        raw = _summary(action)
+        raw = action  # summarised only if an event needs it
         arr = self._validate(action)
         self._done = 0.0
         if arr is None:
@@ -177,9 +181,11 @@ class Supervisor:
             else:
                 self._event(now, "reject", raw, None, "after a reset, send a neutral command first", "warning")
             return self._brake(state, "awaiting a fresh neutral command")
-        clipped = np.clip(arr, -1.0, 1.0)
-        if not np.array_equal(clipped, arr):
+        if np.abs(arr).max() > 1.0:
+            clipped = np.clip(arr, -1.0, 1.0)
             self._event(now, "clamp", raw, clipped.tolist(), "action outside [-1, 1]", "info")
+        else:
+            clipped = arr
         if self.robot == "panda":
             return self._arm(clipped, state, now, raw)
         return self._base(clipped, state, now, raw)
@@ -238,19 +244,25 @@ class Supervisor:
         closing at 1.6 m/s) always counts. Separations are taken one reaction time ahead.
         """
         p = (self.limits.arm if self.robot == "panda" else self.limits.base).ssm
-        people = np.asarray(state.get("people", np.zeros((0, 2))), dtype=np.float64).reshape(-1, 2)
-        if not p.enabled or people.size == 0:
+        people = state.get("people")
+        if not p.enabled or people is None or np.size(people) == 0:
             return v_cap
-        radii = np.broadcast_to(np.asarray(state.get("people_radius", 0.25), dtype=np.float64), (len(people),))
-        rel = people - xy[:2]
-        dist = np.maximum(np.linalg.norm(rel, axis=1), 1e-9)
-        unit = rel / dist[:, None]
-        sep = dist - radius - radii - lookahead(p, float(np.linalg.norm(vel)))
-        toward = np.maximum(unit @ vel[:2], 0.0)
-        sp = np.array([protective_distance(p, float(v), decel) for v in toward])
+        pts = np.asarray(people, dtype=np.float64).reshape(-1, 2).tolist()  # a few people: plain floats
+        radii = np.broadcast_to(np.asarray(state.get("people_radius", 0.25), dtype=np.float64),
+                                (len(pts),)).tolist()
+        x0, y0, vx, vy = float(xy[0]), float(xy[1]), float(vel[0]), float(vel[1])
+        dx, dy = float(direction[0]), float(direction[1])
+        ahead = lookahead(p, math.hypot(vx, vy))
         sp0 = protective_distance(p, 0.0, decel)
+        near = []  # (separation, Sp for the robot's closing speed, closing share of the command)
+        for (px, py), r in zip(pts, radii):
+            rx, ry = px - x0, py - y0
+            d = max(math.hypot(rx, ry), 1e-9)
+            ux, uy = rx / d, ry / d
+            near.append((d - radius - r - ahead, protective_distance(p, max(ux * vx + uy * vy, 0.0), decel),
+                         ux * dx + uy * dy))
         if self.protective:
-            if np.all(sep > sp0):
+            if all(sep > sp0 for sep, _, _ in near):
                 self._clear_since = now if self._clear_since is None else self._clear_since
                 if now - self._clear_since < p.clear_hold_time - 1e-9:
                     self.protective_time += self.limits.control_dt
@@ -261,19 +273,19 @@ class Supervisor:
                 self._clear_since = None
                 self.protective_time += self.limits.control_dt
                 return None
-        elif np.any(sep < sp):
-            i = int(np.argmin(sep - sp))
-            self.protective = True
-            self._clear_since = None
-            self._event(now, "protective_stop", raw, None,
-                        f"separation {sep[i]:.2f} m < Sp {sp[i]:.2f} m", "error")
-            self.protective_time += self.limits.control_dt
-            return None
+        else:
+            worst = min(near, key=lambda n: n[0] - n[1])
+            if worst[0] < worst[1]:
+                self.protective = True
+                self._clear_since = None
+                self._event(now, "protective_stop", raw, None,
+                            f"separation {worst[0]:.2f} m < Sp {worst[1]:.2f} m", "error")
+                self.protective_time += self.limits.control_dt
+                return None
         allowed = v_cap
-        for i in range(len(people)):
-            c = float(unit[i] @ direction[:2])
-            if c > 1e-6:  # this command closes in on person i
-                allowed = min(allowed, max_safe_speed(p, float(sep[i]), decel, v_cap, p.warning_band) / c)
+        for sep, _, c in near:
+            if c > 1e-6:  # this command closes in on that person
+                allowed = min(allowed, max_safe_speed(p, sep, decel, v_cap, p.warning_band) / c)
         return allowed
 
     # ------------------------------------------------------------------- arm
@@ -283,14 +295,16 @@ class Supervisor:
         d, dyaw, hits = arm_rules.limit_ee_step(a[:3] * self.scale[0], float(a[3] * self.scale[1]), lim, dt)
         d, h = arm_rules.limit_workspace(ee, d, lim)
         hits += h
-        vel = np.asarray(state.get("ee_lin_vel", np.zeros(3)), dtype=np.float64)
-        direction = d / max(float(np.linalg.norm(d)), 1e-12)
-        allowed = self._ssm(state, ee[:2], 0.1, vel[:2], direction[:2], lim.ee_decel, lim.ee_speed_max, now, raw)
-        if allowed is None:
-            return self._brake(state, "protective stop: person inside Sp")
-        if np.linalg.norm(d) / dt > allowed + 1e-12:
-            d = d * (allowed * dt / max(float(np.linalg.norm(d)), 1e-12))
-            hits.append("slowdown")
+        norm = max(math.sqrt(float(d @ d)), 1e-12)
+        if "people" in state:
+            vel = np.asarray(state.get("ee_lin_vel", np.zeros(3)), dtype=np.float64)
+            allowed = self._ssm(state, ee[:2], 0.1, vel[:2], d[:2] / norm, lim.ee_decel, lim.ee_speed_max,
+                                now, raw)
+            if allowed is None:
+                return self._brake(state, "protective stop: person inside Sp")
+            if norm / dt > allowed + 1e-12:
+                d = d * (allowed * dt / norm)
+                hits.append("slowdown")
         self._grip = FINGER_OPEN if a[4] > 0 else 0.0
         q = np.asarray(state["joint_pos"], dtype=np.float64)
         if self.kinematics is None:
@@ -300,15 +314,17 @@ class Supervisor:
         if not _finite(target) or np.shape(target) != (7,) or not _finite(jac) or np.shape(jac) != (6, 7):
             self._event(now, "reject", raw, None, "no finite IK solution", "error")
             return self._brake(state, "no finite IK solution")
-        dq, h = arm_rules.limit_joints(q, np.asarray(target, dtype=np.float64) - q, self._prev, lim, dt,
-                                       np.asarray(jac, dtype=np.float64))
+        jac = np.asarray(jac, dtype=np.float64)
+        dq, h = arm_rules.limit_joints(q, np.asarray(target, dtype=np.float64) - q, self._prev, lim, dt, jac)
         hits += h
-        dq, h = arm_rules.limit_workspace_joint_space(ee, dq, np.asarray(jac, dtype=np.float64), lim)
+        dq, h = arm_rules.limit_workspace_joint_space(ee, dq, jac, lim)
         hits += h
         self._prev = dq / dt
         issued = self._arm_values(q, dq)
-        for rule in hits:
-            self._event(now, rule, raw, issued.tolist(), f"{rule.replace('_', ' ')} limit", "info")
+        if hits:
+            listed = issued.tolist()
+            for rule in hits:
+                self._event(now, rule, raw, listed, f"{rule.replace('_', ' ')} limit", "info")
         return mint(self.robot, issued)
 
     # ------------------------------------------------------------------ base
@@ -316,13 +332,14 @@ class Supervisor:
         lim, dt = self.limits.base, self.limits.control_dt
         v, w, hits = base_rules.limit_speed(float(a[0] * self.scale[0]), float(a[1] * self.scale[1]), lim, dt)
         pose = np.asarray(state["base_pose"], dtype=np.float64)
-        heading = np.array([np.cos(pose[2]), np.sin(pose[2])])
-        vel = heading * float(np.asarray(state["base_vel"])[0])
-        allowed = self._ssm(state, pose[:2], lim.radius, vel, heading * np.sign(v), lim.v_acc, lim.v_max, now, raw)
+        heading = np.array([math.cos(pose[2]), math.sin(pose[2])])
+        vel = heading * float(state["base_vel"][0])
+        allowed = self._ssm(state, pose, lim.radius, vel, heading * math.copysign(1.0, v) if v else heading * 0.0,
+                            lim.v_acc, lim.v_max, now, raw)
         if allowed is None:
             return self._brake(state, "protective stop: person inside Sp")
         if abs(v) > allowed + 1e-12:
-            v = float(np.sign(v) * allowed)
+            v = math.copysign(allowed, v)
             hits.append("slowdown")
         v, h = base_rules.limit_region(pose, v, lim, dt)
         hits += h

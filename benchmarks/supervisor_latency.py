@@ -1,0 +1,72 @@
+"""Supervisor latency per command (median, p99), on real states.
+
+    .venv/bin/python benchmarks/supervisor_latency.py [--n 20000]
+
+Rows: the base (pure numpy), the arm including its two kinematic queries to
+PyBullet (IK and Jacobian), and the arm's own rules with those queries answered
+from a cache (the supervisor's share). Target: p99 < 100 us.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "safety"))
+from conftest import Rig  # noqa: E402  (the same rigs the safety tests use)
+
+from qrobot.safety.supervisor import Supervisor  # noqa: E402
+
+
+class CachedKinematics:
+    def __init__(self, robot: object, target: np.ndarray, yaw: float, q: np.ndarray) -> None:
+        self.q_ik = robot.ik(target, yaw)
+        self.jac = robot.jacobian(q)
+
+    def ik(self, target: np.ndarray, yaw: float) -> np.ndarray:
+        return self.q_ik
+
+    def jacobian(self, q: np.ndarray) -> np.ndarray:
+        return self.jac
+
+
+def measure(sup: Supervisor, state: dict, actions: np.ndarray) -> np.ndarray:
+    out = np.empty(len(actions))
+    clock = time.perf_counter_ns
+    for i, a in enumerate(actions):
+        state["time"] += 0.1
+        t = clock()
+        sup.filter(a, state)
+        out[i] = clock() - t
+        if sup.latched:
+            sup.reset()
+    return out / 1000.0  # microseconds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=20000)
+    args = p.parse_args()
+    rng = np.random.default_rng(0)
+    rows = []
+    base = Rig("diffbot")
+    st = base.state()
+    st["people"], st["people_radius"] = np.array([[3.0, 1.0], [-2.0, 2.5]]), np.array([0.25, 0.25])
+    rows.append(("base (2 people in view)", measure(base.sup, st, rng.uniform(-1, 1, (args.n, 3)))))
+    arm = Rig("panda")
+    st = arm.state()
+    rows.append(("arm, incl. PyBullet IK + Jacobian", measure(arm.sup, st, rng.uniform(-1, 1, (args.n, 5)))))
+    cached = CachedKinematics(arm.robot, st["ee_pos"] + [0.01, 0, 0], st["ee_yaw"], st["joint_pos"])
+    sup = Supervisor(arm.limits, (0.025, 0.25), kinematics=cached)
+    rows.append(("arm rules only (kinematics cached)", measure(sup, arm.state(), rng.uniform(-1, 1, (args.n, 5)))))
+    print(f"{'supervisor.filter':<38s} {'median us':>10s} {'p99 us':>8s} {'max us':>8s}")
+    for name, us in rows:
+        print(f"{name:<38s} {np.median(us):10.1f} {np.percentile(us, 99):8.1f} {us.max():8.1f}")
+
+
+if __name__ == "__main__":
+    main()
