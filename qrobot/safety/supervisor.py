@@ -232,7 +232,7 @@ class Supervisor:
     def _arm_values(self, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
         """[7 joint targets, finger width, 7 joint speed caps]: the motors may not go
         faster than this step needs, so the measured speed stays within the limits."""
-        cap = np.minimum(np.abs(dq) / self.limits.control_dt * 1.05 + 0.02, self.limits.arm.joint_vel_max)
+        cap = np.minimum(np.abs(dq) / self.limits.control_dt + 0.005, self.limits.arm.joint_vel_max)
         return np.concatenate([q + dq, [self._grip], cap])
 
     # ------------------------------------------------------------------- SSM
