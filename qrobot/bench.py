@@ -10,7 +10,8 @@ from typing import Any
 from qrobot.runner import run, summarize
 
 COLUMNS = ["scenario", "policy", "episodes", "success_rate", "ci_low", "ci_high", "spl",
-           "mean_steps", "collisions", "policy_errors"]
+           "mean_steps", "collisions", "interventions", "protective_stop_time", "intrusions", "estops",
+           "policy_errors"]
 
 
 def bench(scenarios: list[str], policies: list[str], episodes: int, seed: int = 0,
@@ -33,12 +34,15 @@ def _cell(row: dict[str, Any], key: str) -> str:
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    head = "| scenario | policy | episodes | success | 95% CI | SPL | mean steps | collisions/ep |"
-    lines = [head, "|" + "---|" * 8]
+    head = ("| scenario | policy | episodes | success | 95% CI | SPL | mean steps | collisions/ep "
+            "| interventions/ep | protective stop s/ep | SSM intrusions |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         ci = f"{_cell(r, 'ci_low')}-{_cell(r, 'ci_high')}"
         lines.append(f"| {r['scenario']} | {r['policy']} | {r['episodes']} | {_cell(r, 'success_rate')} "
-                     f"| {ci} | {_cell(r, 'spl')} | {_cell(r, 'mean_steps')} | {_cell(r, 'collisions')} |")
+                     f"| {ci} | {_cell(r, 'spl')} | {_cell(r, 'mean_steps')} | {_cell(r, 'collisions')} "
+                     f"| {_cell(r, 'interventions')} | {_cell(r, 'protective_stop_time')} "
+                     f"| {_cell(r, 'intrusions')} |")
     return "\n".join(lines)
 
 

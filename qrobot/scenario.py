@@ -58,8 +58,21 @@ class Camera(_Strict):
     depth: bool = False
 
 
-class ObjectSet(_Strict):
-    """Graspable cubes: `count` of them get distinct colours drawn from `colors`."""
+class _Colored(_Strict):
+    """`count` things, each named by a distinct colour drawn from `colors`."""
+
+    colors: list[ColorName] = Field(min_length=1)
+    count: int = Field(ge=1, le=8)
+
+    @model_validator(mode="after")
+    def _enough_colors(self) -> "_Colored":
+        if self.count > len(set(self.colors)):
+            raise ValueError(f"count {self.count} needs at least that many distinct colors")
+        return self
+
+
+class ObjectSet(_Colored):
+    """Graspable cubes."""
 
     colors: list[ColorName] = Field(min_length=2)
     count: int = Field(ge=2, le=8)
@@ -67,25 +80,12 @@ class ObjectSet(_Strict):
     mass: float = Field(0.1, gt=0.0, le=1.0)
     min_spacing: float = Field(0.09, ge=0.0, le=0.5)
 
-    @model_validator(mode="after")
-    def _enough_colors(self) -> "ObjectSet":
-        if self.count > len(set(self.colors)):
-            raise ValueError(f"count {self.count} needs at least that many distinct colors")
-        return self
 
-
-class ReceptacleSet(_Strict):
+class ReceptacleSet(_Colored):
     """Bowls (square, low walls) the object goes into."""
 
-    colors: list[ColorName] = Field(min_length=1)
     count: int = Field(ge=1, le=4)
     size: float = Field(0.14, ge=0.08, le=0.25)
-
-    @model_validator(mode="after")
-    def _enough_colors(self) -> "ReceptacleSet":
-        if self.count > len(set(self.colors)):
-            raise ValueError(f"count {self.count} needs at least that many distinct colors")
-        return self
 
 
 class _Task(_Strict):
@@ -134,18 +134,12 @@ class PointNavTask(_Task):
     geodesic_range: Vec2 = Field(description="min and max start-goal geodesic distance (m)")
 
 
-class LandmarkSet(_Strict):
+class LandmarkSet(_Colored):
     """Coloured landmarks; the instruction names one of them."""
 
     colors: list[ColorName] = Field(min_length=2)
     kinds: list[Literal["pillar", "cabinet", "crate"]] = Field(min_length=1)
     count: int = Field(ge=2, le=8)
-
-    @model_validator(mode="after")
-    def _enough_colors(self) -> "LandmarkSet":
-        if self.count > len(set(self.colors)):
-            raise ValueError(f"count {self.count} needs at least that many distinct colors")
-        return self
 
 
 class ObjectNavTask(_Task):

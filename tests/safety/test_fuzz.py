@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -127,21 +128,9 @@ ANY_COMMAND = st.one_of(
 )
 
 
-def test_hypothesis_commands_arm() -> None:
-    rig = Rig("panda")
-    checker = Checker(rig)
-
-    @settings(max_examples=1500, deadline=None, database=None)
-    @given(ANY_COMMAND)
-    def prop(action: Any) -> None:
-        checker.run([action])
-
-    prop()
-    rig.sim.close()
-
-
-def test_hypothesis_commands_base() -> None:
-    rig = Rig("diffbot")
+@pytest.mark.parametrize("robot", ["panda", "diffbot"])
+def test_hypothesis_commands(robot: str) -> None:
+    rig = Rig(robot)
     checker = Checker(rig)
 
     @settings(max_examples=1500, deadline=None, database=None)
