@@ -26,12 +26,13 @@ test: setup
 
 # The scripted-expert table in the README (50 seeded episodes per scenario).
 experts: setup
-	$(BIN)/qrobot bench --policies expert,random --episodes 50 --out runs/experts
+	$(BIN)/qrobot bench --policies expert,random --episodes 50 --no-record --out runs/experts
 
 bench: setup
 	$(BIN)/python benchmarks/env_speed.py
 	$(BIN)/python benchmarks/supervisor_latency.py
 	$(BIN)/python benchmarks/stopping.py
+	$(BIN)/python benchmarks/record_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -70,7 +70,7 @@ class QRobotEnv(gym.Env):
 
     def _limits(self) -> Limits:
         """The robot's default profile; a room narrows the map bounds; then the scenario's overrides."""
-        lim = default_limits(self.scenario.robot, 1.0 / self.scenario.control_hz)
+        lim = default_limits(self.scenario.robot, 1.0 / self.scenario.control_hz, self.scenario.limits.profile)
         if self.scenario.room is not None:
             sx, sy = self.scenario.room.size
             lim = dataclasses.replace(lim, base=dataclasses.replace(

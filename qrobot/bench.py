@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from qrobot.record import RunDir
 from qrobot.runner import run, summarize
 
 COLUMNS = ["scenario", "policy", "episodes", "success_rate", "ci_low", "ci_high", "spl",
@@ -15,11 +16,12 @@ COLUMNS = ["scenario", "policy", "episodes", "success_rate", "ci_low", "ci_high"
 
 
 def bench(scenarios: list[str], policies: list[str], episodes: int, seed: int = 0,
-          progress: bool = True) -> list[dict[str, Any]]:
+          progress: bool = True, run_dir: RunDir | None = None) -> list[dict[str, Any]]:
     rows = []
     for sc in scenarios:
         for pol in policies:
-            s = summarize(run(sc, pol, episodes, seed, progress=progress))
+            sub = None if run_dir is None else RunDir(run_dir.path.parent, f"{run_dir.run_id}/{pol}")
+            s = summarize(run(sc, pol, episodes, seed, progress=progress, run_dir=sub))
             rows.append({"scenario": sc, "policy": pol, **s})
     return rows
 

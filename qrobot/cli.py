@@ -33,25 +33,68 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--policy", default="expert", help="policy name (default: expert)")
     r.add_argument("--episodes", type=_positive, default=1)
     r.add_argument("--seed", type=int, default=0, help="seed of the first episode")
-    r.add_argument("--gui", action="store_true", help="open the PyBullet GUI")
+    r.add_argument("--gui", action="store_true", help="open the PyBullet GUI (press e for e-stop)")
+    _record_flags(r)
     sub.add_parser("list", help="list scenarios, policies and gymnasium env ids")
+    v = sub.add_parser("view", help="open a recording in the Rerun viewer")
+    v.add_argument("path", type=Path)
+    i = sub.add_parser("inspect", help="print a summary read back from a recording (headless)")
+    i.add_argument("path", type=Path)
     b = sub.add_parser("bench", help="scenarios x policies x episodes into a Markdown/CSV table")
     b.add_argument("--scenarios", type=_names, default=None, help="comma-separated (default: all)")
     b.add_argument("--policies", type=_names, default=["expert"], help="comma-separated")
     b.add_argument("--episodes", type=_positive, default=10)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", type=Path, default=None, help="output dir (default: runs/bench-<time>)")
+    _record_flags(b)
     return p
+
+
+def _record_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-record", dest="record", action="store_false",
+                   help="do not record episodes to Rerun (.rrd files; on by default)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where recordings go (default: runs)")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from qrobot.record import RunDir
     from qrobot.runner import format_episode, format_summary, run, summarize
+    from qrobot.scenario import load_scenario
 
+    load_scenario(args.scenario)  # a bad file fails before a run directory is made
+    run_dir = RunDir(args.runs_dir, command="run", scenario=args.scenario, policy=args.policy,
+                     episodes=args.episodes, seed=args.seed) if args.record else None
     results = run(args.scenario, args.policy, args.episodes, args.seed, gui=args.gui,
-                  on_episode=lambda r: tqdm.write(format_episode(r)))
+                  on_episode=lambda r: tqdm.write(format_episode(r)), run_dir=run_dir)
     print(format_summary(f"{results[0].scenario} / {args.policy}", summarize(results)))
+    if run_dir is not None:
+        print(f"recordings: {run_dir.path}/{results[0].scenario}/ (open one with: qrobot view "
+              f"{results[0].recording})")
+    return 0
+
+
+def _cmd_view(path: Path) -> int:
+    import os
+    import shutil
+    import subprocess
+
+    from qrobot.record import summarize_rrd
+
+    summarize_rrd(path)  # a clear error for a missing or unreadable file
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "darwin"):
+        raise QrobotError(f"no display to open the viewer on; summary: qrobot inspect {path}")
+    viewer = shutil.which("rerun") or shutil.which("rerun", path=str(Path(sys.executable).parent))
+    if viewer is None:
+        raise QrobotError("the Rerun viewer (`rerun`, from rerun-sdk) is not on PATH")
+    return subprocess.call([viewer, str(path)])
+
+
+def _cmd_inspect(path: Path) -> int:
+    from qrobot.record.readback import format_summary, summarize_rrd
+
+    print(format_summary(summarize_rrd(path)))
     return 0
 
 
@@ -81,8 +124,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for pol in args.policies:
         if pol not in POLICY_NAMES:
             raise QrobotError(f"unknown policy {pol!r}; valid names: {', '.join(POLICY_NAMES)}")
-    rows = bench.bench(scenarios, args.policies, args.episodes, args.seed)
-    out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
+    from qrobot.record import RunDir
+
+    run_dir = RunDir(args.runs_dir, command="bench", scenarios=scenarios, policies=args.policies,
+                     episodes=args.episodes, seed=args.seed) if args.record else None
+    rows = bench.bench(scenarios, args.policies, args.episodes, args.seed, run_dir=run_dir)
+    out = args.out or (run_dir.path if run_dir else Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S"))
     md, cs = bench.write(rows, out)
     print(bench.to_markdown(rows))
     print(f"wrote {md} and {cs}")
@@ -96,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args)
         if args.cmd == "list":
             return _cmd_list()
+        if args.cmd == "view":
+            return _cmd_view(args.path)
+        if args.cmd == "inspect":
+            return _cmd_inspect(args.path)
         return _cmd_bench(args)
     except QrobotError as exc:
         print(f"qrobot: error: {exc}", file=sys.stderr)

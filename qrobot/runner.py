@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from qrobot.envs.core import QRobotEnv
 from qrobot.policies import make_policy, needs_images
+from qrobot.record import EpisodeRecorder, RunDir
 from qrobot.safety.supervisor import OperatorKey
 from qrobot.scenario import load_scenario
 
@@ -31,6 +32,7 @@ class EpisodeResult:
     metrics: dict[str, float] = field(default_factory=dict)
     safety: dict[str, int] = field(default_factory=dict)
     error: str = ""
+    recording: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,9 +50,27 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def run_episode(env: QRobotEnv, policy: Any, episode: int, seed: int,
-                on_step: Callable[..., None] | None = None) -> EpisodeResult:
-    """Run one episode. A policy exception ends the episode (reason policy_error), not the run."""
+                recorder: EpisodeRecorder | None = None) -> EpisodeResult:
+    """Run one episode. A policy exception ends the episode (reason policy_error), not the run.
+    With a recorder, every step goes to its `.rrd`; Ctrl-C still closes the file properly."""
     obs, info = env.reset(seed=seed)
+    if recorder is not None:
+        recorder.start(env, obs, info)
+    try:
+        result = _episode_loop(env, policy, episode, seed, obs, info, recorder)
+    except KeyboardInterrupt:
+        if recorder is not None:
+            recorder.finish({"success": False, "end_reason": "interrupted", "steps": env.task.steps})
+        raise
+    if recorder is not None:
+        recorder.finish({**result.metrics, "success": result.success, "end_reason": result.end_reason,
+                         "steps": result.steps, "error": result.error,
+                         **{f"safety.{k}": v for k, v in result.safety.items()}})
+    return result
+
+
+def _episode_loop(env: QRobotEnv, policy: Any, episode: int, seed: int, obs: dict, info: dict,
+                  recorder: EpisodeRecorder | None) -> EpisodeResult:
     instruction = obs["instruction"]
     policy.reset(instruction)
     reason, error = "timeout", ""
@@ -63,11 +83,13 @@ def run_episode(env: QRobotEnv, policy: Any, episode: int, seed: int,
             error = f"{type(exc).__name__}: {exc}"
             error += " @ " + traceback.extract_tb(exc.__traceback__)[-1].name
             env.supervisor.estop(f"fault: policy raised {error}", env.sim.time)
-            env.step(None)  # one period of controlled stop, logged like any other step
+            obs, reward, _, _, info = env.step(None)  # one period of controlled stop
+            if recorder is not None:
+                recorder.log_step(env, obs, None, reward, info)
             break
         obs, reward, terminated, truncated, info = env.step(action)
-        if on_step is not None:
-            on_step(env, obs, action, reward, info)
+        if recorder is not None:
+            recorder.log_step(env, obs, action, reward, info)
         if info["estop"]:
             reason, error = "estop", info["estop"]
             break
@@ -81,20 +103,26 @@ def run_episode(env: QRobotEnv, policy: Any, episode: int, seed: int,
 
 def run(scenario: str, policy_name: str = "expert", episodes: int = 1, seed: int = 0,
         gui: bool = False, progress: bool = True,
-        on_episode: Callable[[EpisodeResult], None] | None = None) -> list[EpisodeResult]:
-    """Run `episodes` episodes with seeds seed, seed+1, ... and return their results."""
+        on_episode: Callable[[EpisodeResult], None] | None = None,
+        run_dir: RunDir | None = None) -> list[EpisodeResult]:
+    """Run `episodes` episodes with seeds seed, seed+1, ... and return their results.
+    With `run_dir`, each episode is recorded to run_dir/<scenario>/ep<k>-seed<s>.rrd."""
     sc = load_scenario(scenario)
     # The operator key stays here, with the person running the job; the policy never sees it.
     operator = OperatorKey()
-    env = QRobotEnv(sc, render_mode="human" if gui else None, images=needs_images(policy_name),
-                    operator=operator)
+    env = QRobotEnv(sc, render_mode="human" if gui else None,
+                    images=needs_images(policy_name) or run_dir is not None, operator=operator)
     try:
         policy = make_policy(policy_name, env, seed=seed)
         results = []
         bar = tqdm(range(episodes), desc=f"{sc.name}/{policy_name}", unit="ep",
                    disable=None if progress and episodes > 1 else True, leave=False)
         for k in bar:
-            res = run_episode(env, policy, k, seed + k)
+            rec = None if run_dir is None else EpisodeRecorder(
+                run_dir.episode_path(sc.name, k, seed + k), sc.name, run_dir.episode_id(sc.name, k, seed + k))
+            res = run_episode(env, policy, k, seed + k, rec)
+            if rec is not None:
+                res.recording = str(rec.path)
             results.append(res)
             if on_episode is not None:
                 on_episode(res)

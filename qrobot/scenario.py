@@ -200,7 +200,7 @@ class Limits(_Strict):
     """The supervisor's limits profile, and per-scenario overrides of its values
     (dotted keys such as "v_max" or "ssm.warning_band"; see qrobot.safety.limits)."""
 
-    profile: Literal["default"] = "default"
+    profile: Literal["default", "test-only-no-ssm"] = "default"
     overrides: dict[str, Union[bool, float, list[float], list[list[float]]]] = {}
 
 
@@ -352,7 +352,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     from qrobot.safety.limits import apply_overrides, default_limits
 
     try:
-        apply_overrides(default_limits(sc.robot, 1.0 / sc.control_hz), dict(sc.limits.overrides))
+        apply_overrides(default_limits(sc.robot, 1.0 / sc.control_hz, sc.limits.profile),
+                        dict(sc.limits.overrides))
     except ValueError as exc:
         raise ScenarioError(f"{path}: limits.overrides.{exc}") from None
     return sc

@@ -189,6 +189,30 @@ class Sim:
         uid = self.bodies[name]
         return {self._names.get(pt[2], "?") for pt in self.client.getContactPoints(bodyA=uid)}
 
+    # ------------------------------------------------------------ inspection
+    def visuals(self, name: str) -> list[dict]:
+        """Primitive visual parts of a body, in its base frame: kind, size, offset, rgba.
+        kind is box (full extents) | sphere (radius) | cylinder | capsule (length, radius)."""
+        kinds = {pybullet.GEOM_BOX: "box", pybullet.GEOM_SPHERE: "sphere",
+                 pybullet.GEOM_CYLINDER: "cylinder", pybullet.GEOM_CAPSULE: "capsule"}
+        out = []
+        for v in self.client.getVisualShapeData(self.bodies[name]):
+            if v[1] == -1 and v[2] in kinds:
+                out.append({"kind": kinds[v[2]], "size": tuple(v[3]), "offset": tuple(v[5]),
+                            "rgba": tuple(v[7])})
+        return out
+
+    def is_dynamic(self, name: str) -> bool:
+        return self.client.getDynamicsInfo(self.bodies[name], -1)[0] > 0
+
+    def link_positions(self, name: str) -> np.ndarray:
+        """World positions of a body's base and every link frame, in index order."""
+        uid = self.bodies[name]
+        n = self.client.getNumJoints(uid)
+        base = self.client.getBasePositionAndOrientation(uid)[0]
+        links = [s[4] for s in self.client.getLinkStates(uid, list(range(n)))] if n else []
+        return np.asarray([base, *links], dtype=np.float64)
+
     # --------------------------------------------------------------- stepping
     def step(self) -> None:
         """Advance one control period (physics_hz / control_hz substeps)."""

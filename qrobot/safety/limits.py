@@ -22,7 +22,7 @@ class SSMParams:
     robot_uncertainty: float = 0.02  # Z_r (m): robot position uncertainty
     warning_band: float = 0.6       # (m) beyond Sp where speed is scaled down linearly
     clear_hold_time: float = 1.0    # (s) the area must stay clear this long before resuming
-    enabled: bool = True            # only test-only profiles turn this off
+    enabled: bool = True            # only the test-only profile turns this off (not overridable)
 
 
 @dataclass(frozen=True)
@@ -107,9 +107,13 @@ def _flat_fields(obj: object, prefix: str = "") -> dict[str, object]:
     return out
 
 
+FIXED = {"ssm.enabled"}  # rules are not switches: only the test-only profile turns SSM off
+PROFILES = ("default", "test-only-no-ssm")
+
+
 def override_keys(robot: str) -> list[str]:
     part = ArmLimits() if robot == "panda" else BaseLimits()
-    return sorted(_flat_fields(part))
+    return sorted(set(_flat_fields(part)) - FIXED)
 
 
 def apply_overrides(limits: Limits, overrides: dict[str, object]) -> Limits:
@@ -119,9 +123,9 @@ def apply_overrides(limits: Limits, overrides: dict[str, object]) -> Limits:
     known = _flat_fields(part)
     for key in sorted(overrides):
         value = overrides[key]
-        if key not in known:
+        if key not in known or key in FIXED:
             raise ValueError(f"{key}: unknown limit for robot {limits.robot!r}; accepted: "
-                             f"{', '.join(sorted(known))}")
+                             f"{', '.join(override_keys(limits.robot))}")
         old = known[key]
         if isinstance(old, bool):
             if not isinstance(value, bool):
@@ -153,5 +157,14 @@ def apply_overrides(limits: Limits, overrides: dict[str, object]) -> Limits:
     return dataclasses.replace(limits, **{part_name: new_part})
 
 
-def default_limits(robot: str, control_dt: float) -> Limits:
-    return Limits(robot=robot, control_dt=control_dt)
+def default_limits(robot: str, control_dt: float, profile: str = "default") -> Limits:
+    """The robot's profile. "test-only-no-ssm" exists so a test can show that the
+    separation rule is what prevents intrusions; nothing else differs."""
+    lim = Limits(robot=robot, control_dt=control_dt)
+    if profile == "test-only-no-ssm":
+        off = SSMParams(enabled=False)
+        lim = dataclasses.replace(lim, arm=dataclasses.replace(lim.arm, ssm=off),
+                                  base=dataclasses.replace(lim.base, ssm=off))
+    elif profile != "default":
+        raise ValueError(f"unknown limits profile {profile!r}; accepted: {', '.join(PROFILES)}")
+    return lim

@@ -89,9 +89,9 @@ def test_overrides_apply_and_bad_ones_are_one_line_errors(tmp_path: Path) -> Non
     cases = {
         '[limits]\noverrides = { v_maxx = 0.3 }\n': "limits.overrides.v_maxx: unknown limit for robot 'diffbot'; accepted:",
         '[limits]\noverrides = { v_max = -1.0 }\n': "limits.overrides.v_max: must be a finite number >= 0",
-        '[limits]\noverrides = { "ssm.enabled" = 3.0 }\n': "limits.overrides.ssm.enabled: must be true or false",
+        '[limits]\noverrides = { "ssm.enabled" = false }\n': "limits.overrides.ssm.enabled: unknown limit",
         '[limits]\noverrides = { keep_out = [[0, 0, 1]] }\n': "limits.overrides.keep_out: must be a list of",
-        '[limits]\nprofile = "fast"\n': "limits.profile: Input should be 'default'",
+        '[limits]\nprofile = "fast"\n': "limits.profile: Input should be 'default' or 'test-only-no-ssm'",
     }
     for extra, needle in cases.items():
         path = tmp_path / "s.toml"

@@ -59,7 +59,7 @@ def test_slowdown_band_protective_stop_and_timed_resume() -> None:
 def _intrusions(ssm: bool, episodes: int) -> tuple[float, float, float]:
     sc = load_scenario("pointnav_people")
     if not ssm:  # a test-only profile: the only way the rule goes off
-        sc = sc.model_copy(update={"limits": Limits(overrides={"ssm.enabled": False})})
+        sc = sc.model_copy(update={"limits": Limits(profile="test-only-no-ssm")})
     env = QRobotEnv(sc, images=False)
     pol = make_policy("expert", env)
     rs = [run_episode(env, pol, k, 1000 + k) for k in range(episodes)]

@@ -1,0 +1,67 @@
+"""Step rate with Rerun recording on vs off (same scenario, same actions, same run),
+and recording size per 100 steps.
+
+    .venv/bin/python benchmarks/record_speed.py [--steps 200]
+
+Both loops render the cameras (a recording needs the frames); the ratio is the
+cost of logging: JPEG encoding, scene and robot primitives, scalars and events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qrobot.envs.core import QRobotEnv
+from qrobot.record import EpisodeRecorder
+from qrobot.scenario import load_scenario
+
+
+def rate(name: str, steps: int, path: Path | None) -> float:
+    sc = load_scenario(name).model_copy(update={"max_steps": steps + 10, "stop_at_rest_steps": 0})
+    env = QRobotEnv(sc, images=True)
+    obs, info = env.reset(seed=0)
+    rec = EpisodeRecorder(path, name, "bench") if path else None
+    if rec:
+        rec.start(env, obs, info)
+    acts = np.random.default_rng(0).uniform(-1, 1, (steps, env.action_space.shape[0])).astype(np.float32)
+    if env.robot.name == "diffbot":
+        acts[:, 2] = 0.0
+    t = time.perf_counter()
+    for a in acts:
+        obs, r, term, trunc, info = env.step(a)
+        if rec:
+            rec.log_step(env, obs, a, r, info)
+    if rec:
+        rec.finish({"success": False, "end_reason": "benchmark"})
+    elapsed = time.perf_counter() - t
+    env.close()
+    return steps / elapsed
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--scenarios", default="pick_place,pointnav_people")
+    args = p.parse_args()
+    print(f"{'scenario':<18s} {'cameras':<18s} {'off steps/s':>11s} {'on steps/s':>10s} {'ratio':>6s} "
+          f"{'MB per 100 steps':>17s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.scenarios.split(","):
+            path = Path(tmp) / f"{name}.rrd"
+            offs, ons = [], []
+            for _ in range(2):  # interleaved, best of 2: the machine is noisy
+                offs.append(rate(name, args.steps, None))
+                ons.append(rate(name, args.steps, path))
+            cams = ", ".join(f"{c.name} {c.width}px" for c in load_scenario(name).cameras)
+            mb = path.stat().st_size / 1e6 * 100 / args.steps
+            print(f"{name:<18s} {cams:<18s} {max(offs):11.1f} {max(ons):10.1f} {max(ons) / max(offs):6.2f} "
+                  f"{mb:17.2f}")
+
+
+if __name__ == "__main__":
+    main()

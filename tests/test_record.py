@@ -1,0 +1,155 @@
+"""Rerun recording: content read back with Rerun's reader, crash safety, CLI."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qrobot.cli import main
+from qrobot.envs.core import QRobotEnv
+from qrobot.policies import make_policy
+from qrobot.record import EpisodeRecorder, RunDir, summarize_rrd
+from qrobot.record.recorder import FLUSH_EVERY
+from qrobot.runner import run, run_episode
+from qrobot.scenario import load_scenario
+
+
+def test_episode_recording_reads_back_with_the_right_content(tmp_path: Path) -> None:
+    sc = load_scenario("pointnav_people").model_copy(update={"max_steps": 40})
+    env = QRobotEnv(sc, images=True)
+    path = tmp_path / "ep.rrd"
+    res = run_episode(env, make_policy("random", env, seed=3), 0, 3, EpisodeRecorder(path, sc.name, "ep-test"))
+    s = summarize_rrd(path)
+    assert s["complete"] and s["application_id"] == "qrobot-pointnav_people" and s["recording_id"] == "ep-test"
+    assert s["steps"] == res.steps + 1  # the reset frame, then one per step
+    assert s["cameras"] == {"front": res.steps + 1}
+    for entity in ("/cameras/front", "/world/static/boxes", "/world/people/cylinders", "/world/robot/links",
+                   "/world/robot/base", "/world/trajectory", "/task/instruction", "/policy/action",
+                   "/supervisor/command", "/supervisor/events", "/metrics/speed", "/metrics/distance_to_goal",
+                   "/metrics/min_person_clearance", "/result"):
+        assert entity in s["entities"], entity
+    # every supervisor event of the episode is in the file, once
+    assert s["events"] == len(env.supervisor.events) > 0
+    assert s["events_by_rule"] == {k: v for k, v in env.supervisor.counts().items()
+                                   if k not in ("interventions", "estops", "protective_stop_time")}
+    assert f"end_reason: {res.end_reason}" in s["result"] and s["instruction"] == res.instruction
+    env.close()
+
+
+def test_policy_exception_still_leaves_a_complete_recording(tmp_path: Path) -> None:
+    class Broken:
+        name = "broken"
+
+        def reset(self, instruction: str) -> None:
+            self.n = 0
+
+        def act(self, obs: dict) -> np.ndarray:
+            self.n += 1
+            if self.n > 5:
+                raise RuntimeError("nan in the model")
+            return np.zeros(5, np.float32)
+
+    env = QRobotEnv("reach", images=True)
+    path = tmp_path / "ep.rrd"
+    res = run_episode(env, Broken(), 0, 0, EpisodeRecorder(path, "reach", "broken"))
+    s = summarize_rrd(path)
+    assert res.end_reason == "policy_error" and s["complete"] and "policy_error" in s["result"]
+    assert s["events_by_rule"].get("estop") == 1 and s["events_by_level"].get("CRITICAL") == 1
+    env.close()
+
+
+_CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from qrobot.envs.core import QRobotEnv
+    from qrobot.policies import make_policy
+    from qrobot.record import EpisodeRecorder
+    from qrobot.runner import run_episode
+    from qrobot.scenario import load_scenario
+
+    sc = load_scenario("pointnav").model_copy(update={"max_steps": 2000})
+    env = QRobotEnv(sc, images=True)
+    inner = make_policy("random", env)
+
+    class Slow:
+        name = "slow"
+        n = 0
+        def reset(self, instruction): inner.reset(instruction)
+        def act(self, obs):
+            self.n += 1
+            print(f"step {self.n}", flush=True)  # about to take step n
+            time.sleep(0.01)
+            a = inner.act(obs)
+            a[2] = 0.0
+            return a
+
+    run_episode(env, Slow(), 0, 0, EpisodeRecorder(Path(sys.argv[1]), "pointnav", "crash-test"))
+""")
+
+
+def _run_and_signal(path: Path, sig: int, after: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if line.strip() == f"step {after + 1}":  # `after` steps are done
+            break
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    return proc
+
+
+@pytest.mark.parametrize("after", [35])
+def test_sigkill_loses_at_most_the_flush_window(tmp_path: Path, after: int) -> None:
+    path = tmp_path / "killed.rrd"
+    _run_and_signal(path, signal.SIGKILL, after)
+    s = summarize_rrd(path)  # no footer: read by scanning
+    assert not s["complete"]
+    assert s["steps"] >= after + 1 - FLUSH_EVERY and s["cameras"]["front"] >= after + 1 - FLUSH_EVERY
+
+
+def test_sigint_yields_a_complete_file(tmp_path: Path) -> None:
+    path = tmp_path / "interrupted.rrd"
+    proc = _run_and_signal(path, signal.SIGINT, 25)
+    assert proc.returncode != 0
+    s = summarize_rrd(path)
+    assert s["complete"] and s["steps"] >= 26 and "end_reason: interrupted" in s["result"]
+
+
+def test_cli_records_by_default_and_inspects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "reach", "--episodes", "2", "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    files = sorted((run_dir / "reach").glob("*.rrd"))
+    assert [f.name for f in files] == ["ep0-seed0.rrd", "ep1-seed1.rrd"]
+    assert (run_dir / "RERUN_VERSION").read_text().strip() == __import__("rerun").__version__
+    assert f"recordings: {run_dir}/reach/" in out
+    assert main(["inspect", str(files[0])]) == 0
+    text = capsys.readouterr().out
+    assert "application qrobot-reach" in text and "cameras: scene" in text and "complete file: yes" in text
+    assert main(["run", "reach", "--no-record", "--runs-dir", str(tmp_path / "none")]) == 0
+    assert not (tmp_path / "none").exists()
+
+
+def test_cli_view_and_inspect_errors_are_one_line(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.rrd"
+    bogus.write_bytes(b"not a recording")
+    good = tmp_path / "good.rrd"
+    env = QRobotEnv("reach", images=True)
+    run_episode(env, make_policy("hold", env), 0, 0, EpisodeRecorder(good, "reach", "good"))
+    env.close()
+    for argv in (["inspect", str(tmp_path / "missing.rrd")], ["inspect", str(bogus)], ["view", str(bogus)],
+                 ["view", str(good)]):  # no DISPLAY in this environment: a one-line pointer to inspect
+        proc = subprocess.run([sys.executable, "-m", "qrobot.cli", *argv], capture_output=True, text=True,
+                              timeout=60, env={"PATH": "/usr/bin:/bin"})
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_bench_records_under_one_run(tmp_path: Path) -> None:
+    rows = run("reach", "expert", episodes=1, seed=0, progress=False, run_dir=RunDir(tmp_path, "r1"))
+    assert Path(rows[0].recording).is_file() and rows[0].recording.startswith(str(tmp_path / "r1" / "reach"))
