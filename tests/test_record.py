@@ -153,3 +153,17 @@ def test_cli_view_and_inspect_errors_are_one_line(tmp_path: Path) -> None:
 def test_bench_records_under_one_run(tmp_path: Path) -> None:
     rows = run("reach", "expert", episodes=1, seed=0, progress=False, run_dir=RunDir(tmp_path, "r1"))
     assert Path(rows[0].recording).is_file() and rows[0].recording.startswith(str(tmp_path / "r1" / "reach"))
+
+
+def test_depth_camera_is_recorded_when_configured(tmp_path: Path) -> None:
+    sc = load_scenario("pointnav").model_copy(update={"max_steps": 5})
+    sc = sc.model_copy(update={"cameras": [sc.cameras[0].model_copy(update={"depth": True})]})
+    env = QRobotEnv(sc, images=True)
+    obs, _ = env.reset(seed=0)
+    depth = obs["images"]["front_depth"]
+    assert depth.dtype == np.float32 and 0.0 < depth.min() and depth.max() <= sc.cameras[0].model_dump().get("far", 6.0)
+    path = tmp_path / "depth.rrd"
+    run_episode(env, make_policy("hold", env), 0, 0, EpisodeRecorder(path, sc.name, "depth"))
+    s = summarize_rrd(path)
+    assert s["cameras"]["front"] == s["cameras"]["front_depth"] == s["steps"]
+    env.close()

@@ -5,7 +5,7 @@ Layout of a recording (timelines `step` and `sim_time`):
     cameras/<name>            JPEG camera frames (and <name>_depth when configured)
     world/static, world/props primitives of the scene (props move every step)
     world/people              capsules
-    world/robot/links         link origins + chain; world/robot/base (mobile base box)
+    world/robot/links         the chain through every link origin; world/robot/base (mobile base box)
     world/trajectory          end-effector or base path
     task/instruction          text
     policy/action             raw action (one series per component)
@@ -16,10 +16,12 @@ Layout of a recording (timelines `step` and `sim_time`):
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL.Image
 import rerun as rr
 import rerun.blueprint as rrb
 
@@ -61,34 +63,44 @@ class EpisodeRecorder:
         self.dynamic: list[str] = []
         self.finished = False
         self._started = False
+        self._styled: set[str] = set()
+        self._vis: dict[str, list[dict]] = {}
+        self._columns: dict[str, list] = {}
+        self._texts: list[tuple] = []
+        self._now = 0.0
 
     # ---------------------------------------------------------------- helpers
     def _time(self, step: int, sim_time: float) -> None:
+        self._now = float(sim_time)
         self.rec.set_time("step", sequence=step)
         self.rec.set_time("sim_time", duration=float(sim_time))
 
     def _images(self, obs: dict) -> None:
         for name, img in obs.get("images", {}).items():
-            if img.ndim == 3:
-                self.rec.log(f"cameras/{name}", rr.Image(img).compress(jpeg_quality=self.jpeg_quality))
+            if img.ndim == 3:  # JPEG straight from PIL: a third of rr.Image(...).compress()'s cost
+                buf = io.BytesIO()
+                PIL.Image.fromarray(img).save(buf, format="JPEG", quality=self.jpeg_quality)
+                self.rec.log(f"cameras/{name}", rr.EncodedImage(contents=buf.getvalue(), media_type="image/jpeg"))
             else:
                 self.rec.log(f"cameras/{name}", rr.DepthImage(img, meter=1.0))
 
     def _bodies(self, env: Any, names: list[str], entity: str) -> None:
+        """Primitives of `names`. Sizes and colours are logged with the first frame;
+        later frames send only positions and orientations (a fraction of the cost)."""
         boxes: dict[str, list] = {"centers": [], "half_sizes": [], "quaternions": [], "colors": []}
         caps: dict[str, list] = {"translations": [], "lengths": [], "radii": [], "colors": []}
         balls: dict[str, list] = {"centers": [], "half_sizes": [], "colors": []}
         for name in names:
             pos, orn = env.sim.pose(name)
             rot = np.asarray(env.sim.client.getMatrixFromQuaternion(orn)).reshape(3, 3)
-            for part in env.sim.visuals(name):
+            for part in self._visuals(env, name):
                 centre = pos + rot @ np.asarray(part["offset"])
                 colour = (np.asarray(part["rgba"]) * 255).astype(np.uint8)
                 size = part["size"]
                 if part["kind"] == "box":
                     boxes["centers"].append(centre)
                     boxes["half_sizes"].append(np.asarray(size) / 2)
-                    boxes["quaternions"].append(rr.Quaternion(xyzw=orn))
+                    boxes["quaternions"].append(orn)
                     boxes["colors"].append(colour)
                 elif part["kind"] == "sphere":
                     balls["centers"].append(centre)
@@ -99,25 +111,62 @@ class EpisodeRecorder:
                     caps["lengths"].append(size[0])
                     caps["radii"].append(size[1])
                     caps["colors"].append(colour)
+        first = entity not in self._styled
+        self._styled.add(entity)
         if boxes["centers"]:
-            self.rec.log(f"{entity}/boxes", rr.Boxes3D(fill_mode="solid", **boxes))
+            if first:
+                self.rec.log(f"{entity}/boxes", rr.Boxes3D(fill_mode="solid", **boxes))
+            else:
+                self.rec.log(f"{entity}/boxes", rr.Boxes3D.from_fields(
+                    centers=boxes["centers"], quaternions=boxes["quaternions"]))
         if caps["translations"]:
-            self.rec.log(f"{entity}/cylinders", rr.Capsules3D(**caps))
+            self.rec.log(f"{entity}/cylinders", rr.Capsules3D(**caps) if first else
+                         rr.Capsules3D.from_fields(translations=caps["translations"]))
         if balls["centers"]:
-            self.rec.log(f"{entity}/spheres", rr.Ellipsoids3D(fill_mode="solid", **balls))
+            self.rec.log(f"{entity}/spheres", rr.Ellipsoids3D(fill_mode="solid", **balls) if first else
+                         rr.Ellipsoids3D.from_fields(centers=balls["centers"]))
 
-    def _robot(self, env: Any) -> np.ndarray:
+    def _visuals(self, env: Any, name: str) -> list[dict]:
+        if name not in self._vis:
+            self._vis[name] = env.sim.visuals(name)  # fixed for the episode
+        return self._vis[name]
+
+    def _robot(self, env: Any, state: dict) -> np.ndarray:
         links = env.sim.link_positions("robot")
-        self.rec.log("world/robot/links", rr.Points3D(links, radii=0.025, colors=[230, 230, 235]))
-        self.rec.log("world/robot/chain", rr.LineStrips3D([links], radii=0.012, colors=[200, 200, 210]))
-        state = env.robot.state()
+        self.rec.log("world/robot/links", rr.LineStrips3D.from_fields(strips=[links]))
         if "ee_pos" in state:
             return np.asarray(state["ee_pos"])
         x, y, yaw = state["base_pose"]
-        self.rec.log("world/robot/base", rr.Boxes3D(
-            centers=[[x, y, 0.14]], half_sizes=[[0.22, 0.17, 0.08]], fill_mode="solid",
-            quaternions=[rr.Quaternion(xyzw=[0, 0, np.sin(yaw / 2), np.cos(yaw / 2)])], colors=[90, 90, 110]))
+        self.rec.log("world/robot/base", rr.Boxes3D.from_fields(
+            centers=[[x, y, 0.14]], quaternions=[[0, 0, np.sin(yaw / 2), np.cos(yaw / 2)]]))
         return np.array([x, y, 0.02])
+
+    def _style_robot(self) -> None:
+        self.rec.log("world/robot/links", rr.LineStrips3D.from_fields(radii=0.015, colors=[220, 220, 230]),
+                     static=True)  # the kinematic chain through every link origin
+        self.rec.log("world/robot/base", rr.Boxes3D.from_fields(half_sizes=[[0.22, 0.17, 0.08]], fill_mode="solid",
+                                                                colors=[90, 90, 110]), static=True)
+
+    def _scalar(self, entity: str, value: Any) -> None:
+        """Buffered: scalars go out as columns at each flush (one log call per entity)."""
+        self._columns.setdefault(entity, []).append((self.step, self._now, np.atleast_1d(value)))
+
+    def _flush_columns(self) -> None:
+        for entity, rows in self._columns.items():
+            if not rows:
+                continue
+            widths = [len(r[2]) for r in rows]
+            self.rec.send_columns(
+                entity, indexes=[rr.TimeColumn("step", sequence=[r[0] for r in rows]),
+                                 rr.TimeColumn("sim_time", duration=[r[1] for r in rows])],
+                columns=rr.Scalars.columns(scalars=np.concatenate([r[2] for r in rows])).partition(widths))
+        self._columns = {}
+        if self._texts:
+            rows, self._texts = self._texts, []
+            self.rec.send_columns(
+                "supervisor/events", indexes=[rr.TimeColumn("step", sequence=[r[0] for r in rows]),
+                                              rr.TimeColumn("sim_time", duration=[r[1] for r in rows])],
+                columns=rr.TextLog.columns(text=[r[2] for r in rows], level=[r[3] for r in rows]))
 
     # --------------------------------------------------------------- episode
     def start(self, env: Any, obs: dict, info: dict) -> None:
@@ -125,6 +174,7 @@ class EpisodeRecorder:
         self.rec.save(self.path, default_blueprint=blueprint([c.name for c in env.cameras]))
         self._started = True
         self._time(0, 0.0)
+        self._style_robot()
         props = [n for n in env.sim.bodies if n != "robot"]
         self.dynamic = [n for n in props if env.sim.is_dynamic(n) or n.startswith("person")]
         self._bodies(env, [n for n in props if n not in self.dynamic], "world/static")
@@ -138,19 +188,19 @@ class EpisodeRecorder:
         people = [n for n in self.dynamic if n.startswith("person")]
         self._bodies(env, [n for n in self.dynamic if n not in people], "world/props")
         self._bodies(env, people, "world/people")
-        self.trail.append(self._robot(env))
+        state = env.robot.state()
+        self.trail.append(self._robot(env, state))
         if self.step % TRAJECTORY_EVERY == 0:
             self.rec.log("world/trajectory", rr.LineStrips3D([np.array(self.trail)], radii=0.006,
                                                             colors=[255, 200, 40]))
         m = info.get("metrics", {})
         for key in ("distance", "distance_to_goal", "min_person_clearance"):
             if key in m and np.isfinite(m[key]):
-                self.rec.log(f"metrics/{key}", rr.Scalars(float(m[key])))
-        st = env.robot.state()
-        speed = st["ee_lin_vel"] if "ee_lin_vel" in st else st["base_vel"][:1]
-        self.rec.log("metrics/speed", rr.Scalars(float(np.linalg.norm(speed))))
+                self._scalar(f"metrics/{key}", float(m[key]))
+        speed = state["ee_lin_vel"] if "ee_lin_vel" in state else state["base_vel"][:1]
+        self._scalar("metrics/speed", float(np.linalg.norm(speed)))
         if reward is not None:
-            self.rec.log("metrics/reward", rr.Scalars(float(reward)))
+            self._scalar("metrics/reward", float(reward))
 
     def log_step(self, env: Any, obs: dict, action: Any, reward: float, info: dict) -> None:
         """After env.step: raw action, issued command, new safety events, the frame."""
@@ -158,31 +208,34 @@ class EpisodeRecorder:
         self._time(self.step, env.sim.time)
         try:
             raw = np.asarray(action, dtype=np.float64).reshape(-1)
-            if raw.size <= 16:
-                self.rec.log("policy/action", rr.Scalars(raw))
+            if raw.size == env.action_space.shape[0]:
+                self._scalar("policy/action", raw)
         except (TypeError, ValueError):
             pass  # not numeric: the supervisor's reject event says what it was
         cmd = env.last_command
         issued = cmd.brake if isinstance(cmd, Stop) else cmd
         if isinstance(issued, SafeCommand):
-            self.rec.log("supervisor/command", rr.Scalars(issued.values))
-        self.rec.log("supervisor/stopped", rr.Scalars(float(isinstance(cmd, Stop))))
+            self._scalar("supervisor/command", issued.values)
+        self._scalar("supervisor/stopped", float(isinstance(cmd, Stop)))
         self._events(env)
         self._frame(env, obs, info, reward)
         if self.step % FLUSH_EVERY == 0:
+            self._flush_columns()
             self.rec.flush(timeout_sec=0.0)
 
     def _events(self, env: Any) -> None:
+        """New supervisor events, buffered like the scalars and sent as columns at each flush."""
         events = env.supervisor.events
         for e in events[self.events_logged:]:
-            self.rec.log("supervisor/events", rr.TextLog(
-                f"[{e.rule}] {e.reason} | raw={e.raw} issued={e.issued}", level=LEVELS.get(e.severity)))
+            self._texts.append((self.step, self._now, f"[{e.rule}] {e.reason} | raw={e.raw} issued={e.issued}",
+                                LEVELS.get(e.severity, rr.TextLogLevel.INFO)))
         self.events_logged = len(events)
 
     def finish(self, result: dict[str, Any]) -> None:
         """The final result, then close the file (footer written)."""
         if self.finished or not self._started:
             return
+        self._flush_columns()
         self.rec.log("world/trajectory", rr.LineStrips3D([np.array(self.trail)], radii=0.006,
                                                         colors=[255, 200, 40]))
         text = "\n".join(f"{k}: {v}" for k, v in result.items())
