@@ -63,7 +63,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from qrobot.runner import format_episode, format_summary, run, summarize
     from qrobot.scenario import load_scenario
 
-    load_scenario(args.scenario)  # a bad file fails before a run directory is made
+    from qrobot.policies import POLICY_NAMES
+
+    load_scenario(args.scenario)  # bad names fail before a run directory is made
+    if args.policy not in POLICY_NAMES:
+        raise QrobotError(f"unknown policy {args.policy!r}; valid names: {', '.join(POLICY_NAMES)}")
     run_dir = RunDir(args.runs_dir, command="run", scenario=args.scenario, policy=args.policy,
                      episodes=args.episodes, seed=args.seed) if args.record else None
     results = run(args.scenario, args.policy, args.episodes, args.seed, gui=args.gui,

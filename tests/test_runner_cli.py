@@ -59,11 +59,12 @@ def test_run_is_seeded_and_summarized() -> None:
     assert s["episodes"] == 2 and s["success_rate"] == s["successes"] / 2
 
 
-def test_cli_run_prints_episodes_and_summary(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "pointnav", "--episodes", "2", "--seed", "3"]) == 0
+def test_cli_run_prints_episodes_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "pointnav", "--episodes", "2", "--seed", "3", "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith("ep   0 seed 3") and out[1].startswith("ep   1 seed 4")
-    assert out[-1].startswith("pointnav / expert: success") and "95% CI" in out[-1] and "SPL" in out[-1]
+    assert out[-2].startswith("pointnav / expert: success") and "95% CI" in out[-2] and "SPL" in out[-2]
+    assert out[-1].startswith(f"recordings: {tmp_path}/")
 
 
 def test_cli_list(capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,7 +75,7 @@ def test_cli_list(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_bench_writes_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["bench", "--scenarios", "reach,pointnav", "--policies", "expert,hold",
-               "--episodes", "2", "--out", str(tmp_path)])
+               "--episodes", "2", "--out", str(tmp_path), "--no-record"])
     assert rc == 0
     rows = list(csv.DictReader((tmp_path / "bench.csv").open()))
     assert [(r["scenario"], r["policy"]) for r in rows] == [
