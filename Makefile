@@ -33,6 +33,8 @@ bench: setup
 	$(BIN)/python benchmarks/supervisor_latency.py
 	$(BIN)/python benchmarks/stopping.py
 	$(BIN)/python benchmarks/record_speed.py
+	$(BIN)/python benchmarks/limit_conformance.py
+	$(BIN)/python benchmarks/ssm_ablation.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
