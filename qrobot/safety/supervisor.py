@@ -21,7 +21,7 @@ import hmac
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -41,9 +41,8 @@ _DIM = {"panda": 5, "diffbot": 3}
 FINGER_OPEN = 0.04
 
 
-@dataclass(frozen=True)
-class Event:
-    """One intervention: when, which rule, what came in, what went out, why."""
+class Event(NamedTuple):
+    """One intervention: when, which rule, what came in, what went out, why (immutable)."""
 
     time: float
     rule: str
@@ -236,8 +235,8 @@ class Supervisor:
         return np.concatenate([q + dq, [self._grip], cap])
 
     # ------------------------------------------------------------------- SSM
-    def _ssm(self, state: dict, xy: np.ndarray, radius: float, vel: np.ndarray,
-             direction: np.ndarray, decel: float, v_cap: float, now: float, raw: Any) -> float | None:
+    def _ssm(self, state: dict, xy: Any, radius: float, vel: Any, direction: Any,
+             decel: float, v_cap: float, now: float, raw: Any) -> float | None:
         """Speed allowed along `direction` near people, or None for a protective stop.
 
         Directed SSM: Sr and Ss use the robot's speed toward each person; Sh (a person
@@ -248,8 +247,10 @@ class Supervisor:
         if not p.enabled or people is None or np.size(people) == 0:
             return v_cap
         pts = np.asarray(people, dtype=np.float64).reshape(-1, 2).tolist()  # a few people: plain floats
-        radii = np.broadcast_to(np.asarray(state.get("people_radius", 0.25), dtype=np.float64),
-                                (len(pts),)).tolist()
+        r = state.get("people_radius", 0.25)
+        radii = [float(r)] * len(pts) if np.ndim(r) == 0 else np.asarray(r, dtype=np.float64).reshape(-1).tolist()
+        if len(radii) != len(pts) or not all(map(math.isfinite, radii)):
+            radii = [0.6] * len(pts)  # inconsistent sensor report: assume large people
         x0, y0, vx, vy = float(xy[0]), float(xy[1]), float(vel[0]), float(vel[1])
         dx, dy = float(direction[0]), float(direction[1])
         ahead = lookahead(p, math.hypot(vx, vy))
@@ -332,9 +333,10 @@ class Supervisor:
         lim, dt = self.limits.base, self.limits.control_dt
         v, w, hits = base_rules.limit_speed(float(a[0] * self.scale[0]), float(a[1] * self.scale[1]), lim, dt)
         pose = np.asarray(state["base_pose"], dtype=np.float64)
-        heading = np.array([math.cos(pose[2]), math.sin(pose[2])])
-        vel = heading * float(state["base_vel"][0])
-        allowed = self._ssm(state, pose, lim.radius, vel, heading * math.copysign(1.0, v) if v else heading * 0.0,
+        c, s = math.cos(pose[2]), math.sin(pose[2])
+        speed = float(state["base_vel"][0])
+        sign = math.copysign(1.0, v) if v else 0.0
+        allowed = self._ssm(state, pose, lim.radius, (c * speed, s * speed), (c * sign, s * sign),
                             lim.v_acc, lim.v_max, now, raw)
         if allowed is None:
             return self._brake(state, "protective stop: person inside Sp")
