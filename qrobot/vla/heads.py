@@ -1,0 +1,90 @@
+"""Action heads on top of the Qwen backbone's hidden states.
+
+FlowMatchingHead: a small DiT-style transformer (GR00T / pi0 style). Tokens are one
+projected state token and H noisy-action tokens with a timestep embedding; they
+cross-attend to the backbone's hidden states and predict the flow velocity
+(x_t = t * noise + (1 - t) * action, target velocity = noise - action).
+
+WaypointHead: an MLP on the pooled hidden states and the state token producing
+8 (x, y, theta) waypoints in the robot frame (Qwen-RobotNav style).
+
+All actions and waypoints are in normalised units ([-1, 1] via q01/q99 statistics).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of flow time t in [0, 1], shape (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * 1000.0 * freqs[None]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+
+
+class FlowMatchingHead(nn.Module):
+    def __init__(self, context_dim: int, state_dim: int, action_dim: int, chunk: int,
+                 width: int = 128, layers: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        self.action_dim, self.chunk, self.width = action_dim, chunk, width
+        self.context = nn.Linear(context_dim, width)
+        self.state = nn.Linear(state_dim, width)
+        self.action_in = nn.Linear(action_dim, width)
+        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.pos = nn.Parameter(torch.zeros(1, chunk + 1, width))
+        layer = nn.TransformerDecoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, layers)
+        self.out = nn.Linear(width, action_dim)
+        nn.init.normal_(self.pos, std=0.02)
+
+    def velocity(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor,
+                 x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Predicted velocity (B, H, action_dim) for noisy actions x_t at flow time t."""
+        tokens = torch.cat([self.state(state)[:, None], self.action_in(x_t)], dim=1) + self.pos
+        tokens = tokens + self.time(timestep_embedding(t, self.width))[:, None]
+        h = self.decoder(tokens, self.context(context), memory_key_padding_mask=context_pad)
+        return self.out(h[:, 1:])
+
+    def loss(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor,
+             actions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        b = actions.shape[0]
+        noise = torch.randn(actions.shape, generator=generator, device=actions.device)
+        # pi0 samples flow time from a Beta favouring noisy times; a uniform one is enough here
+        t = torch.rand(b, generator=generator, device=actions.device)
+        x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
+        v = self.velocity(context, context_pad, state, x_t, t)
+        return torch.mean((v - (noise - actions)) ** 2)
+
+    @torch.no_grad()
+    def sample(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor,
+               steps: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Integrate from noise (t = 1) to actions (t = 0) with `steps` Euler steps."""
+        b = state.shape[0]
+        x = torch.randn((b, self.chunk, self.action_dim), generator=generator, device=state.device)
+        dt = 1.0 / steps
+        for k in range(steps):
+            t = torch.full((b,), 1.0 - k * dt, device=state.device)
+            x = x - dt * self.velocity(context, context_pad, state, x, t)
+        return x
+
+
+class WaypointHead(nn.Module):
+    def __init__(self, context_dim: int, state_dim: int, waypoints: int = 8, width: int = 128) -> None:
+        super().__init__()
+        self.waypoints = waypoints
+        self.net = nn.Sequential(nn.Linear(context_dim + state_dim, 2 * width), nn.GELU(),
+                                 nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, waypoints * 3))
+
+    def forward(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        keep = (~context_pad).float()[..., None]
+        pooled = (context * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+        return self.net(torch.cat([pooled, state], dim=-1)).view(-1, self.waypoints, 3)
+
+    def loss(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor,
+             waypoints: torch.Tensor) -> torch.Tensor:
+        return torch.mean((self(context, context_pad, state) - waypoints) ** 2)

@@ -1,0 +1,182 @@
+"""QwenVLA: a Qwen vision-language backbone with a flow-matching action-chunk head
+(arm) and a waypoint head (mobile base).
+
+Inputs are only what the env observes: camera images, the instruction (tokenised with
+the genuine Qwen BPE), proprioception and, for PointNav, the goal vector (the last two
+enter as a projected state token in the heads). Outputs are in normalised units; the
+q01/q99 statistics saved with the model map them back to actions.
+
+Saved layout (`save_pretrained(dir)`): backbone/ (the transformers checkpoint),
+heads.safetensors, vla_config.json, norm_stats.json, instruction_vocab.json, README.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from qrobot.vla.backbones import FAMILIES, build_backbone, family_of, text_hidden_size
+from qrobot.vla.heads import FlowMatchingHead, WaypointHead
+from qrobot.vla.tokenizer import PAD, InstructionTokenizer
+from qrobot.vla.vision import patchify, tokens_per_image
+
+
+@dataclass
+class VLAConfig:
+    """Everything needed to rebuild a QwenVLA (the backbone's own config lives in backbone/)."""
+
+    backbone: str = "tiny-qwen2.5-vl"   # tiny-<family>, a local checkpoint dir or a hub id
+    family: str = "qwen2.5-vl"
+    cameras: list[str] = field(default_factory=lambda: ["scene", "wrist"])
+    image_side: int = 112               # multiple of patch * merge (28 for Qwen2.5-VL, 32 otherwise)
+    state_dim: int = 13                 # proprio (+ goal vector for PointNav)
+    action_dim: int = 5
+    chunk: int = 8                      # H actions per flow-matching sample
+    waypoints: int = 8
+    head_width: int = 128
+    head_layers: int = 2
+    flow_steps: int = 10
+    max_text: int = 24                  # instruction tokens (padded / truncated)
+
+    def __post_init__(self) -> None:
+        fam = FAMILIES.get(self.family)
+        if fam is None:
+            raise ValueError(f"family must be one of {sorted(FAMILIES)} (got {self.family!r})")
+        if self.image_side % fam.side_multiple:
+            raise ValueError(f"image_side {self.image_side} must be a multiple of {fam.side_multiple} "
+                             f"for {self.family}; e.g. {4 * fam.side_multiple}")
+
+
+class Normalizer:
+    """OpenVLA-style: q01/q99 per dimension map to [-1, 1] (clipped)."""
+
+    def __init__(self, q01: np.ndarray, q99: np.ndarray) -> None:
+        self.q01, self.q99 = np.asarray(q01, np.float32), np.asarray(q99, np.float32)
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> "Normalizer":
+        x = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
+        return cls(np.quantile(x, 0.01, axis=0), np.quantile(x, 0.99, axis=0))
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        span = np.maximum(self.q99 - self.q01, 1e-6)
+        return np.clip(2 * (np.asarray(x, np.float32) - self.q01) / span - 1, -1, 1)
+
+    def unnormalize(self, y: np.ndarray) -> np.ndarray:
+        return (np.clip(y, -1, 1) + 1) / 2 * (self.q99 - self.q01) + self.q01
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"q01": self.q01.tolist(), "q99": self.q99.tolist()}
+
+
+class QwenVLA(nn.Module):
+    def __init__(self, config: VLAConfig, tokenizer: InstructionTokenizer,
+                 backbone: nn.Module | None = None, norm: dict[str, Normalizer] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.backbone = backbone if backbone is not None else build_backbone(
+            config.backbone, vocab_size=tokenizer.vocab_size)
+        fam = family_of(self.backbone.config)
+        if fam.name != config.family:
+            raise ValueError(f"backbone is {fam.name}, config says {config.family}")
+        self.family = fam
+        hidden = text_hidden_size(self.backbone.config)
+        self.flow = FlowMatchingHead(hidden, config.state_dim, config.action_dim, config.chunk,
+                                     config.head_width, config.head_layers)
+        self.waypoint = WaypointHead(hidden, config.state_dim, config.waypoints, config.head_width)
+        self.norm = norm or {}
+
+    # ------------------------------------------------------------- encoding
+    def _prompt(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token ids: per camera <vision_start> <image>*n <vision_end>, then the instruction."""
+        bc = self.backbone.config
+        n_img = tokens_per_image(self.config.image_side, self.family.patch_size, self.family.merge)
+        vision = ([bc.vision_start_token_id] + [bc.image_token_id] * n_img + [bc.vision_end_token_id]) \
+            * len(self.config.cameras)
+        rows, masks = [], []
+        for t in texts:
+            ids = self.tokenizer.encode(t)[: self.config.max_text]
+            pad = self.config.max_text - len(ids)
+            rows.append(vision + ids + [PAD] * pad)
+            masks.append([1] * (len(vision) + len(ids)) + [0] * pad)
+        ids = torch.tensor(rows, dtype=torch.long)
+        return ids, torch.tensor(masks, dtype=torch.long), (ids == bc.image_token_id).long()
+
+    def encode(self, images: torch.Tensor, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, cams, H, W, 3) uint8 -> hidden states (B, T, d) and their padding mask."""
+        b, cams = images.shape[:2]
+        dev = next(self.parameters()).device
+        pix, grid = patchify(images.reshape(b * cams, *images.shape[2:]), self.config.image_side,
+                             self.family.patch_size, self.family.merge, self.family.mean, self.family.std)
+        ids, mask, mm = self._prompt(texts)
+        kw: dict[str, Any] = dict(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                                  pixel_values=pix.to(dev), image_grid_thw=grid.to(dev))
+        if self.family.needs_mm_token_types:
+            kw["mm_token_type_ids"] = mm.to(dev)
+        out = self.backbone.model(**kw)
+        return out.last_hidden_state, (mask == 0).to(dev)
+
+    # ---------------------------------------------------------------- train
+    def loss(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
+        """batch: images (B,cams,H,W,3) uint8, texts, state (B,S); `actions` (B,H,A) and/or
+        `waypoints` (B,8,3), both normalised."""
+        ctx, pad = self.encode(batch["images"], batch["texts"])
+        state = batch["state"].to(ctx.device)
+        total = ctx.new_zeros(())
+        if "actions" in batch:
+            total = total + self.flow.loss(ctx, pad, state, batch["actions"].to(ctx.device), generator)
+        if "waypoints" in batch:
+            total = total + self.waypoint.loss(ctx, pad, state, batch["waypoints"].to(ctx.device))
+        return total
+
+    @torch.no_grad()
+    def predict_chunk(self, images: torch.Tensor, texts: list[str], state: torch.Tensor,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        ctx, pad = self.encode(images, texts)
+        return self.flow.sample(ctx, pad, state.to(ctx.device), self.config.flow_steps, generator)
+
+    @torch.no_grad()
+    def predict_waypoints(self, images: torch.Tensor, texts: list[str], state: torch.Tensor) -> torch.Tensor:
+        ctx, pad = self.encode(images, texts)
+        return self.waypoint(ctx, pad, state.to(ctx.device))
+
+    # ------------------------------------------------------------ save/load
+    def save_pretrained(self, directory: str | Path, card: dict[str, Any] | None = None) -> None:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(d / "backbone")
+        heads = {f"flow.{k}": v for k, v in self.flow.state_dict().items()}
+        heads |= {f"waypoint.{k}": v for k, v in self.waypoint.state_dict().items()}
+        save_file({k: v.contiguous() for k, v in heads.items()}, str(d / "heads.safetensors"))
+        (d / "vla_config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        (d / "norm_stats.json").write_text(json.dumps({k: n.to_dict() for k, n in self.norm.items()}) + "\n")
+        self.tokenizer.save(d)
+        params = sum(p.numel() for p in self.parameters())
+        lines = [f"# QwenVLA ({self.config.family})", "", f"- backbone: `{self.config.backbone}` "
+                 f"({type(self.backbone).__name__}), {params:,} parameters in all",
+                 f"- cameras: {', '.join(self.config.cameras)} at {self.config.image_side} px",
+                 f"- heads: flow matching, chunk {self.config.chunk} x {self.config.action_dim}; "
+                 f"{self.config.waypoints} waypoints", f"- normalisation: q01/q99 for {sorted(self.norm)}"]
+        lines += [f"- {k}: {v}" for k, v in (card or {}).items()]
+        (d / "README.md").write_text("\n".join(lines) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "QwenVLA":
+        d = Path(directory)
+        config = VLAConfig(**json.loads((d / "vla_config.json").read_text()))
+        backbone = FAMILIES[config.family].model_cls.from_pretrained(d / "backbone", dtype=torch.float32)
+        norm = {k: Normalizer(np.array(v["q01"]), np.array(v["q99"]))
+                for k, v in json.loads((d / "norm_stats.json").read_text()).items()}
+        model = cls(config, InstructionTokenizer.load(d), backbone=backbone, norm=norm)
+        state = load_file(str(d / "heads.safetensors"))
+        model.flow.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("flow.")})
+        model.waypoint.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("waypoint.")})
+        return model.to(device).eval()
