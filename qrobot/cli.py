@@ -34,7 +34,25 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--episodes", type=_positive, default=1)
     r.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     r.add_argument("--gui", action="store_true", help="open the PyBullet GUI (press e for e-stop)")
+    r.add_argument("--checkpoint", default=None, help="trained model directory (policy qwen-vla)")
+    r.add_argument("--device", default="cpu", help="torch device for learned policies (default: cpu)")
     _record_flags(r)
+    c = sub.add_parser("collect", help="record scripted-expert demonstrations to a dataset")
+    c.add_argument("scenario")
+    c.add_argument("--episodes", type=_positive, default=100)
+    c.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    c.add_argument("--out", type=Path, required=True, help="dataset directory")
+    c.add_argument("--no-randomize", dest="randomize", action="store_false",
+                   help="no lighting/colour randomisation")
+    t = sub.add_parser("train", help="train the Qwen VLA on a collected dataset")
+    t.add_argument("--dataset", type=Path, required=True)
+    t.add_argument("--out", type=Path, required=True, help="checkpoint directory")
+    t.add_argument("--backbone", default="tiny-qwen2.5-vl",
+                   help="tiny-qwen2.5-vl | tiny-qwen3-vl | tiny-qwen3.5 | checkpoint dir | hub id")
+    t.add_argument("--steps", type=_positive, default=2000)
+    t.add_argument("--batch", type=_positive, default=16)
+    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget")
     sub.add_parser("list", help="list scenarios, policies and gymnasium env ids")
     v = sub.add_parser("view", help="open a recording in the Rerun viewer")
     v.add_argument("path", type=Path)
@@ -70,12 +88,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise QrobotError(f"unknown policy {args.policy!r}; valid names: {', '.join(POLICY_NAMES)}")
     run_dir = RunDir(args.runs_dir, command="run", scenario=args.scenario, policy=args.policy,
                      episodes=args.episodes, seed=args.seed) if args.record else None
+    kwargs = {"checkpoint": args.checkpoint, "device": args.device} if args.policy == "qwen-vla" else {}
     results = run(args.scenario, args.policy, args.episodes, args.seed, gui=args.gui,
-                  on_episode=lambda r: tqdm.write(format_episode(r)), run_dir=run_dir)
+                  on_episode=lambda r: tqdm.write(format_episode(r)), run_dir=run_dir, policy_kwargs=kwargs)
     print(format_summary(f"{results[0].scenario} / {args.policy}", summarize(results)))
     if run_dir is not None:
         print(f"recordings: {run_dir.path}/{results[0].scenario}/ (open one with: qrobot view "
               f"{results[0].recording})")
+    return 0
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from qrobot.vla.data import collect
+
+    meta = collect(args.scenario, args.episodes, args.out, args.seed, args.randomize,
+                   progress=lambda k, ok: print(f"episode {k} {'ok' if ok else 'failed'}", flush=True))
+    print(f"{args.out}: {meta['successful']}/{meta['episodes']} successful episodes of {meta['scenario']}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from qrobot.vla.train import TrainConfig, train
+
+    out = train(TrainConfig(args.dataset, args.out, args.backbone, args.steps, args.batch, args.lr, args.minutes))
+    print(f"saved {out}")
     return 0
 
 
@@ -151,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_view(args.path)
         if args.cmd == "inspect":
             return _cmd_inspect(args.path)
+        if args.cmd == "collect":
+            return _cmd_collect(args)
+        if args.cmd == "train":
+            return _cmd_train(args)
         return _cmd_bench(args)
     except QrobotError as exc:
         print(f"qrobot: error: {exc}", file=sys.stderr)

@@ -1,0 +1,76 @@
+"""The Qwen VLA as a qrobot policy: an action-chunk queue with a re-planning interval
+(LeRobot's select_action / predict_action_chunk), batched inference, CPU by default.
+
+It sees only the observation: images, proprio, instruction and (PointNav) the goal
+vector. For the base, the predicted waypoints are tracked by a pure-pursuit controller.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from qrobot.vla.model import QwenVLA
+
+MAX_V, MAX_W = 0.5, 1.2  # the base's action scaling (DiffDriveBase)
+STOP_RADIUS = 0.12       # PointNav: stop when the goal vector says we are this close
+
+
+class VLAPolicy:
+    name = "qwen-vla"
+    needs_images = True
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", replan: int = 4, seed: int = 0) -> None:
+        self.model = QwenVLA.from_pretrained(checkpoint, device=device)
+        self.device = device
+        self.replan = max(1, min(replan, self.model.config.chunk))
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.queue: deque[np.ndarray] = deque()
+        self.instruction = ""
+        self.nav = "waypoints" in self.model.norm
+
+    def reset(self, instruction: str) -> None:
+        self.instruction = instruction
+        self.queue.clear()
+
+    def _inputs(self, observations: list[dict[str, Any]]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+        cams = self.model.config.cameras
+        images = torch.from_numpy(np.stack([np.stack([o["images"][c] for c in cams]) for o in observations]))
+        state = np.stack([np.concatenate([o["proprio"], o.get("goal", np.zeros(0, np.float32))])
+                          for o in observations])
+        state = self.model.norm["state"].normalize(state)
+        return images, [o["instruction"] for o in observations], torch.from_numpy(state)
+
+    def predict_chunk(self, observations: list[dict[str, Any]]) -> np.ndarray:
+        """Batched: one chunk (H, A) of actions per observation (vector envs)."""
+        images, texts, state = self._inputs(observations)
+        chunk = self.model.predict_chunk(images, texts, state, self.generator).cpu().numpy()
+        return self.model.norm["actions"].unnormalize(chunk)
+
+    def predict_waypoints(self, observations: list[dict[str, Any]]) -> np.ndarray:
+        images, texts, state = self._inputs(observations)
+        w = self.model.predict_waypoints(images, texts, state).cpu().numpy()
+        return self.model.norm["waypoints"].unnormalize(w)
+
+    def act(self, obs: dict[str, Any]) -> np.ndarray:
+        if self.nav:
+            return self._track(obs)
+        if not self.queue:
+            self.queue.extend(self.predict_chunk([obs])[0][: self.replan])
+        return np.asarray(self.queue.popleft(), np.float32)
+
+    def _track(self, obs: dict[str, Any]) -> np.ndarray:
+        """Waypoints are in the robot frame of the moment they were predicted, so the base
+        re-plans every step (one forward pass) and steers at the second waypoint."""
+        goal = obs.get("goal")
+        if goal is not None and goal[0] < STOP_RADIUS:
+            return np.array([0.0, 0.0, 1.0], np.float32)
+        x, y, _ = self.predict_waypoints([obs])[0][1]
+        alpha = float(np.arctan2(y, x))
+        v = np.clip(np.hypot(x, y) / 0.2 * np.cos(alpha), -1.0, 1.0) * (abs(alpha) < 1.2)
+        w = np.clip(2.0 * alpha / MAX_W, -1.0, 1.0)
+        return np.array([v, w, 0.0], np.float32)

@@ -1,0 +1,124 @@
+"""Demonstration datasets: scripted-expert episodes on disk, and training samples.
+
+On-disk layout (`qrobot collect SCENARIO --episodes N --out DIR`):
+    DIR/meta.json              scenario, robot, cameras, image size, dims, episodes, versions
+    DIR/ep<k>-seed<s>.npz      one episode: images_<camera> (T, H, W, 3) uint8, proprio (T, P),
+                               goal (T, G) (empty where the task has none), actions (T, A) as the
+                               expert sent them (normalised action space), base_pose (T, 3) (nav),
+                               instruction (str), success (bool), seed (int)
+Observation t and action t are aligned (the action taken after seeing observation t).
+Only the env's observations and the expert's actions are stored: no privileged state.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from qrobot.envs.core import QRobotEnv
+from qrobot.errors import QrobotError
+from qrobot.policies import make_policy
+from qrobot.scenario import Randomize, load_scenario
+
+
+def collect(scenario: str, episodes: int, out: Path, seed: int = 0, randomize: bool = True,
+            progress: Any = None) -> dict[str, Any]:
+    """Record `episodes` scripted-expert episodes (domain randomised: lighting, colours)."""
+    sc = load_scenario(scenario)
+    if randomize:
+        sc = sc.model_copy(update={"randomize": Randomize(light=True, color_jitter=max(
+            sc.randomize.color_jitter, 0.06))})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = QRobotEnv(sc, images=True)
+    expert = make_policy("expert", env)
+    kept = 0
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + k)
+        expert.reset(obs["instruction"])
+        frames: dict[str, list] = {name: [] for name in obs["images"]}
+        proprio, goal, actions, poses = [], [], [], []
+        done = False
+        info: dict = {}
+        while not done:
+            action = np.asarray(expert.act(obs), np.float32)
+            for name, img in obs["images"].items():
+                frames[name].append(img)
+            proprio.append(obs["proprio"])
+            goal.append(obs.get("goal", np.zeros(0, np.float32)))
+            actions.append(action)
+            st = env.robot.state()
+            poses.append(st.get("base_pose", np.zeros(3)))
+            obs, _, term, trunc, info = env.step(action)
+            done = term or trunc
+        np.savez_compressed(out / f"ep{k}-seed{seed + k}.npz",
+                            **{f"images_{n}": np.stack(v) for n, v in frames.items()},
+                            proprio=np.stack(proprio), goal=np.stack(goal), actions=np.stack(actions),
+                            base_pose=np.stack(poses), instruction=np.array(env.task.instruction),
+                            success=np.array(bool(info.get("success"))), seed=np.array(seed + k))
+        kept += bool(info.get("success"))
+        if progress is not None:
+            progress(k, bool(info.get("success")))
+    meta = {"scenario": sc.name, "robot": sc.robot, "task": sc.task.kind, "cameras": [c.name for c in sc.cameras],
+            "image_size": [sc.cameras[0].height, sc.cameras[0].width], "proprio_dim": env.robot.proprio_dim,
+            "goal_dim": env.task.goal_dim, "action_dim": env.robot.action_dim, "control_hz": sc.control_hz,
+            "episodes": episodes, "successful": kept, "seeds": [seed, seed + episodes - 1],
+            "randomized": randomize}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    env.close()
+    return meta
+
+
+@dataclass
+class Episode:
+    images: np.ndarray      # (T, cams, H, W, 3)
+    state: np.ndarray       # (T, S): proprio ++ goal
+    actions: np.ndarray     # (T, A)
+    base_pose: np.ndarray   # (T, 3)
+    instruction: str
+    success: bool
+
+
+def load_episodes(directory: Path, successful_only: bool = True) -> tuple[dict[str, Any], list[Episode]]:
+    directory = Path(directory)
+    meta_path = directory / "meta.json"
+    if not meta_path.is_file():
+        raise QrobotError(f"{directory}: not a qrobot dataset (no meta.json; make one with `qrobot collect`)")
+    meta = json.loads(meta_path.read_text())
+    eps = []
+    for f in sorted(directory.glob("ep*.npz")):
+        z = np.load(f)
+        if successful_only and not bool(z["success"]):
+            continue
+        imgs = np.stack([z[f"images_{c}"] for c in meta["cameras"]], axis=1)
+        state = np.concatenate([z["proprio"], z["goal"]], axis=1).astype(np.float32)
+        eps.append(Episode(imgs, state, z["actions"].astype(np.float32), z["base_pose"].astype(np.float32),
+                           str(z["instruction"]), bool(z["success"])))
+    return meta, eps
+
+
+def action_chunk(ep: Episode, t: int, horizon: int) -> np.ndarray:
+    """Actions t .. t+H-1, the last one repeated past the episode's end."""
+    idx = np.minimum(np.arange(t, t + horizon), len(ep.actions) - 1)
+    return ep.actions[idx]
+
+
+def future_waypoints(ep: Episode, t: int, count: int = 8, stride: int = 2) -> np.ndarray:
+    """(count, 3) future base poses (x, y, theta) in the robot frame at step t."""
+    idx = np.minimum(t + stride * np.arange(1, count + 1), len(ep.base_pose) - 1)
+    x, y, th = ep.base_pose[t]
+    d = ep.base_pose[idx, :2] - [x, y]
+    c, s = np.cos(th), np.sin(th)
+    local = np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]], axis=1)
+    dth = np.arctan2(np.sin(ep.base_pose[idx, 2] - th), np.cos(ep.base_pose[idx, 2] - th))
+    return np.concatenate([local, dth[:, None]], axis=1).astype(np.float32)
+
+
+def samples(episodes: list[Episode]) -> Iterator[tuple[int, int]]:
+    for e, ep in enumerate(episodes):
+        for t in range(len(ep.actions)):
+            yield e, t

@@ -1,0 +1,119 @@
+"""Offline training of QwenVLA from a `qrobot collect` dataset (behaviour cloning:
+flow matching on action chunks for the arm, waypoint regression for the base)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from qrobot.scenario import load_scenario
+from qrobot.vla.backbones import FAMILIES, TINY, build_backbone, family_of
+from qrobot.vla.data import Episode, action_chunk, future_waypoints, load_episodes
+from qrobot.vla.model import Normalizer, QwenVLA, VLAConfig
+from qrobot.vla.tokenizer import InstructionTokenizer
+
+
+@dataclass
+class TrainConfig:
+    dataset: Path
+    out: Path
+    backbone: str = "tiny-qwen2.5-vl"
+    steps: int = 2000
+    batch: int = 16
+    lr: float = 3e-4
+    minutes: float = 45.0          # wall-clock budget; training stops early when it is spent
+    save_every: int = 500
+    seed: int = 0
+    threads: int = 2
+
+
+def _corpus(meta: dict[str, Any], episodes: list[Episode]) -> list[str]:
+    """Every instruction the scenario can produce, so held-out seeds have no unknown words."""
+    texts = [ep.instruction for ep in episodes]
+    task = load_scenario(meta["scenario"]).task
+    names = {"object": [], "receptacle": [], "base": [], "landmark": []}
+    objs = getattr(task, "objects", None)
+    if objs is not None:
+        names["object"] = names["base"] = [f"{c} cube" for c in objs.colors]
+    recs = getattr(task, "receptacles", None)
+    if recs is not None:
+        names["receptacle"] = [f"{c} bowl" for c in recs.colors]
+    lms = getattr(task, "landmarks", None)
+    if lms is not None:
+        names["landmark"] = [f"{c} {k}" for c in lms.colors for k in lms.kinds]
+    for tpl in task.instructions:
+        for key, values in names.items():
+            for v in values:
+                texts.append(tpl.replace("{" + key + "}", v))
+    return texts
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    meta, eps = load_episodes(cfg.dataset)
+    if not eps:
+        raise ValueError(f"{cfg.dataset}: no successful episodes to learn from")
+    nav = meta["robot"] == "diffbot"
+    family = TINY.get(cfg.backbone) or family_of(build_backbone(cfg.backbone).config).name
+    fam = FAMILIES[family]
+    tok = InstructionTokenizer.from_corpus(fam.bpe, _corpus(meta, eps))
+    index = [(e, t) for e, ep in enumerate(eps) for t in range(len(ep.actions))]
+    states = np.concatenate([ep.state for ep in eps])
+    norm = {"state": Normalizer.fit(states)}
+    if nav:
+        norm["waypoints"] = Normalizer.fit(np.stack([future_waypoints(eps[e], t) for e, t in index]))
+    else:
+        norm["actions"] = Normalizer.fit(np.concatenate([ep.actions for ep in eps]))
+    side = fam.side_multiple * 4
+    vcfg = VLAConfig(backbone=cfg.backbone, family=family, cameras=meta["cameras"], image_side=side,
+                     state_dim=states.shape[1], action_dim=meta["action_dim"])
+    model = QwenVLA(vcfg, tok, norm=norm)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0))))
+    start, seen = time.time(), 0
+    log(f"training {family} ({sum(p.numel() for p in model.parameters()):,} parameters) on {len(eps)} "
+        f"episodes / {len(index)} samples, {cfg.steps} steps x batch {cfg.batch}")
+    step = 0
+    for step in range(1, cfg.steps + 1):
+        pick = [index[i] for i in rng.integers(len(index), size=cfg.batch)]
+        batch: dict[str, Any] = {
+            "images": torch.from_numpy(np.stack([eps[e].images[t] for e, t in pick])),
+            "texts": [eps[e].instruction for e, _ in pick],
+            "state": torch.from_numpy(norm["state"].normalize(np.stack([eps[e].state[t] for e, t in pick])))}
+        if nav:
+            batch["waypoints"] = torch.from_numpy(norm["waypoints"].normalize(
+                np.stack([future_waypoints(eps[e], t) for e, t in pick])))
+        else:
+            batch["actions"] = torch.from_numpy(norm["actions"].normalize(
+                np.stack([action_chunk(eps[e], t, vcfg.chunk) for e, t in pick])))
+        loss = model.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        seen += cfg.batch
+        elapsed = time.time() - start
+        if step % 50 == 0 or step == 1:
+            log(f"step {step:5d} loss {loss.item():.4f} lr {sched.get_last_lr()[0]:.2e} "
+                f"{seen / elapsed:.1f} samples/s {elapsed / 60:.1f} min")
+        if step % cfg.save_every == 0:
+            model.save_pretrained(cfg.out / f"checkpoint-{step}")
+        if elapsed > cfg.minutes * 60:
+            log(f"time budget of {cfg.minutes} min spent at step {step}")
+            break
+    model.eval()
+    model.save_pretrained(cfg.out, card={"dataset": f"{meta['scenario']}: {len(eps)} expert episodes, seeds "
+                                                    f"{meta['seeds'][0]}-{meta['seeds'][1]}",
+                                         "training": f"{step} steps x batch {cfg.batch}, "
+                                                     f"{(time.time() - start) / 60:.1f} min on {cfg.threads} threads"})
+    return cfg.out
