@@ -44,8 +44,16 @@ class OccupancyGrid:
     def free(self, cell: tuple[int, int]) -> bool:
         return not self.blocked[cell]
 
-    def free_cells(self) -> np.ndarray:
-        return np.argwhere(~self.blocked)
+    def free_cells(self, clearance: int = 0) -> np.ndarray:
+        """Free cells, optionally at least `clearance` cells away from any blocked one."""
+        blocked = self.blocked
+        for _ in range(clearance):
+            grown = blocked.copy()
+            for dx in (-1, 0, 1):
+                for dy in (-1, 0, 1):
+                    grown |= np.roll(np.roll(blocked, dx, 0), dy, 1)
+            blocked = grown
+        return np.argwhere(~blocked)
 
     def nearest_free(self, cell: tuple[int, int]) -> tuple[int, int]:
         if self.free(cell):

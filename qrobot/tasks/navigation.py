@@ -113,9 +113,11 @@ class _NavTask(Task):
             self._place_landmarks(rng)
             boxes = self.fixed_boxes + self.random_boxes + self._extra_boxes()
             self.grid = OccupancyGrid.from_boxes(tuple(self.room.size), boxes, RADIUS + 0.05)
-            free = self.grid.free_cells()
             self._choose_goal(rng)
-            start = self.grid.center(tuple(free[int(rng.integers(len(free)))]))
+            roomy = self.grid.free_cells(clearance=2)  # start 0.2 m clear of inflated obstacles
+            if len(roomy) == 0:
+                continue
+            start = self.grid.center(tuple(roomy[int(rng.integers(len(roomy)))]))
             if any(np.linalg.norm(start - w.position) < 1.5 for w in self.walkers):
                 continue
             cells = self.grid.astar(self.grid.cell(start), self._goal_cells(0.0))
