@@ -77,9 +77,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
                      state_dim=states.shape[1], action_dim=meta["action_dim"])
     model = QwenVLA(vcfg, tok, norm=norm)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0))))
     start, seen = time.time(), 0
+
+    def progress(s: int) -> float:  # whichever budget, steps or minutes, runs out first
+        return min(1.0, max(s / cfg.steps, (time.time() - start) / (60 * cfg.minutes)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * progress(s))))
     log(f"training {family} ({sum(p.numel() for p in model.parameters()):,} parameters) on {len(eps)} "
         f"episodes / {len(index)} samples, {cfg.steps} steps x batch {cfg.batch}")
     step = 0
