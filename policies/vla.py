@@ -69,8 +69,10 @@ class VLAPolicy:
         goal = obs.get("goal")
         if goal is not None and goal[0] < STOP_RADIUS:
             return np.array([0.0, 0.0, 1.0], np.float32)
-        x, y, _ = self.predict_waypoints([obs])[0][1]
-        alpha = float(np.arctan2(y, x))
-        v = np.clip(np.hypot(x, y) / 0.2 * np.cos(alpha), -1.0, 1.0) * (abs(alpha) < 1.2)
-        w = np.clip(2.0 * alpha / MAX_W, -1.0, 1.0)
+        x, y, theta = self.predict_waypoints([obs])[0][1]
+        # waypoint k lies 2(k+1) control steps ahead (qrobot.vla.data.future_waypoints):
+        # follow the second one's forward distance and heading change over 0.4 s
+        horizon = 4 * 0.1
+        v = np.clip(x / horizon / MAX_V, -1.0, 1.0)
+        w = np.clip(theta / horizon / MAX_W, -1.0, 1.0)
         return np.array([v, w, 0.0], np.float32)
