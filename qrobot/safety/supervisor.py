@@ -356,6 +356,8 @@ class Supervisor:
 
 def _summary(action: Any) -> Any:
     """A small, loggable copy of whatever the policy sent."""
+    if np.iscomplexobj(action):
+        return repr(action)[:80]
     try:
         arr = np.asarray(action, dtype=np.float64)
         if arr.size <= 16:
