@@ -92,10 +92,10 @@ class QRobotEnv(gym.Env):
         kind = self.scenario.task.kind
         if self.scenario.robot == "panda":
             self.robot: PandaArm | DiffDriveBase = PandaArm(self.sim)
-            self.task = TASKS[kind](self.sim, self.scenario, self._robot_state)
+            self.task = TASKS[kind](self.sim, self.scenario, self.robot_state)
         else:
             self.robot = DiffDriveBase(self.sim)
-            self.task = TASKS[kind](self.sim, self.scenario, self._robot_state, self.robot.reset)
+            self.task = TASKS[kind](self.sim, self.scenario, self.robot_state, self.robot.reset)
             base = self.limits.base
             self.task.protective_distance = lambda v: protective_distance(base.ssm, v, base.v_acc)
 
@@ -115,7 +115,7 @@ class QRobotEnv(gym.Env):
         return spaces.Dict(obs)
 
     # ------------------------------------------------------------ internals
-    def _robot_state(self) -> dict:
+    def robot_state(self) -> dict:
         """The robot's state, read once per control step (tasks ask for it often)."""
         if self._state is None or self._state_version != self.sim.version:
             self._state, self._state_version = self.robot.state(), self.sim.version
@@ -131,7 +131,7 @@ class QRobotEnv(gym.Env):
                 if depth is not None:
                     imgs[f"{cam.name}_depth"] = np.clip(depth, 0.0, cam.far)
             obs["images"] = imgs
-        obs["proprio"] = self.robot.proprio(self._robot_state())
+        obs["proprio"] = self.robot.proprio(self.robot_state())
         obs["instruction"] = self.task.instruction
         if self.task.goal_dim:
             obs["goal"] = self.task.goal()
@@ -144,7 +144,7 @@ class QRobotEnv(gym.Env):
 
     def supervisor_state(self) -> dict[str, Any]:
         """What the supervisor sees: robot state, a timestamp, and sensed people."""
-        state = dict(self._robot_state(), time=self.sim.time)
+        state = dict(self.robot_state(), time=self.sim.time)
         sensed = getattr(self.task, "sensed_people", None)
         if sensed is not None and self.scenario.people:
             state["people"], state["people_radius"] = sensed()
@@ -182,7 +182,7 @@ class QRobotEnv(gym.Env):
 
     def privileged_state(self) -> dict[str, Any]:
         """Ground truth for scripted experts: an explicit channel, never in observations."""
-        return dict(self.task.privileged(), robot=self._robot_state(), time=self.sim.time)
+        return dict(self.task.privileged(), robot=self.robot_state(), time=self.sim.time)
 
     def close(self) -> None:
         self.sim.close()

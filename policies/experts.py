@@ -7,12 +7,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from qrobot.robots.diffbot import MAX_V, MAX_W
+from qrobot.robots.panda import MAX_STEP, MAX_YAW_STEP
 from qrobot.tasks.grid import OccupancyGrid
 
 Privileged = Callable[[], dict[str, Any]]
-MAX_STEP = 0.025      # PandaArm.max_step (m per control step at |a| = 1)
-MAX_YAW_STEP = 0.25   # PandaArm.max_yaw_step (rad)
-MAX_V, MAX_W = 0.5, 1.2  # DiffDriveBase limits
 
 
 def _free_mask(grid: OccupancyGrid, clearance: int) -> np.ndarray:

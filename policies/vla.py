@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from qrobot.robots.diffbot import MAX_V, MAX_W
 from qrobot.vla.model import QwenVLA
 
-MAX_V, MAX_W = 0.5, 1.2  # the base's action scaling (DiffDriveBase)
 STOP_RADIUS = 0.12       # PointNav: stop when the goal vector says we are this close
 
 

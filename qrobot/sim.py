@@ -149,9 +149,6 @@ class Sim:
                                 baseVisualShapeIndex=vid, basePosition=list(pos))
         return self._register(name, uid)
 
-    def name_of(self, uid: int) -> str | None:
-        return self._names.get(uid)
-
     def set_color(self, name: str, rgba: Sequence[float]) -> None:
         self.client.changeVisualShape(self.bodies[name], -1, rgbaColor=list(rgba))
 
@@ -171,10 +168,6 @@ class Sim:
     def velocity(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         lin, ang = self.client.getBaseVelocity(self.bodies[name])
         return np.asarray(lin), np.asarray(ang)
-
-    def in_contact(self, a: str, b: str, link_a: int | None = None) -> bool:
-        kw = {} if link_a is None else {"linkIndexA": link_a}
-        return bool(self.client.getContactPoints(self.bodies[a], self.bodies[b], **kw))
 
     def contact_links(self, a: str, b: str) -> set[int]:
         """Link indices of body `a` that touch body `b`."""

@@ -45,9 +45,6 @@ def blueprint(cameras: list[str]) -> rrb.Blueprint:
         column_shares=[3, 2]))
 
 
-def _rgba(parts: list[dict]) -> np.ndarray:
-    return (np.array([p["rgba"] for p in parts]) * 255).astype(np.uint8)
-
 
 class EpisodeRecorder:
     """Streams one episode to `path` (flushed every few steps, finished with a footer)."""
@@ -188,7 +185,7 @@ class EpisodeRecorder:
         people = [n for n in self.dynamic if n.startswith("person")]
         self._bodies(env, [n for n in self.dynamic if n not in people], "world/props")
         self._bodies(env, people, "world/people")
-        state = env.robot.state()
+        state = env.robot_state()  # cached by the env for this step
         self.trail.append(self._robot(env, state))
         if self.step % TRAJECTORY_EVERY == 0:
             self.rec.log("world/trajectory", rr.LineStrips3D([np.array(self.trail)], radii=0.006,

@@ -17,6 +17,7 @@ WHEEL_RADIUS = 0.08
 TRACK = 0.40
 WHEEL_FORCE = 40.0
 RADIUS = 0.29  # footprint circle used for planning and clearance
+MAX_V, MAX_W = 0.5, 1.2  # m/s and rad/s at |action| = 1
 
 
 class DiffDriveBase:
@@ -25,10 +26,9 @@ class DiffDriveBase:
     name = "diffbot"
     action_dim = 3
     proprio_dim = 2
-    action_labels = ("v", "omega", "stop")
     radius = RADIUS
 
-    def __init__(self, sim: Sim, max_v: float = 0.5, max_w: float = 1.2) -> None:
+    def __init__(self, sim: Sim, max_v: float = MAX_V, max_w: float = MAX_W) -> None:
         self.sim = sim
         urdf = str(resources.files("qrobot") / "assets" / "diffbot.urdf")
         self.uid = sim.load_urdf("robot", urdf, (0, 0, 0.0))

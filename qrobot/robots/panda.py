@@ -22,6 +22,8 @@ ARM_FORCES = [87.0] * 4 + [12.0] * 3
 MAX_JOINT_VEL = np.array([2.175] * 4 + [2.61] * 3)  # Franka's published limits
 FINGER_FORCE = 40.0
 FINGER_OPEN = 0.04
+MAX_STEP = 0.025      # m of end-effector motion per control step at |action| = 1
+MAX_YAW_STEP = 0.25  # rad per control step at |action| = 1
 
 
 class PandaArm:
@@ -30,10 +32,9 @@ class PandaArm:
     name = "panda"
     action_dim = 5
     proprio_dim = 13
-    action_labels = ("dx", "dy", "dz", "dyaw", "gripper")
 
     def __init__(self, sim: Sim, base_pos: tuple[float, float, float] = (0.0, 0.0, 0.0),
-                 max_step: float = 0.025, max_yaw_step: float = 0.25,
+                 max_step: float = MAX_STEP, max_yaw_step: float = MAX_YAW_STEP,
                  workspace: tuple[tuple[float, float, float], tuple[float, float, float]] = (
                      (0.15, -0.45, 0.005), (0.85, 0.45, 0.6))) -> None:
         self.sim = sim

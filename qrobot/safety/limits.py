@@ -11,6 +11,11 @@ from functools import cached_property
 import numpy as np
 
 
+def _array_view(name: str) -> cached_property:
+    """A cached numpy copy of a tuple field (works on frozen dataclasses)."""
+    return cached_property(lambda self: np.asarray(getattr(self, name)))
+
+
 @dataclass(frozen=True)
 class SSMParams:
     """ISO/TS 15066 speed and separation monitoring: Sp = Sh + Sr + Ss + C + Zd + Zr."""
@@ -44,29 +49,12 @@ class ArmLimits:
     ssm: SSMParams = SSMParams()
 
     # numpy views, built once (the supervisor runs every control period)
-    @cached_property
-    def lower(self) -> np.ndarray:
-        return np.asarray(self.joint_lower)
-
-    @cached_property
-    def upper(self) -> np.ndarray:
-        return np.asarray(self.joint_upper)
-
-    @cached_property
-    def vmax(self) -> np.ndarray:
-        return np.asarray(self.joint_vel_max)
-
-    @cached_property
-    def amax(self) -> np.ndarray:
-        return np.asarray(self.joint_acc_max)
-
-    @cached_property
-    def ws_low(self) -> np.ndarray:
-        return np.asarray(self.workspace_low)
-
-    @cached_property
-    def ws_high(self) -> np.ndarray:
-        return np.asarray(self.workspace_high)
+    lower = _array_view("joint_lower")
+    upper = _array_view("joint_upper")
+    vmax = _array_view("joint_vel_max")
+    amax = _array_view("joint_acc_max")
+    ws_low = _array_view("workspace_low")
+    ws_high = _array_view("workspace_high")
 
 
 @dataclass(frozen=True)

@@ -54,12 +54,3 @@ def lookahead(p: SSMParams, robot_speed: float) -> float:
     """How much the separation can shrink before the next decision takes effect:
     a discrete-time supervisor must act on the separation one reaction time ahead."""
     return (p.human_speed + abs(robot_speed)) * p.reaction_time
-
-
-def min_separation(robot_xy: np.ndarray, robot_radius: float, people: np.ndarray,
-                   people_radius: np.ndarray) -> float:
-    """Smallest surface-to-surface distance (m) from the robot footprint to any person."""
-    if people.size == 0:
-        return math.inf
-    d = np.linalg.norm(people[:, :2] - robot_xy[:2], axis=1) - robot_radius - people_radius
-    return float(np.min(d))

@@ -28,7 +28,7 @@ import numpy as np
 from qrobot.safety import arm_rules, base_rules
 from qrobot.safety.command import SafeCommand, Stop, mint
 from qrobot.safety.limits import Limits
-from qrobot.safety.ssm import lookahead, max_safe_speed, min_separation, protective_distance
+from qrobot.safety.ssm import lookahead, max_safe_speed, protective_distance
 
 class Kinematics(Protocol):
     """What the supervisor needs from an arm backend (queries, not actuation)."""

@@ -56,6 +56,7 @@ class _NavTask(Task):
         self.random_boxes: list[tuple[float, float, float, float]] = []
         self.walkers = [Walker(sim, f"person{i}", p) for i, p in enumerate(scenario.people)]
         self.grid: OccupancyGrid | None = None
+        self._stop_cells: set[tuple[int, int]] = set()
         self.d0 = 0.0
         # Sp(robot speed) from the supervisor's profile, set by the env: measures intrusions.
         self.protective_distance: Callable[[float], float] | None = None
@@ -129,6 +130,7 @@ class _NavTask(Task):
             if lo <= d0 <= hi:
                 self.d0 = d0
                 self.place_robot(float(start[0]), float(start[1]), float(rng.uniform(-np.pi, np.pi)))
+                self._stop_cells = self._goal_cells(0.1)  # fixed for the episode
                 return
         raise RuntimeError(f"{self.scenario.name}: no start/goal pair within geodesic_range {lo}..{hi}")
 
@@ -222,7 +224,7 @@ class _NavTask(Task):
         return out
 
     def privileged(self) -> dict:
-        return {"grid": self.grid, "goal_cells": self._goal_cells(0.1),
+        return {"grid": self.grid, "goal_cells": self._stop_cells,
                 "people": [(w.position.copy(), w.velocity.copy(), w.cfg.radius) for w in self.walkers],
                 "robot_radius": RADIUS}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def collect(scenario: str, episodes: int, out: Path, seed: int = 0, randomize: b
             proprio.append(obs["proprio"])
             goal.append(obs.get("goal", np.zeros(0, np.float32)))
             actions.append(action)
-            st = env.robot.state()
+            st = env.robot_state()
             poses.append(st.get("base_pose", np.zeros(3)))
             obs, _, term, trunc, info = env.step(action)
             done = term or trunc
@@ -116,9 +116,3 @@ def future_waypoints(ep: Episode, t: int, count: int = 8, stride: int = 2) -> np
     local = np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]], axis=1)
     dth = np.arctan2(np.sin(ep.base_pose[idx, 2] - th), np.cos(ep.base_pose[idx, 2] - th))
     return np.concatenate([local, dth[:, None]], axis=1).astype(np.float32)
-
-
-def samples(episodes: list[Episode]) -> Iterator[tuple[int, int]]:
-    for e, ep in enumerate(episodes):
-        for t in range(len(ep.actions)):
-            yield e, t
