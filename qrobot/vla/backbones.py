@@ -51,6 +51,27 @@ _BY_TYPE = {f.model_type: f for f in FAMILIES.values()}
 TINY = {f"tiny-{name}": name for name in FAMILIES}
 
 
+@dataclass(frozen=True)
+class GenuineIds:
+    """The published checkpoints' embedding rows and vision token ids (the tokenizer's own
+    special-token ids), so a tiny model can share the real tokenizer unchanged."""
+
+    vocab_size: int
+    vision_start: int
+    vision_end: int
+    image: int
+    video: int
+
+
+# Qwen2.5-VL and Qwen3-VL share the Qwen2 vocabulary (151643 BPE ranks + specials, padded to
+# 151936 rows); Qwen3.5 has its own (248044 ranks + specials, 248320 rows).
+GENUINE_IDS = {
+    "qwen2.5-vl": GenuineIds(151936, 151652, 151653, 151655, 151656),
+    "qwen3-vl": GenuineIds(151936, 151652, 151653, 151655, 151656),
+    "qwen3.5": GenuineIds(248320, 248053, 248054, 248056, 248057),
+}
+
+
 def family_of(config: PretrainedConfig) -> Family:
     fam = _BY_TYPE.get(getattr(config, "model_type", ""))
     if fam is None:
@@ -59,10 +80,19 @@ def family_of(config: PretrainedConfig) -> Family:
     return fam
 
 
-def tiny_config(family: str, vocab_size: int, hidden: int = 128, layers: int = 2) -> PretrainedConfig:
+def tiny_config(family: str, vocab_size: int, hidden: int = 128, layers: int = 2,
+                genuine_ids: bool = False) -> PretrainedConfig:
     """A small config of the real class (about 0.7 M parameters at hidden 128).
-    The last four ids of the vocabulary are the image, video and vision start/end tokens."""
+    The last four ids of the vocabulary are the image, video and vision start/end tokens, or
+    with `genuine_ids` the published vocabulary size and vision ids (`vocab_size` is ignored)."""
     fam = FAMILIES[family]
+    ids = dict(image_token_id=vocab_size - 4, video_token_id=vocab_size - 3,
+               vision_start_token_id=vocab_size - 2, vision_end_token_id=vocab_size - 1)
+    if genuine_ids:
+        real = GENUINE_IDS[family]
+        vocab_size = real.vocab_size
+        ids = dict(image_token_id=real.image, video_token_id=real.video,
+                   vision_start_token_id=real.vision_start, vision_end_token_id=real.vision_end)
     text: dict[str, Any] = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
                                 num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                                 max_position_embeddings=1024, bos_token_id=None, eos_token_id=None,
@@ -85,8 +115,6 @@ def tiny_config(family: str, vocab_size: int, hidden: int = 128, layers: int = 2
             text.update(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=head // 2,
                         linear_value_head_dim=head // 2,
                         layer_types=["linear_attention", "full_attention"] * (layers // 2) + ["full_attention"] * (layers % 2))
-    ids = dict(image_token_id=vocab_size - 4, video_token_id=vocab_size - 3,
-               vision_start_token_id=vocab_size - 2, vision_end_token_id=vocab_size - 1)
     return fam.config_cls(text_config=text, vision_config=vision, **ids)
 
 

