@@ -10,11 +10,17 @@ from typing import Any
 
 import gymnasium as gym
 
+import qrobot
+
 from qrobot.errors import QrobotError
 from qrobot.policies.base import HoldPolicy, Policy, RandomPolicy
 from qrobot.policies.experts import NavExpert, PickPlaceExpert, ReachExpert
 
 POLICY_NAMES = ("expert", "random", "hold", "qwen-vla")
+CHECKPOINTS = Path(qrobot.__file__).resolve().parent / "checkpoints"
+# task kind -> the tiny checkpoint shipped for it (used when no --checkpoint is given)
+SHIPPED = {kind: CHECKPOINTS / kind for kind in ("pick_place", "pointnav")
+           if (CHECKPOINTS / kind / "vla_config.json").is_file()}
 _IMAGE_POLICIES = {"qwen-vla"}
 _EXPERTS = {"reach": ReachExpert, "pick_place": PickPlaceExpert, "stack": PickPlaceExpert,
             "pointnav": NavExpert, "objectnav": NavExpert}
@@ -37,10 +43,13 @@ def make_policy(name: str, env: gym.Env, seed: int = 0, **kwargs: Any) -> Policy
     if name == "qwen-vla":
         from qrobot.policies.vla import VLAPolicy  # torch/transformers only when asked for
 
-        checkpoint = kwargs.get("checkpoint")
+        task = base.scenario.task.kind
+        checkpoint = kwargs.get("checkpoint") or SHIPPED.get(task)
         if not checkpoint or not (Path(checkpoint) / "vla_config.json").is_file():
+            shipped = ", ".join(sorted(SHIPPED)) or "none"
             raise QrobotError(f"policy 'qwen-vla' needs --checkpoint DIR with a trained model "
-                              f"(vla_config.json); got {checkpoint!r}")
+                              f"(vla_config.json) for task {task!r}; got {checkpoint!r} "
+                              f"(shipped checkpoints exist for: {shipped})")
         return VLAPolicy(checkpoint, device=kwargs.get("device", "cpu"), seed=seed)
     raise QrobotError(f"unknown policy {name!r}; valid names: {', '.join(POLICY_NAMES)}")
 

@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--episodes", type=_positive, default=100)
     c.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     c.add_argument("--out", type=Path, required=True, help="dataset directory")
+    c.add_argument("--workers", type=_positive, default=1, help="parallel collector processes")
     c.add_argument("--no-randomize", dest="randomize", action="store_false",
                    help="no lighting/colour randomisation")
     t = sub.add_parser("train", help="train the Qwen VLA on a collected dataset")
@@ -53,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=_positive, default=16)
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget")
+    t.add_argument("--layers", type=_positive, default=2, help="language-model layers of a tiny backbone")
+    t.add_argument("--threads", type=_positive, default=2, help="torch CPU threads")
+    e = sub.add_parser("eval", help="evaluate a trained VLA on held-out seeds (success, instruction following)")
+    e.add_argument("scenario")
+    e.add_argument("--checkpoint", required=True, help="trained model directory")
+    e.add_argument("--episodes", type=_positive, default=50)
+    e.add_argument("--seed", type=int, default=10000, help="first held-out seed (collect uses 0..N-1)")
+    e.add_argument("--no-swap", dest="swap", action="store_false", help="skip the tabletop swap test")
+    e.add_argument("--device", default="cpu")
     sub.add_parser("list", help="list scenarios, policies and gymnasium env ids")
     v = sub.add_parser("view", help="open a recording in the Rerun viewer")
     v.add_argument("path", type=Path)
@@ -102,7 +112,8 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     from qrobot.vla.data import collect
 
     meta = collect(args.scenario, args.episodes, args.out, args.seed, args.randomize,
-                   progress=lambda k, ok: print(f"episode {k} {'ok' if ok else 'failed'}", flush=True))
+                   progress=lambda k, ok: print(f"episode {k} {'ok' if ok else 'failed'}", flush=True),
+                   workers=args.workers)
     print(f"{args.out}: {meta['successful']}/{meta['episodes']} successful episodes of {meta['scenario']}")
     return 0
 
@@ -110,8 +121,18 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from qrobot.vla.train import TrainConfig, train
 
-    out = train(TrainConfig(args.dataset, args.out, args.backbone, args.steps, args.batch, args.lr, args.minutes))
+    out = train(TrainConfig(args.dataset, args.out, args.backbone, args.steps, args.batch, args.lr, args.minutes,
+                            threads=args.threads, layers=args.layers))
     print(f"saved {out}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from qrobot.vla.evaluate import evaluate, to_markdown
+
+    report = evaluate(args.checkpoint, args.scenario, args.episodes, args.seed, args.swap, args.device,
+                      on_episode=lambda line: print(line, flush=True))
+    print(to_markdown(report))
     return 0
 
 
@@ -191,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_collect(args)
         if args.cmd == "train":
             return _cmd_train(args)
+        if args.cmd == "eval":
+            return _cmd_eval(args)
         return _cmd_bench(args)
     except QrobotError as exc:
         print(f"qrobot: error: {exc}", file=sys.stderr)

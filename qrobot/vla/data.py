@@ -5,14 +5,20 @@ On-disk layout (`qrobot collect SCENARIO --episodes N --out DIR`):
     DIR/ep<k>-seed<s>.npz      one episode: images_<camera> (T, H, W, 3) uint8, proprio (T, P),
                                goal (T, G) (empty where the task has none), actions (T, A) as the
                                expert sent them (normalised action space), base_pose (T, 3) (nav),
+                               grounding (T, 8) (tabletop tasks, else (T, 0)): named cube x, y, z,
+                               sin 4yaw, cos 4yaw and the place point x, y, z,
                                instruction (str), success (bool), seed (int)
 Observation t and action t are aligned (the action taken after seeing observation t).
-Only the env's observations and the expert's actions are stored: no privileged state.
+Policy inputs are only the env's observations. `grounding` is a training *label* (what the
+instruction refers to, as embodied chain-of-thought VLAs label it with a detector); the
+model learns to predict it from images and never receives it as an input.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,26 +28,37 @@ import numpy as np
 from qrobot.envs.core import QRobotEnv
 from qrobot.errors import QrobotError
 from qrobot.policies import make_policy
-from qrobot.scenario import Randomize, load_scenario
+from qrobot.scenario import Randomize, Scenario, load_scenario
 
 
-def collect(scenario: str, episodes: int, out: Path, seed: int = 0, randomize: bool = True,
-            progress: Any = None) -> dict[str, Any]:
-    """Record `episodes` scripted-expert episodes (domain randomised: lighting, colours)."""
+def grounding_label(privileged: dict[str, Any]) -> np.ndarray:
+    """Where the named cube is (and its yaw modulo 90 degrees) and where it must go."""
+    if "target_pose" not in privileged:
+        return np.zeros(0, np.float32)
+    pos, orn = privileged["target_pose"]
+    yaw = float(np.arctan2(2 * (orn[3] * orn[2] + orn[0] * orn[1]), 1 - 2 * (orn[1] ** 2 + orn[2] ** 2)))
+    return np.array([*pos, np.sin(4 * yaw), np.cos(4 * yaw), *privileged["place_point"]], np.float32)
+
+
+def _scenario(scenario: str, randomize: bool) -> Scenario:
     sc = load_scenario(scenario)
     if randomize:
         sc = sc.model_copy(update={"randomize": Randomize(light=True, color_jitter=max(
             sc.randomize.color_jitter, 0.06))})
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    env = QRobotEnv(sc, images=True)
+    return sc
+
+
+def _record_episodes(scenario: str, randomize: bool, first: int, count: int, seed: int, out: Path,
+                     progress: Any = None) -> int:
+    """Episodes first .. first+count-1 (seed + k each) to `out`; returns how many succeeded."""
+    env = QRobotEnv(_scenario(scenario, randomize), images=True)
     expert = make_policy("expert", env)
     kept = 0
-    for k in range(episodes):
+    for k in range(first, first + count):
         obs, _ = env.reset(seed=seed + k)
         expert.reset(obs["instruction"])
         frames: dict[str, list] = {name: [] for name in obs["images"]}
-        proprio, goal, actions, poses = [], [], [], []
+        proprio, goal, actions, poses, ground = [], [], [], [], []
         done = False
         info: dict = {}
         while not done:
@@ -51,25 +68,50 @@ def collect(scenario: str, episodes: int, out: Path, seed: int = 0, randomize: b
             proprio.append(obs["proprio"])
             goal.append(obs.get("goal", np.zeros(0, np.float32)))
             actions.append(action)
-            st = env.robot_state()
-            poses.append(st.get("base_pose", np.zeros(3)))
+            poses.append(env.robot_state().get("base_pose", np.zeros(3)))
+            ground.append(grounding_label(env.privileged_state()))
             obs, _, term, trunc, info = env.step(action)
             done = term or trunc
         np.savez_compressed(out / f"ep{k}-seed{seed + k}.npz",
                             **{f"images_{n}": np.stack(v) for n, v in frames.items()},
                             proprio=np.stack(proprio), goal=np.stack(goal), actions=np.stack(actions),
-                            base_pose=np.stack(poses), instruction=np.array(env.task.instruction),
+                            base_pose=np.stack(poses), grounding=np.stack(ground),
+                            instruction=np.array(env.task.instruction),
                             success=np.array(bool(info.get("success"))), seed=np.array(seed + k))
         kept += bool(info.get("success"))
         if progress is not None:
             progress(k, bool(info.get("success")))
+    env.close()
+    return kept
+
+
+def collect(scenario: str, episodes: int, out: Path, seed: int = 0, randomize: bool = True,
+            progress: Any = None, workers: int = 1) -> dict[str, Any]:
+    """Record `episodes` scripted-expert episodes (domain randomised: lighting, colours;
+    poses are random per seed), split over `workers` processes."""
+    sc = _scenario(scenario, randomize)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = max(1, min(workers, episodes))
+    if workers == 1:
+        kept = _record_episodes(scenario, randomize, 0, episodes, seed, out, progress)
+    else:
+        bounds = np.linspace(0, episodes, workers + 1).astype(int)
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker (no forked PyBullet)
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            jobs = [pool.submit(_record_episodes, scenario, randomize, int(a), int(b - a), seed, out)
+                    for a, b in zip(bounds[:-1], bounds[1:])]
+            kept = sum(j.result() for j in jobs)
+        if progress is not None:
+            progress(episodes - 1, True)
+    env = QRobotEnv(sc, images=False)
     meta = {"scenario": sc.name, "robot": sc.robot, "task": sc.task.kind, "cameras": [c.name for c in sc.cameras],
             "image_size": [sc.cameras[0].height, sc.cameras[0].width], "proprio_dim": env.robot.proprio_dim,
             "goal_dim": env.task.goal_dim, "action_dim": env.robot.action_dim, "control_hz": sc.control_hz,
             "episodes": episodes, "successful": kept, "seeds": [seed, seed + episodes - 1],
             "randomized": randomize}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     env.close()
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
@@ -79,6 +121,7 @@ class Episode:
     state: np.ndarray       # (T, S): proprio ++ goal
     actions: np.ndarray     # (T, A)
     base_pose: np.ndarray   # (T, 3)
+    grounding: np.ndarray   # (T, 8) or (T, 0): a training label, never an input
     instruction: str
     success: bool
 
@@ -97,6 +140,7 @@ def load_episodes(directory: Path, successful_only: bool = True) -> tuple[dict[s
         imgs = np.stack([z[f"images_{c}"] for c in meta["cameras"]], axis=1)
         state = np.concatenate([z["proprio"], z["goal"]], axis=1).astype(np.float32)
         eps.append(Episode(imgs, state, z["actions"].astype(np.float32), z["base_pose"].astype(np.float32),
+                           z["grounding"].astype(np.float32) if "grounding" in z else np.zeros((len(state), 0), np.float32),
                            str(z["instruction"]), bool(z["success"])))
     return meta, eps
 

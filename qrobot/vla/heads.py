@@ -5,7 +5,11 @@ projected state token and H noisy-action tokens with a timestep embedding; they
 cross-attend to the backbone's hidden states and predict the flow velocity
 (x_t = t * noise + (1 - t) * action, target velocity = noise - action).
 
-WaypointHead: an MLP on the pooled hidden states and the state token producing
+GroundingHead: predicts what the instruction refers to (the named object's position and
+yaw, the place point) from attention-pooled hidden states; the flow head reads it as
+part of its state token (an embodied chain of thought, trained on simulator labels).
+
+WaypointHead: an MLP on the attention-pooled hidden states and the state token producing
 8 (x, y, theta) waypoints in the robot frame (Qwen-RobotNav style).
 
 All actions and waypoints are in normalised units ([-1, 1] via q01/q99 statistics).
@@ -73,17 +77,52 @@ class FlowMatchingHead(nn.Module):
         return x
 
 
+class AttentionPool(nn.Module):
+    """Learned queries cross-attend to the backbone's hidden states (pooling that can pick
+    out the tokens an instruction refers to, unlike a mean), plus the last real token."""
+
+    def __init__(self, context_dim: int, width: int, queries: int = 4, heads: int = 4) -> None:
+        super().__init__()
+        self.proj = nn.Linear(context_dim, width)
+        self.queries = nn.Parameter(torch.randn(1, queries, width) * 0.02)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.out_dim = (queries + 1) * width
+
+    def forward(self, context: torch.Tensor, context_pad: torch.Tensor) -> torch.Tensor:
+        kv = self.proj(context)
+        q = self.queries.expand(kv.shape[0], -1, -1)
+        pooled, _ = self.attn(q, kv, kv, key_padding_mask=context_pad, need_weights=False)
+        last = (~context_pad).long().sum(1).clamp(min=1) - 1   # the instruction's last token
+        return torch.cat([pooled.flatten(1), kv[torch.arange(kv.shape[0]), last]], dim=-1)
+
+
+def _mlp(inp: int, width: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inp, 2 * width), nn.GELU(), nn.Linear(2 * width, width), nn.GELU(),
+                         nn.Linear(width, out))
+
+
+class GroundingHead(nn.Module):
+    """Embodied chain of thought: where the named object is and where it must go
+    (normalised), predicted from images + instruction and fed to the action expert."""
+
+    def __init__(self, context_dim: int, out_dim: int, width: int = 128) -> None:
+        super().__init__()
+        self.pool = AttentionPool(context_dim, width)
+        self.net = _mlp(self.pool.out_dim, width, out_dim)
+
+    def forward(self, context: torch.Tensor, context_pad: torch.Tensor) -> torch.Tensor:
+        return self.net(self.pool(context, context_pad))
+
+
 class WaypointHead(nn.Module):
     def __init__(self, context_dim: int, state_dim: int, waypoints: int = 8, width: int = 128) -> None:
         super().__init__()
         self.waypoints = waypoints
-        self.net = nn.Sequential(nn.Linear(context_dim + state_dim, 2 * width), nn.GELU(),
-                                 nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, waypoints * 3))
+        self.pool = AttentionPool(context_dim, width)
+        self.net = _mlp(self.pool.out_dim + state_dim, width, waypoints * 3)
 
     def forward(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        keep = (~context_pad).float()[..., None]
-        pooled = (context * keep).sum(1) / keep.sum(1).clamp(min=1.0)
-        return self.net(torch.cat([pooled, state], dim=-1)).view(-1, self.waypoints, 3)
+        return self.net(torch.cat([self.pool(context, context_pad), state], dim=-1)).view(-1, self.waypoints, 3)
 
     def loss(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor,
              waypoints: torch.Tensor) -> torch.Tensor:

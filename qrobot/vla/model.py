@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from qrobot.vla.backbones import FAMILIES, build_backbone, family_of, text_hidden_size
-from qrobot.vla.heads import FlowMatchingHead, WaypointHead
+from qrobot.vla.heads import FlowMatchingHead, GroundingHead, WaypointHead
 from qrobot.vla.tokenizer import PAD, InstructionTokenizer
 from qrobot.vla.vision import patchify, tokens_per_image
 
@@ -44,6 +44,8 @@ class VLAConfig:
     head_layers: int = 2
     flow_steps: int = 10
     max_text: int = 24                  # instruction tokens (padded / truncated)
+    grounding_dim: int = 0              # > 0: a grounding head feeds the action expert (tabletop)
+    scenario: str = ""                  # what the training data came from (informational)
 
     def __post_init__(self) -> None:
         fam = FAMILIES.get(self.family)
@@ -89,8 +91,12 @@ class QwenVLA(nn.Module):
             raise ValueError(f"backbone is {fam.name}, config says {config.family}")
         self.family = fam
         hidden = text_hidden_size(self.backbone.config)
-        self.flow = FlowMatchingHead(hidden, config.state_dim, config.action_dim, config.chunk,
-                                     config.head_width, config.head_layers)
+        self.flow = FlowMatchingHead(hidden, config.state_dim + config.grounding_dim, config.action_dim,
+                                     config.chunk, config.head_width, config.head_layers)
+        self.grounding = GroundingHead(hidden, config.grounding_dim, config.head_width) \
+            if config.grounding_dim else None
+        self.last_losses: dict[str, float] = {}
+        self.last_grounding: torch.Tensor | None = None   # normalised, from the last predict_chunk
         self.waypoint = WaypointHead(hidden, config.state_dim, config.waypoints, config.head_width)
         self.norm = norm or {}
 
@@ -125,23 +131,45 @@ class QwenVLA(nn.Module):
         return out.last_hidden_state, (mask == 0).to(dev)
 
     # ---------------------------------------------------------------- train
-    def loss(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(self, batch: dict[str, Any], generator: torch.Generator | None = None,
+             teacher_noise: float = 0.05, teacher_share: float = 0.5) -> torch.Tensor:
         """batch: images (B,cams,H,W,3) uint8, texts, state (B,S); `actions` (B,H,A) and/or
-        `waypoints` (B,8,3), both normalised."""
+        `waypoints` (B,8,3), both normalised; `grounding` (B,G) labels when grounding_dim > 0.
+        The action expert reads the true grounding (plus noise) for `teacher_share` of the
+        samples and the head's own detached prediction for the rest, so it learns to act on
+        what it will be given at run time."""
         ctx, pad = self.encode(batch["images"], batch["texts"])
         state = batch["state"].to(ctx.device)
         total = ctx.new_zeros(())
+        self.last_losses = {}
+        if self.grounding is not None:
+            truth = batch["grounding"].to(ctx.device)
+            pred = self.grounding(ctx, pad)
+            g_loss = torch.mean((pred - truth) ** 2)
+            noisy = truth + teacher_noise * torch.randn(truth.shape, generator=generator, device=ctx.device)
+            teach = torch.rand(truth.shape[0], 1, generator=generator, device=ctx.device) < teacher_share
+            state = torch.cat([state, torch.where(teach, noisy, pred.detach())], dim=-1)
+            total = total + g_loss
+            self.last_losses["grounding"] = g_loss.item()
         if "actions" in batch:
-            total = total + self.flow.loss(ctx, pad, state, batch["actions"].to(ctx.device), generator)
+            a_loss = self.flow.loss(ctx, pad, state, batch["actions"].to(ctx.device), generator)
+            total = total + a_loss
+            self.last_losses["actions"] = a_loss.item()
         if "waypoints" in batch:
-            total = total + self.waypoint.loss(ctx, pad, state, batch["waypoints"].to(ctx.device))
+            w_loss = self.waypoint.loss(ctx, pad, state, batch["waypoints"].to(ctx.device))
+            total = total + w_loss
+            self.last_losses["waypoints"] = w_loss.item()
         return total
 
     @torch.no_grad()
     def predict_chunk(self, images: torch.Tensor, texts: list[str], state: torch.Tensor,
                       generator: torch.Generator | None = None) -> torch.Tensor:
         ctx, pad = self.encode(images, texts)
-        return self.flow.sample(ctx, pad, state.to(ctx.device), self.config.flow_steps, generator)
+        state = state.to(ctx.device)
+        if self.grounding is not None:
+            self.last_grounding = self.grounding(ctx, pad)
+            state = torch.cat([state, self.last_grounding], dim=-1)
+        return self.flow.sample(ctx, pad, state, self.config.flow_steps, generator)
 
     @torch.no_grad()
     def predict_waypoints(self, images: torch.Tensor, texts: list[str], state: torch.Tensor) -> torch.Tensor:
@@ -155,6 +183,8 @@ class QwenVLA(nn.Module):
         self.backbone.save_pretrained(d / "backbone")
         heads = {f"flow.{k}": v for k, v in self.flow.state_dict().items()}
         heads |= {f"waypoint.{k}": v for k, v in self.waypoint.state_dict().items()}
+        if self.grounding is not None:
+            heads |= {f"grounding.{k}": v for k, v in self.grounding.state_dict().items()}
         save_file({k: v.contiguous() for k, v in heads.items()}, str(d / "heads.safetensors"))
         (d / "vla_config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
         (d / "norm_stats.json").write_text(json.dumps({k: n.to_dict() for k, n in self.norm.items()}) + "\n")
@@ -179,4 +209,6 @@ class QwenVLA(nn.Module):
         state = load_file(str(d / "heads.safetensors"))
         model.flow.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("flow.")})
         model.waypoint.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("waypoint.")})
+        if model.grounding is not None:
+            model.grounding.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("grounding.")})
         return model.to(device).eval()

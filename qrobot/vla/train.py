@@ -31,6 +31,7 @@ class TrainConfig:
     save_every: int = 500
     seed: int = 0
     threads: int = 2
+    layers: int = 2                # tiny backbones: language-model layers
 
 
 def _corpus(meta: dict[str, Any], episodes: list[Episode]) -> list[str]:
@@ -72,10 +73,16 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         norm["waypoints"] = Normalizer.fit(np.stack([future_waypoints(eps[e], t) for e, t in index]))
     else:
         norm["actions"] = Normalizer.fit(np.concatenate([ep.actions for ep in eps]))
+    ground_dim = eps[0].grounding.shape[1]
+    if ground_dim:
+        norm["grounding"] = Normalizer.fit(np.concatenate([ep.grounding for ep in eps]))
     side = fam.side_multiple * 4
     vcfg = VLAConfig(backbone=cfg.backbone, family=family, cameras=meta["cameras"], image_side=side,
-                     state_dim=states.shape[1], action_dim=meta["action_dim"])
-    model = QwenVLA(vcfg, tok, norm=norm)
+                     state_dim=states.shape[1], action_dim=meta["action_dim"], grounding_dim=ground_dim,
+                     scenario=meta["scenario"])
+    backbone = build_backbone(cfg.backbone, vocab_size=tok.vocab_size, layers=cfg.layers) \
+        if cfg.backbone in TINY else None
+    model = QwenVLA(vcfg, tok, backbone=backbone, norm=norm)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     start, seen = time.time(), 0
 
@@ -99,6 +106,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         else:
             batch["actions"] = torch.from_numpy(norm["actions"].normalize(
                 np.stack([action_chunk(eps[e], t, vcfg.chunk) for e, t in pick])))
+        if ground_dim:
+            batch["grounding"] = torch.from_numpy(norm["grounding"].normalize(
+                np.stack([eps[e].grounding[t] for e, t in pick])))
         loss = model.loss(batch)
         opt.zero_grad()
         loss.backward()
@@ -108,7 +118,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         seen += cfg.batch
         elapsed = time.time() - start
         if step % 50 == 0 or step == 1:
-            log(f"step {step:5d} loss {loss.item():.4f} lr {sched.get_last_lr()[0]:.2e} "
+            parts = " ".join(f"{k} {v:.4f}" for k, v in model.last_losses.items())
+            log(f"step {step:5d} loss {loss.item():.4f} ({parts}) lr {sched.get_last_lr()[0]:.2e} "
                 f"{seen / elapsed:.1f} samples/s {elapsed / 60:.1f} min")
         if step % cfg.save_every == 0:
             model.save_pretrained(cfg.out / f"checkpoint-{step}")
