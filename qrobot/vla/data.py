@@ -40,6 +40,18 @@ def grounding_label(privileged: dict[str, Any]) -> np.ndarray:
     return np.array([*pos, np.sin(4 * yaw), np.cos(4 * yaw), *privileged["place_point"]], np.float32)
 
 
+def relative_grounding(state: np.ndarray, grounding: np.ndarray) -> np.ndarray:
+    """Stored (absolute) grounding labels -> relative to the gripper, what the model learns:
+    named cube - gripper (3), sin/cos of 4 (cube yaw - gripper yaw) (2), place point -
+    gripper (3). `state` starts with the Panda's proprio: gripper x, y, z, cos yaw, sin yaw."""
+    if grounding.shape[-1] == 0:
+        return grounding
+    ee, ee_yaw = state[..., :3], np.arctan2(state[..., 4], state[..., 3])
+    d4 = np.arctan2(grounding[..., 3], grounding[..., 4]) - 4 * ee_yaw
+    return np.concatenate([grounding[..., :3] - ee, np.sin(d4)[..., None], np.cos(d4)[..., None],
+                           grounding[..., 5:8] - ee], axis=-1).astype(np.float32)
+
+
 def _scenario(scenario: str, randomize: bool) -> Scenario:
     sc = load_scenario(scenario)
     if randomize:

@@ -79,21 +79,33 @@ class FlowMatchingHead(nn.Module):
 
 class AttentionPool(nn.Module):
     """Learned queries cross-attend to the backbone's hidden states (pooling that can pick
-    out the tokens an instruction refers to, unlike a mean), plus the last real token."""
+    out the tokens an instruction refers to, unlike a mean), plus the last real token.
 
-    def __init__(self, context_dim: int, width: int, queries: int = 4, heads: int = 4) -> None:
+    spatial=True adds what RoPE-only hidden states lack for localisation: a learned
+    absolute code per context position (the token layout is fixed, so this is where in
+    which camera a token sits; attention then acts as a soft-argmax), and queries shifted
+    by the instruction's last token (so "the red cube" looks for red)."""
+
+    def __init__(self, context_dim: int, width: int, queries: int = 4, heads: int = 4,
+                 positions: int = 0, spatial: bool = False) -> None:
         super().__init__()
         self.proj = nn.Linear(context_dim, width)
         self.queries = nn.Parameter(torch.randn(1, queries, width) * 0.02)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.out_dim = (queries + 1) * width
+        self.pos = nn.Parameter(torch.randn(1, positions, width) * 0.02) if spatial else None
+        self.cond = nn.Linear(width, queries * width) if spatial else None
 
     def forward(self, context: torch.Tensor, context_pad: torch.Tensor) -> torch.Tensor:
         kv = self.proj(context)
-        q = self.queries.expand(kv.shape[0], -1, -1)
-        pooled, _ = self.attn(q, kv, kv, key_padding_mask=context_pad, need_weights=False)
         last = (~context_pad).long().sum(1).clamp(min=1) - 1   # the instruction's last token
-        return torch.cat([pooled.flatten(1), kv[torch.arange(kv.shape[0]), last]], dim=-1)
+        summary = kv[torch.arange(kv.shape[0]), last]
+        q = self.queries.expand(kv.shape[0], -1, -1)
+        if self.pos is not None:
+            kv = kv + self.pos[:, : kv.shape[1]]
+            q = q + self.cond(summary).view_as(q)
+        pooled, _ = self.attn(q, kv, kv, key_padding_mask=context_pad, need_weights=False)
+        return torch.cat([pooled.flatten(1), summary], dim=-1)
 
 
 def _mlp(inp: int, width: int, out: int) -> nn.Sequential:
@@ -102,23 +114,26 @@ def _mlp(inp: int, width: int, out: int) -> nn.Sequential:
 
 
 class GroundingHead(nn.Module):
-    """Embodied chain of thought: where the named object is and where it must go
-    (normalised), predicted from images + instruction and fed to the action expert."""
+    """Embodied chain of thought: where the named object is and where it must go, relative
+    to the gripper (normalised), predicted from images + instruction + proprio and fed to
+    the action expert."""
 
-    def __init__(self, context_dim: int, out_dim: int, width: int = 128) -> None:
+    def __init__(self, context_dim: int, state_dim: int, out_dim: int, width: int = 128,
+                 positions: int = 0, spatial: bool = False) -> None:
         super().__init__()
-        self.pool = AttentionPool(context_dim, width)
-        self.net = _mlp(self.pool.out_dim, width, out_dim)
+        self.pool = AttentionPool(context_dim, width, positions=positions, spatial=spatial)
+        self.net = _mlp(self.pool.out_dim + state_dim, width, out_dim)
 
-    def forward(self, context: torch.Tensor, context_pad: torch.Tensor) -> torch.Tensor:
-        return self.net(self.pool(context, context_pad))
+    def forward(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([self.pool(context, context_pad), state], dim=-1))
 
 
 class WaypointHead(nn.Module):
-    def __init__(self, context_dim: int, state_dim: int, waypoints: int = 8, width: int = 128) -> None:
+    def __init__(self, context_dim: int, state_dim: int, waypoints: int = 8, width: int = 128,
+                 positions: int = 0, spatial: bool = False) -> None:
         super().__init__()
         self.waypoints = waypoints
-        self.pool = AttentionPool(context_dim, width)
+        self.pool = AttentionPool(context_dim, width, positions=positions, spatial=spatial)
         self.net = _mlp(self.pool.out_dim + state_dim, width, waypoints * 3)
 
     def forward(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from torch import nn
 
 from qrobot.vla.backbones import FAMILIES, build_backbone, family_of, text_hidden_size
 from qrobot.vla.heads import FlowMatchingHead, GroundingHead, WaypointHead
-from qrobot.vla.tokenizer import PAD, InstructionTokenizer
+from qrobot.vla.tokenizer import PAD, InstructionTokenizer, TextTokenizer
 from qrobot.vla.vision import patchify, tokens_per_image
 
 
@@ -46,6 +46,7 @@ class VLAConfig:
     max_text: int = 24                  # instruction tokens (padded / truncated)
     grounding_dim: int = 0              # > 0: a grounding head feeds the action expert (tabletop)
     scenario: str = ""                  # what the training data came from (informational)
+    spatial_pool: bool = False          # position codes + instruction-conditioned pooling queries
 
     def __post_init__(self) -> None:
         fam = FAMILIES.get(self.family)
@@ -79,7 +80,7 @@ class Normalizer:
 
 
 class QwenVLA(nn.Module):
-    def __init__(self, config: VLAConfig, tokenizer: InstructionTokenizer,
+    def __init__(self, config: VLAConfig, tokenizer: TextTokenizer,
                  backbone: nn.Module | None = None, norm: dict[str, Normalizer] | None = None) -> None:
         super().__init__()
         self.config = config
@@ -93,11 +94,14 @@ class QwenVLA(nn.Module):
         hidden = text_hidden_size(self.backbone.config)
         self.flow = FlowMatchingHead(hidden, config.state_dim + config.grounding_dim, config.action_dim,
                                      config.chunk, config.head_width, config.head_layers)
-        self.grounding = GroundingHead(hidden, config.grounding_dim, config.head_width) \
-            if config.grounding_dim else None
+        n_ctx = len(config.cameras) * (tokens_per_image(config.image_side, fam.patch_size, fam.merge) + 2) \
+            + config.max_text
+        pool: dict[str, Any] = dict(positions=n_ctx, spatial=config.spatial_pool)
+        self.grounding = GroundingHead(hidden, config.state_dim, config.grounding_dim, config.head_width,
+                                       **pool) if config.grounding_dim else None
         self.last_losses: dict[str, float] = {}
         self.last_grounding: torch.Tensor | None = None   # normalised, from the last predict_chunk
-        self.waypoint = WaypointHead(hidden, config.state_dim, config.waypoints, config.head_width)
+        self.waypoint = WaypointHead(hidden, config.state_dim, config.waypoints, config.head_width, **pool)
         self.norm = norm or {}
 
     # ------------------------------------------------------------- encoding
@@ -139,20 +143,20 @@ class QwenVLA(nn.Module):
         samples and the head's own detached prediction for the rest, so it learns to act on
         what it will be given at run time."""
         ctx, pad = self.encode(batch["images"], batch["texts"])
-        state = batch["state"].to(ctx.device)
+        state = flow_state = batch["state"].to(ctx.device)
         total = ctx.new_zeros(())
         self.last_losses = {}
         if self.grounding is not None:
             truth = batch["grounding"].to(ctx.device)
-            pred = self.grounding(ctx, pad)
+            pred = self.grounding(ctx, pad, state)
             g_loss = torch.mean((pred - truth) ** 2)
             noisy = truth + teacher_noise * torch.randn(truth.shape, generator=generator, device=ctx.device)
             teach = torch.rand(truth.shape[0], 1, generator=generator, device=ctx.device) < teacher_share
-            state = torch.cat([state, torch.where(teach, noisy, pred.detach())], dim=-1)
+            flow_state = torch.cat([state, torch.where(teach, noisy, pred.detach())], dim=-1)
             total = total + g_loss
             self.last_losses["grounding"] = g_loss.item()
         if "actions" in batch:
-            a_loss = self.flow.loss(ctx, pad, state, batch["actions"].to(ctx.device), generator)
+            a_loss = self.flow.loss(ctx, pad, flow_state, batch["actions"].to(ctx.device), generator)
             total = total + a_loss
             self.last_losses["actions"] = a_loss.item()
         if "waypoints" in batch:
@@ -167,7 +171,7 @@ class QwenVLA(nn.Module):
         ctx, pad = self.encode(images, texts)
         state = state.to(ctx.device)
         if self.grounding is not None:
-            self.last_grounding = self.grounding(ctx, pad)
+            self.last_grounding = self.grounding(ctx, pad, state)
             state = torch.cat([state, self.last_grounding], dim=-1)
         return self.flow.sample(ctx, pad, state, self.config.flow_steps, generator)
 

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from qrobot.scenario import load_scenario
-from qrobot.vla.backbones import FAMILIES, TINY, build_backbone, family_of
-from qrobot.vla.data import Episode, action_chunk, future_waypoints, load_episodes
+from qrobot.vla.backbones import FAMILIES, TINY, build_backbone
+from qrobot.vla.hub import checkpoint_family, image_settings
+from qrobot.vla.data import Episode, action_chunk, future_waypoints, load_episodes, relative_grounding
 from qrobot.vla.model import Normalizer, QwenVLA, VLAConfig
-from qrobot.vla.tokenizer import InstructionTokenizer
+from qrobot.vla.tokenizer import tokenizer_for
 
 
 @dataclass
@@ -32,6 +33,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     layers: int = 2                # tiny backbones: language-model layers
+    spatial_pool: bool = True      # position codes + instruction-conditioned queries in the pools
 
 
 def _corpus(meta: dict[str, Any], episodes: list[Episode]) -> list[str]:
@@ -63,9 +65,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     if not eps:
         raise ValueError(f"{cfg.dataset}: no successful episodes to learn from")
     nav = meta["robot"] == "diffbot"
-    family = TINY.get(cfg.backbone) or family_of(build_backbone(cfg.backbone).config).name
-    fam = FAMILIES[family]
-    tok = InstructionTokenizer.from_corpus(fam.bpe, _corpus(meta, eps))
+    if cfg.backbone in TINY:
+        family, side = TINY[cfg.backbone], FAMILIES[TINY[cfg.backbone]].side_multiple * 4
+    else:  # a real checkpoint: its own processor decides the smallest side it accepts unchanged
+        settings = image_settings(cfg.backbone)
+        family = checkpoint_family(cfg.backbone).name
+        side = max(settings.min_side, settings.side_multiple * 4)
+    tok = tokenizer_for(cfg.backbone, _corpus(meta, eps))
     index = [(e, t) for e, ep in enumerate(eps) for t in range(len(ep.actions))]
     states = np.concatenate([ep.state for ep in eps])
     norm = {"state": Normalizer.fit(states)}
@@ -73,13 +79,14 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         norm["waypoints"] = Normalizer.fit(np.stack([future_waypoints(eps[e], t) for e, t in index]))
     else:
         norm["actions"] = Normalizer.fit(np.concatenate([ep.actions for ep in eps]))
+    for ep in eps:  # the model predicts the cube and the place point relative to the gripper
+        ep.grounding = relative_grounding(ep.state, ep.grounding)
     ground_dim = eps[0].grounding.shape[1]
     if ground_dim:
         norm["grounding"] = Normalizer.fit(np.concatenate([ep.grounding for ep in eps]))
-    side = fam.side_multiple * 4
     vcfg = VLAConfig(backbone=cfg.backbone, family=family, cameras=meta["cameras"], image_side=side,
                      state_dim=states.shape[1], action_dim=meta["action_dim"], grounding_dim=ground_dim,
-                     scenario=meta["scenario"])
+                     scenario=meta["scenario"], spatial_pool=cfg.spatial_pool)
     backbone = build_backbone(cfg.backbone, vocab_size=tok.vocab_size, layers=cfg.layers) \
         if cfg.backbone in TINY else None
     model = QwenVLA(vcfg, tok, backbone=backbone, norm=norm)

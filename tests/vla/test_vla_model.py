@@ -51,7 +51,9 @@ def _batch(b: int = 4) -> dict:
     g = torch.Generator().manual_seed(0)
     return {"images": torch.randint(0, 256, (b, 2, 128, 128, 3), dtype=torch.uint8, generator=g),
             "texts": [TEXTS[i % 2] for i in range(b)], "state": torch.randn(b, 13, generator=g),
-            "actions": torch.rand(b, 8, 5, generator=g) * 2 - 1, "waypoints": torch.rand(b, 8, 3, generator=g)}
+            "actions": torch.rand(b, 8, 5, generator=g) * 2 - 1, "waypoints": torch.rand(b, 8, 3, generator=g),
+            # what the instruction names decides the grounding label (here: one vector per text)
+            "grounding": torch.stack([torch.linspace(-0.8, 0.8, 8) * (1 - 2 * (i % 2)) for i in range(b)])}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -59,26 +61,31 @@ def test_tiny_family_trains_and_round_trips(family: str, tmp_path: Path) -> None
     torch.manual_seed(0)
     fam = FAMILIES[family]
     tok = InstructionTokenizer.from_corpus(fam.bpe, TEXTS)
-    model = QwenVLA(VLAConfig(backbone=f"tiny-{family}", family=family, image_side=SIDES[family]), tok,
+    model = QwenVLA(VLAConfig(backbone=f"tiny-{family}", family=family, image_side=SIDES[family],
+                              grounding_dim=8), tok,
                     norm={"actions": Normalizer.fit(np.random.default_rng(0).normal(size=(100, 5)))})
     assert type(model.backbone) is fam.model_cls
     assert model.flow.context.in_features == model.backbone.config.text_config.hidden_size
+    assert model.grounding.pool.proj.in_features == model.flow.context.in_features
     batch = _batch()
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    losses = []
+    losses, grounding = [], []
     for _ in range(25):
         loss = model.loss(batch, torch.Generator().manual_seed(len(losses)))
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        grounding.append(model.last_losses["grounding"])
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])  # it learns the toy batch
+    assert np.median(grounding[-5:]) < 0.8 * np.median(grounding[:5])  # median: lr 1e-3 spikes
     model.eval()
     model.save_pretrained(tmp_path, card={"data": "toy batch"})
     again = QwenVLA.from_pretrained(tmp_path)
     a = model.predict_chunk(batch["images"], batch["texts"], batch["state"], torch.Generator().manual_seed(3))
     b = again.predict_chunk(batch["images"], batch["texts"], batch["state"], torch.Generator().manual_seed(3))
     assert a.shape == (4, 8, 5) and torch.equal(a, b)
+    assert again.last_grounding.shape == (4, 8) and torch.equal(again.last_grounding, model.last_grounding)
     w = again.predict_waypoints(batch["images"], batch["texts"], batch["state"])
     assert w.shape == (4, 8, 3) and torch.equal(w, model.predict_waypoints(batch["images"], batch["texts"],
                                                                            batch["state"]))
