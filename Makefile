@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo test bench experts clean
+.PHONY: setup demo test bench experts vla-eval checkpoints clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The tiny Qwen VLA shipped in qrobot/checkpoints/pointnav (held-out seeds), behind the
+# supervisor, each episode recorded to Rerun.
 demo: setup
-	$(BIN)/qrobot run pick_place --episodes 5
+	$(BIN)/qrobot run pointnav --policy qwen-vla --episodes 5 --seed 10000
 
 test: setup
 	$(BIN)/python -m pytest -n 2 -q
@@ -28,6 +30,21 @@ test: setup
 experts: setup
 	$(BIN)/qrobot bench --policies expert,random --episodes 50 --no-record --out runs/experts
 
+# The README's VLA table: shipped checkpoints on 50 held-out seeds each.
+vla-eval: setup
+	$(BIN)/qrobot eval pick_place --episodes 50 --seed 10000 --checkpoint qrobot/checkpoints/pick_place
+	$(BIN)/qrobot eval pointnav --episodes 50 --seed 10000 --checkpoint qrobot/checkpoints/pointnav
+
+# How the shipped checkpoints were made (about 20 + 45 min each on 2 cores); the final
+# model of each run (not its checkpoint-N snapshots) is what sits in qrobot/checkpoints.
+checkpoints: setup
+	$(BIN)/qrobot collect pick_place --episodes 600 --workers 2 --out data/pick_place
+	$(BIN)/qrobot train --dataset data/pick_place --out data/ckpt_pick_place --minutes 45 --steps 100000 \
+		--batch 16 --layers 3 --threads 1
+	$(BIN)/qrobot collect pointnav --episodes 800 --out data/pointnav
+	$(BIN)/qrobot train --dataset data/pointnav --out data/ckpt_pointnav --minutes 45 --steps 100000 \
+		--batch 16 --layers 3 --threads 1 --no-spatial-pool
+
 bench: setup
 	$(BIN)/python benchmarks/env_speed.py
 	$(BIN)/python benchmarks/supervisor_latency.py
@@ -35,6 +52,7 @@ bench: setup
 	$(BIN)/python benchmarks/record_speed.py
 	$(BIN)/python benchmarks/limit_conformance.py
 	$(BIN)/python benchmarks/ssm_ablation.py
+	$(BIN)/python benchmarks/vla_speed.py --checkpoint qrobot/checkpoints/pick_place
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -18,6 +18,9 @@ from qrobot.robots.diffbot import MAX_V, MAX_W
 from qrobot.vla.model import QwenVLA
 
 STOP_RADIUS = 0.12       # PointNav: stop when the goal vector says we are this close
+APPROACH_RADIUS = 0.5    # ... and steer straight at it from this close (see _track)
+STUCK_STEPS = 5          # driving forward yet not moving for this long: blocked ...
+BACKUP_STEPS = 6         # ... so reverse this many steps, then let the model re-plan
 
 
 class VLAPolicy:
@@ -32,10 +35,14 @@ class VLAPolicy:
         self.queue: deque[np.ndarray] = deque()
         self.instruction = ""
         self.nav = "waypoints" in self.model.norm
+        self.stuck = self.backing = 0
+        self.backing_turn = 0.0
 
     def reset(self, instruction: str) -> None:
         self.instruction = instruction
         self.queue.clear()
+        self.stuck = self.backing = 0
+        self.backing_turn = 0.0
 
     def _inputs(self, observations: list[dict[str, Any]]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         cams = self.model.config.cameras
@@ -65,14 +72,29 @@ class VLAPolicy:
 
     def _track(self, obs: dict[str, Any]) -> np.ndarray:
         """Waypoints are in the robot frame of the moment they were predicted, so the base
-        re-plans every step (one forward pass) and steers at the second waypoint."""
+        re-plans every step (one forward pass) and steers at the second waypoint. In the
+        last APPROACH_RADIUS the tracker docks on the goal vector itself: demonstrations
+        hold few frames that close, and there the waypoint head is least reliable."""
         goal = obs.get("goal")
         if goal is not None and goal[0] < STOP_RADIUS:
             return np.array([0.0, 0.0, 1.0], np.float32)
-        x, y, theta = self.predict_waypoints([obs])[0][1]
         # waypoint k lies 2(k+1) control steps ahead (qrobot.vla.data.future_waypoints):
         # follow the second one's forward distance and heading change over 0.4 s
         horizon = 4 * 0.1
+        if goal is not None and goal[0] < APPROACH_RADIUS:
+            rho, phi = float(goal[0]), float(goal[1])
+            x, theta = rho * max(np.cos(phi), 0.0), phi  # turn in place while the goal is behind
+        else:
+            x, _, theta = self.predict_waypoints([obs])[0][1]
         v = np.clip(x / horizon / MAX_V, -1.0, 1.0)
         w = np.clip(theta / horizon / MAX_W, -1.0, 1.0)
+        # recovery behaviour (as nav stacks have): the memoryless model keeps pushing into
+        # an obstacle it touches, so a blocked base backs off before following it again
+        if self.backing:  # reverse while turning the way the model wanted to turn
+            self.backing -= 1
+            return np.array([-0.5, self.backing_turn, 0.0], np.float32)
+        self.stuck = self.stuck + 1 if v > 0.05 and abs(float(obs["proprio"][0])) < 0.02 else 0
+        if self.stuck >= STUCK_STEPS:
+            self.stuck, self.backing = 0, BACKUP_STEPS
+            self.backing_turn = 0.6 if theta >= 0 else -0.6
         return np.array([v, w, 0.0], np.float32)

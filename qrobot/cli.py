@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget")
     t.add_argument("--layers", type=_positive, default=2, help="language-model layers of a tiny backbone")
     t.add_argument("--threads", type=_positive, default=2, help="torch CPU threads")
+    t.add_argument("--no-spatial-pool", dest="spatial_pool", action="store_false",
+                   help="plain attention pooling (no position codes, no instruction-conditioned queries)")
     e = sub.add_parser("eval", help="evaluate a trained VLA on held-out seeds (success, instruction following)")
     e.add_argument("scenario")
     e.add_argument("--checkpoint", required=True, help="trained model directory")
@@ -122,7 +124,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from qrobot.vla.train import TrainConfig, train
 
     out = train(TrainConfig(args.dataset, args.out, args.backbone, args.steps, args.batch, args.lr, args.minutes,
-                            threads=args.threads, layers=args.layers))
+                            threads=args.threads, layers=args.layers, spatial_pool=args.spatial_pool))
     print(f"saved {out}")
     return 0
 
