@@ -9,6 +9,7 @@ import numpy as np
 
 from qrobot.robots.diffbot import MAX_V, MAX_W
 from qrobot.robots.panda import MAX_STEP, MAX_YAW_STEP
+from qrobot.sim import yaw_of
 from qrobot.tasks.grid import OccupancyGrid
 
 Privileged = Callable[[], dict[str, Any]]
@@ -70,7 +71,7 @@ class PickPlaceExpert:
         obj, orn = p["target_pose"]
         half = p["cube_size"] / 2
         place = p["place_point"]
-        obj_yaw = float(np.arctan2(2 * (orn[3] * orn[2] + orn[0] * orn[1]), 1 - 2 * (orn[1] ** 2 + orn[2] ** 2)))
+        obj_yaw = yaw_of(orn)
         yaw_err = min((_wrap(obj_yaw + k * np.pi / 2 - ee_yaw) for k in range(4)), key=abs)
         self.timer += 1
         held = np.linalg.norm(obj - ee) < 0.03 and r["gripper_width"] > 0.02

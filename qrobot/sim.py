@@ -17,6 +17,12 @@ from typing import Iterator, Sequence
 import numpy as np
 
 
+def yaw_of(orn: Sequence[float]) -> float:
+    """Yaw (rotation about z) of an (x, y, z, w) quaternion."""
+    x, y, z, w = orn
+    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+
+
 @contextlib.contextmanager
 def _quiet_stdio() -> Iterator[None]:
     """Silence PyBullet's C-level banners ("argv[0]=", "build time") on fds 1 and 2."""

@@ -29,6 +29,7 @@ from qrobot.envs.core import QRobotEnv
 from qrobot.errors import QrobotError
 from qrobot.policies import make_policy
 from qrobot.scenario import Randomize, Scenario, load_scenario
+from qrobot.sim import yaw_of
 
 
 def grounding_label(privileged: dict[str, Any]) -> np.ndarray:
@@ -36,7 +37,7 @@ def grounding_label(privileged: dict[str, Any]) -> np.ndarray:
     if "target_pose" not in privileged:
         return np.zeros(0, np.float32)
     pos, orn = privileged["target_pose"]
-    yaw = float(np.arctan2(2 * (orn[3] * orn[2] + orn[0] * orn[1]), 1 - 2 * (orn[1] ** 2 + orn[2] ** 2)))
+    yaw = yaw_of(orn)
     return np.array([*pos, np.sin(4 * yaw), np.cos(4 * yaw), *privileged["place_point"]], np.float32)
 
 

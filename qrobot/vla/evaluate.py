@@ -35,8 +35,6 @@ class _Renamed:
 
 @dataclass
 class TabletopOutcome:
-    seed: int
-    success: bool
     named: str
     moved: str
     swap_named: str = ""
@@ -62,7 +60,7 @@ def evaluate(checkpoint: str | Path, scenario: str, episodes: int, seed: int = 1
             line = f"seed {seed + k}: {res.end_reason} in {res.steps} steps"
             if tabletop:
                 named, cubes = _cube_names(env)
-                out = TabletopOutcome(seed + k, res.success, named, env.task.moved_object())
+                out = TabletopOutcome(named, env.task.moved_object())
                 if swap:
                     other = next(c for c in cubes[1:] + cubes[:1] if c != named)
                     run_episode(env, _Renamed(policy, named, other), k, seed + k)
@@ -90,8 +88,9 @@ def evaluate(checkpoint: str | Path, scenario: str, episodes: int, seed: int = 1
 
 def to_markdown(r: dict[str, Any]) -> str:
     head = "| scenario | seeds | episodes | success | 95% CI | SPL |"
+    spl = f"{r['spl']:.2f}" if "spl" in r else "-"
     row = (f"| {r['scenario']} | {r['seeds'][0]}-{r['seeds'][1]} | {r['episodes']} | {r['success_rate']:.0%} "
-           f"| {r['ci_low']:.0%}-{r['ci_high']:.0%} | {r.get('spl') if r.get('spl') is None else round(r['spl'], 2)} |")
+           f"| {r['ci_low']:.0%}-{r['ci_high']:.0%} | {spl} |")
     if "followed" in r:
         head += " named cube moved |"
         row += f" {r['followed']:.0%} |"

@@ -132,10 +132,11 @@ def image_settings(spec: str | Path) -> ImageSettings:
     return settings_of(proc)
 
 
-def checkpoint_family(spec: str | Path) -> Family:
-    """The Family of a checkpoint, with patch/merge/mean/std from its own image processor."""
+def checkpoint_family(spec: str | Path, settings: ImageSettings | None = None) -> Family:
+    """The Family of a checkpoint, with patch/merge/mean/std from its own image processor
+    (`settings`, when the caller has read them already)."""
     config = AutoConfig.from_pretrained(str(spec))
-    settings = image_settings(spec)
+    settings = settings or image_settings(spec)
     vc = config.vision_config
     if (vc.patch_size, vc.spatial_merge_size) != (settings.patch_size, settings.merge_size):
         raise QrobotError(f"{spec}: the vision tower has patch {vc.patch_size}, merge {vc.spatial_merge_size} "

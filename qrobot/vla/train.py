@@ -69,7 +69,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         family, side = TINY[cfg.backbone], FAMILIES[TINY[cfg.backbone]].side_multiple * 4
     else:  # a real checkpoint: its own processor decides the smallest side it accepts unchanged
         settings = image_settings(cfg.backbone)
-        family = checkpoint_family(cfg.backbone).name
+        family = checkpoint_family(cfg.backbone, settings).name
         side = max(settings.min_side, settings.side_multiple * 4)
     tok = tokenizer_for(cfg.backbone, _corpus(meta, eps))
     index = [(e, t) for e, ep in enumerate(eps) for t in range(len(ep.actions))]
