@@ -6,6 +6,7 @@ action -> Supervisor.filter -> SafeCommand | Stop -> robot.apply -> physics.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -14,6 +15,7 @@ from gymnasium import spaces
 
 import dataclasses
 
+from qrobot.errors import QrobotError
 from qrobot.robots.diffbot import DiffDriveBase
 from qrobot.robots.panda import HAND_LINK, PandaArm
 from qrobot.safety import SafeCommand, Supervisor
@@ -39,12 +41,15 @@ class QRobotEnv(gym.Env):
         images: include camera images in observations (off = faster, for experts).
         operator: the operator channel that may release the supervisor's e-stop. Keep
             it away from the policy; without one, a latched e-stop lasts the episode.
+        foresight: a world-model checkpoint directory (`qrobot wm-train`); the supervisor
+            then imagines each command with it and slows the base before a predicted collision.
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
 
     def __init__(self, scenario: str | Scenario = "pick_place", render_mode: str | None = None,
-                 images: bool = True, operator: OperatorKey | None = None) -> None:
+                 images: bool = True, operator: OperatorKey | None = None,
+                 foresight: str | Path | None = None) -> None:
         super().__init__()
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         if render_mode not in (None, *self.metadata["render_modes"]):
@@ -57,7 +62,9 @@ class QRobotEnv(gym.Env):
         self._build()
         scale = (self.robot.max_step, self.robot.max_yaw_step) if self.robot.name == "panda" \
             else (self.robot.max_v, self.robot.max_w)
-        self.supervisor = Supervisor(self.limits, scale, kinematics=self, operator=operator)
+        self.foresight = self._foresight(foresight)
+        self.supervisor = Supervisor(self.limits, scale, kinematics=self, operator=operator,
+                                     foresight=self.foresight)
         self.cameras = [Camera(c.name, c.width, c.height, c.fov, eye=tuple(c.eye),
                                target=tuple(c.target), up=_UP[c.mount],
                                body=None if c.mount == "world" else "robot",
@@ -76,6 +83,16 @@ class QRobotEnv(gym.Env):
             lim = dataclasses.replace(lim, base=dataclasses.replace(
                 lim.base, bounds_low=(-sx / 2, -sy / 2), bounds_high=(sx / 2, sy / 2)))
         return apply_overrides(lim, dict(self.scenario.limits.overrides))
+
+    def _foresight(self, checkpoint: str | Path | None) -> Any:
+        if checkpoint is None:
+            return None
+        if self.scenario.robot != "diffbot":
+            raise QrobotError(f"foresight: the world model guards a mobile base; scenario "
+                              f"{self.scenario.name!r} has robot {self.scenario.robot!r}")
+        from qrobot.worldmodel.foresight import Foresight  # torch only when asked for
+
+        return Foresight.load(checkpoint, lambda cam: self.sim.render(cam)[0])
 
     # The supervisor's kinematics capability (the robot object is rebuilt every reset).
     def ik(self, target: np.ndarray, yaw: float) -> np.ndarray:
@@ -158,6 +175,9 @@ class QRobotEnv(gym.Env):
         self.task.reset(self.np_random)
         self.supervisor.reset()
         self.last_command = None
+        if self.foresight is not None:
+            self.foresight.reset()
+            self.foresight.observe()
         return self._obs(), self._info()
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
@@ -169,6 +189,8 @@ class QRobotEnv(gym.Env):
         self.sim.step()
         self.task.after_physics()
         self.last_command = command
+        if self.foresight is not None:
+            self.foresight.observe()
         terminated = bool(self.task.terminated())
         # a latched e-stop ends the episode for the learner (the robot keeps braking if stepped)
         truncated = bool((self.task.steps >= self.scenario.max_steps or self.supervisor.latched)

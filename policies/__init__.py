@@ -15,8 +15,9 @@ import qrobot
 from qrobot.errors import QrobotError
 from qrobot.policies.base import HoldPolicy, Policy, RandomPolicy
 from qrobot.policies.experts import NavExpert, PickPlaceExpert, ReachExpert
+from qrobot.policies.noisy import make_noisy
 
-POLICY_NAMES = ("expert", "random", "hold", "qwen-vla")
+POLICY_NAMES = ("expert", "noisy-expert", "wander", "random", "hold", "qwen-vla")
 CHECKPOINTS = Path(qrobot.__file__).resolve().parent / "checkpoints"
 # task kind -> the tiny checkpoint shipped for it (used when no --checkpoint is given)
 SHIPPED = {kind: CHECKPOINTS / kind for kind in ("pick_place", "pointnav")
@@ -36,6 +37,11 @@ def make_policy(name: str, env: gym.Env, seed: int = 0, **kwargs: Any) -> Policy
     base = env.unwrapped
     if name == "expert":
         return _EXPERTS[base.scenario.task.kind](base.privileged_state)
+    if name in ("noisy-expert", "wander"):
+        if base.scenario.robot != "diffbot":
+            raise QrobotError(f"policy {name!r} drives a mobile base; scenario {base.scenario.name!r} "
+                              f"has robot {base.scenario.robot!r} (use a pointnav or objectnav scenario)")
+        return make_noisy(name, lambda: make_policy("expert", env), seed)
     if name == "random":
         return RandomPolicy(env.action_space, seed)
     if name == "hold":

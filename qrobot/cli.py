@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--gui", action="store_true", help="open the PyBullet GUI (press e for e-stop)")
     r.add_argument("--checkpoint", default=None, help="trained model directory (policy qwen-vla)")
     r.add_argument("--device", default="cpu", help="torch device for learned policies (default: cpu)")
+    r.add_argument("--foresight", default=None, metavar="WM_CHECKPOINT",
+                   help="world-model checkpoint: the supervisor slows the base before predicted collisions")
     _record_flags(r)
     c = sub.add_parser("collect", help="record scripted-expert demonstrations to a dataset")
     c.add_argument("scenario")
@@ -65,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=10000, help="first held-out seed (collect uses 0..N-1)")
     e.add_argument("--no-swap", dest="swap", action="store_false", help="skip the tabletop swap test")
     e.add_argument("--device", default="cpu")
+    from qrobot.worldmodel.cli import add_parsers
+
+    add_parsers(sub, _positive)
     sub.add_parser("list", help="list scenarios, policies and gymnasium env ids")
     v = sub.add_parser("view", help="open a recording in the Rerun viewer")
     v.add_argument("path", type=Path)
@@ -102,7 +107,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                      episodes=args.episodes, seed=args.seed) if args.record else None
     kwargs = {"checkpoint": args.checkpoint, "device": args.device} if args.policy == "qwen-vla" else {}
     results = run(args.scenario, args.policy, args.episodes, args.seed, gui=args.gui,
-                  on_episode=lambda r: tqdm.write(format_episode(r)), run_dir=run_dir, policy_kwargs=kwargs)
+                  on_episode=lambda r: tqdm.write(format_episode(r)), run_dir=run_dir, policy_kwargs=kwargs,
+                  foresight=args.foresight)
     print(format_summary(f"{results[0].scenario} / {args.policy}", summarize(results)))
     if run_dir is not None:
         print(f"recordings: {run_dir.path}/{results[0].scenario}/ (open one with: qrobot view "
@@ -216,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_train(args)
         if args.cmd == "eval":
             return _cmd_eval(args)
+        if args.cmd.startswith("wm-"):
+            from qrobot.worldmodel.cli import dispatch
+
+            return dispatch(args)
         return _cmd_bench(args)
     except QrobotError as exc:
         print(f"qrobot: error: {exc}", file=sys.stderr)

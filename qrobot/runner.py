@@ -104,14 +104,17 @@ def _episode_loop(env: QRobotEnv, policy: Any, episode: int, seed: int, obs: dic
 def run(scenario: str, policy_name: str = "expert", episodes: int = 1, seed: int = 0,
         gui: bool = False, progress: bool = True,
         on_episode: Callable[[EpisodeResult], None] | None = None,
-        run_dir: RunDir | None = None, policy_kwargs: dict[str, Any] | None = None) -> list[EpisodeResult]:
+        run_dir: RunDir | None = None, policy_kwargs: dict[str, Any] | None = None,
+        foresight: str | None = None) -> list[EpisodeResult]:
     """Run `episodes` episodes with seeds seed, seed+1, ... and return their results.
-    With `run_dir`, each episode is recorded to run_dir/<scenario>/ep<k>-seed<s>.rrd."""
+    With `run_dir`, each episode is recorded to run_dir/<scenario>/ep<k>-seed<s>.rrd; with
+    `foresight` (a world-model checkpoint) the supervisor imagines each command first."""
     sc = load_scenario(scenario)
     # The operator key stays here, with the person running the job; the policy never sees it.
     operator = OperatorKey()
     env = QRobotEnv(sc, render_mode="human" if gui else None,
-                    images=needs_images(policy_name) or run_dir is not None, operator=operator)
+                    images=needs_images(policy_name) or run_dir is not None, operator=operator,
+                    foresight=foresight)
     try:
         policy = make_policy(policy_name, env, seed=seed, **(policy_kwargs or {}))
         results = []

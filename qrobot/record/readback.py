@@ -69,6 +69,7 @@ def summarize_rrd(path: str | Path) -> dict[str, Any]:
         "path": str(path), "application_id": entry.application_id, "recording_id": entry.recording_id,
         "complete": complete, "steps": (max(steps) + 1) if steps else 0,
         "entities": sorted(e for e in rows if not e.startswith("/__")), "cameras": cameras,
+        "rows": {e: n for e, n in rows.items() if not e.startswith("/__")},
         "events": sum(rules.values()), "events_by_rule": dict(rules), "events_by_level": dict(levels),
         "instruction": instruction, "result": result,
     }

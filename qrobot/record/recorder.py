@@ -33,9 +33,14 @@ TRAJECTORY_EVERY = 10  # steps between re-logs of the growing trajectory strip
 FLUSH_EVERY = 10       # steps between flushes to disk (the crash-loss window)
 
 
-def blueprint(cameras: list[str]) -> rrb.Blueprint:
-    """3D view, camera views, time series and the supervisor's event log."""
+def blueprint(cameras: list[str], foresight: int = 0) -> rrb.Blueprint:
+    """3D view, camera views, time series and the supervisor's event log (and, with
+    foresight of horizon H, the scene frame beside its predictions)."""
     cams = [rrb.Spatial2DView(origin=f"cameras/{c}", name=c) for c in cameras]
+    if foresight:
+        cams += [rrb.Spatial2DView(origin=f"foresight/{n}", name=n.replace("_", " "))
+                 for n in ("actual", "predicted_h1", f"predicted_h{foresight}")]
+        cams.append(rrb.TimeSeriesView(origin="foresight", name="foresight"))
     return rrb.Blueprint(rrb.Horizontal(
         rrb.Vertical(rrb.Spatial3DView(origin="world", name="scene"),
                      rrb.TextLogView(origin="supervisor/events", name="safety events")),
@@ -72,12 +77,29 @@ class EpisodeRecorder:
         self.rec.set_time("step", sequence=step)
         self.rec.set_time("sim_time", duration=float(sim_time))
 
+    def _jpeg(self, entity: str, img: np.ndarray) -> None:
+        """JPEG straight from PIL: a third of rr.Image(...).compress()'s cost."""
+        buf = io.BytesIO()
+        PIL.Image.fromarray(img).save(buf, format="JPEG", quality=self.jpeg_quality)
+        self.rec.log(entity, rr.EncodedImage(contents=buf.getvalue(), media_type="image/jpeg"))
+
+    def _foresight(self, fs: Any) -> None:
+        """The scene frame beside what the world model predicted for it 1 and H steps
+        earlier, and the predicted collision probability of the policy's command."""
+        if not fs.frames:
+            return
+        self._jpeg("foresight/actual", fs.frames[-1])
+        for h in (1, fs.horizon):
+            pred = fs.predicted_now(h)
+            if pred is not None:
+                self._jpeg(f"foresight/predicted_h{h}", pred)
+        self._scalar("foresight/collision_prob", fs.last_probability)
+        self._scalar("foresight/speed_scale", fs.last_scale)
+
     def _images(self, obs: dict) -> None:
         for name, img in obs.get("images", {}).items():
-            if img.ndim == 3:  # JPEG straight from PIL: a third of rr.Image(...).compress()'s cost
-                buf = io.BytesIO()
-                PIL.Image.fromarray(img).save(buf, format="JPEG", quality=self.jpeg_quality)
-                self.rec.log(f"cameras/{name}", rr.EncodedImage(contents=buf.getvalue(), media_type="image/jpeg"))
+            if img.ndim == 3:
+                self._jpeg(f"cameras/{name}", img)
             else:
                 self.rec.log(f"cameras/{name}", rr.DepthImage(img, meter=1.0))
 
@@ -168,7 +190,9 @@ class EpisodeRecorder:
     # --------------------------------------------------------------- episode
     def start(self, env: Any, obs: dict, info: dict) -> None:
         """After reset: the static scene, the instruction, the first frame."""
-        self.rec.save(self.path, default_blueprint=blueprint([c.name for c in env.cameras]))
+        fs = getattr(env, "foresight", None)
+        self.rec.save(self.path, default_blueprint=blueprint([c.name for c in env.cameras],
+                                                             fs.horizon if fs is not None else 0))
         self._started = True
         self._time(0, 0.0)
         self._style_robot()
@@ -182,6 +206,8 @@ class EpisodeRecorder:
 
     def _frame(self, env: Any, obs: dict, info: dict, reward: float | None) -> None:
         self._images(obs)
+        if getattr(env, "foresight", None) is not None:
+            self._foresight(env.foresight)
         people = [n for n in self.dynamic if n.startswith("person")]
         self._bodies(env, [n for n in self.dynamic if n not in people], "world/props")
         self._bodies(env, people, "world/people")

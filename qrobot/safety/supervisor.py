@@ -36,6 +36,14 @@ class Kinematics(Protocol):
     def ik(self, target: np.ndarray, yaw: float) -> np.ndarray: ...
 
     def jacobian(self, q: np.ndarray) -> np.ndarray: ...
+
+
+class Foresight(Protocol):
+    """A predictor of where an action leads (the world model): the largest forward-speed
+    scale in [0, 1] it judges collision-free, and the collision probability at that scale."""
+
+    def speed_scale(self, action: np.ndarray) -> tuple[float, float]: ...
+
 _SENSORS = {"panda": ("joint_pos", "joint_vel", "ee_pos", "ee_yaw"), "diffbot": ("base_pose", "base_vel")}
 _DIM = {"panda": 5, "diffbot": 3}
 FINGER_OPEN = 0.04
@@ -75,12 +83,14 @@ class Supervisor:
     """Checks every action for one robot against a limits profile."""
 
     def __init__(self, limits: Limits, action_scale: tuple[float, ...],
-                 kinematics: Kinematics | None = None, operator: OperatorKey | None = None) -> None:
+                 kinematics: Kinematics | None = None, operator: OperatorKey | None = None,
+                 foresight: Foresight | None = None) -> None:
         self.limits = limits
         self.robot = limits.robot
         self.dim = _DIM[self.robot]
         self.scale = np.asarray(action_scale, dtype=np.float64)
         self.kinematics = kinematics
+        self.foresight = foresight
         key = operator or OperatorKey()  # no key given: nobody can reset this latch
         self._key_hash = hashlib.sha256(key.secret).digest()
         self.events: list[Event] = []
@@ -343,6 +353,8 @@ class Supervisor:
         if abs(v) > allowed + 1e-12:
             v = math.copysign(allowed, v)
             hits.append("slowdown")
+        if self.foresight is not None and v != 0.0:
+            v = self._foresee(a, v, now, raw)
         v, h = base_rules.limit_region(pose, v, lim, dt)
         hits += h
         v, w, h = base_rules.limit_accel(v, w, self._prev, lim, dt)
@@ -352,6 +364,25 @@ class Supervisor:
         for rule in hits:
             self._event(now, rule, raw, issued.tolist(), f"{rule.replace('_', ' ')} limit", "info")
         return mint(self.robot, issued)
+
+    def _foresee(self, a: np.ndarray, v: float, now: float, raw: Any) -> float:
+        """Slow or stop forward motion the world model predicts will collide; a predictor
+        that fails or answers nonsense stops forward motion (the safe side)."""
+        try:
+            scale, p = self.foresight.speed_scale(a)  # type: ignore[union-attr]
+            scale, p = float(scale), float(p)
+            ok = math.isfinite(scale) and math.isfinite(p) and 0.0 <= scale <= 1.0
+        except Exception as exc:  # an advisory component must not take the supervisor down
+            ok, why = False, f"{type(exc).__name__}: {exc}"[:120]
+        else:
+            why = f"answered scale={scale!r}, p={p!r}"
+        if not ok:
+            self._event(now, "foresight_fault", raw, None, f"foresight failed ({why}): forward motion stopped", "error")
+            return 0.0
+        if scale < 1.0:
+            self._event(now, "foresight", raw, None,
+                        f"predicted collision ahead: forward speed x {scale:g} (p={p:.2f} at that speed)", "warning")
+        return v * scale
 
 
 def _summary(action: Any) -> Any:

@@ -69,6 +69,11 @@ class Task:
     def _obstacle_contacts(self) -> set[str]:
         return set()
 
+    @property
+    def touching(self) -> frozenset[str]:
+        """Bodies (other than the floor) the robot touches after the last step."""
+        return frozenset(self._touching)
+
     # queries -----------------------------------------------------------------
     def goal(self) -> np.ndarray:
         return np.zeros(0, dtype=np.float32)

@@ -1,0 +1,96 @@
+"""Foresight: the world model imagines the next action chunk before the base moves.
+
+The env feeds it the fixed scene camera every step; the supervisor asks `speed_scale(action)`
+each control period. It imagines the policy's plan (or the action held for H steps) at
+forward-speed scales 1, 1/2, 1/4 and 0 in one batch and returns the largest scale whose
+predicted collision probability (max over the horizon) stays below the threshold.
+Turning is never scaled: a round base turning in place does not run into things.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from qrobot.sim import Camera
+from qrobot.worldmodel.model import WorldModel, to_tensor
+
+SCALES = (1.0, 0.5, 0.25, 0.0)
+
+
+class Foresight:
+    def __init__(self, model: WorldModel, render: Callable[[Camera], np.ndarray],
+                 threshold: float | None = None) -> None:
+        self.model = model.eval()
+        c = model.config
+        cam = c.camera
+        self.camera = Camera("scene", c.image_size, c.image_size, fov=cam["fov"], near=cam["near"],
+                             far=cam["far"], eye=tuple(cam["eye"]), target=tuple(cam["target"]),
+                             up=tuple(cam["up"]))
+        self.render = render
+        self.threshold = c.threshold if threshold is None else float(threshold)
+        self.horizon, self.context = c.horizon, c.context
+        self.reset()
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, render: Callable[[Camera], np.ndarray],
+             threshold: float | None = None) -> "Foresight":
+        return cls(WorldModel.from_pretrained(checkpoint), render, threshold)
+
+    def reset(self) -> None:
+        self.frames: deque[np.ndarray] = deque(maxlen=self.context)
+        self.plan: np.ndarray | None = None
+        self.predictions: dict[int, np.ndarray] = {}  # step index -> (H, S, S, 3) imagined from it
+        self.step_index = -1
+        self.last_probability = 0.0
+        self.last_scale = 1.0
+
+    def observe(self) -> np.ndarray:
+        """Render the scene camera after a reset or a step; returns the frame."""
+        frame = self.render(self.camera)
+        self.step_index += 1
+        self.predictions.pop(self.step_index - self.horizon - 1, None)
+        if not self.frames:
+            self.frames.extend([frame] * self.context)
+        self.frames.append(frame)
+        return frame
+
+    def set_plan(self, actions: np.ndarray | None) -> None:
+        """The policy's next actions (a chunk), if it has one; else the action is held."""
+        self.plan = None if actions is None else np.asarray(actions, np.float32)
+
+    def _chunk(self, action: np.ndarray) -> np.ndarray:
+        h = self.horizon
+        if self.plan is not None and self.plan.ndim == 2 and len(self.plan) and self.plan.shape[1] == len(action):
+            idx = np.minimum(np.arange(h), len(self.plan) - 1)
+            chunk = self.plan[idx].copy()
+            chunk[0] = action
+        else:
+            chunk = np.repeat(np.asarray(action, np.float32)[None], h, 0)
+        return np.clip(chunk, -1.0, 1.0)
+
+    def speed_scale(self, action: np.ndarray) -> tuple[float, float]:
+        """(largest safe forward-speed scale, predicted collision probability at that scale)."""
+        if not self.frames:
+            self.observe()
+        base = self._chunk(action)
+        chunks = np.repeat(base[None], len(SCALES), 0)
+        chunks[:, :, 0] *= np.asarray(SCALES, np.float32)[:, None]
+        ctx = to_tensor(np.stack(self.frames))[None].expand(len(SCALES), -1, -1, -1, -1)
+        out = self.model.imagine(ctx, torch.as_tensor(chunks))
+        risk = out["collision"].amax(1).numpy()
+        safe = [i for i in range(len(SCALES)) if risk[i] < self.threshold]
+        i = safe[0] if safe else len(SCALES) - 1
+        frames = (out["frames"][i].movedim(1, -1) * 255).round().to(torch.uint8).numpy()
+        self.predictions[self.step_index] = frames
+        self.last_probability, self.last_scale = float(risk[0]), SCALES[i]
+        return SCALES[i], float(risk[i])
+
+    def predicted_now(self, h: int) -> np.ndarray | None:
+        """The frame predicted h steps ago for the current step (None until one exists)."""
+        past = self.predictions.get(self.step_index - h) if 1 <= h <= self.horizon else None
+        return None if past is None else past[h - 1]
