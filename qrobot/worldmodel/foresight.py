@@ -44,7 +44,7 @@ class Foresight:
     def reset(self) -> None:
         self.frames: deque[np.ndarray] = deque(maxlen=self.context)
         self.plan: np.ndarray | None = None
-        self.predictions: dict[int, np.ndarray] = {}  # step index -> (H, S, S, 3) imagined from it
+        self.predictions: dict[int, dict[int, np.ndarray]] = {}  # step index -> {h: frame imagined from it}
         self.step_index = -1
         self.last_probability = 0.0
         self.last_scale = 1.0
@@ -80,17 +80,18 @@ class Foresight:
         base = self._chunk(action)
         chunks = np.repeat(base[None], len(SCALES), 0)
         chunks[:, :, 0] *= np.asarray(SCALES, np.float32)[:, None]
-        ctx = to_tensor(np.stack(self.frames))[None].expand(len(SCALES), -1, -1, -1, -1)
-        out = self.model.imagine(ctx, torch.as_tensor(chunks))
-        risk = out["collision"].amax(1).numpy()
+        ctx = to_tensor(np.stack(self.frames))[None]
+        risks = self.model.imagine(ctx.expand(len(SCALES), -1, -1, -1, -1), torch.as_tensor(chunks), decode=[])
+        risk = risks["collision"].amax(1).numpy()
         safe = [i for i in range(len(SCALES)) if risk[i] < self.threshold]
         i = safe[0] if safe else len(SCALES) - 1
-        frames = (out["frames"][i].movedim(1, -1) * 255).round().to(torch.uint8).numpy()
-        self.predictions[self.step_index] = frames
+        # only the chosen chunk is decoded, and only the frames that get recorded (h = 1 and H)
+        shown = self.model.imagine(ctx, torch.as_tensor(chunks[i:i + 1]), decode=[0, self.horizon - 1])
+        frames = (shown["frames"][0].movedim(1, -1) * 255).round().to(torch.uint8).numpy()
+        self.predictions[self.step_index] = {1: frames[0], self.horizon: frames[1]}
         self.last_probability, self.last_scale = float(risk[0]), SCALES[i]
         return SCALES[i], float(risk[i])
 
     def predicted_now(self, h: int) -> np.ndarray | None:
-        """The frame predicted h steps ago for the current step (None until one exists)."""
-        past = self.predictions.get(self.step_index - h) if 1 <= h <= self.horizon else None
-        return None if past is None else past[h - 1]
+        """The frame predicted h (1 or H) steps ago for the current step, if one was."""
+        return self.predictions.get(self.step_index - h, {}).get(h)

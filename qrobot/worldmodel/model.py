@@ -50,7 +50,7 @@ class _Step(nn.Module):
         self.conv1 = nn.Conv2d(ch + 2, ch, 3, padding=1)
         self.norm = nn.GroupNorm(8, ch)
         self.film = nn.Sequential(nn.Linear(action_dim, 64), nn.SiLU(), nn.Linear(64, 2 * ch))
-        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch, ch, 1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
@@ -67,15 +67,15 @@ class WorldModel(nn.Module):
         if c.image_size % 4:
             raise QrobotError(f"world model: image_size must be a multiple of 4, got {c.image_size}")
         w, lat = c.width, c.latent
-        self.stem = nn.Sequential(nn.Conv2d(3 * c.context, w, 3, padding=1), nn.SiLU())
-        self.down1 = nn.Sequential(nn.Conv2d(w, w, 4, 2, 1), nn.SiLU())
-        self.down2 = nn.Sequential(nn.Conv2d(w, lat, 4, 2, 1), nn.GroupNorm(8, lat), nn.SiLU(),
-                                   nn.Conv2d(lat, lat, 3, padding=1))
+        # Full resolution only through space-to-depth: every conv runs at 32x32 or 16x16.
+        self.stem = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12 * c.context, w, 3, padding=1), nn.SiLU())
+        self.down = nn.Sequential(nn.Conv2d(w, lat, 4, 2, 1), nn.GroupNorm(8, lat), nn.SiLU(),
+                                  nn.Conv2d(lat, lat, 3, padding=1))
         self.step = _Step(lat, c.action_dim)
-        self.up1 = nn.ConvTranspose2d(lat, w, 4, 2, 1)
+        self.up = nn.ConvTranspose2d(lat, w, 4, 2, 1)
         self.mix = nn.Sequential(nn.Conv2d(2 * w, w, 3, padding=1), nn.SiLU())
-        self.up2 = nn.Sequential(nn.ConvTranspose2d(w, w, 4, 2, 1), nn.SiLU())
-        self.out = nn.Conv2d(w, 3, 3, padding=1)
+        self.out = nn.Conv2d(w, 12, 3, padding=1)
+        self.to_pixels = nn.PixelShuffle(2)
         nn.init.zeros_(self.out.weight)  # starts as copy-last-frame
         nn.init.zeros_(self.out.bias)
         self.collision = nn.Sequential(nn.Conv2d(lat, 32, 1), nn.SiLU())
@@ -90,8 +90,8 @@ class WorldModel(nn.Module):
         for the horizons in `decode` (0-based; all by default), collision/success logits (B, H)."""
         b, k = context.shape[:2]
         last = context[:, -1]
-        skip = self.down1(self.stem(context.reshape(b, k * 3, *context.shape[-2:])))
-        z = self.down2(skip)
+        skip = self.stem(context.reshape(b, k * 3, *context.shape[-2:]))
+        z = self.down(skip)
         latents = []
         for h in range(actions.shape[1]):
             z = self.step(z, actions[:, h], self.coords)
@@ -103,16 +103,20 @@ class WorldModel(nn.Module):
         idx = list(range(actions.shape[1])) if decode is None else decode
         sel = zs[:, idx].flatten(0, 1)
         n = len(idx)
-        up = self.up1(sel)
+        frames = last[:, None].expand(-1, n, -1, -1, -1)
+        if n == 0:
+            return {"frames": frames, "collision": collision, "success": success}
+        up = self.up(sel)
         skips = skip[:, None].expand(-1, n, -1, -1, -1).flatten(0, 1)
-        delta = self.out(self.up2(self.mix(torch.cat([up, skips], 1))))
-        frames = last[:, None] + delta.view(b, n, *delta.shape[1:])
+        delta = self.to_pixels(self.out(self.mix(torch.cat([up, skips], 1))))
+        frames = frames + delta.view(b, n, *delta.shape[1:])
         return {"frames": frames, "collision": collision, "success": success}
 
     @torch.no_grad()
-    def imagine(self, context: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def imagine(self, context: torch.Tensor, actions: torch.Tensor,
+                decode: list[int] | None = None) -> dict[str, torch.Tensor]:
         """Inference: frames clamped to [0, 1], probabilities instead of logits."""
-        out = self.forward(context, actions)
+        out = self.forward(context, actions, decode)
         return {"frames": out["frames"].clamp(0, 1), "collision": torch.sigmoid(out["collision"]),
                 "success": torch.sigmoid(out["success"])}
 
