@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo test bench experts vla-eval checkpoints clean
+.PHONY: setup demo test bench experts vla-eval checkpoints world-model wm-eval clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,19 @@ checkpoints: setup
 	$(BIN)/qrobot train --dataset data/pointnav --out data/ckpt_pointnav --minutes 45 --steps 100000 \
 		--batch 16 --layers 3 --threads 1 --no-spatial-pool
 
+# How the shipped world model (qrobot/checkpoints/world_model) was made: 1,200 episodes
+# (expert, noisy-expert, wander in turn) and 150 held-out ones, then 45 min on one thread.
+world-model: setup
+	$(BIN)/qrobot wm-collect pointnav_clutter --episodes 1200 --out data/wm_train
+	$(BIN)/qrobot wm-collect pointnav_clutter --episodes 150 --seed 10000 --out data/wm_held
+	$(BIN)/qrobot wm-train --dataset data/wm_train --out data/ckpt_wm --minutes 45 --threads 1
+
+# The README's world-model figures: held-out prediction quality, then foresight vs reactive rules.
+wm-eval: setup
+	test -d data/wm_held || $(BIN)/qrobot wm-collect pointnav_clutter --episodes 150 --seed 10000 --out data/wm_held
+	$(BIN)/qrobot wm-eval --checkpoint qrobot/checkpoints/world_model --dataset data/wm_held
+	$(BIN)/python benchmarks/foresight.py --checkpoint qrobot/checkpoints/world_model --episodes 50 --seed 10000
+
 bench: setup
 	$(BIN)/python benchmarks/env_speed.py
 	$(BIN)/python benchmarks/supervisor_latency.py
@@ -53,6 +66,7 @@ bench: setup
 	$(BIN)/python benchmarks/limit_conformance.py
 	$(BIN)/python benchmarks/ssm_ablation.py
 	$(BIN)/python benchmarks/vla_speed.py --checkpoint qrobot/checkpoints/pick_place
+	$(BIN)/python benchmarks/wm_speed.py --checkpoint qrobot/checkpoints/world_model
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -21,6 +21,9 @@ STOP_RADIUS = 0.12       # PointNav: stop when the goal vector says we are this 
 APPROACH_RADIUS = 0.5    # ... and steer straight at it from this close (see _track)
 STUCK_STEPS = 5          # driving forward yet not moving for this long: blocked ...
 BACKUP_STEPS = 6         # ... so reverse this many steps, then let the model re-plan
+NO_PROGRESS_STEPS = 40   # the goal no nearer (by PROGRESS m) for this long: a detour ...
+PROGRESS = 0.1
+DETOUR = [(-0.5, 0.0)] * 6 + [(0.0, 1.0)] * 14 + [(1.0, 0.0)] * 16  # back, turn ~90 deg, drive ~0.8 m
 
 
 class VLAPolicy:
@@ -35,14 +38,15 @@ class VLAPolicy:
         self.queue: deque[np.ndarray] = deque()
         self.instruction = ""
         self.nav = "waypoints" in self.model.norm
-        self.stuck = self.backing = 0
-        self.backing_turn = 0.0
+        self.reset("")
 
     def reset(self, instruction: str) -> None:
         self.instruction = instruction
         self.queue.clear()
         self.stuck = self.backing = 0
         self.backing_turn = 0.0
+        self.detour: deque[np.ndarray] = deque()
+        self.best, self.no_progress, self.detours = np.inf, 0, 0
 
     def _inputs(self, observations: list[dict[str, Any]]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         cams = self.model.config.cameras
@@ -78,6 +82,13 @@ class VLAPolicy:
         goal = obs.get("goal")
         if goal is not None and goal[0] < STOP_RADIUS:
             return np.array([0.0, 0.0, 1.0], np.float32)
+        if self.detour:
+            return self.detour.popleft()
+        if self._no_progress(goal):  # oscillating in front of an obstacle: go round it (a detour)
+            side = (1.0 if goal[1] >= 0 else -1.0) * (-1.0) ** self.detours  # alternate sides
+            self.detours += 1
+            self.detour.extend(np.array([v_, side * w_, 0.0], np.float32) for v_, w_ in DETOUR)
+            return self.detour.popleft()
         # waypoint k lies 2(k+1) control steps ahead (qrobot.vla.data.future_waypoints):
         # follow the second one's forward distance and heading change over 0.4 s
         horizon = 4 * 0.1
@@ -98,3 +109,17 @@ class VLAPolicy:
             self.stuck, self.backing = 0, BACKUP_STEPS
             self.backing_turn = 0.6 if theta >= 0 else -0.6
         return np.array([v, w, 0.0], np.float32)
+
+    def _no_progress(self, goal: np.ndarray | None) -> bool:
+        """Nav stacks' progress checker: True when the goal distance has not shrunk by
+        PROGRESS in NO_PROGRESS_STEPS steps (then the count starts again)."""
+        if goal is None:
+            return False
+        if goal[0] < self.best - PROGRESS:
+            self.best, self.no_progress = float(goal[0]), 0
+            return False
+        self.no_progress += 1
+        if self.no_progress < NO_PROGRESS_STEPS:
+            return False
+        self.best, self.no_progress = float(goal[0]), 0
+        return True
