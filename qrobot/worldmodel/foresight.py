@@ -1,9 +1,10 @@
 """Foresight: the world model imagines the next action chunk before the base moves.
 
 The env feeds it the fixed scene camera every step; the supervisor asks `speed_scale(action)`
-each control period. It imagines the policy's plan (or the action held for H steps) at
-forward-speed scales 1, 1/2, 1/4 and 0 in one batch and returns the largest scale whose
-predicted collision probability (max over the horizon) stays below the threshold.
+each control period. It imagines the command held for the next H steps at forward-speed
+scales 1, 1/2, 1/4 and 0 in one batch and returns the largest scale whose
+predicted collision probability (max over the horizon) stays below the threshold (or
+below standing still's, when that is already above it).
 Turning is never scaled: a round base turning in place does not run into things.
 """
 
@@ -43,7 +44,6 @@ class Foresight:
 
     def reset(self) -> None:
         self.frames: deque[np.ndarray] = deque(maxlen=self.context)
-        self.plan: np.ndarray | None = None
         self.predictions: dict[int, dict[int, np.ndarray]] = {}  # step index -> {h: frame imagined from it}
         self.step_index = -1
         self.last_probability = 0.0
@@ -59,19 +59,8 @@ class Foresight:
         self.frames.append(frame)
         return frame
 
-    def set_plan(self, actions: np.ndarray | None) -> None:
-        """The policy's next actions (a chunk), if it has one; else the action is held."""
-        self.plan = None if actions is None else np.asarray(actions, np.float32)
-
     def _chunk(self, action: np.ndarray) -> np.ndarray:
-        h = self.horizon
-        if self.plan is not None and self.plan.ndim == 2 and len(self.plan) and self.plan.shape[1] == len(action):
-            idx = np.minimum(np.arange(h), len(self.plan) - 1)
-            chunk = self.plan[idx].copy()
-            chunk[0] = action
-        else:
-            chunk = np.repeat(np.asarray(action, np.float32)[None], h, 0)
-        return np.clip(chunk, -1.0, 1.0)
+        return np.clip(np.repeat(np.asarray(action, np.float32)[None], self.horizon, 0), -1.0, 1.0)
 
     def speed_scale(self, action: np.ndarray) -> tuple[float, float]:
         """(largest safe forward-speed scale, predicted collision probability at that scale)."""
@@ -83,7 +72,10 @@ class Foresight:
         ctx = to_tensor(np.stack(self.frames))[None]
         risks = self.model.imagine(ctx.expand(len(SCALES), -1, -1, -1, -1), torch.as_tensor(chunks), decode=[])
         risk = risks["collision"].amax(1).numpy()
-        safe = [i for i in range(len(SCALES)) if risk[i] < self.threshold]
+        # Already touching (standing still is risky too): allow what is no worse than stopping,
+        # or a robot against a wall could never back away from it.
+        limit = max(self.threshold, float(risk[-1]) + 0.05)
+        safe = [i for i in range(len(SCALES)) if risk[i] < limit]
         i = safe[0] if safe else len(SCALES) - 1
         # only the chosen chunk is decoded, and only the frames that get recorded (h = 1 and H)
         shown = self.model.imagine(ctx, torch.as_tensor(chunks[i:i + 1]), decode=[0, self.horizon - 1])

@@ -23,7 +23,7 @@ def changed_mask(target: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
 
 
 def wm_loss(model: WorldModel, batch: dict[str, np.ndarray], decode: list[int],
-            changed_weight: float = 20.0, pos_weight: float = 5.0) -> tuple[torch.Tensor, dict[str, float]]:
+            changed_weight: float = 8.0, pos_weight: float = 5.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Frame MSE (changed pixels weighted up: the robot is a few pixels of the frame)
     + collision and success BCE, all masked past the episode's end."""
     ctx, target = to_tensor(batch["context"]), to_tensor(batch["target"][:, decode])
