@@ -71,7 +71,10 @@ class Foresight:
         chunks[:, :, 0] *= np.asarray(SCALES, np.float32)[:, None]
         ctx = to_tensor(np.stack(self.frames))[None]
         risks = self.model.imagine(ctx.expand(len(SCALES), -1, -1, -1, -1), torch.as_tensor(chunks), decode=[])
-        risk = risks["collision"].amax(1).numpy()
+        # Going faster the same way is never safer against static obstacles: take the
+        # envelope over slower scales (the model learned from data where full speed was
+        # mostly the careful expert's, and can rank a full-speed command as the safest).
+        risk = np.maximum.accumulate(risks["collision"].amax(1).numpy()[::-1])[::-1]
         # Already touching (standing still is risky too): allow what is no worse than stopping,
         # or a robot against a wall could never back away from it.
         limit = max(self.threshold, float(risk[-1]) + 0.05)
