@@ -22,12 +22,6 @@ def changed_mask(target: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     return ((target - last[:, None]).abs().amax(2, keepdim=True) > CHANGED).float()
 
 
-def _moves(frames: np.ndarray, t: int, horizon: int) -> bool:
-    """Whether any pixel changes between frame t and frame t + horizon."""
-    end = min(t + horizon, len(frames) - 1)
-    return bool((np.abs(frames[end].astype(np.int16) - frames[t]) > CHANGED * 255).any())
-
-
 def wm_loss(model: WorldModel, batch: dict[str, np.ndarray], decode: list[int],
             changed_weight: float = 8.0, pos_weight: float = 5.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Frame MSE (changed pixels weighted up: the robot is a few pixels of the frame)
@@ -59,10 +53,8 @@ def wm_train(dataset: Path, out: Path, minutes: float = 45.0, steps: int = 100_0
     model = WorldModel(cfg)
     picks = [(e, t) for e, ep in enumerate(eps) for t in range(len(ep.actions))]
     risky = [(e, t) for e, t in picks if eps[e].collision[t + 1:t + 1 + cfg.horizon].any()]
-    moving = [(e, t) for e, t in picks if _moves(eps[e].frames, t, cfg.horizon)]
     log(f"training world model ({sum(p.numel() for p in model.parameters()):,} parameters) on "
-        f"{len(eps)} episodes / {len(picks)} windows ({len(risky)} with a collision ahead, {len(moving)} "
-        f"where the scene changes), "
+        f"{len(eps)} episodes / {len(picks)} windows ({len(risky)} with a collision ahead), "
         f"batch {batch}, up to {steps} steps or {minutes} min")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     start, step, budget = time.time(), 0, minutes * 60.0
@@ -73,12 +65,9 @@ def wm_train(dataset: Path, out: Path, minutes: float = 45.0, steps: int = 100_0
             break
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * frac))
-        # a quarter each from windows with a collision ahead and where something moves:
-        # a robot standing still teaches nothing about actions
-        chosen = []
-        for pool, n in ((risky, batch // 4), (moving, batch // 4)):
-            chosen += [pool[i] for i in rng.integers(0, len(pool), n)] if pool else []
-        chosen += [picks[i] for i in rng.integers(0, len(picks), batch - len(chosen))]
+        n_risky = batch // 4 if risky else 0  # a quarter from windows with a collision ahead
+        chosen = [picks[i] for i in rng.integers(0, len(picks), batch - n_risky)]
+        chosen += [risky[i] for i in rng.integers(0, len(risky), n_risky)] if n_risky else []
         h = cfg.horizon
         decode = sorted({0, int(rng.integers(1, h - 1)), h - 1})  # all latents step; 3 frames decode
         loss, parts = wm_loss(model, batch_of(eps, chosen, cfg.context, h), decode)
