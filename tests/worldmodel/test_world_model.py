@@ -71,7 +71,7 @@ def test_loss_falls_on_a_real_batch(trained: tuple[Path, Path]) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
 
 
