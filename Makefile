@@ -43,7 +43,7 @@ checkpoints: setup
 		--batch 16 --layers 3 --threads 1
 	$(BIN)/qrobot collect pointnav --episodes 800 --out data/pointnav
 	$(BIN)/qrobot train --dataset data/pointnav --out data/ckpt_pointnav --minutes 45 --steps 100000 \
-		--batch 16 --layers 3 --threads 1 --no-spatial-pool
+		--batch 16 --layers 3 --threads 1
 
 # How the shipped world model (qrobot/checkpoints/world_model) was made: 1,200 episodes
 # (expert, noisy-expert, wander in turn) and 150 held-out ones, then 45 min on one thread.
