@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from qrobot.envs.core import QRobotEnv
-from qrobot.worldmodel.data import camera_for
+from qrobot.worldmodel.data import camera_for, camera_to_dict
 from qrobot.worldmodel.foresight import Foresight
 from qrobot.worldmodel.model import WMConfig, WorldModel
 
@@ -50,8 +50,7 @@ def main() -> None:
     env = QRobotEnv(scenario, images=False)
     env.reset(seed=0)
     if not c.camera:
-        cam = camera_for(scenario, c.image_size)
-        c.camera = {"eye": cam.eye, "target": cam.target, "up": cam.up, "fov": cam.fov, "near": cam.near, "far": cam.far}
+        c.camera = camera_to_dict(camera_for(scenario, c.image_size))
     fs = Foresight(model, lambda cam: env.sim.render(cam)[0])
     fs.observe()
     for threads in args.threads:

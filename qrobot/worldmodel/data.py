@@ -20,7 +20,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +40,17 @@ def scene_camera(room_size: tuple[float, float], size: int = 64) -> Camera:
     height = half / math.tan(math.radians(FOV / 2))
     return Camera("scene", size, size, fov=FOV, near=0.5, far=height + 1.0,
                   eye=(0.0, 0.0, height), target=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0))
+
+
+def camera_to_dict(cam: Camera) -> dict[str, Any]:
+    """What a dataset and a checkpoint store of their scene camera."""
+    return {"eye": list(cam.eye), "target": list(cam.target), "up": list(cam.up), "fov": cam.fov,
+            "near": cam.near, "far": cam.far}
+
+
+def camera_from_dict(spec: dict[str, Any], size: int) -> Camera:
+    return Camera("scene", size, size, fov=spec["fov"], near=spec["near"], far=spec["far"],
+                  eye=tuple(spec["eye"]), target=tuple(spec["target"]), up=tuple(spec["up"]))
 
 
 def camera_for(scenario: str, size: int) -> Camera:
@@ -106,8 +117,7 @@ def wm_collect(scenario: str, episodes: int, out: Path, seed: int = 0, size: int
             "control_hz": env.scenario.control_hz, "policies": list(mix), "episodes": episodes,
             "seeds": [seed, seed + episodes - 1], "max_steps": max_steps,
             "episodes_with_collision": sum(r[0] for r in results), "successes": sum(r[1] for r in results),
-            "camera": {"eye": list(cam.eye), "target": list(cam.target), "up": list(cam.up), "fov": cam.fov,
-                       "near": cam.near, "far": cam.far}}
+            "camera": camera_to_dict(cam)}
     env.close()
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
@@ -153,11 +163,8 @@ def windows(ep: WMEpisode, t: int, context: int, horizon: int) -> dict[str, np.n
             "valid": valid.astype(np.float32)}
 
 
-def batch_of(eps: list[WMEpisode], picks: list[tuple[int, int]], context: int, horizon: int,
-             action_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Stack windows for (episode, step) picks; `action_fn` may replace the actions (eval)."""
+def batch_of(eps: list[WMEpisode], picks: list[tuple[int, int]], context: int,
+             horizon: int) -> dict[str, np.ndarray]:
+    """Stack windows for (episode, step) picks."""
     items = [windows(eps[e], t, context, horizon) for e, t in picks]
-    out = {k: np.stack([it[k] for it in items]) for k in items[0]}
-    if action_fn is not None:
-        out["actions"] = action_fn(out["actions"])
-    return out
+    return {k: np.stack([it[k] for it in items]) for k in items[0]}

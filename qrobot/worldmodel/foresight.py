@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from qrobot.sim import Camera
+from qrobot.worldmodel.data import camera_from_dict
 from qrobot.worldmodel.model import WorldModel, to_tensor
 
 SCALES = (1.0, 0.5, 0.25, 0.0)
@@ -28,10 +29,7 @@ class Foresight:
                  threshold: float | None = None) -> None:
         self.model = model.eval()
         c = model.config
-        cam = c.camera
-        self.camera = Camera("scene", c.image_size, c.image_size, fov=cam["fov"], near=cam["near"],
-                             far=cam["far"], eye=tuple(cam["eye"]), target=tuple(cam["target"]),
-                             up=tuple(cam["up"]))
+        self.camera = camera_from_dict(c.camera, c.image_size)
         self.render = render
         self.threshold = c.threshold if threshold is None else float(threshold)
         self.horizon, self.context = c.horizon, c.context
@@ -49,15 +47,14 @@ class Foresight:
         self.last_probability = 0.0
         self.last_scale = 1.0
 
-    def observe(self) -> np.ndarray:
-        """Render the scene camera after a reset or a step; returns the frame."""
+    def observe(self) -> None:
+        """Render the scene camera after a reset or a step."""
         frame = self.render(self.camera)
         self.step_index += 1
         self.predictions.pop(self.step_index - self.horizon - 1, None)
         if not self.frames:
             self.frames.extend([frame] * self.context)
         self.frames.append(frame)
-        return frame
 
     def _chunk(self, action: np.ndarray) -> np.ndarray:
         return np.clip(np.repeat(np.asarray(action, np.float32)[None], self.horizon, 0), -1.0, 1.0)
@@ -78,8 +75,7 @@ class Foresight:
         # Already touching (standing still is risky too): allow what is no worse than stopping,
         # or a robot against a wall could never back away from it.
         limit = max(self.threshold, float(risk[-1]) + 0.05)
-        safe = [i for i in range(len(SCALES)) if risk[i] < limit]
-        i = safe[0] if safe else len(SCALES) - 1
+        i = next(k for k in range(len(SCALES)) if risk[k] < limit)  # scale 0 always qualifies
         # only the chosen chunk is decoded, and only the frames that get recorded (h = 1 and H)
         shown = self.model.imagine(ctx, torch.as_tensor(chunks[i:i + 1]), decode=[0, self.horizon - 1])
         frames = (shown["frames"][0].movedim(1, -1) * 255).round().to(torch.uint8).numpy()
