@@ -41,7 +41,7 @@ def main() -> None:
         images = torch.from_numpy(np.stack([np.stack([z[f"images_{c}"][t] for c in cams]) for t in steps]))
         with torch.no_grad():
             ctx, pad = model.encode(images, [str(z["instruction"])] * len(steps))
-            g = model.grounding(ctx, pad, torch.from_numpy(model.norm["state"].normalize(state[steps])))
+            g = model.ground(ctx, pad, torch.from_numpy(model.norm["state"].normalize(state[steps])))
         preds.append(model.norm["grounding"].unnormalize(g.numpy()))
         truths.append(labels[steps])
     pred, true = np.concatenate(preds), np.concatenate(truths)

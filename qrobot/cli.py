@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=_positive, default=2, help="torch CPU threads")
     t.add_argument("--no-spatial-pool", dest="spatial_pool", action="store_false",
                    help="plain attention pooling (no position codes, no instruction-conditioned queries)")
+    t.add_argument("--no-fine-grounding", dest="fine_grounding", action="store_false",
+                   help="tabletop: the grounding head reads only the merged tokens, not the unmerged patches")
     e = sub.add_parser("eval", help="evaluate a trained VLA on held-out seeds (success, instruction following)")
     e.add_argument("scenario")
     e.add_argument("--checkpoint", required=True, help="trained model directory")
@@ -67,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=10000, help="first held-out seed (collect uses 0..N-1)")
     e.add_argument("--no-swap", dest="swap", action="store_false", help="skip the tabletop swap test")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--workers", type=_positive, default=1, help="parallel evaluation processes (one thread each)")
     from qrobot.worldmodel.cli import add_parsers
 
     add_parsers(sub, _positive)
@@ -130,7 +133,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from qrobot.vla.train import TrainConfig, train
 
     out = train(TrainConfig(args.dataset, args.out, args.backbone, args.steps, args.batch, args.lr, args.minutes,
-                            threads=args.threads, layers=args.layers, spatial_pool=args.spatial_pool))
+                            threads=args.threads, layers=args.layers, spatial_pool=args.spatial_pool,
+                            fine_grounding=args.fine_grounding))
     print(f"saved {out}")
     return 0
 
@@ -139,7 +143,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from qrobot.vla.evaluate import evaluate, to_markdown
 
     report = evaluate(args.checkpoint, args.scenario, args.episodes, args.seed, args.swap, args.device,
-                      on_episode=lambda line: print(line, flush=True))
+                      on_episode=lambda line: print(line, flush=True), workers=args.workers)
     print(to_markdown(report))
     return 0
 

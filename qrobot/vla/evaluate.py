@@ -10,6 +10,8 @@ the policy only ever sees observations.
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -46,34 +48,70 @@ def _cube_names(env: QRobotEnv) -> tuple[str, list[str]]:
     return f"{task.colors[task.target_name]} cube", [f"{task.colors[c]} cube" for c in task.cubes]
 
 
-def evaluate(checkpoint: str | Path, scenario: str, episodes: int, seed: int = 10000, swap: bool = True,
-             device: str = "cpu", on_episode: Callable[[str], None] | None = None) -> dict[str, Any]:
+def _run_seeds(checkpoint: str, scenario: str, seeds: list[int], swap: bool, device: str,
+               on_episode: Callable[[str], None] | None = None, threads: int = 0
+               ) -> tuple[str, list[EpisodeResult], list[TabletopOutcome], list[str]]:
+    """Episodes on `seeds`; the policy's sampling noise is reseeded per episode (seed), so
+    a seed's outcome does not depend on which seeds ran before it or in which worker."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     env = QRobotEnv(scenario, images=True)
-    policy = make_policy("qwen-vla", env, checkpoint=str(checkpoint), device=device, seed=seed)
+    policy = make_policy("qwen-vla", env, checkpoint=str(checkpoint), device=device, seed=seeds[0])
     tabletop = hasattr(env.task, "moved_object")
     results: list[EpisodeResult] = []
     outcomes: list[TabletopOutcome] = []
+    lines: list[str] = []
     try:
-        for k in range(episodes):
-            res = run_episode(env, policy, k, seed + k)
+        for seed in seeds:
+            policy.generator.manual_seed(seed)
+            res = run_episode(env, policy, seed, seed)
             results.append(res)
-            line = f"seed {seed + k}: {res.end_reason} in {res.steps} steps"
+            line = f"seed {seed}: {res.end_reason} in {res.steps} steps"
             if tabletop:
                 named, cubes = _cube_names(env)
                 out = TabletopOutcome(named, env.task.moved_object())
                 if swap:
                     other = next(c for c in cubes[1:] + cubes[:1] if c != named)
-                    run_episode(env, _Renamed(policy, named, other), k, seed + k)
+                    policy.generator.manual_seed(seed)
+                    run_episode(env, _Renamed(policy, named, other), seed, seed)
                     out.swap_named, out.swap_moved = other, env.task.moved_object()
                 outcomes.append(out)
                 line += f"; named {out.named}, moved {out.moved or 'nothing'}"
                 if swap:
                     line += f"; swap: named {out.swap_named}, moved {out.swap_moved or 'nothing'}"
+            lines.append(line)
             if on_episode is not None:
                 on_episode(line)
     finally:
         env.close()
-    report: dict[str, Any] = {"scenario": env.scenario.name, "checkpoint": str(checkpoint),
+    return env.scenario.name, results, outcomes, lines
+
+
+def evaluate(checkpoint: str | Path, scenario: str, episodes: int, seed: int = 10000, swap: bool = True,
+             device: str = "cpu", on_episode: Callable[[str], None] | None = None,
+             workers: int = 1) -> dict[str, Any]:
+    """`episodes` held-out seeds from `seed`; with workers > 1 they are split over processes
+    (one torch thread each) and the per-episode lines arrive as each worker finishes."""
+    seeds = list(range(seed, seed + episodes))
+    workers = max(1, min(workers, episodes))
+    if workers == 1:
+        name, results, outcomes, _ = _run_seeds(str(checkpoint), scenario, seeds, swap, device, on_episode)
+    else:
+        parts = [seeds[i::workers] for i in range(workers)]
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = [j.result() for j in [pool.submit(_run_seeds, str(checkpoint), scenario, p, swap, device,
+                                                     None, 1) for p in parts]]
+        name = done[0][0]
+        rows = sorted((r.seed, r, o, line) for _, rs, os_, ls in done
+                      for r, o, line in zip(rs, os_ or [None] * len(rs), ls))
+        results = [r for _, r, _, _ in rows]
+        outcomes = [o for _, _, o, _ in rows if o is not None]
+        for _, _, _, line in rows:
+            if on_episode is not None:
+                on_episode(line)
+    report: dict[str, Any] = {"scenario": name, "checkpoint": str(checkpoint),
                               "seeds": [seed, seed + episodes - 1], **summarize(results)}
     if outcomes:
         n = len(outcomes)

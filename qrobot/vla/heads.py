@@ -87,19 +87,25 @@ class AttentionPool(nn.Module):
     by the instruction's last token (so "the red cube" looks for red)."""
 
     def __init__(self, context_dim: int, width: int, queries: int = 4, heads: int = 4,
-                 positions: int = 0, spatial: bool = False) -> None:
+                 positions: int = 0, spatial: bool = False, patch_dim: int = 0) -> None:
         super().__init__()
         self.proj = nn.Linear(context_dim, width)
+        # optional extra keys: the vision tower's patches before the 2x2 merge (4x the resolution)
+        self.patch_proj = nn.Linear(patch_dim, width) if patch_dim else None
         self.queries = nn.Parameter(torch.randn(1, queries, width) * 0.02)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.out_dim = (queries + 1) * width
         self.pos = nn.Parameter(torch.randn(1, positions, width) * 0.02) if spatial else None
         self.cond = nn.Linear(width, queries * width) if spatial else None
 
-    def forward(self, context: torch.Tensor, context_pad: torch.Tensor) -> torch.Tensor:
+    def forward(self, context: torch.Tensor, context_pad: torch.Tensor,
+                patches: torch.Tensor | None = None) -> torch.Tensor:
         kv = self.proj(context)
         last = (~context_pad).long().sum(1).clamp(min=1) - 1   # the instruction's last token
         summary = kv[torch.arange(kv.shape[0]), last]
+        if self.patch_proj is not None and patches is not None:
+            kv = torch.cat([kv, self.patch_proj(patches)], dim=1)
+            context_pad = torch.cat([context_pad, context_pad.new_zeros(patches.shape[:2])], dim=1)
         q = self.queries.expand(kv.shape[0], -1, -1)
         if self.pos is not None:
             kv = kv + self.pos[:, : kv.shape[1]]
@@ -119,13 +125,14 @@ class GroundingHead(nn.Module):
     the action expert."""
 
     def __init__(self, context_dim: int, state_dim: int, out_dim: int, width: int = 128,
-                 positions: int = 0, spatial: bool = False) -> None:
+                 positions: int = 0, spatial: bool = False, patch_dim: int = 0) -> None:
         super().__init__()
-        self.pool = AttentionPool(context_dim, width, positions=positions, spatial=spatial)
+        self.pool = AttentionPool(context_dim, width, positions=positions, spatial=spatial, patch_dim=patch_dim)
         self.net = _mlp(self.pool.out_dim + state_dim, width, out_dim)
 
-    def forward(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([self.pool(context, context_pad), state], dim=-1))
+    def forward(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor,
+                patches: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(torch.cat([self.pool(context, context_pad, patches), state], dim=-1))
 
 
 class WaypointHead(nn.Module):

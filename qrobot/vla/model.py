@@ -47,6 +47,7 @@ class VLAConfig:
     grounding_dim: int = 0              # > 0: a grounding head feeds the action expert (tabletop)
     scenario: str = ""                  # what the training data came from (informational)
     spatial_pool: bool = False          # position codes + instruction-conditioned pooling queries
+    fine_grounding: bool = False        # the grounding head also reads the vision tower's unmerged patches
 
     def __post_init__(self) -> None:
         fam = FAMILIES.get(self.family)
@@ -97,14 +98,32 @@ class QwenVLA(nn.Module):
         n_ctx = len(config.cameras) * (tokens_per_image(config.image_side, fam.patch_size, fam.merge) + 2) \
             + config.max_text
         pool: dict[str, Any] = dict(positions=n_ctx, spatial=config.spatial_pool)
-        self.grounding = GroundingHead(hidden, config.state_dim, config.grounding_dim, config.head_width,
-                                       **pool) if config.grounding_dim else None
+        self._patches: torch.Tensor | None = None
+        fine = bool(config.fine_grounding and config.grounding_dim)
+        if fine:  # keep what the vision tower saw before its 2x2 merge (a hook: one vision pass)
+            self.backbone.model.visual.register_forward_hook(self._keep_patches)
+        n_patch = len(config.cameras) * (config.image_side // fam.patch_size) ** 2 if fine else 0
+        self.grounding = GroundingHead(
+            hidden, config.state_dim, config.grounding_dim, config.head_width, positions=n_ctx + n_patch,
+            spatial=config.spatial_pool, patch_dim=self.backbone.config.vision_config.hidden_size if fine else 0,
+        ) if config.grounding_dim else None
         self.last_losses: dict[str, float] = {}
         self.last_grounding: torch.Tensor | None = None   # normalised, from the last predict_chunk
         self.waypoint = WaypointHead(hidden, config.state_dim, config.waypoints, config.head_width, **pool)
         self.norm = norm or {}
 
     # ------------------------------------------------------------- encoding
+    def _keep_patches(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._patches = output.last_hidden_state   # (images * patches, d_vision), a fixed order
+
+    def ground(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The grounding head on the last `encode` (plus its unmerged patches if configured)."""
+        assert self.grounding is not None
+        patches = None
+        if self.config.fine_grounding and self._patches is not None:
+            patches = self._patches.reshape(context.shape[0], -1, self._patches.shape[-1])
+        return self.grounding(context, context_pad, state, patches)
+
     def _prompt(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Token ids: per camera <vision_start> <image>*n <vision_end>, then the instruction."""
         bc = self.backbone.config
@@ -148,7 +167,7 @@ class QwenVLA(nn.Module):
         self.last_losses = {}
         if self.grounding is not None:
             truth = batch["grounding"].to(ctx.device)
-            pred = self.grounding(ctx, pad, state)
+            pred = self.ground(ctx, pad, state)
             g_loss = torch.mean((pred - truth) ** 2)
             noisy = truth + teacher_noise * torch.randn(truth.shape, generator=generator, device=ctx.device)
             teach = torch.rand(truth.shape[0], 1, generator=generator, device=ctx.device) < teacher_share
@@ -171,7 +190,7 @@ class QwenVLA(nn.Module):
         ctx, pad = self.encode(images, texts)
         state = state.to(ctx.device)
         if self.grounding is not None:
-            self.last_grounding = self.grounding(ctx, pad, state)
+            self.last_grounding = self.ground(ctx, pad, state)
             state = torch.cat([state, self.last_grounding], dim=-1)
         return self.flow.sample(ctx, pad, state, self.config.flow_steps, generator)
 

@@ -34,6 +34,7 @@ class TrainConfig:
     threads: int = 2
     layers: int = 2                # tiny backbones: language-model layers
     spatial_pool: bool = True      # position codes + instruction-conditioned queries in the pools
+    fine_grounding: bool = True    # tabletop: grounding also reads the vision tower's unmerged patches
 
 
 def _corpus(meta: dict[str, Any], episodes: list[Episode]) -> list[str]:
@@ -86,7 +87,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         norm["grounding"] = Normalizer.fit(np.concatenate([ep.grounding for ep in eps]))
     vcfg = VLAConfig(backbone=cfg.backbone, family=family, cameras=meta["cameras"], image_side=side,
                      state_dim=states.shape[1], action_dim=meta["action_dim"], grounding_dim=ground_dim,
-                     scenario=meta["scenario"], spatial_pool=cfg.spatial_pool)
+                     scenario=meta["scenario"], spatial_pool=cfg.spatial_pool,
+                     fine_grounding=cfg.fine_grounding and ground_dim > 0)
     backbone = build_backbone(cfg.backbone, vocab_size=tok.vocab_size, layers=cfg.layers) \
         if cfg.backbone in TINY else None
     model = QwenVLA(vcfg, tok, backbone=backbone, norm=norm)

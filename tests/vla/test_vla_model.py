@@ -62,11 +62,14 @@ def test_tiny_family_trains_and_round_trips(family: str, tmp_path: Path) -> None
     fam = FAMILIES[family]
     tok = InstructionTokenizer.from_corpus(fam.bpe, TEXTS)
     model = QwenVLA(VLAConfig(backbone=f"tiny-{family}", family=family, image_side=SIDES[family],
-                              grounding_dim=8), tok,
+                              grounding_dim=8, spatial_pool=True, fine_grounding=True), tok,
                     norm={"actions": Normalizer.fit(np.random.default_rng(0).normal(size=(100, 5)))})
     assert type(model.backbone) is fam.model_cls
     assert model.flow.context.in_features == model.backbone.config.text_config.hidden_size
     assert model.grounding.pool.proj.in_features == model.flow.context.in_features
+    # fine grounding: the unmerged patches of both cameras, 4x the merged tokens, are keys too
+    assert model.grounding.pool.patch_proj.in_features == model.backbone.config.vision_config.hidden_size
+    patches = 2 * (SIDES[family] // fam.patch_size) ** 2
     batch = _batch()
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     losses, grounding = [], []
@@ -77,6 +80,7 @@ def test_tiny_family_trains_and_round_trips(family: str, tmp_path: Path) -> None
         opt.step()
         losses.append(loss.item())
         grounding.append(model.last_losses["grounding"])
+    assert model._patches.shape == (4 * patches, model.grounding.pool.patch_proj.in_features)
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])  # it learns the toy batch
     assert np.median(grounding[-5:]) < 0.8 * np.median(grounding[:5])  # median: lr 1e-3 spikes
     model.eval()
