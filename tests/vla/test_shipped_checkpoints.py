@@ -22,8 +22,10 @@ def test_shipped_checkpoints_fit_the_budget() -> None:
 
 def test_shipped_pointnav_checkpoint_succeeds_on_held_out_seeds() -> None:
     # seeds 20000+ are neither training (0-799) nor the README's evaluation seeds (10000+)
-    report = evaluate(SHIPPED["pointnav"], "pointnav", episodes=4, seed=20000)
+    lines: list[str] = []
+    report = evaluate(SHIPPED["pointnav"], "pointnav", episodes=4, seed=20000, workers=2, on_episode=lines.append)
     assert report["successes"] >= 2, report
+    assert [line.split(":")[0] for line in lines] == [f"seed {s}" for s in range(20000, 20004)]  # 2 workers, in order
 
 
 def test_shipped_pick_place_checkpoint_drives_the_arm_through_the_supervisor() -> None:
