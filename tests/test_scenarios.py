@@ -54,7 +54,7 @@ MALFORMED = {
     "control_rate": (BASE.replace("max_steps = 150", "max_steps = 150\ncontrol_hz = 7.0"),
                      ["control_hz must divide 240"]),
     "camera_mount": (BASE.replace('mount = "wrist"', 'mount = "base"'), ["cameras", "mount must be one of"]),
-    "vector_length": (BASE.replace("eye = [1.05, 0.0, 0.55]", "eye = [1.05, 0.0]"),
+    "vector_length": (BASE.replace("eye = [1.05, 0.0, 0.75]", "eye = [1.05, 0.0]"),
                       ["cameras[0].eye:", "at least 3"]),
 }
 

@@ -87,25 +87,19 @@ class AttentionPool(nn.Module):
     by the instruction's last token (so "the red cube" looks for red)."""
 
     def __init__(self, context_dim: int, width: int, queries: int = 4, heads: int = 4,
-                 positions: int = 0, spatial: bool = False, patch_dim: int = 0) -> None:
+                 positions: int = 0, spatial: bool = False) -> None:
         super().__init__()
         self.proj = nn.Linear(context_dim, width)
-        # optional extra keys: the vision tower's patches before the 2x2 merge (4x the resolution)
-        self.patch_proj = nn.Linear(patch_dim, width) if patch_dim else None
         self.queries = nn.Parameter(torch.randn(1, queries, width) * 0.02)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.out_dim = (queries + 1) * width
         self.pos = nn.Parameter(torch.randn(1, positions, width) * 0.02) if spatial else None
         self.cond = nn.Linear(width, queries * width) if spatial else None
 
-    def forward(self, context: torch.Tensor, context_pad: torch.Tensor,
-                patches: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, context: torch.Tensor, context_pad: torch.Tensor) -> torch.Tensor:
         kv = self.proj(context)
         last = (~context_pad).long().sum(1).clamp(min=1) - 1   # the instruction's last token
         summary = kv[torch.arange(kv.shape[0]), last]
-        if self.patch_proj is not None and patches is not None:
-            kv = torch.cat([kv, self.patch_proj(patches)], dim=1)
-            context_pad = torch.cat([context_pad, context_pad.new_zeros(patches.shape[:2])], dim=1)
         q = self.queries.expand(kv.shape[0], -1, -1)
         if self.pos is not None:
             kv = kv + self.pos[:, : kv.shape[1]]
@@ -119,20 +113,60 @@ def _mlp(inp: int, width: int, out: int) -> nn.Sequential:
                          nn.Linear(width, out))
 
 
+class KeypointPool(nn.Module):
+    """Spatial soft-argmax (deep spatial autoencoders, Levine et al.) asked by the
+    instruction: per camera, K queries made from the instruction score every vision patch,
+    and the softmax-weighted mean of the patches' image coordinates is where that query's
+    object is. Coordinates are explicit, so a few thousand steps suffice to localise a
+    small cube that a 2x2-merged token blurs with its neighbours."""
+
+    def __init__(self, patch_dim: int, summary_dim: int, cameras: int, grid: int, merge: int,
+                 width: int = 64, keypoints: int = 4) -> None:
+        super().__init__()
+        self.cameras, self.keypoints, self.width = cameras, keypoints, width
+        self.feat = nn.Sequential(nn.Linear(patch_dim, width), nn.GELU(), nn.Linear(width, width))
+        self.query = nn.Linear(summary_dim, keypoints * width)
+        # patch (row, col) in the Qwen processor's order: merge blocks row-major, then within
+        u = torch.arange(grid // merge)
+        s = torch.arange(merge)
+        rows = (u[:, None, None, None] * merge + s[None, None, :, None]).expand(-1, grid // merge, merge, merge)
+        cols = (u[None, :, None, None] * merge + s[None, None, None, :]).expand(grid // merge, -1, merge, -1)
+        xy = torch.stack([cols.reshape(-1), rows.reshape(-1)], -1).float()
+        self.register_buffer("xy", (xy + 0.5) / grid * 2 - 1, persistent=False)   # (patches, 2) in [-1, 1]
+        self.out_dim = cameras * keypoints * 2
+
+    def forward(self, patches: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
+        """patches (B, cameras * patches, patch_dim), summary (B, summary_dim) -> (B, out_dim)."""
+        b = summary.shape[0]
+        keys = self.feat(patches.view(b, self.cameras, -1, patches.shape[-1]))          # (B, c, n, w)
+        q = self.query(summary).view(b, 1, self.keypoints, self.width)
+        att = torch.softmax(q @ keys.transpose(-1, -2) / self.width ** 0.5, dim=-1)   # (B, c, K, n)
+        return (att @ self.xy).flatten(1)
+
+
 class GroundingHead(nn.Module):
     """Embodied chain of thought: where the named object is and where it must go, relative
     to the gripper (normalised), predicted from images + instruction + proprio and fed to
-    the action expert."""
+    the action expert. With `keypoints` it also reads instruction-asked soft-argmax points
+    on the vision patches."""
 
     def __init__(self, context_dim: int, state_dim: int, out_dim: int, width: int = 128,
-                 positions: int = 0, spatial: bool = False, patch_dim: int = 0) -> None:
+                 positions: int = 0, spatial: bool = False, keypoints: dict | None = None) -> None:
         super().__init__()
-        self.pool = AttentionPool(context_dim, width, positions=positions, spatial=spatial, patch_dim=patch_dim)
-        self.net = _mlp(self.pool.out_dim + state_dim, width, out_dim)
+        self.pool = AttentionPool(context_dim, width, positions=positions, spatial=spatial)
+        self.keypoints = KeypointPool(summary_dim=context_dim, **keypoints) if keypoints else None
+        extra = self.keypoints.out_dim if self.keypoints is not None else 0
+        self.net = _mlp(self.pool.out_dim + extra + state_dim, width, out_dim)
 
     def forward(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor,
                 patches: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(torch.cat([self.pool(context, context_pad, patches), state], dim=-1))
+        parts = [self.pool(context, context_pad)]
+        if self.keypoints is not None:
+            if patches is None:
+                raise ValueError("this grounding head needs the vision patches (QwenVLA.ground)")
+            last = (~context_pad).long().sum(1).clamp(min=1) - 1   # the instruction's last token
+            parts.append(self.keypoints(patches, context[torch.arange(context.shape[0]), last]))
+        return self.net(torch.cat([*parts, state], dim=-1))
 
 
 class WaypointHead(nn.Module):

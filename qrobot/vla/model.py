@@ -47,7 +47,7 @@ class VLAConfig:
     grounding_dim: int = 0              # > 0: a grounding head feeds the action expert (tabletop)
     scenario: str = ""                  # what the training data came from (informational)
     spatial_pool: bool = False          # position codes + instruction-conditioned pooling queries
-    fine_grounding: bool = False        # the grounding head also reads the vision tower's unmerged patches
+    fine_grounding: bool = False        # grounding also reads instruction-asked soft-argmax points on the patches
 
     def __post_init__(self) -> None:
         fam = FAMILIES.get(self.family)
@@ -100,12 +100,12 @@ class QwenVLA(nn.Module):
         pool: dict[str, Any] = dict(positions=n_ctx, spatial=config.spatial_pool)
         self._patches: torch.Tensor | None = None
         fine = bool(config.fine_grounding and config.grounding_dim)
-        if fine:  # keep what the vision tower saw before its 2x2 merge (a hook: one vision pass)
-            self.backbone.model.visual.register_forward_hook(self._keep_patches)
-        n_patch = len(config.cameras) * (config.image_side // fam.patch_size) ** 2 if fine else 0
+        if fine:  # keep the per-patch embeddings of the one vision pass (processor order, known xy)
+            self.backbone.model.visual.patch_embed.register_forward_hook(self._keep_patches)
+        keypoints = dict(patch_dim=self.backbone.config.vision_config.hidden_size, cameras=len(config.cameras),
+                         grid=config.image_side // fam.patch_size, merge=fam.merge) if fine else None
         self.grounding = GroundingHead(
-            hidden, config.state_dim, config.grounding_dim, config.head_width, positions=n_ctx + n_patch,
-            spatial=config.spatial_pool, patch_dim=self.backbone.config.vision_config.hidden_size if fine else 0,
+            hidden, config.state_dim, config.grounding_dim, config.head_width, keypoints=keypoints, **pool,
         ) if config.grounding_dim else None
         self.last_losses: dict[str, float] = {}
         self.last_grounding: torch.Tensor | None = None   # normalised, from the last predict_chunk
@@ -113,11 +113,11 @@ class QwenVLA(nn.Module):
         self.norm = norm or {}
 
     # ------------------------------------------------------------- encoding
-    def _keep_patches(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._patches = output.last_hidden_state   # (images * patches, d_vision), a fixed order
+    def _keep_patches(self, module: nn.Module, args: Any, output: torch.Tensor) -> None:
+        self._patches = output   # (images * patches, d_vision) in the processor's patch order
 
     def ground(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """The grounding head on the last `encode` (plus its unmerged patches if configured)."""
+        """The grounding head on the last `encode` (and its vision patches if configured)."""
         assert self.grounding is not None
         patches = None
         if self.config.fine_grounding and self._patches is not None:

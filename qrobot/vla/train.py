@@ -20,6 +20,9 @@ from qrobot.vla.model import Normalizer, QwenVLA, VLAConfig
 from qrobot.vla.tokenizer import tokenizer_for
 
 
+FAR = 0.08  # m between the gripper and the named cube (xy) beyond which a step counts as far
+
+
 @dataclass
 class TrainConfig:
     dataset: Path
@@ -34,7 +37,8 @@ class TrainConfig:
     threads: int = 2
     layers: int = 2                # tiny backbones: language-model layers
     spatial_pool: bool = True      # position codes + instruction-conditioned queries in the pools
-    fine_grounding: bool = True    # tabletop: grounding also reads the vision tower's unmerged patches
+    fine_grounding: bool = True    # tabletop: grounding also reads soft-argmax keypoints on the patches
+    far_share: float = 0.25        # tabletop: batch share from steps with the gripper far from the cube
 
 
 def _corpus(meta: dict[str, Any], episodes: list[Episode]) -> list[str]:
@@ -83,6 +87,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     for ep in eps:  # the model predicts the cube and the place point relative to the gripper
         ep.grounding = relative_grounding(ep.state, ep.grounding)
     ground_dim = eps[0].grounding.shape[1]
+    # far from the named cube only the scene camera shows it: few steps, so drawn more often
+    far = [(e, t) for e, t in index if ground_dim and np.linalg.norm(eps[e].grounding[t, :2]) > FAR]
     if ground_dim:
         norm["grounding"] = Normalizer.fit(np.concatenate([ep.grounding for ep in eps]))
     vcfg = VLAConfig(backbone=cfg.backbone, family=family, cameras=meta["cameras"], image_side=side,
@@ -101,10 +107,12 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * progress(s))))
     log(f"training {family} ({sum(p.numel() for p in model.parameters()):,} parameters) on {len(eps)} "
-        f"episodes / {len(index)} samples, {cfg.steps} steps x batch {cfg.batch}")
+        f"episodes / {len(index)} samples ({len(far)} far from the named cube), {cfg.steps} steps x batch {cfg.batch}")
     step = 0
     for step in range(1, cfg.steps + 1):
-        pick = [index[i] for i in rng.integers(len(index), size=cfg.batch)]
+        n_far = int(round(cfg.batch * cfg.far_share)) if far else 0
+        pick = [index[i] for i in rng.integers(len(index), size=cfg.batch - n_far)]
+        pick += [far[i] for i in rng.integers(len(far), size=n_far)] if n_far else []
         batch: dict[str, Any] = {
             "images": torch.from_numpy(np.stack([eps[e].images[t] for e, t in pick])),
             "texts": [eps[e].instruction for e, _ in pick],

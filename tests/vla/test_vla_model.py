@@ -11,6 +11,7 @@ import torch
 from transformers import Qwen2VLImageProcessor
 
 from qrobot.vla.backbones import FAMILIES
+from qrobot.vla.heads import KeypointPool
 from qrobot.vla.model import Normalizer, QwenVLA, VLAConfig
 from qrobot.vla.tokenizer import UNK, InstructionTokenizer
 from qrobot.vla.vision import patchify
@@ -67,8 +68,8 @@ def test_tiny_family_trains_and_round_trips(family: str, tmp_path: Path) -> None
     assert type(model.backbone) is fam.model_cls
     assert model.flow.context.in_features == model.backbone.config.text_config.hidden_size
     assert model.grounding.pool.proj.in_features == model.flow.context.in_features
-    # fine grounding: the unmerged patches of both cameras, 4x the merged tokens, are keys too
-    assert model.grounding.pool.patch_proj.in_features == model.backbone.config.vision_config.hidden_size
+    # fine grounding: soft-argmax keypoints on the per-patch embeddings of both cameras
+    assert model.grounding.keypoints.feat[0].in_features == model.backbone.config.vision_config.hidden_size
     patches = 2 * (SIDES[family] // fam.patch_size) ** 2
     batch = _batch()
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
@@ -80,7 +81,7 @@ def test_tiny_family_trains_and_round_trips(family: str, tmp_path: Path) -> None
         opt.step()
         losses.append(loss.item())
         grounding.append(model.last_losses["grounding"])
-    assert model._patches.shape == (4 * patches, model.grounding.pool.patch_proj.in_features)
+    assert model._patches.shape == (4 * patches, model.grounding.keypoints.feat[0].in_features)
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])  # it learns the toy batch
     assert np.median(grounding[-5:]) < 0.8 * np.median(grounding[:5])  # median: lr 1e-3 spikes
     model.eval()
@@ -95,6 +96,22 @@ def test_tiny_family_trains_and_round_trips(family: str, tmp_path: Path) -> None
                                                                            batch["state"]))
     np.testing.assert_array_equal(again.norm["actions"].q99, model.norm["actions"].q99)
     assert "toy batch" in (tmp_path / "README.md").read_text()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_keypoint_coordinates_follow_the_processor_patch_order(family: str) -> None:
+    fam = FAMILIES[family]
+    side = SIDES[family]
+    grid = side // fam.patch_size
+    kp = KeypointPool(patch_dim=8, summary_dim=8, cameras=1, grid=grid, merge=fam.merge)
+    for row, col in [(0, 0), (1, 0), (0, 3), (grid - 1, grid - 2), (2, 5)]:
+        img = torch.zeros(1, side, side, 3, dtype=torch.uint8)
+        p = fam.patch_size
+        img[0, row * p:(row + 1) * p, col * p:(col + 1) * p, 0] = 255   # one red patch
+        pix, _ = patchify(img, side, p, fam.merge, fam.mean, fam.std)
+        hit = int(pix.sum(1).argmax())
+        expected = torch.tensor([(col + 0.5) / grid * 2 - 1, (row + 0.5) / grid * 2 - 1])
+        assert torch.allclose(kp.xy[hit], expected), (row, col, kp.xy[hit])
 
 
 def test_normalizer_q01_q99() -> None:
