@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-spatial-pool", dest="spatial_pool", action="store_false",
                    help="plain attention pooling (no position codes, no instruction-conditioned queries)")
     t.add_argument("--no-fine-grounding", dest="fine_grounding", action="store_false",
-                   help="tabletop: the grounding head reads only the merged tokens, not the unmerged patches")
+                   help="tabletop: no keypoints on the vision patches in the grounding head")
     e = sub.add_parser("eval", help="evaluate a trained VLA on held-out seeds (success, instruction following)")
     e.add_argument("scenario")
     e.add_argument("--checkpoint", required=True, help="trained model directory")

@@ -88,7 +88,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         ep.grounding = relative_grounding(ep.state, ep.grounding)
     ground_dim = eps[0].grounding.shape[1]
     # far from the named cube only the scene camera shows it: few steps, so drawn more often
-    far = [(e, t) for e, t in index if ground_dim and np.linalg.norm(eps[e].grounding[t, :2]) > FAR]
+    far = [(e, t) for e, t in index if np.linalg.norm(eps[e].grounding[t, :2]) > FAR] if ground_dim else []
     if ground_dim:
         norm["grounding"] = Normalizer.fit(np.concatenate([ep.grounding for ep in eps]))
     vcfg = VLAConfig(backbone=cfg.backbone, family=family, cameras=meta["cameras"], image_side=side,
