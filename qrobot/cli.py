@@ -20,6 +20,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value}")
+    return value
+
+
 def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -62,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="plain attention pooling (no position codes, no instruction-conditioned queries)")
     t.add_argument("--no-fine-grounding", dest="fine_grounding", action="store_false",
                    help="tabletop: no keypoints on the vision patches in the grounding head")
+    t.add_argument("--far-share", type=_share, default=0.25,
+                   help="tabletop: batch share drawn from steps with the gripper > 8 cm from the named cube")
+    t.add_argument("--no-insulate", dest="insulate", action="store_false",
+                   help="tabletop: let the action loss train the backbone too (default: only grounding does)")
     e = sub.add_parser("eval", help="evaluate a trained VLA on held-out seeds (success, instruction following)")
     e.add_argument("scenario")
     e.add_argument("--checkpoint", required=True, help="trained model directory")
@@ -134,7 +148,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     out = train(TrainConfig(args.dataset, args.out, args.backbone, args.steps, args.batch, args.lr, args.minutes,
                             threads=args.threads, layers=args.layers, spatial_pool=args.spatial_pool,
-                            fine_grounding=args.fine_grounding))
+                            fine_grounding=args.fine_grounding, far_share=args.far_share,
+                            insulate=args.insulate))
     print(f"saved {out}")
     return 0
 

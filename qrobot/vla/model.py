@@ -155,12 +155,15 @@ class QwenVLA(nn.Module):
 
     # ---------------------------------------------------------------- train
     def loss(self, batch: dict[str, Any], generator: torch.Generator | None = None,
-             teacher_noise: float = 0.05, teacher_share: float = 0.5) -> torch.Tensor:
+             teacher_noise: float = 0.05, teacher_share: float = 0.5, insulate: bool = False) -> torch.Tensor:
         """batch: images (B,cams,H,W,3) uint8, texts, state (B,S); `actions` (B,H,A) and/or
         `waypoints` (B,8,3), both normalised; `grounding` (B,G) labels when grounding_dim > 0.
         The action expert reads the true grounding (plus noise) for `teacher_share` of the
         samples and the head's own detached prediction for the rest, so it learns to act on
-        what it will be given at run time."""
+        what it will be given at run time. `insulate` keeps the action expert's gradient out
+        of the backbone (pi0.5 knowledge insulation): the backbone then learns only from the
+        grounding labels, which the far-from-the-cube samples would otherwise lose to the
+        action loss."""
         ctx, pad = self.encode(batch["images"], batch["texts"])
         state = flow_state = batch["state"].to(ctx.device)
         total = ctx.new_zeros(())
@@ -175,7 +178,7 @@ class QwenVLA(nn.Module):
             total = total + g_loss
             self.last_losses["grounding"] = g_loss.item()
         if "actions" in batch:
-            a_loss = self.flow.loss(ctx, pad, flow_state, batch["actions"].to(ctx.device), generator)
+            a_loss = self.flow.loss(ctx.detach() if insulate else ctx, pad, flow_state, batch["actions"].to(ctx.device), generator)
             total = total + a_loss
             self.last_losses["actions"] = a_loss.item()
         if "waypoints" in batch:

@@ -39,6 +39,7 @@ class TrainConfig:
     spatial_pool: bool = True      # position codes + instruction-conditioned queries in the pools
     fine_grounding: bool = True    # tabletop: grounding also reads soft-argmax keypoints on the patches
     far_share: float = 0.25        # tabletop: batch share from steps with the gripper far from the cube
+    insulate: bool = True          # tabletop: the action loss does not train the backbone (grounding does)
 
 
 def _corpus(meta: dict[str, Any], episodes: list[Episode]) -> list[str]:
@@ -126,7 +127,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         if ground_dim:
             batch["grounding"] = torch.from_numpy(norm["grounding"].normalize(
                 np.stack([eps[e].grounding[t] for e, t in pick])))
-        loss = model.loss(batch)
+        loss = model.loss(batch, insulate=cfg.insulate and ground_dim > 0)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

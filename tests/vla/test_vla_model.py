@@ -98,6 +98,26 @@ def test_tiny_family_trains_and_round_trips(family: str, tmp_path: Path) -> None
     assert "toy batch" in (tmp_path / "README.md").read_text()
 
 
+def test_insulation_keeps_the_action_gradient_out_of_the_backbone() -> None:
+    torch.manual_seed(0)
+    tok = InstructionTokenizer.from_corpus(FAMILIES["qwen2.5-vl"].bpe, TEXTS)
+    model = QwenVLA(VLAConfig(grounding_dim=8, spatial_pool=True, fine_grounding=True), tok)
+    full = {k: v[:2] for k, v in _batch().items() if k != "waypoints"}   # a tabletop batch
+    grounding_only = {k: v for k, v in full.items() if k != "actions"}
+
+    def grads(batch: dict, insulate: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        model.zero_grad()
+        model.loss(batch, torch.Generator().manual_seed(0), insulate=insulate).backward()
+        return model.backbone.model.visual.patch_embed.proj.weight.grad.clone(), model.flow.context.weight.grad
+
+    reference, _ = grads(grounding_only, False)
+    insulated, flow_grad = grads(full, True)
+    shared, _ = grads(full, False)
+    assert torch.allclose(insulated, reference, atol=1e-7)   # only the grounding loss trains the backbone
+    assert flow_grad is not None and flow_grad.abs().sum() > 0   # the action expert still learns
+    assert not torch.allclose(shared, reference, atol=1e-7)
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_keypoint_coordinates_follow_the_processor_patch_order(family: str) -> None:
     fam = FAMILIES[family]
