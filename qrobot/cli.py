@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="tabletop: no keypoints on the vision patches in the grounding head")
     t.add_argument("--far-share", type=_share, default=0.25,
                    help="tabletop: batch share drawn from steps with the gripper > 8 cm from the named cube")
+    t.add_argument("--keypoint-weight", type=float, default=0.1,
+                   help="tabletop: weight of the loss teaching a keypoint where the named cube is seen (0: off)")
     t.add_argument("--no-insulate", dest="insulate", action="store_false",
                    help="tabletop: let the action loss train the backbone too (default: only grounding does)")
     e = sub.add_parser("eval", help="evaluate a trained VLA on held-out seeds (success, instruction following)")
@@ -149,7 +151,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = train(TrainConfig(args.dataset, args.out, args.backbone, args.steps, args.batch, args.lr, args.minutes,
                             threads=args.threads, layers=args.layers, spatial_pool=args.spatial_pool,
                             fine_grounding=args.fine_grounding, far_share=args.far_share,
-                            insulate=args.insulate))
+                            insulate=args.insulate, keypoint_weight=args.keypoint_weight))
     print(f"saved {out}")
     return 0
 

@@ -53,6 +53,21 @@ def relative_grounding(state: np.ndarray, grounding: np.ndarray) -> np.ndarray:
                            grounding[..., 5:8] - ee], axis=-1).astype(np.float32)
 
 
+def image_point(points: np.ndarray, eye: np.ndarray, target: np.ndarray, fov: float,
+                up: tuple[float, float, float] = (0.0, 0.0, 1.0)) -> np.ndarray:
+    """World points (..., 3) -> where a square pinhole camera (OpenGL look-at, vertical fov
+    in degrees) sees them, in [-1, 1]: x to the right, y down (the patch grid's order)."""
+    eye, target = np.asarray(eye, np.float64), np.asarray(target, np.float64)
+    f = (target - eye) / np.linalg.norm(target - eye)
+    r = np.cross(f, up)
+    r /= np.linalg.norm(r)
+    u = np.cross(r, f)
+    d = np.asarray(points, np.float64) - eye
+    depth = np.maximum(d @ f, 1e-6)
+    scale = 1.0 / np.tan(np.radians(fov) / 2)
+    return np.stack([scale * (d @ r) / depth, -scale * (d @ u) / depth], -1).astype(np.float32)
+
+
 def _scenario(scenario: str, randomize: bool) -> Scenario:
     sc = load_scenario(scenario)
     if randomize:

@@ -134,6 +134,11 @@ class KeypointPool(nn.Module):
         xy = torch.stack([cols.reshape(-1), rows.reshape(-1)], -1).float()
         self.register_buffer("xy", (xy + 0.5) / grid * 2 - 1, persistent=False)   # (patches, 2) in [-1, 1]
         self.out_dim = cameras * keypoints * 2
+        self.last_attention: torch.Tensor | None = None   # (B, cameras, K, patches), for supervision
+
+    def patch_at(self, point: torch.Tensor) -> torch.Tensor:
+        """Image points (B, 2) in [-1, 1] -> the index of the patch (processor order) they fall in."""
+        return torch.cdist(point.float(), self.xy).argmin(-1)
 
     def forward(self, patches: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
         """patches (B, cameras * patches, patch_dim), summary (B, summary_dim) -> (B, out_dim)."""
@@ -141,6 +146,7 @@ class KeypointPool(nn.Module):
         keys = self.feat(patches.view(b, self.cameras, -1, patches.shape[-1]))          # (B, c, n, w)
         q = self.query(summary).view(b, 1, self.keypoints, self.width)
         att = torch.softmax(q @ keys.transpose(-1, -2) / self.width ** 0.5, dim=-1)   # (B, c, K, n)
+        self.last_attention = att
         return (att @ self.xy).flatten(1)
 
 

@@ -155,9 +155,13 @@ class QwenVLA(nn.Module):
 
     # ---------------------------------------------------------------- train
     def loss(self, batch: dict[str, Any], generator: torch.Generator | None = None,
-             teacher_noise: float = 0.05, teacher_share: float = 0.5, insulate: bool = False) -> torch.Tensor:
+             teacher_noise: float = 0.05, teacher_share: float = 0.5, insulate: bool = False,
+             keypoint_weight: float = 0.1) -> torch.Tensor:
         """batch: images (B,cams,H,W,3) uint8, texts, state (B,S); `actions` (B,H,A) and/or
-        `waypoints` (B,8,3), both normalised; `grounding` (B,G) labels when grounding_dim > 0.
+        `waypoints` (B,8,3), both normalised; `grounding` (B,G) labels when grounding_dim > 0;
+        optionally `keypoint` (B,cams,2): where each camera sees the named cube, in [-1, 1]
+        (NaN: no label), which the first keypoint's attention is taught to pick (cross-entropy
+        on the patch it falls in; ECoT labels object boxes in the image the same way).
         The action expert reads the true grounding (plus noise) for `teacher_share` of the
         samples and the head's own detached prediction for the rest, so it learns to act on
         what it will be given at run time. `insulate` keeps the action expert's gradient out
@@ -177,6 +181,10 @@ class QwenVLA(nn.Module):
             flow_state = torch.cat([state, torch.where(teach, noisy, pred.detach())], dim=-1)
             total = total + g_loss
             self.last_losses["grounding"] = g_loss.item()
+            if "keypoint" in batch and self.grounding.keypoints is not None:
+                k_loss = self._keypoint_loss(batch["keypoint"].to(ctx.device))
+                total = total + keypoint_weight * k_loss
+                self.last_losses["keypoint"] = k_loss.item()
         if "actions" in batch:
             a_loss = self.flow.loss(ctx.detach() if insulate else ctx, pad, flow_state, batch["actions"].to(ctx.device), generator)
             total = total + a_loss
@@ -186,6 +194,15 @@ class QwenVLA(nn.Module):
             total = total + w_loss
             self.last_losses["waypoints"] = w_loss.item()
         return total
+
+    def _keypoint_loss(self, points: torch.Tensor) -> torch.Tensor:
+        kp = self.grounding.keypoints
+        att = kp.last_attention[:, :, 0]                        # (B, cams, patches): keypoint 0
+        seen = torch.isfinite(points).all(-1) & (points.abs() <= 1).all(-1)   # (B, cams)
+        if not seen.any():
+            return att.new_zeros(())
+        idx = kp.patch_at(points[seen])
+        return -torch.log(att[seen].gather(1, idx[:, None]) + 1e-6).mean()
 
     @torch.no_grad()
     def predict_chunk(self, images: torch.Tensor, texts: list[str], state: torch.Tensor,

@@ -15,7 +15,7 @@ import torch
 from qrobot.scenario import load_scenario
 from qrobot.vla.backbones import FAMILIES, TINY, build_backbone
 from qrobot.vla.hub import checkpoint_family, image_settings
-from qrobot.vla.data import Episode, action_chunk, future_waypoints, load_episodes, relative_grounding
+from qrobot.vla.data import Episode, action_chunk, future_waypoints, image_point, load_episodes, relative_grounding
 from qrobot.vla.model import Normalizer, QwenVLA, VLAConfig
 from qrobot.vla.tokenizer import tokenizer_for
 
@@ -40,6 +40,7 @@ class TrainConfig:
     fine_grounding: bool = True    # tabletop: grounding also reads soft-argmax keypoints on the patches
     far_share: float = 0.25        # tabletop: batch share from steps with the gripper far from the cube
     insulate: bool = True          # tabletop: the action loss does not train the backbone (grounding does)
+    keypoint_weight: float = 0.1   # tabletop + fine grounding: teach keypoint 0 where the named cube is seen
 
 
 def _corpus(meta: dict[str, Any], episodes: list[Episode]) -> list[str]:
@@ -61,6 +62,23 @@ def _corpus(meta: dict[str, Any], episodes: list[Episode]) -> list[str]:
             for v in values:
                 texts.append(tpl.replace("{" + key + "}", v))
     return texts
+
+
+def _keypoint_labels(meta: dict[str, Any], episodes: list[Episode]) -> list[np.ndarray] | None:
+    """Per episode (T, cameras, 2): where each fixed square camera sees the named cube
+    (from the absolute grounding label); NaN for cameras that move with the robot."""
+    if not episodes or episodes[0].grounding.shape[1] == 0:
+        return None
+    specs = {c.name: c for c in load_scenario(meta["scenario"]).cameras}
+    out = []
+    for ep in episodes:
+        points = np.full((len(ep.grounding), len(meta["cameras"]), 2), np.nan, np.float32)
+        for i, name in enumerate(meta["cameras"]):
+            cam = specs.get(name)
+            if cam is not None and cam.mount == "world" and cam.width == cam.height:
+                points[:, i] = image_point(ep.grounding[:, :3], np.array(cam.eye), np.array(cam.target), cam.fov)
+        out.append(points)
+    return out
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
@@ -85,6 +103,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         norm["waypoints"] = Normalizer.fit(np.stack([future_waypoints(eps[e], t) for e, t in index]))
     else:
         norm["actions"] = Normalizer.fit(np.concatenate([ep.actions for ep in eps]))
+    seen_at = _keypoint_labels(meta, eps) if cfg.fine_grounding and cfg.keypoint_weight > 0 else None
     for ep in eps:  # the model predicts the cube and the place point relative to the gripper
         ep.grounding = relative_grounding(ep.state, ep.grounding)
     ground_dim = eps[0].grounding.shape[1]
@@ -127,7 +146,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         if ground_dim:
             batch["grounding"] = torch.from_numpy(norm["grounding"].normalize(
                 np.stack([eps[e].grounding[t] for e, t in pick])))
-        loss = model.loss(batch, insulate=cfg.insulate and ground_dim > 0)
+        if seen_at is not None:
+            batch["keypoint"] = torch.from_numpy(np.stack([seen_at[e][t] for e, t in pick]))
+        loss = model.loss(batch, insulate=cfg.insulate and ground_dim > 0, keypoint_weight=cfg.keypoint_weight)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

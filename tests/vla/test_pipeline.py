@@ -10,7 +10,7 @@ import numpy as np
 from qrobot.cli import main
 from qrobot.envs.core import QRobotEnv
 from qrobot.policies import make_policy
-from qrobot.vla.data import action_chunk, future_waypoints, load_episodes
+from qrobot.vla.data import action_chunk, future_waypoints, image_point, load_episodes
 
 
 def test_smoke_collect_train_run(tmp_path: Path, capsys) -> None:
@@ -44,4 +44,25 @@ def test_vla_policy_sees_only_the_observation(tmp_path: Path) -> None:
     policy.reset(obs["instruction"])
     action = policy.act(obs)  # from images, proprio, instruction and the goal vector only
     assert action.shape == (3,) and np.all(np.abs(action) <= 1.0)
+    env.close()
+
+
+def test_image_point_is_where_the_scene_camera_sees_the_cube() -> None:
+    """The keypoint labels: project each cube, then find it in a real render (the pixels that
+    change when the cube is taken away)."""
+    env = QRobotEnv("pick_place", images=True)
+    spec = next(c for c in env.scenario.cameras if c.name == "scene")
+    cam = next(c for c in env.cameras if c.name == "scene")
+    for seed in (0, 1):
+        env.reset(seed=seed)
+        for name in env.task.cubes:
+            before, _ = env.sim.render(cam)
+            pos, orn = env.sim.pose(name)
+            env.sim.client.resetBasePositionAndOrientation(env.sim.bodies[name], [3, 3, 0.02], orn)
+            after, _ = env.sim.render(cam)
+            env.sim.client.resetBasePositionAndOrientation(env.sim.bodies[name], pos, orn)
+            rows, cols = np.nonzero(np.abs(before.astype(int) - after).max(-1) > 30)
+            assert len(rows) > 40   # the cube is in view
+            seen = np.array([(cols.mean() + 0.5) / cam.width * 2 - 1, (rows.mean() + 0.5) / cam.height * 2 - 1])
+            np.testing.assert_allclose(image_point(np.array(pos), spec.eye, spec.target, spec.fov), seen, atol=0.03)
     env.close()

@@ -54,7 +54,9 @@ def _batch(b: int = 4) -> dict:
             "texts": [TEXTS[i % 2] for i in range(b)], "state": torch.randn(b, 13, generator=g),
             "actions": torch.rand(b, 8, 5, generator=g) * 2 - 1, "waypoints": torch.rand(b, 8, 3, generator=g),
             # what the instruction names decides the grounding label (here: one vector per text)
-            "grounding": torch.stack([torch.linspace(-0.8, 0.8, 8) * (1 - 2 * (i % 2)) for i in range(b)])}
+            "grounding": torch.stack([torch.linspace(-0.8, 0.8, 8) * (1 - 2 * (i % 2)) for i in range(b)]),
+            # where the scene camera sees the named thing; the wrist camera has no label
+            "keypoint": torch.tensor([[[0.6 * (1 - 2 * (i % 2)), -0.3], [float("nan")] * 2] for i in range(b)])}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -73,7 +75,7 @@ def test_tiny_family_trains_and_round_trips(family: str, tmp_path: Path) -> None
     patches = 2 * (SIDES[family] // fam.patch_size) ** 2
     batch = _batch()
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    losses, grounding = [], []
+    losses, grounding, keypoint = [], [], []
     for _ in range(25):
         loss = model.loss(batch, torch.Generator().manual_seed(len(losses)))
         opt.zero_grad()
@@ -81,9 +83,11 @@ def test_tiny_family_trains_and_round_trips(family: str, tmp_path: Path) -> None
         opt.step()
         losses.append(loss.item())
         grounding.append(model.last_losses["grounding"])
+        keypoint.append(model.last_losses["keypoint"])
     assert model._patches.shape == (4 * patches, model.grounding.keypoints.feat[0].in_features)
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])  # it learns the toy batch
     assert np.median(grounding[-5:]) < 0.8 * np.median(grounding[:5])  # median: lr 1e-3 spikes
+    assert np.median(keypoint[-5:]) < 0.5 * np.median(keypoint[:5])    # keypoint 0 finds the labelled patch
     model.eval()
     model.save_pretrained(tmp_path, card={"data": "toy batch"})
     again = QwenVLA.from_pretrained(tmp_path)
@@ -102,7 +106,7 @@ def test_insulation_keeps_the_action_gradient_out_of_the_backbone() -> None:
     torch.manual_seed(0)
     tok = InstructionTokenizer.from_corpus(FAMILIES["qwen2.5-vl"].bpe, TEXTS)
     model = QwenVLA(VLAConfig(grounding_dim=8, spatial_pool=True, fine_grounding=True), tok)
-    full = {k: v[:2] for k, v in _batch().items() if k != "waypoints"}   # a tabletop batch
+    full = {k: v[:2] for k, v in _batch().items() if k not in ("waypoints", "keypoint")}   # a tabletop batch
     grounding_only = {k: v for k, v in full.items() if k != "actions"}
 
     def grads(batch: dict, insulate: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
