@@ -29,7 +29,7 @@ from qrobot.tasks.navigation import ObjectNav, PointNav
 
 TASKS = {"reach": Reach, "pick_place": PickPlace, "stack": Stack,
          "pointnav": PointNav, "objectnav": ObjectNav}
-_UP = {"world": (0.0, 0.0, 1.0), "wrist": (1.0, 0.0, 0.0), "base": (0.0, 0.0, 1.0)}
+MOUNT_UP = {"world": (0.0, 0.0, 1.0), "wrist": (1.0, 0.0, 0.0), "base": (0.0, 0.0, 1.0)}  # in the mount's frame
 
 
 class QRobotEnv(gym.Env):
@@ -66,7 +66,7 @@ class QRobotEnv(gym.Env):
         self.supervisor = Supervisor(self.limits, scale, kinematics=self, operator=operator,
                                      foresight=self.foresight)
         self.cameras = [Camera(c.name, c.width, c.height, c.fov, eye=tuple(c.eye),
-                               target=tuple(c.target), up=_UP[c.mount],
+                               target=tuple(c.target), up=MOUNT_UP[c.mount],
                                body=None if c.mount == "world" else "robot",
                                link=HAND_LINK if c.mount == "wrist" else -1)
                         for c in self.scenario.cameras]

@@ -24,6 +24,17 @@ FINGER_FORCE = 40.0
 FINGER_OPEN = 0.04
 MAX_STEP = 0.025      # m of end-effector motion per control step at |action| = 1
 MAX_YAW_STEP = 0.25  # rad per control step at |action| = 1
+HAND_BELOW_EE = 0.105  # m from the grasp point (EE_LINK) back up to the hand link (measured)
+
+
+def hand_frame(ee_pos: np.ndarray, ee_yaw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The hand link's position (..., 3) and rotation (..., 3, 3) from the proprio's grasp
+    point and yaw (the gripper points down: roll pi, pitch 0), where wrist cameras hang."""
+    c, s = np.cos(ee_yaw), np.sin(ee_yaw)
+    zero, one = np.zeros_like(c), np.ones_like(c)
+    rot = np.stack([np.stack([c, s, zero], -1), np.stack([s, -c, zero], -1),
+                    np.stack([zero, zero, -one], -1)], -2)   # Rz(yaw) @ Rx(pi)
+    return np.asarray(ee_pos) + rot @ np.array([0.0, 0.0, -HAND_BELOW_EE]), rot
 
 
 class PandaArm:

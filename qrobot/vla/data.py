@@ -54,18 +54,23 @@ def relative_grounding(state: np.ndarray, grounding: np.ndarray) -> np.ndarray:
 
 
 def image_point(points: np.ndarray, eye: np.ndarray, target: np.ndarray, fov: float,
-                up: tuple[float, float, float] = (0.0, 0.0, 1.0)) -> np.ndarray:
-    """World points (..., 3) -> where a square pinhole camera (OpenGL look-at, vertical fov
-    in degrees) sees them, in [-1, 1]: x to the right, y down (the patch grid's order)."""
+                up: np.ndarray | tuple[float, float, float] = (0.0, 0.0, 1.0)) -> np.ndarray:
+    """World points (..., 3) -> where a square pinhole camera (OpenGL look-at; eye, target
+    and up broadcast with the points; vertical fov in degrees) sees them, in [-1, 1]: x to
+    the right, y down (the patch grid's order). NaN behind the camera."""
     eye, target = np.asarray(eye, np.float64), np.asarray(target, np.float64)
-    f = (target - eye) / np.linalg.norm(target - eye)
-    r = np.cross(f, up)
-    r /= np.linalg.norm(r)
+    f = target - eye
+    f = f / np.linalg.norm(f, axis=-1, keepdims=True)
+    r = np.cross(f, np.broadcast_to(np.asarray(up, np.float64), f.shape))
+    r = r / np.linalg.norm(r, axis=-1, keepdims=True)
     u = np.cross(r, f)
     d = np.asarray(points, np.float64) - eye
-    depth = np.maximum(d @ f, 1e-6)
+    depth = np.sum(d * f, -1)
     scale = 1.0 / np.tan(np.radians(fov) / 2)
-    return np.stack([scale * (d @ r) / depth, -scale * (d @ u) / depth], -1).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xy = np.stack([scale * np.sum(d * r, -1) / depth, -scale * np.sum(d * u, -1) / depth], -1)
+    xy[depth <= 1e-6] = np.nan
+    return xy.astype(np.float32)
 
 
 def _scenario(scenario: str, randomize: bool) -> Scenario:

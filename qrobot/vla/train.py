@@ -12,6 +12,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from qrobot.envs.core import MOUNT_UP
+from qrobot.robots.panda import hand_frame
 from qrobot.scenario import load_scenario
 from qrobot.vla.backbones import FAMILIES, TINY, build_backbone
 from qrobot.vla.hub import checkpoint_family, image_settings
@@ -65,18 +67,25 @@ def _corpus(meta: dict[str, Any], episodes: list[Episode]) -> list[str]:
 
 
 def _keypoint_labels(meta: dict[str, Any], episodes: list[Episode]) -> list[np.ndarray] | None:
-    """Per episode (T, cameras, 2): where each fixed square camera sees the named cube
-    (from the absolute grounding label); NaN for cameras that move with the robot."""
+    """Per episode (T, cameras, 2): where each square camera sees the named cube (from the
+    absolute grounding label; wrist cameras placed from the proprio); NaN where unknown."""
     if not episodes or episodes[0].grounding.shape[1] == 0:
         return None
     specs = {c.name: c for c in load_scenario(meta["scenario"]).cameras}
     out = []
     for ep in episodes:
-        points = np.full((len(ep.grounding), len(meta["cameras"]), 2), np.nan, np.float32)
+        cube = ep.grounding[:, :3]
+        points = np.full((len(cube), len(meta["cameras"]), 2), np.nan, np.float32)
         for i, name in enumerate(meta["cameras"]):
             cam = specs.get(name)
-            if cam is not None and cam.mount == "world" and cam.width == cam.height:
-                points[:, i] = image_point(ep.grounding[:, :3], np.array(cam.eye), np.array(cam.target), cam.fov)
+            if cam is None or cam.width != cam.height:
+                continue
+            if cam.mount == "world":
+                points[:, i] = image_point(cube, np.array(cam.eye), np.array(cam.target), cam.fov)
+            elif cam.mount == "wrist" and meta["robot"] == "panda":
+                hand, rot = hand_frame(ep.state[:, :3], np.arctan2(ep.state[:, 4], ep.state[:, 3]))
+                points[:, i] = image_point(cube, hand + rot @ np.array(cam.eye), hand + rot @ np.array(cam.target),
+                                           cam.fov, up=rot @ np.array(MOUNT_UP["wrist"]))
         out.append(points)
     return out
 
@@ -126,6 +135,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
 
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * progress(s))))
+    if seen_at is not None:
+        inside = np.concatenate([(np.abs(k) <= 1).all(-1) for k in seen_at]).mean(0)
+        log("keypoint labels: the named cube in view in " + ", ".join(
+            f"{n} {100 * v:.0f} %" for n, v in zip(meta["cameras"], inside)) + " of the steps")
     log(f"training {family} ({sum(p.numel() for p in model.parameters()):,} parameters) on {len(eps)} "
         f"episodes / {len(index)} samples ({len(far)} far from the named cube), {cfg.steps} steps x batch {cfg.batch}")
     step = 0

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from qrobot.cli import main
-from qrobot.envs.core import QRobotEnv
+from qrobot.envs.core import MOUNT_UP, QRobotEnv
 from qrobot.policies import make_policy
+from qrobot.robots.panda import hand_frame
 from qrobot.vla.data import action_chunk, future_waypoints, image_point, load_episodes
 
 
@@ -65,4 +66,27 @@ def test_image_point_is_where_the_scene_camera_sees_the_cube() -> None:
             assert len(rows) > 40   # the cube is in view
             seen = np.array([(cols.mean() + 0.5) / cam.width * 2 - 1, (rows.mean() + 0.5) / cam.height * 2 - 1])
             np.testing.assert_allclose(image_point(np.array(pos), spec.eye, spec.target, spec.fov), seen, atol=0.03)
+    # the wrist camera, placed from the proprio alone, while the expert approaches the cube
+    spec = next(c for c in env.scenario.cameras if c.name == "wrist")
+    cam = next(c for c in env.cameras if c.name == "wrist")
+    obs, _ = env.reset(seed=0)
+    expert = make_policy("expert", env)
+    expert.reset(obs["instruction"])
+    name, checked = env.task.target_name, 0
+    for _ in range(10):
+        hand, rot = hand_frame(obs["proprio"][:3], np.arctan2(obs["proprio"][4], obs["proprio"][3]))
+        before, _ = env.sim.render(cam)
+        pos, orn = env.sim.pose(name)
+        env.sim.client.resetBasePositionAndOrientation(env.sim.bodies[name], [3, 3, 0.02], orn)
+        after, _ = env.sim.render(cam)
+        env.sim.client.resetBasePositionAndOrientation(env.sim.bodies[name], pos, orn)
+        rows, cols = np.nonzero(np.abs(before.astype(int) - after).max(-1) > 30)
+        if 100 < len(rows) < 600:   # wholly in view (close up the image edge cuts it)
+            seen = np.array([(cols.mean() + 0.5) / cam.width * 2 - 1, (rows.mean() + 0.5) / cam.height * 2 - 1])
+            point = image_point(np.array(pos), hand + rot @ np.array(spec.eye), hand + rot @ np.array(spec.target),
+                                spec.fov, up=rot @ np.array(MOUNT_UP["wrist"]))
+            np.testing.assert_allclose(point, seen, atol=0.03)
+            checked += 1
+        obs, *_ = env.step(expert.act(obs))
+    assert checked >= 3
     env.close()
