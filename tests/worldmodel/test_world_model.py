@@ -18,7 +18,7 @@ from qrobot.runner import run_episode
 from qrobot.scenario import load_scenario
 from qrobot.worldmodel.data import batch_of, load_wm_episodes, windows
 from qrobot.worldmodel.model import WMConfig, WorldModel, to_tensor
-from qrobot.worldmodel.train import wm_loss
+from qrobot.worldmodel.train import CHANGED, moving_windows, wm_loss
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,33 @@ def test_loss_falls_on_a_real_batch(trained: tuple[Path, Path]) -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_moving_windows_are_the_ones_whose_view_changes(trained: tuple[Path, Path]) -> None:
+    _, eps = load_wm_episodes(trained[0])
+    moving = set(moving_windows(eps, 8))
+    all_windows = [(e, t) for e, ep in enumerate(eps) for t in range(len(ep.actions))]
+    assert 0 < len(moving) < len(all_windows)
+    for e, t in all_windows[::7]:
+        ep = eps[e]
+        later = ep.frames[min(t + 8, len(ep.actions))].astype(int)
+        changed = int((np.abs(ep.frames[t].astype(int) - later).max(-1) > CHANGED * 255).sum())
+        assert ((e, t) in moving) == (changed >= 30), (e, t, changed)
+
+
+def test_log_mse_term_asks_a_still_frame_to_be_exact(trained: tuple[Path, Path]) -> None:
+    # the same small error costs more under the log term when the rest of the frame is exact
+    _, eps = load_wm_episodes(trained[0])
+    batch = batch_of(eps, [(0, 5)], 3, 8)
+    batch["target"] = np.repeat(batch["context"][:, -1:], 8, 1)   # a still future: copy-last is exact
+    model = WorldModel(WMConfig())
+    exact, _ = wm_loss(model, batch, [0], log_weight=0.01)
+    plain, _ = wm_loss(model, batch, [0], log_weight=0.0)
+    with torch.no_grad():
+        model.out.bias.fill_(0.003)   # a faint change everywhere (about 1 grey level)
+    faint, _ = wm_loss(model, batch, [0], log_weight=0.01)
+    faint_plain, _ = wm_loss(model, batch, [0], log_weight=0.0)
+    assert (faint - exact) > 10 * (faint_plain - plain)
 
 
 def test_save_load_round_trip_and_bad_config(trained: tuple[Path, Path], tmp_path: Path) -> None:
