@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from qrobot.envs.core import QRobotEnv
+from qrobot.envs.core import MOUNT_UP, QRobotEnv
 from qrobot.errors import QrobotError
 from qrobot.policies import make_policy
-from qrobot.scenario import Randomize, Scenario, load_scenario
+from qrobot.robots.panda import hand_frame
+from qrobot.scenario import Camera, Randomize, Scenario, load_scenario
 from qrobot.sim import yaw_of
 
 
@@ -71,6 +72,22 @@ def image_point(points: np.ndarray, eye: np.ndarray, target: np.ndarray, fov: fl
         xy = np.stack([scale * np.sum(d * r, -1) / depth, -scale * np.sum(d * u, -1) / depth], -1)
     xy[depth <= 1e-6] = np.nan
     return xy.astype(np.float32)
+
+
+def camera_point(cam: Camera, points: np.ndarray, state: np.ndarray, robot: str) -> np.ndarray:
+    """Where scenario camera `cam` sees world points (T, 3) at proprio `state` (T, S), in
+    [-1, 1] as `image_point`; NaN where it cannot be placed (not square, or a wrist camera
+    of a robot other than the Panda, whose hand is placed from the proprio)."""
+    out = np.full((len(points), 2), np.nan, np.float32)
+    if cam.width != cam.height:
+        return out
+    if cam.mount == "world":
+        return image_point(points, np.array(cam.eye), np.array(cam.target), cam.fov)
+    if cam.mount == "wrist" and robot == "panda":
+        hand, rot = hand_frame(state[:, :3], np.arctan2(state[:, 4], state[:, 3]))
+        return image_point(points, hand + rot @ np.array(cam.eye), hand + rot @ np.array(cam.target), cam.fov,
+                           up=rot @ np.array(MOUNT_UP["wrist"]))
+    return out
 
 
 def _scenario(scenario: str, randomize: bool) -> Scenario:

@@ -77,6 +77,11 @@ class FlowMatchingHead(nn.Module):
         return x
 
 
+def last_token(context_pad: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last real token (the instruction's last word)."""
+    return (~context_pad).long().sum(1).clamp(min=1) - 1
+
+
 class AttentionPool(nn.Module):
     """Learned queries cross-attend to the backbone's hidden states (pooling that can pick
     out the tokens an instruction refers to, unlike a mean), plus the last real token.
@@ -98,8 +103,7 @@ class AttentionPool(nn.Module):
 
     def forward(self, context: torch.Tensor, context_pad: torch.Tensor) -> torch.Tensor:
         kv = self.proj(context)
-        last = (~context_pad).long().sum(1).clamp(min=1) - 1   # the instruction's last token
-        summary = kv[torch.arange(kv.shape[0]), last]
+        summary = kv[torch.arange(kv.shape[0]), last_token(context_pad)]
         q = self.queries.expand(kv.shape[0], -1, -1)
         if self.pos is not None:
             kv = kv + self.pos[:, : kv.shape[1]]
@@ -170,8 +174,8 @@ class GroundingHead(nn.Module):
         if self.keypoints is not None:
             if patches is None:
                 raise ValueError("this grounding head needs the vision patches (QwenVLA.ground)")
-            last = (~context_pad).long().sum(1).clamp(min=1) - 1   # the instruction's last token
-            parts.append(self.keypoints(patches, context[torch.arange(context.shape[0]), last]))
+            summary = context[torch.arange(context.shape[0]), last_token(context_pad)]
+            parts.append(self.keypoints(patches, summary))
         return self.net(torch.cat([*parts, state], dim=-1))
 
 

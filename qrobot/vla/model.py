@@ -186,7 +186,8 @@ class QwenVLA(nn.Module):
                 total = total + keypoint_weight * k_loss
                 self.last_losses["keypoint"] = k_loss.item()
         if "actions" in batch:
-            a_loss = self.flow.loss(ctx.detach() if insulate else ctx, pad, flow_state, batch["actions"].to(ctx.device), generator)
+            flow_ctx = ctx.detach() if insulate else ctx
+            a_loss = self.flow.loss(flow_ctx, pad, flow_state, batch["actions"].to(ctx.device), generator)
             total = total + a_loss
             self.last_losses["actions"] = a_loss.item()
         if "waypoints" in batch:

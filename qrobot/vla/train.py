@@ -12,12 +12,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from qrobot.envs.core import MOUNT_UP
-from qrobot.robots.panda import hand_frame
 from qrobot.scenario import load_scenario
 from qrobot.vla.backbones import FAMILIES, TINY, build_backbone
 from qrobot.vla.hub import checkpoint_family, image_settings
-from qrobot.vla.data import Episode, action_chunk, future_waypoints, image_point, load_episodes, relative_grounding
+from qrobot.vla.data import (Episode, action_chunk, camera_point, future_waypoints, load_episodes,
+                             relative_grounding)
 from qrobot.vla.model import Normalizer, QwenVLA, VLAConfig
 from qrobot.vla.tokenizer import tokenizer_for
 
@@ -67,27 +66,13 @@ def _corpus(meta: dict[str, Any], episodes: list[Episode]) -> list[str]:
 
 
 def _keypoint_labels(meta: dict[str, Any], episodes: list[Episode]) -> list[np.ndarray] | None:
-    """Per episode (T, cameras, 2): where each square camera sees the named cube (from the
-    absolute grounding label; wrist cameras placed from the proprio); NaN where unknown."""
+    """Per episode (T, cameras, 2): where each camera sees the named cube (from the absolute
+    grounding label); NaN where unknown."""
     if not episodes or episodes[0].grounding.shape[1] == 0:
         return None
     specs = {c.name: c for c in load_scenario(meta["scenario"]).cameras}
-    out = []
-    for ep in episodes:
-        cube = ep.grounding[:, :3]
-        points = np.full((len(cube), len(meta["cameras"]), 2), np.nan, np.float32)
-        for i, name in enumerate(meta["cameras"]):
-            cam = specs.get(name)
-            if cam is None or cam.width != cam.height:
-                continue
-            if cam.mount == "world":
-                points[:, i] = image_point(cube, np.array(cam.eye), np.array(cam.target), cam.fov)
-            elif cam.mount == "wrist" and meta["robot"] == "panda":
-                hand, rot = hand_frame(ep.state[:, :3], np.arctan2(ep.state[:, 4], ep.state[:, 3]))
-                points[:, i] = image_point(cube, hand + rot @ np.array(cam.eye), hand + rot @ np.array(cam.target),
-                                           cam.fov, up=rot @ np.array(MOUNT_UP["wrist"]))
-        out.append(points)
-    return out
+    return [np.stack([camera_point(specs[name], ep.grounding[:, :3], ep.state, meta["robot"])
+                      for name in meta["cameras"]], axis=1) for ep in episodes]
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from qrobot.cli import main
-from qrobot.envs.core import MOUNT_UP, QRobotEnv
+from qrobot.envs.core import QRobotEnv
 from qrobot.policies import make_policy
-from qrobot.robots.panda import hand_frame
-from qrobot.vla.data import action_chunk, future_waypoints, image_point, load_episodes
+from qrobot.vla.data import action_chunk, camera_point, future_waypoints, load_episodes
 
 
 def test_smoke_collect_train_run(tmp_path: Path, capsys) -> None:
@@ -48,44 +47,44 @@ def test_vla_policy_sees_only_the_observation(tmp_path: Path) -> None:
     env.close()
 
 
-def test_image_point_is_where_the_scene_camera_sees_the_cube() -> None:
-    """The keypoint labels: project each cube, then find it in a real render (the pixels that
-    change when the cube is taken away)."""
+def _where_rendered(env: QRobotEnv, camera: str, name: str) -> tuple[int, np.ndarray]:
+    """Pixels of cube `name` in a real render (those that change when it is taken away) and
+    their centre in [-1, 1]."""
+    cam = next(c for c in env.cameras if c.name == camera)
+    before, _ = env.sim.render(cam)
+    pos, orn = env.sim.pose(name)
+    env.sim.client.resetBasePositionAndOrientation(env.sim.bodies[name], [3, 3, 0.02], orn)
+    after, _ = env.sim.render(cam)
+    env.sim.client.resetBasePositionAndOrientation(env.sim.bodies[name], pos, orn)
+    rows, cols = np.nonzero(np.abs(before.astype(int) - after).max(-1) > 30)
+    centre = np.array([(cols.mean() + 0.5) / cam.width * 2 - 1, (rows.mean() + 0.5) / cam.height * 2 - 1]) \
+        if len(rows) else np.full(2, np.nan)
+    return len(rows), centre
+
+
+def test_keypoint_labels_are_where_the_cameras_see_the_cube() -> None:
+    """camera_point (the keypoint labels) against real renders: the scene camera for every
+    cube, the wrist camera (placed from the proprio alone) while the expert approaches."""
     env = QRobotEnv("pick_place", images=True)
-    spec = next(c for c in env.scenario.cameras if c.name == "scene")
-    cam = next(c for c in env.cameras if c.name == "scene")
+    specs = {c.name: c for c in env.scenario.cameras}
+
+    def label(camera: str, name: str, proprio: np.ndarray) -> np.ndarray:
+        return camera_point(specs[camera], np.array(env.sim.pose(name)[0])[None], proprio[None], "panda")[0]
+
     for seed in (0, 1):
-        env.reset(seed=seed)
+        obs, _ = env.reset(seed=seed)
         for name in env.task.cubes:
-            before, _ = env.sim.render(cam)
-            pos, orn = env.sim.pose(name)
-            env.sim.client.resetBasePositionAndOrientation(env.sim.bodies[name], [3, 3, 0.02], orn)
-            after, _ = env.sim.render(cam)
-            env.sim.client.resetBasePositionAndOrientation(env.sim.bodies[name], pos, orn)
-            rows, cols = np.nonzero(np.abs(before.astype(int) - after).max(-1) > 30)
-            assert len(rows) > 40   # the cube is in view
-            seen = np.array([(cols.mean() + 0.5) / cam.width * 2 - 1, (rows.mean() + 0.5) / cam.height * 2 - 1])
-            np.testing.assert_allclose(image_point(np.array(pos), spec.eye, spec.target, spec.fov), seen, atol=0.03)
-    # the wrist camera, placed from the proprio alone, while the expert approaches the cube
-    spec = next(c for c in env.scenario.cameras if c.name == "wrist")
-    cam = next(c for c in env.cameras if c.name == "wrist")
+            pixels, seen = _where_rendered(env, "scene", name)
+            assert pixels > 40   # the cube is in view
+            np.testing.assert_allclose(label("scene", name, obs["proprio"]), seen, atol=0.03)
     obs, _ = env.reset(seed=0)
     expert = make_policy("expert", env)
     expert.reset(obs["instruction"])
-    name, checked = env.task.target_name, 0
+    checked = 0
     for _ in range(10):
-        hand, rot = hand_frame(obs["proprio"][:3], np.arctan2(obs["proprio"][4], obs["proprio"][3]))
-        before, _ = env.sim.render(cam)
-        pos, orn = env.sim.pose(name)
-        env.sim.client.resetBasePositionAndOrientation(env.sim.bodies[name], [3, 3, 0.02], orn)
-        after, _ = env.sim.render(cam)
-        env.sim.client.resetBasePositionAndOrientation(env.sim.bodies[name], pos, orn)
-        rows, cols = np.nonzero(np.abs(before.astype(int) - after).max(-1) > 30)
-        if 100 < len(rows) < 600:   # wholly in view (close up the image edge cuts it)
-            seen = np.array([(cols.mean() + 0.5) / cam.width * 2 - 1, (rows.mean() + 0.5) / cam.height * 2 - 1])
-            point = image_point(np.array(pos), hand + rot @ np.array(spec.eye), hand + rot @ np.array(spec.target),
-                                spec.fov, up=rot @ np.array(MOUNT_UP["wrist"]))
-            np.testing.assert_allclose(point, seen, atol=0.03)
+        pixels, seen = _where_rendered(env, "wrist", env.task.target_name)
+        if 100 < pixels < 600:   # wholly in view (close up the image edge cuts it)
+            np.testing.assert_allclose(label("wrist", env.task.target_name, obs["proprio"]), seen, atol=0.03)
             checked += 1
         obs, *_ = env.step(expert.act(obs))
     assert checked >= 3
