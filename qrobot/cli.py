@@ -20,6 +20,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _unit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value}")
+    return value
+
+
 def _share(text: str) -> float:
     try:
         value = float(text)
@@ -57,8 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=_positive, default=1, help="parallel collector processes")
     c.add_argument("--no-randomize", dest="randomize", action="store_false",
                    help="no lighting/colour randomisation")
+    c.add_argument("--action-noise", type=_unit, default=0.0, metavar="SIGMA",
+                   help="DART: execute the expert's action plus correlated noise of scale up to SIGMA "
+                        "(0-1, normalised action units) and record the clean one, so the data shows recoveries")
     t = sub.add_parser("train", help="train the Qwen VLA on a collected dataset")
-    t.add_argument("--dataset", type=Path, required=True)
+    t.add_argument("--dataset", type=Path, required=True, nargs="+",
+                   help="dataset directory; several (of one scenario) are trained on together")
     t.add_argument("--out", type=Path, required=True, help="checkpoint directory")
     t.add_argument("--backbone", default="tiny-qwen2.5-vl",
                    help="tiny-qwen2.5-vl | tiny-qwen3-vl | tiny-qwen3.5 | checkpoint dir | hub id")
@@ -140,7 +154,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
     meta = collect(args.scenario, args.episodes, args.out, args.seed, args.randomize,
                    progress=lambda k, ok: print(f"episode {k} {'ok' if ok else 'failed'}", flush=True),
-                   workers=args.workers)
+                   workers=args.workers, action_noise=args.action_noise)
     print(f"{args.out}: {meta['successful']}/{meta['episodes']} successful episodes of {meta['scenario']}")
     return 0
 

@@ -87,7 +87,9 @@ class PandaArm:
         js = c.getJointStates(self.uid, ARM_JOINTS + FINGERS)
         q = np.array([s[0] for s in js])
         dq = np.array([s[1] for s in js])
-        link = c.getLinkState(self.uid, EE_LINK, computeLinkVelocity=1)
+        # forward kinematics now: the cached link frame lags a substep unless a wrist camera
+        # happened to render, and the state must not depend on that
+        link = c.getLinkState(self.uid, EE_LINK, computeLinkVelocity=1, computeForwardKinematics=1)
         pos, orn = np.asarray(link[4]), np.asarray(link[5])
         x_axis = np.asarray(c.getMatrixFromQuaternion(orn)).reshape(3, 3)[:, 0]
         return {

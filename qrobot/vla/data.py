@@ -7,8 +7,13 @@ On-disk layout (`qrobot collect SCENARIO --episodes N --out DIR`):
                                expert sent them (normalised action space), base_pose (T, 3) (nav),
                                grounding (T, 8) (tabletop tasks, else (T, 0)): named cube x, y, z,
                                sin 4yaw, cos 4yaw and the place point x, y, z,
-                               instruction (str), success (bool), seed (int)
+                               instruction (str), success (bool), seed (int), action_noise
+                               (float: the episode's DART noise scale, 0 for a clean one),
+                               action_chunks (T, 8, A): DART episodes only, the expert's next
+                               8 actions from step t had nothing perturbed them
 Observation t and action t are aligned (the action taken after seeing observation t).
+With `--action-noise` the recorded action is still the expert's, but a perturbed one was
+executed (DART), so the episode shows the expert recovering from errors.
 Policy inputs are only the env's observations. `grounding` is a training *label* (what the
 instruction refers to, as embodied chain-of-thought VLAs label it with a detector); the
 model learns to predict it from images and never receives it as an input.
@@ -16,6 +21,7 @@ model learns to predict it from images and never receives it as an input.
 
 from __future__ import annotations
 
+import copy
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -98,8 +104,65 @@ def _scenario(scenario: str, randomize: bool) -> Scenario:
     return sc
 
 
+NOISE_CORRELATION = 0.7   # AR(1) coefficient of the DART noise (per control step)
+LABEL_CHUNK = 8           # clean expert actions stored per step of a DART episode (the model's chunk)
+
+
+class ActionNoise:
+    """DART (Laskey et al. 2017): the expert's own action is the recorded label while a
+    perturbed one is executed, so demonstrations visit the states a learned policy drifts
+    into (a grasp a centimetre off, a cube dropped) and show the way back. AR(1) noise on
+    every action dimension but the last (the gripper or stop command), at a scale drawn per
+    episode from [sigma / 2, sigma]; seeded by the episode's seed."""
+
+    def __init__(self, sigma: float, seed: int) -> None:
+        self.rng = np.random.default_rng([seed, 7])
+        self.scale = float(self.rng.uniform(sigma / 2, sigma)) if sigma > 0 else 0.0
+        self.state: np.ndarray | None = None
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        if self.scale == 0.0:
+            return action
+        if self.state is None:
+            self.state = np.zeros(len(action) - 1)
+        r = NOISE_CORRELATION
+        self.state = r * self.state + np.sqrt(1 - r * r) * self.scale * self.rng.standard_normal(len(action) - 1)
+        out = action.copy()
+        out[:-1] = np.clip(action[:-1] + self.state, -1.0, 1.0)
+        return out
+
+
+def expert_continuation(env: QRobotEnv, expert: Any, first: np.ndarray, horizon: int) -> np.ndarray:
+    """(horizon, A): `first` and the expert's next actions had nothing perturbed them,
+    rolled out in the simulator and then undone. These are the chunk labels of a DART
+    episode: its recorded next actions also undo noise that came later, which a policy
+    would learn to expect from where it is and over-correct for."""
+    keep = {id(env.sim): env.sim, id(env): env}   # shared, not copied: the world is restored by PyBullet
+    snapshot = copy.deepcopy((env.task, env.supervisor, env.robot, env.last_command, dict(vars(expert))), keep)
+    clock, images, saved = env.sim.time, env.images, env.sim.save_state()
+    env.images = False
+    chunk = [np.asarray(first, np.float32)]
+    try:
+        obs, _, term, trunc, _ = env.step(first)
+        while len(chunk) < horizon:
+            if term or trunc:   # the episode ended: the last action repeats, as in action_chunk
+                chunk.append(chunk[-1])
+                continue
+            chunk.append(np.asarray(expert.act(obs), np.float32))
+            if len(chunk) < horizon:
+                obs, _, term, trunc, _ = env.step(chunk[-1])
+    finally:
+        env.sim.restore_state(saved)
+        env.sim.client.removeState(saved)
+        env.task, env.supervisor, env.robot, env.last_command, state = snapshot
+        vars(expert).clear()
+        vars(expert).update(state)
+        env.sim.time, env.images = clock, images
+    return np.stack(chunk)
+
+
 def _record_episodes(scenario: str, randomize: bool, first: int, count: int, seed: int, out: Path,
-                     progress: Any = None) -> int:
+                     progress: Any = None, action_noise: float = 0.0) -> int:
     """Episodes first .. first+count-1 (seed + k each) to `out`; returns how many succeeded."""
     env = QRobotEnv(_scenario(scenario, randomize), images=True)
     expert = make_policy("expert", env)
@@ -107,6 +170,8 @@ def _record_episodes(scenario: str, randomize: bool, first: int, count: int, see
     for k in range(first, first + count):
         obs, _ = env.reset(seed=seed + k)
         expert.reset(obs["instruction"])
+        perturb = ActionNoise(action_noise, seed + k)
+        chunks: list[np.ndarray] = []
         frames: dict[str, list] = {name: [] for name in obs["images"]}
         proprio, goal, actions, poses, ground = [], [], [], [], []
         done = False
@@ -118,16 +183,20 @@ def _record_episodes(scenario: str, randomize: bool, first: int, count: int, see
             proprio.append(obs["proprio"])
             goal.append(obs.get("goal", np.zeros(0, np.float32)))
             actions.append(action)
+            if perturb.scale:
+                chunks.append(expert_continuation(env, expert, action, LABEL_CHUNK))
             poses.append(env.robot_state().get("base_pose", np.zeros(3)))
             ground.append(grounding_label(env.privileged_state()))
-            obs, _, term, trunc, info = env.step(action)
+            obs, _, term, trunc, info = env.step(perturb(action))
             done = term or trunc
         np.savez_compressed(out / f"ep{k}-seed{seed + k}.npz",
                             **{f"images_{n}": np.stack(v) for n, v in frames.items()},
                             proprio=np.stack(proprio), goal=np.stack(goal), actions=np.stack(actions),
                             base_pose=np.stack(poses), grounding=np.stack(ground),
                             instruction=np.array(env.task.instruction),
-                            success=np.array(bool(info.get("success"))), seed=np.array(seed + k))
+                            success=np.array(bool(info.get("success"))), seed=np.array(seed + k),
+                            action_noise=np.array(perturb.scale),
+                            **({"action_chunks": np.stack(chunks)} if chunks else {}))
         kept += bool(info.get("success"))
         if progress is not None:
             progress(k, bool(info.get("success")))
@@ -136,20 +205,22 @@ def _record_episodes(scenario: str, randomize: bool, first: int, count: int, see
 
 
 def collect(scenario: str, episodes: int, out: Path, seed: int = 0, randomize: bool = True,
-            progress: Any = None, workers: int = 1) -> dict[str, Any]:
+            progress: Any = None, workers: int = 1, action_noise: float = 0.0) -> dict[str, Any]:
     """Record `episodes` scripted-expert episodes (domain randomised: lighting, colours;
-    poses are random per seed), split over `workers` processes."""
+    poses are random per seed), split over `workers` processes; `action_noise` > 0 executes
+    DART-perturbed actions (see ActionNoise)."""
     sc = _scenario(scenario, randomize)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(workers, episodes))
     if workers == 1:
-        kept = _record_episodes(scenario, randomize, 0, episodes, seed, out, progress)
+        kept = _record_episodes(scenario, randomize, 0, episodes, seed, out, progress, action_noise)
     else:
         bounds = np.linspace(0, episodes, workers + 1).astype(int)
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker (no forked PyBullet)
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            jobs = [pool.submit(_record_episodes, scenario, randomize, int(a), int(b - a), seed, out)
+            jobs = [pool.submit(_record_episodes, scenario, randomize, int(a), int(b - a), seed, out, None,
+                                action_noise)
                     for a, b in zip(bounds[:-1], bounds[1:])]
             kept = sum(j.result() for j in jobs)
         if progress is not None:
@@ -159,7 +230,7 @@ def collect(scenario: str, episodes: int, out: Path, seed: int = 0, randomize: b
             "image_size": [sc.cameras[0].height, sc.cameras[0].width], "proprio_dim": env.robot.proprio_dim,
             "goal_dim": env.task.goal_dim, "action_dim": env.robot.action_dim, "control_hz": sc.control_hz,
             "episodes": episodes, "successful": kept, "seeds": [seed, seed + episodes - 1],
-            "randomized": randomize}
+            "randomized": randomize, "action_noise": action_noise}
     env.close()
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
@@ -174,6 +245,7 @@ class Episode:
     grounding: np.ndarray   # (T, 8) or (T, 0): a training label, never an input
     instruction: str
     success: bool
+    chunks: np.ndarray | None = None   # (T, LABEL_CHUNK, A): DART episodes' clean continuations
 
 
 def load_episodes(directory: Path, successful_only: bool = True) -> tuple[dict[str, Any], list[Episode]]:
@@ -191,12 +263,37 @@ def load_episodes(directory: Path, successful_only: bool = True) -> tuple[dict[s
         state = np.concatenate([z["proprio"], z["goal"]], axis=1).astype(np.float32)
         eps.append(Episode(imgs, state, z["actions"].astype(np.float32), z["base_pose"].astype(np.float32),
                            z["grounding"].astype(np.float32) if "grounding" in z else np.zeros((len(state), 0), np.float32),
-                           str(z["instruction"]), bool(z["success"])))
+                           str(z["instruction"]), bool(z["success"]),
+                           z["action_chunks"].astype(np.float32) if "action_chunks" in z else None))
     return meta, eps
 
 
+MUST_AGREE = ("scenario", "robot", "cameras", "image_size", "proprio_dim", "goal_dim", "action_dim")
+
+
+def load_datasets(directories: list[Path], successful_only: bool = True) -> tuple[dict[str, Any], list[Episode]]:
+    """Several collections of one scenario (e.g. clean and DART-noised) as one: the episodes
+    of all, and the first's meta with `sources` describing each."""
+    metas, episodes = [], []
+    for d in directories:
+        meta, eps = load_episodes(d, successful_only)
+        for key in MUST_AGREE:
+            if metas and meta.get(key) != metas[0].get(key):
+                raise QrobotError(f"{Path(d) / 'meta.json'}: {key} is {meta.get(key)!r}, but {directories[0]} "
+                                  f"has {metas[0].get(key)!r}; datasets trained together must agree on {', '.join(MUST_AGREE)}")
+        metas.append(meta)
+        episodes += eps
+    merged = dict(metas[0])
+    merged["sources"] = [f"seeds {m['seeds'][0]}-{m['seeds'][1]}" + (
+        f", DART action noise {m['action_noise']}" if m.get("action_noise") else "") for m in metas]
+    return merged, episodes
+
+
 def action_chunk(ep: Episode, t: int, horizon: int) -> np.ndarray:
-    """Actions t .. t+H-1, the last one repeated past the episode's end."""
+    """Actions t .. t+H-1, the last one repeated past the episode's end; in a DART episode
+    the expert's clean continuation from step t."""
+    if ep.chunks is not None and horizon <= ep.chunks.shape[1]:
+        return ep.chunks[t, :horizon]
     idx = np.minimum(np.arange(t, t + horizon), len(ep.actions) - 1)
     return ep.actions[idx]
 

@@ -15,7 +15,7 @@ import torch
 from qrobot.scenario import load_scenario
 from qrobot.vla.backbones import FAMILIES, TINY, build_backbone
 from qrobot.vla.hub import checkpoint_family, image_settings
-from qrobot.vla.data import (Episode, action_chunk, camera_point, future_waypoints, load_episodes,
+from qrobot.vla.data import (Episode, action_chunk, camera_point, future_waypoints, load_datasets,
                              relative_grounding)
 from qrobot.vla.model import Normalizer, QwenVLA, VLAConfig
 from qrobot.vla.tokenizer import tokenizer_for
@@ -26,7 +26,7 @@ FAR = 0.08  # m between the gripper and the named cube (xy) beyond which a step 
 
 @dataclass
 class TrainConfig:
-    dataset: Path
+    dataset: Path | list[Path]     # one `qrobot collect` directory, or several of one scenario
     out: Path
     backbone: str = "tiny-qwen2.5-vl"
     steps: int = 2000
@@ -79,9 +79,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
-    meta, eps = load_episodes(cfg.dataset)
+    datasets = cfg.dataset if isinstance(cfg.dataset, list) else [cfg.dataset]
+    meta, eps = load_datasets(datasets)
     if not eps:
-        raise ValueError(f"{cfg.dataset}: no successful episodes to learn from")
+        raise ValueError(f"{', '.join(map(str, datasets))}: no successful episodes to learn from")
     nav = meta["robot"] == "diffbot"
     if cfg.backbone in TINY:
         family, side = TINY[cfg.backbone], FAMILIES[TINY[cfg.backbone]].side_multiple * 4
@@ -164,8 +165,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             log(f"time budget of {cfg.minutes} min spent at step {step}")
             break
     model.eval()
-    model.save_pretrained(cfg.out, card={"dataset": f"{meta['scenario']}: {len(eps)} expert episodes, seeds "
-                                                    f"{meta['seeds'][0]}-{meta['seeds'][1]}",
+    model.save_pretrained(cfg.out, card={"dataset": f"{meta['scenario']}: {len(eps)} expert episodes, "
+                                                    + "; ".join(meta["sources"]),
                                          "training": f"{step} steps x batch {cfg.batch}, "
                                                      f"{(time.time() - start) / 60:.1f} min on {cfg.threads} threads"})
     return cfg.out
