@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from qrobot.envs.core import QRobotEnv
-from qrobot.policies.vla import VLAPolicy
+from qrobot.policies.vla import REPLAN, VLAPolicy
 from qrobot.vla.backbones import FAMILIES, build_backbone
 from qrobot.vla.model import Normalizer, QwenVLA, VLAConfig
 from qrobot.vla.tokenizer import InstructionTokenizer
@@ -46,7 +46,9 @@ def control_rate(checkpoint: Path, steps: int) -> list[tuple[str, float, float]]
     scenario = json.loads((checkpoint / "vla_config.json").read_text()).get("scenario", "pick_place")
     env = QRobotEnv(scenario, images=True)
     rows = []
-    for label, replan in (("no chunking (replan 1)", 1), ("chunking (replan 4)", 4)):
+    for replan in sorted({1, 2, REPLAN}):
+        label = "no chunking (replan 1)" if replan == 1 else f"chunking (replan {replan}" + (
+            ", the default)" if replan == REPLAN else ")")
         policy = VLAPolicy(checkpoint, replan=replan)
         obs, _ = env.reset(seed=0)
         policy.reset(obs["instruction"])
@@ -101,7 +103,7 @@ def main() -> None:
     print("| setting | policy actions/s | loop steps/s (policy + env) |\n|---|---|---|")
     for label, pol, loop in rows:
         print(f"| {label} | {pol:.1f} | {loop:.1f} |")
-    print(f"chunking speed-up (policy): {rows[1][1] / rows[0][1]:.2f}x")
+    print(f"chunking speed-up (policy, replan {REPLAN}): {next(r[1] for r, k in zip(rows, sorted({1, 2, REPLAN})) if k == REPLAN) / rows[0][1]:.2f}x")
     print(f"\ntraining throughput (batch {args.batch}, two {4 * 28}-{4 * 32} px cameras, flow + grounding heads)")
     print("| backbone | samples/s | ratio to tiny-qwen2.5-vl |\n|---|---|---|")
     base = None

@@ -17,6 +17,7 @@ import torch
 from qrobot.robots.diffbot import MAX_V, MAX_W
 from qrobot.vla.model import QwenVLA
 
+REPLAN = 4               # arm: actions of a chunk executed before predicting again (README: 1, 2, 4 compared)
 STOP_RADIUS = 0.12       # PointNav: stop when the goal vector says we are this close
 APPROACH_RADIUS = 0.5    # ... and steer straight at it from this close (see _track)
 STUCK_STEPS = 5          # driving forward yet not moving for this long: blocked ...
@@ -30,7 +31,7 @@ class VLAPolicy:
     name = "qwen-vla"
     needs_images = True
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", replan: int = 4, seed: int = 0) -> None:
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", replan: int = REPLAN, seed: int = 0) -> None:
         self.model = QwenVLA.from_pretrained(checkpoint, device=device)
         self.device = device
         self.replan = max(1, min(replan, self.model.config.chunk))

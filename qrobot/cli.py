@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--no-swap", dest="swap", action="store_false", help="skip the tabletop swap test")
     e.add_argument("--device", default="cpu")
     e.add_argument("--workers", type=_positive, default=1, help="parallel evaluation processes (one thread each)")
+    e.add_argument("--replan", type=_positive, default=None,
+                   help="arm: actions of each predicted chunk executed before predicting again (default 4)")
     from qrobot.worldmodel.cli import add_parsers
 
     add_parsers(sub, _positive)
@@ -174,7 +176,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from qrobot.vla.evaluate import evaluate, to_markdown
 
     report = evaluate(args.checkpoint, args.scenario, args.episodes, args.seed, args.swap, args.device,
-                      on_episode=lambda line: print(line, flush=True), workers=args.workers)
+                      on_episode=lambda line: print(line, flush=True), workers=args.workers, replan=args.replan)
     print(to_markdown(report))
     return 0
 

@@ -49,7 +49,7 @@ def _cube_names(env: QRobotEnv) -> tuple[str, list[str]]:
 
 
 def _run_seeds(checkpoint: str, scenario: str, seeds: list[int], swap: bool, device: str,
-               on_episode: Callable[[str], None] | None = None, threads: int = 0
+               on_episode: Callable[[str], None] | None = None, threads: int = 0, replan: int | None = None
                ) -> tuple[str, list[EpisodeResult], list[TabletopOutcome], list[str]]:
     """Episodes on `seeds`; the policy's sampling noise is reseeded per episode (seed), so
     a seed's outcome does not depend on which seeds ran before it or in which worker."""
@@ -58,7 +58,7 @@ def _run_seeds(checkpoint: str, scenario: str, seeds: list[int], swap: bool, dev
 
         torch.set_num_threads(threads)
     env = QRobotEnv(scenario, images=True)
-    policy = make_policy("qwen-vla", env, checkpoint=str(checkpoint), device=device, seed=seeds[0])
+    policy = make_policy("qwen-vla", env, checkpoint=str(checkpoint), device=device, seed=seeds[0], replan=replan)
     tabletop = hasattr(env.task, "moved_object")
     results: list[EpisodeResult] = []
     outcomes: list[TabletopOutcome] = []
@@ -91,18 +91,21 @@ def _run_seeds(checkpoint: str, scenario: str, seeds: list[int], swap: bool, dev
 
 def evaluate(checkpoint: str | Path, scenario: str, episodes: int, seed: int = 10000, swap: bool = True,
              device: str = "cpu", on_episode: Callable[[str], None] | None = None,
-             workers: int = 1) -> dict[str, Any]:
+             workers: int = 1, replan: int | None = None) -> dict[str, Any]:
     """`episodes` held-out seeds from `seed`; with workers > 1 they are split over processes
-    (one torch thread each) and the per-episode lines arrive as each worker finishes."""
+    (one torch thread each) and the per-episode lines arrive as each worker finishes.
+    `replan`: actions of each chunk executed before the arm policy predicts again (None:
+    VLAPolicy's default)."""
     seeds = list(range(seed, seed + episodes))
     workers = max(1, min(workers, episodes))
     if workers == 1:
-        name, results, outcomes, _ = _run_seeds(str(checkpoint), scenario, seeds, swap, device, on_episode)
+        name, results, outcomes, _ = _run_seeds(str(checkpoint), scenario, seeds, swap, device, on_episode,
+                                                replan=replan)
     else:
         parts = [seeds[i::workers] for i in range(workers)]
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             done = [j.result() for j in [pool.submit(_run_seeds, str(checkpoint), scenario, p, swap, device,
-                                                     None, 1) for p in parts]]
+                                                     None, 1, replan) for p in parts]]
         name = done[0][0]
         rows = sorted((r.seed, r, o, line) for _, rs, os_, ls in done
                       for r, o, line in zip(rs, os_ or [None] * len(rs), ls))

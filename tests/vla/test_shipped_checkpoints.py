@@ -8,6 +8,7 @@ import numpy as np
 
 from qrobot.envs.core import QRobotEnv
 from qrobot.policies import CHECKPOINTS, SHIPPED, make_policy
+from qrobot.policies.vla import REPLAN
 from qrobot.vla.evaluate import evaluate
 
 
@@ -29,7 +30,7 @@ def test_shipped_pointnav_checkpoint_succeeds_on_held_out_seeds() -> None:
 
 
 def test_shipped_pick_place_checkpoint_picks_the_named_cube_on_held_out_seeds() -> None:
-    # README: 22/50 on seeds 10000+; seeds 20000-20003 gave 3/4 when the checkpoint shipped
+    # README: 35/50 on seeds 10000+; seeds 20000-20003 gave 4/4 when the checkpoint shipped
     report = evaluate(SHIPPED["pick_place"], "pick_place", episodes=4, seed=20000, swap=False, workers=2)
     assert report["successes"] >= 2, report
     assert report["followed"] >= 0.5, report
@@ -48,4 +49,20 @@ def test_shipped_pick_place_checkpoint_drives_the_arm_through_the_supervisor() -
         obs, *_ = env.step(action)
     assert np.linalg.norm(obs["proprio"][:3] - start) > 0.03  # the gripper moved
     assert not env.supervisor.latched
+    env.close()
+
+
+def test_arm_policy_predicts_again_after_replan_actions() -> None:
+    env = QRobotEnv("pick_place", images=True)
+    obs, _ = env.reset(seed=20001)
+    for replan in (None, 3):
+        policy = make_policy("qwen-vla", env, replan=replan)
+        assert policy.replan == (replan or REPLAN)
+        calls = []
+        predict = policy.predict_chunk
+        policy.predict_chunk = lambda o: calls.append(1) or predict(o)
+        policy.reset(obs["instruction"])
+        for _ in range(6):
+            policy.act(obs)
+        assert len(calls) == -(-6 // policy.replan)   # a new chunk on the first act and after each replan
     env.close()
