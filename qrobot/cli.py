@@ -20,16 +20,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _unit(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value}")
-    return value
-
-
 def _share(text: str) -> float:
     try:
         value = float(text)
@@ -67,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=_positive, default=1, help="parallel collector processes")
     c.add_argument("--no-randomize", dest="randomize", action="store_false",
                    help="no lighting/colour randomisation")
-    c.add_argument("--action-noise", type=_unit, default=0.0, metavar="SIGMA",
+    c.add_argument("--action-noise", type=_share, default=0.0, metavar="SIGMA",
                    help="DART: execute the expert's action plus correlated noise of scale up to SIGMA "
                         "(0-1, normalised action units) and record the clean one, so the data shows recoveries")
     t = sub.add_parser("train", help="train the Qwen VLA on a collected dataset")
