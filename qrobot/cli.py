@@ -82,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="tabletop: weight of the loss teaching a keypoint where the named cube is seen (0: off)")
     t.add_argument("--no-insulate", dest="insulate", action="store_false",
                    help="tabletop: let the action loss train the backbone too (default: only grounding does)")
+    t.add_argument("--no-rays", dest="rays", action="store_false",
+                   help="tabletop: do not place the keypoints on the table by camera geometry")
     e = sub.add_parser("eval", help="evaluate a trained VLA on held-out seeds (success, instruction following)")
     e.add_argument("scenario")
     e.add_argument("--checkpoint", required=True, help="trained model directory")
@@ -157,7 +159,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = train(TrainConfig(args.dataset, args.out, args.backbone, args.steps, args.batch, args.lr, args.minutes,
                             threads=args.threads, layers=args.layers, spatial_pool=args.spatial_pool,
                             fine_grounding=args.fine_grounding, far_share=args.far_share,
-                            insulate=args.insulate, keypoint_weight=args.keypoint_weight))
+                            insulate=args.insulate, keypoint_weight=args.keypoint_weight, rays=args.rays))
     print(f"saved {out}")
     return 0
 

@@ -158,15 +158,21 @@ class GroundingHead(nn.Module):
     """Embodied chain of thought: where the named object is and where it must go, relative
     to the gripper (normalised), predicted from images + instruction + proprio and fed to
     the action expert. With `keypoints` it also reads instruction-asked soft-argmax points
-    on the vision patches."""
+    on the vision patches; with `rays` (qrobot.vla.geometry.TableRays) each camera's first
+    keypoint is also placed on the table by camera geometry, and the object's x, y is a
+    learned mix of those placements plus a learned correction."""
 
     def __init__(self, context_dim: int, state_dim: int, out_dim: int, width: int = 128,
-                 positions: int = 0, spatial: bool = False, keypoints: dict | None = None) -> None:
+                 positions: int = 0, spatial: bool = False, keypoints: dict | None = None,
+                 rays: nn.Module | None = None) -> None:
         super().__init__()
         self.pool = AttentionPool(context_dim, width, positions=positions, spatial=spatial)
         self.keypoints = KeypointPool(summary_dim=context_dim, **keypoints) if keypoints else None
+        self.rays = rays if self.keypoints is not None else None
+        self.out_dim = out_dim
         extra = self.keypoints.out_dim if self.keypoints is not None else 0
-        self.net = _mlp(self.pool.out_dim + extra + state_dim, width, out_dim)
+        cams = self.keypoints.cameras if self.rays is not None else 0
+        self.net = _mlp(self.pool.out_dim + extra + 2 * cams + state_dim, width, out_dim + cams)
 
     def forward(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor,
                 patches: torch.Tensor | None = None) -> torch.Tensor:
@@ -176,7 +182,14 @@ class GroundingHead(nn.Module):
                 raise ValueError("this grounding head needs the vision patches (QwenVLA.ground)")
             summary = context[torch.arange(context.shape[0]), last_token(context_pad)]
             parts.append(self.keypoints(patches, summary))
-        return self.net(torch.cat([*parts, state], dim=-1))
+        if self.rays is None:
+            return self.net(torch.cat([*parts, state], dim=-1))
+        kp = self.keypoints
+        placed = self.rays(parts[-1].view(-1, kp.cameras, kp.keypoints, 2)[:, :, 0], state)   # (B, cams, 2)
+        out = self.net(torch.cat([*parts, placed.flatten(1), state], dim=-1))
+        pred, gate = out[:, : self.out_dim], torch.softmax(out[:, self.out_dim:], dim=-1)
+        xy = pred[:, :2] + (gate[..., None] * placed).sum(1)
+        return torch.cat([xy, pred[:, 2:]], dim=-1)
 
 
 class WaypointHead(nn.Module):

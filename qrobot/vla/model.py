@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from qrobot.vla.backbones import FAMILIES, build_backbone, family_of, text_hidden_size
+from qrobot.vla.geometry import TableRays
 from qrobot.vla.heads import FlowMatchingHead, GroundingHead, WaypointHead
 from qrobot.vla.tokenizer import PAD, InstructionTokenizer, TextTokenizer
 from qrobot.vla.vision import patchify, tokens_per_image
@@ -48,6 +49,7 @@ class VLAConfig:
     scenario: str = ""                  # what the training data came from (informational)
     spatial_pool: bool = False          # position codes + instruction-conditioned pooling queries
     fine_grounding: bool = False        # grounding also reads instruction-asked soft-argmax points on the patches
+    rays: dict[str, Any] = field(default_factory=dict)  # fine grounding: camera geometry (geometry.ray_config); {}: off
 
     def __post_init__(self) -> None:
         fam = FAMILIES.get(self.family)
@@ -80,6 +82,12 @@ class Normalizer:
         return {"q01": self.q01.tolist(), "q99": self.q99.tolist()}
 
 
+def _quantiles(norm: dict[str, Normalizer] | None, key: str) -> tuple[np.ndarray, np.ndarray]:
+    if not norm or key not in norm:
+        raise ValueError(f"camera rays need the {key!r} normalisation statistics (norm_stats.json)")
+    return norm[key].q01, norm[key].q99
+
+
 class QwenVLA(nn.Module):
     def __init__(self, config: VLAConfig, tokenizer: TextTokenizer,
                  backbone: nn.Module | None = None, norm: dict[str, Normalizer] | None = None) -> None:
@@ -104,8 +112,10 @@ class QwenVLA(nn.Module):
             self.backbone.model.visual.patch_embed.register_forward_hook(self._keep_patches)
         keypoints = dict(patch_dim=self.backbone.config.vision_config.hidden_size, cameras=len(config.cameras),
                          grid=config.image_side // fam.patch_size, merge=fam.merge) if fine else None
+        rays = TableRays(config.rays, _quantiles(norm, "state"), _quantiles(norm, "grounding")) \
+            if fine and config.rays else None
         self.grounding = GroundingHead(
-            hidden, config.state_dim, config.grounding_dim, config.head_width, keypoints=keypoints, **pool,
+            hidden, config.state_dim, config.grounding_dim, config.head_width, keypoints=keypoints, rays=rays, **pool,
         ) if config.grounding_dim else None
         self.last_losses: dict[str, float] = {}
         self.last_grounding: torch.Tensor | None = None   # normalised, from the last predict_chunk

@@ -17,6 +17,7 @@ from qrobot.vla.backbones import FAMILIES, TINY, build_backbone
 from qrobot.vla.hub import checkpoint_family, image_settings
 from qrobot.vla.data import (Episode, action_chunk, camera_point, future_waypoints, load_datasets,
                              relative_grounding)
+from qrobot.vla.geometry import ray_config
 from qrobot.vla.model import Normalizer, QwenVLA, VLAConfig
 from qrobot.vla.tokenizer import tokenizer_for
 
@@ -42,6 +43,7 @@ class TrainConfig:
     far_share: float = 0.25        # tabletop: batch share from steps with the gripper far from the cube
     insulate: bool = True          # tabletop: the action loss does not train the backbone (grounding does)
     keypoint_weight: float = 0.1   # tabletop + fine grounding: teach keypoint 0 where the named cube is seen
+    rays: bool = True              # tabletop + fine grounding: place keypoints on the table by camera geometry
 
 
 def _corpus(meta: dict[str, Any], episodes: list[Episode]) -> list[str]:
@@ -75,6 +77,16 @@ def _keypoint_labels(meta: dict[str, Any], episodes: list[Episode]) -> list[np.n
                       for name in meta["cameras"]], axis=1) for ep in episodes]
 
 
+def _ray_spec(meta: dict[str, Any], episodes: list[Episode]) -> dict[str, Any]:
+    """Camera geometry for the grounding head; the objects' resting height is the named
+    cube's median start height in the demonstrations (absolute grounding labels)."""
+    if not episodes or episodes[0].grounding.shape[1] == 0:
+        return {}
+    specs = {c.name: c for c in load_scenario(meta["scenario"]).cameras}
+    plane_z = float(np.median([ep.grounding[0, 2] for ep in episodes]))
+    return ray_config([specs[name] for name in meta["cameras"]], meta["robot"], plane_z)
+
+
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -99,6 +111,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     else:
         norm["actions"] = Normalizer.fit(np.concatenate([ep.actions for ep in eps]))
     seen_at = _keypoint_labels(meta, eps) if cfg.fine_grounding and cfg.keypoint_weight > 0 else None
+    rays = _ray_spec(meta, eps) if cfg.rays and cfg.fine_grounding else {}
     for ep in eps:  # the model predicts the cube and the place point relative to the gripper
         ep.grounding = relative_grounding(ep.state, ep.grounding)
     ground_dim = eps[0].grounding.shape[1]
@@ -109,7 +122,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     vcfg = VLAConfig(backbone=cfg.backbone, family=family, cameras=meta["cameras"], image_side=side,
                      state_dim=states.shape[1], action_dim=meta["action_dim"], grounding_dim=ground_dim,
                      scenario=meta["scenario"], spatial_pool=cfg.spatial_pool,
-                     fine_grounding=cfg.fine_grounding and ground_dim > 0)
+                     fine_grounding=cfg.fine_grounding and ground_dim > 0, rays=rays)
     backbone = build_backbone(cfg.backbone, vocab_size=tok.vocab_size, layers=cfg.layers) \
         if cfg.backbone in TINY else None
     model = QwenVLA(vcfg, tok, backbone=backbone, norm=norm)
@@ -168,5 +181,6 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     model.save_pretrained(cfg.out, card={"dataset": f"{meta['scenario']}: {len(eps)} expert episodes, "
                                                     + "; ".join(meta["sources"]),
                                          "training": f"{step} steps x batch {cfg.batch}, "
-                                                     f"{(time.time() - start) / 60:.1f} min on {cfg.threads} threads"})
+                                                     f"{(time.time() - start) / 60:.1f} min on {cfg.threads} threads"}
+                       | ({"camera rays": f"keypoints placed on the table at z = {rays['plane_z']:.3f} m"} if rays else {}))
     return cfg.out

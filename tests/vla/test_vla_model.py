@@ -10,7 +10,9 @@ import pytest
 import torch
 from transformers import Qwen2VLImageProcessor
 
+from qrobot.scenario import load_scenario
 from qrobot.vla.backbones import FAMILIES
+from qrobot.vla.geometry import ray_config
 from qrobot.vla.heads import KeypointPool
 from qrobot.vla.model import Normalizer, QwenVLA, VLAConfig
 from qrobot.vla.tokenizer import UNK, InstructionTokenizer
@@ -64,14 +66,19 @@ def test_tiny_family_trains_and_round_trips(family: str, tmp_path: Path) -> None
     torch.manual_seed(0)
     fam = FAMILIES[family]
     tok = InstructionTokenizer.from_corpus(fam.bpe, TEXTS)
+    rng = np.random.default_rng(0)
+    rays = ray_config(load_scenario("pick_place").cameras, "panda", plane_z=0.02)
     model = QwenVLA(VLAConfig(backbone=f"tiny-{family}", family=family, image_side=SIDES[family],
-                              grounding_dim=8, spatial_pool=True, fine_grounding=True), tok,
-                    norm={"actions": Normalizer.fit(np.random.default_rng(0).normal(size=(100, 5)))})
+                              grounding_dim=8, spatial_pool=True, fine_grounding=True, rays=rays), tok,
+                    norm={"actions": Normalizer.fit(rng.normal(size=(100, 5))),
+                          "state": Normalizer.fit(rng.normal(size=(100, 13))),
+                          "grounding": Normalizer.fit(0.1 * rng.normal(size=(100, 8)))})
     assert type(model.backbone) is fam.model_cls
     assert model.flow.context.in_features == model.backbone.config.text_config.hidden_size
     assert model.grounding.pool.proj.in_features == model.flow.context.in_features
     # fine grounding: soft-argmax keypoints on the per-patch embeddings of both cameras
     assert model.grounding.keypoints.feat[0].in_features == model.backbone.config.vision_config.hidden_size
+    assert model.grounding.rays is not None   # ... placed on the table by both cameras' geometry
     patches = 2 * (SIDES[family] // fam.patch_size) ** 2
     batch = _batch()
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
