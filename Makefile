@@ -35,13 +35,15 @@ vla-eval: setup
 	$(BIN)/qrobot eval pick_place --episodes 50 --seed 10000 --checkpoint qrobot/checkpoints/pick_place
 	$(BIN)/qrobot eval pointnav --episodes 50 --seed 10000 --checkpoint qrobot/checkpoints/pointnav
 
-# How the shipped checkpoints were made (about 20 + 20 + 45 min for pick_place, 20 + 45 for
+# How the shipped checkpoints were made (about 20 + 22 + 22 + 45 min for pick_place, 20 + 45 for
 # pointnav, on 2 cores); the final model of each run (not its checkpoint-N snapshots) is
-# what sits in qrobot/checkpoints. pick_place: 600 clean and 400 DART demonstrations.
+# what sits in qrobot/checkpoints. pick_place: 600 clean and 2 x 400 DART demonstrations.
 checkpoints: setup
 	$(BIN)/qrobot collect pick_place --episodes 600 --workers 2 --out data/pick_place
 	$(BIN)/qrobot collect pick_place --episodes 400 --seed 600 --action-noise 0.5 --workers 2 --out data/pick_place_dart
-	$(BIN)/qrobot train --dataset data/pick_place data/pick_place_dart --out data/ckpt_pick_place --minutes 45 \
+	$(BIN)/qrobot collect pick_place --episodes 400 --seed 1000 --action-noise 0.5 --workers 2 --out data/pick_place_dart2
+	$(BIN)/qrobot train --dataset data/pick_place data/pick_place_dart data/pick_place_dart2 \
+		--out data/ckpt_pick_place --minutes 45 \
 		--steps 100000 --batch 16 --layers 3 --threads 1
 	$(BIN)/qrobot collect pointnav --episodes 800 --out data/pointnav
 	$(BIN)/qrobot train --dataset data/pointnav --out data/ckpt_pointnav --minutes 45 --steps 100000 \

@@ -1,11 +1,13 @@
 """How well the grounding head of a pick_place checkpoint locates the named cube and the
 place point, against the simulator's labels of a `qrobot collect` dataset.
 
-    .venv/bin/python benchmarks/grounding_error.py CHECKPOINT DATASET [--at start|random]
+    .venv/bin/python benchmarks/grounding_error.py CHECKPOINT DATASET [--at start|random|near]
     .venv/bin/python benchmarks/grounding_error.py CHECKPOINT --binding 40 [--seed 10000]
 
 `--at start` uses steps 0, 5 and 10 of each episode (gripper far from the cube: the scene
-camera must do the work); `random` three random steps (much of it with the cube in hand).
+camera must do the work); `random` three random steps (much of it with the cube in hand);
+`near` three random steps of the approach, the gripper within 10 cm (x, y) of the cube and
+above it (the wrist camera's job: where grasps are won or lost).
 Prints RMSE per label dimension and the median xy error of the cube and the place point (m).
 `--binding N` resets the checkpoint's scenario on N seeds and asks, at the start pose,
 whether the cube nearest to the predicted point is the named one (chance: 1 / cubes).
@@ -29,7 +31,7 @@ def main() -> None:
     p.add_argument("dataset", type=Path, nargs="?")
     p.add_argument("--binding", type=int, default=0, help="scenes to check binding on (no dataset needed)")
     p.add_argument("--seed", type=int, default=10000)
-    p.add_argument("--at", choices=["start", "random"], default="start")
+    p.add_argument("--at", choices=["start", "random", "near"], default="start")
     p.add_argument("--episodes", type=int, default=40)
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -47,6 +49,11 @@ def main() -> None:
         state = np.concatenate([z["proprio"], z["goal"]], 1).astype(np.float32)
         labels = relative_grounding(state, z["grounding"])
         steps = np.array([0, 5, 10]) if args.at == "start" else rng.integers(len(state), size=3)
+        if args.at == "near":
+            near = np.flatnonzero((np.linalg.norm(labels[:, :2], axis=1) < 0.1) & (labels[:, 2] < -0.02))
+            if not len(near):
+                continue
+            steps = rng.choice(near, size=3)
         steps = np.minimum(steps, len(state) - 1)
         images = torch.from_numpy(np.stack([np.stack([z[f"images_{c}"][t] for c in cams]) for t in steps]))
         with torch.no_grad():
