@@ -48,12 +48,13 @@ def main() -> None:
         z = np.load(f)
         state = np.concatenate([z["proprio"], z["goal"]], 1).astype(np.float32)
         labels = relative_grounding(state, z["grounding"])
-        steps = np.array([0, 5, 10]) if args.at == "start" else rng.integers(len(state), size=3)
         if args.at == "near":
             near = np.flatnonzero((np.linalg.norm(labels[:, :2], axis=1) < 0.1) & (labels[:, 2] < -0.02))
             if not len(near):
                 continue
             steps = rng.choice(near, size=3)
+        else:
+            steps = np.array([0, 5, 10]) if args.at == "start" else rng.integers(len(state), size=3)
         steps = np.minimum(steps, len(state) - 1)
         images = torch.from_numpy(np.stack([np.stack([z[f"images_{c}"][t] for c in cams]) for t in steps]))
         with torch.no_grad():

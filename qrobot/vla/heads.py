@@ -168,7 +168,9 @@ class GroundingHead(nn.Module):
         super().__init__()
         self.pool = AttentionPool(context_dim, width, positions=positions, spatial=spatial)
         self.keypoints = KeypointPool(summary_dim=context_dim, **keypoints) if keypoints else None
-        self.rays = rays if self.keypoints is not None else None
+        if rays is not None and self.keypoints is None:
+            raise ValueError("camera rays place keypoints: the grounding head needs `keypoints` too")
+        self.rays = rays
         self.out_dim = out_dim
         extra = self.keypoints.out_dim if self.keypoints is not None else 0
         cams = self.keypoints.cameras if self.rays is not None else 0

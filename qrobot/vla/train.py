@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from qrobot.scenario import load_scenario
+from qrobot.scenario import Camera, load_scenario
 from qrobot.vla.backbones import FAMILIES, TINY, build_backbone
 from qrobot.vla.hub import checkpoint_family, image_settings
 from qrobot.vla.data import (Episode, action_chunk, camera_point, future_waypoints, load_datasets,
@@ -67,24 +67,22 @@ def _corpus(meta: dict[str, Any], episodes: list[Episode]) -> list[str]:
     return texts
 
 
-def _keypoint_labels(meta: dict[str, Any], episodes: list[Episode]) -> list[np.ndarray] | None:
+def _keypoint_labels(meta: dict[str, Any], cameras: list[Camera], episodes: list[Episode]) -> list[np.ndarray] | None:
     """Per episode (T, cameras, 2): where each camera sees the named cube (from the absolute
     grounding label); NaN where unknown."""
     if not episodes or episodes[0].grounding.shape[1] == 0:
         return None
-    specs = {c.name: c for c in load_scenario(meta["scenario"]).cameras}
-    return [np.stack([camera_point(specs[name], ep.grounding[:, :3], ep.state, meta["robot"])
-                      for name in meta["cameras"]], axis=1) for ep in episodes]
+    return [np.stack([camera_point(cam, ep.grounding[:, :3], ep.state, meta["robot"]) for cam in cameras], axis=1)
+            for ep in episodes]
 
 
-def _ray_spec(meta: dict[str, Any], episodes: list[Episode]) -> dict[str, Any]:
+def _ray_spec(meta: dict[str, Any], cameras: list[Camera], episodes: list[Episode]) -> dict[str, Any]:
     """Camera geometry for the grounding head; the objects' resting height is the named
     cube's median start height in the demonstrations (absolute grounding labels)."""
     if not episodes or episodes[0].grounding.shape[1] == 0:
         return {}
-    specs = {c.name: c for c in load_scenario(meta["scenario"]).cameras}
     plane_z = float(np.median([ep.grounding[0, 2] for ep in episodes]))
-    return ray_config([specs[name] for name in meta["cameras"]], meta["robot"], plane_z)
+    return ray_config(cameras, meta["robot"], plane_z)
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
@@ -110,8 +108,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         norm["waypoints"] = Normalizer.fit(np.stack([future_waypoints(eps[e], t) for e, t in index]))
     else:
         norm["actions"] = Normalizer.fit(np.concatenate([ep.actions for ep in eps]))
-    seen_at = _keypoint_labels(meta, eps) if cfg.fine_grounding and cfg.keypoint_weight > 0 else None
-    rays = _ray_spec(meta, eps) if cfg.rays and cfg.fine_grounding else {}
+    specs = {c.name: c for c in load_scenario(meta["scenario"]).cameras}
+    cameras = [specs[name] for name in meta["cameras"]]
+    seen_at = _keypoint_labels(meta, cameras, eps) if cfg.fine_grounding and cfg.keypoint_weight > 0 else None
+    rays = _ray_spec(meta, cameras, eps) if cfg.rays and cfg.fine_grounding else {}
     for ep in eps:  # the model predicts the cube and the place point relative to the gripper
         ep.grounding = relative_grounding(ep.state, ep.grounding)
     ground_dim = eps[0].grounding.shape[1]
