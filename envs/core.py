@@ -13,16 +13,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-import dataclasses
-
-from qrobot.errors import QrobotError
+from qrobot.errors import QrobotError, ScenarioError
+from qrobot.robots import diffbot, panda
 from qrobot.robots.diffbot import DiffDriveBase
 from qrobot.robots.panda import HAND_LINK, PandaArm
 from qrobot.safety import SafeCommand, Supervisor
-from qrobot.safety.limits import Limits, apply_overrides, default_limits
+from qrobot.safety.limits import Limits
 from qrobot.safety.ssm import protective_distance
 from qrobot.safety.supervisor import OperatorKey
-from qrobot.scenario import INSTRUCTION_CHARSET, Scenario, load_scenario
+from qrobot.scenario import INSTRUCTION_CHARSET, Scenario, load_scenario, people_source, scenario_limits
 from qrobot.sim import Camera, Sim
 from qrobot.tasks.manipulation import PickPlace, Reach, Stack
 from qrobot.tasks.navigation import ObjectNav, PointNav
@@ -40,7 +39,9 @@ class QRobotEnv(gym.Env):
         render_mode: None, "rgb_array" (first camera) or "human" (PyBullet GUI).
         images: include camera images in observations (off = faster, for experts).
         operator: the operator channel that may release the supervisor's e-stop. Keep
-            it away from the policy; without one, a latched e-stop lasts the episode.
+            it away from the policy; with one, a latch survives `reset()` until the key's
+            holder releases it. Without one (plain gym.make, RL training) each new world
+            starts unlatched, and the release is logged as an event.
         foresight: a world-model checkpoint directory (`qrobot wm-train`); the supervisor
             then imagines each command with it and slows the base before a predicted collision.
     """
@@ -58,13 +59,18 @@ class QRobotEnv(gym.Env):
         self.metadata = dict(self.metadata, render_fps=self.scenario.control_hz)
         self.images = images
         self.sim = Sim(gui=render_mode == "human", control_hz=self.scenario.control_hz)
-        self.limits = self._limits()
-        self._build()
-        scale = (self.robot.max_step, self.robot.max_yaw_step) if self.robot.name == "panda" \
-            else (self.robot.max_v, self.robot.max_w)
+        try:
+            self._limits, self._reference = scenario_limits(self.scenario)
+        except ValueError as exc:
+            raise ScenarioError(f"{self.scenario.path or self.scenario.name}: limits.overrides.{exc}") from None
+        scale = (panda.MAX_STEP, panda.MAX_YAW_STEP) if self.scenario.robot == "panda" \
+            else (diffbot.MAX_V, diffbot.MAX_W)
         self.foresight = self._foresight(foresight)
-        self.supervisor = Supervisor(self.limits, scale, kinematics=self, operator=operator,
-                                     foresight=self.foresight)
+        self._world_key = None if operator is not None else OperatorKey()  # never leaves the env
+        self._supervisor = Supervisor(self._limits, scale, kinematics=self, operator=operator or self._world_key,
+                                      foresight=self.foresight, people=people_source(self.scenario))
+        self._build()
+        self.sim._sealed = True
         self.cameras = [Camera(c.name, c.width, c.height, c.fov, eye=tuple(c.eye),
                                target=tuple(c.target), up=MOUNT_UP[c.mount],
                                body=None if c.mount == "world" else "robot",
@@ -75,14 +81,19 @@ class QRobotEnv(gym.Env):
         self.observation_space = self._make_obs_space()
         self.last_command: SafeCommand | Any = None
 
-    def _limits(self) -> Limits:
-        """The robot's default profile; a room narrows the map bounds; then the scenario's overrides."""
-        lim = default_limits(self.scenario.robot, 1.0 / self.scenario.control_hz, self.scenario.limits.profile)
-        if self.scenario.room is not None:
-            sx, sy = self.scenario.room.size
-            lim = dataclasses.replace(lim, base=dataclasses.replace(
-                lim.base, bounds_low=(-sx / 2, -sy / 2), bounds_high=(sx / 2, sy / 2)))
-        return apply_overrides(lim, dict(self.scenario.limits.overrides))
+    @property
+    def supervisor(self) -> Supervisor:
+        return self._supervisor
+
+    @property
+    def limits(self) -> Limits:
+        """What the supervisor enforces (the profile, tightened by the scenario's overrides)."""
+        return self._limits
+
+    @property
+    def reference_limits(self) -> Limits:
+        """The robot's reference profile: safety metrics are measured against it."""
+        return self._reference
 
     def _foresight(self, checkpoint: str | Path | None) -> Any:
         if checkpoint is None:
@@ -102,8 +113,8 @@ class QRobotEnv(gym.Env):
         return self.robot.jacobian(q)  # type: ignore[union-attr]
 
     def _build(self) -> None:
-        """(Re)build the world from scratch: robot, then the task's props."""
-        self.sim.reset_world()
+        """(Re)build the world from scratch: robot (bound to the supervisor), then the task's props."""
+        self.sim._reset_world()
         self._state: dict | None = None
         self._state_version = -1
         kind = self.scenario.task.kind
@@ -112,9 +123,10 @@ class QRobotEnv(gym.Env):
             self.task = TASKS[kind](self.sim, self.scenario, self.robot_state)
         else:
             self.robot = DiffDriveBase(self.sim)
-            self.task = TASKS[kind](self.sim, self.scenario, self.robot_state, self.robot.reset)
-            base = self.limits.base
-            self.task.protective_distance = lambda v: protective_distance(base.ssm, v, base.v_acc)
+            self.task = TASKS[kind](self.sim, self.scenario, self.robot_state, self.robot._reset)
+            ref = self._reference.base  # intrusions are measured against the reference profile
+            self.task.protective_distance = lambda v: protective_distance(ref.ssm, v, ref.v_acc)
+        self._supervisor.bind(self.robot)
 
     def _make_obs_space(self) -> spaces.Dict:
         obs: dict[str, spaces.Space] = {}
@@ -162,9 +174,13 @@ class QRobotEnv(gym.Env):
     def supervisor_state(self) -> dict[str, Any]:
         """What the supervisor sees: robot state, a timestamp, and sensed people."""
         state = dict(self.robot_state(), time=self.sim.time)
+        if self._supervisor.people_source != "sensor":
+            return state
         sensed = getattr(self.task, "sensed_people", None)
         if sensed is not None and self.scenario.people:
             state["people"], state["people_radius"] = sensed()
+        elif not self.scenario.people:  # a sensor watching a room nobody is in
+            state["people"], state["people_radius"] = np.zeros((0, 2)), np.zeros(0)
         return state
 
     # ------------------------------------------------------------ gym API
@@ -173,7 +189,11 @@ class QRobotEnv(gym.Env):
         super().reset(seed=seed)
         self._build()
         self.task.reset(self.np_random)
-        self.supervisor.reset()
+        self.sim._sealed = True
+        self._supervisor.reset()
+        if self._supervisor.latched and self._world_key is not None:
+            self._supervisor.reset_estop(self._world_key, 0.0, rearm=False,
+                                         note="new world; this env has no operator key")
         self.last_command = None
         if self.foresight is not None:
             self.foresight.reset()
@@ -182,10 +202,11 @@ class QRobotEnv(gym.Env):
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         if self.sim.gui and self.sim.key_pressed("e"):
-            self.supervisor.estop("operator pressed 'e' in the GUI", self.sim.time)
-        command = self.supervisor.filter(action, self.supervisor_state())
-        self.robot.apply(command)
-        self.task.before_physics(command, action)
+            self._supervisor.estop("operator pressed 'e' in the GUI", self.sim.time)
+        command = self._supervisor.filter(action, self.supervisor_state())
+        self.robot._apply(command)
+        # the task sees the supervisor's validated copy of the action, never the raw object
+        self.task.before_physics(command, self._supervisor.last_action)
         self.sim.step()
         self.task.after_physics()
         self.last_command = command

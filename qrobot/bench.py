@@ -12,7 +12,7 @@ from qrobot.runner import run, summarize
 
 COLUMNS = ["scenario", "policy", "episodes", "success_rate", "ci_low", "ci_high", "spl",
            "mean_steps", "collisions", "interventions", "protective_stop_time", "intrusions", "estops",
-           "policy_errors"]
+           "policy_errors", "limits_profile"]
 
 
 def bench(scenarios: list[str], policies: list[str], episodes: int, seed: int = 0,
@@ -41,7 +41,8 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * 11]
     for r in rows:
         ci = f"{_cell(r, 'ci_low')}-{_cell(r, 'ci_high')}"
-        lines.append(f"| {r['scenario']} | {r['policy']} | {r['episodes']} | {_cell(r, 'success_rate')} "
+        name = r["scenario"] + (f" (LIMITS PROFILE {r['limits_profile']})" if r.get("limits_profile") else "")
+        lines.append(f"| {name} | {r['policy']} | {r['episodes']} | {_cell(r, 'success_rate')} "
                      f"| {ci} | {_cell(r, 'spl')} | {_cell(r, 'mean_steps')} | {_cell(r, 'collisions')} "
                      f"| {_cell(r, 'interventions')} | {_cell(r, 'protective_stop_time')} "
                      f"| {_cell(r, 'intrusions')} |")

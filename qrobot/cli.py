@@ -127,11 +127,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from qrobot.policies import POLICY_NAMES
 
-    load_scenario(args.scenario)  # bad names fail before a run directory is made
+    sc = load_scenario(args.scenario)  # bad names fail before a run directory is made
     if args.policy not in POLICY_NAMES:
         raise QrobotError(f"unknown policy {args.policy!r}; valid names: {', '.join(POLICY_NAMES)}")
     run_dir = RunDir(args.runs_dir, command="run", scenario=args.scenario, policy=args.policy,
-                     episodes=args.episodes, seed=args.seed) if args.record else None
+                     episodes=args.episodes, seed=args.seed, limits_profile=sc.limits.profile,
+                     limits_overrides=dict(sc.limits.overrides)) if args.record else None
     kwargs = {"checkpoint": args.checkpoint, "device": args.device} if args.policy == "qwen-vla" else {}
     results = run(args.scenario, args.policy, args.episodes, args.seed, gui=args.gui,
                   on_episode=lambda r: tqdm.write(format_episode(r)), run_dir=run_dir, policy_kwargs=kwargs,
@@ -217,15 +218,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from qrobot.scenario import load_scenario, scenario_names
 
     scenarios = args.scenarios or scenario_names()
-    for name in scenarios:
-        load_scenario(name)  # fail fast, before hours of running
+    profiles = {name: load_scenario(name).limits.profile for name in scenarios}  # fail fast
     for pol in args.policies:
         if pol not in POLICY_NAMES:
             raise QrobotError(f"unknown policy {pol!r}; valid names: {', '.join(POLICY_NAMES)}")
     from qrobot.record import RunDir
 
     run_dir = RunDir(args.runs_dir, command="bench", scenarios=scenarios, policies=args.policies,
-                     episodes=args.episodes, seed=args.seed) if args.record else None
+                     episodes=args.episodes, seed=args.seed, limits_profiles=profiles) if args.record else None
     rows = bench.bench(scenarios, args.policies, args.episodes, args.seed, run_dir=run_dir)
     out = args.out or (run_dir.path if run_dir else Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S"))
     md, cs = bench.write(rows, out)

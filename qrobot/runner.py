@@ -19,7 +19,9 @@ from qrobot.scenario import load_scenario
 
 @dataclass
 class EpisodeResult:
-    """What one episode produced; `end_reason` is success | stopped | timeout | estop | policy_error."""
+    """What one episode produced; `end_reason` is success | stopped | timeout | estop |
+    policy_error | env_error. `limits_profile` names the supervisor's profile (a test-only
+    one is printed in every summary)."""
 
     scenario: str
     policy: str
@@ -33,6 +35,7 @@ class EpisodeResult:
     safety: dict[str, int] = field(default_factory=dict)
     error: str = ""
     recording: str = ""
+    limits_profile: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,10 +53,15 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def run_episode(env: QRobotEnv, policy: Any, episode: int, seed: int,
-                recorder: EpisodeRecorder | None = None) -> EpisodeResult:
-    """Run one episode. A policy exception ends the episode (reason policy_error), not the run.
-    With a recorder, every step goes to its `.rrd`; Ctrl-C still closes the file properly."""
+                recorder: EpisodeRecorder | None = None, operator: OperatorKey | None = None) -> EpisodeResult:
+    """Run one episode. A policy exception or an env error ends the episode (reason
+    policy_error / env_error), not the run. With a recorder, every step goes to its `.rrd`;
+    Ctrl-C still closes the file properly. With the `operator` key, an e-stop latched in
+    the previous episode is released in the new world (an operator action, logged)."""
     obs, info = env.reset(seed=seed)
+    if operator is not None and env.supervisor.latched:
+        env.supervisor.reset_estop(operator, env.sim.time, rearm=False, note="between episodes, by the runner")
+        info = dict(info, estop="", safety=env.supervisor.counts())
     if recorder is not None:
         recorder.start(env, obs, info)
     try:
@@ -64,7 +72,7 @@ def run_episode(env: QRobotEnv, policy: Any, episode: int, seed: int,
         raise
     if recorder is not None:
         recorder.finish({**result.metrics, "success": result.success, "end_reason": result.end_reason,
-                         "steps": result.steps, "error": result.error,
+                         "steps": result.steps, "error": result.error, "limits_profile": result.limits_profile,
                          **{f"safety.{k}": v for k, v in result.safety.items()}})
     return result
 
@@ -79,26 +87,45 @@ def _episode_loop(env: QRobotEnv, policy: Any, episode: int, seed: int, obs: dic
         try:
             action = policy.act(obs)
         except Exception as exc:  # a broken policy must not take the run down
-            reason = "policy_error"
-            error = f"{type(exc).__name__}: {exc}"
-            error += " @ " + traceback.extract_tb(exc.__traceback__)[-1].name
+            reason, error = "policy_error", _describe(exc)
             env.supervisor.estop(f"fault: policy raised {error}", env.sim.time)
-            obs, reward, _, _, info = env.step(None)  # one period of controlled stop
-            if recorder is not None:
-                recorder.log_step(env, obs, None, reward, info)
+            _brake_once(env, recorder)
             break
-        obs, reward, terminated, truncated, info = env.step(action)
+        try:
+            obs, reward, terminated, truncated, info = env.step(action)
+        except Exception as exc:  # nor a broken world: this episode ends, the run goes on
+            reason, error = "env_error", _describe(exc)
+            env.supervisor.estop(f"fault: env raised {error}", env.sim.time)
+            break
         if recorder is not None:
             recorder.log_step(env, obs, action, reward, info)
         if info["estop"]:
             reason, error = "estop", info["estop"]
             break
-    if reason not in ("policy_error", "estop"):
+    if reason not in ("policy_error", "estop", "env_error"):
         reason = "success" if info["success"] else ("stopped" if terminated else "timeout")
-    m = env.task.metrics()
-    return EpisodeResult(env.scenario.name, getattr(policy, "name", type(policy).__name__), episode,
-                         seed, instruction, bool(info["success"]), int(env.task.steps), reason,
-                         {k: float(v) for k, v in m.items()}, env.supervisor.counts(), error)
+    try:
+        m = {k: float(v) for k, v in env.task.metrics().items()}
+    except Exception as exc:
+        m, error = {}, error or _describe(exc)
+    return EpisodeResult(env.scenario.name, str(getattr(policy, "name", type(policy).__name__)), episode,
+                         seed, instruction, bool(info.get("success", False)), int(env.task.steps), reason,
+                         m, env.supervisor.counts(), error, limits_profile=env.limits.profile)
+
+
+def _describe(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    return f"{type(exc).__name__}: {exc}"[:300] + (f" @ {tb[-1].name}" if tb else "")
+
+
+def _brake_once(env: QRobotEnv, recorder: EpisodeRecorder | None) -> None:
+    """One period of controlled stop after a policy fault (the e-stop is latched)."""
+    try:
+        obs, reward, _, _, info = env.step(None)
+    except Exception:
+        return
+    if recorder is not None:
+        recorder.log_step(env, obs, None, reward, info)
 
 
 def run(scenario: str, policy_name: str = "expert", episodes: int = 1, seed: int = 0,
@@ -123,7 +150,7 @@ def run(scenario: str, policy_name: str = "expert", episodes: int = 1, seed: int
         for k in bar:
             rec = None if run_dir is None else EpisodeRecorder(
                 run_dir.episode_path(sc.name, k, seed + k), sc.name, run_dir.episode_id(sc.name, k, seed + k))
-            res = run_episode(env, policy, k, seed + k, rec)
+            res = run_episode(env, policy, k, seed + k, rec, operator)
             if rec is not None:
                 res.recording = str(rec.path)
             results.append(res)
@@ -148,6 +175,9 @@ def summarize(results: Iterable[EpisodeResult]) -> dict[str, Any]:
                            "interventions": float(np.mean([r.safety.get("interventions", 0) for r in rs])) if n else 0.0,
                            "protective_stop_time": float(np.mean([r.safety.get("protective_stop_time", 0.0)
                                                                   for r in rs])) if n else 0.0}
+    profiles = sorted({r.limits_profile for r in rs} - {"default"})
+    if profiles:
+        out["limits_profile"] = ", ".join(profiles)
     if n and "spl" in rs[0].metrics:
         out["spl"] = float(np.mean([r.metrics["spl"] for r in rs]))
     if n and "min_person_clearance" in rs[0].metrics:
@@ -176,4 +206,6 @@ def format_summary(name: str, s: dict[str, Any]) -> str:
              f"protective stop {s['protective_stop_time']:.1f} s/ep, e-stops {s['estops']}")
     if s["policy_errors"]:
         line += f", policy errors {s['policy_errors']}"
+    if s.get("limits_profile"):
+        line += f"  [LIMITS PROFILE {s['limits_profile']}: NOT the robot's safety profile]"
     return line

@@ -12,12 +12,15 @@ import string
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from qrobot.errors import ScenarioError
 from qrobot.palette import ColorName
+
+if TYPE_CHECKING:
+    from qrobot.safety.limits import Limits
 
 Vec2 = Annotated[list[float], Field(min_length=2, max_length=2)]
 Vec3 = Annotated[list[float], Field(min_length=3, max_length=3)]
@@ -194,13 +197,17 @@ class Sensing(_Strict):
 
     people_latency: float = Field(0.1, ge=0.0, le=1.0)
     people_noise: float = Field(0.02, ge=0.0, le=0.5)
+    people: Literal["sensor", "none"] | None = Field(
+        None, description='"none" declares that no person can be present; [[people]] imply "sensor". '
+                          'With neither, the supervisor refuses motion.')
 
 
 class Limits(_Strict):
     """The supervisor's limits profile, and per-scenario overrides of its values
     (dotted keys such as "v_max" or "ssm.warning_band"; see qrobot.safety.limits)."""
 
-    profile: Literal["default", "test-only-no-ssm"] = "default"
+    profile: Literal["default", "test-only-no-ssm", "test-only-loosen"] = Field(
+        "default", description="test-only profiles are printed in every summary, run.json and recording")
     overrides: dict[str, Union[bool, float, list[float], list[list[float]]]] = {}
 
 
@@ -230,6 +237,10 @@ class Scenario(_Strict):
             raise ValueError(f"task {self.task.kind!r} needs robot = {want!r}")
         if nav and self.room is None:
             raise ValueError("navigation tasks need a [room] table")
+        if self.people and not nav:
+            raise ValueError("people are simulated in navigation scenarios only")
+        if self.people and self.sensing.people == "none":
+            raise ValueError('people are listed but sensing.people = "none" (set it to "sensor")')
         if 240.0 % self.control_hz:
             raise ValueError(f"control_hz must divide 240 (got {self.control_hz})")
         names = [c.name for c in self.cameras]
@@ -349,11 +360,27 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(format_error(path, exc.errors()[0])) from None
-    from qrobot.safety.limits import apply_overrides, default_limits
-
     try:
-        apply_overrides(default_limits(sc.robot, 1.0 / sc.control_hz, sc.limits.profile),
-                        dict(sc.limits.overrides))
+        scenario_limits(sc)
     except ValueError as exc:
         raise ScenarioError(f"{path}: limits.overrides.{exc}") from None
     return sc
+
+
+def people_source(sc: Scenario) -> str | None:
+    """Where the supervisor gets people from: listed people are sensed; otherwise the
+    scenario's declaration ("sensor", "none" or None: undeclared, motion refused)."""
+    return "sensor" if sc.people else sc.sensing.people
+
+
+def scenario_limits(sc: Scenario) -> tuple["Limits", "Limits"]:
+    """(the limits the supervisor enforces, the robot's reference profile that safety
+    metrics are measured against). ValueError if an override is refused."""
+    from qrobot.safety.limits import apply_overrides, default_limits, with_room
+
+    dt = 1.0 / sc.control_hz
+    reference = default_limits(sc.robot, dt)
+    profile = default_limits(sc.robot, dt, sc.limits.profile)
+    if sc.room is not None:
+        reference, profile = with_room(reference, sc.room.size), with_room(profile, sc.room.size)
+    return apply_overrides(profile, dict(sc.limits.overrides)), reference

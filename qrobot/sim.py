@@ -12,7 +12,8 @@ import ctypes
 import os
 import sys
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from types import MappingProxyType
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -80,40 +81,77 @@ class Sim:
             raise ValueError(f"control_hz must divide {PHYSICS_HZ} (got {control_hz})")
         self.gui = gui
         self.control_hz = float(control_hz)
-        self.substeps = int(PHYSICS_HZ // control_hz)
-        self.dt = 1.0 / self.control_hz
+        self._substeps = int(PHYSICS_HZ // control_hz)
+        self._dt = 1.0 / self.control_hz
         with _quiet_stdio():
-            self.client = BulletClient(pybullet.GUI if gui else pybullet.DIRECT)
-        self.client.setAdditionalSearchPath(pybullet_data.getDataPath())
+            self._client = BulletClient(pybullet.GUI if gui else pybullet.DIRECT)
+        self._client.setAdditionalSearchPath(pybullet_data.getDataPath())
         if gui:
-            self.client.configureDebugVisualizer(pybullet.COV_ENABLE_GUI, 0)
-        self.reset_world()
+            self._client.configureDebugVisualizer(pybullet.COV_ENABLE_GUI, 0)
+        self._reset_world()
 
-    def reset_world(self) -> None:
+    # The PyBullet client, world rebuilds, state restores and per-substep hooks are private:
+    # they could move a robot without its supervisor. While `_sealed` (an episode runs) no
+    # body can be added either. Everything public here reads, renders or moves props.
+    def _reset_world(self) -> None:
         """Empty the world. Rebuilding from scratch is what makes seeded episodes
         bit-identical: restoreState keeps broadphase history, which perturbs contacts."""
-        self.client.resetSimulation()
-        self.client.setTimeStep(1.0 / PHYSICS_HZ)
-        self.client.setPhysicsEngineParameter(deterministicOverlappingPairs=1)
-        self.client.setGravity(0, 0, -9.81)
-        self.bodies: dict[str, int] = {}
+        self._sealed = False
+        self._substep_hooks: list[Callable[[float], None]] = []
+        self._client.resetSimulation()
+        self._client.setTimeStep(1.0 / PHYSICS_HZ)
+        self._client.setPhysicsEngineParameter(deterministicOverlappingPairs=1)
+        self._client.setGravity(0, 0, -9.81)
+        self._bodies: dict[str, int] = {}
         self._names: dict[int, str] = {}
-        self.time = 0.0
+        self._robots: set[int] = set()  # bodies only their backend may move
+        self._time = 0.0
         self.version = 0  # bumped whenever physics state may have changed (state caches key on it)
         self._light: tuple[float, ...] = (0.6, 0.4, 2.0)
 
     # ----------------------------------------------------------------- bodies
+    @property
+    def time(self) -> float:
+        """Simulated seconds since the world was built."""
+        return self._time
+
+    @property
+    def dt(self) -> float:
+        """The control period (s)."""
+        return self._dt
+
+    @property
+    def substeps(self) -> int:
+        return self._substeps
+
+    @property
+    def bodies(self) -> Mapping[str, int]:
+        """Body ids by name (read-only)."""
+        return MappingProxyType(self._bodies)
+
+    def _on_substep(self, hook: Callable[[float], None]) -> None:
+        """Call hook(t) before each physics substep, t = sim time at the substep's end
+        (robot backends shape their motion between control ticks with it)."""
+        self._substep_hooks.append(hook)
+
+    def _building(self) -> None:
+        if self._sealed:
+            raise PermissionError("the world is sealed while an episode runs: bodies are added when it is built")
+
     def _register(self, name: str, uid: int) -> int:
-        if name in self.bodies:
+        if name in self._bodies:
             raise ValueError(f"body name {name!r} already used")
-        self.bodies[name] = uid
+        self._bodies[name] = uid
+        if name == "robot":
+            self._robots.add(uid)
         self._names[uid] = name
         return uid
 
     def load_urdf(self, name: str, path: str, pos: Sequence[float] = (0, 0, 0),
                   orn: Sequence[float] = (0, 0, 0, 1), fixed: bool = False,
                   scale: float = 1.0) -> int:
-        uid = self.client.loadURDF(path, basePosition=pos, baseOrientation=orn,
+        self._building()
+        uid = self._client.loadURDF(path, basePosition=pos, baseOrientation=orn,
                                    useFixedBase=fixed, globalScaling=scale,
                                    flags=pybullet.URDF_ENABLE_CACHED_GRAPHICS_SHAPES)
         return self._register(name, uid)
@@ -123,7 +161,8 @@ class Sim:
                   collide: bool = True, friction: float | None = None) -> int:
         """A primitive body. shape: box (size = half extents), cylinder/capsule
         (size = radius, height), sphere (size = radius)."""
-        c = self.client
+        self._building()
+        c = self._client
         kind = {"box": pybullet.GEOM_BOX, "cylinder": pybullet.GEOM_CYLINDER,
                 "capsule": pybullet.GEOM_CAPSULE, "sphere": pybullet.GEOM_SPHERE}[shape]
         geom: dict = {"halfExtents": list(size)} if shape == "box" else {"radius": size[0]}
@@ -143,7 +182,8 @@ class Sim:
     def add_compound(self, name: str, boxes: Sequence[tuple[Sequence[float], Sequence[float]]],
                      rgba: Sequence[float], pos: Sequence[float] = (0, 0, 0)) -> int:
         """A static body made of boxes given as (half_extents, offset) pairs."""
-        c = self.client
+        self._building()
+        c = self._client
         n = len(boxes)
         half = [list(b[0]) for b in boxes]
         offs = [list(b[1]) for b in boxes]
@@ -156,37 +196,37 @@ class Sim:
         return self._register(name, uid)
 
     def set_color(self, name: str, rgba: Sequence[float]) -> None:
-        self.client.changeVisualShape(self.bodies[name], -1, rgbaColor=list(rgba))
+        self._client.changeVisualShape(self._bodies[name], -1, rgbaColor=list(rgba))
 
     def set_pose(self, name: str, pos: Sequence[float],
                  orn: Sequence[float] = (0, 0, 0, 1)) -> None:
         """Teleport a prop (not a robot: robots move only through their backend)."""
-        if name == "robot":
+        uid = self._bodies[name]
+        if uid in self._robots:
             raise PermissionError("the robot moves only through its backend (supervisor-issued commands)")
-        uid = self.bodies[name]
-        self.client.resetBasePositionAndOrientation(uid, list(pos), list(orn))
+        self._client.resetBasePositionAndOrientation(uid, list(pos), list(orn))
         self.version += 1
 
     def pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        pos, orn = self.client.getBasePositionAndOrientation(self.bodies[name])
+        pos, orn = self._client.getBasePositionAndOrientation(self._bodies[name])
         return np.asarray(pos), np.asarray(orn)
 
     def velocity(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        lin, ang = self.client.getBaseVelocity(self.bodies[name])
+        lin, ang = self._client.getBaseVelocity(self._bodies[name])
         return np.asarray(lin), np.asarray(ang)
 
     def contact_links(self, a: str, b: str) -> set[int]:
         """Link indices of body `a` that touch body `b`."""
-        return {pt[3] for pt in self.client.getContactPoints(self.bodies[a], self.bodies[b])}
+        return {pt[3] for pt in self._client.getContactPoints(self._bodies[a], self._bodies[b])}
 
     def near(self, a: str, b: str, margin: float = 0.01) -> bool:
         """True if bodies a and b are within `margin` metres (touching or penetrating)."""
-        return bool(self.client.getClosestPoints(self.bodies[a], self.bodies[b], margin))
+        return bool(self._client.getClosestPoints(self._bodies[a], self._bodies[b], margin))
 
     def contacts_of(self, name: str) -> set[str]:
         """Names of bodies touching `name` right now."""
-        uid = self.bodies[name]
-        return {self._names.get(pt[2], "?") for pt in self.client.getContactPoints(bodyA=uid)}
+        uid = self._bodies[name]
+        return {self._names.get(pt[2], "?") for pt in self._client.getContactPoints(bodyA=uid)}
 
     # ------------------------------------------------------------ inspection
     def visuals(self, name: str) -> list[dict]:
@@ -195,43 +235,54 @@ class Sim:
         kinds = {pybullet.GEOM_BOX: "box", pybullet.GEOM_SPHERE: "sphere",
                  pybullet.GEOM_CYLINDER: "cylinder", pybullet.GEOM_CAPSULE: "capsule"}
         out = []
-        for v in self.client.getVisualShapeData(self.bodies[name]):
+        for v in self._client.getVisualShapeData(self._bodies[name]):
             if v[1] == -1 and v[2] in kinds:
                 out.append({"kind": kinds[v[2]], "size": tuple(v[3]), "offset": tuple(v[5]),
                             "rgba": tuple(v[7])})
         return out
 
     def is_dynamic(self, name: str) -> bool:
-        return self.client.getDynamicsInfo(self.bodies[name], -1)[0] > 0
+        return self._client.getDynamicsInfo(self._bodies[name], -1)[0] > 0
 
     def link_positions(self, name: str) -> np.ndarray:
         """World positions of a body's base and every link frame, in index order."""
-        uid = self.bodies[name]
-        n = self.client.getNumJoints(uid)
-        base = self.client.getBasePositionAndOrientation(uid)[0]
-        links = [s[4] for s in self.client.getLinkStates(uid, list(range(n)))] if n else []
+        uid = self._bodies[name]
+        n = self._client.getNumJoints(uid)
+        base = self._client.getBasePositionAndOrientation(uid)[0]
+        links = [s[4] for s in self._client.getLinkStates(uid, list(range(n)))] if n else []
         return np.asarray([base, *links], dtype=np.float64)
 
     # --------------------------------------------------------------- stepping
     def step(self) -> None:
         """Advance one control period (physics_hz / control_hz substeps)."""
-        step = self.client.stepSimulation
-        for _ in range(self.substeps):
+        step, hooks = self._client.stepSimulation, self._substep_hooks
+        for k in range(self.substeps):
+            t = self._time + (k + 1) / PHYSICS_HZ
+            for hook in hooks:
+                hook(t)
             step()
-        self.time += self.dt
+        self._time += self._dt
         self.version += 1
 
-    def save_state(self) -> int:
-        return self.client.saveState()
+    def _save_state(self) -> int:
+        return self._client.saveState()
 
-    def restore_state(self, state_id: int) -> None:
+    def _restore_state(self, state_id: int) -> None:
         """Positions, velocities and contacts as saved (within the same world build)."""
-        self.client.restoreState(stateId=state_id)
+        self._client.restoreState(stateId=state_id)
         self.version += 1
+
+    def _discard_state(self, state_id: int) -> None:
+        self._client.removeState(state_id)
+
+    @staticmethod
+    def rotation(orn: Sequence[float]) -> np.ndarray:
+        """3x3 rotation matrix of an (x, y, z, w) quaternion."""
+        return np.asarray(pybullet.getMatrixFromQuaternion(list(orn))).reshape(3, 3)
 
     def key_pressed(self, key: str) -> bool:
         """True if `key` went down since the last call (GUI runs only)."""
-        events = self.client.getKeyboardEvents()
+        events = self._client.getKeyboardEvents()
         return bool(events.get(ord(key), 0) & pybullet.KEY_WAS_TRIGGERED)
 
     # --------------------------------------------------------------- cameras
@@ -240,22 +291,22 @@ class Sim:
 
     def _view(self, cam: Camera) -> list[float]:
         if cam.body is None:
-            return self.client.computeViewMatrix(cam.eye, cam.target, cam.up)
-        uid = self.bodies[cam.body]
+            return self._client.computeViewMatrix(cam.eye, cam.target, cam.up)
+        uid = self._bodies[cam.body]
         if cam.link < 0:
-            pos, orn = self.client.getBasePositionAndOrientation(uid)
+            pos, orn = self._client.getBasePositionAndOrientation(uid)
         else:
-            pos, orn = self.client.getLinkState(uid, cam.link, computeForwardKinematics=True)[4:6]
-        rot = np.asarray(self.client.getMatrixFromQuaternion(orn)).reshape(3, 3)
+            pos, orn = self._client.getLinkState(uid, cam.link, computeForwardKinematics=True)[4:6]
+        rot = np.asarray(self._client.getMatrixFromQuaternion(orn)).reshape(3, 3)
         eye = np.asarray(pos) + rot @ cam.eye
         target = np.asarray(pos) + rot @ cam.target
-        return self.client.computeViewMatrix(eye.tolist(), target.tolist(), (rot @ cam.up).tolist())
+        return self._client.computeViewMatrix(eye.tolist(), target.tolist(), (rot @ cam.up).tolist())
 
     def render(self, cam: Camera, depth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """RGB (H, W, 3) uint8 and, if asked, metric depth (H, W) float32."""
-        proj = self.client.computeProjectionMatrixFOV(cam.fov, cam.width / cam.height,
+        proj = self._client.computeProjectionMatrixFOV(cam.fov, cam.width / cam.height,
                                                       cam.near, cam.far)
-        _, _, rgba, zbuf, _ = self.client.getCameraImage(
+        _, _, rgba, zbuf, _ = self._client.getCameraImage(
             cam.width, cam.height, self._view(cam), proj, lightDirection=list(self._light),
             shadow=0, renderer=pybullet.ER_TINY_RENDERER,
             flags=pybullet.ER_NO_SEGMENTATION_MASK)
@@ -268,4 +319,4 @@ class Sim:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.client.disconnect()
+            self._client.disconnect()

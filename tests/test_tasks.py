@@ -36,7 +36,7 @@ def test_pointnav_stop_at_goal_succeeds_with_spl() -> None:
     env = _nav_env()
     env.reset(seed=4)
     gx, gy = env.task.goal_xy
-    env.robot.reset(gx + 0.1, gy, 0.0)  # teleport next to the goal (test only)
+    env.robot._reset(gx + 0.1, gy, 0.0)  # teleport next to the goal (test only)
     _, reward, term, _, info = env.step(STOP)
     m = info["metrics"]
     assert term and info["success"] and reward == 0.0
@@ -58,7 +58,7 @@ def test_standing_still_for_n_steps_counts_as_stop() -> None:
     env = _nav_env(stop_at_rest_steps=5)
     env.reset(seed=4)
     gx, gy = env.task.goal_xy
-    env.robot.reset(gx, gy, 0.0)
+    env.robot._reset(gx, gy, 0.0)
     terms = [env.step(STILL)[2] for _ in range(5)]
     assert terms == [False] * 4 + [True] and env.task.success()
     env.close()
@@ -68,10 +68,10 @@ def test_goal_vector_is_relative() -> None:
     env = _nav_env()
     env.reset(seed=4)
     gx, gy = env.task.goal_xy
-    env.robot.reset(gx - 2.0, gy, 0.0)  # goal straight ahead, 2 m
+    env.robot._reset(gx - 2.0, gy, 0.0)  # goal straight ahead, 2 m
     rho, phi = env.task.goal()
     assert rho == pytest.approx(2.0, abs=0.01) and phi == pytest.approx(0.0, abs=0.01)
-    env.robot.reset(gx - 2.0, gy, np.pi / 2)  # facing +y: goal on the right
+    env.robot._reset(gx - 2.0, gy, np.pi / 2)  # facing +y: goal on the right
     assert env.task.goal()[1] == pytest.approx(-np.pi / 2, abs=0.01)
     env.close()
 
@@ -81,7 +81,7 @@ def test_person_walking_into_robot_is_a_collision() -> None:
                     yield_to_robot=False)
     env = _nav_env(people=[person])
     env.reset(seed=0)
-    env.robot.reset(0.0, 0.0, 0.0)  # on the person's line, 3 m ahead of them
+    env.robot._reset(0.0, 0.0, 0.0)  # on the person's line, 3 m ahead of them
     for _ in range(40):
         env.step(STILL)
     m = env.task.metrics()
@@ -96,7 +96,7 @@ def test_objectnav_success_is_distance_to_the_named_landmark() -> None:
     assert f"{t.colors[t.target]} {t.kinds[t.landmarks.index(t.target)]}" in obs["instruction"]
     cell = sorted(t._goal_cells(0.3))[0]
     x, y = t.grid.center(cell)
-    env.robot.reset(x, y, 0.0)
+    env.robot._reset(x, y, 0.0)
     _, _, term, _, info = env.step(STOP)
     assert term and info["success"] and info["metrics"]["distance_to_goal"] <= 1.0
     env.close()

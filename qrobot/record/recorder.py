@@ -111,7 +111,7 @@ class EpisodeRecorder:
         balls: dict[str, list] = {"centers": [], "half_sizes": [], "colors": []}
         for name in names:
             pos, orn = env.sim.pose(name)
-            rot = np.asarray(env.sim.client.getMatrixFromQuaternion(orn)).reshape(3, 3)
+            rot = env.sim.rotation(orn)
             for part in self._visuals(env, name):
                 centre = pos + rot @ np.asarray(part["offset"])
                 colour = (np.asarray(part["rgba"]) * 255).astype(np.uint8)
@@ -202,6 +202,11 @@ class EpisodeRecorder:
         self.rec.log("task/instruction", rr.TextDocument(obs["instruction"]))
         self.rec.log("supervisor/events", rr.TextLog(f"episode start: {obs['instruction']}",
                                                      level=rr.TextLogLevel.INFO))
+        profile = env.limits.profile
+        self.rec.log("supervisor/limits_profile", rr.TextDocument(profile))
+        if profile != "default":
+            self.rec.log("supervisor/events", rr.TextLog(
+                f"LIMITS PROFILE {profile}: not the robot's safety profile (test only)", level=rr.TextLogLevel.WARN))
         self._frame(env, obs, info, reward=None)
 
     def _frame(self, env: Any, obs: dict, info: dict, reward: float | None) -> None:
@@ -229,12 +234,9 @@ class EpisodeRecorder:
         """After env.step: raw action, issued command, new safety events, the frame."""
         self.step += 1
         self._time(self.step, env.sim.time)
-        try:
-            raw = np.asarray(action, dtype=np.float64).reshape(-1)
-            if raw.size == env.action_space.shape[0]:
-                self._scalar("policy/action", raw)
-        except (TypeError, ValueError):
-            pass  # not numeric: the supervisor's reject event says what it was
+        valid = env.supervisor.last_action  # the validated copy; a refused action is in the events
+        if valid is not None:
+            self._scalar("policy/action", valid)
         cmd = env.last_command
         issued = cmd.brake if isinstance(cmd, Stop) else cmd
         if isinstance(issued, SafeCommand):

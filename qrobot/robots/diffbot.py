@@ -5,11 +5,14 @@ Action (normalised to [-1, 1]): v, omega, stop (> 0.5 means "I am at the goal").
 
 from __future__ import annotations
 
+import copy
+
 from importlib import resources
 
 import numpy as np
 
-from qrobot.safety.command import SafeCommand, Stop
+from qrobot.safety import trajectory
+from qrobot.safety.command import CommandCheck, SafeCommand, Stop
 from qrobot.sim import Sim, pybullet
 
 WHEELS = [0, 1]  # left, right
@@ -18,10 +21,14 @@ TRACK = 0.40
 WHEEL_FORCE = 40.0
 RADIUS = 0.29  # footprint circle used for planning and clearance
 MAX_V, MAX_W = 0.5, 1.2  # m/s and rad/s at |action| = 1
+BRAKE = np.array([1.5, 4.0])  # m/s^2 and rad/s^2 when a plan runs out
+COMMAND_SIZE = 5  # v1, w1, done, v0, w0: see qrobot.safety.trajectory
 
 
 class DiffDriveBase:
-    """A small two-wheeled base; `apply` takes only supervisor-issued commands."""
+    """A small two-wheeled base driven by one-period (v, w) ramps that only its bound
+    supervisor issues; wheel speeds follow the ramp at every physics substep, and the
+    base brakes on its own when a plan runs out."""
 
     name = "diffbot"
     action_dim = 3
@@ -33,33 +40,61 @@ class DiffDriveBase:
         urdf = str(resources.files("qrobot") / "assets" / "diffbot.urdf")
         self.uid = sim.load_urdf("robot", urdf, (0, 0, 0.0))
         self.max_v, self.max_w = max_v, max_w
-        c = sim.client
+        c = sim._client
+        self._check: CommandCheck | None = None
+        self._rates = BRAKE.copy()
+        self._plan = (sim.time, np.zeros(2), np.zeros(2))
+        sim._on_substep(self._track)
         for link in (2, 3):  # casters slide freely
             c.changeDynamics(self.uid, link, lateralFriction=0.0, rollingFriction=0.0,
                              spinningFriction=0.0)
         for link in WHEELS:
             c.changeDynamics(self.uid, link, lateralFriction=1.5)
 
-    def reset(self, x: float = 0.0, y: float = 0.0, yaw: float = 0.0) -> None:
+    def _bind(self, check: CommandCheck, rates: np.ndarray) -> None:
+        """Accept commands from one supervisor only; brake at its rates when a plan runs out."""
+        if self._check is not None:
+            raise PermissionError("this base is already bound to a supervisor")
+        self._check, self._rates = check, np.minimum(np.asarray(rates, dtype=np.float64), BRAKE)
+
+    def _snapshot(self) -> tuple:
+        """The plan and replay guard, to undo a look-ahead rollout (with the world's state)."""
+        return self._plan, copy.copy(self._check)
+
+    def _restore(self, snap: tuple) -> None:
+        self._plan, self._check = snap
+
+    def _reset(self, x: float = 0.0, y: float = 0.0, yaw: float = 0.0) -> None:
         """Episode reset: place the base (between episodes only)."""
-        c = self.sim.client
+        c = self.sim._client
         self.sim.version += 1
         orn = pybullet.getQuaternionFromEuler([0, 0, yaw])
         c.resetBasePositionAndOrientation(self.uid, [x, y, 0.0], orn)
         c.resetBaseVelocity(self.uid, [0, 0, 0], [0, 0, 0])
         for j in WHEELS:
             c.resetJointState(self.uid, j, 0.0, 0.0)
+        self._plan = (self.sim.time, np.zeros(2), np.zeros(2))
         self._drive(0.0, 0.0)
+
+    def _plan_at(self, t: float) -> np.ndarray:
+        t0, v0, v1 = self._plan
+        return trajectory.at(v0, v1, self.sim.dt, self._rates, t - t0)[1]
+
+    def _track(self, t: float) -> None:
+        """Substep hook: wheel speeds for the plan's (v, w) at t."""
+        v, w = self._plan_at(t)
+        self._drive(float(v), float(w))
 
     def _drive(self, v: float, w: float) -> None:
         left = (v - w * TRACK / 2) / WHEEL_RADIUS
         right = (v + w * TRACK / 2) / WHEEL_RADIUS
-        self.sim.client.setJointMotorControlArray(
+        self.sim._client.setJointMotorControlArray(
             self.uid, WHEELS, pybullet.VELOCITY_CONTROL, targetVelocities=[left, right],
             forces=[WHEEL_FORCE, WHEEL_FORCE])
 
     def state(self) -> dict[str, np.ndarray | float]:
-        c = self.sim.client
+        """Measured pose and velocities, plus `cmd_vel`: the (v, w) the current plan asks for now."""
+        c = self.sim._client
         pos, orn = c.getBasePositionAndOrientation(self.uid)
         lin, ang = c.getBaseVelocity(self.uid)
         yaw = pybullet.getEulerFromQuaternion(orn)[2]
@@ -68,20 +103,25 @@ class DiffDriveBase:
             "base_pose": np.array([pos[0], pos[1], yaw]),
             "base_vel": np.array([float(np.dot(lin[:2], heading)), ang[2]]),
             "base_lin_vel": np.asarray(lin),
+            "cmd_vel": self._plan_at(self.sim.time),
         }
 
     def proprio(self, state: dict) -> np.ndarray:
         return np.asarray(state["base_vel"], dtype=np.float32)
 
-    def apply(self, cmd: SafeCommand | Stop) -> None:
-        """Drive the wheels at a supervisor-issued (v m/s, omega rad/s). A Stop executes
-        its controlled-stop command, or commands zero wheel speed."""
+    def _apply(self, cmd: SafeCommand | Stop) -> None:
+        """Execute a plan from the bound supervisor: ramp (v, w) from v0, w0 to v1, w1 over
+        the period. A Stop executes its controlled-stop plan; without one the current plan
+        runs out and the base brakes on its own. Forged, foreign, replayed or stale plans
+        are refused."""
         if isinstance(cmd, Stop):
             if cmd.brake is None:
-                self._drive(0.0, 0.0)
                 return
             cmd = cmd.brake
-        if not isinstance(cmd, SafeCommand) or not cmd.issued_by_supervisor or cmd.robot != self.name \
-                or cmd.values.shape != (3,):
-            raise PermissionError("DiffDriveBase.apply accepts only commands issued by the supervisor")
-        self._drive(float(cmd.values[0]), float(cmd.values[1]))
+        if self._check is None or not self._check.accept(cmd, self.name, COMMAND_SIZE):
+            raise PermissionError("DiffDriveBase accepts only fresh commands from the supervisor bound to it")
+        vals = cmd.values  # type: ignore[union-attr]
+        v0, v1 = vals[3:5].copy(), vals[0:2].copy()
+        if np.max(np.abs(v0 - self._plan_at(self.sim.time))) > 1e-6:
+            raise PermissionError("DiffDriveBase refused a plan that does not start at its current speed")
+        self._plan = (self.sim.time, v0, v1)

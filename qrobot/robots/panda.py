@@ -8,10 +8,13 @@ place motors are commanded.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
-from qrobot.safety.command import SafeCommand, Stop
-from qrobot.sim import Sim, pybullet
+from qrobot.safety import trajectory
+from qrobot.safety.command import CommandCheck, SafeCommand, Stop
+from qrobot.sim import PHYSICS_HZ, Sim, pybullet
 
 ARM_JOINTS = list(range(7))
 FINGERS = [9, 10]
@@ -20,6 +23,9 @@ HAND_LINK = 8
 HOME = np.array([0.0, 0.21, 0.0, -2.25, 0.0, 2.46, 0.785])  # gripper down, above the table
 ARM_FORCES = [87.0] * 4 + [12.0] * 3
 MAX_JOINT_VEL = np.array([2.175] * 4 + [2.61] * 3)  # Franka's published limits
+MAX_JOINT_ACC = np.array([15.0, 7.5, 10.0, 12.5, 15.0, 20.0, 20.0])
+TRACK_GAIN = 0.02  # share of the position error corrected per substep (velocity feed-forward does the rest)
+COMMAND_SIZE = 22  # q0 (7), v0 (7), v1 (7), finger width: see qrobot.safety.trajectory
 FINGER_FORCE = 40.0
 FINGER_OPEN = 0.04
 MAX_STEP = 0.025      # m of end-effector motion per control step at |action| = 1
@@ -38,7 +44,10 @@ def hand_frame(ee_pos: np.ndarray, ee_yaw: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 class PandaArm:
-    """A fixed-base Panda; `apply` takes only supervisor-issued commands."""
+    """A fixed-base Panda driven by one-period joint plans that only its bound supervisor
+    issues. Between control ticks, each physics substep tracks the plan's velocity ramp
+    (velocity control plus a small position correction); when a plan runs out the arm
+    brakes on its own."""
 
     name = "panda"
     action_dim = 5
@@ -47,43 +56,73 @@ class PandaArm:
     def __init__(self, sim: Sim, base_pos: tuple[float, float, float] = (0.0, 0.0, 0.0),
                  max_step: float = MAX_STEP, max_yaw_step: float = MAX_YAW_STEP,
                  workspace: tuple[tuple[float, float, float], tuple[float, float, float]] = (
-                     (0.15, -0.45, 0.005), (0.85, 0.45, 0.6))) -> None:
+                     (0.15, -0.45, 0.015), (0.85, 0.45, 0.6))) -> None:
         self.sim = sim
         self.uid = sim.load_urdf("robot", "franka_panda/panda.urdf", base_pos, fixed=True)
         self.max_step = max_step
         self.max_yaw_step = max_yaw_step
         self.workspace = np.asarray(workspace, dtype=np.float64)
-        c = sim.client
+        c = sim._client
         info = [c.getJointInfo(self.uid, j) for j in ARM_JOINTS]
         self.lower = np.array([i[8] for i in info])
         self.upper = np.array([i[9] for i in info])
         for link in FINGERS:
             c.changeDynamics(self.uid, link, lateralFriction=2.0, spinningFriction=0.01)
-        self.reset()
+        self._check: CommandCheck | None = None
+        self._rates = MAX_JOINT_ACC.copy()
+        sim._on_substep(self._track)
+        self._reset()
+
+    def _bind(self, check: CommandCheck, rates: np.ndarray) -> None:
+        """Accept commands from one supervisor only; brake at its rates when a plan runs out."""
+        if self._check is not None:
+            raise PermissionError("this arm is already bound to a supervisor")
+        self._check, self._rates = check, np.minimum(np.asarray(rates, dtype=np.float64), MAX_JOINT_ACC)
 
     # ------------------------------------------------------------------ reset
-    def reset(self) -> None:
-        """Episode reset (between episodes only; motion during one goes via apply)."""
-        c = self.sim.client
+    def _snapshot(self) -> tuple:
+        """The plan and replay guard, to undo a look-ahead rollout (with the world's state)."""
+        return self._plan, copy.copy(self._check)
+
+    def _restore(self, snap: tuple) -> None:
+        self._plan, self._check = snap
+
+    def _reset(self) -> None:
+        """Episode reset (between episodes only; motion during one goes via the supervisor)."""
+        c = self.sim._client
         self.sim.version += 1
         for j, q in zip(ARM_JOINTS, HOME):
             c.resetJointState(self.uid, j, q, 0.0)
         for j in FINGERS:
             c.resetJointState(self.uid, j, FINGER_OPEN, 0.0)
-        self._hold(HOME, FINGER_OPEN)
+        self._plan = (self.sim.time, HOME.copy(), np.zeros(7), np.zeros(7))
+        self._fingers(FINGER_OPEN)
 
-    def _hold(self, joints: np.ndarray, finger: float, max_vel: np.ndarray = MAX_JOINT_VEL) -> None:
-        c = self.sim.client
-        for j, q, f, v in zip(ARM_JOINTS, joints, ARM_FORCES, np.minimum(max_vel, MAX_JOINT_VEL)):
-            c.setJointMotorControl2(self.uid, j, pybullet.POSITION_CONTROL, targetPosition=float(q),
-                                    force=f, maxVelocity=float(v))
-        c.setJointMotorControlArray(self.uid, FINGERS, pybullet.POSITION_CONTROL,
-                                    targetPositions=[finger, finger],
-                                    forces=[FINGER_FORCE, FINGER_FORCE])
+    def _fingers(self, width: float) -> None:
+        self.sim._client.setJointMotorControlArray(self.uid, FINGERS, pybullet.POSITION_CONTROL,
+                                                   targetPositions=[width, width],
+                                                   forces=[FINGER_FORCE, FINGER_FORCE])
+
+    def _plan_at(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        t0, q0, v0, v1 = self._plan
+        disp, vel = trajectory.at(v0, v1, self.sim.dt, self._rates, t - t0)
+        return q0 + disp, vel
+
+    def _track(self, t: float) -> None:
+        """Substep hook: velocity of the plan at t, plus a share of the position error."""
+        c = self.sim._client
+        q = np.array([s[0] for s in c.getJointStates(self.uid, ARM_JOINTS)])
+        q_ref, _ = self._plan_at(t - 1.0 / PHYSICS_HZ)
+        _, vel = self._plan_at(t)
+        cmd = np.clip(vel + TRACK_GAIN * (q_ref - q) * PHYSICS_HZ, -MAX_JOINT_VEL, MAX_JOINT_VEL)
+        c.setJointMotorControlArray(self.uid, ARM_JOINTS, pybullet.VELOCITY_CONTROL,
+                                    targetVelocities=cmd.tolist(), forces=ARM_FORCES)
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, np.ndarray | float]:
-        c = self.sim.client
+        """Measured joints and gripper pose, plus `cmd_vel`: the joint velocity the current
+        plan asks for now (where the next plan must start)."""
+        c = self.sim._client
         js = c.getJointStates(self.uid, ARM_JOINTS + FINGERS)
         q = np.array([s[0] for s in js])
         dq = np.array([s[1] for s in js])
@@ -98,6 +137,7 @@ class PandaArm:
             "ee_yaw": float(np.arctan2(x_axis[1], x_axis[0])),
             "ee_lin_vel": np.asarray(link[6]), "ee_ang_vel": np.asarray(link[7]),
             "gripper_width": float(q[7] + q[8]),
+            "cmd_vel": self._plan_at(self.sim.time)[1],
         }
 
     def proprio(self, state: dict) -> np.ndarray:
@@ -111,7 +151,7 @@ class PandaArm:
         A query (reads the current joints as the seed), not an actuation."""
         target = np.clip(np.asarray(target, dtype=np.float64), *self.workspace)
         orn = pybullet.getQuaternionFromEuler([np.pi, 0.0, float(yaw)])
-        sol = self.sim.client.calculateInverseKinematics(
+        sol = self.sim._client.calculateInverseKinematics(
             self.uid, EE_LINK, target.tolist(), orn,
             lowerLimits=list(self.lower) + [0, 0], upperLimits=list(self.upper) + [0.04, 0.04],
             jointRanges=list(self.upper - self.lower) + [0.04, 0.04],
@@ -120,23 +160,27 @@ class PandaArm:
 
     def jacobian(self, q: np.ndarray) -> np.ndarray:
         """(6, 7) end-effector Jacobian (linear rows, then angular) at joints q. A query."""
-        c = self.sim.client
+        c = self.sim._client
         fingers = [c.getJointState(self.uid, j)[0] for j in FINGERS]
         pos = [float(x) for x in q] + fingers
         lin, ang = c.calculateJacobian(self.uid, EE_LINK, [0.0, 0.0, 0.0], pos, [0.0] * 9, [0.0] * 9)
         return np.vstack([np.asarray(lin)[:, :7], np.asarray(ang)[:, :7]])
 
     # ---------------------------------------------------------------- actuate
-    def apply(self, cmd: SafeCommand | Stop) -> None:
-        """Execute a supervisor-issued command: 7 joint targets, finger width, 7 speed caps.
-        A Stop executes its controlled-stop command, or holds where the arm is."""
+    def _apply(self, cmd: SafeCommand | Stop) -> None:
+        """Execute a plan from the bound supervisor: [q0 (7), v0 (7), v1 (7), finger width].
+        A Stop executes its controlled-stop plan; without one the current plan runs out
+        and the arm brakes on its own. Forged, foreign, replayed or stale plans are refused."""
         if isinstance(cmd, Stop):
             if cmd.brake is None:
-                st = self.state()
-                self._hold(st["joint_pos"], FINGER_OPEN if st["gripper_width"] > 0.07 else 0.0)
                 return
             cmd = cmd.brake
-        if not isinstance(cmd, SafeCommand) or not cmd.issued_by_supervisor or cmd.robot != self.name \
-                or cmd.values.shape != (15,):
-            raise PermissionError("PandaArm.apply accepts only commands issued by the supervisor")
-        self._hold(cmd.values[:7], float(cmd.values[7]), cmd.values[8:])
+        if self._check is None or not self._check.accept(cmd, self.name, COMMAND_SIZE):
+            raise PermissionError("PandaArm accepts only fresh commands from the supervisor bound to it")
+        vals = cmd.values  # type: ignore[union-attr]
+        q0, v0, v1, finger = vals[:7], vals[7:14], vals[14:21], float(vals[21])
+        q_now = np.array([s[0] for s in self.sim._client.getJointStates(self.uid, ARM_JOINTS)])
+        if np.max(np.abs(q0 - q_now)) > 1e-6 or np.max(np.abs(v0 - self._plan_at(self.sim.time)[1])) > 1e-6:
+            raise PermissionError("PandaArm refused a plan that does not start where the arm is")
+        self._plan = (self.sim.time, q0.copy(), v0.copy(), v1.copy())
+        self._fingers(FINGER_OPEN if finger > 0.02 else 0.0)

@@ -1,6 +1,9 @@
-"""Arm rules, pure numpy: Cartesian speed and workspace, then joint position
-(soft and hard), velocity and acceleration limits. Each returns the limited value
-and the names of the rules that changed it."""
+"""Arm rules, pure numpy. The Cartesian step a policy asks for is capped and kept in the
+workspace; IK turns it into a desired joint velocity; `plan` then chooses the velocity
+v1 the period ramps to (see qrobot.safety.trajectory) so that, at every instant of the
+period and of the stop that may follow it, joint speeds, joint accelerations, the
+end-effector's linear and angular speed, the joint limits and the workspace box hold.
+Each function returns the limited value and the names of the rules that changed it."""
 
 from __future__ import annotations
 
@@ -8,11 +11,18 @@ import math
 
 import numpy as np
 
+from qrobot.safety import trajectory
 from qrobot.safety.limits import ArmLimits
+
+BISECTIONS = 12
+# The plan keeps this share of each speed and acceleration limit: the Jacobian changes
+# within a period and the motors track the ramp with a small lag (measured by
+# benchmarks/limit_conformance.py at every physics substep).
+PLAN_MARGIN = 0.97
 
 
 def limit_ee_step(d: np.ndarray, dyaw: float, lim: ArmLimits, dt: float) -> tuple[np.ndarray, float, list[str]]:
-    """Cap the end-effector displacement and yaw change per control step."""
+    """Cap the end-effector displacement and yaw change asked for one control period."""
     hit = []
     cap = min(lim.ee_speed_max * dt, lim.ee_step_max)
     n = math.sqrt(float(d @ d))
@@ -33,73 +43,73 @@ def limit_workspace(ee: np.ndarray, d: np.ndarray, lim: ArmLimits) -> tuple[np.n
     return out, (["workspace"] if (out != d).any() else [])
 
 
-def limit_joints(q: np.ndarray, dq: np.ndarray, prev_vel: np.ndarray, lim: ArmLimits,
-                 dt: float, jacobian: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
-    """Limit a joint step dq (rad per control step) from measured positions q.
-
-    With the (6, 7) Jacobian at q, the end-effector speed the step implies is capped
-    too: an IK solution that swings the arm through a new configuration must not
-    move the gripper faster than the Cartesian limit.
-    """
+def _cap_speed(q: np.ndarray, v: np.ndarray, jac: np.ndarray, lim: ArmLimits, dt: float) -> tuple[np.ndarray, list[str]]:
+    """Joint speed (soft margin: slower toward a limit), then the end-effector's linear
+    and angular speed through the Jacobian. Uniform scaling keeps the direction."""
     hit = []
-    vmax, amax, lower, upper = lim.vmax, lim.amax, lim.lower, lim.upper
-    # velocity: scale the whole step so the direction in joint space is kept
-    worst = float((np.abs(dq) / (vmax * dt)).max())
+    worst = float(np.max(np.abs(v) / lim.vmax))
     if worst > 1.0:
-        dq = dq / worst
+        v = v / worst
         hit.append("joint_velocity")
-    if jacobian is not None:
-        dq, h = _limit_cartesian(dq, jacobian, lim, dt)
-        hit += h
-    # acceleration relative to the previous commanded velocity
-    lo_a = (prev_vel - amax * dt) * dt
-    hi_a = (prev_vel + amax * dt) * dt
-    if (dq < lo_a).any() or (dq > hi_a).any():
-        dq = np.minimum(np.maximum(dq, lo_a), hi_a)
-        hit.append("joint_acceleration")
-    # position: toward a limit, the step shrinks inside the soft margin and ends at the
-    # hard limit; beyond a limit (start in violation) only motion back is allowed.
-    room_up = upper - q
-    room_down = q - lower
     m = max(lim.soft_margin, 1e-6)
-    cap_up = np.maximum(room_up, 0.0) * np.minimum(np.maximum(room_up / m, 0.0), 1.0)
-    cap_down = np.maximum(room_down, 0.0) * np.minimum(np.maximum(room_down / m, 0.0), 1.0)
-    if (dq > cap_up).any() or (dq < -cap_down).any():
-        dq = np.minimum(np.maximum(dq, -cap_down), cap_up)
+    toward = np.where(v > 0, lim.upper - q, q - lim.lower)
+    cap = lim.vmax * np.clip(toward / m, 0.0, 1.0)
+    if np.any(np.abs(v) > cap):
+        v = np.clip(v, -cap, cap)
         hit.append("joint_position")
-    return dq, hit
-
-
-def _limit_cartesian(dq: np.ndarray, jac: np.ndarray, lim: ArmLimits, dt: float) -> tuple[np.ndarray, list[str]]:
-    v = jac @ dq
-    lin = math.sqrt(float(v[:3] @ v[:3]))
-    ang = math.sqrt(float(v[3:] @ v[3:]))
-    cap = min(lim.ee_speed_max * dt, lim.ee_step_max)
-    scale = min(1.0, cap / lin if lin > 0 else 1.0, lim.ee_ang_speed_max * dt / ang if ang > 0 else 1.0)
+    lin, ang = jac[:3] @ v, jac[3:] @ v
+    n_lin, n_ang = math.sqrt(float(lin @ lin)), math.sqrt(float(ang @ ang))
+    v_cap = PLAN_MARGIN * min(lim.ee_speed_max, lim.ee_step_max / dt)
+    w_cap = PLAN_MARGIN * lim.ee_ang_speed_max
+    scale = min(1.0, v_cap / n_lin if n_lin > 0 else 1.0, w_cap / n_ang if n_ang > 0 else 1.0)
     if scale < 1.0:
-        return dq * scale, ["ee_speed_joint_space"]
-    return dq, []
+        v = v * scale
+        hit.append("ee_speed_joint_space")
+    return v, hit
 
 
-def limit_workspace_joint_space(ee: np.ndarray, dq: np.ndarray, jac: np.ndarray,
-                                lim: ArmLimits) -> tuple[np.ndarray, list[str]]:
-    """After joint limiting the arm may not follow the IK path (a joint at its limit,
-    others compensating): predict the gripper's step with the Jacobian and shorten dq
-    so it does not leave the workspace box (or go further out of it)."""
-    step = (jac[:3] @ dq).tolist()
-    lo, hi, p = lim.workspace_low, lim.workspace_high, ee.tolist()
-    scale = 1.0
-    for i in range(3):
-        if step[i] > 1e-12:
-            scale = min(scale, max(hi[i] - p[i], 0.0) / step[i])
-        elif step[i] < -1e-12:
-            scale = min(scale, max(p[i] - lo[i], 0.0) / -step[i])
-    if scale < 1.0:
-        return dq * max(scale, 0.0), ["workspace_joint_space"]
-    return dq, []
+def _cap_acceleration(v0: np.ndarray, v1: np.ndarray, lim: ArmLimits, dt: float) -> tuple[np.ndarray, list[str]]:
+    """Move toward v1 only as far as every joint's acceleration allows, on the segment
+    from v0 (a convex combination keeps what holds for both ends)."""
+    dv = v1 - v0
+    worst = float(np.max(np.abs(dv) / (PLAN_MARGIN * lim.amax * dt)))
+    if worst > 1.0:
+        return v0 + dv / worst, ["joint_acceleration"]
+    return v1, []
 
 
-def brake_joints(prev_vel: np.ndarray, lim: ArmLimits, dt: float) -> np.ndarray:
-    """Next commanded joint velocity of a controlled stop: decelerate within limits."""
-    amax = lim.amax
-    return np.sign(prev_vel) * np.maximum(np.abs(prev_vel) - amax * dt, 0.0)
+def _violations(q: np.ndarray, ee: np.ndarray, jac: np.ndarray, v0: np.ndarray, v1: np.ndarray,
+                lim: ArmLimits, dt: float) -> list[str]:
+    """Which position limits the period plus the stop after it would break (a limit
+    already broken may not get worse)."""
+    disp = trajectory.stopping_displacement(v0, v1, lim.amax, dt)
+    qf = q + disp
+    out = []
+    if np.any(qf > np.maximum(lim.upper, q) + 1e-12) or np.any(qf < np.minimum(lim.lower, q) - 1e-12):
+        out.append("joint_position")
+    pf = ee + jac[:3] @ disp
+    if np.any(pf > np.maximum(lim.ws_high, ee) + 1e-12) or np.any(pf < np.minimum(lim.ws_low, ee) - 1e-12):
+        out.append("workspace_joint_space")
+    return out
+
+
+def plan(q: np.ndarray, v0: np.ndarray, v_des: np.ndarray, jac: np.ndarray, ee: np.ndarray,
+         lim: ArmLimits, dt: float) -> tuple[np.ndarray, list[str]]:
+    """The joint velocity v1 this period ramps to, from v0 (what the arm is executing)."""
+    v, hits = _cap_speed(q, v_des, jac, lim, dt)
+    v, h = _cap_acceleration(v0, v, lim, dt)
+    hits += h
+    bad = _violations(q, ee, jac, v0, v, lim, dt)
+    if not bad:
+        return v, hits
+    # shorten toward the hardest brake the acceleration limits allow, which the last
+    # period's plan kept feasible
+    brake = trajectory.brake_step(v0, lim.amax, dt)
+    lo, hi = 0.0, 1.0
+    for _ in range(BISECTIONS):
+        mid = (lo + hi) / 2
+        if _violations(q, ee, jac, v0, brake + mid * (v - brake), lim, dt):
+            hi = mid
+        else:
+            lo = mid
+    return brake + lo * (v - brake), hits + bad

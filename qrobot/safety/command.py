@@ -1,32 +1,34 @@
-"""Commands that reach actuators. Only the supervisor can mint them."""
+"""Commands that reach actuators, and the seal that binds them to one supervisor.
+
+A `SafeCommand` is a plan for one control period. Each supervisor holds a random secret
+and seals every command it issues (HMAC over robot, sequence number and values); a robot
+backend bound to that supervisor checks the seal and accepts each sequence number at most
+once and in order. A command built anywhere else, issued by another supervisor, or
+replayed, is refused.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 
 import numpy as np
 
-# Held by the supervisor module; robot backends check for it. A command built
-# anywhere else fails that check and is refused.
-_MINT = object()
-
 
 @dataclass(frozen=True)
 class SafeCommand:
-    """A command the supervisor checked. `values` is read-only."""
+    """A command the supervisor checked. `values` is read-only; `seq` orders commands."""
 
     robot: str
     values: np.ndarray
-    _mint: object = field(repr=False, compare=False, default=None)
+    seq: int = -1
+    seal: bytes = field(default=b"", repr=False, compare=False)
 
     def __post_init__(self) -> None:
         arr = np.array(self.values, dtype=np.float64, copy=True)
         arr.setflags(write=False)
         object.__setattr__(self, "values", arr)
-
-    @property
-    def issued_by_supervisor(self) -> bool:
-        return self._mint is _MINT and bool(np.all(np.isfinite(self.values)))
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,42 @@ class Stop:
     brake: SafeCommand | None = None
 
 
-def mint(robot: str, values: np.ndarray) -> SafeCommand:
-    """Supervisor-only constructor (see qrobot.safety.supervisor)."""
-    return SafeCommand(robot, values, _MINT)
+def _tag(secret: bytes, robot: str, seq: int, values: np.ndarray) -> bytes:
+    msg = robot.encode() + b"\0" + int(seq).to_bytes(8, "big", signed=True) + values.tobytes()
+    return hmac.new(secret, msg, hashlib.sha256).digest()
+
+
+class CommandSeal:
+    """The supervisor's side: issues sealed commands. Never handed to a policy."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+        self._seq = 0
+
+    def issue(self, robot: str, values: np.ndarray) -> SafeCommand:
+        self._seq += 1
+        arr = np.array(values, dtype=np.float64, copy=True)
+        return SafeCommand(robot, arr, self._seq, _tag(self._secret, robot, self._seq, arr))
+
+
+class CommandCheck:
+    """The backend's side: accepts a command only if its seal is valid for the bound
+    supervisor, it is for this robot, finite, of the right size, and newer than the last
+    command accepted (no replay, no reordering)."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+        self._last = 0
+
+    def accept(self, cmd: object, robot: str, size: int) -> bool:
+        if not isinstance(cmd, SafeCommand) or type(cmd.values) is not np.ndarray:
+            return False
+        vals = cmd.values
+        if cmd.robot != robot or vals.shape != (size,) or vals.dtype != np.float64 \
+                or not np.all(np.isfinite(vals)) or not isinstance(cmd.seq, int) or cmd.seq <= self._last:
+            return False
+        if not isinstance(cmd.seal, bytes) or not hmac.compare_digest(
+                cmd.seal, _tag(self._secret, robot, cmd.seq, vals)):
+            return False
+        self._last = cmd.seq
+        return True

@@ -44,7 +44,7 @@ class ArmLimits:
     ee_ang_speed_max: float = 1.5   # (rad/s)
     ee_step_max: float = 0.025      # (m) per control step, whatever the rate
     ee_decel: float = 1.0           # (m/s^2) used for the stopping distance Ss
-    workspace_low: tuple[float, float, float] = (0.15, -0.45, 0.005)
+    workspace_low: tuple[float, float, float] = (0.15, -0.45, 0.015)  # fingertips reach 11 mm below the EE point
     workspace_high: tuple[float, float, float] = (0.85, 0.45, 0.6)
     ssm: SSMParams = SSMParams()
 
@@ -82,6 +82,7 @@ class Limits:
     arm: ArmLimits = field(default_factory=ArmLimits)
     base: BaseLimits = field(default_factory=BaseLimits)
     watchdog_periods: float = 2.0   # no valid command for this many periods -> e-stop
+    profile: str = "default"        # its name; any "test-only-*" profile is printed wherever results are
 
 
 def _flat_fields(obj: object, prefix: str = "") -> dict[str, object]:
@@ -96,7 +97,32 @@ def _flat_fields(obj: object, prefix: str = "") -> dict[str, object]:
 
 
 FIXED = {"ssm.enabled"}  # rules are not switches: only the test-only profile turns SSM off
-PROFILES = ("default", "test-only-no-ssm")
+# "test-only-no-ssm": a test shows the separation rule is what prevents intrusions;
+# "test-only-loosen": overrides may loosen the profile. Both are printed in every summary.
+PROFILES = ("default", "test-only-no-ssm", "test-only-loosen")
+
+# The safe direction of every overridable key: "le" = the override may only be smaller than
+# the profile (speeds, accelerations, decelerations that enter braking distances), "ge" =
+# only larger (margins, uncertainties, reaction times, footprint), "box" = a region that may
+# only shrink (low ge, high le), "zones" = keep-out zones that may only be added. With them,
+# the accepted range of each value (a typo such as 1e9 s is refused, not obeyed).
+_POS = (1e-6, 1e3)
+TIGHTEN: dict[str, tuple[str, tuple[float, float]]] = {
+    # arm
+    "joint_lower": ("ge", (-2 * math.pi, 2 * math.pi)), "joint_upper": ("le", (-2 * math.pi, 2 * math.pi)),
+    "soft_margin": ("ge", (0.0, 1.0)), "joint_vel_max": ("le", _POS), "joint_acc_max": ("le", _POS),
+    "ee_speed_max": ("le", _POS), "ee_ang_speed_max": ("le", _POS), "ee_step_max": ("le", _POS),
+    "ee_decel": ("le", _POS), "workspace_low": ("ge", (-3.0, 3.0)), "workspace_high": ("le", (-3.0, 3.0)),
+    # base
+    "v_max": ("le", _POS), "w_max": ("le", _POS), "v_acc": ("le", _POS), "w_acc": ("le", _POS),
+    "step_max": ("le", _POS), "radius": ("ge", (0.0, 3.0)), "bounds_low": ("ge", (-1e4, 1e4)),
+    "bounds_high": ("le", (-1e4, 1e4)), "keep_out": ("zones", (-1e4, 1e4)),
+    # separation monitoring
+    "ssm.human_speed": ("ge", (0.0, 10.0)), "ssm.reaction_time": ("ge", (0.0, 10.0)),
+    "ssm.intrusion_distance": ("ge", (0.0, 10.0)), "ssm.human_uncertainty": ("ge", (0.0, 10.0)),
+    "ssm.robot_uncertainty": ("ge", (0.0, 10.0)), "ssm.warning_band": ("ge", (0.0, 20.0)),
+    "ssm.clear_hold_time": ("ge", (0.0, 600.0)),
+}
 
 
 def override_keys(robot: str) -> list[str]:
@@ -104,55 +130,87 @@ def override_keys(robot: str) -> list[str]:
     return sorted(set(_flat_fields(part)) - FIXED)
 
 
+def _parse(key: str, value: object, old: object) -> object:
+    """The override as the profile's type, or ValueError naming what is accepted."""
+    _, (lo, hi) = TIGHTEN[key]
+    rng = f"in [{lo:g}, {hi:g}]"
+    if key == "keep_out":
+        rows = value if isinstance(value, (list, tuple)) else None
+        if rows is None or not all(isinstance(r, (list, tuple)) and len(r) == 4 and all(
+                type(x) in (int, float) and math.isfinite(x) and lo <= x <= hi for x in r) for r in rows):
+            raise ValueError(f"{key}: must be a list of [xmin, ymin, xmax, ymax], numbers {rng} (got {value!r})")
+        zones = tuple(tuple(float(x) for x in r) for r in rows)
+        if any(z[0] >= z[2] or z[1] >= z[3] for z in zones):
+            raise ValueError(f"{key}: each zone needs xmin < xmax and ymin < ymax (got {value!r})")
+        return zones
+    if isinstance(old, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(old) or not all(
+                type(x) in (int, float) and math.isfinite(x) and lo <= x <= hi for x in value):
+            raise ValueError(f"{key}: must be {len(old)} finite numbers {rng} (got {value!r})")
+        return tuple(float(x) for x in value)
+    if type(value) not in (int, float) or not math.isfinite(value) or not lo <= value <= hi:
+        raise ValueError(f"{key}: must be a finite number {rng} (got {value!r})")
+    return float(value)
+
+
+def _loosens(key: str, new: object, old: object) -> bool:
+    direction, _ = TIGHTEN[key]
+    if direction == "zones":  # every profile zone must lie inside some requested zone
+        return not all(any(n[0] <= o[0] and n[1] <= o[1] and n[2] >= o[2] and n[3] >= o[3] for n in new)  # type: ignore[union-attr]
+                       for o in old)  # type: ignore[union-attr]
+    pairs = zip(new, old) if isinstance(old, tuple) else [(new, old)]  # type: ignore[arg-type]
+    return any(n > o if direction == "le" else n < o for n, o in pairs)
+
+
 def apply_overrides(limits: Limits, overrides: dict[str, object]) -> Limits:
-    """Return limits with dotted-key overrides applied; ValueError names the bad key."""
+    """Return limits with dotted-key overrides applied. An override may only tighten the
+    profile (unless the profile is "test-only-loosen"); ValueError names key and values."""
     part_name = "arm" if limits.robot == "panda" else "base"
     part = getattr(limits, part_name)
     known = _flat_fields(part)
+    loosen_ok = limits.profile == "test-only-loosen"
     for key in sorted(overrides):
-        value = overrides[key]
         if key not in known or key in FIXED:
             raise ValueError(f"{key}: unknown limit for robot {limits.robot!r}; accepted: "
                              f"{', '.join(override_keys(limits.robot))}")
-        old = known[key]
-        if isinstance(old, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"{key}: must be true or false (got {value!r})")
-        elif isinstance(old, (int, float)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value < 0:
-                raise ValueError(f"{key}: must be a finite number >= 0 (got {value!r})")
-            value = float(value)
-        else:  # tuples: same shape, finite numbers
-            arr = np.asarray(value, dtype=object)
-            want = np.asarray(old, dtype=object).shape
-            ok = isinstance(value, (list, tuple)) and (arr.shape == want or (key == "keep_out" and
-                                                                            arr.ndim == 2 and arr.shape[1:] == (4,)))
-            if ok:
-                try:
-                    ok = bool(np.all(np.isfinite(np.asarray(value, dtype=float))))
-                except (TypeError, ValueError):
-                    ok = False
-            if not ok and not (key == "keep_out" and value == []):
-                shape = "a list of [xmin, ymin, xmax, ymax]" if key == "keep_out" else f"{len(old)} finite numbers"
-                raise ValueError(f"{key}: must be {shape} (got {value!r})")
-            value = tuple(tuple(float(x) for x in row) for row in value) if key == "keep_out" \
-                else tuple(float(x) for x in value)
+        value = _parse(key, overrides[key], known[key])
+        if not loosen_ok and _loosens(key, value, known[key]):
+            raise ValueError(f"{key}: would loosen the robot's profile (profile {_show(known[key])}, requested "
+                             f"{_show(value)}); overrides may only tighten (profile = \"test-only-loosen\" "
+                             f"allows it, for tests only)")
         known[key] = value
+    for low, high in (("joint_lower", "joint_upper"), ("workspace_low", "workspace_high"),
+                      ("bounds_low", "bounds_high")):
+        if low in known and not all(a < b for a, b in zip(known[low], known[high])):  # type: ignore[call-overload]
+            raise ValueError(f"{low}: must be below {high} in every element (got {_show(known[low])} and "
+                             f"{_show(known[high])})")
     ssm = {k.split(".", 1)[1]: v for k, v in known.items() if k.startswith("ssm.")}
     plain = {k: v for k, v in known.items() if not k.startswith("ssm.")}
     new_part = dataclasses.replace(part, **plain, ssm=dataclasses.replace(part.ssm, **ssm))
     return dataclasses.replace(limits, **{part_name: new_part})
 
 
+def _show(v: object) -> str:
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
+    return f"{v:g}" if isinstance(v, float) else repr(v)
+
+
 def default_limits(robot: str, control_dt: float, profile: str = "default") -> Limits:
     """The robot's profile. "test-only-no-ssm" exists so a test can show that the
-    separation rule is what prevents intrusions; nothing else differs."""
-    lim = Limits(robot=robot, control_dt=control_dt)
+    separation rule is what prevents intrusions; "test-only-loosen" lets overrides loosen."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown limits profile {profile!r}; accepted: {', '.join(PROFILES)}")
+    lim = Limits(robot=robot, control_dt=control_dt, profile=profile)
     if profile == "test-only-no-ssm":
         off = SSMParams(enabled=False)
         lim = dataclasses.replace(lim, arm=dataclasses.replace(lim.arm, ssm=off),
                                   base=dataclasses.replace(lim.base, ssm=off))
-    elif profile != "default":
-        raise ValueError(f"unknown limits profile {profile!r}; accepted: {', '.join(PROFILES)}")
     return lim
+
+
+def with_room(lim: Limits, size: tuple[float, float] | list[float]) -> Limits:
+    """The map bounds of a walled room centred at the origin (part of the reference profile)."""
+    sx, sy = float(size[0]), float(size[1])
+    return dataclasses.replace(lim, base=dataclasses.replace(
+        lim.base, bounds_low=(-sx / 2, -sy / 2), bounds_high=(sx / 2, sy / 2)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from qrobot.scenario import PickPlaceTask, ReachTask, Scenario, StackTask
-from qrobot.sim import Sim
+from qrobot.sim import Sim, pybullet
 from qrobot.tasks.base import StateFn, Task, jitter_color
 
 FINGER_LINKS = (9, 10)
@@ -96,7 +96,7 @@ class _Tabletop(Task):
         for name, color, p in zip(self.cubes, rng.permutation(palette), xy):
             self.colors[name] = str(color)
             yaw = rng.uniform(-np.pi / 4, np.pi / 4)
-            orn = self.sim.client.getQuaternionFromEuler([0, 0, yaw])
+            orn = pybullet.getQuaternionFromEuler([0, 0, yaw])
             self.sim.set_pose(name, [p[0], p[1], objs.size / 2], orn)
             self.sim.set_color(name, jitter_color(str(color), rng, self.scenario.randomize.color_jitter))
         self.start = {n: self.sim.pose(n)[0] for n in self.cubes}

@@ -32,7 +32,7 @@ class _NavTask(Task):
     def __init__(self, sim: Sim, scenario: Scenario, robot_state: StateFn,
                  place_robot: PlaceFn) -> None:
         super().__init__(sim, scenario, robot_state)
-        self.place_robot = place_robot
+        self._place_robot = place_robot
         room = scenario.room
         assert room is not None  # the schema requires it for nav tasks
         self.room = room
@@ -129,7 +129,7 @@ class _NavTask(Task):
             d0 = float(np.sum(np.linalg.norm(np.diff(pts, axis=0), axis=1)))
             if lo <= d0 <= hi:
                 self.d0 = d0
-                self.place_robot(float(start[0]), float(start[1]), float(rng.uniform(-np.pi, np.pi)))
+                self._place_robot(float(start[0]), float(start[1]), float(rng.uniform(-np.pi, np.pi)))
                 self._stop_cells = self._goal_cells(0.1)  # fixed for the episode
                 return
         raise RuntimeError(f"{self.scenario.name}: no start/goal pair within geodesic_range {lo}..{hi}")

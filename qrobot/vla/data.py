@@ -137,9 +137,11 @@ def expert_continuation(env: QRobotEnv, expert: Any, first: np.ndarray, horizon:
     rolled out in the simulator and then undone. These are the chunk labels of a DART
     episode: its recorded next actions also undo noise that came later, which a policy
     would learn to expect from where it is and over-correct for."""
-    keep = {id(env.sim): env.sim, id(env): env}   # shared, not copied: the world is restored by PyBullet
-    snapshot = copy.deepcopy((env.task, env.supervisor, env.robot, env.last_command, dict(vars(expert))), keep)
-    clock, images, saved = env.sim.time, env.images, env.sim.save_state()
+    # shared, not copied: the world is restored by PyBullet, the robot's plan by its backend
+    keep = {id(env.sim): env.sim, id(env): env, id(env.robot): env.robot}
+    snapshot = copy.deepcopy((env.task, env._supervisor, env.last_command, dict(vars(expert))), keep)
+    plan = env.robot._snapshot()
+    clock, images, saved = env.sim.time, env.images, env.sim._save_state()
     env.images = False
     chunk = [np.asarray(first, np.float32)]
     try:
@@ -152,12 +154,13 @@ def expert_continuation(env: QRobotEnv, expert: Any, first: np.ndarray, horizon:
             if len(chunk) < horizon:
                 obs, _, term, trunc, _ = env.step(chunk[-1])
     finally:
-        env.sim.restore_state(saved)
-        env.sim.client.removeState(saved)
-        env.task, env.supervisor, env.robot, env.last_command, state = snapshot
+        env.sim._restore_state(saved)
+        env.sim._discard_state(saved)
+        env.task, env._supervisor, env.last_command, state = snapshot
+        env.robot._restore(plan)
         vars(expert).clear()
         vars(expert).update(state)
-        env.sim.time, env.images = clock, images
+        env.sim._time, env.images = clock, images
     return np.stack(chunk)
 
 

@@ -9,26 +9,28 @@ import pytest
 
 from qrobot.robots.diffbot import DiffDriveBase
 from qrobot.robots.panda import PandaArm
-from qrobot.safety.limits import default_limits
+from qrobot.safety.limits import Limits, default_limits
 from qrobot.safety.supervisor import OperatorKey, Supervisor
 from qrobot.sim import Sim
 
 
 class Rig:
-    """One robot in a DIRECT world, its supervisor, and an operator key."""
+    """One robot in a DIRECT world, its supervisor (bound to it), and an operator key.
+    `people`: the supervisor's declared people source ("none": nobody can be present)."""
 
-    def __init__(self, robot: str) -> None:
+    def __init__(self, robot: str, limits: Limits | None = None, people: str | None = "none") -> None:
         self.sim = Sim()
         self.sim.add_shape("ground", "box", [6, 6, 0.05], [1, 1, 1, 1], pos=[0, 0, -0.05])
         self.key = OperatorKey()
-        lim = default_limits(robot, self.sim.dt)
+        lim = limits or default_limits(robot, self.sim.dt)
         if robot == "panda":
             self.robot = PandaArm(self.sim)
-            self.sup = Supervisor(lim, (0.025, 0.25), kinematics=self.robot, operator=self.key)
+            self.sup = Supervisor(lim, (0.025, 0.25), kinematics=self.robot, operator=self.key, people=people)
         else:
             self.robot = DiffDriveBase(self.sim)
-            self.robot.reset(0.0, 0.0, 0.0)
-            self.sup = Supervisor(lim, (0.5, 1.2), operator=self.key)
+            self.robot._reset(0.0, 0.0, 0.0)
+            self.sup = Supervisor(lim, (0.5, 1.2), operator=self.key, people=people)
+        self.sup.bind(self.robot)
         self.limits = lim
 
     def state(self, **extra: object) -> dict:
@@ -36,7 +38,7 @@ class Rig:
 
     def step(self, action: object, **extra: object) -> object:
         cmd = self.sup.filter(action, self.state(**extra))
-        self.robot.apply(cmd)
+        self.robot._apply(cmd)
         self.sim.step()
         return cmd
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -58,30 +60,118 @@ def test_reset_needs_the_operator_key_and_never_restarts_motion(base: Rig) -> No
     assert "reset" in rules and "rearm" in rules
 
 
-def test_policy_cannot_reach_the_operator_key() -> None:
-    env = QRobotEnv("pointnav", images=False, operator=OperatorKey())
-    seen: list[object] = []
+def test_supervisor_reset_never_releases_a_latch(base: Rig) -> None:
+    _drive_up(base)
+    base.sup.estop("test")
+    base.sup.reset()  # what a policy holding the supervisor could call mid-episode
+    assert base.sup.latched == "test"
+    for _ in range(10):
+        assert isinstance(base.step(FORWARD), Stop)
+    assert base.speed() < 0.01
+    with pytest.raises(AttributeError):
+        base.sup.latched = None  # type: ignore[misc]  # read-only, not a switch
 
-    def walk(obj: object, depth: int = 0) -> None:
-        if depth > 4 or id(obj) in {id(s) for s in seen}:
-            return
-        seen.append(obj)
-        if isinstance(obj, OperatorKey):
-            raise AssertionError("operator key reachable from the env")
-        for v in (vars(obj).values() if hasattr(obj, "__dict__") else
-                  obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else []):
-            walk(v, depth + 1)
 
-    walk(env)  # everything a policy holding the env could reach by attributes
+def test_env_with_an_operator_key_keeps_the_latch_across_env_reset() -> None:
+    key = OperatorKey()
+    env = QRobotEnv("pointnav", images=False, operator=key)
+    env.reset(seed=0)
+    env.supervisor.estop("operator button")
+    _, _, _, trunc, info = env.step(FORWARD)
+    assert trunc and info["estop"]
+    env.reset(seed=1)  # a new world, but the latch is the operator's to release
+    _, _, _, trunc, info = env.step(FORWARD)
+    assert trunc and "operator button" in info["estop"] and env.robot.state()["base_vel"][0] < 0.01
+    assert env.supervisor.reset_estop(key, env.sim.time, rearm=False)
+    env.close()
+    plain = QRobotEnv("pointnav", images=False)  # plain gym.make: each new world starts unlatched
+    plain.reset(seed=0)
+    plain.supervisor.estop("watchdog")
+    plain.reset(seed=1)
+    assert plain.supervisor.latched is None
+    assert [e.rule for e in plain.supervisor.events] == ["reset"] and "new world" in plain.supervisor.events[0].reason
+    _, _, _, trunc, _ = plain.step(FORWARD)
+    assert not trunc
+    plain.close()
+
+
+def test_the_runner_releases_between_episodes_as_a_logged_operator_action() -> None:
+    key = OperatorKey()
+    env = QRobotEnv("pointnav", images=False, operator=key)
+
+    class Once:
+        name = "once"
+
+        def reset(self, instruction: str) -> None:
+            pass
+
+        def act(self, obs: dict) -> None:
+            return None  # silence: the watchdog latches
+
+    first = run_episode(env, Once(), 0, 0, operator=key)
+    assert first.end_reason == "estop" and env.supervisor.latched
+    second = run_episode(env, Once(), 1, 1, operator=key)
+    assert second.end_reason == "estop" and second.safety["reset"] == 1
+    released = next(e for e in env.supervisor.events if e.rule == "reset")
+    assert "between episodes" in released.reason
     env.close()
 
 
-def _sup(robot: str = "diffbot") -> Supervisor:
-    return Supervisor(default_limits(robot, 0.1), (0.5, 1.2))
+PUBLIC_QUERIES = ("robot_state", "supervisor_state", "privileged_state")
+ACTUATING = ("client", "apply", "stepSimulation", "mint", "reset_world", "restore_state", "place_robot",
+             "setJointMotorControl2", "resetBasePositionAndOrientation")
+
+
+def _public_reach(root: object) -> list[tuple[str, object]]:
+    """Every object reachable from `root` through public names (attributes, properties,
+    the env's query methods' results, container items)."""
+    seen, out, todo = set(), [], [("env", root, 0)]
+    while todo:
+        path, obj, depth = todo.pop()
+        if id(obj) in seen or depth > 5 or isinstance(obj, (str, bytes, int, float, np.ndarray, type)):
+            continue
+        seen.add(id(obj))
+        out.append((path, obj))
+        if isinstance(obj, dict):
+            kids = [(f"{path}[{k!r}]", v) for k, v in obj.items()]
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            kids = [(f"{path}[{i}]", v) for i, v in enumerate(obj)]
+        else:
+            kids = []
+            for name in dir(obj):
+                if name.startswith("_") or not obj.__class__.__module__.startswith(("qrobot", "envs", "policies")):
+                    continue
+                try:
+                    value = getattr(obj, name)
+                except Exception:
+                    continue
+                if name in PUBLIC_QUERIES and callable(value):
+                    value = value()
+                if not callable(value) or name in PUBLIC_QUERIES:
+                    kids.append((f"{path}.{name}", value))
+        todo += [(p, v, depth + 1) for p, v in kids]
+    return out
+
+
+def test_no_public_name_reaches_the_operator_key_or_an_actuator() -> None:
+    for operator in (OperatorKey(), None):
+        for scenario in ("pointnav_people", "reach"):
+            env = QRobotEnv(scenario, images=False, operator=operator)
+            env.reset(seed=0)
+            env.step(env.action_space.sample())
+            for path, obj in _public_reach(env):
+                assert not isinstance(obj, OperatorKey), f"operator key reachable at {path}"
+                exposed = [a for a in ACTUATING if hasattr(obj, a)]
+                assert not exposed, f"{path} exposes {exposed}"
+            env.close()
+
+
+def _sup(robot: str = "diffbot", **kw: object) -> Supervisor:
+    return Supervisor(default_limits(robot, 0.1), (0.5, 1.2), people="none", **kw)
 
 
 def _state(t: float, **kw: object) -> dict:
-    return {"base_pose": np.zeros(3), "base_vel": np.zeros(2), "time": t, **kw}
+    return {"base_pose": np.zeros(3), "base_vel": np.zeros(2), "cmd_vel": np.zeros(2), "time": t, **kw}
 
 
 def test_watchdog_latches_after_two_periods_without_a_valid_command() -> None:
@@ -96,15 +186,50 @@ def test_watchdog_latches_after_two_periods_without_a_valid_command() -> None:
     assert "watchdog" in sup2.latched
 
 
+def test_a_gap_between_valid_commands_is_a_watchdog_fault() -> None:
+    sup = _sup()
+    assert isinstance(sup.filter(FORWARD, _state(0.0)), SafeCommand)
+    out = sup.filter(FORWARD, _state(10.0))  # valid, but after 10 s of silence
+    assert isinstance(out, Stop) and "watchdog" in sup.latched and "between valid commands" in sup.latched
+    assert isinstance(sup.filter(NEUTRAL, _state(10.1)), Stop)  # re-armed only by the operator
+    ok = _sup()
+    for k in range(30):  # one period apart: never a fault
+        assert isinstance(ok.filter(FORWARD, _state(0.1 * k)), SafeCommand)
+
+
+def test_the_watchdog_reads_a_monotonic_clock_on_real_robots() -> None:
+    now = [100.0]
+    sup = _sup(clock=lambda: now[0])
+    assert isinstance(sup.filter(FORWARD, _state(0.0)), SafeCommand)
+    now[0] += 0.1
+    assert isinstance(sup.filter(FORWARD, _state(0.1)), SafeCommand)
+    now[0] += 5.0  # the state's clock says 0.1 s passed, the wall clock says 5 s
+    assert isinstance(sup.filter(FORWARD, _state(0.2)), Stop) and "watchdog" in sup.latched
+    broken = _sup(clock=lambda: "soon")
+    assert isinstance(broken.filter(FORWARD, _state(0.0)), Stop) and "clock" in broken.latched
+    real = _sup(clock=time.monotonic)
+    real.filter(FORWARD, _state(0.0))
+    time.sleep(0.3)  # longer than the 0.2 s deadline: the fault does not depend on timing luck
+    assert isinstance(real.filter(FORWARD, _state(0.1)), Stop) and "watchdog" in real.latched
+
+
 @pytest.mark.parametrize("second,why", [
     (_state(0.0), "stale"),                     # timestamp did not advance
-    (_state(-0.1), "stale"),                    # dt < 0
+    (_state(-0.1), "time"),                     # dt < 0 (and a negative time)
     (_state(float("nan")), "time"),             # non-finite time
     (_state(float("inf")), "time"),
     (_state(0.1, base_pose=np.array([np.nan, 0, 0])), "base_pose"),
     (_state(0.1, base_vel=np.array([0, np.inf])), "base_vel"),
-    (_state(0.1, people=np.array([[np.nan, 1.0]])), "people"),
     ({"time": 0.1}, "base_pose"),               # missing keys
+    (_state(0.1, cmd_vel=None), "cmd_vel"),
+    (_state(0.1, cmd_vel=np.array([3.0, 0.0])), "cmd_vel"),   # beyond what the profile allows
+    (_state(0.1, base_pose=np.zeros(2)), "base_pose"),          # wrong shape
+    (_state(0.1, base_pose=np.array([1e9, 0.0, 0.0])), "base_pose"),  # implausible
+    (_state(0.1, base_pose=np.array(["0", "0", "0"])), "base_pose"),  # strings
+    (_state(0.1, base_pose=np.array([True, False, True])), "base_pose"),
+    ({**_state(0.1), "time": "0.1"}, "time"),  # a numeric string is not a time
+    ({**_state(0.1), "time": True}, "time"),
+    ({**_state(0.1), "time": np.datetime64("2026-01-01")}, "time"),
     ("not a dict", "no robot state"),
 ])
 def test_sensor_faults_latch_the_estop(second: object, why: str) -> None:

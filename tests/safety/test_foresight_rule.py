@@ -26,7 +26,7 @@ class Scripted:
 
 
 def _issued_v(base: Rig, predictor: object | None, action: list[float]) -> tuple[float, Supervisor]:
-    base.sup = Supervisor(base.limits, (0.5, 1.2), operator=base.key, foresight=predictor)
+    base.sup = Supervisor(base.limits, (0.5, 1.2), operator=base.key, foresight=predictor, people="none")
     cmd = base.sup.filter(np.array(action), base.state())
     values = cmd.values if isinstance(cmd, SafeCommand) else cmd.brake.values
     return float(values[0]), base.sup

@@ -7,6 +7,7 @@ import ast
 import inspect
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -53,21 +54,21 @@ def test_the_scan_catches_a_smuggled_call(tmp_path: Path) -> None:
 
 
 def test_robot_state_resets_happen_only_in_backend_reset_methods() -> None:
-    """resetJointState / resetBaseVelocity may appear only inside `reset` (between episodes)."""
+    """resetJointState / resetBaseVelocity may appear only inside `_reset` (between episodes)."""
     for path in BACKENDS:
         for fn in ast.walk(ast.parse(path.read_text())):
             if isinstance(fn, ast.FunctionDef):
                 calls = {n.func.attr for n in ast.walk(fn) if isinstance(n, ast.Call)
                          and isinstance(n.func, ast.Attribute)}
                 if calls & {"resetJointState", "resetBaseVelocity", "resetBasePositionAndOrientation"}:
-                    assert fn.name == "reset", f"{path.name}:{fn.name}"
+                    assert fn.name == "_reset", f"{path.name}:{fn.name}"
 
 
 def test_env_step_always_goes_through_the_supervisor() -> None:
     from qrobot.envs.core import QRobotEnv
 
     src = inspect.getsource(QRobotEnv.step)
-    assert "self.supervisor.filter(" in src and "self.robot.apply(command)" in src
+    assert "self._supervisor.filter(" in src and "self.robot._apply(command)" in src
     params = inspect.signature(QRobotEnv.__init__).parameters
     assert not any("supervis" in p or "unsafe" in p or "bypass" in p for p in params)
 
@@ -75,7 +76,22 @@ def test_env_step_always_goes_through_the_supervisor() -> None:
 def test_props_api_cannot_move_the_robot() -> None:
     from qrobot.envs.core import QRobotEnv
 
-    env = QRobotEnv("reach", images=False)
+    env = QRobotEnv("pointnav", images=False)
+    env.reset(seed=0)
     with pytest.raises(PermissionError):
         env.sim.set_pose("robot", [1, 0, 0])
+    with pytest.raises(TypeError):
+        env.sim.bodies["alias"] = env.sim.bodies["robot"]  # type: ignore[index]  # read-only
+    with pytest.raises(PermissionError):
+        env.sim.add_shape("wedge", "box", [0.1, 0.1, 0.1], [1, 1, 1, 1])  # the world is sealed
+    with pytest.raises(AttributeError):
+        env.sim.time = 0.0  # type: ignore[misc]
+    for _ in range(10):
+        env.step(np.array([1.0, 0.0, 0.0]))
+    assert env.robot.state()["base_vel"][0] > 0.4
+    for _ in range(5):  # physics stepped without the supervisor: the plan runs out, the base brakes
+        env.sim.step()
+    assert abs(env.robot.state()["base_vel"][0]) < 0.01
+    _, _, _, trunc, info = env.step(np.array([1.0, 0.0, 0.0]))  # time jumped: the watchdog saw it
+    assert trunc and "watchdog" in info["estop"]
     env.close()

@@ -32,12 +32,12 @@ def test_protective_distance_formula() -> None:
 
 
 def _state(t: float, person_x: float, v: float = 0.0) -> dict:
-    return {"base_pose": np.zeros(3), "base_vel": np.array([v, 0.0]), "time": t,
+    return {"base_pose": np.zeros(3), "base_vel": np.array([v, 0.0]), "cmd_vel": np.array([v, 0.0]), "time": t,
             "people": np.array([[person_x, 0.0]]), "people_radius": np.array([0.25])}
 
 
 def test_slowdown_band_protective_stop_and_timed_resume() -> None:
-    sup = Supervisor(default_limits("diffbot", 0.1), (0.5, 1.2))
+    sup = Supervisor(default_limits("diffbot", 0.1), (0.5, 1.2), people="sensor")
     far = sup.filter([1.0, 0, 0], _state(0.0, 6.0))
     assert isinstance(far, SafeCommand) and far.values[0] > 0
     for k in range(1, 5):  # speed up to 0.5 m/s with the person far away

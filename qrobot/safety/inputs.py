@@ -1,0 +1,149 @@
+"""What the supervisor reads, checked before any rule sees it (pure numpy, total).
+
+Every field a rule reads is required, of a real numeric type (never bool, str, bytes,
+datetime, object, complex, structured or masked), of an exact shape, finite and inside
+a physically plausible range. Actions are converted once into a validated read-only
+copy; everything downstream (rules, tasks, recorders) uses that copy, never the raw
+object the policy sent.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from qrobot.safety.limits import Limits
+
+_REAL_KINDS = "iuf"
+TWO_PI = 2 * math.pi
+MAX_PEOPLE = 64
+PEOPLE_RADIUS_RANGE = (0.05, 2.0)  # (m) a sensor reporting outside this is not believed
+TIME_MAX = 1e9
+
+
+def real_array(x: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A float64 copy of x if it is a real number / real array of exactly `shape`, else None."""
+    if isinstance(x, (bool, np.bool_)):
+        return None
+    if shape == ():
+        if type(x) in (int, float) or isinstance(x, (np.integer, np.floating)):
+            try:
+                v = float(x)
+            except (OverflowError, ValueError):
+                return None
+            return np.array(v) if math.isfinite(v) else None
+        return None
+    if isinstance(x, np.ndarray):
+        if isinstance(x, np.ma.MaskedArray) or x.dtype.kind not in _REAL_KINDS or x.dtype.names is not None \
+                or x.shape != shape:
+            return None
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = x.astype(np.float64)
+    elif isinstance(x, (list, tuple)) and len(shape) == 1 and len(x) == shape[0]:
+        if not all(type(e) in (int, float) or (isinstance(e, (np.integer, np.floating)) and np.ndim(e) == 0)
+                   for e in x):
+            return None
+        try:
+            arr = np.array([float(e) for e in x], dtype=np.float64)
+        except (OverflowError, ValueError):
+            return None
+    else:
+        return None
+    return arr if np.all(np.isfinite(arr)) else None
+
+
+# ------------------------------------------------------------------ actions
+def read_action(action: Any, dim: int) -> tuple[np.ndarray | None, str]:
+    """(validated read-only float64 copy, "") or (None, why it was refused)."""
+    if action is None:
+        return None, "no command"
+    torch = sys.modules.get("torch")  # never imported here: only recognised if the policy uses it
+    if torch is not None and isinstance(action, torch.Tensor):
+        if action.dtype == torch.bool or action.is_complex():
+            return None, f"tensor of dtype {action.dtype} is not a real numeric action"
+        try:
+            action = action.detach().to("cpu", torch.float64).numpy().copy()
+        except Exception as exc:  # meta tensors, exotic subclasses: cannot vouch for the values
+            return None, f"tensor could not be read ({type(exc).__name__})"
+    if isinstance(action, np.ndarray):
+        if isinstance(action, np.ma.MaskedArray):
+            return None, "masked array is not accepted as an action"
+        if action.dtype.names is not None:
+            return None, "structured array is not accepted as an action"
+        if action.dtype.kind not in _REAL_KINDS:
+            return None, f"array of dtype {action.dtype} is not a real numeric action"
+        if action.shape != (dim,):
+            return None, f"action shape {action.shape} != ({dim},)"
+    elif isinstance(action, (list, tuple)):
+        if len(action) != dim:
+            return None, f"action of length {len(action)} != {dim}"
+    else:
+        return None, f"action of type {type(action).__name__} is not a numeric array"
+    arr = real_array(action, (dim,))
+    if arr is None:
+        return None, "action has non-finite, out-of-range or non-numeric elements"
+    arr.setflags(write=False)
+    return arr, ""
+
+
+# ------------------------------------------------------------------ robot state
+class Field(NamedTuple):
+    shape: tuple[int, ...]
+    bound: float  # |value| must not exceed it (per element)
+
+
+def fields(limits: Limits) -> dict[str, Field]:
+    """The robot-state fields the rules read, with plausibility bounds; `cmd_vel` (what the
+    backend is executing) may not exceed the profile's own speed limits."""
+    if limits.robot == "panda":
+        return {"joint_pos": Field((7,), TWO_PI), "joint_vel": Field((7,), 50.0), "ee_pos": Field((3,), 3.0),
+                "ee_yaw": Field((), TWO_PI), "ee_lin_vel": Field((3,), 10.0),
+                "cmd_vel": Field((7,), float(max(limits.arm.joint_vel_max)) + 1e-6)}
+    b = limits.base
+    return {"base_pose": Field((3,), 1e4), "base_vel": Field((2,), 20.0),
+            "cmd_vel": Field((2,), max(b.v_max, b.w_max) + 1e-6)}
+
+
+def read_robot_state(state: Any, spec: dict[str, Field]) -> tuple[dict[str, np.ndarray] | None, str]:
+    """(typed copy of the fields, "") or (None, which field is missing or implausible)."""
+    if not isinstance(state, dict):
+        return None, "no robot state"
+    out = {}
+    for key, f in (*spec.items(), ("time", Field((), TIME_MAX))):
+        if key not in state:
+            return None, f"{key} missing"
+        arr = real_array(state[key], f.shape)
+        if arr is None:
+            return None, f"{key} not a finite real value of shape {f.shape}"
+        if np.any(np.abs(arr) > f.bound) or (key == "time" and arr < 0):
+            return None, f"{key} out of range (|x| <= {f.bound:g})"
+        out[key] = arr
+    return out, ""
+
+
+def read_people(state: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """People positions (N, 2) and radii (N,) if the state carries a believable report."""
+    if "people" not in state or "people_radius" not in state:
+        return None
+    raw = state["people"]
+    if isinstance(raw, (list, tuple)) and len(raw) == 0:
+        raw = np.zeros((0, 2))
+    if not isinstance(raw, np.ndarray) or raw.ndim not in (1, 2) or raw.size > 2 * MAX_PEOPLE:
+        return None
+    pts = real_array(raw, raw.shape)
+    if pts is None or pts.size % 2 or np.any(np.abs(pts) > 1e4) or (pts.ndim == 2 and pts.shape[1] != 2):
+        return None
+    pts = pts.reshape(-1, 2)
+    r = state["people_radius"]
+    radii = real_array(r, ())
+    if radii is not None:
+        radii = np.full(len(pts), float(radii))
+    elif isinstance(r, (np.ndarray, list, tuple)):
+        radii = real_array(r, (len(pts),))
+    lo, hi = PEOPLE_RADIUS_RANGE
+    if radii is None or np.any(radii < lo) or np.any(radii > hi):
+        return None
+    return pts, radii
