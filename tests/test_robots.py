@@ -95,11 +95,11 @@ def test_a_plan_that_runs_out_brakes_within_the_acceleration_limits(rig: ArmRig)
     assert np.linalg.norm(rig.robot.state()["ee_lin_vel"]) > 0.15
     for _ in range(3):  # physics goes on, nobody plans: the arm stops on its own
         rig.sim.step()
-    assert np.abs(rig.robot.state()["joint_vel"]).max() < 1e-3
+    assert np.abs(rig.robot.state()["joint_vel"]).max() < 5e-3
     assert probe.ratios()["joint acceleration (25 ms)"] <= 1.01  # a controlled stop, not a halt
     rig.robot._apply(Stop("no brake command"))  # keeps braking / holding on its own plan
     rig.sim.step()
-    assert np.abs(rig.robot.state()["joint_vel"]).max() < 1e-3
+    assert np.abs(rig.robot.state()["joint_vel"]).max() < 5e-3
 
 
 def test_diffbot_drives_and_turns() -> None:

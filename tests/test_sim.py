@@ -31,12 +31,12 @@ def test_bodies_by_name_and_rates(sim: Sim) -> None:
 
 
 def test_save_restore_state(sim: Sim) -> None:
-    sid = sim.save_state()
+    sid = sim._save_state()
     before = sim.pose("ball")[0]
     for _ in range(3):
         sim.step()
     assert not np.allclose(sim.pose("ball")[0], before)
-    sim.restore_state(sid)
+    sim._restore_state(sid)
     np.testing.assert_allclose(sim.pose("ball")[0], before)
 
 
@@ -52,5 +52,5 @@ def test_render_rgb_and_depth(sim: Sim) -> None:
 
 
 def test_reset_world_empties_it(sim: Sim) -> None:
-    sim.reset_world()
-    assert sim.bodies == {} and sim.client.getNumBodies() == 0
+    sim._reset_world()
+    assert dict(sim.bodies) == {} and sim._client.getNumBodies() == 0

@@ -19,6 +19,9 @@ BISECTIONS = 12
 # within a period and the motors track the ramp with a small lag (measured by
 # benchmarks/limit_conformance.py at every physics substep).
 PLAN_MARGIN = 0.97
+# Plans keep this far inside the joint limits (rad) and the workspace box (m), so the motors'
+# small tracking error cannot carry a measured position past them.
+JOINT_MARGIN, BOX_MARGIN = 0.002, 0.001
 
 
 def limit_ee_step(d: np.ndarray, dyaw: float, lim: ArmLimits, dt: float) -> tuple[np.ndarray, float, list[str]]:
@@ -47,17 +50,17 @@ def _cap_speed(q: np.ndarray, v: np.ndarray, jac: np.ndarray, lim: ArmLimits, dt
     """Joint speed (soft margin: slower toward a limit), then the end-effector's linear
     and angular speed through the Jacobian. Uniform scaling keeps the direction."""
     hit = []
-    worst = float(np.max(np.abs(v) / lim.vmax))
+    worst = float((np.abs(v) / lim.vmax).max())
     if worst > 1.0:
         v = v / worst
         hit.append("joint_velocity")
-    m = max(lim.soft_margin, 1e-6)
-    toward = np.where(v > 0, lim.upper - q, q - lim.lower)
-    cap = lim.vmax * np.clip(toward / m, 0.0, 1.0)
-    if np.any(np.abs(v) > cap):
-        v = np.clip(v, -cap, cap)
+    toward = np.where(v > 0, lim.upper - q, q - lim.lower) / max(lim.soft_margin, 1e-6)
+    cap = lim.vmax * np.minimum(np.maximum(toward, 0.0), 1.0)
+    if (np.abs(v) > cap).any():
+        v = np.minimum(np.maximum(v, -cap), cap)
         hit.append("joint_position")
-    lin, ang = jac[:3] @ v, jac[3:] @ v
+    jv = jac @ v
+    lin, ang = jv[:3], jv[3:]
     n_lin, n_ang = math.sqrt(float(lin @ lin)), math.sqrt(float(ang @ ang))
     v_cap = PLAN_MARGIN * min(lim.ee_speed_max, lim.ee_step_max / dt)
     w_cap = PLAN_MARGIN * lim.ee_ang_speed_max
@@ -72,25 +75,33 @@ def _cap_acceleration(v0: np.ndarray, v1: np.ndarray, lim: ArmLimits, dt: float)
     """Move toward v1 only as far as every joint's acceleration allows, on the segment
     from v0 (a convex combination keeps what holds for both ends)."""
     dv = v1 - v0
-    worst = float(np.max(np.abs(dv) / (PLAN_MARGIN * lim.amax * dt)))
+    worst = float((np.abs(dv) / lim.amax).max()) / (PLAN_MARGIN * dt)
     if worst > 1.0:
         return v0 + dv / worst, ["joint_acceleration"]
     return v1, []
 
 
-def _violations(q: np.ndarray, ee: np.ndarray, jac: np.ndarray, v0: np.ndarray, v1: np.ndarray,
-                lim: ArmLimits, dt: float) -> list[str]:
-    """Which position limits the period plus the stop after it would break (a limit
-    already broken may not get worse)."""
-    disp = trajectory.stopping_displacement(v0, v1, lim.amax, dt)
-    qf = q + disp
-    out = []
-    if np.any(qf > np.maximum(lim.upper, q) + 1e-12) or np.any(qf < np.minimum(lim.lower, q) - 1e-12):
-        out.append("joint_position")
-    pf = ee + jac[:3] @ disp
-    if np.any(pf > np.maximum(lim.ws_high, ee) + 1e-12) or np.any(pf < np.minimum(lim.ws_low, ee) - 1e-12):
-        out.append("workspace_joint_space")
-    return out
+class _Room:
+    """Where the period plus the stop after it may end: inside the joint limits and the
+    workspace box (less the margins), or, where already outside, no further out."""
+
+    def __init__(self, q: np.ndarray, ee: np.ndarray, jac: np.ndarray, lim: ArmLimits, dt: float) -> None:
+        self.q, self.ee, self.jlin, self.lim, self.dt = q, ee, jac[:3], lim, dt
+        self.q_hi = np.maximum(lim.upper - JOINT_MARGIN, q)
+        self.q_lo = np.minimum(lim.lower + JOINT_MARGIN, q)
+        self.p_hi = np.maximum(lim.ws_high - BOX_MARGIN, ee)
+        self.p_lo = np.minimum(lim.ws_low + BOX_MARGIN, ee)
+
+    def violations(self, v0: np.ndarray, v1: np.ndarray) -> list[str]:
+        disp = trajectory.stopping_displacement(v0, v1, self.lim.amax, self.dt)
+        qf = self.q + disp
+        out = []
+        if (qf > self.q_hi).any() or (qf < self.q_lo).any():
+            out.append("joint_position")
+        pf = self.ee + self.jlin @ disp
+        if (pf > self.p_hi).any() or (pf < self.p_lo).any():
+            out.append("workspace_joint_space")
+        return out
 
 
 def plan(q: np.ndarray, v0: np.ndarray, v_des: np.ndarray, jac: np.ndarray, ee: np.ndarray,
@@ -99,7 +110,8 @@ def plan(q: np.ndarray, v0: np.ndarray, v_des: np.ndarray, jac: np.ndarray, ee: 
     v, hits = _cap_speed(q, v_des, jac, lim, dt)
     v, h = _cap_acceleration(v0, v, lim, dt)
     hits += h
-    bad = _violations(q, ee, jac, v0, v, lim, dt)
+    room = _Room(q, ee, jac, lim, dt)
+    bad = room.violations(v0, v)
     if not bad:
         return v, hits
     # shorten toward the hardest brake the acceleration limits allow, which the last
@@ -108,7 +120,7 @@ def plan(q: np.ndarray, v0: np.ndarray, v_des: np.ndarray, jac: np.ndarray, ee: 
     lo, hi = 0.0, 1.0
     for _ in range(BISECTIONS):
         mid = (lo + hi) / 2
-        if _violations(q, ee, jac, v0, brake + mid * (v - brake), lim, dt):
+        if room.violations(v0, brake + mid * (v - brake)):
             hi = mid
         else:
             lo = mid

@@ -26,7 +26,7 @@ class SafeCommand:
     seal: bytes = field(default=b"", repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        arr = np.array(self.values, dtype=np.float64, copy=True)
+        arr = np.array(self.values, dtype=np.float64, copy=True)  # the caller's array is not ours
         arr.setflags(write=False)
         object.__setattr__(self, "values", arr)
 
@@ -54,8 +54,9 @@ class CommandSeal:
 
     def issue(self, robot: str, values: np.ndarray) -> SafeCommand:
         self._seq += 1
-        arr = np.array(values, dtype=np.float64, copy=True)
-        return SafeCommand(robot, arr, self._seq, _tag(self._secret, robot, self._seq, arr))
+        cmd = SafeCommand(robot, values, self._seq)  # copies the values, read-only
+        object.__setattr__(cmd, "seal", _tag(self._secret, robot, self._seq, cmd.values))
+        return cmd
 
 
 class CommandCheck:

@@ -24,8 +24,9 @@ PEOPLE_RADIUS_RANGE = (0.05, 2.0)  # (m) a sensor reporting outside this is not 
 TIME_MAX = 1e9
 
 
-def real_array(x: Any, shape: tuple[int, ...]) -> np.ndarray | None:
-    """A float64 copy of x if it is a real number / real array of exactly `shape`, else None."""
+def real_array(x: Any, shape: tuple[int, ...], bound: float = math.inf) -> np.ndarray | None:
+    """A float64 copy of x if it is a real number / real array of exactly `shape`, every
+    element finite with |element| <= bound, else None."""
     if isinstance(x, (bool, np.bool_)):
         return None
     if shape == ():
@@ -34,25 +35,30 @@ def real_array(x: Any, shape: tuple[int, ...]) -> np.ndarray | None:
                 v = float(x)
             except (OverflowError, ValueError):
                 return None
-            return np.array(v) if math.isfinite(v) else None
+            return np.array(v) if abs(v) <= bound else None  # NaN fails the comparison
         return None
-    if isinstance(x, np.ndarray):
-        if isinstance(x, np.ma.MaskedArray) or x.dtype.kind not in _REAL_KINDS or x.dtype.names is not None \
-                or x.shape != shape:
+    if type(x) is np.ndarray:
+        if x.dtype.kind not in _REAL_KINDS or x.shape != shape:
             return None
-        with np.errstate(over="ignore", invalid="ignore"):
-            arr = x.astype(np.float64)
+        vals = x.ravel().tolist()  # plain floats: cheaper than numpy ufuncs for a few elements
+        if x.dtype.kind == "f":
+            if vals and not max(map(abs, vals)) <= bound:  # NaN fails the comparison
+                return None
+            return np.array(vals) if len(shape) == 1 else np.array(vals).reshape(shape)
     elif isinstance(x, (list, tuple)) and len(shape) == 1 and len(x) == shape[0]:
         if not all(type(e) in (int, float) or (isinstance(e, (np.integer, np.floating)) and np.ndim(e) == 0)
                    for e in x):
             return None
-        try:
-            arr = np.array([float(e) for e in x], dtype=np.float64)
-        except (OverflowError, ValueError):
-            return None
+        vals = list(x)
     else:
+        return None  # subclasses (masked arrays), structured, object, other containers
+    try:
+        vals = [float(v) for v in vals]
+    except (OverflowError, ValueError):
         return None
-    return arr if np.all(np.isfinite(arr)) else None
+    if vals and not max(map(abs, vals)) <= bound:
+        return None
+    return np.array(vals, dtype=np.float64).reshape(shape)
 
 
 # ------------------------------------------------------------------ actions
@@ -69,8 +75,8 @@ def read_action(action: Any, dim: int) -> tuple[np.ndarray | None, str]:
         except Exception as exc:  # meta tensors, exotic subclasses: cannot vouch for the values
             return None, f"tensor could not be read ({type(exc).__name__})"
     if isinstance(action, np.ndarray):
-        if isinstance(action, np.ma.MaskedArray):
-            return None, "masked array is not accepted as an action"
+        if type(action) is not np.ndarray:
+            return None, f"{type(action).__name__} (an ndarray subclass, e.g. masked) is not accepted as an action"
         if action.dtype.names is not None:
             return None, "structured array is not accepted as an action"
         if action.dtype.kind not in _REAL_KINDS:
@@ -115,11 +121,9 @@ def read_robot_state(state: Any, spec: dict[str, Field]) -> tuple[dict[str, np.n
     for key, f in (*spec.items(), ("time", Field((), TIME_MAX))):
         if key not in state:
             return None, f"{key} missing"
-        arr = real_array(state[key], f.shape)
-        if arr is None:
-            return None, f"{key} not a finite real value of shape {f.shape}"
-        if np.any(np.abs(arr) > f.bound) or (key == "time" and arr < 0):
-            return None, f"{key} out of range (|x| <= {f.bound:g})"
+        arr = real_array(state[key], f.shape, f.bound)
+        if arr is None or (key == "time" and arr < 0):
+            return None, f"{key}: not a finite real value of shape {f.shape} within |x| <= {f.bound:g}"
         out[key] = arr
     return out, ""
 
@@ -133,8 +137,8 @@ def read_people(state: dict) -> tuple[np.ndarray, np.ndarray] | None:
         raw = np.zeros((0, 2))
     if not isinstance(raw, np.ndarray) or raw.ndim not in (1, 2) or raw.size > 2 * MAX_PEOPLE:
         return None
-    pts = real_array(raw, raw.shape)
-    if pts is None or pts.size % 2 or np.any(np.abs(pts) > 1e4) or (pts.ndim == 2 and pts.shape[1] != 2):
+    pts = real_array(raw, raw.shape, 1e4)
+    if pts is None or pts.size % 2 or (pts.ndim == 2 and pts.shape[1] != 2):
         return None
     pts = pts.reshape(-1, 2)
     r = state["people_radius"]
@@ -144,6 +148,6 @@ def read_people(state: dict) -> tuple[np.ndarray, np.ndarray] | None:
     elif isinstance(r, (np.ndarray, list, tuple)):
         radii = real_array(r, (len(pts),))
     lo, hi = PEOPLE_RADIUS_RANGE
-    if radii is None or np.any(radii < lo) or np.any(radii > hi):
+    if radii is None or (radii.size and not lo <= float(radii.min()) <= float(radii.max()) <= hi):
         return None
     return pts, radii

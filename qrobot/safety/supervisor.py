@@ -163,6 +163,7 @@ class Supervisor:
         self._grip = FINGER_OPEN
         self._done = 0.0  # base: the policy's validated "I am at the goal" flag (not motion)
         self._action: np.ndarray | None = None
+        self._raw: Any = None
         self._refused_logged = False
         self._estops = 0
 
@@ -195,7 +196,11 @@ class Supervisor:
                severity: str = "warning") -> None:
         t = float(time) if type(time) in (int, float) and math.isfinite(time) else \
             (self._last_time if self._last_time is not None else 0.0)
-        self._events.append(Event(t, rule, _summary(raw), issued, reason, severity))
+        if raw is not None and raw is self._raw and self._action is not None:
+            summary: Any = self._action.tolist()  # already validated: no second look at the raw object
+        else:
+            summary = _summary(raw)
+        self._events.append(Event(t, rule, summary, issued, reason, severity))
 
     def counts(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -216,7 +221,7 @@ class Supervisor:
             return Stop(f"supervisor fault: {type(exc).__name__}")
 
     def _filter(self, action: Any, state: Any) -> SafeCommand | Stop:
-        self._action = None
+        self._action, self._raw = None, action
         st, why = read_robot_state(state, self._fields)
         if st is None:
             self.estop(f"sensor fault: {why}")
@@ -370,10 +375,10 @@ class Supervisor:
         hits += h
         cmd, h = base_rules.limit_region(pose, v0, np.array([v, w]), lim, dt)
         hits += h
-        issued = np.array([cmd[0], cmd[1], self._done, v0[0], v0[1]])
+        listed = [float(cmd[0]), float(cmd[1]), self._done, float(v0[0]), float(v0[1])]
         for rule in hits:
-            self._event(now, rule, raw, issued.tolist(), f"{rule.replace('_', ' ')} limit", "info")
-        return self._issue(issued)
+            self._event(now, rule, raw, listed, f"{rule.replace('_', ' ')} limit", "info")
+        return self._issue(np.array(listed))
 
     def _foresee(self, a: np.ndarray, v: float, now: float, raw: Any) -> float:
         """Slow or stop forward motion the world model predicts will collide; a predictor
