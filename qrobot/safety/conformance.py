@@ -112,7 +112,10 @@ class SubstepProbe:
             self._keep("base turn acceleration (25 ms)", acc[1] / b.w_acc)
         if len(self._hist) == self._hist.maxlen:
             self._keep("base step per period", np.linalg.norm(x[:2] - self._hist[0][:2]) / b.step_max)
-        self._keep("map bounds and keep-out (depth / radius)", 1 + violation(x[0], x[1], b) / b.radius)
+        # a base placed inside a zone may drive out: count only depth beyond the least it has had
+        depth = violation(x[0], x[1], b)
+        self._least_depth = min(getattr(self, "_least_depth", depth), depth)
+        self._keep("map bounds and keep-out (depth / radius)", 1 + (depth - self._least_depth) / b.radius)
 
     def ratios(self) -> dict[str, float]:
         """Worst ratios in free motion (the conformance figures)."""
@@ -121,3 +124,40 @@ class SubstepProbe:
     def contact_ratios(self) -> dict[str, float]:
         """Worst ratios while touching something (impacts; reported, not bounded)."""
         return dict(sorted(self.worst_contact.items()))
+
+
+def measure_env(env: Any, steps: int, seed: int, actions: str = "corner") -> dict[str, Any]:
+    """Drive a QRobotEnv for `steps` control periods (new episodes as they end) with
+    "corner" actions (every axis +-1, random signs, held 5 periods: what hits limits
+    hardest) or "uniform" ones in [-1.5, 1.5], probing every substep."""
+    rng = np.random.default_rng(seed)
+    dim = env.action_space.shape[0]
+    free: dict[str, float] = {}
+    contact: dict[str, float] = {}
+    samples = touching = 0
+    done, probe, action = True, None, np.zeros(dim)
+    for k in range(steps):
+        if done:
+            if probe is not None:
+                samples, touching = samples + probe.samples, touching + probe.contact_samples
+                _merge(free, probe.ratios()), _merge(contact, probe.contact_ratios())
+            env.reset(seed=seed + k)
+            probe = SubstepProbe(env.robot, env.limits)  # the world (and its hooks) is new
+        if actions == "corner":
+            if k % 5 == 0:
+                action = rng.choice([-1.0, 1.0], dim)
+        else:
+            action = rng.uniform(-1.5, 1.5, dim)
+        if env.robot.name == "diffbot":
+            action[2] = -1.0  # never "I am at the goal": keep driving
+        _, _, term, trunc, _ = env.step(action)
+        done = term or trunc
+    assert probe is not None
+    samples, touching = samples + probe.samples, touching + probe.contact_samples
+    _merge(free, probe.ratios()), _merge(contact, probe.contact_ratios())
+    return {"free": free, "contact": contact, "samples": samples, "contact_samples": touching}
+
+
+def _merge(into: dict[str, float], new: dict[str, float]) -> None:
+    for k, v in new.items():
+        into[k] = max(into.get(k, -math.inf), v)

@@ -45,7 +45,7 @@ def real_array(x: Any, shape: tuple[int, ...], bound: float = math.inf) -> np.nd
             if vals and not max(map(abs, vals)) <= bound:  # NaN fails the comparison
                 return None
             return np.array(vals) if len(shape) == 1 else np.array(vals).reshape(shape)
-    elif isinstance(x, (list, tuple)) and len(shape) == 1 and len(x) == shape[0]:
+    elif type(x) in (list, tuple) and len(shape) == 1 and len(x) == shape[0]:
         if not all(type(e) in (int, float) or (isinstance(e, (np.integer, np.floating)) and np.ndim(e) == 0)
                    for e in x):
             return None
@@ -83,7 +83,7 @@ def read_action(action: Any, dim: int) -> tuple[np.ndarray | None, str]:
             return None, f"array of dtype {action.dtype} is not a real numeric action"
         if action.shape != (dim,):
             return None, f"action shape {action.shape} != ({dim},)"
-    elif isinstance(action, (list, tuple)):
+    elif type(action) in (list, tuple):  # not subclasses: their contents could change after the check
         if len(action) != dim:
             return None, f"action of length {len(action)} != {dim}"
     else:
