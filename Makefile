@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo test bench experts vla-eval checkpoints world-model wm-eval clean
+.PHONY: setup demo test check-models bench experts vla-eval checkpoints world-model wm-eval clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -n 2 -q
+
+# The long checks of the shipped models (CI runs smaller versions of them).
+check-models: setup
+	$(BIN)/python -m pytest -n 2 -q -m models
 
 # The scripted-expert table in the README (50 seeded episodes per scenario).
 experts: setup

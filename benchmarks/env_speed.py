@@ -49,7 +49,7 @@ def env_rate(name: str, images: bool, steps: int) -> float:
 
 def _bare_drive(env: QRobotEnv):
     """A plain-PyBullet actuator function for the env's robot (no supervisor, no checks)."""
-    c, r = env.sim.client, env.robot
+    c, r = env.sim._client, env.robot
     if r.name == "diffbot":
         def drive(a: np.ndarray) -> None:
             v, w = a[0] * r.max_v, a[1] * r.max_w
@@ -77,7 +77,7 @@ def bare_rate(name: str, images: bool, steps: int) -> float:
     """Same world, same actions, same substeps, same getCameraImage calls; nothing else."""
     env = QRobotEnv(name, images=images)
     env.reset(seed=0)
-    sim, c = env.sim, env.sim.client
+    sim, c = env.sim, env.sim._client
     cams = [(cam, c.computeProjectionMatrixFOV(cam.fov, cam.width / cam.height, cam.near, cam.far))
             for cam in env.cameras] if images else []
     drive = _bare_drive(env)

@@ -52,6 +52,20 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def binomial_floor(rate: float, n: int, alpha: float = 1e-3) -> int:
+    """The largest k such that a policy succeeding with probability `rate` gets fewer than k
+    successes in n episodes with probability <= alpha: a test floor that a policy at its
+    reported rate fails by chance at most that often."""
+    below, k = 0.0, 0
+    while k <= n:
+        p_k = math.comb(n, k) * rate ** k * (1 - rate) ** (n - k)
+        if below + p_k > alpha:
+            return k
+        below += p_k
+        k += 1
+    return n
+
+
 def run_episode(env: QRobotEnv, policy: Any, episode: int, seed: int,
                 recorder: EpisodeRecorder | None = None, operator: OperatorKey | None = None) -> EpisodeResult:
     """Run one episode. A policy exception or an env error ends the episode (reason

@@ -31,6 +31,7 @@ LEVELS = {"info": rr.TextLogLevel.INFO, "warning": rr.TextLogLevel.WARN,
           "error": rr.TextLogLevel.ERROR, "critical": rr.TextLogLevel.CRITICAL}
 TRAJECTORY_EVERY = 10  # steps between re-logs of the growing trajectory strip
 FLUSH_EVERY = 10       # steps between flushes to disk (the crash-loss window)
+FLUSH_TIMEOUT = 5.0    # (s) the longest a periodic flush may hold the control loop
 
 
 def blueprint(cameras: list[str], foresight: int = 0) -> rrb.Blueprint:
@@ -246,7 +247,12 @@ class EpisodeRecorder:
         self._frame(env, obs, info, reward)
         if self.step % FLUSH_EVERY == 0:
             self._flush_columns()
-            self.rec.flush(timeout_sec=0.0)
+            # blocking (bounded): once this returns the window is on disk, so a SIGKILL later
+            # loses at most the steps since; a non-blocking flush made that a race
+            try:
+                self.rec.flush(timeout_sec=FLUSH_TIMEOUT)
+            except Exception:  # a slow disk: the data still goes out with the next flush
+                pass
 
     def _events(self, env: Any) -> None:
         """New supervisor events, buffered like the scalars and sent as columns at each flush."""

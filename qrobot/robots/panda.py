@@ -150,6 +150,8 @@ class PandaArm:
         """Joint positions putting the gripper at `target`, pointing down, at `yaw`.
         A query (reads the current joints as the seed), not an actuation."""
         target = np.clip(np.asarray(target, dtype=np.float64), *self.workspace)
+        if not (np.all(np.isfinite(target)) and np.isfinite(yaw)):
+            return np.full(7, np.nan)  # PyBullet's IK can spin forever on NaN: no answer instead
         orn = pybullet.getQuaternionFromEuler([np.pi, 0.0, float(yaw)])
         sol = self.sim._client.calculateInverseKinematics(
             self.uid, EE_LINK, target.tolist(), orn,

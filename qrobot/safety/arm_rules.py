@@ -18,7 +18,7 @@ BISECTIONS = 12
 # The plan keeps this share of each speed and acceleration limit: the Jacobian changes
 # within a period and the motors track the ramp with a small lag (measured by
 # benchmarks/limit_conformance.py at every physics substep).
-PLAN_MARGIN = 0.97
+PLAN_MARGIN = 0.96
 # Plans keep this far inside the joint limits (rad) and the workspace box (m), so the motors'
 # small tracking error cannot carry a measured position past them.
 JOINT_MARGIN, BOX_MARGIN = 0.002, 0.001

@@ -35,14 +35,14 @@ def real_array(x: Any, shape: tuple[int, ...], bound: float = math.inf) -> np.nd
                 v = float(x)
             except (OverflowError, ValueError):
                 return None
-            return np.array(v) if abs(v) <= bound else None  # NaN fails the comparison
+            return np.array(v) if abs(v) <= bound and math.isfinite(v) else None
         return None
     if type(x) is np.ndarray:
         if x.dtype.kind not in _REAL_KINDS or x.shape != shape:
             return None
         vals = x.ravel().tolist()  # plain floats: cheaper than numpy ufuncs for a few elements
         if x.dtype.kind == "f":
-            if vals and not max(map(abs, vals)) <= bound:  # NaN fails the comparison
+            if not _within(vals, bound):
                 return None
             return np.array(vals) if len(shape) == 1 else np.array(vals).reshape(shape)
     elif type(x) in (list, tuple) and len(shape) == 1 and len(x) == shape[0]:
@@ -56,9 +56,19 @@ def real_array(x: Any, shape: tuple[int, ...], bound: float = math.inf) -> np.nd
         vals = [float(v) for v in vals]
     except (OverflowError, ValueError):
         return None
-    if vals and not max(map(abs, vals)) <= bound:
+    if not _within(vals, bound):
         return None
     return np.array(vals, dtype=np.float64).reshape(shape)
+
+
+def _within(vals: list[float], bound: float) -> bool:
+    """All finite and |v| <= bound. (Python's max() skips NaN, so NaN is tested apart:
+    a sum with a NaN in it is NaN, and NaN != NaN.)"""
+    if not vals:
+        return True
+    total = sum(vals)
+    m = max(map(abs, vals))
+    return m <= bound and m != math.inf and total == total
 
 
 # ------------------------------------------------------------------ actions

@@ -231,3 +231,17 @@ def test_an_env_error_ends_only_that_episode_with_a_complete_recording(tmp_path:
     r2 = run_episode(env, Breaks(), 1, 1)
     assert r2.end_reason != "env_error"
     env.close()
+
+
+def test_a_nan_hides_nowhere() -> None:
+    """Python's max() skips NaN when it is not first: every position and container."""
+    from qrobot.safety.inputs import read_people, real_array
+
+    for i in range(3):
+        vals = [0.5, -1e308, 2.0]
+        vals[i] = float("nan")
+        for container in (list, np.array):
+            assert real_array(container(vals), (3,)) is None
+            assert read_action(container(vals), 3)[0] is None
+        assert read_people({"people": np.array([vals[:2], [1.0, 1.0]]), "people_radius": 0.25}) is None
+        assert real_array(np.array(vals + [np.inf])[1:], (3,)) is None
