@@ -15,6 +15,10 @@ from qrobot.safety import trajectory
 from qrobot.safety.limits import BaseLimits
 
 BISECTIONS = 10
+# Plans keep the footprint this much further out of forbidden regions (m): wheel slip and
+# the motors' tracking lag move the real base off the unicycle path by a few millimetres
+# (measured at every substep by benchmarks/limit_conformance.py).
+REGION_MARGIN = 0.01
 
 
 def rates(lim: BaseLimits) -> np.ndarray:
@@ -83,14 +87,14 @@ def limit_region(pose: np.ndarray, v0: np.ndarray, v1: np.ndarray, lim: BaseLimi
     """Shorten (v, w) so that no point of the path until rest enters (or goes deeper into)
     a forbidden region."""
     x, y = float(pose[0]), float(pose[1])
-    now = violation(x, y, lim)
+    now = violation(x, y, lim, REGION_MARGIN)
     n = math.ceil(trajectory.brake_time(v1, rates(lim)) / dt - 1e-9)
     reach_bound = (abs(float(v0[0])) + abs(float(v1[0])) * (1 + n)) * dt / 2 + 1e-6  # path length until rest
-    if now <= 0.0 and violation(x, y, lim, reach_bound) <= 0.0:
+    if now <= 0.0 and violation(x, y, lim, reach_bound + REGION_MARGIN) <= 0.0:
         return v1, []  # nothing forbidden within any reachable distance: no path needed
 
     def ok(cmd: np.ndarray, region: BaseLimits = lim) -> bool:
-        worst = max(violation(px, py, region) for px, py in path(pose, v0, cmd, lim, dt))
+        worst = max(violation(px, py, region, REGION_MARGIN) for px, py in path(pose, v0, cmd, lim, dt))
         return worst <= 0.0 or worst < now - 1e-9
 
     if ok(v1):

@@ -112,10 +112,11 @@ class SubstepProbe:
             self._keep("base turn acceleration (25 ms)", acc[1] / b.w_acc)
         if len(self._hist) == self._hist.maxlen:
             self._keep("base step per period", np.linalg.norm(x[:2] - self._hist[0][:2]) / b.step_max)
-        # a base placed inside a zone may drive out: count only depth beyond the least it has had
+        # a base placed inside a zone may drive out (the rule: never deeper than it is); what
+        # is measured is entering a region after having been clear of all of them
         depth = violation(x[0], x[1], b)
-        self._least_depth = min(getattr(self, "_least_depth", depth), depth)
-        self._keep("map bounds and keep-out (depth / radius)", 1 + (depth - self._least_depth) / b.radius)
+        self._was_clear = getattr(self, "_was_clear", False) or depth <= 0.0
+        self._keep("map bounds and keep-out entered (depth / radius)", 1 + (depth / b.radius if self._was_clear else 0.0))
 
     def ratios(self) -> dict[str, float]:
         """Worst ratios in free motion (the conformance figures)."""
