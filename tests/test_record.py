@@ -65,7 +65,10 @@ def test_policy_exception_still_leaves_a_complete_recording(tmp_path: Path) -> N
 
 
 _CHILD = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    # a worker that runs the test may ignore SIGINT, and children inherit that: restore
+    # Python's handler so that the signal is what this test sends, not a matter of who ran it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from pathlib import Path
     from qrobot.envs.core import QRobotEnv
     from qrobot.policies import make_policy
@@ -96,9 +99,12 @@ _CHILD = textwrap.dedent("""
 def _run_and_signal(path: Path, sig: int, after: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
+    seen = False
     for line in proc.stdout:
         if line.strip() == f"step {after + 1}":  # `after` steps are done
+            seen = True
             break
+    assert seen, "the child ended before the signal was due"
     proc.send_signal(sig)
     proc.wait(timeout=60)
     return proc
