@@ -5,14 +5,13 @@ Action (normalised to [-1, 1]): v, omega, stop (> 0.5 means "I am at the goal").
 
 from __future__ import annotations
 
-import copy
-
 from importlib import resources
 
 import numpy as np
 
 from qrobot.safety import trajectory
-from qrobot.safety.command import CommandCheck, SafeCommand, Stop
+from qrobot.robots.bound import BoundBackend
+from qrobot.safety.command import SafeCommand, Stop
 from qrobot.sim import Sim, pybullet
 
 WHEELS = [0, 1]  # left, right
@@ -25,11 +24,12 @@ BRAKE = np.array([1.5, 4.0])  # m/s^2 and rad/s^2 when a plan runs out
 COMMAND_SIZE = 5  # v1, w1, done, v0, w0: see qrobot.safety.trajectory
 
 
-class DiffDriveBase:
+class DiffDriveBase(BoundBackend):
     """A small two-wheeled base driven by one-period (v, w) ramps that only its bound
     supervisor issues; wheel speeds follow the ramp at every physics substep, and the
     base brakes on its own when a plan runs out."""
 
+    MAX_RATES = BRAKE
     name = "diffbot"
     action_dim = 3
     proprio_dim = 2
@@ -41,8 +41,7 @@ class DiffDriveBase:
         self.uid = sim.load_urdf("robot", urdf, (0, 0, 0.0))
         self.max_v, self.max_w = max_v, max_w
         c = sim._client
-        self._check: CommandCheck | None = None
-        self._rates = BRAKE.copy()
+        self._init_binding()
         self._plan = (sim.time, np.zeros(2), np.zeros(2))
         sim._on_substep(self._track)
         for link in (2, 3):  # casters slide freely
@@ -50,19 +49,6 @@ class DiffDriveBase:
                              spinningFriction=0.0)
         for link in WHEELS:
             c.changeDynamics(self.uid, link, lateralFriction=1.5)
-
-    def _bind(self, check: CommandCheck, rates: np.ndarray) -> None:
-        """Accept commands from one supervisor only; brake at its rates when a plan runs out."""
-        if self._check is not None:
-            raise PermissionError("this base is already bound to a supervisor")
-        self._check, self._rates = check, np.minimum(np.asarray(rates, dtype=np.float64), BRAKE)
-
-    def _snapshot(self) -> tuple:
-        """The plan and replay guard, to undo a look-ahead rollout (with the world's state)."""
-        return self._plan, copy.copy(self._check)
-
-    def _restore(self, snap: tuple) -> None:
-        self._plan, self._check = snap
 
     def _reset(self, x: float = 0.0, y: float = 0.0, yaw: float = 0.0) -> None:
         """Episode reset: place the base (between episodes only)."""

@@ -8,12 +8,11 @@ place motors are commanded.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from qrobot.safety import trajectory
-from qrobot.safety.command import CommandCheck, SafeCommand, Stop
+from qrobot.robots.bound import BoundBackend
+from qrobot.safety.command import SafeCommand, Stop
 from qrobot.sim import PHYSICS_HZ, Sim, pybullet
 
 ARM_JOINTS = list(range(7))
@@ -43,12 +42,13 @@ def hand_frame(ee_pos: np.ndarray, ee_yaw: np.ndarray) -> tuple[np.ndarray, np.n
     return np.asarray(ee_pos) + rot @ np.array([0.0, 0.0, -HAND_BELOW_EE]), rot
 
 
-class PandaArm:
+class PandaArm(BoundBackend):
     """A fixed-base Panda driven by one-period joint plans that only its bound supervisor
     issues. Between control ticks, each physics substep tracks the plan's velocity ramp
     (velocity control plus a small position correction); when a plan runs out the arm
     brakes on its own."""
 
+    MAX_RATES = MAX_JOINT_ACC
     name = "panda"
     action_dim = 5
     proprio_dim = 13
@@ -68,25 +68,11 @@ class PandaArm:
         self.upper = np.array([i[9] for i in info])
         for link in FINGERS:
             c.changeDynamics(self.uid, link, lateralFriction=2.0, spinningFriction=0.01)
-        self._check: CommandCheck | None = None
-        self._rates = MAX_JOINT_ACC.copy()
+        self._init_binding()
         sim._on_substep(self._track)
         self._reset()
 
-    def _bind(self, check: CommandCheck, rates: np.ndarray) -> None:
-        """Accept commands from one supervisor only; brake at its rates when a plan runs out."""
-        if self._check is not None:
-            raise PermissionError("this arm is already bound to a supervisor")
-        self._check, self._rates = check, np.minimum(np.asarray(rates, dtype=np.float64), MAX_JOINT_ACC)
-
     # ------------------------------------------------------------------ reset
-    def _snapshot(self) -> tuple:
-        """The plan and replay guard, to undo a look-ahead rollout (with the world's state)."""
-        return self._plan, copy.copy(self._check)
-
-    def _restore(self, snap: tuple) -> None:
-        self._plan, self._check = snap
-
     def _reset(self) -> None:
         """Episode reset (between episodes only; motion during one goes via the supervisor)."""
         c = self.sim._client

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from qrobot.safety.base_rules import violation
 from qrobot.safety.limits import Limits
 from qrobot.sim import PHYSICS_HZ
 
@@ -97,8 +98,6 @@ class SubstepProbe:
         self._keep("workspace", 1 + max(np.max((x[7:10] - a.ws_high) / box), np.max((a.ws_low - x[7:10]) / box)))
 
     def _base(self, x: np.ndarray, prev: np.ndarray) -> None:
-        from qrobot.safety.base_rules import violation
-
         b = self.limits.base
         heading = np.array([math.cos(prev[2]), math.sin(prev[2])])
         v = float((x[:2] - prev[:2]) @ heading) * PHYSICS_HZ

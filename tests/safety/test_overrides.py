@@ -115,7 +115,6 @@ def test_intrusions_are_measured_against_the_reference_profile() -> None:
     ref = env.reference_limits.base.ssm
     assert env.limits.base.ssm.human_speed == 0.0 and ref.human_speed == 1.6
     env.reset(seed=0)
-    walker = env.task.walkers[0]
     xy = env.robot.state()["base_pose"][:2]
     for _ in range(200):  # drive at whoever is nearest: zeroed SSM lets it, the metric still sees it
         if env.task.metrics()["intrusions"] > 0:
@@ -126,5 +125,4 @@ def test_intrusions_are_measured_against_the_reference_profile() -> None:
         env.step(np.array([1.0, np.clip(np.arctan2(np.sin(heading), np.cos(heading)), -1, 1), 0.0]))
         xy = pose[:2]
     assert env.task.metrics()["intrusions"] > 0
-    assert walker is env.task.walkers[0]
     env.close()
