@@ -52,34 +52,40 @@ class QRobotEnv(gym.Env):
                  images: bool = True, operator: OperatorKey | None = None,
                  foresight: str | Path | None = None) -> None:
         super().__init__()
-        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        # private copy: what a policy can reach (env.scenario, task.scenario) is a copy
+        self._scenario = (scenario if isinstance(scenario, Scenario) else load_scenario(scenario)).model_copy(deep=True)
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
         self.render_mode = render_mode
-        self.metadata = dict(self.metadata, render_fps=self.scenario.control_hz)
+        self.metadata = dict(self.metadata, render_fps=self._scenario.control_hz)
         self.images = images
-        self.sim = Sim(gui=render_mode == "human", control_hz=self.scenario.control_hz)
+        self.sim = Sim(gui=render_mode == "human", control_hz=self._scenario.control_hz)
         try:
-            self._limits, self._reference = scenario_limits(self.scenario)
+            self._limits, self._reference = scenario_limits(self._scenario)
         except ValueError as exc:
-            raise ScenarioError(f"{self.scenario.path or self.scenario.name}: limits.overrides.{exc}") from None
-        scale = (panda.MAX_STEP, panda.MAX_YAW_STEP) if self.scenario.robot == "panda" \
+            raise ScenarioError(f"{self._scenario.path or self._scenario.name}: limits.overrides.{exc}") from None
+        scale = (panda.MAX_STEP, panda.MAX_YAW_STEP) if self._scenario.robot == "panda" \
             else (diffbot.MAX_V, diffbot.MAX_W)
         self.foresight = self._foresight(foresight)
         self._world_key = None if operator is not None else OperatorKey()  # never leaves the env
         self._supervisor = Supervisor(self._limits, scale, kinematics=self, operator=operator or self._world_key,
-                                      foresight=self.foresight, people=people_source(self.scenario))
+                                      foresight=self.foresight, people=people_source(self._scenario))
         self._build()
         self.sim._sealed = True
         self.cameras = [Camera(c.name, c.width, c.height, c.fov, eye=tuple(c.eye),
                                target=tuple(c.target), up=MOUNT_UP[c.mount],
                                body=None if c.mount == "world" else "robot",
                                link=HAND_LINK if c.mount == "wrist" else -1)
-                        for c in self.scenario.cameras]
-        self._depth = {c.name for c in self.scenario.cameras if c.depth}
+                        for c in self._scenario.cameras]
+        self._depth = {c.name for c in self._scenario.cameras if c.depth}
         self.action_space = spaces.Box(-1.0, 1.0, (self.robot.action_dim,), np.float32)
         self.observation_space = self._make_obs_space()
         self.last_command: SafeCommand | Any = None
+
+    @property
+    def scenario(self) -> Scenario:
+        """A copy of the scenario this env runs (changing it changes nothing)."""
+        return self._scenario.model_copy(deep=True)
 
     @property
     def supervisor(self) -> Supervisor:
@@ -98,9 +104,9 @@ class QRobotEnv(gym.Env):
     def _foresight(self, checkpoint: str | Path | None) -> Any:
         if checkpoint is None:
             return None
-        if self.scenario.robot != "diffbot":
+        if self._scenario.robot != "diffbot":
             raise QrobotError(f"foresight: the world model guards a mobile base; scenario "
-                              f"{self.scenario.name!r} has robot {self.scenario.robot!r}")
+                              f"{self._scenario.name!r} has robot {self._scenario.robot!r}")
         from qrobot.worldmodel.foresight import Foresight  # torch only when asked for
 
         return Foresight.load(checkpoint, lambda cam: self.sim.render(cam)[0])
@@ -117,15 +123,15 @@ class QRobotEnv(gym.Env):
         self.sim._reset_world()
         self._state: dict | None = None
         self._state_version = -1
-        kind = self.scenario.task.kind
-        if self.scenario.robot == "panda":
+        kind = self._scenario.task.kind
+        if self._scenario.robot == "panda":
             self.robot: PandaArm | DiffDriveBase = PandaArm(self.sim)
-            self.task = TASKS[kind](self.sim, self.scenario, self.robot_state)
+            self.task = TASKS[kind](self.sim, self._scenario, self.robot_state)
         else:
             self.robot = DiffDriveBase(self.sim)
-            self.task = TASKS[kind](self.sim, self.scenario, self.robot_state, self.robot._reset)
+            self.task = TASKS[kind](self.sim, self._scenario, self.robot_state, self.robot._reset)
             ref = self._reference.base  # intrusions are measured against the reference profile
-            self.task.protective_distance = lambda v: protective_distance(ref.ssm, v, ref.v_acc)
+            self.task._protective_distance = lambda v: protective_distance(ref.ssm, v, ref.v_acc)
         self._supervisor.bind(self.robot)
 
     def _make_obs_space(self) -> spaces.Dict:
@@ -147,8 +153,12 @@ class QRobotEnv(gym.Env):
     def robot_state(self) -> dict:
         """The robot's state, read once per control step (tasks ask for it often)."""
         if self._state is None or self._state_version != self.sim.version:
-            self._state, self._state_version = self.robot.state(), self.sim.version
-        return self._state
+            state = self.robot.state()
+            for value in state.values():
+                if isinstance(value, np.ndarray):
+                    value.setflags(write=False)  # handed to policies and the supervisor alike
+            self._state, self._state_version = state, self.sim.version
+        return dict(self._state)
 
     def _obs(self) -> dict[str, Any]:
         obs: dict[str, Any] = {}
@@ -177,9 +187,9 @@ class QRobotEnv(gym.Env):
         if self._supervisor.people_source != "sensor":
             return state
         sensed = getattr(self.task, "sensed_people", None)
-        if sensed is not None and self.scenario.people:
+        if sensed is not None and self._scenario.people:
             state["people"], state["people_radius"] = sensed()
-        elif not self.scenario.people:  # a sensor watching a room nobody is in
+        elif not self._scenario.people:  # a sensor watching a room nobody is in
             state["people"], state["people_radius"] = np.zeros((0, 2)), np.zeros(0)
         return state
 
@@ -214,7 +224,7 @@ class QRobotEnv(gym.Env):
             self.foresight.observe()
         terminated = bool(self.task.terminated())
         # a latched e-stop ends the episode for the learner (the robot keeps braking if stepped)
-        truncated = bool((self.task.steps >= self.scenario.max_steps or self.supervisor.latched)
+        truncated = bool((self.task.steps >= self._scenario.max_steps or self.supervisor.latched)
                          and not terminated)
         return self._obs(), float(self.task.reward()), terminated, truncated, self._info()
 

@@ -21,6 +21,7 @@ WHEEL_FORCE = 40.0
 RADIUS = 0.29  # footprint circle used for planning and clearance
 MAX_V, MAX_W = 0.5, 1.2  # m/s and rad/s at |action| = 1
 BRAKE = np.array([1.5, 4.0])  # m/s^2 and rad/s^2 when a plan runs out
+BRAKE.setflags(write=False)  # reachable from the env (robot.MAX_RATES): nobody may change it
 COMMAND_SIZE = 5  # v1, w1, done, v0, w0: see qrobot.safety.trajectory
 
 

@@ -18,11 +18,14 @@ from qrobot.sim import PHYSICS_HZ, Sim, pybullet
 ARM_JOINTS = list(range(7))
 FINGERS = [9, 10]
 EE_LINK = 11
+_ORIGIN, _ZEROS9 = [0.0, 0.0, 0.0], [0.0] * 9
 HAND_LINK = 8
 HOME = np.array([0.0, 0.21, 0.0, -2.25, 0.0, 2.46, 0.785])  # gripper down, above the table
 ARM_FORCES = [87.0] * 4 + [12.0] * 3
 MAX_JOINT_VEL = np.array([2.175] * 4 + [2.61] * 3)  # Franka's published limits
 MAX_JOINT_ACC = np.array([15.0, 7.5, 10.0, 12.5, 15.0, 20.0, 20.0])
+for _const in (HOME, MAX_JOINT_VEL, MAX_JOINT_ACC):
+    _const.setflags(write=False)  # reachable from the env (robot.MAX_RATES): nobody may change them
 TRACK_GAIN = 0.02  # share of the position error corrected per substep (velocity feed-forward does the rest)
 COMMAND_SIZE = 22  # q0 (7), v0 (7), v1 (7), finger width: see qrobot.safety.trajectory
 FINGER_FORCE = 40.0
@@ -61,11 +64,17 @@ class PandaArm(BoundBackend):
         self.uid = sim.load_urdf("robot", "franka_panda/panda.urdf", base_pos, fixed=True)
         self.max_step = max_step
         self.max_yaw_step = max_yaw_step
-        self.workspace = np.asarray(workspace, dtype=np.float64)
+        self.workspace = np.array(workspace, dtype=np.float64)
         c = sim._client
         info = [c.getJointInfo(self.uid, j) for j in ARM_JOINTS]
         self.lower = np.array([i[8] for i in info])
         self.upper = np.array([i[9] for i in info])
+        for arr in (self.workspace, self.lower, self.upper):
+            arr.setflags(write=False)
+        self._ik_args = {  # the IK's null-space arguments, built once (IK is queried every period)
+            "lowerLimits": list(self.lower) + [0, 0], "upperLimits": list(self.upper) + [0.04, 0.04],
+            "jointRanges": list(self.upper - self.lower) + [0.04, 0.04],
+            "restPoses": list(HOME) + [0.02, 0.02], "maxNumIterations": 20, "residualThreshold": 1e-4}
         for link in FINGERS:
             c.changeDynamics(self.uid, link, lateralFriction=2.0, spinningFriction=0.01)
         self._init_binding()
@@ -139,20 +148,15 @@ class PandaArm(BoundBackend):
         if not (np.all(np.isfinite(target)) and np.isfinite(yaw)):
             return np.full(7, np.nan)  # PyBullet's IK can spin forever on NaN: no answer instead
         orn = pybullet.getQuaternionFromEuler([np.pi, 0.0, float(yaw)])
-        sol = self.sim._client.calculateInverseKinematics(
-            self.uid, EE_LINK, target.tolist(), orn,
-            lowerLimits=list(self.lower) + [0, 0], upperLimits=list(self.upper) + [0.04, 0.04],
-            jointRanges=list(self.upper - self.lower) + [0.04, 0.04],
-            restPoses=list(HOME) + [0.02, 0.02], maxNumIterations=20, residualThreshold=1e-4)
-        return np.asarray(sol[:7], dtype=np.float64)
+        sol = self.sim._client.calculateInverseKinematics(self.uid, EE_LINK, target.tolist(), orn, **self._ik_args)
+        return np.array(sol[:7], dtype=np.float64)
 
     def jacobian(self, q: np.ndarray) -> np.ndarray:
         """(6, 7) end-effector Jacobian (linear rows, then angular) at joints q. A query."""
         c = self.sim._client
-        fingers = [c.getJointState(self.uid, j)[0] for j in FINGERS]
-        pos = [float(x) for x in q] + fingers
-        lin, ang = c.calculateJacobian(self.uid, EE_LINK, [0.0, 0.0, 0.0], pos, [0.0] * 9, [0.0] * 9)
-        return np.vstack([np.asarray(lin)[:, :7], np.asarray(ang)[:, :7]])
+        pos = [float(x) for x in q] + [s[0] for s in c.getJointStates(self.uid, FINGERS)]
+        lin, ang = c.calculateJacobian(self.uid, EE_LINK, _ORIGIN, pos, _ZEROS9, _ZEROS9)
+        return np.array(lin + ang)[:, :7]
 
     # ---------------------------------------------------------------- actuate
     def _apply(self, cmd: SafeCommand | Stop) -> None:

@@ -9,7 +9,6 @@ replayed, is refused.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass, field
 
@@ -42,7 +41,7 @@ class Stop:
 
 def _tag(secret: bytes, robot: str, seq: int, values: np.ndarray) -> bytes:
     msg = robot.encode() + b"\0" + int(seq).to_bytes(8, "big", signed=True) + values.tobytes()
-    return hmac.new(secret, msg, hashlib.sha256).digest()
+    return hmac.digest(secret, msg, "sha256")
 
 
 class CommandSeal:

@@ -42,9 +42,7 @@ def real_array(x: Any, shape: tuple[int, ...], bound: float = math.inf) -> np.nd
             return None
         vals = x.ravel().tolist()  # plain floats: cheaper than numpy ufuncs for a few elements
         if x.dtype.kind == "f":
-            if not _within(vals, bound):
-                return None
-            return np.array(vals) if len(shape) == 1 else np.array(vals).reshape(shape)
+            return x.astype(np.float64) if _within(vals, bound) else None  # astype copies
     elif type(x) in (list, tuple) and len(shape) == 1 and len(x) == shape[0]:
         if not all(type(e) in (int, float) or (isinstance(e, (np.integer, np.floating)) and np.ndim(e) == 0)
                    for e in x):
@@ -157,7 +155,9 @@ def read_people(state: dict) -> tuple[np.ndarray, np.ndarray] | None:
         radii = np.full(len(pts), float(radii))
     elif isinstance(r, (np.ndarray, list, tuple)):
         radii = real_array(r, (len(pts),))
-    lo, hi = PEOPLE_RADIUS_RANGE
-    if radii is None or (radii.size and not lo <= float(radii.min()) <= float(radii.max()) <= hi):
+    if radii is None:
+        return None
+    listed = radii.tolist()
+    if listed and not PEOPLE_RADIUS_RANGE[0] <= min(listed) <= max(listed) <= PEOPLE_RADIUS_RANGE[1]:
         return None
     return pts, radii

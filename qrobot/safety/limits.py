@@ -11,9 +11,15 @@ from functools import cached_property
 import numpy as np
 
 
+def _frozen(values: object) -> np.ndarray:
+    arr = np.array(values, dtype=np.float64)
+    arr.setflags(write=False)  # shared with every reader: nobody may change a limit in place
+    return arr
+
+
 def _array_view(name: str) -> cached_property:
-    """A cached numpy copy of a tuple field (works on frozen dataclasses)."""
-    return cached_property(lambda self: np.asarray(getattr(self, name)))
+    """A cached read-only numpy copy of a tuple field (works on frozen dataclasses)."""
+    return cached_property(lambda self: _frozen(getattr(self, name)))
 
 
 @dataclass(frozen=True)

@@ -197,9 +197,11 @@ class Supervisor:
         t = float(time) if type(time) in (int, float) and math.isfinite(time) else \
             (self._last_time if self._last_time is not None else 0.0)
         if raw is not None and raw is self._raw and self._action is not None:
-            summary: Any = self._action.tolist()  # already validated: no second look at the raw object
+            summary: Any = tuple(self._action.tolist())  # already validated: no second look at the raw object
         else:
             summary = _summary(raw)
+        if isinstance(issued, list):
+            issued = tuple(issued)  # events are handed out: immutable all the way down
         self._events.append(Event(t, rule, summary, issued, reason, severity))
 
     def counts(self) -> dict[str, float]:
@@ -266,7 +268,7 @@ class Supervisor:
         people = self._sensed_people(state, now, action)
         if people is None:
             return self._brake(st, "protective stop: no trustworthy people report")
-        if np.abs(arr).max() > 1.0:
+        if max(map(abs, arr.tolist())) > 1.0:
             clipped = np.clip(arr, -1.0, 1.0)
             self._event(now, "clamp", action, clipped.tolist(), "action outside [-1, 1]", "info")
         else:
@@ -405,7 +407,7 @@ def _summary(action: Any) -> Any:
     try:
         arr, _ = read_action(action, int(np.size(action)) if isinstance(action, (list, tuple, np.ndarray)) else 0)
         if arr is not None and arr.size <= 16:
-            return arr.tolist()
+            return tuple(arr.tolist())
         return repr(action)[:80]
     except Exception:
         return f"<{type(action).__name__}>"

@@ -19,7 +19,7 @@ import numpy as np
 
 def brake_time(v: np.ndarray, rates: np.ndarray) -> float:
     """Seconds a proportional brake at `rates` (per component, > 0) takes to stop from v."""
-    return float((np.abs(v) / rates).max()) if v.size else 0.0
+    return max(map(lambda a, r: abs(a) / r, v.tolist(), rates.tolist()), default=0.0)  # few elements: no ufuncs
 
 
 def at(v0: np.ndarray, v1: np.ndarray, period: float, rates: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:

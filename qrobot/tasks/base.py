@@ -30,14 +30,24 @@ class Task:
 
     def __init__(self, sim: Sim, scenario: Scenario, robot_state: StateFn) -> None:
         self.sim = sim
-        self.scenario = scenario
+        self._scenario = scenario.model_copy(deep=True)  # private: public objects can be mutated
         self.robot_state = robot_state
         self.instruction = ""
         self.steps = 0
-        self.collisions = 0
+        self._collisions = 0
         self._touching: set[str] = set()
         self._memo: dict[str, Any] = {}
         self._memo_version = -1
+
+    @property
+    def scenario(self) -> Scenario:
+        """A copy of the scenario this task was built from (changing it changes nothing)."""
+        return self._scenario.model_copy(deep=True)
+
+    @property
+    def collisions(self) -> int:
+        """Contact onsets with obstacles and people this episode (read-only)."""
+        return self._collisions
 
     def _once(self, key: str, fn: Callable[[], Any]) -> Any:
         """Compute fn() once per physics state (reward, success, metrics all ask)."""
@@ -50,9 +60,9 @@ class Task:
     # lifecycle ---------------------------------------------------------------
     def reset(self, rng: np.random.Generator) -> None:
         self.steps = 0
-        self.collisions = 0
+        self._collisions = 0
         self._touching = set()
-        if self.scenario.randomize.light:
+        if self._scenario.randomize.light:
             d = rng.normal(size=3)
             d[2] = abs(d[2]) + 1.0
             self.sim.set_light(d)
@@ -63,7 +73,7 @@ class Task:
     def after_physics(self) -> None:
         self.steps += 1
         touching = self._obstacle_contacts()
-        self.collisions += len(touching - self._touching)  # count contact onsets
+        self._collisions += len(touching - self._touching)  # count contact onsets
         self._touching = touching
 
     def _obstacle_contacts(self) -> set[str]:

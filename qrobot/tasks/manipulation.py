@@ -44,7 +44,7 @@ class Reach(Task):
 
     def __init__(self, sim: Sim, scenario: Scenario, robot_state: StateFn) -> None:
         super().__init__(sim, scenario, robot_state)
-        self.cfg: ReachTask = scenario.task  # type: ignore[assignment]
+        self.cfg: ReachTask = self._scenario.task  # type: ignore[assignment]
         build_table(sim)
         sim.add_shape("target", "sphere", [0.02], [0.1, 0.9, 0.2, 0.6], collide=False)
         self.target = np.zeros(3)
@@ -79,7 +79,7 @@ class _Tabletop(Task):
 
     def __init__(self, sim: Sim, scenario: Scenario, robot_state: StateFn) -> None:
         super().__init__(sim, scenario, robot_state)
-        self.cfg = scenario.task
+        self.cfg = self._scenario.task
         build_table(sim)
         objs = self.cfg.objects
         h = objs.size / 2
@@ -98,7 +98,7 @@ class _Tabletop(Task):
             yaw = rng.uniform(-np.pi / 4, np.pi / 4)
             orn = pybullet.getQuaternionFromEuler([0, 0, yaw])
             self.sim.set_pose(name, [p[0], p[1], objs.size / 2], orn)
-            self.sim.set_color(name, jitter_color(str(color), rng, self.scenario.randomize.color_jitter))
+            self.sim.set_color(name, jitter_color(str(color), rng, self._scenario.randomize.color_jitter))
         self.start = {n: self.sim.pose(n)[0] for n in self.cubes}
 
     def _held(self, name: str) -> bool:
@@ -161,7 +161,7 @@ class PickPlace(_Tabletop):
         for name, color, p in zip(self.bowls, rng.permutation(list(dict.fromkeys(rec.colors))), bowl_xy):
             self.bowl_colors[name] = str(color)
             self.sim.set_pose(name, [p[0], p[1], 0.0])
-            self.sim.set_color(name, jitter_color(str(color), rng, self.scenario.randomize.color_jitter))
+            self.sim.set_color(name, jitter_color(str(color), rng, self._scenario.randomize.color_jitter))
         self._place_cubes(rng, cube_xy)
         self.target_name = self.cubes[int(rng.integers(len(self.cubes)))]
         self.target_bowl = self.bowls[int(rng.integers(len(self.bowls)))]

@@ -33,7 +33,7 @@ class _NavTask(Task):
                  place_robot: PlaceFn) -> None:
         super().__init__(sim, scenario, robot_state)
         self._place_robot = place_robot
-        room = scenario.room
+        room = self._scenario.room
         assert room is not None  # the schema requires it for nav tasks
         self.room = room
         sx, sy = room.size
@@ -54,13 +54,22 @@ class _NavTask(Task):
         for name, (wx, wy) in zip(self.pool, self.pool_sizes):
             self._add_box(name, 0.0, 0.0, wx, wy, 0.6, "brown")
         self.random_boxes: list[tuple[float, float, float, float]] = []
-        self.walkers = [Walker(sim, f"person{i}", p) for i, p in enumerate(scenario.people)]
+        self._walkers = [Walker(sim, f"person{i}", p) for i, p in enumerate(self._scenario.people)]
         self.grid: OccupancyGrid | None = None
         self._stop_cells: set[tuple[int, int]] = set()
         self.d0 = 0.0
         # Sp(robot speed) from the supervisor's profile, set by the env: measures intrusions.
-        self.protective_distance: Callable[[float], float] | None = None
+        self._protective_distance: Callable[[float], float] | None = None
         self._reset_episode_stats()
+
+    @property
+    def intrusions(self) -> int:
+        """Control steps spent driving toward a person inside Sp this episode (read-only)."""
+        return self._intrusions
+
+    @property
+    def min_person_clearance(self) -> float:
+        return self._min_person_clearance
 
     def _add_box(self, name: str, cx: float, cy: float, wx: float, wy: float, h: float, color: str) -> None:
         self.sim.add_shape(name, "box", [wx / 2, wy / 2, h / 2],
@@ -71,11 +80,11 @@ class _NavTask(Task):
         self.path_length = 0.0
         self.called_stop = False
         self.rest_steps = 0
-        self.min_person_clearance = float("inf")
+        self._min_person_clearance = float("inf")
         self._last_xy: np.ndarray | None = None
         self._chose_rest = False
         self._person_hits: set[str] = set()
-        self.intrusions = 0
+        self._intrusions = 0
         self._commanded_speed = 0.0
 
     # ---------------------------------------------------------------- reset
@@ -103,12 +112,13 @@ class _NavTask(Task):
     def reset(self, rng: np.random.Generator) -> None:
         super().reset(rng)
         self._reset_episode_stats()
-        for w in self.walkers:
+        for w in self._walkers:
             w.reset(rng)
-        lag = int(round(self.scenario.sensing.people_latency / self.sim.dt))
+        lag = int(round(self._scenario.sensing.people_latency / self.sim.dt))
         self._seen: deque[np.ndarray] = deque([self._true_people()] * (lag + 1), maxlen=lag + 1)
         self._sense_rng = np.random.default_rng(int(rng.integers(2**62)))
-        lo, hi = self.scenario.task.geodesic_range  # type: ignore[union-attr]
+        self._sense()
+        lo, hi = self._scenario.task.geodesic_range  # type: ignore[union-attr]
         for _ in range(200):
             self._place_random_obstacles(rng)
             self._place_landmarks(rng)
@@ -119,7 +129,7 @@ class _NavTask(Task):
             if len(roomy) == 0:
                 continue
             start = self.grid.center(tuple(roomy[int(rng.integers(len(roomy)))]))
-            if any(np.linalg.norm(start - w.position) < 1.5 for w in self.walkers):
+            if any(np.linalg.norm(start - w.position) < 1.5 for w in self._walkers):
                 continue
             cells = self.grid.astar(self.grid.cell(start), self._goal_cells(0.0))
             if cells is None:
@@ -132,7 +142,7 @@ class _NavTask(Task):
                 self._place_robot(float(start[0]), float(start[1]), float(rng.uniform(-np.pi, np.pi)))
                 self._stop_cells = self._goal_cells(0.1)  # fixed for the episode
                 return
-        raise RuntimeError(f"{self.scenario.name}: no start/goal pair within geodesic_range {lo}..{hi}")
+        raise RuntimeError(f"{self._scenario.name}: no start/goal pair within geodesic_range {lo}..{hi}")
 
     def goal_point(self) -> np.ndarray | None:
         return None
@@ -148,12 +158,12 @@ class _NavTask(Task):
         except (TypeError, ValueError):
             self._chose_rest = False
         xy = self.robot_state()["base_pose"][:2]
-        for w in self.walkers:
+        for w in self._walkers:
             w.step(self.sim.dt, xy, RADIUS + w.cfg.radius + 0.1)
         self._commanded_speed = abs(float(issued.values[0])) if isinstance(issued, SafeCommand) else 0.0
         # People are teleported each control period and the solver pushes the robot
         # clear within it, so look for overlap right after the move as well.
-        self._person_hits = {w.name for w in self.walkers if self.sim.near("robot", w.name, 0.01)}
+        self._person_hits = {w.name for w in self._walkers if self.sim.near("robot", w.name, 0.01)}
 
     def after_physics(self) -> None:
         super().after_physics()
@@ -168,49 +178,59 @@ class _NavTask(Task):
         heading = np.array([np.cos(st["base_pose"][2]), np.sin(st["base_pose"][2])])
         vel = heading * float(st["base_vel"][0])
         intruded = False
-        for w in self.walkers:
+        for w in self._walkers:
             rel = w.position - xy
             dist = float(np.linalg.norm(rel))
             gap = dist - RADIUS - w.cfg.radius
             clearance = min(clearance, gap)
             toward = max(float(rel @ vel) / max(dist, 1e-9), 0.0)  # closing speed on this person
-            if self.protective_distance is not None and toward > 0.05 and self._commanded_speed > 0.05 \
-                    and gap < self.protective_distance(toward):
+            if self._protective_distance is not None and toward > 0.05 and self._commanded_speed > 0.05 \
+                    and gap < self._protective_distance(toward):
                 intruded = True  # driving (not pushed) toward a person inside Sp
-        self.min_person_clearance = min(self.min_person_clearance, clearance)
-        self.intrusions += int(intruded)
-        if self.walkers:
+        self._min_person_clearance = min(self._min_person_clearance, clearance)
+        self._intrusions += int(intruded)
+        if self._walkers:
             self._seen.append(self._true_people())
+        self._sense()
 
     def _true_people(self) -> np.ndarray:
-        return np.array([w.position for w in self.walkers]).reshape(-1, 2)
+        pts = np.array([w.position for w in self._walkers]).reshape(-1, 2)
+        pts.setflags(write=False)  # kept for the sensor's latency and handed out: nobody edits it
+        return pts
 
-    def sensed_people(self) -> tuple[np.ndarray, np.ndarray]:
-        """People positions as the sensor reports them: `people_latency` old, with noise."""
-        noise = self.scenario.sensing.people_noise
+    def _sense(self) -> None:
+        """One sensor reading per control period: `people_latency` old, with noise."""
+        noise = self._scenario.sensing.people_noise
         seen = self._seen[0]
         if noise > 0 and seen.size:
             seen = seen + self._sense_rng.normal(0.0, noise, seen.shape)
-        return seen, np.array([w.cfg.radius for w in self.walkers])
+        radii = np.array([w.cfg.radius for w in self._walkers])
+        for arr in (seen, radii):
+            arr.setflags(write=False)
+        self._reading = (seen, radii)
+
+    def sensed_people(self) -> tuple[np.ndarray, np.ndarray]:
+        """People positions and radii as the sensor last reported them (a pure query)."""
+        return self._reading
 
     def _obstacle_contacts(self) -> set[str]:
         touching = {n for n in self.sim.contacts_of("robot") if n != "floor"}
         return touching | self._person_hits | {
-            w.name for w in self.walkers if self.sim.near("robot", w.name, 0.01)}
+            w.name for w in self._walkers if self.sim.near("robot", w.name, 0.01)}
 
     # -------------------------------------------------------------- queries
     def distance_to_goal(self) -> float:
         raise NotImplementedError
 
     def stopped(self) -> bool:
-        n = self.scenario.stop_at_rest_steps
+        n = self._scenario.stop_at_rest_steps
         return self.called_stop or (n > 0 and self.rest_steps >= n)
 
     def terminated(self) -> bool:
         return self.stopped()
 
     def success(self) -> bool:
-        return self.stopped() and self.distance_to_goal() <= self.scenario.task.success_distance
+        return self.stopped() and self.distance_to_goal() <= self._scenario.task.success_distance
 
     def metrics(self) -> dict:
         s = float(self.success())
@@ -218,14 +238,14 @@ class _NavTask(Task):
             "spl": s * self.d0 / max(self.d0, self.path_length, 1e-9),
             "path_length": self.path_length, "geodesic": self.d0,
             "distance_to_goal": self.distance_to_goal()}
-        if self.walkers:
-            out["min_person_clearance"] = self.min_person_clearance
-            out["intrusions"] = float(self.intrusions)
+        if self._walkers:
+            out["min_person_clearance"] = self._min_person_clearance
+            out["intrusions"] = float(self._intrusions)
         return out
 
     def privileged(self) -> dict:
         return {"grid": self.grid, "goal_cells": self._stop_cells,
-                "people": [(w.position.copy(), w.velocity.copy(), w.cfg.radius) for w in self.walkers],
+                "people": [(w.position.copy(), w.velocity.copy(), w.cfg.radius) for w in self._walkers],
                 "robot_radius": RADIUS}
 
 
@@ -236,7 +256,7 @@ class PointNav(_NavTask):
 
     def __init__(self, sim: Sim, scenario: Scenario, robot_state: StateFn, place_robot: PlaceFn) -> None:
         super().__init__(sim, scenario, robot_state, place_robot)
-        self.cfg: PointNavTask = scenario.task  # type: ignore[assignment]
+        self.cfg: PointNavTask = self._scenario.task  # type: ignore[assignment]
         sim.add_shape("goal_marker", "cylinder", [0.12, 0.005], [0.1, 0.9, 0.3, 1.0], collide=False)
         self.goal_xy = np.zeros(2)
 
@@ -270,7 +290,7 @@ class ObjectNav(_NavTask):
 
     def __init__(self, sim: Sim, scenario: Scenario, robot_state: StateFn, place_robot: PlaceFn) -> None:
         super().__init__(sim, scenario, robot_state, place_robot)
-        self.cfg: ObjectNavTask = scenario.task  # type: ignore[assignment]
+        self.cfg: ObjectNavTask = self._scenario.task  # type: ignore[assignment]
         lm = self.cfg.landmarks
         self.landmarks = [f"landmark{i}" for i in range(lm.count)]
         self.kinds = [lm.kinds[i % len(lm.kinds)] for i in range(lm.count)]
@@ -294,14 +314,14 @@ class ObjectNav(_NavTask):
                     abs(p[0] - b[0]) > b[2] / 2 + 0.6 or abs(p[1] - b[1]) > b[3] / 2 + 0.6 for b in blocked):
                 placed.append(p)
         else:
-            raise RuntimeError(f"{self.scenario.name}: room too small for {len(self.landmarks)} landmarks")
+            raise RuntimeError(f"{self._scenario.name}: room too small for {len(self.landmarks)} landmarks")
         palette = list(dict.fromkeys(self.cfg.landmarks.colors))
         for name, kind, p, color in zip(self.landmarks, self.kinds, placed, rng.permutation(palette)):
             h = LANDMARKS[kind][2]
             self.lm_xy[name] = p
             self.colors[name] = str(color)
             self.sim.set_pose(name, [p[0], p[1], h / 2])
-            self.sim.set_color(name, jitter_color(str(color), rng, self.scenario.randomize.color_jitter))
+            self.sim.set_color(name, jitter_color(str(color), rng, self._scenario.randomize.color_jitter))
 
     def _choose_goal(self, rng: np.random.Generator) -> None:
         self.target = self.landmarks[int(rng.integers(len(self.landmarks)))]

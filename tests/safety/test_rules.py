@@ -149,7 +149,7 @@ def test_every_intervention_is_a_structured_event_and_counted_in_info() -> None:
     rules = [e.rule for e in env.supervisor.events]
     assert rules.count("reject") == 2 and "clamp" in rules and "base_acceleration" in rules
     e = next(e for e in env.supervisor.events if e.rule == "clamp")
-    assert e.raw == [5.0, 0.0, 0.0] and e.issued == [1.0, 0.0, 0.0] and e.reason and e.time == 0.0
+    assert e.raw == (5.0, 0.0, 0.0) and e.issued == (1.0, 0.0, 0.0) and e.reason and e.time == 0.0
     rej = [e for e in env.supervisor.events if e.rule == "reject"]
     assert rej[0].issued is None and "non-finite" in rej[0].reason and rej[0].severity == "error"
     assert info["safety"]["reject"] == 2 and info["safety"]["interventions"] == len(env.supervisor.events)

@@ -1,0 +1,125 @@
+"""Nothing a policy can reach through public names changes what the supervisor decides.
+
+Every writable array, list, dict and set reachable from the env through public
+attributes, properties and the results of public query methods is overwritten or
+emptied before every step of one env; a second env, untouched, runs the same seed and
+actions. The commands the two supervisors issue must be identical: limits, robot
+state, people reports and the scenario the env runs are private or read-only.
+(Monkeypatching and private names are out of scope in-process: docs/safety.md.)
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import pytest
+
+from qrobot.envs.core import QRobotEnv
+from qrobot.safety.command import SafeCommand, Stop
+
+# public methods with effects: stepping or resetting the world is allowed, but it changes
+# the world itself, so the two envs would differ for a legitimate reason
+EFFECTS = {"close", "render", "reset", "step", "after_physics", "before_physics", "estop"}
+OURS = ("qrobot", "envs", "policies", "gymnasium")
+
+
+def _query_results(obj: Any) -> list[tuple[str, Any]]:
+    out = []
+    for name in dir(obj):
+        if name.startswith("_") or name.startswith("model_") or name in EFFECTS:
+            continue
+        try:
+            value = getattr(obj, name)
+        except Exception:
+            continue
+        if inspect.ismethod(value):
+            if not getattr(value.__func__, "__module__", "").startswith(OURS):
+                continue  # library methods (pydantic's, gymnasium's): not ours to vouch for
+            try:
+                params = inspect.signature(value).parameters.values()
+            except (TypeError, ValueError):
+                continue
+            if any(p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+                continue  # needs arguments: not a query we can call blindly
+            try:
+                value = value()
+            except Exception:
+                continue
+        elif callable(value):
+            continue
+        out.append((name, value))
+    return out
+
+
+def _mutables(root: Any, max_depth: int = 6) -> list[tuple[str, Any]]:
+    """(path, object) for every mutable container and writable array reachable from root."""
+    seen, found, todo = set(), [], [("env", root, 0)]
+    while todo:
+        path, obj, depth = todo.pop()
+        if id(obj) in seen or depth > max_depth or isinstance(obj, (str, bytes, int, float, bool, type, type(None))):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, np.ndarray):
+            if obj.flags.writeable and obj.dtype.kind in "biuf":
+                found.append((path, obj))
+            continue
+        if isinstance(obj, (list, dict, set)):
+            found.append((path, obj))
+        if isinstance(obj, dict):
+            kids = [(f"{path}[{k!r}]", v) for k, v in list(obj.items())]
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            kids = [(f"{path}[{i}]", v) for i, v in enumerate(list(obj))]
+        elif type(obj).__module__.startswith(OURS):
+            kids = [(f"{path}.{n}", v) for n, v in _query_results(obj)]
+        else:
+            kids = []
+        todo += [(p, v, depth + 1) for p, v in kids]
+    return found
+
+
+def _tamper(found: list[tuple[str, Any]]) -> int:
+    """Overwrite arrays with nonsense and empty containers, deepest first; count what changed."""
+    changed = 0
+    for _, obj in reversed(found):
+        try:
+            if isinstance(obj, np.ndarray):
+                if obj.dtype.kind == "b":
+                    obj[...] = ~obj
+                else:
+                    obj[...] = obj * 0 + 7
+            else:
+                obj.clear()
+            changed += 1
+        except Exception:
+            continue
+    return changed
+
+
+def _issued(command: Any) -> list[float]:
+    cmd = command.brake if isinstance(command, Stop) else command
+    return cmd.values.tolist() if isinstance(cmd, SafeCommand) else []
+
+
+@pytest.mark.parametrize("scenario", ["pointnav_people", "reach", "pick_place"])
+def test_tampering_with_public_state_changes_no_command(scenario: str) -> None:
+    honest, tampered = QRobotEnv(scenario, images=False), QRobotEnv(scenario, images=False)
+    honest.reset(seed=3)
+    tampered.reset(seed=3)
+    rng = np.random.default_rng(7)
+    dim = honest.action_space.shape[0]
+    changed, rounds = 0, 40
+    for step in range(rounds):
+        action = np.sign(rng.uniform(-1, 1, dim))  # corner actions: every limit is pressed
+        if dim == 3:
+            action[0], action[2] = 1.0, -1.0  # full speed ahead, never "done": meets people
+        changed += _tamper(_mutables(tampered))
+        honest.step(action)
+        tampered.step(action)
+        assert _issued(tampered.last_command) == _issued(honest.last_command), \
+            f"step {step}: public state changed the supervisor's command"
+    assert changed > rounds  # the walk did find and change things every step
+    assert honest.supervisor.counts() == tampered.supervisor.counts()
+    honest.close()
+    tampered.close()
