@@ -8,6 +8,7 @@ Each function returns the limited value and the names of the rules that changed 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -71,6 +72,30 @@ def _cap_speed(q: np.ndarray, v: np.ndarray, jac: np.ndarray, lim: ArmLimits, dt
     return v, hit
 
 
+def _cap_end_speed(v0: np.ndarray, v1: np.ndarray, jac_end: np.ndarray, lim: ArmLimits,
+                   dt: float) -> tuple[np.ndarray, list[str]]:
+    """The same end-effector speed caps under the Jacobian where the period ends (it turns
+    while the arm moves: near a folded elbow by several % per period). Shortens toward the
+    hardest brake, the end the acceleration limits always allow: the largest l in [0, 1]
+    with |J_end (b + l (v1 - b))| <= cap, one quadratic per cap."""
+    brake = trajectory.brake_step(v0, lim.amax, dt)
+    step = v1 - brake
+    share = 1.0
+    for rows, cap in ((jac_end[:3], PLAN_MARGIN * min(lim.ee_speed_max, lim.ee_step_max / dt)),
+                      (jac_end[3:], PLAN_MARGIN * lim.ee_ang_speed_max)):
+        a, b = rows @ brake, rows @ step
+        aa, ab, bb = float(a @ a), float(a @ b), float(b @ b)
+        if aa + 2 * ab + bb <= cap * cap:
+            continue  # the requested end is within this cap
+        if aa >= cap * cap or bb <= 0.0:
+            share = 0.0  # even the hardest brake is over: brake
+            continue
+        share = min(share, (-ab + math.sqrt(max(ab * ab - bb * (aa - cap * cap), 0.0))) / bb)
+    if share >= 1.0:
+        return v1, []
+    return brake + max(share, 0.0) * step, ["ee_speed_joint_space"]
+
+
 def _cap_acceleration(v0: np.ndarray, v1: np.ndarray, lim: ArmLimits, dt: float) -> tuple[np.ndarray, list[str]]:
     """Move toward v1 only as far as every joint's acceleration allows, on the segment
     from v0 (a convex combination keeps what holds for both ends)."""
@@ -105,11 +130,20 @@ class _Room:
 
 
 def plan(q: np.ndarray, v0: np.ndarray, v_des: np.ndarray, jac: np.ndarray, ee: np.ndarray,
-         lim: ArmLimits, dt: float) -> tuple[np.ndarray, list[str]]:
-    """The joint velocity v1 this period ramps to, from v0 (what the arm is executing)."""
+         lim: ArmLimits, dt: float,
+         jacobian_at: Callable[[np.ndarray], np.ndarray | None] | None = None) -> tuple[np.ndarray, list[str]]:
+    """The joint velocity v1 this period ramps to, from v0 (what the arm is executing).
+    With `jacobian_at`, the end-effector speed caps also hold under the Jacobian where the
+    period ends (None from it: no answer, brake)."""
     v, hits = _cap_speed(q, v_des, jac, lim, dt)
     v, h = _cap_acceleration(v0, v, lim, dt)
     hits += h
+    if jacobian_at is not None:
+        jac_end = jacobian_at(q + (v0 + v) * (dt / 2))
+        if jac_end is None:
+            return trajectory.brake_step(v0, lim.amax, dt), hits + ["no_jacobian"]
+        v, h = _cap_end_speed(v0, v, jac_end, lim, dt)
+        hits += h
     room = _Room(q, ee, jac, lim, dt)
     bad = room.violations(v0, v)
     if not bad:

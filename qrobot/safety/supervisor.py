@@ -341,7 +341,7 @@ class Supervisor:
         if target is None or jac is None:
             self._event(now, "reject", raw, None, "no finite IK solution", "error")
             return self._brake(st, "no finite IK solution")
-        v1, h = arm_rules.plan(q, v0, (target - q) / dt, jac, ee, lim, dt)
+        v1, h = arm_rules.plan(q, v0, (target - q) / dt, jac, ee, lim, dt, self._jacobian_at)
         hits += h
         issued = np.concatenate([q, v0, v1, [self._grip]])
         if hits:
@@ -349,6 +349,13 @@ class Supervisor:
             for rule in hits:
                 self._event(now, rule, raw, listed, f"{rule.replace('_', ' ')} limit", "info")
         return self._issue(issued)
+
+    def _jacobian_at(self, q: np.ndarray) -> np.ndarray | None:
+        """The arm's Jacobian at joints q, checked like any input (None: cannot vouch)."""
+        try:
+            return real_array(np.asarray(self._kinematics.jacobian(q)), (6, 7))  # type: ignore[union-attr]
+        except Exception:
+            return None
 
     def _ssm_event(self, event: str, now: float, raw: Any) -> None:
         if event:

@@ -59,6 +59,29 @@ def test_plan_keeps_speed_acceleration_and_cartesian_limits() -> None:
             assert lin <= ARM.ee_speed_max + 1e-9 and ang <= ARM.ee_ang_speed_max + 1e-9
 
 
+def test_cartesian_caps_hold_under_the_jacobian_where_the_period_ends() -> None:
+    """Near a folded elbow the Jacobian turns by several % in one period: a plan capped
+    only at its start began the next period 4 % over the EE speed limit (pick_place)."""
+    rng = np.random.default_rng(1)
+    q = (np.asarray(ARM.joint_lower) + np.asarray(ARM.joint_upper)) / 2
+    caps = (0.96 * min(ARM.ee_speed_max, ARM.ee_step_max / DT), 0.96 * ARM.ee_ang_speed_max)
+    shortened = 0
+    for _ in range(300):
+        jac = rng.normal(0, 0.3, (6, 7))
+        jac_end = jac * rng.uniform(0.9, 1.3, (6, 7))  # where the period ends
+        v0 = rng.uniform(-0.2, 0.2, 7)
+        v1, hit = arm_rules.plan(q, v0, rng.uniform(-5, 5, 7), jac, EE, ARM, DT, lambda q_end: jac_end)
+        brake = trajectory.brake_step(v0, ARM.amax, DT)
+        for rows, cap in ((slice(0, 3), caps[0]), (slice(3, 6), caps[1])):
+            if np.linalg.norm(jac_end[rows] @ brake) <= cap:  # feasible at all: then it holds
+                assert np.linalg.norm(jac_end[rows] @ v1) <= cap + 1e-9
+        assert np.all(np.abs(v1 - v0) <= ARM.amax * DT + 1e-12)  # still within the acceleration limits
+        shortened += "ee_speed_joint_space" in hit
+    assert shortened > 30  # the end Jacobian did bind
+    no_answer, hit = arm_rules.plan(q, np.full(7, 0.2), np.ones(7), NO_JAC, EE, ARM, DT, lambda q_end: None)
+    assert "no_jacobian" in hit and np.allclose(no_answer, trajectory.brake_step(np.full(7, 0.2), ARM.amax, DT))
+
+
 def test_start_in_violation_only_moves_back_toward_the_safe_set() -> None:
     beyond = np.asarray(ARM.joint_upper) + 0.05
     out, hit = _plan(beyond, np.zeros(7), np.full(7, 0.5))
