@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "safety")
 from conftest import Rig  # noqa: E402  (the same rigs the safety tests use)
 from test_conformance import _zoned_room  # noqa: E402  (the conformance test's room with keep-out zones)
 
-from policies import make_policy  # noqa: E402
+from qrobot.policies import make_policy  # noqa: E402
 from qrobot.envs.core import QRobotEnv  # noqa: E402
 from qrobot.runner import run_episode  # noqa: E402
 

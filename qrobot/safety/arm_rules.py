@@ -15,7 +15,8 @@ import numpy as np
 from qrobot.safety import trajectory
 from qrobot.safety.limits import ArmLimits
 
-BISECTIONS = 12
+CANDIDATES = 32  # plans tried per pass when the stop must come sooner; two passes: 1/1024
+_SHARES = np.arange(CANDIDATES, 0, -1) / CANDIDATES  # largest first
 # The plan keeps this share of each speed and acceleration limit: the Jacobian changes
 # within a period and the motors track the ramp with a small lag (measured by
 # benchmarks/limit_conformance.py at every physics substep).
@@ -117,16 +118,19 @@ class _Room:
         self.p_hi = np.maximum(lim.ws_high - BOX_MARGIN, ee)
         self.p_lo = np.minimum(lim.ws_low + BOX_MARGIN, ee)
 
-    def violations(self, v0: np.ndarray, v1: np.ndarray) -> list[str]:
-        disp = trajectory.stopping_displacement(v0, v1, self.lim.amax, self.dt)
+    def check(self, v0: np.ndarray, v1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each plan in v1 (k, 7): (joints stay within limits, EE stays in the box)."""
+        dt = self.dt
+        n = np.ceil((np.abs(v1) / self.lim.amax).max(axis=1) / dt - 1e-9)  # braking periods (see trajectory)
+        disp = (v0 + v1) * (dt / 2) + v1 * (n * (dt / 2))[:, None]
         qf = self.q + disp
-        out = []
-        if (qf > self.q_hi).any() or (qf < self.q_lo).any():
-            out.append("joint_position")
-        pf = self.ee + self.jlin @ disp
-        if (pf > self.p_hi).any() or (pf < self.p_lo).any():
-            out.append("workspace_joint_space")
-        return out
+        pf = self.ee + disp @ self.jlin.T
+        return ~((qf > self.q_hi).any(axis=1) | (qf < self.q_lo).any(axis=1)), \
+            ~((pf > self.p_hi).any(axis=1) | (pf < self.p_lo).any(axis=1))
+
+    def violations(self, v0: np.ndarray, v1: np.ndarray) -> list[str]:
+        joints, box = self.check(v0, v1[None])
+        return [name for name, ok in (("joint_position", joints[0]), ("workspace_joint_space", box[0])) if not ok]
 
 
 def plan(q: np.ndarray, v0: np.ndarray, v_des: np.ndarray, jac: np.ndarray, ee: np.ndarray,
@@ -148,14 +152,15 @@ def plan(q: np.ndarray, v0: np.ndarray, v_des: np.ndarray, jac: np.ndarray, ee: 
     bad = room.violations(v0, v)
     if not bad:
         return v, hits
-    # shorten toward the hardest brake the acceleration limits allow, which the last
-    # period's plan kept feasible
+    # shorten toward the hardest brake the acceleration limits allow (which the last
+    # period's plan kept feasible): the largest safe share, to 1/CANDIDATES^2 of the way
     brake = trajectory.brake_step(v0, lim.amax, dt)
-    lo, hi = 0.0, 1.0
-    for _ in range(BISECTIONS):
-        mid = (lo + hi) / 2
-        if room.violations(v0, brake + mid * (v - brake)):
-            hi = mid
-        else:
-            lo = mid
+    lo, width = 0.0, 1.0
+    for _ in range(2):
+        shares = lo + width * _SHARES
+        joints, box = room.check(v0, brake + shares[:, None] * (v - brake))
+        ok = joints & box
+        if ok.any():
+            lo = float(shares[ok.argmax()])
+        width /= CANDIDATES
     return brake + lo * (v - brake), hits + bad

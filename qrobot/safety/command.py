@@ -1,7 +1,7 @@
 """Commands that reach actuators, and the seal that binds them to one supervisor.
 
 A `SafeCommand` is a plan for one control period. Each supervisor holds a random secret
-and seals every command it issues (HMAC over robot, sequence number and values); a robot
+and seals every command it issues (a keyed BLAKE2b MAC over robot, sequence number and values); a robot
 backend bound to that supervisor checks the seal and accepts each sequence number at most
 once and in order. A command built anywhere else, issued by another supervisor, or
 replayed, is refused.
@@ -9,6 +9,7 @@ replayed, is refused.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass, field
 
@@ -41,7 +42,7 @@ class Stop:
 
 def _tag(secret: bytes, robot: str, seq: int, values: np.ndarray) -> bytes:
     msg = robot.encode() + b"\0" + int(seq).to_bytes(8, "big", signed=True) + values.tobytes()
-    return hmac.digest(secret, msg, "sha256")
+    return hashlib.blake2b(msg, key=secret, digest_size=32).digest()  # keyed BLAKE2b is a MAC (RFC 7693)
 
 
 class CommandSeal:

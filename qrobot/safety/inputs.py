@@ -18,6 +18,7 @@ import numpy as np
 from qrobot.safety.limits import Limits
 
 _REAL_KINDS = "iuf"
+_F64 = np.dtype(np.float64)
 TWO_PI = 2 * math.pi
 MAX_PEOPLE = 64
 PEOPLE_RADIUS_RANGE = (0.05, 2.0)  # (m) a sensor reporting outside this is not believed
@@ -27,6 +28,9 @@ TIME_MAX = 1e9
 def real_array(x: Any, shape: tuple[int, ...], bound: float = math.inf) -> np.ndarray | None:
     """A float64 copy of x if it is a real number / real array of exactly `shape`, every
     element finite with |element| <= bound, else None."""
+    if type(x) is np.ndarray and x.dtype is _F64 and x.shape == shape:  # the common case, fast
+        vals = x.ravel().tolist()
+        return x.copy() if _within(vals, bound) else None
     if isinstance(x, (bool, np.bool_)):
         return None
     if shape == ():
@@ -64,9 +68,8 @@ def _within(vals: list[float], bound: float) -> bool:
     a sum with a NaN in it is NaN, and NaN != NaN.)"""
     if not vals:
         return True
-    total = sum(vals)
     m = max(map(abs, vals))
-    return m <= bound and m != math.inf and total == total
+    return m <= bound and m != math.inf and sum(vals) == sum(vals)
 
 
 # ------------------------------------------------------------------ actions
