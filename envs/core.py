@@ -66,10 +66,10 @@ class QRobotEnv(gym.Env):
             raise ScenarioError(f"{self._scenario.path or self._scenario.name}: limits.overrides.{exc}") from None
         scale = (panda.MAX_STEP, panda.MAX_YAW_STEP) if self._scenario.robot == "panda" \
             else (diffbot.MAX_V, diffbot.MAX_W)
-        self.foresight = self._foresight(foresight)
+        self._foresight = self._load_foresight(foresight)  # private: its frames and weights steer the supervisor
         self._world_key = None if operator is not None else OperatorKey()  # never leaves the env
         self._supervisor = Supervisor(self._limits, scale, kinematics=self, operator=operator or self._world_key,
-                                      foresight=self.foresight, people=people_source(self._scenario))
+                                      foresight=self._foresight, people=people_source(self._scenario))
         self._build()
         self.sim._sealed = True
         self.cameras = [Camera(c.name, c.width, c.height, c.fov, eye=tuple(c.eye),
@@ -88,6 +88,22 @@ class QRobotEnv(gym.Env):
         return self._scenario.model_copy(deep=True)
 
     @property
+    def foresight_horizon(self) -> int:
+        """Steps the world model predicts ahead (0: no foresight)."""
+        return int(self._foresight.horizon) if self._foresight is not None else 0
+
+    def foresight_view(self) -> dict[str, Any] | None:
+        """What the world model saw and predicted for this step, as copies (for recorders):
+        the model and its frame history stay private, since they steer the supervisor."""
+        fs = self._foresight
+        if fs is None or not fs.frames:
+            return None
+        predicted = {h: fs.predicted_now(h) for h in (1, fs.horizon)}
+        return {"actual": fs.frames[-1].copy(), "horizon": fs.horizon,
+                "predicted": {h: p.copy() for h, p in predicted.items() if p is not None},
+                "probability": float(fs.last_probability), "scale": float(fs.last_scale)}
+
+    @property
     def supervisor(self) -> Supervisor:
         return self._supervisor
 
@@ -101,7 +117,7 @@ class QRobotEnv(gym.Env):
         """The robot's reference profile: safety metrics are measured against it."""
         return self._reference
 
-    def _foresight(self, checkpoint: str | Path | None) -> Any:
+    def _load_foresight(self, checkpoint: str | Path | None) -> Any:
         if checkpoint is None:
             return None
         if self._scenario.robot != "diffbot":
@@ -205,9 +221,9 @@ class QRobotEnv(gym.Env):
             self._supervisor.reset_estop(self._world_key, 0.0, rearm=False,
                                          note="new world; this env has no operator key")
         self.last_command = None
-        if self.foresight is not None:
-            self.foresight.reset()
-            self.foresight.observe()
+        if self._foresight is not None:
+            self._foresight.reset()
+            self._foresight.observe()
         return self._obs(), self._info()
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
@@ -220,8 +236,8 @@ class QRobotEnv(gym.Env):
         self.sim.step()
         self.task.after_physics()
         self.last_command = command
-        if self.foresight is not None:
-            self.foresight.observe()
+        if self._foresight is not None:
+            self._foresight.observe()
         terminated = bool(self.task.terminated())
         # a latched e-stop ends the episode for the learner (the robot keeps braking if stepped)
         truncated = bool((self.task.steps >= self._scenario.max_steps or self.supervisor.latched)

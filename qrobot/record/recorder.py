@@ -84,18 +84,14 @@ class EpisodeRecorder:
         PIL.Image.fromarray(img).save(buf, format="JPEG", quality=self.jpeg_quality)
         self.rec.log(entity, rr.EncodedImage(contents=buf.getvalue(), media_type="image/jpeg"))
 
-    def _foresight(self, fs: Any) -> None:
+    def _foresight(self, view: dict) -> None:
         """The scene frame beside what the world model predicted for it 1 and H steps
         earlier, and the predicted collision probability of the policy's command."""
-        if not fs.frames:
-            return
-        self._jpeg("foresight/actual", fs.frames[-1])
-        for h in (1, fs.horizon):
-            pred = fs.predicted_now(h)
-            if pred is not None:
-                self._jpeg(f"foresight/predicted_h{h}", pred)
-        self._scalar("foresight/collision_prob", fs.last_probability)
-        self._scalar("foresight/speed_scale", fs.last_scale)
+        self._jpeg("foresight/actual", view["actual"])
+        for h, pred in view["predicted"].items():
+            self._jpeg(f"foresight/predicted_h{h}", pred)
+        self._scalar("foresight/collision_prob", view["probability"])
+        self._scalar("foresight/speed_scale", view["scale"])
 
     def _images(self, obs: dict) -> None:
         for name, img in obs.get("images", {}).items():
@@ -191,9 +187,8 @@ class EpisodeRecorder:
     # --------------------------------------------------------------- episode
     def start(self, env: Any, obs: dict, info: dict) -> None:
         """After reset: the static scene, the instruction, the first frame."""
-        fs = getattr(env, "foresight", None)
         self.rec.save(self.path, default_blueprint=blueprint([c.name for c in env.cameras],
-                                                             fs.horizon if fs is not None else 0))
+                                                             getattr(env, "foresight_horizon", 0)))
         self._started = True
         self._time(0, 0.0)
         self._style_robot()
@@ -212,8 +207,9 @@ class EpisodeRecorder:
 
     def _frame(self, env: Any, obs: dict, info: dict, reward: float | None) -> None:
         self._images(obs)
-        if getattr(env, "foresight", None) is not None:
-            self._foresight(env.foresight)
+        view = env.foresight_view() if hasattr(env, "foresight_view") else None
+        if view is not None:
+            self._foresight(view)
         people = [n for n in self.dynamic if n.startswith("person")]
         self._bodies(env, [n for n in self.dynamic if n not in people], "world/props")
         self._bodies(env, people, "world/people")

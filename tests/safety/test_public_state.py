@@ -11,18 +11,21 @@ state, people reports and the scenario the env runs are private or read-only.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from qrobot.envs.core import QRobotEnv
 from qrobot.safety.command import SafeCommand, Stop
 
 # public methods with effects: stepping or resetting the world is allowed, but it changes
 # the world itself, so the two envs would differ for a legitimate reason
-EFFECTS = {"close", "render", "reset", "step", "after_physics", "before_physics", "estop"}
-OURS = ("qrobot", "envs", "policies", "gymnasium")
+EFFECTS = {"close", "render", "reset", "step", "after_physics", "before_physics", "estop",
+           "compile"}  # torch.compile would only make the test slow
+OURS = ("qrobot", "envs", "policies", "gymnasium", "torch")  # torch: modules and their parameters
 
 
 def _query_results(obj: Any) -> list[tuple[str, Any]]:
@@ -47,8 +50,8 @@ def _query_results(obj: Any) -> list[tuple[str, Any]]:
                 value = value()
             except Exception:
                 continue
-        elif callable(value):
-            continue
+        elif inspect.isroutine(value) or inspect.isclass(value):
+            continue  # functions and classes; callable objects (torch modules) are walked
         out.append((name, value))
     return out
 
@@ -65,6 +68,9 @@ def _mutables(root: Any, max_depth: int = 6) -> list[tuple[str, Any]]:
             if obj.flags.writeable and obj.dtype.kind in "biuf":
                 found.append((path, obj))
             continue
+        if isinstance(obj, torch.Tensor):  # model weights, frame histories
+            found.append((path, obj))
+            continue
         if isinstance(obj, (list, dict, set)):
             found.append((path, obj))
         if isinstance(obj, dict):
@@ -80,11 +86,15 @@ def _mutables(root: Any, max_depth: int = 6) -> list[tuple[str, Any]]:
 
 
 def _tamper(found: list[tuple[str, Any]]) -> int:
-    """Overwrite arrays with nonsense and empty containers, deepest first; count what changed."""
+    """Overwrite arrays and tensors with nonsense and empty containers, deepest first;
+    count what changed."""
     changed = 0
     for _, obj in reversed(found):
         try:
-            if isinstance(obj, np.ndarray):
+            if isinstance(obj, torch.Tensor):
+                with torch.no_grad():
+                    obj.fill_(7)
+            elif isinstance(obj, np.ndarray):
                 if obj.dtype.kind == "b":
                     obj[...] = ~obj
                 else:
@@ -102,9 +112,14 @@ def _issued(command: Any) -> list[float]:
     return cmd.values.tolist() if isinstance(cmd, SafeCommand) else []
 
 
-@pytest.mark.parametrize("scenario", ["pointnav_people", "reach", "pick_place"])
-def test_tampering_with_public_state_changes_no_command(scenario: str) -> None:
-    honest, tampered = QRobotEnv(scenario, images=False), QRobotEnv(scenario, images=False)
+WORLD_MODEL = Path(__file__).resolve().parents[2] / "qrobot" / "checkpoints" / "world_model"
+
+
+@pytest.mark.parametrize("scenario, foresight", [("pointnav_people", None), ("reach", None), ("pick_place", None),
+                                                 ("pointnav_clutter", WORLD_MODEL)])
+def test_tampering_with_public_state_changes_no_command(scenario: str, foresight: Path | None) -> None:
+    """(The world model steers the supervisor too: its weights and frame history count.)"""
+    honest, tampered = (QRobotEnv(scenario, images=False, foresight=foresight) for _ in range(2))
     honest.reset(seed=3)
     tampered.reset(seed=3)
     rng = np.random.default_rng(7)
