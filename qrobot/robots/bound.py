@@ -16,6 +16,12 @@ class BoundBackend:
 
     MAX_RATES: np.ndarray  # the robot's own braking capability (per plan component)
     _plan: tuple
+    _uid: int
+
+    @property
+    def uid(self) -> int:
+        """The robot's body in the world (read-only: every motor call addresses it)."""
+        return self._uid
 
     def _init_binding(self) -> None:
         self._check: CommandCheck | None = None

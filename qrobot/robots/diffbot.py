@@ -39,7 +39,7 @@ class DiffDriveBase(BoundBackend):
     def __init__(self, sim: Sim, max_v: float = MAX_V, max_w: float = MAX_W) -> None:
         self.sim = sim
         urdf = str(resources.files("qrobot") / "assets" / "diffbot.urdf")
-        self.uid = sim.load_urdf("robot", urdf, (0, 0, 0.0))
+        self._uid = sim.load_urdf("robot", urdf, (0, 0, 0.0))
         self.max_v, self.max_w = max_v, max_w
         c = sim._client
         self._init_binding()

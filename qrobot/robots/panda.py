@@ -61,7 +61,7 @@ class PandaArm(BoundBackend):
                  workspace: tuple[tuple[float, float, float], tuple[float, float, float]] = (
                      (0.15, -0.45, 0.015), (0.85, 0.45, 0.6))) -> None:
         self.sim = sim
-        self.uid = sim.load_urdf("robot", "franka_panda/panda.urdf", base_pos, fixed=True)
+        self._uid = sim.load_urdf("robot", "franka_panda/panda.urdf", base_pos, fixed=True)
         self.max_step = max_step
         self.max_yaw_step = max_yaw_step
         self.workspace = np.array(workspace, dtype=np.float64)

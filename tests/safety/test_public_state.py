@@ -1,10 +1,12 @@
 """Nothing a policy can reach through public names changes what the supervisor decides.
 
-Every writable array, list, dict and set reachable from the env through public
+Every writable array, tensor, list, dict and set reachable from the env through public
 attributes, properties and the results of public query methods is overwritten or
 emptied before every step of one env; a second env, untouched, runs the same seed and
 actions. The commands the two supervisors issue must be identical: limits, robot
-state, people reports and the scenario the env runs are private or read-only.
+state, people reports, the world model and the scenario the env runs are private or
+read-only. Likewise for every public scalar attribute set to another value (one at a
+time; an env that raises on its own broken state is allowed: it commands nothing).
 (Monkeypatching and private names are out of scope in-process: docs/safety.md.)
 """
 
@@ -138,3 +140,72 @@ def test_tampering_with_public_state_changes_no_command(scenario: str, foresight
     assert honest.supervisor.counts() == tampered.supervisor.counts()
     honest.close()
     tampered.close()
+
+
+def _scalars(root: Any, max_depth: int = 5) -> list[tuple[str, Any, str]]:
+    """(path, owner, attribute) for every public int/float/bool/str instance attribute of
+    our objects reachable from root."""
+    seen, found, todo = set(), [], [("env", root, 0)]
+    while todo:
+        path, obj, depth = todo.pop()
+        if id(obj) in seen or depth > max_depth or isinstance(obj, (str, bytes, int, float, bool, np.ndarray)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (list, tuple, dict, set)):
+            items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+            todo += [(f"{path}[{k!r}]", v, depth + 1) for k, v in list(items)]
+            continue
+        if not type(obj).__module__.startswith(("qrobot", "envs", "policies")):
+            continue
+        for name, value in list(getattr(obj, "__dict__", {}).items()):
+            if name.startswith("_"):
+                continue
+            if isinstance(value, (int, float, bool, str)):
+                found.append((f"{path}.{name}", obj, name))
+            else:
+                todo.append((f"{path}.{name}", value, depth + 1))
+        todo += [(f"{path}.{n}", v, depth + 1) for n, v in _query_results(obj)]
+    return found
+
+
+def _other(value: Any) -> Any:
+    if isinstance(value, bool):
+        return not value
+    return value * 100 + 7 if isinstance(value, (int, float)) else value + "x"
+
+
+@pytest.mark.parametrize("scenario", ["pointnav_people", "pick_place"])
+def test_setting_public_attributes_changes_no_command(scenario: str) -> None:
+    probe = QRobotEnv(scenario, images=False)
+    probe.reset(seed=3)
+    probe.step(np.zeros(probe.action_space.shape[0]))
+    paths = sorted({p for p, _, _ in _scalars(probe)})
+    probe.close()
+    assert len(paths) > 50
+    changed = []
+    for path in paths:
+        honest, tampered = QRobotEnv(scenario, images=False), QRobotEnv(scenario, images=False)
+        honest.reset(seed=3)
+        tampered.reset(seed=3)
+        rng = np.random.default_rng(7)
+        targets = [(owner, name) for p, owner, name in _scalars(tampered) if p == path]
+        for _ in range(6):
+            action = np.sign(rng.uniform(-1, 1, honest.action_space.shape[0]))
+            if action.size == 3:
+                action[0], action[2] = 1.0, -1.0
+            for owner, name in targets:
+                try:
+                    setattr(owner, name, _other(getattr(owner, name)))
+                except Exception:
+                    pass  # read-only
+            honest.step(action)
+            try:
+                tampered.step(action)
+            except Exception:
+                break  # the env broke on its own state: it commands nothing more
+            if _issued(tampered.last_command) != _issued(honest.last_command):
+                changed.append(path)
+                break
+        honest.close()
+        tampered.close()
+    assert not changed, f"public attributes that change the supervisor's commands: {changed}"
