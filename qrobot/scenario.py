@@ -376,11 +376,14 @@ def people_source(sc: Scenario) -> str | None:
 def scenario_limits(sc: Scenario) -> tuple["Limits", "Limits"]:
     """(the limits the supervisor enforces, the robot's reference profile that safety
     metrics are measured against). ValueError if an override is refused."""
-    from qrobot.safety.limits import apply_overrides, default_limits, with_room
+    from qrobot.safety.limits import apply_overrides, default_limits, with_room, with_sensor
 
     dt = 1.0 / sc.control_hz
     reference = default_limits(sc.robot, dt)
     profile = default_limits(sc.robot, dt, sc.limits.profile)
     if sc.room is not None:
         reference, profile = with_room(reference, sc.room.size), with_room(profile, sc.room.size)
+    if people_source(sc) == "sensor":  # a slower or noisier sensor means larger separations
+        reference = with_sensor(reference, sc.sensing.people_latency, sc.sensing.people_noise)
+        profile = with_sensor(profile, sc.sensing.people_latency, sc.sensing.people_noise)
     return apply_overrides(profile, dict(sc.limits.overrides)), reference

@@ -220,3 +220,19 @@ def with_room(lim: Limits, size: tuple[float, float] | list[float]) -> Limits:
     sx, sy = float(size[0]), float(size[1])
     return dataclasses.replace(lim, base=dataclasses.replace(
         lim.base, bounds_low=(-sx / 2, -sy / 2), bounds_high=(sx / 2, sy / 2)))
+
+
+# A 2-D Gaussian position error exceeds 2.5 sigma in 4.4 % of readings (Rayleigh); the
+# intrusion distance C covers the rest. The default sensor (0.02 m) gives Z_d = 0.05 m.
+SENSOR_SIGMAS = 2.5
+
+
+def with_sensor(lim: Limits, latency: float, noise: float) -> Limits:
+    """Separation monitoring that accounts for the people sensor the robot actually has:
+    the reaction time covers its latency plus one control period, the position
+    uncertainty its noise. Never looser than `lim`."""
+    def fit(ssm: SSMParams) -> SSMParams:
+        return dataclasses.replace(ssm, reaction_time=max(ssm.reaction_time, float(latency) + lim.control_dt),
+                                   human_uncertainty=max(ssm.human_uncertainty, SENSOR_SIGMAS * float(noise)))
+    return dataclasses.replace(lim, arm=dataclasses.replace(lim.arm, ssm=fit(lim.arm.ssm)),
+                               base=dataclasses.replace(lim.base, ssm=fit(lim.base.ssm)))

@@ -126,3 +126,22 @@ def test_intrusions_are_measured_against_the_reference_profile() -> None:
         xy = pose[:2]
     assert env.task.metrics()["intrusions"] > 0
     env.close()
+
+
+def test_a_slower_noisier_people_sensor_widens_the_separation() -> None:
+    """The sensor is part of the scenario file: a laggy or noisy one may not shrink the
+    margins the profile assumes (reaction time >= latency + one period, Z_d >= 2.5 sigma)."""
+    sc = load_scenario("pointnav_people")
+    base_limits, _ = scenario_limits(sc)
+    assert base_limits.base.ssm.reaction_time == pytest.approx(0.2)  # the default sensor changes nothing
+    assert base_limits.base.ssm.human_uncertainty == pytest.approx(0.05)
+    laggy = sc.model_copy(update={"sensing": sc.sensing.model_copy(update={"people_latency": 0.8,
+                                                                          "people_noise": 0.3})})
+    effective, reference = scenario_limits(laggy)
+    for lim in (effective, reference):  # enforced and measured against alike
+        assert lim.base.ssm.reaction_time == pytest.approx(0.9)
+        assert lim.base.ssm.human_uncertainty == pytest.approx(0.75)
+    from qrobot.safety.ssm import protective_distance
+
+    assert protective_distance(effective.base.ssm, 0.5, effective.base.v_acc) > \
+        protective_distance(base_limits.base.ssm, 0.5, base_limits.base.v_acc) + 1.5
