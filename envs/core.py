@@ -20,6 +20,7 @@ from qrobot.robots.panda import HAND_LINK, PandaArm
 from qrobot.safety import SafeCommand, Supervisor
 from qrobot.safety.limits import Limits
 from qrobot.safety.ssm import protective_distance
+from qrobot.safety.view import SupervisorView
 from qrobot.safety.supervisor import OperatorKey
 from qrobot.scenario import INSTRUCTION_CHARSET, Scenario, load_scenario, people_source, scenario_limits
 from qrobot.sim import Camera, Sim
@@ -70,6 +71,7 @@ class QRobotEnv(gym.Env):
         self._world_key = None if operator is not None else OperatorKey()  # never leaves the env
         self._supervisor = Supervisor(self._limits, scale, kinematics=self, operator=operator or self._world_key,
                                       foresight=self._foresight, people=people_source(self._scenario))
+        self._view = SupervisorView(self._supervisor)
         self._build()
         self.sim._sealed = True
         self.cameras = [Camera(c.name, c.width, c.height, c.fov, eye=tuple(c.eye),
@@ -104,8 +106,9 @@ class QRobotEnv(gym.Env):
                 "probability": float(fs.last_probability), "scale": float(fs.last_scale)}
 
     @property
-    def supervisor(self) -> Supervisor:
-        return self._supervisor
+    def supervisor(self) -> SupervisorView:
+        """The supervisor's verdicts (latch, events, counts) and its e-stop; not its levers."""
+        return self._view
 
     @property
     def limits(self) -> Limits:

@@ -119,7 +119,8 @@ def test_the_runner_releases_between_episodes_as_a_logged_operator_action() -> N
 
 PUBLIC_QUERIES = ("robot_state", "supervisor_state", "privileged_state")
 ACTUATING = ("client", "apply", "stepSimulation", "mint", "reset_world", "restore_state", "place_robot",
-             "setJointMotorControl2", "resetBasePositionAndOrientation")
+             "setJointMotorControl2", "resetBasePositionAndOrientation",
+             "filter", "bind")  # the supervisor's levers: a policy sees its view only
 
 
 def _public_reach(root: object) -> list[tuple[str, object]]:
@@ -267,4 +268,21 @@ def test_policy_exception_ends_the_episode_with_an_estop_and_the_run_goes_on() -
 
     r3 = run_episode(env, Silent(), 2, 2)
     assert r3.end_reason == "estop" and "watchdog" in r3.error and r3.steps == 3  # t = 0, 0.1, 0.2
+    env.close()
+
+
+def test_a_policy_cannot_restart_the_supervisors_episode_midway() -> None:
+    """A new supervisor episode clears the separation monitor's hold timer and the
+    watchdog's timing: only the env does that, in a new world. The view a policy gets has
+    verdicts and the e-stop, not `reset`/`filter`/`bind`, and cannot be rebound."""
+    env = QRobotEnv("pointnav_people", images=False)
+    env.reset(seed=0)
+    view = env.unwrapped.supervisor
+    for lever in ("reset", "filter", "bind"):
+        assert not hasattr(view, lever), lever
+    with pytest.raises(AttributeError):
+        view.latched = None  # type: ignore[misc]
+    view.estop("policy asked to stop")  # stopping is always allowed
+    assert view.latched == "policy asked to stop" and view.counts()["estops"] == 1
+    assert not view.reset_estop(object()) and view.latched  # releasing is not
     env.close()
