@@ -60,7 +60,7 @@ class QRobotEnv(gym.Env):
         self.render_mode = render_mode
         self.metadata = dict(self.metadata, render_fps=self._scenario.control_hz)
         self.images = images
-        self.sim = Sim(gui=render_mode == "human", control_hz=self._scenario.control_hz)
+        self._sim = Sim(gui=render_mode == "human", control_hz=self._scenario.control_hz)
         try:
             self._limits, self._reference = scenario_limits(self._scenario)
         except ValueError as exc:
@@ -73,14 +73,14 @@ class QRobotEnv(gym.Env):
                                       foresight=self._foresight, people=people_source(self._scenario))
         self._view = SupervisorView(self._supervisor)
         self._build()
-        self.sim._sealed = True
+        self._sim._sealed = True
         self.cameras = [Camera(c.name, c.width, c.height, c.fov, eye=tuple(c.eye),
                                target=tuple(c.target), up=MOUNT_UP[c.mount],
                                body=None if c.mount == "world" else "robot",
                                link=HAND_LINK if c.mount == "wrist" else -1)
                         for c in self._scenario.cameras]
         self._depth = {c.name for c in self._scenario.cameras if c.depth}
-        self.action_space = spaces.Box(-1.0, 1.0, (self.robot.action_dim,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (self._robot.action_dim,), np.float32)
         self.observation_space = self._make_obs_space()
         self.last_command: SafeCommand | Any = None
 
@@ -88,6 +88,20 @@ class QRobotEnv(gym.Env):
     def scenario(self) -> Scenario:
         """A copy of the scenario this env runs (changing it changes nothing)."""
         return self._scenario.model_copy(deep=True)
+
+    # The env's wiring is read-only: rebinding one of these to another world's object would
+    # let the supervisor read one world while the robot moves in another.
+    @property
+    def sim(self) -> Sim:
+        return self._sim
+
+    @property
+    def robot(self) -> PandaArm | DiffDriveBase:
+        return self._robot
+
+    @property
+    def task(self) -> Any:
+        return self._task
 
     @property
     def foresight_horizon(self) -> int:
@@ -128,30 +142,30 @@ class QRobotEnv(gym.Env):
                               f"{self._scenario.name!r} has robot {self._scenario.robot!r}")
         from qrobot.worldmodel.foresight import Foresight  # torch only when asked for
 
-        return Foresight.load(checkpoint, lambda cam: self.sim.render(cam)[0])
+        return Foresight.load(checkpoint, lambda cam: self._sim.render(cam)[0])
 
     # The supervisor's kinematics capability (the robot object is rebuilt every reset).
     def ik(self, target: np.ndarray, yaw: float) -> np.ndarray:
-        return self.robot.ik(target, yaw)  # type: ignore[union-attr]
+        return self._robot.ik(target, yaw)  # type: ignore[union-attr]
 
     def jacobian(self, q: np.ndarray) -> np.ndarray:
-        return self.robot.jacobian(q)  # type: ignore[union-attr]
+        return self._robot.jacobian(q)  # type: ignore[union-attr]
 
     def _build(self) -> None:
         """(Re)build the world from scratch: robot (bound to the supervisor), then the task's props."""
-        self.sim._reset_world()
+        self._sim._reset_world()
         self._state: dict | None = None
         self._state_version = -1
         kind = self._scenario.task.kind
         if self._scenario.robot == "panda":
-            self.robot: PandaArm | DiffDriveBase = PandaArm(self.sim)
-            self.task = TASKS[kind](self.sim, self._scenario, self.robot_state)
+            self._robot: PandaArm | DiffDriveBase = PandaArm(self._sim)
+            self._task = TASKS[kind](self._sim, self._scenario, self.robot_state)
         else:
-            self.robot = DiffDriveBase(self.sim)
-            self.task = TASKS[kind](self.sim, self._scenario, self.robot_state, self.robot._reset)
+            self._robot = DiffDriveBase(self._sim)
+            self._task = TASKS[kind](self._sim, self._scenario, self.robot_state, self._robot._reset)
             ref = self._reference.base  # intrusions are measured against the reference profile
-            self.task._protective_distance = lambda v: protective_distance(ref.ssm, v, ref.v_acc)
-        self._supervisor.bind(self.robot)
+            self._task._protective_distance = lambda v: protective_distance(ref.ssm, v, ref.v_acc)
+        self._supervisor.bind(self._robot)
 
     def _make_obs_space(self) -> spaces.Dict:
         obs: dict[str, spaces.Space] = {}
@@ -162,21 +176,21 @@ class QRobotEnv(gym.Env):
                 if c.name in self._depth:
                     cams[f"{c.name}_depth"] = spaces.Box(0.0, c.far, (c.height, c.width), np.float32)
             obs["images"] = spaces.Dict(cams)
-        obs["proprio"] = spaces.Box(-np.inf, np.inf, (self.robot.proprio_dim,), np.float32)
+        obs["proprio"] = spaces.Box(-np.inf, np.inf, (self._robot.proprio_dim,), np.float32)
         obs["instruction"] = spaces.Text(max_length=256, charset=INSTRUCTION_CHARSET)
-        if self.task.goal_dim:
-            obs["goal"] = spaces.Box(-np.inf, np.inf, (self.task.goal_dim,), np.float32)
+        if self._task.goal_dim:
+            obs["goal"] = spaces.Box(-np.inf, np.inf, (self._task.goal_dim,), np.float32)
         return spaces.Dict(obs)
 
     # ------------------------------------------------------------ internals
     def robot_state(self) -> dict:
         """The robot's state, read once per control step (tasks ask for it often)."""
-        if self._state is None or self._state_version != self.sim.version:
-            state = self.robot.state()
+        if self._state is None or self._state_version != self._sim.version:
+            state = self._robot.state()
             for value in state.values():
                 if isinstance(value, np.ndarray):
                     value.setflags(write=False)  # handed to policies and the supervisor alike
-            self._state, self._state_version = state, self.sim.version
+            self._state, self._state_version = state, self._sim.version
         return dict(self._state)
 
     def _obs(self) -> dict[str, Any]:
@@ -184,28 +198,28 @@ class QRobotEnv(gym.Env):
         if self.images:
             imgs: dict[str, np.ndarray] = {}
             for cam in self.cameras:
-                rgb, depth = self.sim.render(cam, depth=cam.name in self._depth)
+                rgb, depth = self._sim.render(cam, depth=cam.name in self._depth)
                 imgs[cam.name] = rgb
                 if depth is not None:
                     imgs[f"{cam.name}_depth"] = np.clip(depth, 0.0, cam.far)
             obs["images"] = imgs
-        obs["proprio"] = self.robot.proprio(self.robot_state())
-        obs["instruction"] = self.task.instruction
-        if self.task.goal_dim:
-            obs["goal"] = self.task.goal()
+        obs["proprio"] = self._robot.proprio(self.robot_state())
+        obs["instruction"] = self._task.instruction
+        if self._task.goal_dim:
+            obs["goal"] = self._task.goal()
         return obs
 
     def _info(self) -> dict[str, Any]:
-        return {"success": bool(self.task.success()), "metrics": self.task.metrics(),
+        return {"success": bool(self._task.success()), "metrics": self._task.metrics(),
                 "safety": self.supervisor.counts(), "estop": self.supervisor.latched or "",
-                "time": self.sim.time}
+                "time": self._sim.time}
 
     def supervisor_state(self) -> dict[str, Any]:
         """What the supervisor sees: robot state, a timestamp, and sensed people."""
-        state = dict(self.robot_state(), time=self.sim.time)
+        state = dict(self.robot_state(), time=self._sim.time)
         if self._supervisor.people_source != "sensor":
             return state
-        sensed = getattr(self.task, "sensed_people", None)
+        sensed = getattr(self._task, "sensed_people", None)
         if sensed is not None and self._scenario.people:
             state["people"], state["people_radius"] = sensed()
         elif not self._scenario.people:  # a sensor watching a room nobody is in
@@ -217,8 +231,8 @@ class QRobotEnv(gym.Env):
               options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         super().reset(seed=seed)
         self._build()
-        self.task.reset(self.np_random)
-        self.sim._sealed = True
+        self._task._reset(self.np_random)
+        self._sim._sealed = True
         self._supervisor.reset()
         if self._supervisor.latched and self._world_key is not None:
             self._supervisor.reset_estop(self._world_key, 0.0, rearm=False,
@@ -230,31 +244,31 @@ class QRobotEnv(gym.Env):
         return self._obs(), self._info()
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        if self.sim.gui and self.sim.key_pressed("e"):
-            self._supervisor.estop("operator pressed 'e' in the GUI", self.sim.time)
+        if self._sim.gui and self._sim.key_pressed("e"):
+            self._supervisor.estop("operator pressed 'e' in the GUI", self._sim.time)
         command = self._supervisor.filter(action, self.supervisor_state())
-        self.robot._apply(command)
+        self._robot._apply(command)
         # the task sees the supervisor's validated copy of the action, never the raw object
-        self.task.before_physics(command, self._supervisor.last_action)
-        self.sim.step()
-        self.task.after_physics()
+        self._task._before_physics(command, self._supervisor.last_action)
+        self._sim.step()
+        self._task._after_physics()
         self.last_command = command
         if self._foresight is not None:
             self._foresight.observe()
-        terminated = bool(self.task.terminated())
+        terminated = bool(self._task.terminated())
         # a latched e-stop ends the episode for the learner (the robot keeps braking if stepped)
-        truncated = bool((self.task.steps >= self._scenario.max_steps or self.supervisor.latched)
+        truncated = bool((self._task.steps >= self._scenario.max_steps or self.supervisor.latched)
                          and not terminated)
-        return self._obs(), float(self.task.reward()), terminated, truncated, self._info()
+        return self._obs(), float(self._task.reward()), terminated, truncated, self._info()
 
     def render(self) -> np.ndarray | None:
         if self.render_mode == "rgb_array":
-            return self.sim.render(self.cameras[0])[0]
+            return self._sim.render(self.cameras[0])[0]
         return None
 
     def privileged_state(self) -> dict[str, Any]:
         """Ground truth for scripted experts: an explicit channel, never in observations."""
-        return dict(self.task.privileged(), robot=self.robot_state(), time=self.sim.time)
+        return dict(self._task.privileged(), robot=self.robot_state(), time=self._sim.time)
 
     def close(self) -> None:
-        self.sim.close()
+        self._sim.close()

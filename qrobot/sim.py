@@ -195,10 +195,10 @@ class Sim:
                                 baseVisualShapeIndex=vid, basePosition=list(pos))
         return self._register(name, uid)
 
-    def set_color(self, name: str, rgba: Sequence[float]) -> None:
+    def _set_color(self, name: str, rgba: Sequence[float]) -> None:
         self._client.changeVisualShape(self._bodies[name], -1, rgbaColor=list(rgba))
 
-    def set_pose(self, name: str, pos: Sequence[float],
+    def _set_pose(self, name: str, pos: Sequence[float],
                  orn: Sequence[float] = (0, 0, 0, 1)) -> None:
         """Teleport a prop (not a robot: robots move only through their backend)."""
         uid = self._bodies[name]
@@ -286,7 +286,7 @@ class Sim:
         return bool(events.get(ord(key), 0) & pybullet.KEY_WAS_TRIGGERED)
 
     # --------------------------------------------------------------- cameras
-    def set_light(self, direction: Sequence[float]) -> None:
+    def _set_light(self, direction: Sequence[float]) -> None:
         self._light = tuple(float(v) for v in direction)
 
     def _view(self, cam: Camera) -> list[float]:

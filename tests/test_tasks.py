@@ -109,12 +109,12 @@ def test_placed_object_succeeds_only_when_it_is_the_named_one(name: str) -> None
     t = env.task
     assert f"{t.colors[t.target_name]} cube" in obs["instruction"]
     other = next(c for c in t.cubes if c not in (t.target_name, getattr(t, "base_name", None)))
-    env.sim.set_pose(other, t.target_point() + [0, 0, 0.002])
+    env.sim._set_pose(other, t.target_point() + [0, 0, 0.002])
     _, reward, term, _, info = env.step(HOLD_ARM)
     assert not info["success"] and reward == -1.0
     assert t.moved_object() == f"{t.colors[other]} cube"
     env.reset(seed=1)
-    env.sim.set_pose(t.target_name, t.target_point() + [0, 0, 0.002])
+    env.sim._set_pose(t.target_name, t.target_point() + [0, 0, 0.002])
     _, reward, term, _, info = env.step(HOLD_ARM)
     assert term and info["success"] and reward == 0.0
     env.close()

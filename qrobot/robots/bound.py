@@ -5,6 +5,7 @@ runs out."""
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,13 @@ class BoundBackend:
     MAX_RATES: np.ndarray  # the robot's own braking capability (per plan component)
     _plan: tuple
     _uid: int
+
+    _sim: Any
+
+    @property
+    def sim(self) -> Any:
+        """The world this robot lives in (read-only)."""
+        return self._sim
 
     @property
     def uid(self) -> int:

@@ -37,7 +37,7 @@ class DiffDriveBase(BoundBackend):
     radius = RADIUS
 
     def __init__(self, sim: Sim, max_v: float = MAX_V, max_w: float = MAX_W) -> None:
-        self.sim = sim
+        self._sim = sim
         urdf = str(resources.files("qrobot") / "assets" / "diffbot.urdf")
         self._uid = sim.load_urdf("robot", urdf, (0, 0, 0.0))
         self.max_v, self.max_w = max_v, max_w
@@ -53,19 +53,19 @@ class DiffDriveBase(BoundBackend):
 
     def _reset(self, x: float = 0.0, y: float = 0.0, yaw: float = 0.0) -> None:
         """Episode reset: place the base (between episodes only)."""
-        c = self.sim._client
-        self.sim.version += 1
+        c = self._sim._client
+        self._sim.version += 1
         orn = pybullet.getQuaternionFromEuler([0, 0, yaw])
         c.resetBasePositionAndOrientation(self.uid, [x, y, 0.0], orn)
         c.resetBaseVelocity(self.uid, [0, 0, 0], [0, 0, 0])
         for j in WHEELS:
             c.resetJointState(self.uid, j, 0.0, 0.0)
-        self._plan = (self.sim.time, np.zeros(2), np.zeros(2))
+        self._plan = (self._sim.time, np.zeros(2), np.zeros(2))
         self._drive(0.0, 0.0)
 
     def _plan_at(self, t: float) -> np.ndarray:
         t0, v0, v1 = self._plan
-        return trajectory.at(v0, v1, self.sim.dt, self._rates, t - t0)[1]
+        return trajectory.at(v0, v1, self._sim.dt, self._rates, t - t0)[1]
 
     def _track(self, t: float) -> None:
         """Substep hook: wheel speeds for the plan's (v, w) at t."""
@@ -75,13 +75,13 @@ class DiffDriveBase(BoundBackend):
     def _drive(self, v: float, w: float) -> None:
         left = (v - w * TRACK / 2) / WHEEL_RADIUS
         right = (v + w * TRACK / 2) / WHEEL_RADIUS
-        self.sim._client.setJointMotorControlArray(
+        self._sim._client.setJointMotorControlArray(
             self.uid, WHEELS, pybullet.VELOCITY_CONTROL, targetVelocities=[left, right],
             forces=[WHEEL_FORCE, WHEEL_FORCE])
 
     def state(self) -> dict[str, np.ndarray | float]:
         """Measured pose and velocities, plus `cmd_vel`: the (v, w) the current plan asks for now."""
-        c = self.sim._client
+        c = self._sim._client
         pos, orn = c.getBasePositionAndOrientation(self.uid)
         lin, ang = c.getBaseVelocity(self.uid)
         yaw = pybullet.getEulerFromQuaternion(orn)[2]
@@ -90,7 +90,7 @@ class DiffDriveBase(BoundBackend):
             "base_pose": np.array([pos[0], pos[1], yaw]),
             "base_vel": np.array([float(np.dot(lin[:2], heading)), ang[2]]),
             "base_lin_vel": np.asarray(lin),
-            "cmd_vel": self._plan_at(self.sim.time),
+            "cmd_vel": self._plan_at(self._sim.time),
         }
 
     def proprio(self, state: dict) -> np.ndarray:
@@ -109,6 +109,6 @@ class DiffDriveBase(BoundBackend):
             raise PermissionError("DiffDriveBase accepts only fresh commands from the supervisor bound to it")
         vals = cmd.values  # type: ignore[union-attr]
         v0, v1 = vals[3:5].copy(), vals[0:2].copy()
-        if np.max(np.abs(v0 - self._plan_at(self.sim.time))) > 1e-6:
+        if np.max(np.abs(v0 - self._plan_at(self._sim.time))) > 1e-6:
             raise PermissionError("DiffDriveBase refused a plan that does not start at its current speed")
-        self._plan = (self.sim.time, v0, v1)
+        self._plan = (self._sim.time, v0, v1)

@@ -60,7 +60,7 @@ class PandaArm(BoundBackend):
                  max_step: float = MAX_STEP, max_yaw_step: float = MAX_YAW_STEP,
                  workspace: tuple[tuple[float, float, float], tuple[float, float, float]] = (
                      (0.15, -0.45, 0.015), (0.85, 0.45, 0.6))) -> None:
-        self.sim = sim
+        self._sim = sim
         self._uid = sim.load_urdf("robot", "franka_panda/panda.urdf", base_pos, fixed=True)
         self.max_step = max_step
         self.max_yaw_step = max_yaw_step
@@ -84,28 +84,28 @@ class PandaArm(BoundBackend):
     # ------------------------------------------------------------------ reset
     def _reset(self) -> None:
         """Episode reset (between episodes only; motion during one goes via the supervisor)."""
-        c = self.sim._client
-        self.sim.version += 1
+        c = self._sim._client
+        self._sim.version += 1
         for j, q in zip(ARM_JOINTS, HOME):
             c.resetJointState(self.uid, j, q, 0.0)
         for j in FINGERS:
             c.resetJointState(self.uid, j, FINGER_OPEN, 0.0)
-        self._plan = (self.sim.time, HOME.copy(), np.zeros(7), np.zeros(7))
+        self._plan = (self._sim.time, HOME.copy(), np.zeros(7), np.zeros(7))
         self._fingers(FINGER_OPEN)
 
     def _fingers(self, width: float) -> None:
-        self.sim._client.setJointMotorControlArray(self.uid, FINGERS, pybullet.POSITION_CONTROL,
+        self._sim._client.setJointMotorControlArray(self.uid, FINGERS, pybullet.POSITION_CONTROL,
                                                    targetPositions=[width, width],
                                                    forces=[FINGER_FORCE, FINGER_FORCE])
 
     def _plan_at(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         t0, q0, v0, v1 = self._plan
-        disp, vel = trajectory.at(v0, v1, self.sim.dt, self._rates, t - t0)
+        disp, vel = trajectory.at(v0, v1, self._sim.dt, self._rates, t - t0)
         return q0 + disp, vel
 
     def _track(self, t: float) -> None:
         """Substep hook: velocity of the plan at t, plus a share of the position error."""
-        c = self.sim._client
+        c = self._sim._client
         q = np.array([s[0] for s in c.getJointStates(self.uid, ARM_JOINTS)])
         q_ref, _ = self._plan_at(t - 1.0 / PHYSICS_HZ)
         _, vel = self._plan_at(t)
@@ -117,7 +117,7 @@ class PandaArm(BoundBackend):
     def state(self) -> dict[str, np.ndarray | float]:
         """Measured joints and gripper pose, plus `cmd_vel`: the joint velocity the current
         plan asks for now (where the next plan must start)."""
-        c = self.sim._client
+        c = self._sim._client
         js = c.getJointStates(self.uid, ARM_JOINTS + FINGERS)
         q = np.array([s[0] for s in js])
         dq = np.array([s[1] for s in js])
@@ -132,7 +132,7 @@ class PandaArm(BoundBackend):
             "ee_yaw": float(np.arctan2(x_axis[1], x_axis[0])),
             "ee_lin_vel": np.asarray(link[6]), "ee_ang_vel": np.asarray(link[7]),
             "gripper_width": float(q[7] + q[8]),
-            "cmd_vel": self._plan_at(self.sim.time)[1],
+            "cmd_vel": self._plan_at(self._sim.time)[1],
         }
 
     def proprio(self, state: dict) -> np.ndarray:
@@ -148,12 +148,12 @@ class PandaArm(BoundBackend):
         if not (np.all(np.isfinite(target)) and np.isfinite(yaw)):
             return np.full(7, np.nan)  # PyBullet's IK can spin forever on NaN: no answer instead
         orn = pybullet.getQuaternionFromEuler([np.pi, 0.0, float(yaw)])
-        sol = self.sim._client.calculateInverseKinematics(self.uid, EE_LINK, target.tolist(), orn, **self._ik_args)
+        sol = self._sim._client.calculateInverseKinematics(self.uid, EE_LINK, target.tolist(), orn, **self._ik_args)
         return np.array(sol[:7], dtype=np.float64)
 
     def jacobian(self, q: np.ndarray) -> np.ndarray:
         """(6, 7) end-effector Jacobian (linear rows, then angular) at joints q. A query."""
-        c = self.sim._client
+        c = self._sim._client
         pos = [float(x) for x in q] + [s[0] for s in c.getJointStates(self.uid, FINGERS)]
         lin, ang = c.calculateJacobian(self.uid, EE_LINK, _ORIGIN, pos, _ZEROS9, _ZEROS9)
         return np.array(lin + ang)[:, :7]
@@ -171,8 +171,8 @@ class PandaArm(BoundBackend):
             raise PermissionError("PandaArm accepts only fresh commands from the supervisor bound to it")
         vals = cmd.values  # type: ignore[union-attr]
         q0, v0, v1, finger = vals[:7], vals[7:14], vals[14:21], float(vals[21])
-        q_now = np.array([s[0] for s in self.sim._client.getJointStates(self.uid, ARM_JOINTS)])
-        if np.max(np.abs(q0 - q_now)) > 1e-6 or np.max(np.abs(v0 - self._plan_at(self.sim.time)[1])) > 1e-6:
+        q_now = np.array([s[0] for s in self._sim._client.getJointStates(self.uid, ARM_JOINTS)])
+        if np.max(np.abs(q0 - q_now)) > 1e-6 or np.max(np.abs(v0 - self._plan_at(self._sim.time)[1])) > 1e-6:
             raise PermissionError("PandaArm refused a plan that does not start where the arm is")
-        self._plan = (self.sim.time, q0.copy(), v0.copy(), v1.copy())
+        self._plan = (self._sim.time, q0.copy(), v0.copy(), v1.copy())
         self._fingers(FINGER_OPEN if finger > 0.02 else 0.0)

@@ -29,15 +29,23 @@ class Task:
     goal_dim = 0  # size of the `goal` observation, 0 = none
 
     def __init__(self, sim: Sim, scenario: Scenario, robot_state: StateFn) -> None:
-        self.sim = sim
+        self._sim = sim
         self._scenario = scenario.model_copy(deep=True)  # private: public objects can be mutated
-        self.robot_state = robot_state
+        self._robot_state = robot_state
         self.instruction = ""
         self.steps = 0
         self._collisions = 0
         self._touching: set[str] = set()
         self._memo: dict[str, Any] = {}
         self._memo_version = -1
+
+    @property
+    def sim(self) -> Sim:
+        return self._sim
+
+    def robot_state(self) -> dict:
+        """The robot's state this step (the env's read-only copy)."""
+        return self._robot_state()
 
     @property
     def scenario(self) -> Scenario:
@@ -51,26 +59,26 @@ class Task:
 
     def _once(self, key: str, fn: Callable[[], Any]) -> Any:
         """Compute fn() once per physics state (reward, success, metrics all ask)."""
-        if self._memo_version != self.sim.version:
-            self._memo, self._memo_version = {}, self.sim.version
+        if self._memo_version != self._sim.version:
+            self._memo, self._memo_version = {}, self._sim.version
         if key not in self._memo:
             self._memo[key] = fn()
         return self._memo[key]
 
     # lifecycle ---------------------------------------------------------------
-    def reset(self, rng: np.random.Generator) -> None:
+    def _reset(self, rng: np.random.Generator) -> None:
         self.steps = 0
         self._collisions = 0
         self._touching = set()
         if self._scenario.randomize.light:
             d = rng.normal(size=3)
             d[2] = abs(d[2]) + 1.0
-            self.sim.set_light(d)
+            self._sim._set_light(d)
 
-    def before_physics(self, command: SafeCommand | Stop, raw: Any = None) -> None:
+    def _before_physics(self, command: SafeCommand | Stop, raw: Any = None) -> None:
         """Called with the issued command (and the policy's raw action) before physics."""
 
-    def after_physics(self) -> None:
+    def _after_physics(self) -> None:
         self.steps += 1
         touching = self._obstacle_contacts()
         self._collisions += len(touching - self._touching)  # count contact onsets

@@ -49,10 +49,10 @@ class Reach(Task):
         sim.add_shape("target", "sphere", [0.02], [0.1, 0.9, 0.2, 0.6], collide=False)
         self.target = np.zeros(3)
 
-    def reset(self, rng: np.random.Generator) -> None:
-        super().reset(rng)
+    def _reset(self, rng: np.random.Generator) -> None:
+        super()._reset(rng)
         self.target = rng.uniform(self.cfg.target_region.low, self.cfg.target_region.high)
-        self.sim.set_pose("target", self.target)
+        self._sim._set_pose("target", self.target)
         self.instruction = str(rng.choice(self.cfg.instructions))
 
     def _distance(self) -> float:
@@ -65,7 +65,7 @@ class Reach(Task):
         return self._distance() < self.cfg.success_distance
 
     def _obstacle_contacts(self) -> set[str]:
-        return {"table"} if self.sim.contact_links("robot", "table") - set(FINGER_LINKS) else set()
+        return {"table"} if self._sim.contact_links("robot", "table") - set(FINGER_LINKS) else set()
 
     def metrics(self) -> dict:
         return super().metrics() | {"distance": self._distance()}
@@ -97,30 +97,30 @@ class _Tabletop(Task):
             self.colors[name] = str(color)
             yaw = rng.uniform(-np.pi / 4, np.pi / 4)
             orn = pybullet.getQuaternionFromEuler([0, 0, yaw])
-            self.sim.set_pose(name, [p[0], p[1], objs.size / 2], orn)
-            self.sim.set_color(name, jitter_color(str(color), rng, self._scenario.randomize.color_jitter))
-        self.start = {n: self.sim.pose(n)[0] for n in self.cubes}
+            self._sim._set_pose(name, [p[0], p[1], objs.size / 2], orn)
+            self._sim._set_color(name, jitter_color(str(color), rng, self._scenario.randomize.color_jitter))
+        self.start = {n: self._sim.pose(n)[0] for n in self.cubes}
 
     def _held(self, name: str) -> bool:
         return self._once(f"held:{name}", lambda: bool(
-            self.sim.contact_links("robot", name) & set(FINGER_LINKS)))
+            self._sim.contact_links("robot", name) & set(FINGER_LINKS)))
 
     def _obstacle_contacts(self) -> set[str]:
-        return {"table"} if self.sim.contact_links("robot", "table") - set(FINGER_LINKS) else set()
+        return {"table"} if self._sim.contact_links("robot", "table") - set(FINGER_LINKS) else set()
 
     def target_point(self) -> np.ndarray:
         raise NotImplementedError
 
     def _distance(self) -> float:
         return self._once("distance", lambda: float(
-            np.linalg.norm(self.sim.pose(self.target_name)[0] - self.target_point())))
+            np.linalg.norm(self._sim.pose(self.target_name)[0] - self.target_point())))
 
     def success(self) -> bool:
         return self._distance() < self.cfg.success_distance and not self._held(self.target_name)
 
     def moved_object(self) -> str:
         """The cube displaced most from its start pose (for instruction-following checks)."""
-        shift = {n: float(np.linalg.norm(self.sim.pose(n)[0][:2] - self.start[n][:2]))
+        shift = {n: float(np.linalg.norm(self._sim.pose(n)[0][:2] - self.start[n][:2]))
                  for n in self.cubes}
         best = max(shift, key=shift.get)
         return f"{self.colors[best]} cube" if shift[best] > 0.02 else ""
@@ -129,7 +129,7 @@ class _Tabletop(Task):
         return super().metrics() | {"distance": self._distance()}
 
     def privileged(self) -> dict:
-        poses = {n: self.sim.pose(n) for n in self.cubes}
+        poses = {n: self._sim.pose(n) for n in self.cubes}
         return {"target": self.target_name, "target_pose": poses[self.target_name],
                 "place_point": self.target_point(), "cube_size": self.cfg.objects.size,
                 "poses": poses, "colors": dict(self.colors)}
@@ -152,16 +152,16 @@ class PickPlace(_Tabletop):
         self.bowl_colors: dict[str, str] = {}
         self.target_bowl = self.bowls[0]
 
-    def reset(self, rng: np.random.Generator) -> None:
-        super().reset(rng)
+    def _reset(self, rng: np.random.Generator) -> None:
+        super()._reset(rng)
         r, objs, rec = self.cfg.region, self.cfg.objects, self.cfg.receptacles
         bowl_xy = sample_xy(rng, r.low, r.high, rec.count, rec.size + 0.04)
         cube_xy = sample_xy(rng, r.low, r.high, objs.count, objs.min_spacing, bowl_xy,
                             rec.size / 2 * 1.42 + objs.size)
         for name, color, p in zip(self.bowls, rng.permutation(list(dict.fromkeys(rec.colors))), bowl_xy):
             self.bowl_colors[name] = str(color)
-            self.sim.set_pose(name, [p[0], p[1], 0.0])
-            self.sim.set_color(name, jitter_color(str(color), rng, self._scenario.randomize.color_jitter))
+            self._sim._set_pose(name, [p[0], p[1], 0.0])
+            self._sim._set_color(name, jitter_color(str(color), rng, self._scenario.randomize.color_jitter))
         self._place_cubes(rng, cube_xy)
         self.target_name = self.cubes[int(rng.integers(len(self.cubes)))]
         self.target_bowl = self.bowls[int(rng.integers(len(self.bowls)))]
@@ -170,7 +170,7 @@ class PickPlace(_Tabletop):
                                       receptacle=f"{self.bowl_colors[self.target_bowl]} bowl")
 
     def target_point(self) -> np.ndarray:
-        p = self.sim.pose(self.target_bowl)[0]
+        p = self._sim.pose(self.target_bowl)[0]
         return np.array([p[0], p[1], BOWL_FLOOR + self.cfg.objects.size / 2])
 
     def privileged(self) -> dict:
@@ -185,8 +185,8 @@ class Stack(_Tabletop):
         self.cfg: StackTask
         self.base_name = self.cubes[1]
 
-    def reset(self, rng: np.random.Generator) -> None:
-        super().reset(rng)
+    def _reset(self, rng: np.random.Generator) -> None:
+        super()._reset(rng)
         r, objs = self.cfg.region, self.cfg.objects
         self._place_cubes(rng, sample_xy(rng, r.low, r.high, objs.count, objs.min_spacing))
         pick, base = rng.choice(len(self.cubes), size=2, replace=False)
@@ -196,7 +196,7 @@ class Stack(_Tabletop):
                                       base=f"{self.colors[self.base_name]} cube")
 
     def target_point(self) -> np.ndarray:
-        return self.sim.pose(self.base_name)[0] + np.array([0, 0, self.cfg.objects.size])
+        return self._sim.pose(self.base_name)[0] + np.array([0, 0, self.cfg.objects.size])
 
     def privileged(self) -> dict:
         return super().privileged() | {"base": self.base_name}

@@ -72,7 +72,7 @@ class _NavTask(Task):
         return self._min_person_clearance
 
     def _add_box(self, name: str, cx: float, cy: float, wx: float, wy: float, h: float, color: str) -> None:
-        self.sim.add_shape(name, "box", [wx / 2, wy / 2, h / 2],
+        self._sim.add_shape(name, "box", [wx / 2, wy / 2, h / 2],
                            jitter_color(color, np.random.default_rng(0), 0), pos=[cx, cy, h / 2])
         self.obstacle_names.append(name)
 
@@ -94,7 +94,7 @@ class _NavTask(Task):
         for name, (wx, wy) in zip(self.pool, self.pool_sizes):
             c = rng.uniform([-sx / 2 + 1, -sy / 2 + 1], [sx / 2 - 1, sy / 2 - 1])
             self.random_boxes.append((float(c[0]), float(c[1]), wx, wy))
-            self.sim.set_pose(name, [c[0], c[1], 0.3])
+            self._sim._set_pose(name, [c[0], c[1], 0.3])
 
     def _place_landmarks(self, rng: np.random.Generator) -> None:
         """ObjectNav puts its landmarks before the grid is built."""
@@ -109,12 +109,12 @@ class _NavTask(Task):
         """Free cells from which stopping counts as success (shrunk by `margin`)."""
         raise NotImplementedError
 
-    def reset(self, rng: np.random.Generator) -> None:
-        super().reset(rng)
+    def _reset(self, rng: np.random.Generator) -> None:
+        super()._reset(rng)
         self._reset_episode_stats()
         for w in self._walkers:
             w.reset(rng)
-        lag = int(round(self._scenario.sensing.people_latency / self.sim.dt))
+        lag = int(round(self._scenario.sensing.people_latency / self._sim.dt))
         self._seen: deque[np.ndarray] = deque([self._true_people()] * (lag + 1), maxlen=lag + 1)
         self._sense_rng = np.random.default_rng(int(rng.integers(2**62)))
         self._sense()
@@ -148,7 +148,7 @@ class _NavTask(Task):
         return None
 
     # ------------------------------------------------------------- stepping
-    def before_physics(self, command: SafeCommand | Stop, raw: Any = None) -> None:
+    def _before_physics(self, command: SafeCommand | Stop, raw: Any = None) -> None:
         issued = command.brake if isinstance(command, Stop) else command
         if isinstance(issued, SafeCommand) and issued.values[2] > 0.5:
             self.called_stop = True  # declaring "done" is not motion: honoured during a stop too
@@ -159,14 +159,14 @@ class _NavTask(Task):
             self._chose_rest = False
         xy = self.robot_state()["base_pose"][:2]
         for w in self._walkers:
-            w.step(self.sim.dt, xy, RADIUS + w.cfg.radius + 0.1)
+            w.step(self._sim.dt, xy, RADIUS + w.cfg.radius + 0.1)
         self._commanded_speed = abs(float(issued.values[0])) if isinstance(issued, SafeCommand) else 0.0
         # People are teleported each control period and the solver pushes the robot
         # clear within it, so look for overlap right after the move as well.
-        self._person_hits = {w.name for w in self._walkers if self.sim.near("robot", w.name, 0.01)}
+        self._person_hits = {w.name for w in self._walkers if self._sim.near("robot", w.name, 0.01)}
 
-    def after_physics(self) -> None:
-        super().after_physics()
+    def _after_physics(self) -> None:
+        super()._after_physics()
         st = self.robot_state()
         xy = st["base_pose"][:2]
         if self._last_xy is not None:
@@ -214,9 +214,9 @@ class _NavTask(Task):
         return self._reading
 
     def _obstacle_contacts(self) -> set[str]:
-        touching = {n for n in self.sim.contacts_of("robot") if n != "floor"}
+        touching = {n for n in self._sim.contacts_of("robot") if n != "floor"}
         return touching | self._person_hits | {
-            w.name for w in self._walkers if self.sim.near("robot", w.name, 0.01)}
+            w.name for w in self._walkers if self._sim.near("robot", w.name, 0.01)}
 
     # -------------------------------------------------------------- queries
     def distance_to_goal(self) -> float:
@@ -264,7 +264,7 @@ class PointNav(_NavTask):
         self.instruction = str(rng.choice(self.cfg.instructions))
         free = self.grid.free_cells()
         self.goal_xy = self.grid.center(tuple(free[int(rng.integers(len(free)))]))
-        self.sim.set_pose("goal_marker", [self.goal_xy[0], self.goal_xy[1], 0.003])
+        self._sim._set_pose("goal_marker", [self.goal_xy[0], self.goal_xy[1], 0.003])
 
     def goal_point(self) -> np.ndarray | None:
         return self.goal_xy
@@ -320,8 +320,8 @@ class ObjectNav(_NavTask):
             h = LANDMARKS[kind][2]
             self.lm_xy[name] = p
             self.colors[name] = str(color)
-            self.sim.set_pose(name, [p[0], p[1], h / 2])
-            self.sim.set_color(name, jitter_color(str(color), rng, self._scenario.randomize.color_jitter))
+            self._sim._set_pose(name, [p[0], p[1], h / 2])
+            self._sim._set_color(name, jitter_color(str(color), rng, self._scenario.randomize.color_jitter))
 
     def _choose_goal(self, rng: np.random.Generator) -> None:
         self.target = self.landmarks[int(rng.integers(len(self.landmarks)))]

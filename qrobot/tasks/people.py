@@ -55,10 +55,10 @@ class Walker:
                 new = robot_xy + off * keep_away
         self.velocity = (new - self.position) / dt if dt > 0 else np.zeros(2)
         self.position = new
-        self.sim.set_pose(self.name, [new[0], new[1], HEIGHT / 2])
+        self.sim._set_pose(self.name, [new[0], new[1], HEIGHT / 2])
 
     def _place(self, s: float, speed: float) -> None:
         self.s = s
         self.position = self._at(s)
         self.velocity = np.zeros(2)
-        self.sim.set_pose(self.name, [self.position[0], self.position[1], HEIGHT / 2])
+        self.sim._set_pose(self.name, [self.position[0], self.position[1], HEIGHT / 2])

@@ -220,7 +220,7 @@ def test_an_env_error_ends_only_that_episode_with_a_complete_recording(tmp_path:
             self.n += 1
             if self.n == 4 and not Breaks.broke:
                 Breaks.broke = True
-                env.task.before_physics = None  # the world breaks mid-episode (a bug, not the policy)
+                env.task._before_physics = None  # the world breaks mid-episode (a bug, not the policy)
             return np.array([1.0, 0.0, 0.0])
 
     rec = EpisodeRecorder(tmp_path / "ep.rrd", "pointnav", "ep-env-error")

@@ -68,7 +68,7 @@ def test_env_step_always_goes_through_the_supervisor() -> None:
     from qrobot.envs.core import QRobotEnv
 
     src = inspect.getsource(QRobotEnv.step)
-    assert "self._supervisor.filter(" in src and "self.robot._apply(command)" in src
+    assert "self._supervisor.filter(" in src and "self._robot._apply(command)" in src
     params = inspect.signature(QRobotEnv.__init__).parameters
     assert not any("supervis" in p or "unsafe" in p or "bypass" in p for p in params)
 
@@ -78,8 +78,10 @@ def test_props_api_cannot_move_the_robot() -> None:
 
     env = QRobotEnv("pointnav", images=False)
     env.reset(seed=0)
+    for mutator in ("set_pose", "set_color", "set_light"):  # teleporting a wall into the robot moves it too
+        assert not hasattr(env.sim, mutator), mutator
     with pytest.raises(PermissionError):
-        env.sim.set_pose("robot", [1, 0, 0])
+        env.sim._set_pose("robot", [1, 0, 0])  # and even the tasks' own call refuses the robot
     with pytest.raises(TypeError):
         env.sim.bodies["alias"] = env.sim.bodies["robot"]  # type: ignore[index]  # read-only
     with pytest.raises(PermissionError):

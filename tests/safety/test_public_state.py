@@ -5,8 +5,9 @@ attributes, properties and the results of public query methods is overwritten or
 emptied before every step of one env; a second env, untouched, runs the same seed and
 actions. The commands the two supervisors issue must be identical: limits, robot
 state, people reports, the world model and the scenario the env runs are private or
-read-only. Likewise for every public scalar attribute set to another value (one at a
-time; an env that raises on its own broken state is allowed: it commands nothing).
+read-only. Likewise for every public attribute set to another value, one at a time: a
+scalar changed, an object swapped for its twin from another world (an env that raises
+on its own broken state is allowed: it commands nothing).
 (Monkeypatching and private names are out of scope in-process: docs/safety.md.)
 """
 
@@ -25,7 +26,7 @@ from qrobot.safety.command import SafeCommand, Stop
 
 # public methods with effects: stepping or resetting the world is allowed, but it changes
 # the world itself, so the two envs would differ for a legitimate reason
-EFFECTS = {"close", "render", "reset", "step", "after_physics", "before_physics", "estop",
+EFFECTS = {"close", "render", "reset", "step", "estop",
            "compile"}  # torch.compile would only make the test slow
 OURS = ("qrobot", "envs", "policies", "gymnasium", "torch")  # torch: modules and their parameters
 
@@ -142,10 +143,10 @@ def test_tampering_with_public_state_changes_no_command(scenario: str, foresight
     tampered.close()
 
 
-def _scalars(root: Any, max_depth: int = 5) -> list[tuple[str, Any, str]]:
-    """(path, owner, attribute) for every public int/float/bool/str instance attribute of
-    our objects reachable from root."""
-    seen, found, todo = set(), [], [("env", root, 0)]
+def _attributes(root: Any, max_depth: int = 5) -> dict[str, tuple[Any, str, Any]]:
+    """path -> (owner, attribute, value) for every public instance attribute (in the
+    object's __dict__: assignable) of our objects reachable from root."""
+    seen, found, todo = set(), {}, [("env", root, 0)]
     while todo:
         path, obj, depth = todo.pop()
         if id(obj) in seen or depth > max_depth or isinstance(obj, (str, bytes, int, float, bool, np.ndarray)):
@@ -158,54 +159,80 @@ def _scalars(root: Any, max_depth: int = 5) -> list[tuple[str, Any, str]]:
         if not type(obj).__module__.startswith(("qrobot", "envs", "policies")):
             continue
         for name, value in list(getattr(obj, "__dict__", {}).items()):
-            if name.startswith("_"):
-                continue
-            if isinstance(value, (int, float, bool, str)):
-                found.append((f"{path}.{name}", obj, name))
-            else:
+            if not name.startswith("_"):
+                found[f"{path}.{name}"] = (obj, name, value)
                 todo.append((f"{path}.{name}", value, depth + 1))
+        for name in dir(type(obj)):  # properties too: assigning one must fail
+            if not name.startswith("_") and isinstance(getattr(type(obj), name, None), property):
+                try:
+                    found.setdefault(f"{path}.{name}", (obj, name, getattr(obj, name)))
+                except Exception:
+                    continue
         todo += [(f"{path}.{n}", v, depth + 1) for n, v in _query_results(obj)]
     return found
 
 
-def _other(value: Any) -> Any:
+def _seen(env: QRobotEnv) -> dict[str, Any]:
+    """What the supervisor reads this step (robot state, people), as plain lists."""
+    return {k: np.asarray(v).tolist() for k, v in env.supervisor_state().items()}
+
+
+def _other(value: Any, decoy: Any) -> Any:
+    """Another value for an attribute: a scalar changed, an object swapped for the same
+    attribute's object in another world (rebinding the env's wiring)."""
     if isinstance(value, bool):
         return not value
-    return value * 100 + 7 if isinstance(value, (int, float)) else value + "x"
+    if isinstance(value, (int, float)):
+        return value * 100 + 7
+    if isinstance(value, str):
+        return value + "x"
+    return decoy
 
 
 @pytest.mark.parametrize("scenario", ["pointnav_people", "pick_place"])
 def test_setting_public_attributes_changes_no_command(scenario: str) -> None:
-    probe = QRobotEnv(scenario, images=False)
-    probe.reset(seed=3)
-    probe.step(np.zeros(probe.action_space.shape[0]))
-    paths = sorted({p for p, _, _ in _scalars(probe)})
+    def fresh() -> QRobotEnv:
+        env = QRobotEnv(scenario, images=False)
+        env.reset(seed=3)
+        return env
+
+    decoy_env = QRobotEnv(scenario, images=False)  # another world, with nobody in the way
+    decoy_env.reset(seed=11)
+    decoys = {p: v for p, (_, _, v) in _attributes(decoy_env).items()}
+    probe = fresh()
+    paths = sorted(_attributes(probe))
     probe.close()
     assert len(paths) > 50
+    rng = np.random.default_rng(7)
+    actions = np.sign(rng.uniform(-1, 1, (6, probe.action_space.shape[0])))
+    if actions.shape[1] == 3:
+        actions[:, 0], actions[:, 2] = 1.0, -1.0  # full speed ahead, never "done"
+    honest = fresh()
+    expected = []
+    for action in actions:
+        seen = _seen(honest)
+        honest.step(action)
+        expected.append((seen, _issued(honest.last_command)))
+    honest.close()
     changed = []
     for path in paths:
-        honest, tampered = QRobotEnv(scenario, images=False), QRobotEnv(scenario, images=False)
-        honest.reset(seed=3)
-        tampered.reset(seed=3)
-        rng = np.random.default_rng(7)
-        targets = [(owner, name) for p, owner, name in _scalars(tampered) if p == path]
-        for _ in range(6):
-            action = np.sign(rng.uniform(-1, 1, honest.action_space.shape[0]))
-            if action.size == 3:
-                action[0], action[2] = 1.0, -1.0
-            for owner, name in targets:
+        tampered = fresh()
+        target = _attributes(tampered).get(path)
+        for action, want in zip(actions, expected):
+            if target is not None:
+                owner, name, _ = target
                 try:
-                    setattr(owner, name, _other(getattr(owner, name)))
+                    setattr(owner, name, _other(getattr(owner, name), decoys.get(path)))
                 except Exception:
                     pass  # read-only
-            honest.step(action)
             try:
+                seen = _seen(tampered)
                 tampered.step(action)
             except Exception:
                 break  # the env broke on its own state: it commands nothing more
-            if _issued(tampered.last_command) != _issued(honest.last_command):
+            if (seen, _issued(tampered.last_command)) != want:
                 changed.append(path)
                 break
-        honest.close()
         tampered.close()
+    decoy_env.close()
     assert not changed, f"public attributes that change the supervisor's commands: {changed}"

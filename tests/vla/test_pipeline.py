@@ -55,9 +55,9 @@ def _where_rendered(env: QRobotEnv, camera: str, name: str) -> tuple[int, np.nda
     cam = next(c for c in env.cameras if c.name == camera)
     before, _ = env.sim.render(cam)
     pos, orn = env.sim.pose(name)
-    env.sim.set_pose(name, [3, 3, 0.02], orn)
+    env.sim._set_pose(name, [3, 3, 0.02], orn)
     after, _ = env.sim.render(cam)
-    env.sim.set_pose(name, pos, orn)
+    env.sim._set_pose(name, pos, orn)
     rows, cols = np.nonzero(np.abs(before.astype(int) - after).max(-1) > 30)
     centre = np.array([(cols.mean() + 0.5) / cam.width * 2 - 1, (rows.mean() + 0.5) / cam.height * 2 - 1]) \
         if len(rows) else np.full(2, np.nan)
