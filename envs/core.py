@@ -72,6 +72,7 @@ class QRobotEnv(gym.Env):
         self._supervisor = Supervisor(self._limits, scale, kinematics=self, operator=operator or self._world_key,
                                       foresight=self._foresight, people=people_source(self._scenario))
         self._view = SupervisorView(self._supervisor)
+        self._episode = 0  # counts env.reset() calls: a runner notices one it did not make
         self._build()
         self._sim._sealed = True
         self.cameras = [Camera(c.name, c.width, c.height, c.fov, eye=tuple(c.eye),
@@ -102,6 +103,11 @@ class QRobotEnv(gym.Env):
     @property
     def task(self) -> Any:
         return self._task
+
+    @property
+    def episode(self) -> int:
+        """How many times this env has been reset (read-only)."""
+        return self._episode
 
     @property
     def foresight_horizon(self) -> int:
@@ -165,6 +171,8 @@ class QRobotEnv(gym.Env):
             self._task = TASKS[kind](self._sim, self._scenario, self.robot_state, self._robot._reset)
             ref = self._reference.base  # intrusions are measured against the reference profile
             self._task._protective_distance = lambda v: protective_distance(ref.ssm, v, ref.v_acc)
+            self._task._keep_out = [((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0)  # as (cx, cy, wx, wy) boxes
+                                    for x0, y0, x1, y1 in self._limits.base.keep_out]
         self._supervisor.bind(self._robot)
 
     def _make_obs_space(self) -> spaces.Dict:
@@ -230,6 +238,7 @@ class QRobotEnv(gym.Env):
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         super().reset(seed=seed)
+        self._episode += 1
         self._build()
         self._task._reset(self.np_random)
         self._sim._sealed = True

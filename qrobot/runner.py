@@ -97,6 +97,7 @@ def _episode_loop(env: QRobotEnv, policy: Any, episode: int, seed: int, obs: dic
     policy.reset(instruction)
     reason, error = "timeout", ""
     terminated = truncated = False
+    world, steps, metrics = env.episode, 0, info["metrics"]
     while not (terminated or truncated):
         try:
             action = policy.act(obs)
@@ -105,25 +106,33 @@ def _episode_loop(env: QRobotEnv, policy: Any, episode: int, seed: int, obs: dic
             env.supervisor.estop(f"fault: policy raised {error}", env.sim.time)
             _brake_once(env, recorder)
             break
+        if env.episode != world:  # the policy reset the env: this episode's record would be rewritten
+            reason, error = "policy_reset_env", "the policy reset the env during the episode"
+            env.supervisor.estop(f"fault: {error}", env.sim.time)
+            break
         try:
             obs, reward, terminated, truncated, info = env.step(action)
         except Exception as exc:  # nor a broken world: this episode ends, the run goes on
             reason, error = "env_error", _describe(exc)
             env.supervisor.estop(f"fault: env raised {error}", env.sim.time)
             break
+        steps, metrics = steps + 1, info["metrics"]
         if recorder is not None:
             recorder.log_step(env, obs, action, reward, info)
         if info["estop"]:
             reason, error = "estop", info["estop"]
             break
-    if reason not in ("policy_error", "estop", "env_error"):
+    if reason not in ("policy_error", "estop", "env_error", "policy_reset_env"):
         reason = "success" if info["success"] else ("stopped" if terminated else "timeout")
-    try:
-        m = {k: float(v) for k, v in env.task.metrics().items()}
+    if reason != "policy_reset_env":
+        steps, metrics = env.task.steps, None
+    try:  # after a reset the policy made, what the env reported before it (the world is new)
+        m = {k: float(v) for k, v in (metrics if metrics is not None else env.task.metrics()).items()}
     except Exception as exc:
         m, error = {}, error or _describe(exc)
+    success = bool(info.get("success", False)) and reason == "success"
     return EpisodeResult(env.scenario.name, str(getattr(policy, "name", type(policy).__name__)), episode,
-                         seed, instruction, bool(info.get("success", False)), int(env.task.steps), reason,
+                         seed, instruction, success, int(steps), reason,
                          m, env.supervisor.counts(), error, limits_profile=env.limits.profile)
 
 

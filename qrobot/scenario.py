@@ -383,7 +383,8 @@ def scenario_limits(sc: Scenario) -> tuple["Limits", "Limits"]:
     profile = default_limits(sc.robot, dt, sc.limits.profile)
     if sc.room is not None:
         reference, profile = with_room(reference, sc.room.size), with_room(profile, sc.room.size)
-    if people_source(sc) == "sensor":  # a slower or noisier sensor means larger separations
-        reference = with_sensor(reference, sc.sensing.people_latency, sc.sensing.people_noise)
-        profile = with_sensor(profile, sc.sensing.people_latency, sc.sensing.people_noise)
+    if people_source(sc) == "sensor":  # faster people, a slower or noisier sensor: larger separations
+        fastest = max((p.speed for p in sc.people), default=0.0)
+        reference = with_sensor(reference, sc.sensing.people_latency, sc.sensing.people_noise, fastest)
+        profile = with_sensor(profile, sc.sensing.people_latency, sc.sensing.people_noise, fastest)
     return apply_overrides(profile, dict(sc.limits.overrides)), reference

@@ -227,12 +227,17 @@ def with_room(lim: Limits, size: tuple[float, float] | list[float]) -> Limits:
 SENSOR_SIGMAS = 2.5
 
 
-def with_sensor(lim: Limits, latency: float, noise: float) -> Limits:
-    """Separation monitoring that accounts for the people sensor the robot actually has:
-    the reaction time covers its latency plus one control period, the position
-    uncertainty its noise. Never looser than `lim`."""
+def with_sensor(lim: Limits, latency: float, noise: float, people_speed: float = 0.0) -> Limits:
+    """Separation monitoring that accounts for the people and the sensor the robot actually
+    has: the reaction time covers the sensor's delay (whole control periods: a reading
+    arrives with the period after it is due) plus one period, the position uncertainty its
+    noise, the human speed the fastest person declared. Never looser than `lim`."""
+    dt = lim.control_dt
+    delay = math.ceil(float(latency) / dt - 1e-9) * dt
+
     def fit(ssm: SSMParams) -> SSMParams:
-        return dataclasses.replace(ssm, reaction_time=max(ssm.reaction_time, float(latency) + lim.control_dt),
-                                   human_uncertainty=max(ssm.human_uncertainty, SENSOR_SIGMAS * float(noise)))
+        return dataclasses.replace(ssm, reaction_time=max(ssm.reaction_time, delay + dt),
+                                   human_uncertainty=max(ssm.human_uncertainty, SENSOR_SIGMAS * float(noise)),
+                                   human_speed=max(ssm.human_speed, float(people_speed)))
     return dataclasses.replace(lim, arm=dataclasses.replace(lim.arm, ssm=fit(lim.arm.ssm)),
                                base=dataclasses.replace(lim.base, ssm=fit(lim.base.ssm)))

@@ -33,7 +33,7 @@ class Task:
         self._scenario = scenario.model_copy(deep=True)  # private: public objects can be mutated
         self._robot_state = robot_state
         self.instruction = ""
-        self.steps = 0
+        self._steps = 0
         self._collisions = 0
         self._touching: set[str] = set()
         self._memo: dict[str, Any] = {}
@@ -53,6 +53,11 @@ class Task:
         return self._scenario.model_copy(deep=True)
 
     @property
+    def steps(self) -> int:
+        """Control steps this episode (read-only)."""
+        return self._steps
+
+    @property
     def collisions(self) -> int:
         """Contact onsets with obstacles and people this episode (read-only)."""
         return self._collisions
@@ -67,7 +72,7 @@ class Task:
 
     # lifecycle ---------------------------------------------------------------
     def _reset(self, rng: np.random.Generator) -> None:
-        self.steps = 0
+        self._steps = 0
         self._collisions = 0
         self._touching = set()
         if self._scenario.randomize.light:
@@ -79,7 +84,7 @@ class Task:
         """Called with the issued command (and the policy's raw action) before physics."""
 
     def _after_physics(self) -> None:
-        self.steps += 1
+        self._steps += 1
         touching = self._obstacle_contacts()
         self._collisions += len(touching - self._touching)  # count contact onsets
         self._touching = touching

@@ -8,6 +8,8 @@ occupancy grid (A* then string-pulling), p the summed Euclidean step lengths.
 
 from __future__ import annotations
 
+import math
+
 from collections import deque
 from typing import Any, Callable
 
@@ -60,6 +62,8 @@ class _NavTask(Task):
         self.d0 = 0.0
         # Sp(robot speed) from the supervisor's profile, set by the env: measures intrusions.
         self._protective_distance: Callable[[float], float] | None = None
+        # The supervisor's keep-out zones, set by the env: no start, goal or planned path in them.
+        self._keep_out: list[tuple[float, float, float, float]] = []
         self._reset_episode_stats()
 
     @property
@@ -114,7 +118,7 @@ class _NavTask(Task):
         self._reset_episode_stats()
         for w in self._walkers:
             w.reset(rng)
-        lag = int(round(self._scenario.sensing.people_latency / self._sim.dt))
+        lag = math.ceil(self._scenario.sensing.people_latency / self._sim.dt - 1e-9)  # whole periods, never less
         self._seen: deque[np.ndarray] = deque([self._true_people()] * (lag + 1), maxlen=lag + 1)
         self._sense_rng = np.random.default_rng(int(rng.integers(2**62)))
         self._sense()
@@ -122,7 +126,7 @@ class _NavTask(Task):
         for _ in range(200):
             self._place_random_obstacles(rng)
             self._place_landmarks(rng)
-            boxes = self.fixed_boxes + self.random_boxes + self._extra_boxes()
+            boxes = self.fixed_boxes + self.random_boxes + self._extra_boxes() + self._keep_out
             self.grid = OccupancyGrid.from_boxes(tuple(self.room.size), boxes, RADIUS + 0.05)
             self._choose_goal(rng)
             roomy = self.grid.free_cells(clearance=2)  # start 0.2 m clear of inflated obstacles
@@ -305,7 +309,7 @@ class ObjectNav(_NavTask):
     def _place_landmarks(self, rng: np.random.Generator) -> None:
         sx, sy = self.room.size
         placed: list[np.ndarray] = []
-        blocked = self.fixed_boxes + self.random_boxes
+        blocked = self.fixed_boxes + self.random_boxes + self._keep_out
         for _ in range(5000):
             if len(placed) == len(self.landmarks):
                 break

@@ -286,3 +286,27 @@ def test_a_policy_cannot_restart_the_supervisors_episode_midway() -> None:
     assert view.latched == "policy asked to stop" and view.counts()["estops"] == 1
     assert not view.reset_estop(object()) and view.latched  # releasing is not
     env.close()
+
+
+def test_a_policy_that_resets_the_env_midway_ends_its_episode_with_the_record_kept() -> None:
+    """env.reset() is the gym API, so a policy holding the env can call it: the runner
+    notices the new world, ends the episode as `policy_reset_env` (never a success),
+    keeps the metrics reported before the reset and latches; with the operator key the
+    latch survives the reset the policy made."""
+    env = QRobotEnv("pointnav_people", images=False, operator=(key := OperatorKey()))
+
+    class Resets:
+        def reset(self, instruction: str) -> None:
+            self.n = 0
+
+        def act(self, obs: dict) -> np.ndarray:
+            self.n += 1
+            if self.n == 12:
+                env.reset(seed=99)  # a fresh world: counters and distances would restart
+            return np.array([1.0, 0.0, 0.0])
+
+    r = run_episode(env, Resets(), 0, 0, operator=key)
+    assert r.end_reason == "policy_reset_env" and not r.success and r.steps == 11
+    assert r.metrics["path_length"] > 0.3  # the record of the 11 real steps, not the new world's
+    assert env.supervisor.latched and "reset the env" in env.supervisor.latched
+    env.close()

@@ -145,3 +145,36 @@ def test_a_slower_noisier_people_sensor_widens_the_separation() -> None:
 
     assert protective_distance(effective.base.ssm, 0.5, effective.base.v_acc) > \
         protective_distance(base_limits.base.ssm, 0.5, base_limits.base.v_acc) + 1.5
+
+
+def test_people_faster_than_the_profile_assumes_widen_the_separation() -> None:
+    """A scenario whose people walk faster than v_h = 1.6 m/s (ISO 13855) is measured and
+    enforced with their speed; the simulated sensor delay is whole periods, never less
+    than declared, and the reaction time covers it."""
+    sc = load_scenario("pointnav_people")
+    fast = sc.model_copy(update={"people": [p.model_copy(update={"speed": 2.5}) for p in sc.people]})
+    effective, reference = scenario_limits(fast)
+    assert effective.base.ssm.human_speed == reference.base.ssm.human_speed == 2.5
+    slow_hz = sc.model_copy(update={"control_hz": 1.0,
+                                    "sensing": sc.sensing.model_copy(update={"people_latency": 0.6})})
+    effective, _ = scenario_limits(slow_hz)
+    assert effective.base.ssm.reaction_time == pytest.approx(2.0)  # 0.6 s arrives 1 s late, + 1 period
+
+
+def test_keep_out_zones_are_never_a_start_or_a_goal() -> None:
+    """Zones a scenario adds (a tightening) are blocked on the nav task's grid too: no
+    episode starts inside one, and no goal or planned path lies in one."""
+    from qrobot.envs.core import QRobotEnv
+    from qrobot.safety.base_rules import violation
+
+    sc = load_scenario("pointnav")
+    zone = [1.0, -4.0, 4.0, 4.0]  # the east part of the room
+    sc = sc.model_copy(update={"limits": sc.limits.model_copy(update={"overrides": {"keep_out": [zone]}})})
+    env = QRobotEnv(sc, images=False)
+    for seed in range(20):
+        env.reset(seed=seed)
+        x, y, _ = env.robot_state()["base_pose"]
+        assert violation(x, y, env.limits.base) <= 0.0, seed
+        goal = env.privileged_state()["goal_xy"]
+        assert not (zone[0] - 0.29 < goal[0] < zone[2] + 0.29), (seed, goal)
+    env.close()
