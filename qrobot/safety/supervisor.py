@@ -50,6 +50,7 @@ class Foresight(Protocol):
 
 
 _DIM = {"panda": 5, "diffbot": 3}
+RUNAWAY_SHARE = 0.5  # measured speed beyond the plan's by this share of the limit: a latched fault
 FINGER_OPEN = 0.04
 PeopleSource = Literal["sensor", "none"]
 
@@ -233,6 +234,10 @@ class Supervisor:
             self.estop(f"sensor fault: stale data (timestamp advanced {now - self._last_time:.3g} s)")
             return self._brake(st, self._latched or "stale data")
         self._last_time = now
+        runaway = self._runaway(st)
+        if runaway:
+            self.estop(f"fault: {runaway}", now)
+            return self._brake(st, self._latched or runaway)
         clock = self._read_clock()
         if clock is not None and not math.isfinite(clock):
             self.estop("watchdog: the monotonic clock cannot be read", now)
@@ -276,6 +281,22 @@ class Supervisor:
         if self.robot == "panda":
             return self._arm(clipped, st, people, now, action)
         return self._base(clipped, st, people, now, action)
+
+    def _runaway(self, st: dict) -> str:
+        """The robot moving much faster than its plan asks (pushed, dragged, a drive out of
+        control): motion the supervisor did not command and cannot vouch for. Tracking lag
+        and impacts that slow the robot stay far below the margin (half the speed limit)."""
+        if self.robot == "diffbot":
+            lim = self._limits.base
+            (v, w), (pv, pw) = st["base_vel"].tolist(), st["cmd_vel"].tolist()
+            if abs(v) > abs(pv) + RUNAWAY_SHARE * lim.v_max or abs(w) > abs(pw) + RUNAWAY_SHARE * lim.w_max:
+                return f"base moving at ({v:.2f} m/s, {w:.2f} rad/s), plan ({pv:.2f}, {pw:.2f})"
+            return ""
+        excess = np.abs(st["joint_vel"]) - np.abs(st["cmd_vel"]) - RUNAWAY_SHARE * self._limits.arm.vmax
+        if excess.max() > 0:
+            j = int(excess.argmax())
+            return f"joint {j + 1} moving at {st['joint_vel'][j]:.2f} rad/s, plan {st['cmd_vel'][j]:.2f}"
+        return ""
 
     def _read_clock(self) -> float | None:
         if self._clock is None:

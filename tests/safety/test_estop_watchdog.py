@@ -310,3 +310,36 @@ def test_a_policy_that_resets_the_env_midway_ends_its_episode_with_the_record_ke
     assert r.metrics["path_length"] > 0.3  # the record of the 11 real steps, not the new world's
     assert env.supervisor.latched and "reset the env" in env.supervisor.latched
     env.close()
+
+
+def test_a_robot_moving_much_faster_than_its_plan_is_a_latched_fault() -> None:
+    """Pushed by a person, dragged, thrown by an impact, a drive out of control: measured
+    speed beyond the plan's by half the limit is motion nobody commanded."""
+    sup = _sup()
+    assert isinstance(sup.filter(FORWARD, _state(0.0, base_vel=np.array([0.3, 0.0]),
+                                                cmd_vel=np.array([0.5, 0.0]))), SafeCommand)  # lagging: fine
+    assert sup.latched is None
+    out = sup.filter(FORWARD, _state(0.1, base_vel=np.array([0.9, 0.0]), cmd_vel=np.array([0.2, 0.0])))
+    assert isinstance(out, Stop) and "base moving at" in sup.latched
+    arm = Supervisor(default_limits("panda", 0.1), (0.025, 0.25), people="none")
+    st = Rig("panda").state()
+    st["joint_vel"] = st["cmd_vel"] + np.array([0, 0, 0, 0, 0, 1.5, 0])  # joint 6 thrown by an impact
+    assert isinstance(arm.filter(np.zeros(5), st), Stop) and "joint 6" in arm.latched
+
+
+def test_a_person_who_runs_into_the_base_latches_it() -> None:
+    from qrobot.scenario import load_scenario
+
+    sc = load_scenario("pointnav_people")
+    blind = [p.model_copy(update={"yield_to_robot": False, "speed": 2.0}) for p in sc.people]
+    env = QRobotEnv(sc.model_copy(update={"people": blind}), images=False)
+    latched = []
+    for seed in range(6):
+        env.reset(seed=seed)
+        for _ in range(150):
+            _, _, term, trunc, info = env.step(np.array([0.0, 0.0, -1.0]))  # standing still, waiting
+            if info["estop"] or term or trunc:
+                break
+        latched.append(info["estop"])
+    assert any("base moving at" in why for why in latched), latched  # shoved: nobody commanded that
+    env.close()
