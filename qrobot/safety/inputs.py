@@ -164,3 +164,23 @@ def read_people(state: dict) -> tuple[np.ndarray, np.ndarray] | None:
     if listed and not PEOPLE_RADIUS_RANGE[0] <= min(listed) <= max(listed) <= PEOPLE_RADIUS_RANGE[1]:
         return None
     return pts, radii
+
+
+RUNAWAY = 1.1  # measured speed beyond this multiple of its limit: a latched fault
+
+
+def beyond_limits(st: dict[str, np.ndarray], limits: Limits) -> str:
+    """Why the robot is measured faster than its speed limits ("" if it is not): pushed,
+    thrown by an impact, a drive out of control. Motion nobody commanded, since every
+    plan stays within the limits (measured at every substep: <= 1.0025 x); impacts that
+    merely deflect it within the limits are left to the rules."""
+    if limits.robot == "diffbot":
+        v, w = st["base_vel"].tolist()
+        if abs(v) > RUNAWAY * limits.base.v_max or abs(w) > RUNAWAY * limits.base.w_max:
+            return f"base moving at ({v:.2f} m/s, {w:.2f} rad/s), beyond its limits"
+        return ""
+    over = np.abs(st["joint_vel"]) / limits.arm.vmax
+    if over.max() > RUNAWAY:
+        j = int(over.argmax())
+        return f"joint {j + 1} moving at {st['joint_vel'][j]:.2f} rad/s, beyond its limit"
+    return ""

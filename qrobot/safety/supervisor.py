@@ -29,7 +29,7 @@ import numpy as np
 
 from qrobot.safety import arm_rules, base_rules, trajectory
 from qrobot.safety.command import CommandCheck, CommandSeal, SafeCommand, Stop
-from qrobot.safety.inputs import fields, read_action, read_people, read_robot_state, real_array
+from qrobot.safety.inputs import beyond_limits, fields, read_action, read_people, read_robot_state, real_array
 from qrobot.safety.limits import Limits
 from qrobot.safety.ssm import SeparationMonitor
 
@@ -50,7 +50,6 @@ class Foresight(Protocol):
 
 
 _DIM = {"panda": 5, "diffbot": 3}
-RUNAWAY = 1.1  # measured speed beyond this multiple of its limit: a latched fault
 FINGER_OPEN = 0.04
 PeopleSource = Literal["sensor", "none"]
 
@@ -234,7 +233,7 @@ class Supervisor:
             self.estop(f"sensor fault: stale data (timestamp advanced {now - self._last_time:.3g} s)")
             return self._brake(st, self._latched or "stale data")
         self._last_time = now
-        runaway = self._runaway(st)
+        runaway = beyond_limits(st, self._limits)
         if runaway:
             self.estop(f"fault: {runaway}", now)
             return self._brake(st, self._latched or runaway)
@@ -281,23 +280,6 @@ class Supervisor:
         if self.robot == "panda":
             return self._arm(clipped, st, people, now, action)
         return self._base(clipped, st, people, now, action)
-
-    def _runaway(self, st: dict) -> str:
-        """The robot measured faster than its speed limits (pushed, thrown by an impact, a
-        drive out of control): motion nobody commanded, since every plan stays within them
-        (measured at every substep: <= 1.0025 x). Impacts that merely deflect it, within the
-        limits, are left to the rules."""
-        if self.robot == "diffbot":
-            lim = self._limits.base
-            v, w = st["base_vel"].tolist()
-            if abs(v) > RUNAWAY * lim.v_max or abs(w) > RUNAWAY * lim.w_max:
-                return f"base moving at ({v:.2f} m/s, {w:.2f} rad/s), beyond its limits"
-            return ""
-        over = np.abs(st["joint_vel"]) / self._limits.arm.vmax
-        if over.max() > RUNAWAY:
-            j = int(over.argmax())
-            return f"joint {j + 1} moving at {st['joint_vel'][j]:.2f} rad/s, beyond its limit"
-        return ""
 
     def _read_clock(self) -> float | None:
         if self._clock is None:
