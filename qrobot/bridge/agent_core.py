@@ -1,0 +1,280 @@
+"""The agent's decisions, pure: state machine, lease, expiring command buffer, operator
+heartbeat, deadlines and the e-stop latch. No network, no robot: every call gets the
+robot clock's `now`, so every transition is testable one by one.
+
+    DISCONNECTED -> IDLE -> ENABLED -> RUNNING <-> HOLD
+    any -> ESTOPPED (latched on disk: a console reset, then a fresh enable)
+    any -> FAULT (the adapter failed: a console reset once it is back)
+
+`tick(now)` says what to do this loop: an action for the supervisor (RUNNING), a neutral
+action (ENABLED, HOLD: brake and hold within limits) or None (do not command: the
+adapter stops and the robot's own watchdog holds it). Never "repeat the last command":
+an empty or expired buffer is a hold.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from qrobot.bridge.latch import Latch
+from qrobot.bridge.messages import VERSION, Command, Entry, Lease, LeaseGrant, Operator, Request, entry_values
+
+
+class State(str, Enum):
+    DISCONNECTED = "DISCONNECTED"
+    IDLE = "IDLE"
+    ENABLED = "ENABLED"
+    RUNNING = "RUNNING"
+    HOLD = "HOLD"
+    ESTOPPED = "ESTOPPED"
+    FAULT = "FAULT"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds. `deadline`: longest gap between two accepted commands before a hold;
+    `horizon`: furthest expiry a chunk may carry; `max_skew`: clock uncertainty that
+    still allows enabling."""
+
+    loop: float = 0.02
+    deadline: float = 0.2
+    operator_timeout: float = 0.25
+    lease_stale: float = 0.5
+    horizon: float = 0.5
+    max_skew: float = 0.02
+
+
+MOVING = (State.ENABLED, State.RUNNING, State.HOLD)
+
+
+class AgentCore:
+    """Args:
+        dim: action size the robot's supervisor takes.
+        latch: the on-disk e-stop latch (a set latch on start means ESTOPPED).
+        people: the robot's profile has a people source or declares none can be present.
+    """
+
+    def __init__(self, dim: int, latch: Latch, timing: Timing = Timing(), people: bool = True) -> None:
+        self.dim, self.timing, self._latch, self._people = dim, timing, latch, people
+        self._state = State.ESTOPPED if latch.reason else State.DISCONNECTED
+        self._adapter = False
+        self._lease: tuple[str, int, bytes] | None = None  # id, epoch, nonce
+        self._lease_holder = ""
+        self._epoch = 0
+        self._retained = -1e9
+        self._seq = -1
+        self._last_command = -1e9
+        self._buffer: list[Entry] = []
+        self._challenge = int.from_bytes(os.urandom(4), "big")
+        self._operator_seen = -1e9
+        self._deadman = False
+        self._skew: float | None = None
+        self.audit: list[tuple[float, str, str]] = []
+
+    # ----------------------------------------------------------------- queries
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def challenge(self) -> int:
+        """What the operator's next heartbeat must answer (its value plus one)."""
+        return self._challenge
+
+    @property
+    def latched(self) -> str | None:
+        return self._latch.reason
+
+    def _log(self, now: float, kind: str, detail: str) -> None:
+        self.audit.append((float(now), kind, detail))
+
+    def _go(self, now: float, state: State, why: str) -> None:
+        if state != self._state:
+            self._log(now, "state", f"{self._state.value} -> {state.value}: {why}")
+            self._state = state
+
+    # ----------------------------------------------------------------- robot side
+    def adapter(self, connected: bool, now: float, fault: str = "") -> None:
+        """The robot adapter's health: connected and streaming state, or not."""
+        self._adapter = bool(connected)
+        if fault:
+            self._buffer.clear()
+            self._go(now, State.FAULT, f"adapter fault: {fault}")
+        elif not connected and self._state not in (State.ESTOPPED, State.FAULT):
+            self._buffer.clear()
+            self._go(now, State.DISCONNECTED, "adapter lost")
+        elif connected and self._state == State.DISCONNECTED:
+            self._go(now, State.IDLE, "adapter connected")
+
+    def clock(self, skew: float | None) -> None:
+        """Uncertainty of the policy/console clock offset (None: unknown)."""
+        self._skew = None if skew is None or not skew == skew else abs(float(skew))
+
+    # ----------------------------------------------------------------- lease
+    def lease(self, msg: Lease, role: str, now: float) -> LeaseGrant:
+        def refuse(why: str) -> LeaseGrant:
+            self._log(now, "lease_refused", f"{role} {msg.op}: {why}")
+            return LeaseGrant(version=VERSION, ok=False, reason=why)
+
+        stale = now - self._retained > self.timing.lease_stale
+        if msg.op == "take":
+            if role != "console":
+                return refuse("only the console may take the lease")
+            return self._grant(now, "console", "taken by the console")
+        if role != "policy":
+            return refuse(f"role {role!r} cannot {msg.op} a lease")
+        if msg.op == "acquire":
+            if self._lease is not None and not stale:
+                return refuse(f"held by {self._lease_holder}")
+            return self._grant(now, "policy", "acquired")
+        if self._lease is None or (msg.lease, msg.epoch) != self._lease[:2] or self._lease_holder != "policy":
+            return refuse("not the current lease")
+        if msg.op == "retain":
+            if stale:
+                return refuse("stale: acquire again")
+            self._retained = now
+            return LeaseGrant(version=VERSION, ok=True, lease=msg.lease, epoch=msg.epoch, nonce=self._lease[2])
+        self._lease, self._lease_holder = None, ""  # return
+        self._buffer.clear()
+        self._log(now, "lease", "returned")
+        return LeaseGrant(version=VERSION, ok=True)
+
+    def _grant(self, now: float, holder: str, why: str) -> LeaseGrant:
+        self._epoch += 1
+        self._lease = (uuid.uuid4().hex, self._epoch, os.urandom(16))
+        self._lease_holder, self._retained, self._seq = holder, now, -1
+        self._buffer.clear()  # nothing queued under an old lease survives it
+        self._log(now, "lease", f"{why}: epoch {self._epoch}")
+        return LeaseGrant(version=VERSION, ok=True, lease=self._lease[0], epoch=self._epoch, nonce=self._lease[2])
+
+    # ----------------------------------------------------------------- operator
+    def operator(self, msg: Operator, role: str, now: float) -> str:
+        """A heartbeat from the console; "" if accepted, else why not."""
+        if role != "console":
+            why = f"operator heartbeat from role {role!r}"
+        elif msg.answer not in (self._challenge + 1, self._challenge):  # this or the previous answer
+            why = "wrong challenge answer"
+        else:
+            self._operator_seen, self._deadman = now, bool(msg.deadman)
+            self._challenge = (self._challenge + 1) % 2**31  # a recorded heartbeat cannot be replayed
+            return ""
+        self._log(now, "operator_refused", why)
+        return why
+
+    def _operator_ok(self, now: float) -> str:
+        if now - self._operator_seen > self.timing.operator_timeout:
+            return "operator heartbeat lost"
+        return "" if self._deadman else "dead-man released"
+
+    # ----------------------------------------------------------------- requests
+    def request(self, msg: Request, role: str, now: float) -> tuple[bool, str]:
+        if msg.op == "estop":  # anyone may stop the robot
+            self.estop(f"{role} e-stop{': ' + msg.detail if msg.detail else ''}", now)
+            return True, ""
+        if role != "console":
+            self._log(now, "request_refused", f"{role} may not {msg.op}")
+            return False, f"only the console may {msg.op}"
+        if msg.op == "reset":
+            return self._reset(now)
+        if msg.op == "enable":
+            return self._enable(now)
+        return False, "approval is not required by this agent"
+
+    def estop(self, reason: str, now: float) -> None:
+        self._latch.set(reason)  # on disk before anyone is told
+        self._buffer.clear()
+        self._go(now, State.ESTOPPED, reason)
+
+    def _reset(self, now: float) -> tuple[bool, str]:
+        if self._state not in (State.ESTOPPED, State.FAULT):
+            return False, f"nothing to reset in {self._state.value}"
+        if not self._adapter:
+            return False, "the robot adapter is not connected"
+        self._latch.clear()
+        self._buffer.clear()
+        self._go(now, State.IDLE, "console reset: enable again to move")
+        return True, ""
+
+    def _enable(self, now: float) -> tuple[bool, str]:
+        why = ("" if self._state == State.IDLE else f"cannot enable from {self._state.value}") \
+            or ("" if self._people else "the robot profile neither senses people nor declares none present") \
+            or ("" if self._skew is not None else "clock offset unknown") \
+            or ("" if self._skew <= self.timing.max_skew else f"clock skew {self._skew * 1e3:.0f} ms > "  # type: ignore[operator]
+                f"{self.timing.max_skew * 1e3:.0f} ms") \
+            or self._operator_ok(now)
+        if why:
+            self._log(now, "enable_refused", why)
+            return False, why
+        self._buffer.clear()  # the first motion is planned from the measured state, never an old set-point
+        self._go(now, State.ENABLED, "console enable")
+        return True, ""
+
+    # ----------------------------------------------------------------- commands
+    def command(self, msg: Command, role: str, now: float) -> tuple[bool, str]:
+        why = self._refuse(msg, role, now)
+        if why:
+            self._log(now, "reject", why)
+            return False, why
+        self._seq, self._last_command = msg.seq, now
+        self._buffer = list(msg.entries)  # the newest chunk supersedes: no queue to burst out
+        return True, ""
+
+    def _refuse(self, msg: Command, role: str, now: float) -> str:
+        if role != "policy":
+            return f"command from role {role!r}"
+        if self._lease is None or self._lease_holder != "policy":
+            return "no policy lease"
+        lease, epoch, nonce = self._lease
+        if (msg.lease, msg.epoch) != (lease, epoch):
+            return "stale lease"
+        if msg.nonce != nonce:
+            return "wrong session nonce"
+        if now - self._retained > self.timing.lease_stale:
+            return "lease stale"
+        if msg.seq <= self._seq:
+            return f"sequence {msg.seq} not after {self._seq}"
+        last = -1e18
+        for e in msg.entries:
+            if not e.expires > last:
+                return "entry expiries must increase"
+            last = e.expires
+            values = entry_values(e)
+            if values.shape != (self.dim,):
+                return f"action of {values.size} values != {self.dim}"
+            if np.abs(values).max() > 1.0:
+                return "action beyond the supervisor's range [-1, 1]"
+        if last - now > self.timing.horizon + 1e-9:
+            return f"chunk horizon {last - now:.3f} s > {self.timing.horizon} s"
+        return ""
+
+    # ----------------------------------------------------------------- the loop
+    def tick(self, now: float) -> np.ndarray | None:
+        """What the supervisor gets this loop: an action, a neutral one (hold), or None."""
+        if self._latch.reason is not None:
+            self._go(now, State.ESTOPPED, self._latch.reason)
+            return None
+        if self._state in (State.DISCONNECTED, State.IDLE, State.FAULT, State.ESTOPPED):
+            return None
+        why = self._operator_ok(now)
+        if why:  # no resume without a new enable
+            self._buffer.clear()
+            self._go(now, State.IDLE, why)
+            return None
+        self._buffer = [e for e in self._buffer if e.expires > now]
+        if self._buffer and now - self._last_command > self.timing.deadline:
+            self._buffer.clear()
+            self._log(now, "deadline", f"no command for {now - self._last_command:.3f} s")
+        if self._buffer and now - self._retained > self.timing.lease_stale:
+            self._buffer.clear()
+            self._log(now, "lease", "stale: holding")
+        if self._buffer:
+            self._go(now, State.RUNNING, "fresh command")
+            return entry_values(self._buffer[0])
+        if self._state == State.RUNNING:
+            self._go(now, State.HOLD, "no unexpired command")
+        return np.zeros(self.dim)

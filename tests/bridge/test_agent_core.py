@@ -1,0 +1,202 @@
+"""The agent's state machine, transition by transition, with the robot clock in hand:
+lease (acquire / retain / return / take), expiring commands, deadlines, the operator's
+dead-man heartbeat with its challenge, and the e-stop latch that survives a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qrobot.bridge.agent_core import AgentCore, State, Timing
+from qrobot.bridge.latch import Latch
+from qrobot.bridge.messages import VERSION, Command, Entry, Lease, Operator, Request, actions
+
+DIM = 3
+GO = np.array([0.5, 0.0, 0.0])
+
+
+def _entry(expires: float, values: np.ndarray = GO) -> Entry:
+    return Entry(expires=expires, action=actions(values))
+
+
+class Rig:
+    """An agent with a connected adapter, a synced clock and a live operator."""
+
+    def __init__(self, tmp_path: Path, people: bool = True) -> None:
+        self.latch_path = tmp_path / "estop.json"
+        self.core = AgentCore(DIM, Latch(self.latch_path), Timing(), people=people)
+        self.now = 0.0
+        self.seq = 0
+
+    def beat(self, deadman: bool = True) -> str:
+        return self.core.operator(Operator(version=VERSION, deadman=deadman, answer=self.core.challenge + 1),
+                                  "console", self.now)
+
+    def ready(self) -> None:
+        self.core.adapter(True, self.now)
+        self.core.clock(0.005)
+        assert self.beat() == ""
+        assert self.core.request(Request(version=VERSION, op="enable"), "console", self.now) == (True, "")
+        grant = self.core.lease(Lease(version=VERSION, op="acquire"), "policy", self.now)
+        assert grant.ok
+        self.grant = grant
+
+    def send(self, chunk: list[Entry], **over: object) -> tuple[bool, str]:
+        self.seq += 1
+        fields = dict(version=VERSION, lease=self.grant.lease, epoch=self.grant.epoch, seq=self.seq,
+                      nonce=self.grant.nonce, entries=chunk)
+        fields.update(over)
+        return self.core.command(Command(**fields), "policy", self.now)
+
+    def advance(self, dt: float, beat: bool = True, retain: bool = True) -> np.ndarray | None:
+        self.now += dt
+        if beat:
+            self.beat()
+        if retain:
+            self.core.lease(Lease(version=VERSION, op="retain", lease=self.grant.lease, epoch=self.grant.epoch),
+                            "policy", self.now)
+        return self.core.tick(self.now)
+
+
+def test_the_happy_path_and_every_state(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    assert rig.core.state == State.DISCONNECTED and rig.core.tick(0.0) is None
+    rig.core.adapter(True, 0.0)
+    assert rig.core.state == State.IDLE and rig.core.tick(0.0) is None  # motors not commanded
+    rig.ready()
+    assert rig.core.state == State.ENABLED and np.all(rig.core.tick(0.0) == 0)  # enabled: hold
+    assert rig.send([_entry(0.1), _entry(0.2, -GO)]) == (True, "")
+    assert np.allclose(rig.advance(0.02), GO) and rig.core.state == State.RUNNING
+    assert np.allclose(rig.advance(0.1), -GO)  # the second entry once the first expired
+    out = rig.advance(0.1)  # both expired: hold, never repeat the last
+    assert rig.core.state == State.HOLD and np.all(out == 0)
+    assert rig.send([_entry(rig.now + 0.1)])[0] and np.allclose(rig.advance(0.02), GO)
+    assert rig.core.state == State.RUNNING  # HOLD -> RUNNING on a fresh command
+    rig.core.adapter(False, rig.now)
+    assert rig.core.state == State.DISCONNECTED and rig.core.tick(rig.now) is None
+    rig.core.adapter(True, rig.now, fault="drive error 0x42")
+    assert rig.core.state == State.FAULT and rig.core.tick(rig.now) is None
+    assert rig.core.request(Request(version=VERSION, op="reset"), "console", rig.now) == (True, "")
+    assert rig.core.state == State.IDLE  # and needs a fresh enable
+
+
+def test_commands_that_must_be_refused(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.ready()
+    now = rig.now
+    cases = {
+        "stale lease": dict(epoch=rig.grant.epoch - 1),
+        "wrong session nonce": dict(nonce=b"x" * 16),
+        "expiries must increase": dict(entries=[_entry(now + 0.2), _entry(now + 0.1)]),
+        "action of 2 values": dict(entries=[_entry(now + 0.1, np.zeros(2))]),
+        "beyond the supervisor's range": dict(entries=[_entry(now + 0.1, np.array([1.5, 0, 0]))]),
+        "horizon": dict(entries=[_entry(now + 0.6)]),
+    }
+    for why, over in cases.items():
+        ok, reason = rig.send([_entry(now + 0.1)], **over)
+        assert not ok and why in reason, (why, reason)
+    assert rig.send([_entry(now + 0.1)])[0]
+    ok, reason = rig.send([_entry(now + 0.1)], seq=rig.seq - 5)  # replay / reorder
+    assert not ok and "sequence" in reason
+    assert not rig.core.command(Command(version=VERSION, lease=rig.grant.lease, epoch=rig.grant.epoch, seq=99,
+                                        nonce=rig.grant.nonce, entries=[_entry(now + 0.1)]), "console", now)[0]
+    assert sum(kind == "reject" for _, kind, _ in rig.core.audit) == 8  # each one logged with its reason
+
+
+def test_deadline_and_stale_lease_stop_a_running_robot(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.ready()
+    rig.send([_entry(rig.now + 0.5)])  # valid for 0.5 s, but the sender goes silent
+    assert np.allclose(rig.advance(0.1), GO)
+    out = rig.advance(0.12)  # 0.22 s since the last command > the 0.2 s deadline
+    assert np.all(out == 0) and rig.core.state == State.HOLD
+    (tmp_path / "b").mkdir()
+    rig2 = Rig(tmp_path / "b")
+    rig2.ready()
+    rig2.send([_entry(rig2.now + 0.5)])
+    for _ in range(3):
+        rig2.now += 0.06
+        rig2.beat()
+        rig2.send([_entry(rig2.now + 0.1)])  # commands keep coming, retains do not
+    rig2.now += 0.4
+    rig2.beat()
+    rig2.send([_entry(rig2.now + 0.1)])
+    assert "lease stale" in rig2.core.audit[-1][2]
+
+
+def test_operator_heartbeat_and_dead_man(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.ready()
+    rig.send([_entry(rig.now + 0.3)])
+    assert np.allclose(rig.advance(0.1), GO)
+    assert rig.advance(0.26, beat=False) is None and rig.core.state == State.IDLE  # heartbeat lost
+    rig.beat()
+    rig.send([_entry(rig.now + 0.1)])
+    assert rig.core.tick(rig.now) is None and rig.core.state == State.IDLE  # no resume without a new enable
+    assert rig.core.request(Request(version=VERSION, op="enable"), "console", rig.now)[0]
+    rig.beat(deadman=False)
+    assert rig.core.tick(rig.now) is None and "dead-man released" in rig.core.audit[-1][2]
+    old = rig.core.challenge
+    assert rig.core.operator(Operator(version=VERSION, deadman=True, answer=old + 7), "console", rig.now) != ""
+    assert rig.core.operator(Operator(version=VERSION, deadman=True, answer=old + 1), "policy", rig.now) != ""
+
+
+def test_enable_is_refused_without_what_it_needs(tmp_path: Path) -> None:
+    for people, skew, beat, expect in [(False, 0.005, True, "people"), (True, None, True, "clock offset unknown"),
+                                       (True, 0.5, True, "clock skew"), (True, 0.005, False, "heartbeat")]:
+        rig = Rig(tmp_path, people=people)
+        rig.core.adapter(True, 0.0)
+        rig.core.clock(skew)
+        if beat:
+            rig.beat()
+        ok, why = rig.core.request(Request(version=VERSION, op="enable"), "console", 0.0)
+        assert not ok and expect in why, (expect, why)
+    ok, why = rig.core.request(Request(version=VERSION, op="enable"), "policy", 0.0)
+    assert not ok and "only the console" in why
+
+
+def test_lease_take_is_the_consoles_and_revokes_the_policy(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.ready()
+    assert not rig.core.lease(Lease(version=VERSION, op="take"), "policy", rig.now).ok
+    assert not rig.core.lease(Lease(version=VERSION, op="acquire"), "policy", rig.now).ok  # held
+    rig.send([_entry(rig.now + 0.2)])
+    taken = rig.core.lease(Lease(version=VERSION, op="take"), "console", rig.now)
+    assert taken.ok and taken.epoch == rig.grant.epoch + 1
+    assert np.all(rig.core.tick(rig.now) == 0)  # what was queued under the old lease is gone
+    ok, why = rig.send([_entry(rig.now + 0.1)])
+    assert not ok and why in ("no policy lease", "stale lease")
+
+
+def test_estop_latches_within_the_call_and_survives_a_restart(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.ready()
+    rig.send([_entry(rig.now + 0.3)])
+    assert rig.core.request(Request(version=VERSION, op="estop", detail="space bar"), "policy", rig.now)[0]
+    assert rig.core.state == State.ESTOPPED and rig.core.tick(rig.now) is None  # same loop
+    restarted = AgentCore(DIM, Latch(rig.latch_path))
+    assert restarted.state == State.ESTOPPED and "space bar" in restarted.latched
+    restarted.adapter(True, 0.0)
+    assert not restarted.request(Request(version=VERSION, op="reset"), "policy", 0.0)[0]
+    assert restarted.request(Request(version=VERSION, op="reset"), "console", 0.0)[0]
+    assert restarted.state == State.IDLE and not rig.latch_path.exists()
+    (tmp_path / "garbage.json").write_text("{not json")
+    assert AgentCore(DIM, Latch(tmp_path / "garbage.json")).state == State.ESTOPPED  # unreadable: latched
+
+
+@pytest.mark.parametrize("loss", [0.3])
+def test_lossy_link_executes_nothing_after_expiry_and_never_bursts(tmp_path: Path, loss: float) -> None:
+    rng = np.random.default_rng(0)
+    rig = Rig(tmp_path)
+    rig.ready()
+    executed_late = 0
+    for k in range(500):
+        if rng.random() > loss:  # this chunk arrived
+            rig.send([_entry(rig.now + 0.1 * (i + 1), GO * (i + 1) / 5) for i in range(5)])
+        out = rig.advance(0.02)
+        live = [e for e in rig.core._buffer if e.expires > rig.now]
+        if out is not None and np.any(out != 0) and not live:
+            executed_late += 1
+    assert executed_late == 0
