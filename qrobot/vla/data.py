@@ -35,6 +35,7 @@ from qrobot.envs.core import MOUNT_UP, QRobotEnv
 from qrobot.errors import QrobotError
 from qrobot.policies import make_policy
 from qrobot.robots.panda import hand_frame
+from qrobot.safety.view import SupervisorView
 from qrobot.scenario import Camera, Randomize, Scenario, load_scenario
 from qrobot.sim import yaw_of
 
@@ -139,7 +140,7 @@ def expert_continuation(env: QRobotEnv, expert: Any, first: np.ndarray, horizon:
     would learn to expect from where it is and over-correct for."""
     # shared, not copied: the world is restored by PyBullet, the robot's plan by its backend
     keep = {id(env.sim): env.sim, id(env): env, id(env.robot): env.robot}
-    snapshot = copy.deepcopy((env.task, env._supervisor, env.last_command, dict(vars(expert))), keep)
+    snapshot = copy.deepcopy((env._task, env._supervisor, env.last_command, dict(vars(expert))), keep)
     plan = env.robot._snapshot()
     clock, images, saved = env.sim.time, env.images, env.sim._save_state()
     env.images = False
@@ -156,7 +157,8 @@ def expert_continuation(env: QRobotEnv, expert: Any, first: np.ndarray, horizon:
     finally:
         env.sim._restore_state(saved)
         env.sim._discard_state(saved)
-        env.task, env._supervisor, env.last_command, state = snapshot
+        env._task, env._supervisor, env.last_command, state = snapshot
+        env._view = SupervisorView(env._supervisor)  # the policy-facing view of the restored supervisor
         env.robot._restore(plan)
         vars(expert).clear()
         vars(expert).update(state)

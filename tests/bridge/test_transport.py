@@ -1,0 +1,63 @@
+"""Real Zenoh peers on loopback (multicast scouting off, a free TLS port per test):
+mutual TLS keeps out a certificate from another authority, and the agent's access list
+lets the policy role command and e-stop but not reset, enable or send heartbeats."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import zenoh
+
+from qrobot.bridge import keys as certs
+from qrobot.bridge.transport import config, keys
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(cond, timeout: float = 5.0) -> bool:  # noqa: ANN001
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+def test_mtls_and_the_access_list(tmp_path: Path) -> None:
+    certs.init(tmp_path / "ours")
+    certs.init(tmp_path / "theirs")  # a different authority, same role names
+    endpoint = f"tls/127.0.0.1:{_free_port()}"
+    k = keys("r1")
+    agent = zenoh.open(config("agent", tmp_path / "ours", listen=endpoint, robot="r1"))
+    got: list[tuple[str, bytes]] = []
+    subs = [agent.declare_subscriber(k[name], lambda s, n=name: got.append((n, s.payload.to_bytes())))
+            for name in ("command", "request", "operator", "estop")]
+    peers = {who: zenoh.open(config(role, tmp_path / d, connect=endpoint))
+             for who, role, d in (("policy", "policy", "ours"), ("console", "console", "ours"),
+                                  ("rogue", "console", "theirs"))}
+    expected = {("command", b"policy"), ("estop", b"policy"),  # the console stops, it does not drive
+                ("request", b"console"), ("operator", b"console"), ("estop", b"console")}
+
+    def send_all() -> bool:  # until the links are up and the agent's subscriptions known
+        for who, session in peers.items():
+            for name in ("command", "request", "operator", "estop"):
+                session.put(k[name], who.encode())
+        return set(got) >= expected
+
+    try:
+        assert _wait(send_all, timeout=10.0), set(got)
+        for _ in range(10):  # keep trying what must be refused
+            send_all()
+            time.sleep(0.03)
+        assert set(got) == expected  # no policy reset/heartbeat, nothing from the other authority
+    finally:
+        for s in subs:
+            s.undeclare()
+        for session in (*peers.values(), agent):
+            session.close()
