@@ -109,6 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", type=Path, default=None, help="output dir (default: runs/bench-<time>)")
     _record_flags(b)
+    k = sub.add_parser("keys", help="certificates for the bridge's mutual TLS")
+    k.add_argument("action", choices=["init"])
+    k.add_argument("dir", type=Path, help="where ca.pem and one ROLE.pem/ROLE.key per role go")
+    k.add_argument("--force", action="store_true", help="replace keys already in DIR")
     return p
 
 
@@ -234,6 +238,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys(directory: Path, force: bool) -> int:
+    from qrobot.bridge.keys import ROLES, init
+
+    if (directory / "ca.pem").exists() and not force:
+        raise QrobotError(f"keys init: {directory} already holds keys (ca.pem); --force replaces them, "
+                          "and every peer then needs the new certificates")
+    if directory.exists() and not directory.is_dir():
+        raise QrobotError(f"keys init: {directory} is a file; give a directory")
+    paths = init(directory)
+    print(f"wrote {paths['ca']} and a certificate per role ({', '.join(ROLES)}) in {directory}; "
+          "keep ca.key offline, give each machine only its role's ROLE.pem/ROLE.key and ca.pem")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -251,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_train(args)
         if args.cmd == "eval":
             return _cmd_eval(args)
+        if args.cmd == "keys":
+            return _cmd_keys(args.dir, args.force)
         if args.cmd.startswith("wm-"):
             from qrobot.worldmodel.cli import dispatch
 

@@ -61,3 +61,17 @@ def test_mtls_and_the_access_list(tmp_path: Path) -> None:
             s.undeclare()
         for session in (*peers.values(), agent):
             session.close()
+
+
+def test_keys_init_command(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from cryptography import x509
+
+    from qrobot.cli import main
+
+    assert main(["keys", "init", str(tmp_path / "k")]) == 0
+    for role in ("agent", "policy", "console"):
+        cert = x509.load_pem_x509_certificate((tmp_path / "k" / f"{role}.pem").read_bytes())
+        assert cert.subject.rfc4514_string() == f"CN={role}"
+        assert (tmp_path / "k" / f"{role}.key").stat().st_mode & 0o077 == 0  # private to its owner
+    assert main(["keys", "init", str(tmp_path / "k")]) == 2  # never overwrites silently
+    assert "already holds keys" in capsys.readouterr().err
