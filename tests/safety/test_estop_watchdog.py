@@ -318,6 +318,8 @@ def test_a_robot_moving_faster_than_its_limits_is_a_latched_fault() -> None:
     sup = _sup()
     assert isinstance(sup.filter(FORWARD, _state(0.0, base_vel=np.array([0.5, 1.1]),
                                                 cmd_vel=np.array([0.2, 0.0]))), SafeCommand)  # deflected: fine
+    assert isinstance(sup.filter(FORWARD, _state(0.05, base_vel=np.array([0.3, 1.64]),
+                                                 cmd_vel=np.array([0.3, 0.0]))), SafeCommand)  # spun by a bump
     assert sup.latched is None
     out = sup.filter(FORWARD, _state(0.1, base_vel=np.array([0.9, 0.0]), cmd_vel=np.array([0.2, 0.0])))
     assert isinstance(out, Stop) and "base moving at" in sup.latched
