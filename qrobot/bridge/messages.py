@@ -110,7 +110,7 @@ def decode(data: object) -> tuple[Message | None, str]:
 
 
 def _check(msg: Message) -> str:
-    floats = [v for v in (getattr(msg, "sent", 0.0), getattr(msg, "agent_time", 0.0))]
+    floats = [getattr(msg, "sent", 0.0), getattr(msg, "agent_time", 0.0)]
     if isinstance(msg, Command):
         if not 0 < len(msg.entries) <= MAX_ENTRIES:
             return f"{len(msg.entries)} entries (1..{MAX_ENTRIES} accepted)"

@@ -73,13 +73,12 @@ def _cap_speed(q: np.ndarray, v: np.ndarray, jac: np.ndarray, lim: ArmLimits, dt
     return v, hit
 
 
-def _cap_end_speed(v0: np.ndarray, v1: np.ndarray, jac_end: np.ndarray, lim: ArmLimits,
+def _cap_end_speed(brake: np.ndarray, v1: np.ndarray, jac_end: np.ndarray, lim: ArmLimits,
                    dt: float) -> tuple[np.ndarray, list[str]]:
     """The same end-effector speed caps under the Jacobian where the period ends (it turns
     while the arm moves: near a folded elbow by several % per period). Shortens toward the
     hardest brake, the end the acceleration limits always allow: the largest l in [0, 1]
     with |J_end (b + l (v1 - b))| <= cap, one quadratic per cap."""
-    brake = trajectory.brake_step(v0, lim.amax, dt)
     step = v1 - brake
     share = 1.0
     for rows, cap in ((jac_end[:3], PLAN_MARGIN * min(lim.ee_speed_max, lim.ee_step_max / dt)),
@@ -150,19 +149,20 @@ def plan(q: np.ndarray, v0: np.ndarray, v_des: np.ndarray, jac: np.ndarray, ee: 
     v, hits = _cap_speed(q, v_des, jac, lim, dt)
     v, h = _cap_acceleration(v0, v, lim, dt)
     hits += h
+    # the hardest brake the acceleration limits allow (which the last period's plan kept
+    # feasible): what the caps below shorten toward
+    brake = trajectory.brake_step(v0, lim.amax, dt)
     if jacobian_at is not None:
         jac_end = jacobian_at(q + (v0 + v) * (dt / 2))
         if jac_end is None:
-            return trajectory.brake_step(v0, lim.amax, dt), hits + ["no_jacobian"]
-        v, h = _cap_end_speed(v0, v, jac_end, lim, dt)
+            return brake, hits + ["no_jacobian"]
+        v, h = _cap_end_speed(brake, v, jac_end, lim, dt)
         hits += h
     room = _Room(q, ee, jac, lim, dt)
     bad = room.violations(v0, v)
     if not bad:
         return v, hits
-    # shorten toward the hardest brake the acceleration limits allow (which the last
-    # period's plan kept feasible): the largest safe share, to 1/CANDIDATES^2 of the way
-    brake = trajectory.brake_step(v0, lim.amax, dt)
+    # the largest safe share of the way from the brake, to 1/CANDIDATES^2
     lo, width = 0.0, 1.0
     for _ in range(2):
         shares = lo + width * _SHARES
