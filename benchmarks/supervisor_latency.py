@@ -5,8 +5,8 @@
 Rows: synthetic (random actions on fixed states, many calls): the base with people in
 view and facing a keep-out zone 0.11 m ahead (most commands are shortened there: the
 path until rest of 32 candidate plans is checked), the arm including its two kinematic
-queries to PyBullet (IK and Jacobian) and with those answered from a cache (the
-supervisor's own share); then every `filter` call inside real expert episodes (seeds
+queries to PyBullet (the Jacobian where the period starts and where it ends) and with
+those answered from a cache (the supervisor's own share); then every `filter` call inside real expert episodes (seeds
 0..episodes-1): pointnav with people, a room with keep-out zones, pick_place. A first
 row measures this machine's timer jitter: a fixed pure-Python workload (p99/median of
 work that never varies). Targets: p99 <= 100 us for the base, <= 500 us for the arm
@@ -39,12 +39,8 @@ WARMUP = 2000
 
 
 class CachedKinematics:
-    def __init__(self, robot: object, target: np.ndarray, yaw: float, q: np.ndarray) -> None:
-        self.q_ik = robot.ik(target, yaw)
+    def __init__(self, robot: object, q: np.ndarray) -> None:
         self.jac = robot.jacobian(q)
-
-    def ik(self, target: np.ndarray, yaw: float) -> np.ndarray:
-        return self.q_ik
 
     def jacobian(self, q: np.ndarray) -> np.ndarray:
         return self.jac
@@ -117,8 +113,8 @@ def synthetic(n: int, seed: int) -> list[tuple[str, np.ndarray]]:
     arm = Rig("panda")
     st = arm.state()
     st["cmd_vel"] = np.full(7, 0.05)
-    rows.append(("arm, incl. PyBullet IK + Jacobian", measure(arm.sup, st, rng.uniform(-1, 1, (n, 5)), arm.key)))
-    cached = CachedKinematics(arm.robot, st["ee_pos"] + [0.01, 0, 0], st["ee_yaw"], st["joint_pos"])
+    rows.append(("arm, incl. 2 PyBullet Jacobians", measure(arm.sup, st, rng.uniform(-1, 1, (n, 5)), arm.key)))
+    cached = CachedKinematics(arm.robot, st["joint_pos"])
     key = OperatorKey()
     sup = Supervisor(arm.limits, (0.025, 0.25), kinematics=cached, operator=key, people="none")
     rows.append(("arm rules only (kinematics cached)", measure(sup, st, rng.uniform(-1, 1, (n, 5)), key)))

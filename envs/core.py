@@ -151,9 +151,6 @@ class QRobotEnv(gym.Env):
         return Foresight.load(checkpoint, lambda cam: self._sim.render(cam)[0])
 
     # The supervisor's kinematics capability (the robot object is rebuilt every reset).
-    def ik(self, target: np.ndarray, yaw: float) -> np.ndarray:
-        return self._robot.ik(target, yaw)  # type: ignore[union-attr]
-
     def jacobian(self, q: np.ndarray) -> np.ndarray:
         return self._robot.jacobian(q)  # type: ignore[union-attr]
 

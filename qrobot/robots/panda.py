@@ -1,8 +1,8 @@
 """Franka Panda backend: joint position targets issued by the supervisor.
 
 The policy's action (normalised to [-1, 1]: dx, dy, dz, dyaw, gripper > 0 open) is an
-end-effector delta; the supervisor limits it, solves IK through `ik`, limits the
-joints and issues joint targets. This module (with the other backends) is the only
+end-effector delta; the supervisor limits it, resolves it into joint velocities through
+`jacobian`, limits the joints and issues a one-period joint plan. This module (with the other backends) is the only
 place motors are commanded.
 """
 
@@ -18,7 +18,7 @@ from qrobot.sim import PHYSICS_HZ, Sim, pybullet
 ARM_JOINTS = list(range(7))
 FINGERS = [9, 10]
 EE_LINK = 11
-_ORIGIN, _ZEROS9 = [0.0, 0.0, 0.0], [0.0] * 9
+_ORIGIN, _ZEROS9, _ZEROS2 = [0.0, 0.0, 0.0], [0.0] * 9, [0.0] * 2
 HAND_LINK = 8
 HOME = np.array([0.0, 0.21, 0.0, -2.25, 0.0, 2.46, 0.785])  # gripper down, above the table
 ARM_FORCES = [87.0] * 4 + [12.0] * 3
@@ -71,10 +71,6 @@ class PandaArm(BoundBackend):
         self.upper = np.array([i[9] for i in info])
         for arr in (self.workspace, self.lower, self.upper):
             arr.setflags(write=False)
-        self._ik_args = {  # the IK's null-space arguments, built once (IK is queried every period)
-            "lowerLimits": list(self.lower) + [0, 0], "upperLimits": list(self.upper) + [0.04, 0.04],
-            "jointRanges": list(self.upper - self.lower) + [0.04, 0.04],
-            "restPoses": list(HOME) + [0.02, 0.02], "maxNumIterations": 20, "residualThreshold": 1e-4}
         for link in FINGERS:
             c.changeDynamics(self.uid, link, lateralFriction=2.0, spinningFriction=0.01)
         self._init_binding()
@@ -141,21 +137,11 @@ class PandaArm(BoundBackend):
                                state["joint_pos"]]).astype(np.float32)
 
     # ------------------------------------------------------------ kinematics
-    def ik(self, target: np.ndarray, yaw: float) -> np.ndarray:
-        """Joint positions putting the gripper at `target`, pointing down, at `yaw`.
-        A query (reads the current joints as the seed), not an actuation."""
-        target = np.clip(np.asarray(target, dtype=np.float64), *self.workspace)
-        if not (np.all(np.isfinite(target)) and np.isfinite(yaw)):
-            return np.full(7, np.nan)  # PyBullet's IK can spin forever on NaN: no answer instead
-        orn = pybullet.getQuaternionFromEuler([np.pi, 0.0, float(yaw)])
-        sol = self._sim._client.calculateInverseKinematics(self.uid, EE_LINK, target.tolist(), orn, **self._ik_args)
-        return np.array(sol[:7], dtype=np.float64)
-
     def jacobian(self, q: np.ndarray) -> np.ndarray:
         """(6, 7) end-effector Jacobian (linear rows, then angular) at joints q. A query."""
-        c = self._sim._client
-        pos = [float(x) for x in q] + [s[0] for s in c.getJointStates(self.uid, FINGERS)]
-        lin, ang = c.calculateJacobian(self.uid, EE_LINK, _ORIGIN, pos, _ZEROS9, _ZEROS9)
+        # the fingers (movable joints 8, 9) come after the grasp point's chain: any value does
+        lin, ang = self._sim._client.calculateJacobian(self.uid, EE_LINK, _ORIGIN, [float(x) for x in q] + _ZEROS2,
+                                                        _ZEROS9, _ZEROS9)
         return np.array(lin + ang)[:, :7]
 
     # ---------------------------------------------------------------- actuate

@@ -1,5 +1,7 @@
 """Arm rules, pure numpy. The Cartesian step a policy asks for is capped and kept in the
-workspace; IK turns it into a desired joint velocity; `plan` then chooses the velocity
+workspace; `resolve` turns it into a desired joint velocity through the Jacobian
+(resolved-rate control, as MoveIt Servo and Franka's Cartesian velocity interface do:
+no iterative IK on the control path); `plan` then chooses the velocity
 v1 the period ramps to (see qrobot.safety.trajectory) so that, at every instant of the
 period and of the stop that may follow it, joint speeds, joint accelerations, the
 end-effector's linear and angular speed, the joint limits and the workspace box hold.
@@ -24,6 +26,59 @@ PLAN_MARGIN = 0.96
 # Plans keep this far inside the joint limits (rad) and the workspace box (m), so the motors'
 # small tracking error cannot carry a measured position past them.
 JOINT_MARGIN, BOX_MARGIN = 0.002, 0.001
+
+
+# Damped least squares (Wampler; Nakamura): the damping bounds joint speeds near a
+# singularity, where the caps below then slow the whole motion.
+DAMPING = 0.01
+# Share of the distance to the rest posture taken per period in the null space (posture
+# does not drift over long episodes; the end effector is not moved by it, to first order).
+POSTURE_GAIN = 0.1
+POSTURE_SPEED = 0.5  # rad/s: the pull never dominates the task's joint speeds
+_DIAG = np.diag_indices(6)
+
+
+def resolve(jac: np.ndarray, q: np.ndarray, orn: np.ndarray, d: np.ndarray, yaw: float, lim: ArmLimits,
+            dt: float) -> np.ndarray:
+    """Joint velocity that moves the end effector by d over one period and turns it to point
+    down at `yaw` from its measured orientation `orn` (unit quaternion x, y, z, w, world
+    frame, as the Jacobian's angular rows), plus a null-space pull toward the rest posture.
+    A joint the soft limits would clip is held at its cap and the task re-solved with the
+    others (saturation in the null space, Flacco et al. 2012), so motion along a limit keeps
+    its direction and the gripper its orientation."""
+    x, y, z, w = orn.tolist()
+    c, s = math.cos(yaw / 2), math.sin(yaw / 2)  # pointing down at yaw: (c, s, 0, 0)
+    # error rotation, desired * conjugate(measured), world frame; the short way round
+    ew, ex, ey, ez = c * x + s * y, c * w - s * z, c * z + s * w, s * x - c * y
+    if ew < 0:
+        ew, ex, ey, ez = -ew, -ex, -ey, -ez
+    n = math.sqrt(ex * ex + ey * ey + ez * ez)
+    k = 2 * math.atan2(n, ew) / n if n > 1e-12 else 2.0
+    twist = np.array([d[0], d[1], d[2], k * ex, k * ey, k * ez]) / dt
+    pull = np.clip((POSTURE_GAIN / dt) * (lim.rest - q), -POSTURE_SPEED, POSTURE_SPEED)
+    jf, held, fixed, task = jac, None, None, twist
+    for _ in range(4):  # each pass holds at least one more joint at its cap, or ends
+        grammian = jf @ jf.T
+        grammian[_DIAG] += DAMPING * DAMPING
+        sol = np.linalg.solve(grammian, np.column_stack((task, jf)))  # (6, 8): task, projector
+        v = jf.T @ (sol[:, 0] - sol[:, 1:] @ pull) + pull
+        if held is not None:
+            v = np.where(held, fixed, v)
+        toward = np.where(v > 0, lim.upper - q, q - lim.lower) / max(lim.soft_margin, 1e-6)
+        cap = lim.vmax * np.minimum(np.maximum(toward, 0.0), 1.0)
+        over = np.abs(v) > cap + 1e-12
+        if not over.any():
+            break
+        held = over if held is None else held | over
+        fixed = np.where(over, np.copysign(cap, v), v) * held
+        jf, pull, task = jac * ~held, pull * ~held, twist - jac @ fixed
+    return v
+
+
+def brake_rates(lim: ArmLimits) -> np.ndarray:
+    """Deceleration of every stop the supervisor plans or binds the arm to (the motors
+    track a ramp with a small lag: at the full limit, 1.5 % over it was measured)."""
+    return PLAN_MARGIN * lim.amax
 
 
 def limit_ee_step(d: np.ndarray, dyaw: float, lim: ArmLimits, dt: float) -> tuple[np.ndarray, float, list[str]]:
@@ -112,6 +167,7 @@ class _Room:
 
     def __init__(self, q: np.ndarray, ee: np.ndarray, jac: np.ndarray, lim: ArmLimits, dt: float) -> None:
         self.q, self.ee, self.jlin, self.lim, self.dt = q, ee, jac[:3], lim, dt
+        self.rates = brake_rates(lim)
         self.q_hi = np.maximum(lim.upper - JOINT_MARGIN, q)
         self.q_lo = np.minimum(lim.lower + JOINT_MARGIN, q)
         self.p_hi = np.maximum(lim.ws_high - BOX_MARGIN, ee)
@@ -120,7 +176,7 @@ class _Room:
     def check(self, v0: np.ndarray, v1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each plan in v1 (k, 7): (joints stay within limits, EE stays in the box)."""
         dt = self.dt
-        n = np.ceil((np.abs(v1) / self.lim.amax).max(axis=1) / dt - 1e-9)  # braking periods (see trajectory)
+        n = np.ceil((np.abs(v1) / self.rates).max(axis=1) / dt - 1e-9)  # braking periods (see trajectory)
         disp = (v0 + v1) * (dt / 2) + v1 * (n * (dt / 2))[:, None]
         qf = self.q + disp
         pf = self.ee + disp @ self.jlin.T
@@ -129,7 +185,7 @@ class _Room:
 
     def violations(self, v0: np.ndarray, v1: np.ndarray) -> list[str]:
         """The same test for one plan (cheaper than `check` on a batch of one)."""
-        disp = trajectory.stopping_displacement(v0, v1, self.lim.amax, self.dt)
+        disp = trajectory.stopping_displacement(v0, v1, self.rates, self.dt)
         qf = self.q + disp
         out = []
         if (qf > self.q_hi).any() or (qf < self.q_lo).any():
@@ -151,13 +207,15 @@ def plan(q: np.ndarray, v0: np.ndarray, v_des: np.ndarray, jac: np.ndarray, ee: 
     hits += h
     # the hardest brake the acceleration limits allow (which the last period's plan kept
     # feasible): what the caps below shorten toward
-    brake = trajectory.brake_step(v0, lim.amax, dt)
+    brake = trajectory.brake_step(v0, brake_rates(lim), dt)
     if jacobian_at is not None:
         jac_end = jacobian_at(q + (v0 + v) * (dt / 2))
         if jac_end is None:
             return brake, hits + ["no_jacobian"]
         v, h = _cap_end_speed(brake, v, jac_end, lim, dt)
         hits += h
+        # where the end effector ends up, to second order: the mean of the two Jacobians
+        jac = (jac + jac_end) * 0.5
     room = _Room(q, ee, jac, lim, dt)
     bad = room.violations(v0, v)
     if not bad:

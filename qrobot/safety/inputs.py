@@ -110,6 +110,7 @@ def read_action(action: Any, dim: int) -> tuple[np.ndarray | None, str]:
 class Field(NamedTuple):
     shape: tuple[int, ...]
     bound: float  # |value| must not exceed it (per element)
+    unit: bool = False  # a unit vector (a quaternion), to 1e-4 in its squared norm
 
 
 def fields(limits: Limits) -> dict[str, Field]:
@@ -117,7 +118,7 @@ def fields(limits: Limits) -> dict[str, Field]:
     backend is executing) may not exceed the profile's own speed limits."""
     if limits.robot == "panda":
         return {"joint_pos": Field((7,), TWO_PI), "joint_vel": Field((7,), 50.0), "ee_pos": Field((3,), 3.0),
-                "ee_yaw": Field((), TWO_PI), "ee_lin_vel": Field((3,), 10.0),
+                "ee_orn": Field((4,), 1.0 + 1e-6, unit=True), "ee_yaw": Field((), TWO_PI), "ee_lin_vel": Field((3,), 10.0),
                 "cmd_vel": Field((7,), float(max(limits.arm.joint_vel_max)) + 1e-6)}
     b = limits.base
     return {"base_pose": Field((3,), 1e4), "base_vel": Field((2,), 20.0),
@@ -135,6 +136,8 @@ def read_robot_state(state: Any, spec: dict[str, Field]) -> tuple[dict[str, np.n
         arr = real_array(state[key], f.shape, f.bound)
         if arr is None or (key == "time" and arr < 0):
             return None, f"{key}: not a finite real value of shape {f.shape} within |x| <= {f.bound:g}"
+        if f.unit and abs(float(arr @ arr) - 1.0) > 1e-4:
+            return None, f"{key}: not a unit quaternion"
         out[key] = arr
     return out, ""
 

@@ -53,8 +53,11 @@ class ArmLimits:
     workspace_low: tuple[float, float, float] = (0.15, -0.45, 0.015)  # fingertips reach 11 mm below the EE point
     workspace_high: tuple[float, float, float] = (0.85, 0.45, 0.6)
     ssm: SSMParams = SSMParams()
+    # not a limit: the posture the Cartesian-to-joint resolution leans toward in its null space
+    rest_posture: tuple[float, ...] = (0.0, 0.21, 0.0, -2.25, 0.0, 2.46, 0.785)
 
     # numpy views, built once (the supervisor runs every control period)
+    rest = _array_view("rest_posture")
     lower = _array_view("joint_lower")
     upper = _array_view("joint_upper")
     vmax = _array_view("joint_vel_max")
@@ -102,7 +105,9 @@ def _flat_fields(obj: object, prefix: str = "") -> dict[str, object]:
     return out
 
 
-FIXED = {"ssm.enabled"}  # rules are not switches: only the test-only profile turns SSM off
+# rules are not switches (only the test-only profile turns SSM off); the rest posture is
+# the embodiment's, not a limit a scenario tightens
+FIXED = {"ssm.enabled", "rest_posture"}
 # "test-only-no-ssm": a test shows the separation rule is what prevents intrusions;
 # "test-only-loosen": overrides may loosen the profile. Both are printed in every summary.
 PROFILES = ("default", "test-only-no-ssm", "test-only-loosen")

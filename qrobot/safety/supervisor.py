@@ -12,7 +12,7 @@ Order of checks each control period:
   e-stop latched                                   -> brake, then hold
   re-arm after an operator release (neutral command first)
   people (a declared source; a dropout)            -> protective stop
-  robot rules (arm: Cartesian, workspace, SSM, IK, joint-space plan; base: speed, SSM,
+  robot rules (arm: Cartesian, workspace, SSM, Jacobian resolution, joint-space plan; base: speed, SSM,
   foresight, acceleration, bounds/keep-out)        -> SafeCommand (a plan for one period)
 """
 
@@ -36,8 +36,6 @@ from qrobot.safety.ssm import SeparationMonitor
 
 class Kinematics(Protocol):
     """What the supervisor needs from an arm backend (queries, not actuation)."""
-
-    def ik(self, target: np.ndarray, yaw: float) -> np.ndarray: ...
 
     def jacobian(self, q: np.ndarray) -> np.ndarray: ...
 
@@ -100,7 +98,7 @@ class Supervisor:
         self._secret = os.urandom(32)
         self._seal = CommandSeal(self._secret)
         part = limits.arm if limits.robot == "panda" else limits.base
-        self._rates = part.amax if limits.robot == "panda" else base_rules.rates(part)
+        self._rates = arm_rules.brake_rates(part) if limits.robot == "panda" else base_rules.rates(part)
         self._ssm = SeparationMonitor(part.ssm, limits.control_dt)
         self._latched: str | None = None
         self._needs_rearm = False
@@ -340,12 +338,12 @@ class Supervisor:
         self._grip = FINGER_OPEN if a[4] > 0 else 0.0
         if self._kinematics is None:
             return self._brake(st, "no kinematics for this arm")
-        target = real_array(np.asarray(self._kinematics.ik(ee + d, float(st["ee_yaw"]) + dyaw)), (7,))
-        jac = real_array(np.asarray(self._kinematics.jacobian(q)), (6, 7))
-        if target is None or jac is None:
-            self._event(now, "reject", raw, None, "no finite IK solution", "error")
-            return self._brake(st, "no finite IK solution")
-        v1, h = arm_rules.plan(q, v0, (target - q) / dt, jac, ee, lim, dt, self._jacobian_at)
+        jac = self._jacobian_at(q)
+        if jac is None:
+            self._event(now, "reject", raw, None, "no finite Jacobian", "error")
+            return self._brake(st, "no finite Jacobian")
+        v_des = arm_rules.resolve(jac, q, st["ee_orn"], d, float(st["ee_yaw"]) + dyaw, lim, dt)
+        v1, h = arm_rules.plan(q, v0, v_des, jac, ee, lim, dt, self._jacobian_at)
         hits += h
         issued = np.concatenate([q, v0, v1, [self._grip]])
         if hits:

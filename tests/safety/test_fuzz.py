@@ -177,14 +177,12 @@ def test_any_command_is_a_plan_within_limits_or_a_stop(robot: str) -> None:
 
 
 class _ZeroKinematics:
-    def ik(self, target: np.ndarray, yaw: float) -> np.ndarray:
-        return np.zeros(7)
-
     def jacobian(self, q: np.ndarray) -> np.ndarray:
         return np.zeros((6, 7))
 
 
-FIELDS = {"panda": {"joint_pos": 7, "joint_vel": 7, "ee_pos": 3, "ee_yaw": 0, "ee_lin_vel": 3, "cmd_vel": 7},
+FIELDS = {"panda": {"joint_pos": 7, "joint_vel": 7, "ee_pos": 3, "ee_orn": 4, "ee_yaw": 0, "ee_lin_vel": 3,
+                    "cmd_vel": 7},
           "diffbot": {"base_pose": 3, "base_vel": 2, "cmd_vel": 2}}
 VALUE = st.one_of(st.none(), st.floats(), st.booleans(), st.text(max_size=3), st.integers(-10, 10),
                   st.lists(st.floats(-0.1, 0.1), min_size=0, max_size=8),
@@ -192,10 +190,15 @@ VALUE = st.one_of(st.none(), st.floats(), st.booleans(), st.text(max_size=3), st
                   st.integers(0, 8).map(lambda n: np.zeros(n)))
 
 
-def _trusted(value: Any, size: int) -> bool:
-    """An independent oracle for a robot-state field: real, finite, exact shape, small."""
+def _trusted(value: Any, size: int, key: str = "") -> bool:
+    """An independent oracle for a robot-state field: real, finite, exact shape, small (an
+    orientation: a unit quaternion)."""
     if isinstance(value, (bool, np.bool_, str)) or value is None:
         return False
+    if key == "ee_orn":
+        arr = np.asarray(value) if isinstance(value, (list, np.ndarray)) else None
+        return arr is not None and arr.shape == (4,) and arr.dtype.kind in "iuf" and bool(
+            np.all(np.isfinite(arr)) and abs(float(np.sum(np.square(arr, dtype=np.float64))) - 1) <= 1e-4)
     if size == 0:
         return type(value) in (int, float) and np.isfinite(value) and abs(value) <= 6
     arr = np.asarray(value) if isinstance(value, (list, np.ndarray)) else None
@@ -212,6 +215,9 @@ def test_untrusted_state_latches_untrusted_people_stop_never_raises(robot: str, 
     for key, size in spec.items():
         good = st.lists(st.floats(-0.1, 0.1), min_size=size, max_size=size).map(np.array) if size else \
             st.floats(-0.1, 0.1)
+        if key == "ee_orn":  # a unit quaternion, or one slightly off (implausible beyond 1e-4)
+            good = st.tuples(st.lists(st.floats(0.1, 1.0), min_size=4, max_size=4), st.sampled_from([1.0, 1.001])) \
+                .map(lambda t: np.array(t[0]) / np.linalg.norm(t[0]) * t[1])
         state[key] = data.draw(st.one_of(good, VALUE), key)
     people = data.draw(st.sampled_from(["absent", "far", "at_robot", "garbage"]), "people")
     if people != "absent":
@@ -222,7 +228,7 @@ def test_untrusted_state_latches_untrusted_people_stop_never_raises(robot: str, 
                      kinematics=_ZeroKinematics(), people="sensor")
     out = sup.filter(np.zeros(5 if robot == "panda" else 3), state)
     trusted = type(state["time"]) in (int, float) and 0 <= state["time"] < 1e9 and \
-        all(_trusted(state[k], n) for k, n in spec.items())
+        all(_trusted(state[k], n, k) for k, n in spec.items())
     believable = people in ("far", "at_robot") and state["people_radius"] == 0.25
     if not trusted:  # a robot state it cannot vouch for: a latched fault
         assert isinstance(out, Stop) and sup.latched and "sensor fault" in sup.latched
