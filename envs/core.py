@@ -255,7 +255,13 @@ class QRobotEnv(gym.Env):
         command = self._supervisor.filter(action, self.supervisor_state())
         self._robot._apply(command)
         # the task sees the supervisor's validated copy of the action, never the raw object
-        self._task._before_physics(command, self._supervisor.last_action)
+        return self._advance(command, self._supervisor.last_action)
+
+    def _advance(self, command: Any, action: np.ndarray | None) -> tuple[dict[str, Any], float, bool, bool,
+                                                                          dict[str, Any]]:
+        """One control period after `command` was applied (by this env's supervisor, or by a
+        remote agent's through the robot process, `qrobot.bridge.robot_sim`)."""
+        self._task._before_physics(command, action)
         self._sim.step()
         self._task._after_physics()
         self.last_command = command

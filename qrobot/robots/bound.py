@@ -41,6 +41,11 @@ class BoundBackend:
             raise PermissionError(f"this {type(self).__name__} is already bound to a supervisor")
         self._check, self._rates = check, np.minimum(np.asarray(rates, dtype=np.float64), self.MAX_RATES)
 
+    def _pair(self, check: CommandCheck, rates: np.ndarray) -> None:
+        """A robot process pairs with the agent that connected to it: from now on only that
+        agent's supervisor's plans are accepted (the previous binding is dropped)."""
+        self._check, self._rates = check, np.minimum(np.asarray(rates, dtype=np.float64), self.MAX_RATES)
+
     def _snapshot(self) -> tuple:
         """The plan and replay guard, to undo a look-ahead rollout (with the world's state)."""
         return self._plan, copy.copy(self._check)

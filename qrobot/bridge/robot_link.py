@@ -1,0 +1,142 @@
+"""The link between the agent and the robot it drives, on the robot's computer: what a
+vendor's real-time interface carries (UR's RTDE, libfranka), as length-prefixed msgpack
+frames over a local TCP socket. The robot streams its state once per control period and
+expects a plan for that period within its watchdog window; without one it brakes by
+itself. At connection the agent pairs: the robot then executes only plans sealed by that
+agent's supervisor (the same seal as in-process, `qrobot.safety.command`).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+from typing import Union
+
+import msgspec
+import numpy as np
+
+LINK_VERSION = 1
+MAX_FRAME = 1 << 20
+_LEN = struct.Struct("<I")
+
+
+class _Frame(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind"):
+    version: int
+
+
+class Hello(_Frame, tag="hello"):
+    """Robot -> agent on connection: what it is and its period."""
+
+    robot: str
+    scenario: str
+    control_dt: float
+    watchdog: float
+
+
+class Pair(_Frame, tag="pair"):
+    """Agent -> robot: the supervisor's command secret and its braking rates."""
+
+    secret: bytes
+    rates: list[float]
+
+
+class RobotState(_Frame, tag="state"):
+    """Robot -> agent at the start of period `period`: every field float64, with shapes."""
+
+    period: int
+    time: float
+    fields: dict[str, bytes]
+    shapes: dict[str, list[int]]
+    watchdog_brakes: int = 0
+    rejected: int = 0
+
+
+class Plan(_Frame, tag="plan"):
+    """Agent -> robot: the sealed plan for `period` and the action it came from."""
+
+    period: int
+    seq: int
+    values: bytes
+    seal: bytes
+    action: bytes = b""
+
+
+Frame = Union[Hello, Pair, RobotState, Plan]
+_decoder = msgspec.msgpack.Decoder(Frame)
+_encoder = msgspec.msgpack.Encoder()
+
+
+def pack_state(state: dict) -> tuple[dict[str, bytes], dict[str, list[int]]]:
+    fields, shapes = {}, {}
+    for key, value in state.items():
+        arr = np.ascontiguousarray(value, dtype="<f8")
+        fields[key], shapes[key] = arr.tobytes(), list(arr.shape)
+    return fields, shapes
+
+
+def unpack_state(msg: RobotState) -> dict:
+    """The state dict the supervisor reads (scalars as floats, arrays read-only)."""
+    out: dict = {"time": float(msg.time)}
+    for key, raw in msg.fields.items():
+        shape = tuple(msg.shapes.get(key, ()))
+        arr = np.frombuffer(raw, "<f8").reshape(shape) if shape else None
+        out[key] = arr if arr is not None else float(np.frombuffer(raw, "<f8")[0])
+    return out
+
+
+class Link:
+    """One framed connection. `send` writes a whole frame; `recv(timeout)` returns the next
+    decoded frame, None on timeout; raises ConnectionError when the peer is gone or talks
+    nonsense (the caller treats both the same way: no link)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buf = b""
+
+    def send(self, frame: Frame) -> None:
+        data = _encoder.encode(frame)
+        try:
+            self.sock.sendall(_LEN.pack(len(data)) + data)
+        except OSError as exc:
+            raise ConnectionError(str(exc)) from exc
+
+    def recv(self, timeout: float) -> Frame | None:
+        frame = self._take()
+        if frame is not None:
+            return frame
+        ready, _, _ = select.select([self.sock], [], [], max(timeout, 0.0))
+        if not ready:
+            return None
+        try:
+            chunk = self.sock.recv(65536)
+        except OSError as exc:
+            raise ConnectionError(str(exc)) from exc
+        if not chunk:
+            raise ConnectionError("peer closed the link")
+        self._buf += chunk
+        return self._take()
+
+    def _take(self) -> Frame | None:
+        if len(self._buf) < 4:
+            return None
+        (size,) = _LEN.unpack_from(self._buf)
+        if size > MAX_FRAME:
+            raise ConnectionError(f"frame of {size} bytes")
+        if len(self._buf) < 4 + size:
+            return None
+        data, self._buf = self._buf[4:4 + size], self._buf[4 + size:]
+        try:
+            frame = _decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ConnectionError(f"not a link frame: {exc}") from exc
+        if frame.version != LINK_VERSION:
+            raise ConnectionError(f"link version {frame.version} != {LINK_VERSION}")
+        return frame
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass

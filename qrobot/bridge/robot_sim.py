@@ -1,0 +1,167 @@
+"""A simulated robot that behaves like hardware: a separate process owning a scenario's
+PyBullet world, paced by the wall clock, with a vendor-style watchdog.
+
+Every control period it sends its state to the connected agent and waits `window`
+seconds for that period's plan; a plan that does not come (agent killed, link cut, agent
+hung), or that is not sealed by the paired supervisor, is not executed and the robot
+brakes by itself (the previous one-period plan runs out into its stop, as a UR arm does
+when its RTDE watchdog fires). The watchdog therefore reacts at the first period without
+a plan: at most one period plus the window after the last plan arrived. It keeps
+stepping, holding still, and accepts the next agent (which pairs anew).
+
+    python -m qrobot.bridge.robot_sim SCENARIO [--seed S] [--port P] [--window 0.03] [--log FILE]
+
+prints `listening 127.0.0.1:PORT` once it accepts connections. `--log` appends one JSON
+line per period: wall time, period, speed, and whether a plan or the watchdog moved it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from qrobot.bridge.robot_link import LINK_VERSION, Hello, Link, Pair, Plan, RobotState, pack_state
+from qrobot.safety.command import CommandCheck, SafeCommand, Stop
+
+
+class RobotSim:
+    def __init__(self, scenario: str, seed: int = 0, port: int = 0, window: float = 0.03,
+                 log: IO[str] | None = None) -> None:
+        from qrobot.envs.core import QRobotEnv  # the world: only this process has it
+
+        self.env = QRobotEnv(scenario, images=False)
+        self.env.reset(seed=seed)
+        self.dt = float(self.env.limits.control_dt)
+        self.window = min(float(window), 0.5 * self.dt)
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.server.setblocking(False)
+        self.port = self.server.getsockname()[1]
+        self.link: Link | None = None
+        self.paired = False
+        self.period = 0
+        self.watchdog_brakes = 0
+        self.rejected = 0
+        self._log = log
+
+    # ------------------------------------------------------------ connections
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.server.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(True)
+        if self.link is not None:  # one agent at a time: a second one is turned away
+            sock.close()
+            return
+        self.link, self.paired = Link(sock), False
+        self.link.send(Hello(version=LINK_VERSION, robot=self.env.robot.name, scenario=self.env.scenario.name,
+                             control_dt=self.dt, watchdog=self.dt + self.window))
+
+    def _drop(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        self.link, self.paired = None, False
+
+    # ------------------------------------------------------------ one period
+    def _wait_plan(self, deadline: float) -> Plan | None:
+        """This period's plan, if it comes before the deadline (older ones are discarded)."""
+        while self.link is not None:
+            try:
+                frame = self.link.recv(deadline - time.monotonic())
+            except ConnectionError:
+                self._drop()
+                return None
+            if frame is None:
+                return None
+            if isinstance(frame, Pair) and not self.paired:
+                self.env.robot._pair(CommandCheck(bytes(frame.secret)), np.asarray(frame.rates, dtype=np.float64))
+                self.paired = True
+            elif isinstance(frame, Plan) and frame.period == self.period:
+                return frame
+        return None
+
+    def _execute(self, plan: Plan | None) -> str:
+        robot = self.env.robot
+        if plan is None or not self.paired:
+            self.watchdog_brakes += 1
+            robot._apply(Stop("watchdog: no plan this period"))  # the last plan runs out into its stop
+            return "watchdog"
+        values = np.frombuffer(plan.values, "<f8").copy()
+        cmd = SafeCommand(robot.name, values, int(plan.seq))
+        object.__setattr__(cmd, "seal", bytes(plan.seal))
+        try:
+            robot._apply(cmd)
+        except PermissionError:  # not sealed by the paired supervisor, replayed, or not where the robot is
+            self.rejected += 1
+            self.watchdog_brakes += 1
+            return "rejected"
+        self._command, self._action = cmd, np.frombuffer(plan.action, "<f4").astype(np.float64) if plan.action else None
+        return "plan"
+
+    def step(self) -> None:
+        start = time.monotonic()
+        self._accept()
+        self._command: Any = Stop("watchdog")
+        self._action: np.ndarray | None = None
+        if self.link is not None:
+            fields, shapes = pack_state({k: v for k, v in self.env.supervisor_state().items() if k != "time"})
+            try:
+                self.link.send(RobotState(version=LINK_VERSION, period=self.period, time=self.env.sim.time,
+                                          fields=fields, shapes=shapes, watchdog_brakes=self.watchdog_brakes,
+                                          rejected=self.rejected))
+            except ConnectionError:
+                self._drop()
+        plan = self._wait_plan(start + self.window) if self.link is not None else None
+        how = self._execute(plan)
+        self.env._advance(self._command, self._action)
+        if self._log is not None:
+            st = self.env.robot.state()
+            speed = float(np.linalg.norm(st["ee_lin_vel"])) if "ee_lin_vel" in st else abs(float(st["base_vel"][0]))
+            self._log.write(json.dumps({"wall": time.time(), "period": self.period, "how": how,
+                                        "speed": speed, "sim_time": self.env.sim.time}) + "\n")
+            self._log.flush()
+        self.period += 1
+        time.sleep(max(0.0, start + self.dt - time.monotonic()))
+
+    def run(self, periods: int | None = None) -> None:
+        k = 0
+        while periods is None or k < periods:
+            self.step()
+            k += 1
+
+    def close(self) -> None:
+        self._drop()
+        self.server.close()
+        self.env.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m qrobot.bridge.robot_sim", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--port", type=int, default=0, help="0: a free port (printed)")
+    p.add_argument("--window", type=float, default=0.03, help="seconds a period waits for its plan")
+    p.add_argument("--log", type=Path, default=None, help="append one JSON line per period")
+    args = p.parse_args(argv)
+    log = args.log.open("a") if args.log else None
+    sim = RobotSim(args.scenario, args.seed, args.port, args.window, log)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"listening 127.0.0.1:{sim.port}", flush=True)
+    try:
+        sim.run()
+    finally:
+        sim.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""The simulated robot process behaves like hardware: it executes only plans sealed by the
+supervisor that paired with it, and when its agent is SIGKILLed mid-motion its own
+watchdog brakes it (no plan: the last one runs out into its stop) and it comes to rest."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from qrobot.bridge.sim_adapter import SimAdapter
+from qrobot.safety.limits import default_limits
+from qrobot.safety.supervisor import Supervisor
+
+FORWARD = np.array([1.0, 0.0, -1.0])  # full speed ahead, never "done"
+
+
+def _spawn(args: list[str], **kw: object) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, **kw)  # type: ignore[call-overload]
+
+
+@pytest.fixture()
+def robot(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    log = tmp_path / "robot.jsonl"
+    proc = _spawn(["-m", "qrobot.bridge.robot_sim", "pointnav", "--seed", "0", "--log", str(log)])
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    assert line.startswith("listening 127.0.0.1:"), line
+    yield int(line.rsplit(":", 1)[1]), log
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(10)
+
+
+def _periods(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def _supervisor(adapter: SimAdapter) -> Supervisor:
+    sup = Supervisor(default_limits(adapter.robot, adapter.hello.control_dt), (0.5, 1.2), people="none")
+    return sup
+
+
+def _nav_state(st: dict) -> dict:
+    return {k: v for k, v in st.items() if k not in ("people", "people_radius")}  # pointnav: nobody present
+
+
+def drive(port: int) -> None:
+    """The agent side, run as its own process (killed by the test): pairs, then drives."""
+    adapter = SimAdapter(port)
+    sup = _supervisor(adapter)
+    sup.bind(adapter)
+    said = False
+    while True:
+        st = adapter.state()
+        if st is None:
+            continue
+        out = sup.filter(FORWARD, _nav_state(st))
+        adapter.send(out, sup.last_action)
+        if not said and float(st["base_vel"][0]) > 0.45:
+            print("moving", flush=True)
+            said = True
+
+
+def test_agent_killed_mid_motion_the_robot_brakes_by_itself(robot: tuple[int, Path]) -> None:
+    port, log = robot
+    agent = _spawn([__file__, str(port)])
+    try:
+        line = agent.stdout.readline()  # type: ignore[union-attr]
+        assert line.strip() == "moving", line
+        os.kill(agent.pid, signal.SIGKILL)
+        killed = time.time()
+    finally:
+        agent.kill()
+        agent.wait(10)
+    time.sleep(1.2)
+    after = [p for p in _periods(log) if p["wall"] > killed]
+    assert after, "the robot stopped stepping"
+    assert sum(p["how"] == "plan" for p in after) <= 1  # at most the plan already in flight
+    first = next(i for i, p in enumerate(after) if p["how"] == "watchdog")
+    dt = 0.1
+    # the watchdog fires at the first period without a plan: its record is written after the
+    # 30 ms window and the period's physics; CI machines add scheduling delay
+    assert after[first]["wall"] - killed <= dt + 0.03 + 0.15
+    speeds = [p["speed"] for p in after[first:]]
+    brake_periods = int(np.ceil(0.5 / 1.5 / dt)) + 1  # v_max / v_acc, plus the period in flight
+    assert speeds[0] > 0.1  # still moving when the watchdog fired...
+    assert max(speeds[brake_periods:]) < 1e-3  # ...and at rest within the braking time
+    assert all(b <= a + 1e-6 for a, b in zip(speeds, speeds[1:]))  # never speeding up
+
+
+def test_only_the_paired_supervisors_plans_move_the_robot(robot: tuple[int, Path]) -> None:
+    port, log = robot
+    adapter = SimAdapter(port)
+    paired, stranger = _supervisor(adapter), _supervisor(adapter)
+    paired.bind(adapter)
+    with pytest.raises((ConnectionError, OSError)):  # a second agent is turned away by the robot
+        SimAdapter(port, timeout=1.0)
+    for _ in range(8):  # plans issued by another supervisor: refused, the robot stays still
+        st = adapter.state()
+        assert st is not None
+        adapter.send(stranger.filter(FORWARD, _nav_state(st)), None)
+    for _ in range(8):  # the paired supervisor's plans move it
+        st = adapter.state()
+        assert st is not None
+        adapter.send(paired.filter(FORWARD, _nav_state(st)), paired.last_action)
+    st = adapter.state()
+    adapter.close()
+    time.sleep(0.3)
+    periods = _periods(log)
+    assert sum(p["how"] == "rejected" for p in periods) >= 7
+    assert all(p["speed"] < 1e-3 for p in periods if p["how"] == "rejected")
+    assert sum(p["how"] == "plan" for p in periods) >= 7 and float(st["base_vel"][0]) > 0.4  # type: ignore[index]
+
+
+if __name__ == "__main__":
+    drive(int(sys.argv[1]))
