@@ -14,7 +14,7 @@ from qrobot.vla.evaluate import evaluate
 
 # successes / episodes of `make vla-eval` (seeds 10000-10049) with the current dynamics; the
 # CI floors below are binomial: a checkpoint at that rate fails them with probability <= 1e-3.
-REPORTED = {"pointnav": (38, 50), "pick_place": (41, 50)}
+REPORTED = {"pointnav": (38, 50), "pick_place": (32, 50)}
 
 
 def test_shipped_checkpoints_fit_the_budget() -> None:
