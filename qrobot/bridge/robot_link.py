@@ -11,6 +11,7 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import threading
 from typing import Union
 
 import msgspec
@@ -32,6 +33,7 @@ class Hello(_Frame, tag="hello"):
     scenario: str
     control_dt: float
     watchdog: float
+    people: str  # "sensor": states carry people; "none": the robot declares nobody can be present
 
 
 class Pair(_Frame, tag="pair"):
@@ -62,7 +64,14 @@ class Plan(_Frame, tag="plan"):
     action: bytes = b""
 
 
-Frame = Union[Hello, Pair, RobotState, Plan]
+class Halt(_Frame, tag="halt"):
+    """Agent -> robot, any time: brake now from the current motion (a protective stop the
+    robot executes itself; the next period's plan starts from the braking state)."""
+
+    reason: str
+
+
+Frame = Union[Hello, Pair, RobotState, Plan, Halt]
 _decoder = msgspec.msgpack.Decoder(Frame)
 _encoder = msgspec.msgpack.Encoder()
 
@@ -94,11 +103,13 @@ class Link:
         self.sock = sock
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buf = b""
+        self._send_lock = threading.Lock()
 
     def send(self, frame: Frame) -> None:
         data = _encoder.encode(frame)
         try:
-            self.sock.sendall(_LEN.pack(len(data)) + data)
+            with self._send_lock:  # callbacks (a halt) and the loop (plans) share the socket
+                self.sock.sendall(_LEN.pack(len(data)) + data)
         except OSError as exc:
             raise ConnectionError(str(exc)) from exc
 

@@ -28,7 +28,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from qrobot.bridge.robot_link import LINK_VERSION, Hello, Link, Pair, Plan, RobotState, pack_state
+from qrobot.bridge.robot_link import LINK_VERSION, Halt, Hello, Link, Pair, Plan, RobotState, pack_state
+from qrobot.sim import PHYSICS_HZ
 from qrobot.safety.command import CommandCheck, SafeCommand, Stop
 
 
@@ -49,7 +50,11 @@ class RobotSim:
         self.period = 0
         self.watchdog_brakes = 0
         self.rejected = 0
+        self.halts = 0
         self._log = log
+        self._phys = (time.monotonic(), self.dt)  # when this period's physics starts, and its wall span
+        self._pending: Plan | None = None
+        self.env.sim._on_substep(self._substep)  # real-time pacing, and halts between substeps
 
     # ------------------------------------------------------------ connections
     def _accept(self) -> None:
@@ -63,7 +68,8 @@ class RobotSim:
             return
         self.link, self.paired = Link(sock), False
         self.link.send(Hello(version=LINK_VERSION, robot=self.env.robot.name, scenario=self.env.scenario.name,
-                             control_dt=self.dt, watchdog=self.dt + self.window))
+                             control_dt=self.dt, watchdog=self.dt + self.window,
+                             people=self.env.supervisor.people_source or "none"))
 
     def _drop(self) -> None:
         if self.link is not None:
@@ -71,22 +77,45 @@ class RobotSim:
         self.link, self.paired = None, False
 
     # ------------------------------------------------------------ one period
-    def _wait_plan(self, deadline: float) -> Plan | None:
-        """This period's plan, if it comes before the deadline (older ones are discarded)."""
+    def _handle(self, frame: object, t: float) -> None:
+        if isinstance(frame, Pair) and not self.paired:
+            self.env.robot._pair(CommandCheck(bytes(frame.secret)), np.asarray(frame.rates, dtype=np.float64))
+            self.paired = True
+        elif isinstance(frame, Halt) and self.paired:
+            self.env.robot._halt(t)
+            self.halts += 1
+        elif isinstance(frame, Plan) and frame.period == self.period:
+            self._pending = frame
+
+    def _poll(self, timeout: float, t: float) -> None:
+        """Handle what the agent sent, waiting up to `timeout` for a frame."""
         while self.link is not None:
             try:
-                frame = self.link.recv(deadline - time.monotonic())
+                frame = self.link.recv(timeout)
             except ConnectionError:
                 self._drop()
-                return None
+                return
             if frame is None:
-                return None
-            if isinstance(frame, Pair) and not self.paired:
-                self.env.robot._pair(CommandCheck(bytes(frame.secret)), np.asarray(frame.rates, dtype=np.float64))
-                self.paired = True
-            elif isinstance(frame, Plan) and frame.period == self.period:
-                return frame
-        return None
+                return
+            self._handle(frame, t)
+            timeout = 0.0
+
+    def _wait_plan(self, deadline: float) -> Plan | None:
+        """This period's plan, if it comes before the deadline (older ones are discarded)."""
+        self._pending = None
+        while self.link is not None and self._pending is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._poll(left, self.env.sim.time)
+        return self._pending
+
+    def _substep(self, t: float) -> None:
+        """Before each physics substep: wait for its wall-clock time, then take any halt."""
+        begin, span = self._phys
+        time.sleep(max(0.0, begin + (t - self.env.sim.time) / self.dt * span - time.monotonic()))
+        if self.link is not None:
+            self._poll(0.0, t - 1.0 / PHYSICS_HZ)
 
     def _execute(self, plan: Plan | None) -> str:
         robot = self.env.robot
@@ -121,6 +150,8 @@ class RobotSim:
                 self._drop()
         plan = self._wait_plan(start + self.window) if self.link is not None else None
         how = self._execute(plan)
+        now = time.monotonic()  # the period's physics fills the rest of it, in real time
+        self._phys = (now, max(start + self.dt - now, 0.0))
         self.env._advance(self._command, self._action)
         if self._log is not None:
             st = self.env.robot.state()
@@ -129,7 +160,7 @@ class RobotSim:
                                         "speed": speed, "sim_time": self.env.sim.time}) + "\n")
             self._log.flush()
         self.period += 1
-        time.sleep(max(0.0, start + self.dt - time.monotonic()))
+        time.sleep(max(0.0, start + self.dt - time.monotonic()))  # (the substeps paced most of it)
 
     def run(self, periods: int | None = None) -> None:
         k = 0

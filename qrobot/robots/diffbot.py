@@ -63,6 +63,11 @@ class DiffDriveBase(BoundBackend):
         self._plan = (self._sim.time, np.zeros(2), np.zeros(2))
         self._drive(0.0, 0.0)
 
+    def _halt(self, t: float) -> None:
+        """Brake from the motion at t on, as if the plan had ended there (see PandaArm._halt)."""
+        v = self._plan_at(t)
+        self._plan = (t - self._sim.dt, v, v)
+
     def _plan_at(self, t: float) -> np.ndarray:
         t0, v0, v1 = self._plan
         return trajectory.at(v0, v1, self._sim.dt, self._rates, t - t0)[1]

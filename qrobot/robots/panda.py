@@ -94,6 +94,12 @@ class PandaArm(BoundBackend):
                                                    targetPositions=[width, width],
                                                    forces=[FINGER_FORCE, FINGER_FORCE])
 
+    def _halt(self, t: float) -> None:
+        """Brake from the motion at t on, as if the plan had ended there (a protective stop
+        the robot executes itself: position and velocity stay continuous)."""
+        q, v = self._plan_at(t)
+        self._plan = (t - self._sim.dt, q - v * self._sim.dt, v, v)
+
     def _plan_at(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         t0, q0, v0, v1 = self._plan
         disp, vel = trajectory.at(v0, v1, self._sim.dt, self._rates, t - t0)

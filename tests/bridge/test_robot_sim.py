@@ -87,9 +87,9 @@ def test_agent_killed_mid_motion_the_robot_brakes_by_itself(robot: tuple[int, Pa
     assert sum(p["how"] == "plan" for p in after) <= 1  # at most the plan already in flight
     first = next(i for i, p in enumerate(after) if p["how"] == "watchdog")
     dt = 0.1
-    # the watchdog fires at the first period without a plan: its record is written after the
-    # 30 ms window and the period's physics; CI machines add scheduling delay
-    assert after[first]["wall"] - killed <= dt + 0.03 + 0.15
+    # the watchdog fires at the first period without a plan (<= one period after the kill); its
+    # record is written when that period's physics ends, in real time; CI adds scheduling delay
+    assert after[first]["wall"] - killed <= 2 * dt + 0.1
     speeds = [p["speed"] for p in after[first:]]
     brake_periods = int(np.ceil(0.5 / 1.5 / dt)) + 1  # v_max / v_acc, plus the period in flight
     assert speeds[0] > 0.1  # still moving when the watchdog fired...

@@ -1,0 +1,119 @@
+"""The agent: the process on the robot's computer that owns the robot link, its own
+supervisor (the robot's limits profile: the last line of defence), every deadline, the
+lease and the e-stop latch (`AgentCore`). Policies and consoles only send messages.
+
+Two paths run into it:
+- `handle` (any thread: the transport's callbacks): one message, decoded totally, applied
+  to the core under a lock. A message that stops motion (e-stop, lease taken, dead-man
+  released) halts the robot at once: the robot brakes itself from its current motion,
+  between physics substeps, without waiting for the next period.
+- `step` (the loop, every `timing.loop` seconds): the core's deadlines (operator
+  heartbeat, command deadline, entry expiry, lease staleness), halting on any that fires,
+  and, once per robot period, the plan: the core's action (RUNNING) or a neutral one
+  (ENABLED, HOLD) through the supervisor; in other states no plan, so the robot's own
+  watchdog brakes and holds it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from qrobot.bridge.agent_core import MOVING, AgentCore, State
+from qrobot.bridge.messages import VERSION, ClockProbe, Command, Lease, Operator, Request, decode, encode
+from qrobot.bridge.robot_link import LINK_VERSION, Halt
+from qrobot.safety.supervisor import OperatorKey, Supervisor
+
+
+class Agent:
+    def __init__(self, adapter: Any, supervisor: Supervisor, core: AgentCore, key: OperatorKey,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.adapter, self.supervisor, self.core, self.clock = adapter, supervisor, core, clock
+        self._key = key
+        self._lock = threading.Lock()
+        self._moving = False  # the last plan sent could move the robot
+        self._period = -1
+        self.plans = 0
+        self.halts: list[tuple[float, str]] = []  # (agent time, why)
+        supervisor.bind(adapter)
+        core.adapter(True, clock())
+
+    # ------------------------------------------------------------ messages
+    def handle(self, data: bytes, role: str) -> bytes | None:
+        """One inbound message from `role` (the transport knows it from the key expression
+        the access list lets that certificate use). Returns a reply for queries."""
+        msg, why = decode(data)
+        now = self.clock()
+        with self._lock:
+            if msg is None:
+                self.core._log(now, "reject", f"{role}: {why}")
+                return None
+            reply: bytes | None = None
+            before = self.core.state
+            if isinstance(msg, Command):
+                self.core.command(msg, role, now)
+            elif isinstance(msg, Lease):
+                reply = encode(self.core.lease(msg, role, now))
+            elif isinstance(msg, Operator):
+                self.core.operator(msg, role, now)
+            elif isinstance(msg, Request):
+                ok, _ = self.core.request(msg, role, now)
+                if ok and msg.op == "reset":
+                    self.supervisor.reset_estop(self._key, rearm=True, note=f"{role} reset")
+            elif isinstance(msg, ClockProbe):
+                reply = encode(ClockProbe(version=VERSION, sent=msg.sent, agent_time=now))
+            self._after(before, now)
+            return reply
+
+    def _after(self, before: State, now: float) -> None:
+        """With the lock: a transition that ends motion halts the robot now."""
+        state = self.core.state
+        if state == State.ENABLED and before != State.ENABLED:
+            self.supervisor.reset()  # a new run: no gap since the last plan counts against it
+        if self._moving and state not in (State.RUNNING,):
+            self._halt(now, f"{before.value} -> {state.value}" if state != before else "hold")
+
+    def _halt(self, now: float, why: str) -> None:
+        self._moving = False
+        self.halts.append((now, why))
+        try:
+            self.adapter.link.send(Halt(version=LINK_VERSION, reason=why[:120]))
+        except ConnectionError:
+            self.core.adapter(False, now)
+
+    # ------------------------------------------------------------ the loop
+    def step(self, timeout: float | None = None) -> None:
+        """One loop: deadlines, then this robot period's plan if its state has come."""
+        wait = self.core.timing.loop if timeout is None else timeout
+        try:
+            st = self.adapter.state(wait)
+        except ConnectionError:
+            with self._lock:
+                self.core.adapter(False, self.clock())
+                self._moving = False
+            return
+        now = self.clock()
+        with self._lock:
+            before = self.core.state
+            action = self.core.tick(now)
+            latched = self.supervisor.latched
+            if latched and self.core.state != State.ESTOPPED:
+                self.core.estop(f"supervisor: {latched}", now)  # a fault the supervisor latched
+                action = None
+            self._after(before, now)
+            if st is None or self.adapter.period == self._period:
+                return
+            self._period = self.adapter.period
+            if action is None or self.core.state not in MOVING:
+                return  # no plan: the robot's watchdog brakes and holds it
+            out = self.supervisor.filter(action, st)
+            self.adapter.send(out, self.supervisor.last_action)
+            self.plans += 1
+            self._moving = self.core.state == State.RUNNING and bool(np.any(action != 0.0))
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.step()
