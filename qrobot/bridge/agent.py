@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from qrobot.bridge.agent_core import MOVING, AgentCore, State
-from qrobot.bridge.messages import VERSION, ClockProbe, Command, Lease, Operator, Request, decode, encode
+from qrobot.bridge.messages import VERSION, ClockProbe, Command, Lease, Operator, Request, Status, decode, encode
 from qrobot.bridge.robot_link import LINK_VERSION, Halt
 from qrobot.safety.supervisor import OperatorKey, Supervisor
 
@@ -37,6 +37,7 @@ class Agent:
         self._moving = False  # the last plan sent could move the robot
         self._period = -1
         self.plans = 0
+        self._last_clock_reply = -1.0
         self.halts: list[tuple[float, str]] = []  # (agent time, why)
         supervisor.bind(adapter)
         core.adapter(True, clock())
@@ -64,9 +65,27 @@ class Agent:
                 if ok and msg.op == "reset":
                     self.supervisor.reset_estop(self._key, rearm=True, note=f"{role} reset")
             elif isinstance(msg, ClockProbe):
-                reply = encode(ClockProbe(version=VERSION, sent=msg.sent, agent_time=now))
+                reply = self._clock_probe(msg, role, now)
             self._after(before, now)
             return reply
+
+    def _clock_probe(self, msg: ClockProbe, role: str, now: float) -> bytes:
+        """Reply with the agent's time; a probe reporting the round of this agent's last
+        reply sets the offset's uncertainty (half that round trip) for enabling."""
+        rtt = msg.prev_received - msg.prev_sent
+        if role == "policy" and msg.prev_agent == self._last_clock_reply and 0.0 <= rtt < 1.0:
+            self.core.clock(rtt / 2)
+        self._last_clock_reply = now
+        return encode(ClockProbe(version=VERSION, sent=msg.sent, agent_time=now))
+
+    def status(self) -> bytes:
+        """The agent's status for the transport to publish (the robot's last state with it)."""
+        with self._lock:
+            last = self.adapter.last
+            return encode(Status(version=VERSION, state=self.core.state.value, challenge=self.core.challenge,
+                                 epoch=self.core.epoch, latched=self.core.latched or "", time=self.clock(),
+                                 robot=dict(last.fields) if last is not None else {},
+                                 shapes=dict(last.shapes) if last is not None else {}))
 
     def _after(self, before: State, now: float) -> None:
         """With the lock: a transition that ends motion halts the robot now."""

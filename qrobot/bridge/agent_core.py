@@ -90,6 +90,10 @@ class AgentCore:
     def latched(self) -> str | None:
         return self._latch.reason
 
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
     def _log(self, now: float, kind: str, detail: str) -> None:
         self.audit.append((float(now), kind, detail))
 

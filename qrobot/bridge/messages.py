@@ -72,14 +72,32 @@ class Request(_Msg, tag="request"):
 
 
 class ClockProbe(_Msg, tag="clock"):
-    """Clock offset estimation (NTP-style): the sender's send time; the agent echoes it
-    with its own receive time."""
+    """Clock offset estimation, Spot-style: the client's send time, and its previous round
+    (send, the agent's time in the reply, receive: all but the agent's on the client's
+    clock), from which the agent learns the offset's uncertainty (half the round trip).
+    The agent replies with its own time in `agent_time`."""
 
     sent: float
     agent_time: float = 0.0
+    prev_sent: float = 0.0
+    prev_agent: float = 0.0
+    prev_received: float = 0.0
 
 
-Message = Union[Command, Lease, LeaseGrant, Operator, Request, ClockProbe]
+class Status(_Msg, tag="status"):
+    """What the agent publishes at 20 Hz: its state, the challenge the operator's next
+    heartbeat answers, the lease epoch, the e-stop reason, and the robot's last state."""
+
+    state: str
+    challenge: int
+    epoch: int
+    latched: str
+    time: float
+    robot: dict[str, bytes] = {}
+    shapes: dict[str, list[int]] = {}
+
+
+Message = Union[Command, Lease, LeaseGrant, Operator, Request, ClockProbe, Status]
 _decoder = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
 
@@ -110,7 +128,8 @@ def decode(data: object) -> tuple[Message | None, str]:
 
 
 def _check(msg: Message) -> str:
-    floats = [getattr(msg, "sent", 0.0), getattr(msg, "agent_time", 0.0)]
+    floats = [getattr(msg, name, 0.0) for name in ("sent", "agent_time", "prev_sent", "prev_agent", "prev_received",
+                                                      "time")]
     if isinstance(msg, Command):
         if not 0 < len(msg.entries) <= MAX_ENTRIES:
             return f"{len(msg.entries)} entries (1..{MAX_ENTRIES} accepted)"

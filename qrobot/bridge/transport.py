@@ -15,9 +15,11 @@ import zenoh
 def keys(robot: str) -> dict[str, str]:
     """Key expressions of one robot's bridge."""
     base = f"qrobot/{robot}"
-    return {"command": f"{base}/command", "lease": f"{base}/lease", "operator": f"{base}/operator",
-            "request": f"{base}/request", "estop": f"{base}/estop", "clock": f"{base}/clock",
-            "state": f"{base}/state", "frames": f"{base}/frames/**", "all": f"{base}/**"}
+    # a role is known by the key it may use (the access list grants keys per certificate)
+    return {"command": f"{base}/command", "lease": f"{base}/lease/policy", "take": f"{base}/lease/console",
+            "operator": f"{base}/operator", "request": f"{base}/request", "estop": f"{base}/estop",
+            "clock": f"{base}/clock/policy", "state": f"{base}/state", "frames": f"{base}/frames/**",
+            "all": f"{base}/**"}
 
 
 def access_list(robot: str) -> dict[str, Any]:
@@ -32,13 +34,14 @@ def access_list(robot: str) -> dict[str, Any]:
         rule("out", ["put", "reply", "declare_subscriber", "declare_queryable"], "egress", [k["all"]]),
         rule("subscribe", ["declare_subscriber"], "ingress", [k["all"]]),
         rule("policy_in", ["put"], "ingress", [k["command"], k["estop"]]),
-        rule("lease_query", ["query"], "ingress", [k["lease"], k["clock"]]),
+        rule("policy_query", ["query"], "ingress", [k["lease"], k["clock"]]),
+        rule("console_query", ["query"], "ingress", [k["take"]]),
         rule("console_in", ["put"], "ingress", [k["operator"], k["request"], k["estop"]]),
     ]
     return {"enabled": True, "default_permission": "deny", "rules": rules,
             "subjects": [{"id": role, "cert_common_names": [role]} for role in ("policy", "console")],
-            "policies": [{"rules": ["out", "subscribe", "policy_in", "lease_query"], "subjects": ["policy"]},
-                         {"rules": ["out", "subscribe", "console_in", "lease_query"], "subjects": ["console"]}]}
+            "policies": [{"rules": ["out", "subscribe", "policy_in", "policy_query"], "subjects": ["policy"]},
+                         {"rules": ["out", "subscribe", "console_in", "console_query"], "subjects": ["console"]}]}
 
 
 def config(role: str, key_dir: str | Path, listen: str | None = None, connect: str | None = None,

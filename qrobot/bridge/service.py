@@ -1,0 +1,196 @@
+"""The agent on Zenoh, and the two clients that talk to it.
+
+`AgentService` declares, on the agent's session (mutual TLS, default-deny access list:
+`transport.config(..., robot=...)`), a subscriber per inbound key and a queryable per
+query key; the role of a message is the one the access list lets use that key. It
+publishes the agent's `Status` at 20 Hz. `PolicyClient` (a `RemoteRobot`'s wire) leases,
+syncs its clock, retains the lease and sends expiring command chunks; `ConsoleClient`
+beats the operator heartbeat (answering the latest challenge, with the dead-man state)
+and sends enable / reset / e-stop. Commands travel at real-time priority, express,
+dropped under congestion (a late command is worthless); status at data priority.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+import zenoh
+
+from qrobot.bridge.agent import Agent
+from qrobot.bridge.messages import (VERSION, ClockProbe, Command, Entry, Lease, LeaseGrant, Operator, Request, Status,
+                                    actions, decode, encode)
+from qrobot.bridge.transport import keys
+
+
+class AgentService:
+    def __init__(self, agent: Agent, session: zenoh.Session, robot: str, rate: float = 20.0) -> None:
+        self.agent, self.session = agent, session
+        k = keys(robot)
+        self._decls: list[Any] = []
+        for key, role in (("command", "policy"), ("operator", "console"), ("request", "console"), ("estop", "any")):
+            self._decls.append(session.declare_subscriber(k[key], self._put(role)))
+        for key, role in (("lease", "policy"), ("take", "console"), ("clock", "policy")):
+            self._decls.append(session.declare_queryable(k[key], self._query(role)))
+        self._status = session.declare_publisher(k["state"], congestion_control=zenoh.CongestionControl.DROP,
+                                                 priority=zenoh.Priority.DATA)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._publish, args=(1.0 / rate,), daemon=True)
+        self._thread.start()
+
+    def _put(self, role: str) -> Callable[[zenoh.Sample], None]:
+        def on(sample: zenoh.Sample) -> None:
+            self.agent.handle(sample.payload.to_bytes(), role)
+        return on
+
+    def _query(self, role: str) -> Callable[[zenoh.Query], None]:
+        def on(query: zenoh.Query) -> None:
+            data = query.payload.to_bytes() if query.payload is not None else b""
+            reply = self.agent.handle(data, role)
+            if reply is not None:
+                query.reply(query.key_expr, reply)
+        return on
+
+    def _publish(self, period: float) -> None:
+        while not self._stop.wait(period):
+            self._status.put(self.agent.status())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for d in self._decls:
+            d.undeclare()
+        self._status.undeclare()
+
+
+def _ask(session: zenoh.Session, key: str, msg: Any, timeout: float = 1.0) -> Any:
+    for reply in session.get(key, payload=encode(msg), timeout=timeout):
+        if reply.ok is not None:
+            out, _ = decode(reply.ok.payload.to_bytes())
+            return out
+    return None
+
+
+class _Watcher:
+    """The latest agent status (what both clients read: the challenge, the state)."""
+
+    def __init__(self, session: zenoh.Session, robot: str) -> None:
+        self.status: Status | None = None
+        self.received = 0.0
+        self._sub = session.declare_subscriber(keys(robot)["state"], self._on)
+
+    def _on(self, sample: zenoh.Sample) -> None:
+        msg, _ = decode(sample.payload.to_bytes())
+        if isinstance(msg, Status):
+            self.status, self.received = msg, time.monotonic()
+
+    def robot_state(self) -> dict[str, np.ndarray]:
+        st = self.status
+        if st is None:
+            return {}
+        return {k: np.frombuffer(v, "<f8").reshape(tuple(st.shapes.get(k, []))) for k, v in st.robot.items()}
+
+
+class ConsoleClient:
+    """A minimal operator console: heartbeats at 20 Hz while `deadman` is held."""
+
+    def __init__(self, session: zenoh.Session, robot: str) -> None:
+        self.session, self.k = session, keys(robot)
+        self.watch = _Watcher(session, robot)
+        self.deadman = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(0.05):
+            st = self.watch.status
+            if st is not None:
+                self.session.put(self.k["operator"], encode(Operator(version=VERSION, deadman=self.deadman.is_set(),
+                                                                      answer=st.challenge + 1)),
+                                 priority=zenoh.Priority.REAL_TIME, express=True)
+
+    def request(self, op: str, key: str = "request") -> None:
+        self.session.put(self.k[key], encode(Request(version=VERSION, op=op)),  # type: ignore[arg-type]
+                         priority=zenoh.Priority.REAL_TIME, express=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+class PolicyClient:
+    """The policy's wire to one agent: lease, clock sync, retain at 10 Hz, command chunks."""
+
+    def __init__(self, session: zenoh.Session, robot: str) -> None:
+        self.session, self.k = session, keys(robot)
+        self.watch = _Watcher(session, robot)
+        self.grant: LeaseGrant | None = None
+        self.offset: float | None = None  # agent clock - this clock
+        self._prev = (0.0, 0.0, 0.0)
+        self._seq = 0
+        self._pub = session.declare_publisher(self.k["command"], congestion_control=zenoh.CongestionControl.DROP,
+                                              priority=zenoh.Priority.REAL_TIME, express=True)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sync(self, rounds: int = 5) -> float:
+        """Clock offset to the agent (NTP-style, the tightest of `rounds` round trips); each
+        probe also reports the previous round, so the agent knows the uncertainty."""
+        best = None
+        for _ in range(rounds):
+            sent = time.monotonic()
+            reply = _ask(self.session, self.k["clock"], ClockProbe(
+                version=VERSION, sent=sent, prev_sent=self._prev[0], prev_agent=self._prev[1],
+                prev_received=self._prev[2]))
+            received = time.monotonic()
+            if isinstance(reply, ClockProbe):
+                self._prev = (sent, reply.agent_time, received)
+                rtt = received - sent
+                if best is None or rtt < best[0]:
+                    best = (rtt, reply.agent_time - (sent + received) / 2)
+        if best is None:
+            raise ConnectionError("the agent did not answer clock probes")
+        self.offset = best[1]
+        return best[0] / 2
+
+    def acquire(self) -> LeaseGrant:
+        reply = _ask(self.session, self.k["lease"], Lease(version=VERSION, op="acquire"))
+        if not isinstance(reply, LeaseGrant) or not reply.ok:
+            raise PermissionError(f"lease refused: {getattr(reply, 'reason', 'no answer')}")
+        self.grant = reply
+        self._thread = threading.Thread(target=self._retain, daemon=True)
+        self._thread.start()
+        return reply
+
+    def _retain(self) -> None:
+        while not self._stop.wait(0.1):
+            g = self.grant
+            if g is not None:
+                _ask(self.session, self.k["lease"], Lease(version=VERSION, op="retain", lease=g.lease, epoch=g.epoch),
+                     timeout=0.3)
+                self.sync(1)  # keeps the agent's view of the offset's uncertainty fresh
+
+    def agent_now(self) -> float:
+        if self.offset is None:
+            raise RuntimeError("sync() first")
+        return time.monotonic() + self.offset
+
+    def send(self, chunk: np.ndarray, period: float = 0.1) -> None:
+        """Entries for the next len(chunk) periods, each expiring at the end of its own."""
+        g = self.grant
+        if g is None:
+            raise RuntimeError("acquire() first")
+        now = self.agent_now()
+        self._seq += 1
+        entries = [Entry(expires=now + period * (i + 1), action=actions(a)) for i, a in enumerate(np.atleast_2d(chunk))]
+        self._pub.put(encode(Command(version=VERSION, lease=g.lease, epoch=g.epoch, seq=self._seq, nonce=g.nonce,
+                                     entries=entries)))
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+        self._pub.undeclare()
