@@ -113,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("action", choices=["init"])
     k.add_argument("dir", type=Path, help="where ca.pem and one ROLE.pem/ROLE.key per role go")
     k.add_argument("--force", action="store_true", help="replace keys already in DIR")
+    from qrobot.bridge.cli import add_parsers as bridge_parsers
+
+    bridge_parsers(sub)
     return p
 
 
@@ -271,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_eval(args)
         if args.cmd == "keys":
             return _cmd_keys(args.dir, args.force)
+        if args.cmd in ("robot-sim", "agent"):
+            from qrobot.bridge.cli import dispatch as bridge
+
+            return bridge(args)
         if args.cmd.startswith("wm-"):
             from qrobot.worldmodel.cli import dispatch
 

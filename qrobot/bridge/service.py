@@ -171,7 +171,10 @@ class PolicyClient:
             if g is not None:
                 _ask(self.session, self.k["lease"], Lease(version=VERSION, op="retain", lease=g.lease, epoch=g.epoch),
                      timeout=0.3)
-                self.sync(1)  # keeps the agent's view of the offset's uncertainty fresh
+                try:
+                    self.sync(1)  # keeps the agent's view of the offset's uncertainty fresh
+                except ConnectionError:
+                    pass  # no agent answering: the lease goes stale there, which is the point
 
     def agent_now(self) -> float:
         if self.offset is None:
