@@ -37,6 +37,7 @@ class Agent:
         self._moving = False  # the last plan sent could move the robot
         self._period = -1
         self.plans = 0
+        self.executed: list[tuple[float, float]] = []
         self._last_clock_reply = -1.0
         self.halts: list[tuple[float, str]] = []  # (agent time, why)
         supervisor.bind(adapter)
@@ -73,8 +74,8 @@ class Agent:
         """Reply with the agent's time; a probe reporting the round of this agent's last
         reply sets the offset's uncertainty (half that round trip) for enabling."""
         rtt = msg.prev_received - msg.prev_sent
-        if role == "policy" and msg.prev_agent == self._last_clock_reply and 0.0 <= rtt < 1.0:
-            self.core.clock(rtt / 2)
+        if role == "policy" and msg.prev_agent == self._last_clock_reply:
+            self.core.clock(rtt / 2 if 0.0 <= rtt <= 10.0 else None)  # nonsense: offset unknown
         self._last_clock_reply = now
         return encode(ClockProbe(version=VERSION, sent=msg.sent, agent_time=now))
 
@@ -131,6 +132,8 @@ class Agent:
             out = self.supervisor.filter(action, st)
             self.adapter.send(out, self.supervisor.last_action)
             self.plans += 1
+            if self.core.state == State.RUNNING:
+                self.executed.append((now, self.core.executing))  # (when, the entry's expiry)
             self._moving = self.core.state == State.RUNNING and bool(np.any(action != 0.0))
 
     def run(self, stop: threading.Event) -> None:

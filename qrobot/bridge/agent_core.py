@@ -75,6 +75,7 @@ class AgentCore:
         self._deadman = False
         self._skew: float | None = None
         self.audit: list[tuple[float, str, str]] = []
+        self.executing = -1.0  # expiry of the entry the last tick returned
 
     # ----------------------------------------------------------------- queries
     @property
@@ -278,6 +279,7 @@ class AgentCore:
             self._log(now, "lease", "stale: holding")
         if self._buffer:
             self._go(now, State.RUNNING, "fresh command")
+            self.executing = self._buffer[0].expires  # (measured by the fault suite: never in the past)
             return entry_values(self._buffer[0])
         if self._state == State.RUNNING:
             self._go(now, State.HOLD, "no unexpired command")

@@ -135,6 +135,8 @@ class PolicyClient:
                                               priority=zenoh.Priority.REAL_TIME, express=True)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.silent = threading.Event()  # set: no retains (a cut link; the fault suite sets it)
+        self.wire: Callable[[bytes], None] = self._pub.put  # where encoded commands go (a fault shim may wrap it)
 
     def sync(self, rounds: int = 5) -> float:
         """Clock offset to the agent (NTP-style, the tightest of `rounds` round trips); each
@@ -168,7 +170,7 @@ class PolicyClient:
     def _retain(self) -> None:
         while not self._stop.wait(0.1):
             g = self.grant
-            if g is not None:
+            if g is not None and not self.silent.is_set():
                 _ask(self.session, self.k["lease"], Lease(version=VERSION, op="retain", lease=g.lease, epoch=g.epoch),
                      timeout=0.3)
                 try:
@@ -189,8 +191,8 @@ class PolicyClient:
         now = self.agent_now()
         self._seq += 1
         entries = [Entry(expires=now + period * (i + 1), action=actions(a)) for i, a in enumerate(np.atleast_2d(chunk))]
-        self._pub.put(encode(Command(version=VERSION, lease=g.lease, epoch=g.epoch, seq=self._seq, nonce=g.nonce,
-                                     entries=entries)))
+        self.wire(encode(Command(version=VERSION, lease=g.lease, epoch=g.epoch, seq=self._seq, nonce=g.nonce,
+                                 entries=entries)))
 
     def close(self) -> None:
         self._stop.set()

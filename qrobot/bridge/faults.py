@@ -1,0 +1,442 @@
+"""Fault injection against the whole bridge: the simulated robot process, the agent (its
+loop, supervisor and Zenoh service with mutual TLS and the access list), a console and a
+policy on their own Zenoh sessions. Each trial drives the base at full speed, injects one
+fault and measures, on the wall clock, (a) fault -> the agent's stop at the adapter (its
+Halt; for faults the robot must catch itself, its watchdog's first plan-less period) and
+(b) fault -> measured speed below 1e-3 (the robot process's per-period log).
+
+The link shim sits where the policy's encoded commands enter its Zenoh publisher: it
+drops, delays, reorders, duplicates and replays whole messages (TLS would reject altered
+bytes on the wire, so tampering is injected as authenticated-but-malformed messages).
+Used by benchmarks/bridge_faults.py (N trials per fault) and tests/bridge/test_faults.py.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import zenoh
+
+from qrobot.bridge import keys as certs
+from qrobot.bridge.agent import Agent
+from qrobot.bridge.agent_core import AgentCore, State, Timing
+from qrobot.bridge.latch import Latch
+from qrobot.bridge.messages import VERSION, ClockProbe, Command, Entry, Lease, Request, actions, encode
+from qrobot.bridge.service import AgentService, ConsoleClient, PolicyClient, _ask
+from qrobot.bridge.sim_adapter import SimAdapter
+from qrobot.bridge.transport import config, keys
+from qrobot.safety.limits import default_limits
+from qrobot.safety.supervisor import OperatorKey, Supervisor
+
+CIRCLE = np.array([1.0, 1.0, -1.0])  # full speed on a 0.42 m circle: the trials never reach a wall
+REST = 1e-3
+ROOM = 'extends = "pointnav"\n[room]\nrandom_obstacles = 0\nobstacles = []\n'
+ROOM_SEED = 29  # starts 1.05 m from the room's centre: the circle stays clear of the walls
+
+
+def room(tmp: Path) -> str:
+    """An empty 8 m room to drive in (a scenario file: data, not a new class)."""
+    path = tmp / "bridge_room.toml"
+    path.write_text(ROOM)
+    return str(path)
+
+
+class Shim:
+    """Between the policy's encoder and its publisher: drop with probability `loss`, delay
+    by `delay` +- `jitter` seconds (a scheduler thread keeps order by due time, so jitter
+    reorders), or drop everything (`cut`)."""
+
+    def __init__(self, put: Callable[[bytes], None], seed: int) -> None:
+        self.put, self.rng = put, random.Random(seed)
+        self.loss = self.delay = self.jitter = 0.0
+        self.cut = False
+        self.sent: list[bytes] = []
+        self._heap: list[tuple[float, int, bytes]] = []
+        self._count = itertools.count()
+        self._cv = threading.Condition()
+        self._stop = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def clear(self) -> None:
+        self.loss = self.delay = self.jitter = 0.0
+        self.cut = False
+
+    def __call__(self, data: bytes) -> None:
+        self.sent.append(data)
+        if self.cut or self.rng.random() < self.loss:
+            return
+        wait = max(0.0, self.delay + self.rng.uniform(-self.jitter, self.jitter))
+        if wait == 0.0:
+            self.put(data)
+            return
+        with self._cv:
+            heapq.heappush(self._heap, (time.monotonic() + wait, next(self._count), data))
+            self._cv.notify()
+
+    def _run(self) -> None:
+        with self._cv:
+            while not self._stop:
+                if not self._heap:
+                    self._cv.wait(0.1)
+                    continue
+                due = self._heap[0][0] - time.monotonic()
+                if due > 0:
+                    self._cv.wait(due)
+                    continue
+                _, _, data = heapq.heappop(self._heap)
+                self.put(data)
+
+    def close(self) -> None:
+        self._stop = True
+
+
+class Rig:
+    """Robot process + agent + console + policy, kept up across trials."""
+
+    def __init__(self, tmp: Path, seed: int = 0) -> None:
+        self.tmp = tmp
+        certs.init(tmp / "keys")
+        certs.init(tmp / "other")  # a foreign authority
+        self.log = tmp / "robot.jsonl"
+        self.robot = subprocess.Popen([sys.executable, "-m", "qrobot.bridge.robot_sim", room(tmp), "--seed", str(ROOM_SEED),
+                                       "--log", str(self.log)], stdout=subprocess.PIPE, text=True,
+                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        port = int(self.robot.stdout.readline().rsplit(":", 1)[1])  # type: ignore[union-attr]
+        self.adapter = SimAdapter(port)
+        self.key = OperatorKey()
+        sup = Supervisor(default_limits("diffbot", self.adapter.hello.control_dt), (0.5, 1.2), operator=self.key,
+                         people=self.adapter.hello.people)  # type: ignore[arg-type]
+        self.latch = tmp / "estop.json"
+        self.core = AgentCore(3, Latch(self.latch), Timing(), people=True)
+        self.agent = Agent(self.adapter, sup, self.core, self.key)
+        self.wall0 = time.time() - time.monotonic()  # agent clock -> wall clock
+        self.stop = threading.Event()
+        threading.Thread(target=self.agent.run, args=(self.stop,), daemon=True).start()
+        with __import__("socket").socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.endpoint = f"tls/127.0.0.1:{s.getsockname()[1]}"
+        self.sessions = [zenoh.open(config("agent", tmp / "keys", listen=self.endpoint, robot="r1"))]
+        self.service = AgentService(self.agent, self.sessions[0], "r1")
+        self.sessions += [zenoh.open(config(r, tmp / "keys", connect=self.endpoint)) for r in ("console", "policy")]
+        self.console, self.policy = ConsoleClient(self.sessions[1], "r1"), PolicyClient(self.sessions[2], "r1")
+        self.shim = Shim(self.policy.wire, seed)
+        self.policy.wire = self.shim
+        self.driving = threading.Event()
+        threading.Thread(target=self._drive, daemon=True).start()
+        _wait(lambda: self.console.watch.status is not None and self.policy.watch.status is not None, 10.0)
+
+    def _drive(self) -> None:
+        while not self.stop.is_set():
+            if self.driving.is_set() and self.policy.grant is not None:
+                self.policy.send(np.stack([CIRCLE] * 3))
+            time.sleep(0.1)
+
+    # ------------------------------------------------------------ trials
+    def ready(self) -> None:
+        """Back to driving at full speed: reset a latch, sync, lease, enable."""
+        self.driving.clear()
+        self.shim.clear()
+        self.policy.silent.clear()
+        self.console.deadman.set()
+        if self.core.state in (State.ESTOPPED, State.FAULT):
+            self.console.request("reset")
+            _wait(lambda: self.core.state == State.IDLE, 2.0)
+        self.policy.sync()
+        if self.policy._thread is None:
+            self.policy.acquire()  # the first lease starts the 10 Hz retains
+        _wait(self._leased, 2.0)  # a stale lease (a silent trial) is acquired anew; a live one is kept
+        _wait(lambda: self.core._operator_ok(self.agent.clock()) == "", 2.0)
+        if self.core.state == State.HOLD or self.core.state == State.RUNNING:
+            pass
+        elif not _wait(lambda: self._enable(), 3.0):
+            raise RuntimeError(f"could not enable: {self.core.audit[-3:]}")
+        self.driving.set()
+        if not _wait(lambda: self.speed() > 0.45, 6.0):
+            raise RuntimeError(f"not at speed: {self.core.state}, {self.core.audit[-3:]}")
+
+    def _leased(self) -> bool:
+        g, lease = self.policy.grant, self.core._lease
+        fresh = g is not None and lease is not None and lease[:2] == (g.lease, g.epoch) \
+            and self.agent.clock() - self.core._retained < 0.3
+        if not fresh:
+            self._reacquire()
+            time.sleep(0.05)
+        return fresh
+
+    def _reacquire(self) -> None:
+        reply = _ask(self.policy.session, self.policy.k["lease"], Lease(version=VERSION, op="acquire"))
+        if getattr(reply, "ok", False):
+            self.policy.grant = reply
+
+    def _enable(self) -> bool:
+        if self.core.state != State.IDLE:
+            return self.core.state in (State.ENABLED, State.RUNNING)
+        self.console.request("enable")
+        time.sleep(0.1)
+        return self.core.state in (State.ENABLED, State.RUNNING)
+
+    def periods(self) -> list[dict]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def speed(self) -> float:
+        rows = self.periods()
+        return rows[-1]["speed"] if rows else 0.0
+
+    def halt_after(self, wall: float) -> float | None:
+        for t, _ in list(self.agent.halts):
+            if t + self.wall0 >= wall:
+                return t + self.wall0 - wall
+        return None
+
+    def rest_after(self, wall: float, settle: float = 1.0) -> float | None:
+        """Seconds from `wall` until the speed is below 1e-3 for good (None: not within `settle`)."""
+        time.sleep(settle)
+        rows = [r for r in self.periods() if r["wall"] >= wall]
+        for i, r in enumerate(rows):
+            if all(x["speed"] < REST for x in rows[i:]):
+                return r["wall"] - wall - 0.1 if i else 0.0  # (a record is written as its period ends)
+        return None
+
+    def expired_executed(self, since: float) -> int:
+        return sum(1 for t, expiry in list(self.agent.executed) if t + self.wall0 >= since and t > expiry)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.shim.close()
+        self.console.close()
+        self.policy.close()
+        self.service.close()
+        for s in self.sessions[::-1]:
+            s.close()
+        self.adapter.close()
+        self.robot.send_signal(signal.SIGTERM)
+        self.robot.wait(10)
+
+
+def _wait(cond: Callable[[], bool], timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+# ------------------------------------------------------------------ faults
+def link_cut(rig: Rig) -> dict[str, Any]:
+    rig.ready()
+    t = time.time()
+    rig.shim.cut = True
+    rig.policy.silent.set()
+    _wait(lambda: rig.halt_after(t) is not None, 1.0)
+    return {"stop": rig.halt_after(t), "rest": rig.rest_after(t), "bound": 0.22}
+
+
+def delay_300ms(rig: Rig) -> dict[str, Any]:
+    rig.ready()
+    t = time.time()
+    rig.shim.delay = 0.3
+    rest = rig.rest_after(t, 1.5)
+    return {"stop": rig.halt_after(t), "rest": rest, "expired": rig.expired_executed(t), "bound": 0.22}
+
+
+def jitter(rig: Rig, seconds: float = 3.0) -> dict[str, Any]:
+    rig.ready()
+    t = time.time()
+    rig.shim.delay, rig.shim.jitter = 0.05, 0.04
+    n0 = rig.agent.plans
+    time.sleep(seconds)
+    holds = sum(1 for h, why in list(rig.agent.halts) if h + rig.wall0 >= t)
+    return {"holds": holds, "cycles": rig.agent.plans - n0, "expired": rig.expired_executed(t)}
+
+
+def loss_then_recovery(rig: Rig, seconds: float = 3.0) -> dict[str, Any]:
+    rig.ready()
+    t = time.time()
+    rig.shim.loss = 0.3
+    time.sleep(seconds)
+    rig.shim.loss = 0.0
+    back = time.time()
+    time.sleep(1.0)
+    burst = max((r["speed"] for r in rig.periods() if r["wall"] >= back), default=0.0) / 0.5
+    return {"expired": rig.expired_executed(t), "speed_after_recovery": burst}
+
+
+def replay(rig: Rig) -> dict[str, Any]:
+    """Reordered, replayed after 1 s, and replayed across a new lease: none accepted."""
+    rig.ready()
+    old = list(rig.shim.sent[-5:])
+    rejects0 = sum(1 for _, kind, _ in rig.core.audit if kind == "reject")
+    for data in reversed(old):  # out of order and stale
+        rig.policy._pub.put(data)
+    time.sleep(1.0)
+    for data in old:  # after 1 s
+        rig.policy._pub.put(data)
+    g = rig.policy.grant  # a reconnect: the lease is returned and acquired anew, old commands replayed
+    assert g is not None
+    _ask(rig.policy.session, rig.policy.k["lease"], Lease(version=VERSION, op="return", lease=g.lease, epoch=g.epoch))
+    rig._reacquire()
+    for data in old:
+        rig.policy._pub.put(data)
+    time.sleep(0.3)
+    rejects = sum(1 for _, kind, _ in rig.core.audit if kind == "reject") - rejects0
+    return {"sent": 3 * len(old), "rejected": rejects}
+
+
+def forbidden(rig: Rig) -> dict[str, Any]:
+    """A foreign authority's console, and the policy certificate, try reset / take / enable."""
+    rig.ready()
+    before = len(rig.core.audit)
+    rogue = zenoh.open(config("console", rig.tmp / "other", connect=rig.endpoint))
+    k = keys("r1")
+    for session in (rogue, rig.sessions[2]):
+        for op in ("reset", "enable"):
+            session.put(k["request"], encode(Request(version=VERSION, op=op)))  # type: ignore[arg-type]
+        list(session.get(k["take"], payload=encode(Lease(version=VERSION, op="take")), timeout=0.3))
+        session.put(k["operator"], b"x")
+    time.sleep(0.3)
+    rogue.close()
+    arrived = [a for a in rig.core.audit[before:] if a[1] in ("request_refused", "lease", "operator_refused")]
+    return {"tried": 8, "accepted": len(arrived), "state": rig.core.state.value}
+
+
+def operator_lost(rig: Rig, release: bool) -> dict[str, Any]:
+    rig.ready()
+    t = time.time()
+    if release:
+        rig.console.deadman.clear()
+    else:
+        rig.console._stop.set()  # the console's heartbeats stop altogether
+    _wait(lambda: rig.halt_after(t) is not None, 1.0)
+    out = {"stop": rig.halt_after(t), "rest": rig.rest_after(t), "bound": 0.27}
+    if not release:
+        rig.console._stop.clear()
+        rig.console._thread = threading.Thread(target=rig.console._beat, daemon=True)
+        rig.console._thread.start()
+    time.sleep(0.3)
+    out["resumed"] = rig.core.state in (State.ENABLED, State.RUNNING)  # must be False: a new enable is needed
+    return out
+
+
+def estop(rig: Rig) -> dict[str, Any]:
+    rig.ready()
+    t = time.time()
+    rig.console.request("estop", key="estop")
+    _wait(lambda: rig.core.latched is not None, 1.0)
+    latched = next((a[0] + rig.wall0 - t for a in rig.core.audit if a[1] == "state" and "ESTOPPED" in a[2]
+                    and a[0] + rig.wall0 >= t), None)
+    survives = AgentCore(3, Latch(rig.latch)).state == State.ESTOPPED
+    return {"stop": rig.halt_after(t), "latched": latched, "rest": rig.rest_after(t), "survives": survives,
+            "bound": 0.02}
+
+
+def malformed(rig: Rig) -> dict[str, Any]:
+    rig.ready()
+    g = rig.policy.grant
+    assert g is not None
+    bad = [encode(Command(version=VERSION, lease=g.lease, epoch=g.epoch, seq=10**9, nonce=g.nonce,
+                          entries=[Entry(expires=1e9, action=actions(np.array([np.nan, 0, 0])))])),
+           encode(Command(version=VERSION, lease=g.lease, epoch=g.epoch, seq=10**9 + 1, nonce=g.nonce,
+                          entries=[Entry(expires=float("inf"), action=actions(CIRCLE))])),
+           encode(Command(version=VERSION, lease=g.lease, epoch=g.epoch, seq=10**9 + 2, nonce=g.nonce,
+                          entries=[Entry(expires=rig.policy.agent_now() + 0.1, action=actions(np.full(3, 5.0)))])),
+           encode(Command(version=VERSION + 1, lease=g.lease, epoch=g.epoch, seq=10**9 + 3, nonce=g.nonce,
+                          entries=[Entry(expires=1.0, action=actions(CIRCLE))])),
+           b"\x00" * 70_000, b"\x93\x01\x02", b"not msgpack"]
+    before = sum(1 for a in rig.core.audit if a[1] == "reject")
+    for data in bad:
+        rig.policy._pub.put(data)
+        time.sleep(0.05)  # (commands are dropped, not queued, under congestion)
+    time.sleep(0.3)
+    return {"sent": len(bad), "rejected": sum(1 for a in rig.core.audit if a[1] == "reject") - before,
+            "accepted": int(rig.core._seq >= 10**9)}
+
+
+def clock_skew(rig: Rig, skew: float) -> dict[str, Any]:
+    """A policy whose clock relation is uncertain by `skew` (a 2 x skew round trip): enable
+    is refused; commands stamped `skew` off are refused (beyond the horizon) or expired."""
+    rig.ready()
+    rig.console.deadman.clear()
+    _wait(lambda: rig.core.state == State.IDLE, 1.0)
+    rig.console.deadman.set()
+    rig.policy.silent.set()  # no fresh probe corrects it
+    time.sleep(0.25)
+    now = time.monotonic()
+    probe = ClockProbe(version=VERSION, sent=now, prev_sent=now - 2 * skew, prev_agent=rig.agent._last_clock_reply,
+                       prev_received=now)
+    _ask(rig.policy.session, rig.policy.k["clock"], probe)
+    rig.console.request("enable")
+    time.sleep(0.2)
+    refused = rig.core.state == State.IDLE
+    rig.policy.silent.clear()
+    return {"enable_refused": refused}
+
+
+def policy_dies_mid_chunk(rig: Rig) -> dict[str, Any]:
+    rig.ready()
+    rig.driving.clear()
+    time.sleep(0.05)
+    t = time.time()
+    rig.policy.send(np.stack([CIRCLE] * 5))  # 0.5 s of entries, then nothing
+    last = rig.agent.clock()
+    rig.policy.silent.set()
+    time.sleep(1.0)
+    ran = [w for w, _ in rig.agent.executed if w >= last]
+    return {"executed_for": (max(ran) - last) if ran else 0.0, "rest": rig.rest_after(t, 0.5)}
+
+
+def agent_killed(tmp: Path) -> dict[str, Any]:
+    """The agent as its own process, SIGKILLed at full speed: the robot's watchdog."""
+    log = tmp / "kill.jsonl"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    robot = subprocess.Popen([sys.executable, "-m", "qrobot.bridge.robot_sim", room(tmp), "--seed", str(ROOM_SEED),
+                              "--log", str(log)],
+                             stdout=subprocess.PIPE, text=True, env=env)
+    port = robot.stdout.readline().rsplit(":", 1)[1].strip()  # type: ignore[union-attr]
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, port], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        driver.stdout.readline()  # type: ignore[union-attr]
+        os.kill(driver.pid, signal.SIGKILL)
+        t = time.time()
+        time.sleep(1.2)
+        rows = [json.loads(x) for x in log.read_text().splitlines()]
+        after = [r for r in rows if r["wall"] >= t]
+        first = next(r for r in after if r["how"] == "watchdog")
+        rest = next(r for i, r in enumerate(after) if all(x["speed"] < REST for x in after[i:]))
+        return {"watchdog": first["wall"] - t - 0.1, "rest": rest["wall"] - t - 0.1, "bound": 0.1}
+    finally:
+        driver.kill()
+        robot.send_signal(signal.SIGTERM)
+        robot.wait(10)
+
+
+_DRIVER = """
+import sys, numpy as np
+from qrobot.bridge.sim_adapter import SimAdapter
+from qrobot.safety.limits import default_limits
+from qrobot.safety.supervisor import Supervisor
+a = SimAdapter(int(sys.argv[1]))
+s = Supervisor(default_limits(a.robot, a.hello.control_dt), (0.5, 1.2), people=a.hello.people)
+s.bind(a)
+said = False
+while True:
+    st = a.state()
+    if st is None:
+        continue
+    a.send(s.filter(np.array([1.0, 1.0, -1.0]), st), s.last_action)
+    if not said and st["base_vel"][0] > 0.45:
+        print("moving", flush=True)
+        said = True
+"""
