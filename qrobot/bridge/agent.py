@@ -38,6 +38,7 @@ class Agent:
         self._period = -1
         self.plans = 0
         self.executed: list[tuple[float, float]] = []
+        self.accepted: list[tuple[float, str, int, int]] = []  # (when, lease, epoch, seq) of accepted commands
         self._last_clock_reply = -1.0
         self.halts: list[tuple[float, str]] = []  # (agent time, why)
         supervisor.bind(adapter)
@@ -56,7 +57,8 @@ class Agent:
             reply: bytes | None = None
             before = self.core.state
             if isinstance(msg, Command):
-                self.core.command(msg, role, now)
+                if self.core.command(msg, role, now)[0]:
+                    self.accepted.append((now, msg.lease, msg.epoch, msg.seq))
             elif isinstance(msg, Lease):
                 reply = encode(self.core.lease(msg, role, now))
             elif isinstance(msg, Operator):

@@ -33,7 +33,7 @@ from qrobot.bridge import keys as certs
 from qrobot.bridge.agent import Agent
 from qrobot.bridge.agent_core import AgentCore, State, Timing
 from qrobot.bridge.latch import Latch
-from qrobot.bridge.messages import VERSION, ClockProbe, Command, Entry, Lease, Request, actions, encode
+from qrobot.bridge.messages import VERSION, ClockProbe, Command, Entry, Lease, Request, actions, decode, encode
 from qrobot.bridge.service import AgentService, ConsoleClient, PolicyClient, _ask
 from qrobot.bridge.sim_adapter import SimAdapter
 from qrobot.bridge.transport import config, keys
@@ -278,21 +278,27 @@ def replay(rig: Rig) -> dict[str, Any]:
     """Reordered, replayed after 1 s, and replayed across a new lease: none accepted."""
     rig.ready()
     old = list(rig.shim.sent[-5:])
+    ids = {(c.lease, c.epoch, c.seq) for c in (decode(d)[0] for d in old) if isinstance(c, Command)}
+    start = rig.agent.clock()
     rejects0 = sum(1 for _, kind, _ in rig.core.audit if kind == "reject")
-    for data in reversed(old):  # out of order and stale
-        rig.policy._pub.put(data)
+
+    def burst(datas: list[bytes]) -> None:
+        for data in datas:
+            rig.policy._pub.put(data)
+            time.sleep(0.02)  # (back to back, some would be dropped under congestion, not tested)
+
+    burst(old[::-1])  # out of order and stale
     time.sleep(1.0)
-    for data in old:  # after 1 s
-        rig.policy._pub.put(data)
+    burst(old)  # after 1 s
     g = rig.policy.grant  # a reconnect: the lease is returned and acquired anew, old commands replayed
     assert g is not None
     _ask(rig.policy.session, rig.policy.k["lease"], Lease(version=VERSION, op="return", lease=g.lease, epoch=g.epoch))
     rig._reacquire()
-    for data in old:
-        rig.policy._pub.put(data)
+    burst(old)
     time.sleep(0.3)
-    rejects = sum(1 for _, kind, _ in rig.core.audit if kind == "reject") - rejects0
-    return {"sent": 3 * len(old), "rejected": rejects}
+    accepted = sum(1 for t, *key in list(rig.agent.accepted) if t >= start and tuple(key) in ids)
+    return {"sent": 3 * len(old), "accepted": accepted,
+            "rejected": sum(1 for _, kind, _ in rig.core.audit if kind == "reject") - rejects0}
 
 
 def forbidden(rig: Rig) -> dict[str, Any]:
@@ -395,6 +401,19 @@ def policy_dies_mid_chunk(rig: Rig) -> dict[str, Any]:
     time.sleep(1.0)
     ran = [w for w, _ in rig.agent.executed if w >= last]
     return {"executed_for": (max(ran) - last) if ran else 0.0, "rest": rig.rest_after(t, 0.5)}
+
+
+def round_trip(rig: Rig, n: int = 200) -> list[float]:
+    """Seconds per request/reply between the policy and the agent (a clock probe: the same
+    sessions, TLS link and agent lock as a command), while the base drives."""
+    rig.ready()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        _ask(rig.policy.session, rig.policy.k["clock"], ClockProbe(version=VERSION, sent=time.monotonic()))
+        out.append(time.perf_counter() - t)
+        time.sleep(0.005)
+    return out
 
 
 def agent_killed(tmp: Path) -> dict[str, Any]:
