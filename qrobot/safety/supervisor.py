@@ -48,6 +48,7 @@ class Foresight(Protocol):
 
 
 _DIM = {"panda": 5, "diffbot": 3}
+JACOBIAN_MAX = 100.0
 FINGER_OPEN = 0.04
 PeopleSource = Literal["sensor", "none"]
 
@@ -355,7 +356,8 @@ class Supervisor:
     def _jacobian_at(self, q: np.ndarray) -> np.ndarray | None:
         """The arm's Jacobian at joints q, checked like any input (None: cannot vouch)."""
         try:
-            return real_array(np.asarray(self._kinematics.jacobian(q)), (6, 7))  # type: ignore[union-attr]
+            # a Jacobian entry is metres or radians per radian: beyond JACOBIAN_MAX is a broken model
+            return real_array(np.asarray(self._kinematics.jacobian(q)), (6, 7), JACOBIAN_MAX)  # type: ignore[union-attr]
         except Exception:
             return None
 

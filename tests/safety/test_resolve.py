@@ -14,11 +14,12 @@ import pytest
 
 from qrobot.robots.panda import HOME
 from qrobot.safety import arm_rules
-from qrobot.safety.limits import ArmLimits
+from qrobot.safety.limits import ArmLimits, default_limits
 
 from .conftest import Rig
 
 ARM = ArmLimits()
+ARM_LIMITS = default_limits("panda", 0.1)
 DT = 0.1
 
 
@@ -127,3 +128,21 @@ def test_the_posture_pull_does_not_move_the_end_effector(panda: Rig) -> None:
             continue  # the soft zones and speed caps act on both differently
         assert np.abs(pulled - at_rest).max() > 1e-3  # the pull does move the joints...
         np.testing.assert_allclose(jac @ pulled, jac @ at_rest, atol=5e-3)  # ...not the end effector (per s)
+
+
+@pytest.mark.parametrize("value", [1e200, np.nan, np.inf, 101.0])
+def test_an_implausible_jacobian_brakes_the_arm_without_a_fault(panda: Rig, value: float) -> None:
+    """A kinematics model answering nonsense (overflowing, non-finite or implausibly large
+    entries) is not vouched for: the step is refused and the arm brakes, nothing raises."""
+    from qrobot.safety.command import Stop
+    from qrobot.safety.supervisor import Supervisor
+
+    class Broken:
+        def jacobian(self, q: np.ndarray) -> np.ndarray:
+            return np.full((6, 7), value)
+
+    sup = Supervisor(ARM_LIMITS, (0.025, 0.25), kinematics=Broken(), people="none")
+    state = dict(panda.robot.state(), time=1.0)
+    out = sup.filter(np.array([1.0, 0.0, 0.0, 0.0, 1.0]), state)
+    assert isinstance(out, Stop) and out.brake is not None and not sup.latched
+    assert sup.events[-1].rule == "reject" and "Jacobian" in sup.events[-1].reason
