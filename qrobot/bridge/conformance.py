@@ -47,6 +47,9 @@ def run_suite(tmp: Path, trials: int, seed: int = 0) -> tuple[int, int, list[str
     rig = f.Rig(tmp, seed)
     table: list[tuple[str, Callable[[], dict[str, Any]], Callable[[list[dict]], tuple[bool, str]]]] = [
         ("policy link cut", lambda: f.link_cut(rig), _timed("stop", 0.22)),
+        ("policy process SIGKILLed", lambda: f.policy_killed(rig),
+         _timed("stop", 0.22, lambda rs: (_within([r["stale"] for r in rs], 0.52),
+                                          f"lease stale {_stats([r['stale'] for r in rs])} (bound 520 ms)"))),
         ("300 ms delay", lambda: f.delay_300ms(rig),
          lambda rs: (all(r["expired"] == 0 and r["rest"] is not None for r in rs),
                      f"expired entries executed {sum(r['expired'] for r in rs)}; held at rest "

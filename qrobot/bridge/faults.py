@@ -403,6 +403,53 @@ def policy_dies_mid_chunk(rig: Rig) -> dict[str, Any]:
     return {"executed_for": (max(ran) - last) if ran else 0.0, "rest": rig.rest_after(t, 0.5)}
 
 
+def policy_killed(rig: Rig) -> dict[str, Any]:
+    """A policy process of its own (its own Zenoh session and certificate) drives, and is
+    SIGKILLed: the deadline halts the robot; the lease goes stale."""
+    rig.ready()
+    rig.driving.clear()
+    rig.policy.silent.set()
+    g = rig.policy.grant
+    assert g is not None
+    _ask(rig.policy.session, rig.policy.k["lease"], Lease(version=VERSION, op="return", lease=g.lease, epoch=g.epoch))
+    proc = subprocess.Popen([sys.executable, "-c", _POLICY, str(rig.tmp / "keys"), rig.endpoint],
+                            stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if not line.startswith("driving") or not _wait(lambda: rig.speed() > 0.45, 5.0):
+            raise RuntimeError(f"the policy process did not drive: {line!r}")
+        os.kill(proc.pid, signal.SIGKILL)
+        t = time.time()
+        _wait(lambda: rig.agent.clock() - rig.core._retained > rig.core.timing.lease_stale, 2.0)
+        stale = time.time() - t
+        _wait(lambda: rig.halt_after(t) is not None, 1.0)
+        return {"stop": rig.halt_after(t), "stale": stale, "rest": rig.rest_after(t)}
+    finally:
+        proc.kill()
+        proc.wait(5)
+        rig.policy.silent.clear()
+
+
+_POLICY = """
+import sys, time, numpy as np, zenoh
+from qrobot.bridge.service import PolicyClient
+from qrobot.bridge.transport import config
+session = zenoh.open(config("policy", sys.argv[1], connect=sys.argv[2]))
+client = PolicyClient(session, "r1")
+while client.watch.status is None:
+    time.sleep(0.02)
+client.sync()
+client.acquire()
+said = False
+while True:
+    client.send(np.stack([np.array([1.0, 1.0, -1.0])] * 3))
+    if not said and client.watch.status.state == "RUNNING":
+        print("driving", flush=True)
+        said = True
+    time.sleep(0.1)
+"""
+
+
 def round_trip(rig: Rig, n: int = 200) -> list[float]:
     """Seconds per request/reply between the policy and the agent (a clock probe: the same
     sessions, TLS link and agent lock as a command), while the base drives."""
