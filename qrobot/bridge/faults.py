@@ -53,6 +53,21 @@ def room(tmp: Path) -> str:
     return str(path)
 
 
+def _die_with_parent() -> None:
+    """In a child: SIGTERM when the parent dies (Linux), so a killed suite leaves no robot."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _spawn(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=_die_with_parent)
+
+
 class Shim:
     """Between the policy's encoder and its publisher: drop with probability `loss`, delay
     by `delay` +- `jitter` seconds (a scheduler thread keeps order by due time, so jitter
@@ -110,9 +125,8 @@ class Rig:
         certs.init(tmp / "keys")
         certs.init(tmp / "other")  # a foreign authority
         self.log = tmp / "robot.jsonl"
-        self.robot = subprocess.Popen([sys.executable, "-m", "qrobot.bridge.robot_sim", room(tmp), "--seed", str(ROOM_SEED),
-                                       "--log", str(self.log)], stdout=subprocess.PIPE, text=True,
-                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.robot = _spawn(["-m", "qrobot.bridge.robot_sim", room(tmp), "--seed", str(ROOM_SEED), "--log",
+                             str(self.log)])
         port = int(self.robot.stdout.readline().rsplit(":", 1)[1])  # type: ignore[union-attr]
         self.adapter = SimAdapter(port)
         self.key = OperatorKey()
@@ -412,8 +426,7 @@ def policy_killed(rig: Rig) -> dict[str, Any]:
     g = rig.policy.grant
     assert g is not None
     _ask(rig.policy.session, rig.policy.k["lease"], Lease(version=VERSION, op="return", lease=g.lease, epoch=g.epoch))
-    proc = subprocess.Popen([sys.executable, "-c", _POLICY, str(rig.tmp / "keys"), rig.endpoint],
-                            stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = _spawn(["-c", _POLICY, str(rig.tmp / "keys"), rig.endpoint])
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         if not line.startswith("driving") or not _wait(lambda: rig.speed() > 0.45, 5.0):
@@ -466,12 +479,9 @@ def round_trip(rig: Rig, n: int = 200) -> list[float]:
 def agent_killed(tmp: Path) -> dict[str, Any]:
     """The agent as its own process, SIGKILLed at full speed: the robot's watchdog."""
     log = tmp / "kill.jsonl"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    robot = subprocess.Popen([sys.executable, "-m", "qrobot.bridge.robot_sim", room(tmp), "--seed", str(ROOM_SEED),
-                              "--log", str(log)],
-                             stdout=subprocess.PIPE, text=True, env=env)
+    robot = _spawn(["-m", "qrobot.bridge.robot_sim", room(tmp), "--seed", str(ROOM_SEED), "--log", str(log)])
     port = robot.stdout.readline().rsplit(":", 1)[1].strip()  # type: ignore[union-attr]
-    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, port], stdout=subprocess.PIPE, text=True, env=env)
+    driver = _spawn(["-c", _DRIVER, port])
     try:
         driver.stdout.readline()  # type: ignore[union-attr]
         os.kill(driver.pid, signal.SIGKILL)
