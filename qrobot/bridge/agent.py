@@ -69,6 +69,7 @@ class Agent:
                     self.supervisor.reset_estop(self._key, rearm=True, note=f"{role} reset")
             elif isinstance(msg, ClockProbe):
                 reply = self._clock_probe(msg, role, now)
+            self.core.tick(now)  # the message's consequences now (a take, a released dead-man), not next loop
             self._after(before, now)
             return reply
 

@@ -70,7 +70,7 @@ class AgentCore:
         self._seq = -1
         self._last_command = -1e9
         self._buffer: list[Entry] = []
-        self._challenge = int.from_bytes(os.urandom(4), "big")
+        self._challenge = int.from_bytes(os.urandom(4), "big") % 2**31
         self._operator_seen = -1e9
         self._deadman = False
         self._skew: float | None = None
@@ -126,11 +126,17 @@ class AgentCore:
             self._log(now, "lease_refused", f"{role} {msg.op}: {why}")
             return LeaseGrant(version=VERSION, ok=False, reason=why)
 
-        stale = now - self._retained > self.timing.lease_stale
+        # a policy's lease goes stale without retains; a console's is held until it returns it
+        stale = self._lease_holder == "policy" and now - self._retained > self.timing.lease_stale
         if msg.op == "take":
             if role != "console":
                 return refuse("only the console may take the lease")
             return self._grant(now, "console", "taken by the console")
+        if role == "console" and msg.op == "return" and self._lease_holder == "console" \
+                and self._lease is not None and (msg.lease, msg.epoch) == self._lease[:2]:
+            self._lease, self._lease_holder = None, ""
+            self._log(now, "lease", "returned by the console")
+            return LeaseGrant(version=VERSION, ok=True)
         if role != "policy":
             return refuse(f"role {role!r} cannot {msg.op} a lease")
         if msg.op == "acquire":
@@ -162,7 +168,7 @@ class AgentCore:
         """A heartbeat from the console; "" if accepted, else why not."""
         if role != "console":
             why = f"operator heartbeat from role {role!r}"
-        elif msg.answer not in (self._challenge + 1, self._challenge):  # this or the previous answer
+        elif msg.answer != self._challenge + 1:  # only the latest: a recording never answers it
             why = "wrong challenge answer"
         else:
             self._operator_seen, self._deadman = now, bool(msg.deadman)

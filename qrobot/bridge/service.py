@@ -105,9 +105,11 @@ class ConsoleClient:
         self._thread.start()
 
     def _beat(self) -> None:
-        while not self._stop.wait(0.05):
+        answered = None
+        while not self._stop.wait(0.01):
             st = self.watch.status
-            if st is not None:
+            if st is not None and st.challenge != answered:  # each challenge is answered once (the next status brings a new one)
+                answered = st.challenge
                 self.session.put(self.k["operator"], encode(Operator(version=VERSION, deadman=self.deadman.is_set(),
                                                                       answer=st.challenge + 1)),
                                  priority=zenoh.Priority.REAL_TIME, express=True)

@@ -167,6 +167,21 @@ def test_lease_take_is_the_consoles_and_revokes_the_policy(tmp_path: Path) -> No
     assert np.all(rig.core.tick(rig.now) == 0)  # what was queued under the old lease is gone
     ok, why = rig.send([_entry(rig.now + 0.1)])
     assert not ok and why in ("no policy lease", "stale lease")
+    rig.now += 10.0  # a console's lease never lapses: the policy cannot acquire it back by waiting
+    assert not rig.core.lease(Lease(version=VERSION, op="acquire"), "policy", rig.now).ok
+    assert not rig.core.lease(Lease(version=VERSION, op="return", lease="x", epoch=taken.epoch), "console", rig.now).ok
+    assert rig.core.lease(Lease(version=VERSION, op="return", lease=taken.lease, epoch=taken.epoch), "console",
+                          rig.now).ok  # until the console returns it
+    assert rig.core.lease(Lease(version=VERSION, op="acquire"), "policy", rig.now).ok
+
+
+def test_a_recorded_heartbeat_is_never_accepted_again(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.core.adapter(True, rig.now)
+    beat = Operator(version=VERSION, deadman=True, answer=rig.core.challenge + 1)
+    assert rig.core.operator(beat, "console", rig.now) == ""
+    for _ in range(3):
+        assert rig.core.operator(beat, "console", rig.now) == "wrong challenge answer"
 
 
 def test_estop_latches_within_the_call_and_survives_a_restart(tmp_path: Path) -> None:
