@@ -20,8 +20,11 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--port", type=int, default=0, help="local port for the agent (0: a free one, printed)")
     r.add_argument("--window", type=float, default=0.03, help="seconds each period waits for its plan")
     r.add_argument("--log", type=Path, default=None, help="append one JSON line per period")
+    r.add_argument("--token-file", type=Path, required=True,
+                   help="pairing token the agent must prove it holds (made, 0600, if missing; give the agent the same)")
     a = sub.add_parser("agent", help="the robot-side agent: supervisor, deadlines, lease, e-stop latch (bridge)")
     a.add_argument("--robot", required=True, help="HOST:PORT of the robot process (qrobot robot-sim)")
+    a.add_argument("--robot-token", type=Path, required=True, help="the robot process's --token-file")
     a.add_argument("--keys", type=Path, required=True, help="directory from `qrobot keys init` (agent.pem, ca.pem)")
     a.add_argument("--listen", required=True, help="Zenoh endpoint, e.g. tls/127.0.0.1:7447")
     a.add_argument("--name", default="robot", help="the robot's name in key expressions (qrobot/NAME/...)")
@@ -33,7 +36,8 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "robot-sim":
         from qrobot.bridge.robot_sim import main
 
-        argv = [args.scenario, "--seed", str(args.seed), "--port", str(args.port), "--window", str(args.window)]
+        argv = [args.scenario, "--seed", str(args.seed), "--port", str(args.port), "--window", str(args.window),
+                "--token-file", str(args.token_file)]
         return main(argv + (["--log", str(args.log)] if args.log else []))
     return _agent(args)
 
@@ -66,7 +70,12 @@ def _agent(args: argparse.Namespace) -> int:
 
     host, port = _check(args)
     try:
-        adapter = SimAdapter(port, host)
+        token = bytes.fromhex(args.robot_token.read_text().strip())
+    except (OSError, ValueError):
+        raise QrobotError(f"agent --robot-token: {args.robot_token} is not a readable hex token "
+                          "(the robot process's --token-file)") from None
+    try:
+        adapter = SimAdapter(port, token, host)
     except OSError as exc:
         raise QrobotError(f"agent --robot: cannot reach the robot at {host}:{port} ({exc})") from None
     kin = _kinematics(adapter.robot)

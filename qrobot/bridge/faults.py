@@ -35,6 +35,7 @@ from qrobot.bridge.agent_core import AgentCore, State, Timing
 from qrobot.bridge.latch import Latch
 from qrobot.bridge.messages import VERSION, ClockProbe, Command, Entry, Lease, Request, actions, decode, encode
 from qrobot.bridge.service import AgentService, ConsoleClient, PolicyClient, _ask
+from qrobot.bridge.robot_link import load_token
 from qrobot.bridge.sim_adapter import SimAdapter
 from qrobot.bridge.transport import config, keys
 from qrobot.safety.limits import default_limits
@@ -126,9 +127,9 @@ class Rig:
         certs.init(tmp / "other")  # a foreign authority
         self.log = tmp / "robot.jsonl"
         self.robot = _spawn(["-m", "qrobot.bridge.robot_sim", room(tmp), "--seed", str(ROOM_SEED), "--log",
-                             str(self.log)])
+                             str(self.log), "--token-file", str(tmp / "robot.token")])
         port = int(self.robot.stdout.readline().rsplit(":", 1)[1])  # type: ignore[union-attr]
-        self.adapter = SimAdapter(port)
+        self.adapter = SimAdapter(port, load_token(tmp / "robot.token"))
         self.key = OperatorKey()
         sup = Supervisor(default_limits("diffbot", self.adapter.hello.control_dt), (0.5, 1.2), operator=self.key,
                          people=self.adapter.hello.people)  # type: ignore[arg-type]
@@ -479,9 +480,11 @@ def round_trip(rig: Rig, n: int = 200) -> list[float]:
 def agent_killed(tmp: Path) -> dict[str, Any]:
     """The agent as its own process, SIGKILLed at full speed: the robot's watchdog."""
     log = tmp / "kill.jsonl"
-    robot = _spawn(["-m", "qrobot.bridge.robot_sim", room(tmp), "--seed", str(ROOM_SEED), "--log", str(log)])
+    token = tmp / "kill.token"
+    robot = _spawn(["-m", "qrobot.bridge.robot_sim", room(tmp), "--seed", str(ROOM_SEED), "--log", str(log),
+                    "--token-file", str(token)])
     port = robot.stdout.readline().rsplit(":", 1)[1].strip()  # type: ignore[union-attr]
-    driver = _spawn(["-c", _DRIVER, port])
+    driver = _spawn(["-c", _DRIVER, port, str(token)])
     try:
         driver.stdout.readline()  # type: ignore[union-attr]
         os.kill(driver.pid, signal.SIGKILL)
@@ -503,7 +506,9 @@ import sys, numpy as np
 from qrobot.bridge.sim_adapter import SimAdapter
 from qrobot.safety.limits import default_limits
 from qrobot.safety.supervisor import Supervisor
-a = SimAdapter(int(sys.argv[1]))
+from pathlib import Path
+from qrobot.bridge.robot_link import load_token
+a = SimAdapter(int(sys.argv[1]), load_token(Path(sys.argv[2])))
 s = Supervisor(default_limits(a.robot, a.hello.control_dt), (0.5, 1.2), people=a.hello.people)
 s.bind(a)
 said = False

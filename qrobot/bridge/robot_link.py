@@ -8,10 +8,15 @@ agent's supervisor (the same seal as in-process, `qrobot.safety.command`).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import secrets
 import select
 import socket
 import struct
 import threading
+from pathlib import Path
 from typing import Union
 
 import msgspec
@@ -34,13 +39,16 @@ class Hello(_Frame, tag="hello"):
     control_dt: float
     watchdog: float
     people: str  # "sensor": states carry people; "none": the robot declares nobody can be present
+    nonce: bytes = b""  # this connection's pairing challenge
 
 
 class Pair(_Frame, tag="pair"):
-    """Agent -> robot: the supervisor's command secret and its braking rates."""
+    """Agent -> robot: the supervisor's command secret and its braking rates, with proof
+    that the agent holds the robot's pairing token (HMAC of the connection's nonce)."""
 
     secret: bytes
     rates: list[float]
+    proof: bytes = b""
 
 
 class RobotState(_Frame, tag="state"):
@@ -74,6 +82,24 @@ class Halt(_Frame, tag="halt"):
 Frame = Union[Hello, Pair, RobotState, Plan, Halt]
 _decoder = msgspec.msgpack.Decoder(Frame)
 _encoder = msgspec.msgpack.Encoder()
+
+
+def proof(token: bytes, nonce: bytes) -> bytes:
+    return hmac.new(token, b"qrobot-pair\0" + nonce, hashlib.sha256).digest()
+
+
+def load_token(path: Path) -> bytes:
+    """The pairing token shared by the robot process and its agent (a file only they can
+    read); made, 0600, if missing."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    token = bytes.fromhex(path.read_text().strip())
+    if len(token) < 16:
+        raise ValueError(f"{path}: a pairing token of at least 16 bytes (hex) is needed")
+    return token
 
 
 def pack_state(state: dict) -> tuple[dict[str, bytes], dict[str, list[int]]]:

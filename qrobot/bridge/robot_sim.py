@@ -9,7 +9,7 @@ when its RTDE watchdog fires). The watchdog therefore reacts at the first period
 a plan: at most one period plus the window after the last plan arrived. It keeps
 stepping, holding still, and accepts the next agent (which pairs anew).
 
-    python -m qrobot.bridge.robot_sim SCENARIO [--seed S] [--port P] [--window 0.03] [--log FILE]
+    python -m qrobot.bridge.robot_sim SCENARIO --token-file F [--seed S] [--port P] [--window 0.03] [--log FILE]
 
 prints `listening 127.0.0.1:PORT` once it accepts connections. `--log` appends one JSON
 line per period: wall time, period, speed, and whether a plan or the watchdog moved it.
@@ -18,6 +18,8 @@ line per period: wall time, period, speed, and whether a plan or the watchdog mo
 from __future__ import annotations
 
 import argparse
+import hmac
+import os
 import json
 import signal
 import socket
@@ -28,14 +30,18 @@ from typing import IO, Any
 
 import numpy as np
 
-from qrobot.bridge.robot_link import LINK_VERSION, Halt, Hello, Link, Pair, Plan, RobotState, pack_state
+from qrobot.bridge.robot_link import LINK_VERSION, Halt, Hello, Link, Pair, Plan, RobotState, load_token, pack_state, proof
 from qrobot.sim import PHYSICS_HZ
 from qrobot.safety.command import CommandCheck, SafeCommand, Stop
 
 
+MIN_BRAKING = 0.5  # a pairing agent may ask for gentler braking than the robot's, down to this share
+
+
 class RobotSim:
-    def __init__(self, scenario: str, seed: int = 0, port: int = 0, window: float = 0.03,
+    def __init__(self, scenario: str, token: bytes, seed: int = 0, port: int = 0, window: float = 0.03,
                  log: IO[str] | None = None) -> None:
+        self._token = token
         from qrobot.envs.core import QRobotEnv  # the world: only this process has it
 
         self.env = QRobotEnv(scenario, images=False)
@@ -66,8 +72,8 @@ class RobotSim:
         if self.link is not None:  # one agent at a time: a second one is turned away
             sock.close()
             return
-        self.link, self.paired = Link(sock), False
-        self.link.send(Hello(version=LINK_VERSION, robot=self.env.robot.name, scenario=self.env.scenario.name,
+        self.link, self.paired, self._nonce = Link(sock), False, os.urandom(16)
+        self.link.send(Hello(nonce=self._nonce, version=LINK_VERSION, robot=self.env.robot.name, scenario=self.env.scenario.name,
                              control_dt=self.dt, watchdog=self.dt + self.window,
                              people=self.env.supervisor.people_source or "none"))
 
@@ -79,7 +85,14 @@ class RobotSim:
     # ------------------------------------------------------------ one period
     def _handle(self, frame: object, t: float) -> None:
         if isinstance(frame, Pair) and not self.paired:
-            self.env.robot._pair(CommandCheck(bytes(frame.secret)), np.asarray(frame.rates, dtype=np.float64))
+            rates = np.asarray(frame.rates, dtype=np.float64)
+            robot = self.env.robot
+            if not hmac.compare_digest(bytes(frame.proof), proof(self._token, self._nonce)):
+                raise ConnectionError("pairing without the robot's token")
+            if rates.shape != robot.MAX_RATES.shape or not np.all(np.isfinite(rates)) \
+                    or np.any(rates < MIN_BRAKING * robot.MAX_RATES) or len(frame.secret) < 16:
+                raise ConnectionError("pairing with braking rates below the robot's or a short secret")
+            robot._pair(CommandCheck(bytes(frame.secret)), rates)
             self.paired = True
         elif isinstance(frame, Halt) and self.paired:
             self.env.robot._halt(t)
@@ -97,7 +110,11 @@ class RobotSim:
                 return
             if frame is None:
                 return
-            self._handle(frame, t)
+            try:
+                self._handle(frame, t)
+            except ConnectionError:  # a protocol violation: this agent is dropped, the robot brakes
+                self._drop()
+                return
             timeout = 0.0
 
     def _wait_plan(self, deadline: float) -> Plan | None:
@@ -123,10 +140,11 @@ class RobotSim:
             self.watchdog_brakes += 1
             robot._apply(Stop("watchdog: no plan this period"))  # the last plan runs out into its stop
             return "watchdog"
-        values = np.frombuffer(plan.values, "<f8").copy()
-        cmd = SafeCommand(robot.name, values, int(plan.seq))
-        object.__setattr__(cmd, "seal", bytes(plan.seal))
         try:
+            if len(plan.values) % 8 or not 0 < plan.seq < 2**62:
+                raise PermissionError("malformed plan")
+            cmd = SafeCommand(robot.name, np.frombuffer(plan.values, "<f8").copy(), int(plan.seq))
+            object.__setattr__(cmd, "seal", bytes(plan.seal))
             robot._apply(cmd)
         except PermissionError:  # not sealed by the paired supervisor, replayed, or not where the robot is
             self.rejected += 1
@@ -182,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0, help="0: a free port (printed)")
     p.add_argument("--window", type=float, default=0.03, help="seconds a period waits for its plan")
     p.add_argument("--log", type=Path, default=None, help="append one JSON line per period")
+    p.add_argument("--token-file", type=Path, required=True,
+                   help="the pairing token the agent must prove it holds (made, 0600, if missing)")
     args = p.parse_args(argv)
     log = args.log.open("a") if args.log else None
-    sim = RobotSim(args.scenario, args.seed, args.port, args.window, log)
+    sim = RobotSim(args.scenario, load_token(args.token_file), args.seed, args.port, args.window, log)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"listening 127.0.0.1:{sim.port}", flush=True)
     try:

@@ -10,12 +10,13 @@ import time
 
 import numpy as np
 
-from qrobot.bridge.robot_link import LINK_VERSION, Hello, Link, Pair, Plan, RobotState, unpack_state
+from qrobot.bridge.robot_link import LINK_VERSION, Hello, Link, Pair, Plan, RobotState, proof, unpack_state
 from qrobot.safety.command import CommandCheck, SafeCommand, Stop
 
 
 class SimAdapter:
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> None:
+    def __init__(self, port: int, token: bytes, host: str = "127.0.0.1", timeout: float = 5.0) -> None:
+        self._token = token
         self.link = Link(socket.create_connection((host, port), timeout=timeout))
         self.link.sock.settimeout(None)
         hello = self.link.recv(timeout)
@@ -33,7 +34,8 @@ class SimAdapter:
     def _bind(self, check: CommandCheck, rates: np.ndarray) -> None:
         """Called by `Supervisor.bind`: the robot will execute that supervisor's plans only."""
         self.link.send(Pair(version=LINK_VERSION, secret=check._secret,
-                            rates=[float(r) for r in np.asarray(rates, dtype=np.float64)]))
+                            rates=[float(r) for r in np.asarray(rates, dtype=np.float64)],
+                            proof=proof(self._token, self.hello.nonce)))
 
     def state(self, timeout: float = 1.0) -> dict | None:
         """The robot's state at the start of its current period (None: none came in time)."""

@@ -23,7 +23,7 @@ from qrobot.bridge.sim_adapter import SimAdapter
 from qrobot.safety.limits import default_limits
 from qrobot.safety.supervisor import OperatorKey, Supervisor
 
-from .test_robot_sim import _periods, robot  # noqa: F401  (the robot process fixture)
+from .test_robot_sim import _periods, robot, token  # noqa: F401  (the robot process fixture)
 
 FORWARD = np.array([1.0, 0.0, -1.0])
 
@@ -32,7 +32,7 @@ class Running:
     """An agent on its own thread, a console beating at 20 Hz, and a policy at 10 Hz."""
 
     def __init__(self, port: int, latch: Path) -> None:
-        self.adapter = SimAdapter(port)
+        self.adapter = SimAdapter(port, token(latch.parent / 'robot.jsonl'))
         key = OperatorKey()
         sup = Supervisor(default_limits(self.adapter.robot, self.adapter.hello.control_dt), (0.5, 1.2),
                          operator=key, people=self.adapter.hello.people)  # type: ignore[arg-type]

@@ -40,9 +40,11 @@ def _start(args: list[str], first: str) -> tuple[subprocess.Popen, str]:
 def test_agent_killed_then_restarted_keeps_the_robot_safe(tmp_path: Path) -> None:
     certs.init(tmp_path / "keys")
     log, latch, audit = tmp_path / "robot.jsonl", tmp_path / "estop.json", tmp_path / "audit.jsonl"
-    robot, line = _start(["robot-sim", "pointnav", "--log", str(log)], "listening 127.0.0.1:")
+    robot, line = _start(["robot-sim", "pointnav", "--log", str(log), "--token-file", str(tmp_path / "robot.token")],
+                         "listening 127.0.0.1:")
     endpoint = f"tls/127.0.0.1:{_free_port()}"
-    agent_args = ["agent", "--robot", line.split()[-1], "--keys", str(tmp_path / "keys"),
+    agent_args = ["agent", "--robot", line.split()[-1], "--robot-token", str(tmp_path / "robot.token"),
+                  "--keys", str(tmp_path / "keys"),
                   "--listen", endpoint, "--name", "r1", "--latch", str(latch), "--audit", str(audit)]
     procs = [robot]
     sessions: list[zenoh.Session] = []

@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
+from qrobot.bridge.robot_link import LINK_VERSION, Pair, Plan, load_token, proof
 from qrobot.bridge.sim_adapter import SimAdapter
 from qrobot.safety.limits import default_limits
 from qrobot.safety.supervisor import Supervisor
@@ -32,7 +33,8 @@ def _spawn(args: list[str], **kw: object) -> subprocess.Popen:
 @pytest.fixture()
 def robot(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     log = tmp_path / "robot.jsonl"
-    proc = _spawn(["-m", "qrobot.bridge.robot_sim", "pointnav", "--seed", "0", "--log", str(log)])
+    proc = _spawn(["-m", "qrobot.bridge.robot_sim", "pointnav", "--seed", "0", "--log", str(log),
+                   "--token-file", str(tmp_path / "robot.token")])
     line = proc.stdout.readline()  # type: ignore[union-attr]
     assert line.startswith("listening 127.0.0.1:"), line
     yield int(line.rsplit(":", 1)[1]), log
@@ -53,9 +55,13 @@ def _nav_state(st: dict) -> dict:
     return {k: v for k, v in st.items() if k not in ("people", "people_radius")}  # pointnav: nobody present
 
 
-def drive(port: int) -> None:
+def token(log: Path) -> bytes:
+    return load_token(log.parent / "robot.token")  # (the fixture's robot made it)
+
+
+def drive(port: int, token_file: Path) -> None:
     """The agent side, run as its own process (killed by the test): pairs, then drives."""
-    adapter = SimAdapter(port)
+    adapter = SimAdapter(port, load_token(token_file))
     sup = _supervisor(adapter)
     sup.bind(adapter)
     said = False
@@ -72,7 +78,7 @@ def drive(port: int) -> None:
 
 def test_agent_killed_mid_motion_the_robot_brakes_by_itself(robot: tuple[int, Path]) -> None:
     port, log = robot
-    agent = _spawn([__file__, str(port)])
+    agent = _spawn([__file__, str(port), str(log.parent / "robot.token")])
     try:
         line = agent.stdout.readline()  # type: ignore[union-attr]
         assert line.strip() == "moving", line
@@ -99,11 +105,11 @@ def test_agent_killed_mid_motion_the_robot_brakes_by_itself(robot: tuple[int, Pa
 
 def test_only_the_paired_supervisors_plans_move_the_robot(robot: tuple[int, Path]) -> None:
     port, log = robot
-    adapter = SimAdapter(port)
+    adapter = SimAdapter(port, token(log))
     paired, stranger = _supervisor(adapter), _supervisor(adapter)
     paired.bind(adapter)
     with pytest.raises((ConnectionError, OSError)):  # a second agent is turned away by the robot
-        SimAdapter(port, timeout=1.0)
+        SimAdapter(port, token(log), timeout=1.0)
     for _ in range(8):  # plans issued by another supervisor: refused, the robot stays still
         st = adapter.state()
         assert st is not None
@@ -121,5 +127,31 @@ def test_only_the_paired_supervisors_plans_move_the_robot(robot: tuple[int, Path
     assert sum(p["how"] == "plan" for p in periods) >= 7 and float(st["base_vel"][0]) > 0.4  # type: ignore[index]
 
 
+def test_pairing_needs_the_token_and_sane_braking(robot: tuple[int, Path]) -> None:
+    """Whoever reaches the robot's port first gets nothing without the token; a pairing
+    asking for braking below half the robot's own, or a malformed plan, drops the link
+    (the robot process survives and brakes); a malformed plan is refused."""
+    port, log = robot
+    for tok, rates in ((b"x" * 32, None), (token(log), [1e-6, 1e-6]), (token(log), [1.0, 1.0, 1.0])):
+        adapter = SimAdapter(port, tok)
+        if rates is None:
+            Supervisor(default_limits("diffbot", 0.1), (0.5, 1.2), people="none").bind(adapter)
+        else:
+            adapter.link.send(Pair(version=LINK_VERSION, secret=b"s" * 32, rates=rates,
+                                   proof=proof(tok, adapter.hello.nonce)))
+        with pytest.raises(ConnectionError):
+            for _ in range(5):
+                if adapter.state(0.3) is None:
+                    continue
+        adapter.close()
+    adapter = SimAdapter(port, token(log))  # the rightful agent still pairs; a malformed plan is refused
+    _supervisor(adapter).bind(adapter)
+    assert adapter.state() is not None
+    adapter.link.send(Plan(version=LINK_VERSION, period=adapter.period, seq=2**63, values=b"1234567", seal=b""))
+    assert adapter.state() is not None and adapter.state() is not None  # the robot process lives on
+    adapter.close()
+    time.sleep(0.2)
+    assert _periods(log)[-3]["how"] in ("rejected", "watchdog") and "rejected" in {p["how"] for p in _periods(log)}
+
 if __name__ == "__main__":
-    drive(int(sys.argv[1]))
+    drive(int(sys.argv[1]), Path(sys.argv[2]))

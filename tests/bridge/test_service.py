@@ -23,7 +23,7 @@ from qrobot.bridge.transport import config
 from qrobot.safety.limits import default_limits
 from qrobot.safety.supervisor import OperatorKey, Supervisor
 
-from .test_robot_sim import _periods, robot  # noqa: F401  (the robot process fixture)
+from .test_robot_sim import _periods, robot, token  # noqa: F401  (the robot process fixture)
 from .test_transport import _free_port, _wait
 
 FORWARD = np.array([1.0, 0.0, -1.0])
@@ -33,7 +33,7 @@ def test_console_and_policy_drive_the_robot_through_the_agent(robot: tuple[int, 
     port, log = robot
     certs.init(tmp_path / "keys")
     endpoint = f"tls/127.0.0.1:{_free_port()}"
-    adapter = SimAdapter(port)
+    adapter = SimAdapter(port, token(log))
     key = OperatorKey()
     sup = Supervisor(default_limits(adapter.robot, adapter.hello.control_dt), (0.5, 1.2), operator=key,
                      people=adapter.hello.people)  # type: ignore[arg-type]
