@@ -97,9 +97,10 @@ def limit_ee_step(d: np.ndarray, dyaw: float, lim: ArmLimits, dt: float) -> tupl
 
 
 def limit_workspace(ee: np.ndarray, d: np.ndarray, lim: ArmLimits) -> tuple[np.ndarray, list[str]]:
-    """Per axis: motion out of the box stops at its face; already outside, only
-    motion back toward the box is allowed."""
-    out = np.minimum(np.maximum(d, np.minimum(lim.ws_low - ee, 0.0)), np.maximum(lim.ws_high - ee, 0.0))
+    """Per axis: motion out of the box stops at its face; already outside, the step goes
+    back toward the box by the depth (what the policy asks notwithstanding): otherwise a
+    tracking lag that lets the arm sag below the floor would be kept, period after period."""
+    out = np.minimum(np.maximum(d, lim.ws_low - ee), lim.ws_high - ee)
     return out, (["workspace"] if (out != d).any() else [])
 
 

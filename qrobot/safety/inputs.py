@@ -118,7 +118,7 @@ def fields(limits: Limits) -> dict[str, Field]:
     backend is executing) may not exceed the profile's own speed limits."""
     if limits.robot == "panda":
         return {"joint_pos": Field((7,), TWO_PI), "joint_vel": Field((7,), 50.0), "ee_pos": Field((3,), 3.0),
-                "ee_orn": Field((4,), 1.0 + 1e-6, unit=True), "ee_yaw": Field((), TWO_PI), "ee_lin_vel": Field((3,), 10.0),
+                "ee_orn": Field((4,), 1.0 + 1e-4, unit=True), "ee_yaw": Field((), TWO_PI), "ee_lin_vel": Field((3,), 10.0),
                 "cmd_vel": Field((7,), float(max(limits.arm.joint_vel_max)) + 1e-6)}
     b = limits.base
     return {"base_pose": Field((3,), 1e4), "base_vel": Field((2,), 20.0),

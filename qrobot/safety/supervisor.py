@@ -357,7 +357,8 @@ class Supervisor:
         """The arm's Jacobian at joints q, checked like any input (None: cannot vouch)."""
         try:
             # a Jacobian entry is metres or radians per radian: beyond JACOBIAN_MAX is a broken model
-            return real_array(np.asarray(self._kinematics.jacobian(q)), (6, 7), JACOBIAN_MAX)  # type: ignore[union-attr]
+            return real_array(np.asarray(self._kinematics.jacobian(q.copy())), (6, 7),  # type: ignore[union-attr]
+                              JACOBIAN_MAX)  # (a copy: a model that writes into q cannot change the plan's start)
         except Exception:
             return None
 

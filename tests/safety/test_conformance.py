@@ -11,6 +11,8 @@ from qrobot.envs.core import QRobotEnv
 from qrobot.safety.conformance import measure_env
 from qrobot.scenario import load_scenario
 
+from .conftest import Rig
+
 BAR = 1.01
 STEPS = 1200  # the benchmark runs 10,000 (benchmarks/limit_conformance.py)
 
@@ -53,3 +55,17 @@ def test_base_limits_hold_at_every_substep(actions: str) -> None:
     assert max(out["free"].values()) <= BAR, out["free"]
     assert out["free"]["base speed"] > 0.95 and out["free"]["base turn rate"] > 0.95
     assert out["contact_samples"] == 0, out["contact"]  # walls are beyond the map bounds
+
+
+def test_the_arm_does_not_sag_below_the_workspace_floor() -> None:
+    """Driven into the far low corner, then held with neutral actions: the motors' small
+    tracking lag under gravity must not accumulate below the floor (each plan starts where
+    the arm is measured; outside the box the step goes back by the depth)."""
+    rig = Rig("panda")
+    floor = rig.limits.arm.ws_low[2]
+    lowest = 1.0
+    for k in range(184):
+        rig.step([1.0, 1.0, -1.0, 1.0, 1.0] if k < 84 else [0.0, 0.0, 0.0, 0.0, 1.0])
+        lowest = min(lowest, float(rig.robot.state()["ee_pos"][2]))
+    rig.sim.close()
+    assert lowest > floor - 0.001, lowest  # it sank 7 mm (fingers on the ground) before
