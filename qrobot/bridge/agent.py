@@ -111,6 +111,8 @@ class Agent:
     def step(self, timeout: float | None = None) -> None:
         """One loop: deadlines, then this robot period's plan if its state has come."""
         wait = self.core.timing.loop if timeout is None else timeout
+        with self._lock:  # wake for the next deadline, not only at the loop's tick
+            wait = max(0.0, min(wait, self.core.next_deadline() - self.clock()))
         try:
             st = self.adapter.state(wait)
         except ConnectionError:

@@ -264,6 +264,17 @@ class AgentCore:
         return ""
 
     # ----------------------------------------------------------------- the loop
+    def next_deadline(self) -> float:
+        """The robot-clock time of the next deadline that could end motion (inf: none), so
+        the loop wakes for it instead of at its next 20 ms tick."""
+        if self._state not in MOVING:
+            return float("inf")
+        t = [self._operator_seen + self.timing.operator_timeout]
+        if self._buffer:
+            t += [self._buffer[0].expires, self._last_command + self.timing.deadline,
+                  self._retained + self.timing.lease_stale]
+        return min(t) + 1e-4
+
     def tick(self, now: float) -> np.ndarray | None:
         """What the supervisor gets this loop: an action, a neutral one (hold), or None."""
         if self._latch.reason is not None:

@@ -292,6 +292,8 @@ def loss_then_recovery(rig: Rig, seconds: float = 3.0) -> dict[str, Any]:
 def replay(rig: Rig) -> dict[str, Any]:
     """Reordered, replayed after 1 s, and replayed across a new lease: none accepted."""
     rig.ready()
+    rig.driving.clear()
+    time.sleep(0.2)  # every original has arrived: what arrives from now on is a replay
     old = list(rig.shim.sent[-5:])
     ids = {(c.lease, c.epoch, c.seq) for c in (decode(d)[0] for d in old) if isinstance(c, Command)}
     start = rig.agent.clock()

@@ -224,3 +224,12 @@ def test_lossy_link_executes_nothing_after_expiry_and_never_bursts(tmp_path: Pat
             assert np.all(out == 0), k  # hold
             holds += 1
     assert executed > 300 and holds > 0  # both cases were exercised
+
+
+def test_the_next_deadline_is_the_earliest_that_could_end_motion(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    assert rig.core.next_deadline() == float("inf")  # not enabled: nothing to wake for
+    rig.ready()
+    assert abs(rig.core.next_deadline() - (rig.now + 0.25)) < 1e-3  # the operator's heartbeat
+    rig.send([_entry(rig.now + 0.1), _entry(rig.now + 0.3)])
+    assert abs(rig.core.next_deadline() - (rig.now + 0.1)) < 1e-3  # the first entry's expiry
