@@ -11,8 +11,6 @@ from qrobot.envs.core import QRobotEnv
 from qrobot.safety.conformance import measure_env
 from qrobot.scenario import load_scenario
 
-from .conftest import Rig
-
 BAR = 1.01
 STEPS = 1200  # the benchmark runs 10,000 (benchmarks/limit_conformance.py)
 
@@ -61,6 +59,8 @@ def test_the_arm_does_not_sag_below_the_workspace_floor() -> None:
     """Driven into the far low corner, then held with neutral actions: the motors' small
     tracking lag under gravity must not accumulate below the floor (each plan starts where
     the arm is measured; outside the box the step goes back by the depth)."""
+    from .conftest import Rig  # (here: benchmarks import this module on its own)
+
     rig = Rig("panda")
     floor = rig.limits.arm.ws_low[2]
     lowest = 1.0
