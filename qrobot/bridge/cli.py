@@ -14,14 +14,9 @@ from qrobot.errors import QrobotError
 
 
 def add_parsers(sub: Any) -> None:
-    r = sub.add_parser("robot-sim", help="a simulated robot process that behaves like hardware (bridge)")
-    r.add_argument("scenario")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--port", type=int, default=0, help="local port for the agent (0: a free one, printed)")
-    r.add_argument("--window", type=float, default=0.03, help="seconds each period waits for its plan")
-    r.add_argument("--log", type=Path, default=None, help="append one JSON line per period")
-    r.add_argument("--token-file", type=Path, required=True,
-                   help="pairing token the agent must prove it holds (made, 0600, if missing; give the agent the same)")
+    from qrobot.bridge.robot_sim import add_arguments
+
+    add_arguments(sub.add_parser("robot-sim", help="a simulated robot process that behaves like hardware (bridge)"))
     a = sub.add_parser("agent", help="the robot-side agent: supervisor, deadlines, lease, e-stop latch (bridge)")
     a.add_argument("--robot", required=True, help="HOST:PORT of the robot process (qrobot robot-sim)")
     a.add_argument("--robot-token", type=Path, required=True, help="the robot process's --token-file")
@@ -34,11 +29,9 @@ def add_parsers(sub: Any) -> None:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "robot-sim":
-        from qrobot.bridge.robot_sim import main
+        from qrobot.bridge.robot_sim import serve
 
-        argv = [args.scenario, "--seed", str(args.seed), "--port", str(args.port), "--window", str(args.window),
-                "--token-file", str(args.token_file)]
-        return main(argv + (["--log", str(args.log)] if args.log else []))
+        return serve(args)
     return _agent(args)
 
 

@@ -192,17 +192,25 @@ class RobotSim:
         self.env.close()
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The robot process's flags (here and as `qrobot robot-sim`)."""
+    p.add_argument("scenario")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--port", type=int, default=0, help="local port for the agent (0: a free one, printed)")
+    p.add_argument("--window", type=float, default=0.03, help="seconds each period waits for its plan")
+    p.add_argument("--log", type=Path, default=None, help="append one JSON line per period")
+    p.add_argument("--token-file", type=Path, required=True,
+                   help="pairing token the agent must prove it holds (made, 0600, if missing; give the agent the same)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m qrobot.bridge.robot_sim", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--port", type=int, default=0, help="0: a free port (printed)")
-    p.add_argument("--window", type=float, default=0.03, help="seconds a period waits for its plan")
-    p.add_argument("--log", type=Path, default=None, help="append one JSON line per period")
-    p.add_argument("--token-file", type=Path, required=True,
-                   help="the pairing token the agent must prove it holds (made, 0600, if missing)")
-    args = p.parse_args(argv)
+    add_arguments(p)
+    return serve(p.parse_args(argv))
+
+
+def serve(args: argparse.Namespace) -> int:
     log = args.log.open("a") if args.log else None
     sim = RobotSim(args.scenario, load_token(args.token_file), args.seed, args.port, args.window, log)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -24,6 +24,7 @@ from qrobot.safety.limits import default_limits
 from qrobot.safety.supervisor import OperatorKey, Supervisor
 
 from .test_robot_sim import _periods, robot, token  # noqa: F401  (the robot process fixture)
+from .test_transport import _wait
 
 FORWARD = np.array([1.0, 0.0, -1.0])
 
@@ -97,31 +98,22 @@ def running(robot: tuple[int, Path], tmp_path: Path) -> Iterator[tuple[Running, 
     rig.close()
 
 
-def _until(cond, timeout: float = 5.0) -> bool:  # noqa: ANN001
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def _speeds_after(log: Path, wall: float) -> list[float]:
     return [p["speed"] for p in _periods(log) if p["wall"] > wall]
 
 
 def test_policy_drives_then_its_silence_halts_the_robot(running: tuple[Running, Path]) -> None:
     rig, log = running
-    assert _until(lambda: rig.core.state == State.IDLE)
+    assert _wait(lambda: rig.core.state == State.IDLE)
     rig.request("enable")
     assert rig.core.state == State.ENABLED
     rig.policy_on.set()
-    assert _until(lambda: rig.core.state == State.RUNNING)
-    assert _until(lambda: any(p["speed"] > 0.45 for p in _periods(log)), timeout=5.0)
+    assert _wait(lambda: rig.core.state == State.RUNNING)
+    assert _wait(lambda: any(p["speed"] > 0.45 for p in _periods(log)), timeout=5.0)
     rig.policy_on.clear()  # the policy's link goes silent
     time.sleep(0.15)
     silent_since = rig.last_command
-    assert _until(lambda: rig.core.state == State.HOLD, timeout=2.0)
+    assert _wait(lambda: rig.core.state == State.HOLD, timeout=2.0)
     halted = [t for t, why in rig.agent.halts if t > rig.last_command_clock]
     # the deadline (0.2 s after the last command) halted the robot from the agent's 20 ms loop,
     # not at the next robot period; CI machines add scheduling delay
@@ -134,10 +126,10 @@ def test_policy_drives_then_its_silence_halts_the_robot(running: tuple[Running, 
 
 def test_console_estop_halts_at_once_and_survives_a_restart(running: tuple[Running, Path], tmp_path: Path) -> None:
     rig, log = running
-    assert _until(lambda: rig.core.state == State.IDLE)
+    assert _wait(lambda: rig.core.state == State.IDLE)
     rig.request("enable")
     rig.policy_on.set()
-    assert _until(lambda: any(p["speed"] > 0.45 for p in _periods(log)), timeout=5.0)
+    assert _wait(lambda: any(p["speed"] > 0.45 for p in _periods(log)), timeout=5.0)
     n = len(rig.agent.halts)
     rig.request("estop")
     assert rig.core.state == State.ESTOPPED and rig.core.latched  # latched on receipt
