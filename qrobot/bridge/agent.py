@@ -23,7 +23,8 @@ from typing import Any, Callable
 import numpy as np
 
 from qrobot.bridge.agent_core import MOVING, AgentCore, State
-from qrobot.bridge.messages import VERSION, ClockProbe, Command, Lease, Operator, Request, Status, decode, encode
+from qrobot.bridge.messages import (VERSION, ClockProbe, Command, Episode, Lease, Operator, Reply, Request, Status,
+                                    decode, encode)
 from qrobot.bridge.robot_link import LINK_VERSION, Halt
 from qrobot.safety.supervisor import OperatorKey, Supervisor
 
@@ -36,6 +37,8 @@ class Agent:
         self._lock = threading.Lock()
         self._moving = False  # the last plan sent could move the robot
         self._period = -1
+        self._episode: int | None = None  # a simulated robot's episode: a new world restarts the clock
+        self._new_world = False  # an episode reset was sent: the next new episode number is expected
         self.plans = 0
         self.executed: list[tuple[float, float]] = []
         self.accepted: list[tuple[float, str, int, int]] = []  # (when, lease, epoch, seq) of accepted commands
@@ -69,6 +72,8 @@ class Agent:
                     self.supervisor.reset_estop(self._key, rearm=True, note=f"{role} reset")
             elif isinstance(msg, ClockProbe):
                 reply = self._clock_probe(msg, role, now)
+            elif isinstance(msg, Episode):
+                reply = encode(self._new_episode(msg, role, now))
             self.core.tick(now)  # the message's consequences now (a take, a released dead-man), not next loop
             self._after(before, now)
             return reply
@@ -81,6 +86,30 @@ class Agent:
             self.core.clock(rtt / 2 if 0.0 <= rtt <= 10.0 else None)  # nonsense: offset unknown
         self._last_clock_reply = now
         return encode(ClockProbe(version=VERSION, sent=msg.sent, agent_time=now))
+
+    def _new_episode(self, msg: Episode, role: str, now: float) -> Reply:
+        """A new episode of a simulated world, for the lease holder, with the robot at rest."""
+        if not getattr(self.adapter.hello, "resettable", False):
+            why = "this robot is not a simulation: episodes are reset by people"
+        elif not self._at_rest():
+            why = "the robot is still moving"
+        else:
+            why = self.core.episode(msg.lease, msg.epoch, role, now)  # (logs its own refusals)
+            if not why:
+                self.adapter.reset(msg.seed)
+                self._new_world = True  # the supervisor resets at the new world's first state
+                return Reply(version=VERSION, ok=True)
+            return Reply(version=VERSION, ok=False, reason=why)
+        self.core._log(now, "episode_refused", why)
+        return Reply(version=VERSION, ok=False, reason=why)
+
+    def _at_rest(self, tol: float = 1e-2) -> bool:
+        last = self.adapter.last
+        if last is None:
+            return False
+        speeds = [np.frombuffer(last.fields[k], "<f8") for k in ("base_vel", "ee_lin_vel", "joint_vel")
+                  if k in last.fields]
+        return bool(speeds) and all(float(np.abs(v).max(initial=0.0)) < tol for v in speeds)
 
     def status(self) -> bytes:
         """The agent's status for the transport to publish (the robot's last state with it)."""
@@ -132,6 +161,11 @@ class Agent:
             if st is None or self.adapter.period == self._period:
                 return
             self._period = self.adapter.period
+            episode = getattr(self.adapter.last, "episode", None)
+            if episode != self._episode:
+                if self._new_world and self._episode is not None:  # the world we asked for: its clock restarts
+                    self.supervisor.reset()
+                self._episode, self._new_world = episode, False  # (unasked, the clock's jump faults the supervisor)
             if action is None or self.core.state not in MOVING:
                 return  # no plan: the robot's watchdog brakes and holds it
             out = self.supervisor.filter(action, st)

@@ -163,6 +163,24 @@ class AgentCore:
         self._log(now, "lease", f"{why}: epoch {self._epoch}")
         return LeaseGrant(version=VERSION, ok=True, lease=self._lease[0], epoch=self._epoch, nonce=self._lease[2])
 
+    def episode(self, lease: str, epoch: int, role: str, now: float) -> str:
+        """May the lease holder start a new episode of a simulated world now? "" if so (the
+        buffer is cleared: nothing planned for the old world runs in the new one)."""
+        if role != "policy":
+            why = f"role {role!r} cannot start an episode"
+        elif self._lease is None or self._lease_holder != "policy" or (lease, epoch) != self._lease[:2]:
+            why = "not the current lease"
+        elif now - self._retained > self.timing.lease_stale:
+            why = "lease stale"
+        elif self._state not in (State.IDLE, State.ENABLED, State.HOLD):
+            why = f"not in {self._state.value}: the robot must be idle or holding"
+        else:
+            self._buffer.clear()
+            self._log(now, "episode", "new episode")
+            return ""
+        self._log(now, "episode_refused", why)
+        return why
+
     # ----------------------------------------------------------------- operator
     def operator(self, msg: Operator, role: str, now: float) -> str:
         """A heartbeat from the console; "" if accepted, else why not."""

@@ -16,7 +16,9 @@ import numpy as np
 VERSION = 1
 MAX_ENTRIES = 64           # entries per command chunk
 MAX_ACTION = 32            # floats per entry
-MAX_BYTES = 64 * 1024      # whole message
+MAX_BYTES = 64 * 1024      # whole message the agent accepts
+MAX_OBSERVATION = 8 << 20  # what a policy accepts from the agent (camera frames)
+ARRAY_DTYPES = ("uint8", "float32")
 
 
 class _Msg(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind"):
@@ -97,7 +99,49 @@ class Status(_Msg, tag="status"):
     shapes: dict[str, list[int]] = {}
 
 
-Message = Union[Command, Lease, LeaseGrant, Operator, Request, ClockProbe, Status]
+class Episode(_Msg, tag="episode"):
+    """Policy -> agent of a simulated robot, under its lease and while the robot is not
+    moving: a new episode of the robot's scenario with this seed (the reply is a Reply)."""
+
+    lease: str
+    epoch: int
+    seed: int
+
+
+class Reply(_Msg, tag="reply"):
+    """The agent's answer to a query that is not about the lease or the clock."""
+
+    ok: bool
+    reason: str = ""
+
+
+class Observation(_Msg, tag="observation"):
+    """Robot -> policy (through the agent), once per control period after its physics:
+    what a policy may see (camera images, proprioception, the goal vector, the
+    instruction) and the task's own account (reward, success, end, metrics). Arrays are
+    raw little-endian bytes with their shape and dtype (uint8 or float32). `period` counts
+    the robot's observations (one more each, across episodes)."""
+
+    robot: str
+    scenario: str
+    episode: int
+    seed: int
+    period: int
+    step: int
+    time: float
+    instruction: str
+    arrays: dict[str, bytes]
+    shapes: dict[str, list[int]]
+    dtypes: dict[str, str]
+    reward: float = 0.0
+    success: bool = False
+    terminated: bool = False
+    truncated: bool = False
+    metrics: dict[str, float] = {}
+    control_dt: float = 0.1
+
+
+Message = Union[Command, Lease, LeaseGrant, Operator, Request, ClockProbe, Status, Episode, Reply, Observation]
 _decoder = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
 
@@ -111,12 +155,12 @@ def actions(values: np.ndarray) -> bytes:
     return np.ascontiguousarray(values, dtype="<f4").tobytes()
 
 
-def decode(data: object) -> tuple[Message | None, str]:
+def decode(data: object, limit: int = MAX_BYTES) -> tuple[Message | None, str]:
     """(message, "") or (None, why it was refused). Never raises."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         return None, f"not bytes ({type(data).__name__})"
-    if len(data) > MAX_BYTES:
-        return None, f"message of {len(data)} bytes > {MAX_BYTES}"
+    if len(data) > limit:
+        return None, f"message of {len(data)} bytes > {limit}"
     try:
         msg = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -142,9 +186,40 @@ def _check(msg: Message) -> str:
             floats.append(e.expires)
         if msg.seq < 0 or msg.epoch < 0:
             return "negative sequence or epoch"
+    if isinstance(msg, Observation):
+        why = _check_arrays(msg)
+        if why:
+            return why
+        floats += [msg.reward, msg.control_dt, *msg.metrics.values()]
     if not all(math.isfinite(f) for f in floats):
         return "non-finite time"
     return ""
+
+
+def _check_arrays(msg: Observation) -> str:
+    for name, raw in msg.arrays.items():
+        dtype, shape = msg.dtypes.get(name), msg.shapes.get(name)
+        if dtype not in ARRAY_DTYPES or shape is None or any(n < 0 for n in shape):
+            return f"array {name!r}: dtype {dtype!r} or shape {shape!r} not accepted"
+        if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != len(raw):
+            return f"array {name!r}: {len(raw)} bytes do not fill shape {shape}"
+    return ""
+
+
+def pack_arrays(arrays: dict[str, np.ndarray]) -> tuple[dict[str, bytes], dict[str, list[int]], dict[str, str]]:
+    """Arrays as an Observation carries them (uint8 stays uint8, anything else float32)."""
+    raw, shapes, dtypes = {}, {}, {}
+    for name, value in arrays.items():
+        a = np.asarray(value)
+        a = np.ascontiguousarray(a, dtype="|u1" if a.dtype == np.uint8 else "<f4")
+        raw[name], shapes[name], dtypes[name] = a.tobytes(), list(a.shape), str(a.dtype)
+    return raw, shapes, dtypes
+
+
+def unpack_arrays(msg: Observation) -> dict[str, np.ndarray]:
+    """A checked Observation's arrays (read-only views of the message's bytes)."""
+    return {name: np.frombuffer(raw, "|u1" if msg.dtypes[name] == "uint8" else "<f4").reshape(msg.shapes[name])
+            for name, raw in msg.arrays.items()}
 
 
 def entry_values(entry: Entry) -> np.ndarray:

@@ -23,7 +23,7 @@ import msgspec
 import numpy as np
 
 LINK_VERSION = 1
-MAX_FRAME = 1 << 20
+MAX_FRAME = 8 << 20  # two 128 px cameras with depth are about 0.3 MB
 _LEN = struct.Struct("<I")
 
 
@@ -40,6 +40,8 @@ class Hello(_Frame, tag="hello"):
     watchdog: float
     people: str  # "sensor": states carry people; "none": the robot declares nobody can be present
     nonce: bytes = b""  # this connection's pairing challenge
+    resettable: bool = False  # a simulated world: the agent may ask for a new episode (`Reset`)
+    observations: bool = False  # it streams what the policy sees (`Observation`, once per period)
 
 
 class Pair(_Frame, tag="pair"):
@@ -60,6 +62,7 @@ class RobotState(_Frame, tag="state"):
     shapes: dict[str, list[int]]
     watchdog_brakes: int = 0
     rejected: int = 0
+    episode: int = 0  # a simulated world's episode: a new one restarts its clock
 
 
 class Plan(_Frame, tag="plan"):
@@ -79,7 +82,22 @@ class Halt(_Frame, tag="halt"):
     reason: str
 
 
-Frame = Union[Hello, Pair, RobotState, Plan, Halt]
+class Observation(_Frame, tag="observation"):
+    """Robot -> agent after each period's physics: what the policy sees, already encoded
+    as a `qrobot.bridge.messages.Observation` (the agent forwards it untouched)."""
+
+    period: int
+    data: bytes
+
+
+class Reset(_Frame, tag="reset"):
+    """Agent -> a simulated robot, only while it is not moving: a new episode of its
+    scenario with this seed (applied between periods)."""
+
+    seed: int
+
+
+Frame = Union[Hello, Pair, RobotState, Plan, Halt, Observation, Reset]
 _decoder = msgspec.msgpack.Decoder(Frame)
 _encoder = msgspec.msgpack.Encoder()
 

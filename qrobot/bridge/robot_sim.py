@@ -13,6 +13,10 @@ stepping, holding still, and accepts the next agent (which pairs anew).
 
 prints `listening 127.0.0.1:PORT` once it accepts connections. `--log` appends one JSON
 line per period: wall time, period, speed, and whether a plan or the watchdog moved it.
+With `--observations` it also renders, after each period's physics, what a policy sees
+(cameras, proprioception, goal, instruction, the task's reward and end) and streams it to
+the agent, which forwards it to the policy; and it starts a new episode when the agent
+asks (`Reset`, only while the robot is not moving), applied between periods.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from qrobot.bridge.robot_link import LINK_VERSION, Halt, Hello, Link, Pair, Plan, RobotState, load_token, pack_state, proof
+from qrobot.bridge.messages import VERSION, Observation as ObservationMsg, encode, pack_arrays
+from qrobot.bridge.robot_link import (LINK_VERSION, Halt, Hello, Link, Observation, Pair, Plan, Reset, RobotState,
+                                      load_token, pack_state, proof)
 from qrobot.sim import PHYSICS_HZ
 from qrobot.safety.command import CommandCheck, SafeCommand, Stop
 
@@ -40,12 +46,18 @@ MIN_BRAKING = 0.5  # a pairing agent may ask for gentler braking than the robot'
 
 class RobotSim:
     def __init__(self, scenario: str, token: bytes, seed: int = 0, port: int = 0, window: float = 0.03,
-                 log: IO[str] | None = None) -> None:
+                 log: IO[str] | None = None, observations: bool = False) -> None:
         self._token = token
         from qrobot.envs.core import QRobotEnv  # the world: only this process has it
 
-        self.env = QRobotEnv(scenario, images=False)
-        self.env.reset(seed=seed)
+        self.observations = observations
+        self.env = QRobotEnv(scenario, images=observations)
+        self.seed = seed
+        self._obs = self.env.reset(seed=seed)[0]
+        self._outcome = (0.0, False, False, self.env._info())
+        self._pairing: tuple[CommandCheck, np.ndarray] | None = None
+        self._reset_to: int | None = None
+        self._observed = 0  # observations sent: their `period` counts up by one each
         self.dt = float(self.env.limits.control_dt)
         self.window = min(float(window), 0.5 * self.dt)
         self.server = socket.create_server(("127.0.0.1", port))
@@ -75,12 +87,14 @@ class RobotSim:
         self.link, self.paired, self._nonce = Link(sock), False, os.urandom(16)
         self.link.send(Hello(nonce=self._nonce, version=LINK_VERSION, robot=self.env.robot.name, scenario=self.env.scenario.name,
                              control_dt=self.dt, watchdog=self.dt + self.window,
-                             people=self.env.supervisor.people_source or "none"))
+                             people=self.env.supervisor.people_source or "none",
+                             resettable=True, observations=self.observations))
+        self._observe()  # the policy sees the world before its first command
 
     def _drop(self) -> None:
         if self.link is not None:
             self.link.close()
-        self.link, self.paired = None, False
+        self.link, self.paired, self._pairing, self._reset_to = None, False, None, None
 
     # ------------------------------------------------------------ one period
     def _handle(self, frame: object, t: float) -> None:
@@ -92,13 +106,16 @@ class RobotSim:
             if rates.shape != robot.MAX_RATES.shape or not np.all(np.isfinite(rates)) \
                     or np.any(rates < MIN_BRAKING * robot.MAX_RATES) or len(frame.secret) < 16:
                 raise ConnectionError("pairing with braking rates below the robot's or a short secret")
-            robot._pair(CommandCheck(bytes(frame.secret)), rates)
+            self._pairing = (CommandCheck(bytes(frame.secret)), rates)
+            robot._pair(*self._pairing)
             self.paired = True
         elif isinstance(frame, Halt) and self.paired:
             self.env.robot._halt(t)
             self.halts += 1
         elif isinstance(frame, Plan) and frame.period == self.period:
             self._pending = frame
+        elif isinstance(frame, Reset) and self.paired:
+            self._reset_to = int(frame.seed)  # between periods, never inside one's physics
 
     def _poll(self, timeout: float, t: float) -> None:
         """Handle what the agent sent, waiting up to `timeout` for a frame."""
@@ -153,9 +170,41 @@ class RobotSim:
         self._command, self._action = cmd, np.frombuffer(plan.action, "<f4").astype(np.float64) if plan.action else None
         return "plan"
 
+    def _new_episode(self) -> None:
+        """The agent's Reset: a new world of the scenario; the robot stays paired."""
+        seed, self._reset_to = self._reset_to, None
+        self.seed = int(seed)  # type: ignore[arg-type]
+        self._obs = self.env.reset(seed=self.seed)[0]  # (rebuilds the robot, bound to the env's own supervisor)
+        self._outcome = (0.0, False, False, self.env._info())
+        if self._pairing is not None:
+            self.env.robot._pair(*self._pairing)
+        self._observe()
+
+    def _observe(self) -> None:
+        """Send what the policy sees now (with --observations)."""
+        if not self.observations or self.link is None:
+            return
+        obs, (reward, terminated, truncated, info) = self._obs, self._outcome
+        arrays = {f"images/{k}": v for k, v in obs.get("images", {}).items()}
+        arrays.update({k: obs[k] for k in ("proprio", "goal") if k in obs})
+        raw, shapes, dtypes = pack_arrays(arrays)
+        self._observed += 1
+        msg = ObservationMsg(version=VERSION, robot=self.env.robot.name, scenario=self.env.scenario.name,
+                             episode=self.env.episode, seed=self.seed, period=self._observed, step=self.env.task.steps,
+                             time=self.env.sim.time, instruction=obs["instruction"], arrays=raw, shapes=shapes,
+                             dtypes=dtypes, reward=reward, success=bool(info["success"]), terminated=terminated,
+                             truncated=truncated, metrics={k: float(v) for k, v in info["metrics"].items()},
+                             control_dt=self.dt)
+        try:
+            self.link.send(Observation(version=LINK_VERSION, period=self._observed, data=encode(msg)))
+        except ConnectionError:
+            self._drop()
+
     def step(self) -> None:
         start = time.monotonic()
         self._accept()
+        if self._reset_to is not None:
+            self._new_episode()
         self._command: Any = Stop("watchdog")
         self._action: np.ndarray | None = None
         if self.link is not None:
@@ -163,14 +212,16 @@ class RobotSim:
             try:
                 self.link.send(RobotState(version=LINK_VERSION, period=self.period, time=self.env.sim.time,
                                           fields=fields, shapes=shapes, watchdog_brakes=self.watchdog_brakes,
-                                          rejected=self.rejected))
+                                          rejected=self.rejected, episode=self.env.episode))
             except ConnectionError:
                 self._drop()
         plan = self._wait_plan(start + self.window) if self.link is not None else None
         how = self._execute(plan)
         now = time.monotonic()  # the period's physics fills the rest of it, in real time
         self._phys = (now, max(start + self.dt - now, 0.0))
-        self.env._advance(self._command, self._action)
+        obs, reward, terminated, truncated, info = self.env._advance(self._command, self._action)
+        self._obs, self._outcome = obs, (reward, terminated, truncated, info)
+        self._observe()
         if self._log is not None:
             st = self.env.robot.state()
             speed = float(np.linalg.norm(st["ee_lin_vel"])) if "ee_lin_vel" in st else abs(float(st["base_vel"][0]))
@@ -199,6 +250,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=0, help="local port for the agent (0: a free one, printed)")
     p.add_argument("--window", type=float, default=0.03, help="seconds each period waits for its plan")
     p.add_argument("--log", type=Path, default=None, help="append one JSON line per period")
+    p.add_argument("--observations", action="store_true",
+                   help="render and stream what a policy sees (cameras, goal, instruction) every period")
     p.add_argument("--token-file", type=Path, required=True,
                    help="pairing token the agent must prove it holds (made, 0600, if missing; give the agent the same)")
 
@@ -212,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     log = args.log.open("a") if args.log else None
-    sim = RobotSim(args.scenario, load_token(args.token_file), args.seed, args.port, args.window, log)
+    sim = RobotSim(args.scenario, load_token(args.token_file), args.seed, args.port, args.window, log,
+                   args.observations)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"listening 127.0.0.1:{sim.port}", flush=True)
     try:

@@ -20,8 +20,8 @@ import numpy as np
 import zenoh
 
 from qrobot.bridge.agent import Agent
-from qrobot.bridge.messages import (VERSION, ClockProbe, Command, Entry, Lease, LeaseGrant, Operator, Request, Status,
-                                    actions, decode, encode)
+from qrobot.bridge.messages import (VERSION, ClockProbe, Command, Entry, Episode, Lease, LeaseGrant, Operator, Reply,
+                                    Request, Status, actions, decode, encode)
 from qrobot.bridge.transport import keys
 
 
@@ -32,10 +32,14 @@ class AgentService:
         self._decls: list[Any] = []
         for key, role in (("command", "policy"), ("operator", "console"), ("request", "console"), ("estop", "any")):
             self._decls.append(session.declare_subscriber(k[key], self._put(role)))
-        for key, role in (("lease", "policy"), ("take", "console"), ("clock", "policy")):
+        for key, role in (("lease", "policy"), ("take", "console"), ("clock", "policy"), ("episode", "policy")):
             self._decls.append(session.declare_queryable(k[key], self._query(role)))
         self._status = session.declare_publisher(k["state"], congestion_control=zenoh.CongestionControl.DROP,
                                                  priority=zenoh.Priority.DATA)
+        # camera frames: lowest priority, dropped under congestion, never ahead of commands
+        self._frames = session.declare_publisher(k["observation"], congestion_control=zenoh.CongestionControl.DROP,
+                                                 priority=zenoh.Priority.DATA_LOW)
+        agent.adapter.on_observation = self._frames.put
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._publish, args=(1.0 / rate,), daemon=True)
         self._thread.start()
@@ -60,9 +64,11 @@ class AgentService:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
+        self.agent.adapter.on_observation = lambda data: None
         for d in self._decls:
             d.undeclare()
         self._status.undeclare()
+        self._frames.undeclare()
 
 
 def _ask(session: zenoh.Session, key: str, msg: Any, timeout: float = 1.0) -> Any:
@@ -180,17 +186,27 @@ class PolicyClient:
                 except ConnectionError:
                     pass  # no agent answering: the lease goes stale there, which is the point
 
+    def episode(self, seed: int) -> Reply:
+        """Ask for a new episode of a simulated robot's world (the robot must be at rest)."""
+        g = self.grant
+        if g is None:
+            raise RuntimeError("acquire() first")
+        reply = _ask(self.session, self.k["episode"], Episode(version=VERSION, lease=g.lease, epoch=g.epoch, seed=seed))
+        return reply if isinstance(reply, Reply) else Reply(version=VERSION, ok=False, reason="no answer")
+
     def agent_now(self) -> float:
         if self.offset is None:
             raise RuntimeError("sync() first")
         return time.monotonic() + self.offset
 
-    def send(self, chunk: np.ndarray, period: float = 0.1) -> None:
-        """Entries for the next len(chunk) periods, each expiring at the end of its own."""
+    def send(self, chunk: np.ndarray, period: float = 0.1, lead: float = 0.0) -> None:
+        """Entries for the next len(chunk) periods, each expiring at the end of its own
+        (`lead` seconds later: a command sent just after a period began still covers the
+        next one's start)."""
         g = self.grant
         if g is None:
             raise RuntimeError("acquire() first")
-        now = self.agent_now()
+        now = self.agent_now() + lead
         self._seq += 1
         entries = [Entry(expires=now + period * (i + 1), action=actions(a)) for i, a in enumerate(np.atleast_2d(chunk))]
         self.wire(encode(Command(version=VERSION, lease=g.lease, epoch=g.epoch, seq=self._seq, nonce=g.nonce,

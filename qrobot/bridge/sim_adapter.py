@@ -10,7 +10,10 @@ import time
 
 import numpy as np
 
-from qrobot.bridge.robot_link import LINK_VERSION, Hello, Link, Pair, Plan, RobotState, proof, unpack_state
+from typing import Callable
+
+from qrobot.bridge.robot_link import (LINK_VERSION, Hello, Link, Observation, Pair, Plan, Reset, RobotState, proof,
+                                      unpack_state)
 from qrobot.safety.command import CommandCheck, SafeCommand, Stop
 
 
@@ -26,6 +29,8 @@ class SimAdapter:
         self.hello = hello
         self.period = -1
         self.last: RobotState | None = None
+        self.on_observation: Callable[[bytes], None] = lambda data: None  # the service forwards them
+        self.observations = 0
 
     @property
     def robot(self) -> str:
@@ -47,6 +52,9 @@ class SimAdapter:
             if isinstance(frame, RobotState):
                 self.period, self.last = frame.period, frame
                 return unpack_state(frame)
+            if isinstance(frame, Observation):
+                self.observations += 1
+                self.on_observation(frame.data)
 
     def send(self, command: SafeCommand | Stop, action: np.ndarray | None = None) -> bool:
         """Send this period's plan (a Stop's brake; a Stop without one sends nothing: the
@@ -58,6 +66,10 @@ class SimAdapter:
         self.link.send(Plan(version=LINK_VERSION, period=self.period, seq=int(cmd.seq),
                             values=np.ascontiguousarray(cmd.values, dtype="<f8").tobytes(), seal=cmd.seal, action=act))
         return True
+
+    def reset(self, seed: int) -> None:
+        """A new episode of a simulated robot's scenario (the caller checks it is at rest)."""
+        self.link.send(Reset(version=LINK_VERSION, seed=int(seed)))
 
     def close(self) -> None:
         self.link.close()
