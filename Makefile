@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo test check-models bench experts vla-eval checkpoints world-model wm-eval clean
+.PHONY: setup demo bridge-demo test check-models bench experts vla-eval checkpoints world-model wm-eval clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml
 # supervisor, each episode recorded to Rerun.
 demo: setup
 	$(BIN)/qrobot run pointnav --policy qwen-vla --episodes 5 --seed 10000
+
+# The same VLA driving a simulated robot in another process through the bridge: robot
+# process, agent, operator (dead-man held) and policy, four processes (docs/bridge.md).
+bridge-demo: setup
+	$(BIN)/python -m qrobot.bridge.demo --scenario pointnav --episodes 3 --seed 10000
 
 test: setup
 	$(BIN)/python -m pytest -n 2 -q

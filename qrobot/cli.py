@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu", help="torch device for learned policies (default: cpu)")
     r.add_argument("--foresight", default=None, metavar="WM_CHECKPOINT",
                    help="world-model checkpoint: the supervisor slows the base before predicted collisions")
+    from qrobot.bridge.cli import add_remote_flags
+
+    add_remote_flags(r)
     _record_flags(r)
     c = sub.add_parser("collect", help="record scripted-expert demonstrations to a dataset")
     c.add_argument("scenario")
@@ -137,6 +140,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     sc = load_scenario(args.scenario)  # bad names fail before a run directory is made
     if args.policy not in POLICY_NAMES:
         raise QrobotError(f"unknown policy {args.policy!r}; valid names: {', '.join(POLICY_NAMES)}")
+    from qrobot.bridge.cli import refuse_remote_flags, run_remote
+
+    if args.robot is not None:
+        return run_remote(args, sc)
+    refuse_remote_flags(args)
     run_dir = RunDir(args.runs_dir, command="run", scenario=args.scenario, policy=args.policy,
                      episodes=args.episodes, seed=args.seed, limits_profile=sc.limits.profile,
                      limits_overrides=dict(sc.limits.overrides)) if args.record else None
@@ -274,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_eval(args)
         if args.cmd == "keys":
             return _cmd_keys(args.dir, args.force)
-        if args.cmd in ("robot-sim", "agent"):
+        if args.cmd in ("robot-sim", "agent", "operator"):
             from qrobot.bridge.cli import dispatch as bridge
 
             return bridge(args)

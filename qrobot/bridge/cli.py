@@ -1,4 +1,6 @@
-"""`qrobot robot-sim` and `qrobot agent`: the two processes on the robot's side."""
+"""The bridge's commands: `qrobot robot-sim` and `qrobot agent` (the robot's side),
+`qrobot operator` (a minimal terminal console: dead-man, enable, e-stop, reset) and
+`qrobot run SCENARIO --robot tls/HOST:PORT` (the policy's side)."""
 
 from __future__ import annotations
 
@@ -27,25 +29,161 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("--audit", type=Path, default=Path("agent_audit.jsonl"), help="JSONL audit log (appended)")
 
 
+    o = sub.add_parser("operator", help="a terminal console for an agent: holds the dead-man, enables, e-stops (bridge)")
+    o.add_argument("--connect", required=True, help="the agent's Zenoh endpoint, tls/HOST:PORT")
+    o.add_argument("--keys", type=Path, required=True, help="directory from `qrobot keys init` (console.pem, ca.pem)")
+    o.add_argument("--name", default="robot", help="the robot's name (the agent's --name)")
+    act = o.add_mutually_exclusive_group()
+    act.add_argument("--enable", action="store_true", help="hold the dead-man and enable; Ctrl-C releases (the robot stops)")
+    act.add_argument("--estop", action="store_true", help="send an e-stop and exit")
+    act.add_argument("--reset", action="store_true", help="release a latched e-stop (then --enable again) and exit")
+
+
+def add_remote_flags(r: argparse.ArgumentParser) -> None:
+    """`qrobot run`'s flags for driving a robot through its agent."""
+    r.add_argument("--robot", default=None, metavar="tls/HOST:PORT",
+                   help="drive the robot behind this agent instead of a local world (policy role, mutual TLS)")
+    r.add_argument("--keys", type=Path, default=None, help="with --robot: `qrobot keys init` directory (default: keys)")
+    r.add_argument("--robot-name", default=None, help="with --robot: the agent's --name (default: robot)")
+    r.add_argument("--wait-enable", type=float, default=None,
+                   help="with --robot: seconds to wait for an operator to enable the robot (default: 60)")
+
+
+def refuse_remote_flags(args: argparse.Namespace) -> None:
+    """A local run given flags that only apply with --robot: refused, not ignored."""
+    for flag in ("keys", "robot_name", "wait_enable"):
+        if getattr(args, flag) is not None:
+            raise QrobotError(f"run: --{flag.replace('_', '-')} applies with --robot only")
+
+
 def dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "robot-sim":
         from qrobot.bridge.robot_sim import serve
 
         return serve(args)
+    if args.cmd == "operator":
+        return _operator(args)
     return _agent(args)
+
+
+def _check_keys(flag: str, key_dir: Path, role: str) -> None:
+    for name in ("ca.pem", f"{role}.pem", f"{role}.key"):
+        if not (key_dir / name).is_file():
+            raise QrobotError(f"{flag}: {key_dir / name} missing (make them with `qrobot keys init DIR`)")
+
+
+def _check_endpoint(flag: str, endpoint: str) -> None:
+    host, _, port = str(endpoint).removeprefix("tls/").rpartition(":")
+    if not str(endpoint).startswith("tls/") or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise QrobotError(f"{flag}: {endpoint!r}: only tls/HOST:PORT endpoints (mutual TLS) are accepted")
+
+
+def _check_name(flag: str, name: str) -> None:
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise QrobotError(f"{flag}: {name!r}: letters, digits, - and _ only")
+
+
+def run_remote(args: argparse.Namespace, scenario: Any) -> int:
+    """`qrobot run SCENARIO --robot tls/HOST:PORT`: the policy here, the robot behind its agent."""
+    from tqdm import tqdm
+
+    from qrobot.bridge.remote import RemoteRobot, check_remote_policy, run_remote_episode
+    from qrobot.policies import make_policy
+    from qrobot.runner import format_episode, format_summary, summarize
+
+    check_remote_policy(args.policy)
+    args.keys = Path("keys") if args.keys is None else args.keys
+    args.robot_name = "robot" if args.robot_name is None else args.robot_name
+    args.wait_enable = 60.0 if args.wait_enable is None else args.wait_enable
+    for flag, given in (("--gui", args.gui), ("--foresight", args.foresight)):
+        if given:
+            raise QrobotError(f"run --robot: {flag} does not apply (the robot's world and supervisor are the agent's)")
+    if args.checkpoint is not None and args.policy != "qwen-vla":
+        raise QrobotError(f"run: --checkpoint applies to policy qwen-vla only, not {args.policy!r}")
+    _check_endpoint("run --robot", args.robot)
+    _check_keys("run --keys", args.keys, "policy")
+    _check_name("run --robot-name", args.robot_name)
+    if not args.wait_enable >= 0:
+        raise QrobotError(f"run --wait-enable: {args.wait_enable!r}: seconds >= 0")
+    try:
+        robot = RemoteRobot.connect(args.robot, args.keys, args.robot_name)
+    except (ConnectionError, PermissionError) as exc:
+        raise QrobotError(f"run --robot: no agent for qrobot/{args.robot_name} at {args.robot} ({exc})") from None
+    try:
+        if robot.scenario_name != scenario.name:
+            raise QrobotError(f"run --robot: the robot runs scenario {robot.scenario_name!r}, not {scenario.name!r}")
+        kwargs = {"checkpoint": args.checkpoint, "device": args.device} if args.policy == "qwen-vla" else {}
+        policy = make_policy(args.policy, robot, seed=args.seed, **kwargs)
+        print(f"driving qrobot/{args.robot_name} ({robot.robot_kind}, {robot.scenario_name}) through its agent; "
+              f"waiting for an operator to enable it", flush=True)
+        if not robot.wait_enabled(args.wait_enable):
+            raise QrobotError(f"run --robot: nobody enabled qrobot/{args.robot_name} within {args.wait_enable:g} s "
+                              f"(agent state {robot.agent_state()}; `qrobot operator --enable`)")
+        results = []
+        for k in range(args.episodes):
+            results.append(run_remote_episode(robot, policy, k, args.seed + k))
+            tqdm.write(format_episode(results[-1]))
+            if results[-1].end_reason in ("estop", "operator", "link_lost"):
+                break  # the robot stopped for a person or the link: not the policy's next episode to try
+    finally:
+        robot.close()
+    print(format_summary(f"{scenario.name} / {args.policy} via qrobot/{args.robot_name}", summarize(results)))
+    return 0
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import zenoh
+
+    from qrobot.bridge.service import ConsoleClient
+    from qrobot.bridge.transport import config
+
+    _check_endpoint("operator --connect", args.connect)
+    _check_keys("operator --keys", args.keys, "console")
+    _check_name("operator --name", args.name)
+    session = zenoh.open(config("console", args.keys, connect=args.connect))
+    console = ConsoleClient(session, args.name)
+    try:
+        deadline = time.monotonic() + 5.0
+        while console.watch.status is None:
+            if time.monotonic() > deadline:
+                raise QrobotError(f"operator --connect: no agent for qrobot/{args.name} at {args.connect}")
+            time.sleep(0.05)
+        if args.estop or args.reset:
+            console.request("estop", key="estop") if args.estop else console.request("reset")
+            time.sleep(0.3)
+            print(f"qrobot/{args.name}: {console.watch.status.state}", flush=True)  # type: ignore[union-attr]
+            return 0
+        console.deadman.set()  # held while this runs: Ctrl-C or SIGTERM releases it and the robot stops
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        if args.enable:
+            time.sleep(0.3)  # a few heartbeats first: enabling needs a live operator
+            console.request("enable")
+        shown = ""
+        try:
+            while not stop.wait(0.05):
+                st = console.watch.status
+                line = f"{st.state}{' (' + st.latched + ')' if st.latched else ''}" if st else "no status"
+                if line != shown:
+                    print(f"qrobot/{args.name}: {line}", flush=True)
+                    shown = line
+        except KeyboardInterrupt:
+            pass
+        console.deadman.clear()
+        time.sleep(0.1)  # one released heartbeat: the agent stops at once rather than at its timeout
+        return 0
+    finally:
+        console.close()
+        session.close()
 
 
 def _check(args: argparse.Namespace) -> tuple[str, int]:
     host, _, port = str(args.robot).rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise QrobotError(f"agent --robot: {args.robot!r} is not HOST:PORT")
-    for name in ("ca.pem", "agent.pem", "agent.key"):
-        if not (args.keys / name).is_file():
-            raise QrobotError(f"agent --keys: {args.keys / name} missing (make them with `qrobot keys init DIR`)")
-    if not str(args.listen).startswith("tls/"):
-        raise QrobotError(f"agent --listen: {args.listen!r}: only tls/HOST:PORT endpoints (mutual TLS) are accepted")
-    if not args.name.replace("_", "").replace("-", "").isalnum():
-        raise QrobotError(f"agent --name: {args.name!r}: letters, digits, - and _ only")
+    _check_keys("agent --keys", args.keys, "agent")
+    _check_endpoint("agent --listen", args.listen)
+    _check_name("agent --name", args.name)
     return host, int(port)
 
 

@@ -188,8 +188,7 @@ def run_remote_episode(robot: RemoteRobot, policy: Any, episode: int, seed: int,
         reason = "success" if info["success"] else ("stopped" if terminated else "timeout")
     return EpisodeResult(robot.scenario_name, str(getattr(policy, "name", type(policy).__name__)), episode, seed,
                          obs["instruction"], reason == "success", int(info["step"]), reason,
-                         {k: float(v) for k, v in info["metrics"].items()}, {}, error,
-                         limits_profile=f"agent qrobot/{robot.name}")
+                         {k: float(v) for k, v in info["metrics"].items()}, {}, error)
 
 
 def check_remote_policy(name: str) -> None:

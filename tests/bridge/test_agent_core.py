@@ -233,3 +233,22 @@ def test_the_next_deadline_is_the_earliest_that_could_end_motion(tmp_path: Path)
     assert abs(rig.core.next_deadline() - (rig.now + 0.25)) < 1e-3  # the operator's heartbeat
     rig.send([_entry(rig.now + 0.1), _entry(rig.now + 0.3)])
     assert abs(rig.core.next_deadline() - (rig.now + 0.1)) < 1e-3  # the first entry's expiry
+
+
+def test_a_new_episode_only_for_the_lease_holder_and_never_while_running(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.ready()
+    g = rig.grant
+    assert rig.core.episode(g.lease, g.epoch, "console", rig.now) != ""  # a role that does not hold it
+    assert rig.core.episode("other", g.epoch, "policy", rig.now) == "not the current lease"
+    assert rig.send([_entry(rig.now + 0.1)])[0]
+    assert rig.advance(0.02) is not None and rig.core.state == State.RUNNING
+    assert "RUNNING" in rig.core.episode(g.lease, g.epoch, "policy", rig.now)  # the robot may be moving
+    rig.advance(0.1)  # the entry expired: HOLD
+    assert rig.core.state == State.HOLD
+    assert rig.send([_entry(rig.now + 0.1)])[0]
+    assert rig.core.episode(g.lease, g.epoch, "policy", rig.now) == ""  # accepted in HOLD ...
+    assert np.all(rig.advance(0.02) == 0.0)  # ... and nothing planned for the old world is left to run
+    rig.advance(0.6, retain=False)
+    assert rig.core.episode(g.lease, g.epoch, "policy", rig.now) == "lease stale"
+    assert [k for _, k, _ in rig.core.audit].count("episode_refused") == 4

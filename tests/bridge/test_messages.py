@@ -41,3 +41,22 @@ def test_round_trip_and_refusals() -> None:
 def test_decoding_never_raises(data: bytes) -> None:
     out, why = decode(data)
     assert (out is None) == bool(why)
+
+
+def test_observations_decode_only_when_their_arrays_fill_their_shapes() -> None:
+    from qrobot.bridge.messages import MAX_OBSERVATION, Observation, pack_arrays, unpack_arrays
+
+    img = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    raw, shapes, dtypes = pack_arrays({"images/front": img, "goal": np.array([1.5, -0.25])})
+    base = dict(version=VERSION, robot="diffbot", scenario="pointnav", episode=1, seed=3, period=1, step=0, time=0.0,
+                instruction="go", arrays=raw, shapes=shapes, dtypes=dtypes)
+    msg, why = decode(encode(Observation(**base)), MAX_OBSERVATION)
+    assert why == "" and isinstance(msg, Observation)
+    arrays = unpack_arrays(msg)
+    assert np.array_equal(arrays["images/front"], img) and arrays["goal"].dtype == np.float32
+    for bad in ({"shapes": dict(shapes, goal=[3])}, {"dtypes": dict(dtypes, goal="float64")},
+                {"shapes": dict(shapes, goal=[-2, -1])}, {"reward": float("nan")}, {"metrics": {"spl": float("inf")}}):
+        assert decode(encode(Observation(**dict(base, **bad))), MAX_OBSERVATION)[0] is None, bad
+    big = pack_arrays({f"images/{c}": np.zeros((128, 128, 3), np.uint8) for c in ("front", "wrist")})
+    data = encode(Observation(**dict(base, arrays=big[0], shapes=big[1], dtypes=big[2])))
+    assert decode(data, MAX_OBSERVATION)[0] is not None and decode(data)[0] is None  # past the agent's inbound bound

@@ -1,0 +1,121 @@
+"""The policy side through the bridge, as a user runs it: `qrobot robot-sim --observations`,
+`qrobot agent` and `qrobot operator --enable` as separate processes, and a `RemoteRobot`
+here that sees only what the robot process streams. The shipped Qwen VLA drives the base
+toward its goal from those frames; a new episode comes only at rest; an operator's
+e-stop ends the episode and the robot comes to rest."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qrobot.bridge import keys as certs
+from qrobot.bridge.remote import RemoteRobot, run_remote_episode
+from qrobot.policies import make_policy
+from qrobot.scenario import load_scenario
+
+from .test_processes import QROBOT, _start
+from .test_robot_sim import _periods
+from .test_transport import _free_port
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs[::-1]:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_the_vla_drives_a_robot_process_through_the_agent(tmp_path: Path) -> None:
+    certs.init(tmp_path / "keys")
+    log, token = tmp_path / "robot.jsonl", str(tmp_path / "robot.token")
+    endpoint = f"tls/127.0.0.1:{_free_port()}"
+    procs: list[subprocess.Popen] = []
+    try:
+        robot, line = _start(["robot-sim", "pointnav", "--observations", "--log", str(log), "--token-file", token],
+                             "listening 127.0.0.1:")
+        procs.append(robot)
+        agent, _ = _start(["agent", "--robot", line.split()[-1], "--robot-token", token, "--keys",
+                           str(tmp_path / "keys"), "--listen", endpoint, "--name", "r1",
+                           "--latch", str(tmp_path / "estop.json"), "--audit", str(tmp_path / "audit.jsonl")],
+                          "agent for diffbot")
+        procs.append(agent)
+        remote = RemoteRobot.connect(endpoint, tmp_path / "keys", "r1")
+        try:
+            policy = make_policy("qwen-vla", remote, seed=0)  # the shipped pointnav checkpoint
+            operator, _ = _start(["operator", "--connect", endpoint, "--keys", str(tmp_path / "keys"),
+                                  "--name", "r1", "--enable"], "qrobot/r1:")
+            procs.append(operator)
+            assert remote.wait_enabled(5.0)
+
+            obs, info = remote.reset(10000)
+            cams = {c.name: (c.height, c.width, 3) for c in load_scenario("pointnav").cameras}
+            assert {k: v.shape for k, v in obs["images"].items() if k in cams} == cams
+            assert obs["instruction"] and info["seed"] == 10000 and info["step"] <= 5
+            assert obs["images"][next(iter(cams))].std() > 5.0  # a rendered scene, not a blank frame
+            start = info["metrics"]["distance_to_goal"]
+
+            result = run_remote_episode(remote, policy, 0, 10000, max_steps=40)
+            assert result.end_reason == "timeout" and result.error == ""  # (cut at 40 steps, still on its way)
+            assert start - result.metrics["distance_to_goal"] >= 0.75  # 4 s at up to 0.5 m/s, toward the goal
+
+            # a new episode only once the robot has braked to rest; then an operator's e-stop ends it
+            seen = remote._seen
+            obs, info = remote.reset(10001)
+            assert info["seed"] == 10001 and remote._seen > seen
+            moving = [p for p in _periods(log) if p["speed"] > 1e-3]
+            stopped = subprocess.run(QROBOT + ["operator", "--connect", endpoint, "--keys", str(tmp_path / "keys"),
+                                               "--name", "r1", "--estop"], capture_output=True, text=True, timeout=60)
+            assert stopped.returncode == 0 and "ESTOPPED" in stopped.stdout
+            estopped = time.time()
+            result = run_remote_episode_after_reset(remote, policy)
+            assert result == "estop"
+            time.sleep(1.0)
+            assert max(p["speed"] for p in _periods(log) if p["wall"] > estopped + 0.6) < 1e-3
+            assert moving  # (it did drive before)
+            with pytest.raises(ConnectionError, match="refused a new episode"):
+                remote.reset(10002, timeout=0.3)  # e-stopped: no new world until a console reset
+        finally:
+            remote.close()
+    finally:
+        _stop(procs)
+
+
+def run_remote_episode_after_reset(remote: RemoteRobot, policy: object) -> str:
+    """Step the current episode until the agent stops executing; its end reason."""
+    obs = remote._as_obs(remote._next(-1))[0]
+    for _ in range(50):
+        obs, _, term, trunc, info = remote.step(policy.act(obs))  # type: ignore[attr-defined]
+        if info["agent_state"] == "ESTOPPED":
+            return "estop"
+    return info["agent_state"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["run", "pointnav", "--policy", "hold", "--robot", "http://127.0.0.1:7447"], "run --robot: 'http://127.0.0.1:7447': only tls/"),
+    (["run", "pointnav", "--policy", "hold", "--robot", "tls/127.0.0.1:7447", "--keys", "/nonexistent"], "run --keys: /nonexistent/ca.pem"),
+    (["run", "pointnav", "--robot", "tls/127.0.0.1:7447", "--policy", "expert"], "privileged state"),
+    (["run", "pointnav", "--policy", "hold", "--robot", "tls/127.0.0.1:7447", "--gui"], "--gui does not apply"),
+    (["run", "pointnav", "--robot-name", "r1"], "--robot-name applies with --robot only"),
+    (["operator", "--connect", "tls/127.0.0.1:notaport", "--keys", "k"], "operator --connect"),
+    (["operator", "--connect", "tls/127.0.0.1:7447", "--keys", "/nonexistent"], "operator --keys"),
+])
+def test_bridge_user_errors_are_one_line(argv: list[str], needle: str) -> None:
+    proc = subprocess.run(QROBOT + argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_no_agent_at_the_endpoint_is_one_line(tmp_path: Path) -> None:
+    certs.init(tmp_path / "keys")
+    proc = subprocess.run(QROBOT + ["run", "pointnav", "--robot", f"tls/127.0.0.1:{_free_port()}", "--keys",
+                                    str(tmp_path / "keys"), "--policy", "hold"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no agent for qrobot/robot" in proc.stderr
