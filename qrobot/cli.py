@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_eval(args)
         if args.cmd == "keys":
             return _cmd_keys(args.dir, args.force)
-        if args.cmd in ("robot-sim", "agent", "operator"):
+        if args.cmd in ("robot-sim", "agent", "operator", "agent-replay"):
             from qrobot.bridge.cli import dispatch as bridge
 
             return bridge(args)

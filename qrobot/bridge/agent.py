@@ -44,6 +44,8 @@ class Agent:
         self.accepted: list[tuple[float, str, int, int]] = []  # (when, lease, epoch, seq) of accepted commands
         self._last_clock_reply = -1.0
         self.halts: list[tuple[float, str]] = []  # (agent time, why)
+        self._journal: list[dict[str, Any]] = []  # for the session record (`drain`)
+        self._audited = 0
         supervisor.bind(adapter)
         core.adapter(True, clock())
 
@@ -62,6 +64,7 @@ class Agent:
             if isinstance(msg, Command):
                 if self.core.command(msg, role, now)[0]:
                     self.accepted.append((now, msg.lease, msg.epoch, msg.seq))
+                    self._journal.append({"t": now, "kind": "command", "seq": msg.seq, "entries": len(msg.entries)})
             elif isinstance(msg, Lease):
                 reply = encode(self.core.lease(msg, role, now))
             elif isinstance(msg, Operator):
@@ -97,6 +100,7 @@ class Agent:
             why = self.core.episode(msg.lease, msg.epoch, role, now)  # (logs its own refusals)
             if not why:
                 self.adapter.reset(msg.seed)
+                self._journal.append({"t": now, "kind": "reset", "seed": int(msg.seed), "period": self.adapter.period})
                 self._new_world = True  # the supervisor resets at the new world's first state
                 return Reply(version=VERSION, ok=True)
             return Reply(version=VERSION, ok=False, reason=why)
@@ -131,6 +135,7 @@ class Agent:
     def _halt(self, now: float, why: str) -> None:
         self._moving = False
         self.halts.append((now, why))
+        self._journal.append({"t": now, "kind": "halt", "why": why, "period": self.adapter.period})
         try:
             self.adapter.link.send(Halt(version=LINK_VERSION, reason=why[:120]))
         except ConnectionError:
@@ -168,6 +173,10 @@ class Agent:
                 self._episode, self._new_world = episode, False  # (unasked, the clock's jump faults the supervisor)
             if action is None or self.core.state not in MOVING:
                 return  # no plan: the robot's watchdog brakes and holds it
+            operator_age, lease_age = self.core.ages(now)
+            self._journal.append({"t": now, "kind": "plan", "period": self.adapter.period, "episode": self._episode,
+                                  "state": self.core.state.value, "action": [float(a) for a in action],
+                                  "speed": _speed(st), "operator_age": operator_age, "lease_age": lease_age})
             out = self.supervisor.filter(action, st)
             self.adapter.send(out, self.supervisor.last_action)
             self.plans += 1
@@ -175,6 +184,23 @@ class Agent:
                 self.executed.append((now, self.core.executing))  # (when, the entry's expiry)
             self._moving = self.core.state == State.RUNNING and bool(np.any(action != 0.0))
 
+    def drain(self) -> list[dict[str, Any]]:
+        """The session's records since the last drain (the core's audit and the agent's own),
+        in time order, for `qrobot.bridge.audit.SessionAudit`."""
+        with self._lock:
+            new = [{"t": t, "kind": kind, "detail": detail} for t, kind, detail in self.core.audit[self._audited:]]
+            self._audited = len(self.core.audit)
+            new += self._journal
+            self._journal = []
+        return sorted(new, key=lambda r: r["t"])
+
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.step()
+
+
+def _speed(state: dict) -> float:
+    """The robot's measured speed (m/s): the base's forward speed or the grasp point's."""
+    if "ee_lin_vel" in state:
+        return float(np.linalg.norm(state["ee_lin_vel"]))
+    return abs(float(np.asarray(state.get("base_vel", [0.0]))[0]))

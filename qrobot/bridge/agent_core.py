@@ -95,6 +95,10 @@ class AgentCore:
     def epoch(self) -> int:
         return self._epoch
 
+    def ages(self, now: float) -> tuple[float, float]:
+        """Seconds since the last accepted operator heartbeat and the last lease retain."""
+        return float(now - self._operator_seen), float(now - self._retained)
+
     def _log(self, now: float, kind: str, detail: str) -> None:
         self.audit.append((float(now), kind, detail))
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import threading
 import time
@@ -27,6 +26,8 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("--name", default="robot", help="the robot's name in key expressions (qrobot/NAME/...)")
     a.add_argument("--latch", type=Path, default=Path("estop.json"), help="the e-stop latch file")
     a.add_argument("--audit", type=Path, default=Path("agent_audit.jsonl"), help="JSONL audit log (appended)")
+    a.add_argument("--recording", type=Path, default=None,
+                   help="the session as a Rerun recording (default: the audit log's name with .rrd)")
 
 
     o = sub.add_parser("operator", help="a terminal console for an agent: holds the dead-man, enables, e-stops (bridge)")
@@ -37,6 +38,10 @@ def add_parsers(sub: Any) -> None:
     act.add_argument("--enable", action="store_true", help="hold the dead-man and enable; Ctrl-C releases (the robot stops)")
     act.add_argument("--estop", action="store_true", help="send an e-stop and exit")
     act.add_argument("--reset", action="store_true", help="release a latched e-stop (then --enable again) and exit")
+    rp = sub.add_parser("agent-replay", help="drive a simulated robot with an agent's recorded session (bridge)")
+    rp.add_argument("audit", type=Path, help="the agent's JSONL audit log (qrobot agent --audit)")
+    rp.add_argument("--robot", required=True, help="HOST:PORT of a robot process (qrobot robot-sim) to replay on")
+    rp.add_argument("--robot-token", type=Path, required=True, help="that robot process's --token-file")
 
 
 def add_remote_flags(r: argparse.ArgumentParser) -> None:
@@ -63,6 +68,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return serve(args)
     if args.cmd == "operator":
         return _operator(args)
+    if args.cmd == "agent-replay":
+        return _replay(args)
     return _agent(args)
 
 
@@ -141,7 +148,7 @@ def _operator(args: argparse.Namespace) -> int:
     _check_keys("operator --keys", args.keys, "console")
     _check_name("operator --name", args.name)
     session = zenoh.open(config("console", args.keys, connect=args.connect))
-    console = ConsoleClient(session, args.name)
+    console = ConsoleClient(session, args.name, beat=not (args.estop or args.reset))
     try:
         deadline = time.monotonic() + 5.0
         while console.watch.status is None:
@@ -177,14 +184,42 @@ def _operator(args: argparse.Namespace) -> int:
         session.close()
 
 
-def _check(args: argparse.Namespace) -> tuple[str, int]:
+def _connect(args: argparse.Namespace, command: str) -> Any:
+    """The adapter to the robot process at --robot (checked), paired by --robot-token."""
+    from qrobot.bridge.sim_adapter import SimAdapter
+
     host, _, port = str(args.robot).rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise QrobotError(f"agent --robot: {args.robot!r} is not HOST:PORT")
+        raise QrobotError(f"{command} --robot: {args.robot!r} is not HOST:PORT")
+    try:
+        token = bytes.fromhex(args.robot_token.read_text().strip())
+    except (OSError, ValueError):
+        raise QrobotError(f"{command} --robot-token: {args.robot_token} is not a readable hex token "
+                          "(the robot process's --token-file)") from None
+    try:
+        return SimAdapter(int(port), token, host)
+    except OSError as exc:
+        raise QrobotError(f"{command} --robot: cannot reach the robot at {host}:{port} ({exc})") from None
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from qrobot.bridge.replay import read_session, replay
+
+    records = read_session(args.audit)
+    adapter = _connect(args, "agent-replay")
+    try:
+        done = replay(records, adapter, robot_supervisor(adapter))
+    finally:
+        adapter.close()
+    print(f"replayed {done['plans']} plans, {done['halts']} halts, {done['resets']} episodes from {args.audit}; "
+          f"robot periods {done['first']}..{done['last']}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> None:
     _check_keys("agent --keys", args.keys, "agent")
     _check_endpoint("agent --listen", args.listen)
     _check_name("agent --name", args.name)
-    return host, int(port)
 
 
 def _agent(args: argparse.Namespace) -> int:
@@ -192,28 +227,16 @@ def _agent(args: argparse.Namespace) -> int:
 
     from qrobot.bridge.agent import Agent
     from qrobot.bridge.agent_core import AgentCore, Timing
+    from qrobot.bridge.audit import SessionAudit
     from qrobot.bridge.latch import Latch
     from qrobot.bridge.service import AgentService
-    from qrobot.bridge.sim_adapter import SimAdapter
     from qrobot.bridge.transport import config
-    from qrobot.safety.limits import default_limits
-    from qrobot.safety.supervisor import OperatorKey, Supervisor
+    from qrobot.safety.supervisor import OperatorKey
 
-    host, port = _check(args)
-    try:
-        token = bytes.fromhex(args.robot_token.read_text().strip())
-    except (OSError, ValueError):
-        raise QrobotError(f"agent --robot-token: {args.robot_token} is not a readable hex token "
-                          "(the robot process's --token-file)") from None
-    try:
-        adapter = SimAdapter(port, token, host)
-    except OSError as exc:
-        raise QrobotError(f"agent --robot: cannot reach the robot at {host}:{port} ({exc})") from None
-    kin = _kinematics(adapter.robot)
+    _check(args)
+    adapter = _connect(args, "agent")
     key = OperatorKey()  # the console's reset releases the supervisor through the agent
-    scale = (0.025, 0.25) if adapter.robot == "panda" else (0.5, 1.2)
-    sup = Supervisor(default_limits(adapter.robot, adapter.hello.control_dt), scale, kinematics=kin,
-                     operator=key, people=adapter.hello.people)  # type: ignore[arg-type]
+    sup = robot_supervisor(adapter, key)
     core = AgentCore(3 if adapter.robot == "diffbot" else 5, Latch(args.latch), Timing(),
                      people=adapter.hello.people in ("sensor", "none"))
     agent = Agent(adapter, sup, core, key)
@@ -223,21 +246,37 @@ def _agent(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"agent for {adapter.robot} ({adapter.hello.scenario}) on {args.listen} as qrobot/{args.name}; "
           f"state {core.state.value}", flush=True)
-    written = 0
     try:
-        with args.audit.open("a") as audit:
-            while not stop.is_set():
-                agent.step()
-                if len(core.audit) > written:  # the audit trail, as it happens
-                    for t, kind, detail in core.audit[written:]:
-                        audit.write(json.dumps({"t": t, "wall": time.time(), "kind": kind, "detail": detail}) + "\n")
-                    written = len(core.audit)
-                    audit.flush()
+        audit = SessionAudit(args.audit, args.recording or args.audit.with_suffix(".rrd"), adapter.robot, args.name)
+    except OSError as exc:
+        adapter.close()
+        raise QrobotError(f"agent --audit/--recording: cannot write the session record ({exc})") from None
+    try:
+        while not stop.is_set():
+            agent.step()
+            records = agent.drain()  # the session record, as it happens
+            for record in records:
+                audit.write(record)
+            if records:
+                audit.flush()
     finally:
         service.close()
         session.close()
         adapter.close()
+        audit.close()
     return 0
+
+
+def robot_supervisor(adapter: Any, key: Any = None) -> Any:
+    """The supervisor an agent runs for the robot behind `adapter`: the robot's limits
+    profile at its control period (and the arm's Jacobian from a kinematics-only model)."""
+    from qrobot.safety.limits import default_limits
+    from qrobot.safety.supervisor import OperatorKey, Supervisor
+
+    scale = (0.025, 0.25) if adapter.robot == "panda" else (0.5, 1.2)
+    return Supervisor(default_limits(adapter.robot, adapter.hello.control_dt), scale,
+                      kinematics=_kinematics(adapter.robot), operator=key or OperatorKey(),
+                      people=adapter.hello.people)
 
 
 def _kinematics(robot: str) -> Any:

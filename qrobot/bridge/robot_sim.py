@@ -225,8 +225,10 @@ class RobotSim:
         if self._log is not None:
             st = self.env.robot.state()
             speed = float(np.linalg.norm(st["ee_lin_vel"])) if "ee_lin_vel" in st else abs(float(st["base_vel"][0]))
-            self._log.write(json.dumps({"wall": time.time(), "period": self.period, "how": how,
-                                        "speed": speed, "sim_time": self.env.sim.time}) + "\n")
+            pos = st["ee_pos"] if "ee_pos" in st else st["base_pose"]
+            self._log.write(json.dumps({"wall": time.time(), "period": self.period, "how": how, "speed": speed,
+                                        "sim_time": self.env.sim.time, "episode": self.env.episode,
+                                        "pos": [round(float(x), 6) for x in pos]}) + "\n")
             self._log.flush()
         self.period += 1
         time.sleep(max(0.0, start + self.dt - time.monotonic()))  # (the substeps paced most of it)

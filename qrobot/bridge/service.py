@@ -100,15 +100,17 @@ class _Watcher:
 
 
 class ConsoleClient:
-    """A minimal operator console: heartbeats at 20 Hz while `deadman` is held."""
+    """A minimal operator console: heartbeats answering each challenge, with the dead-man
+    state (`beat=False`: a one-shot request that leaves another console's dead-man alone)."""
 
-    def __init__(self, session: zenoh.Session, robot: str) -> None:
+    def __init__(self, session: zenoh.Session, robot: str, beat: bool = True) -> None:
         self.session, self.k = session, keys(robot)
         self.watch = _Watcher(session, robot)
         self.deadman = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
-        self._thread.start()
+        if beat:
+            self._thread.start()
 
     def _beat(self) -> None:
         answered = None
@@ -126,7 +128,8 @@ class ConsoleClient:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(2)
+        if self._thread.is_alive():
+            self._thread.join(2)
 
 
 class PolicyClient:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qrobot.bridge import keys as certs
@@ -84,10 +85,42 @@ def test_the_vla_drives_a_robot_process_through_the_agent(tmp_path: Path) -> Non
                 remote.reset(10002, timeout=0.3)  # e-stopped: no new world until a console reset
         finally:
             remote.close()
+        _stop(procs)
+        _replay_the_session(tmp_path, log)
     finally:
         _stop(procs)
 
 
+def _replay_the_session(tmp_path: Path, log: Path) -> None:
+    """The agent's session record: the Rerun recording reads back with its events and
+    actions, and `qrobot agent-replay` drives a fresh robot process along the same path."""
+    from qrobot.bridge.replay import read_session
+    from qrobot.record.readback import _chunks
+
+    entities = {c.entity_path for c in _chunks(tmp_path / "audit.rrd")[0]}
+    assert {"/agent/events", "/agent/action/v", "/agent/ages/operator", "/robot/speed"} <= entities
+    records = read_session(tmp_path / "audit.jsonl")
+    reset = [r for r in records if r["kind"] == "reset" and r["seed"] == 10000][-1]  # the driven episode
+    episode = 1 + max(r["episode"] for r in records if r["kind"] == "plan" and r["t"] < reset["t"])
+    driving = [r for r in records if r["kind"] == "plan" and r["episode"] == episode and any(r["action"])]
+    assert len(driving) >= 30
+    replay_log, token = tmp_path / "replay.jsonl", str(tmp_path / "replay.token")
+    robot, line = _start(["robot-sim", "pointnav", "--log", str(replay_log), "--token-file", token],
+                         "listening 127.0.0.1:")
+    try:
+        out = subprocess.run(QROBOT + ["agent-replay", str(tmp_path / "audit.jsonl"), "--robot", line.split()[-1],
+                                       "--robot-token", token], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout.startswith("replayed"), out.stderr
+    finally:
+        _stop([robot])
+
+    def planned(path: Path) -> list[dict]:
+        return [p for p in _periods(path) if p["episode"] == episode and p["how"] == "plan"]
+
+    original, replayed = planned(log), planned(replay_log)
+    assert len(original) == len(replayed) > len(driving)  # the drive, then the hold until the next episode
+    for k in (len(driving) // 2, len(driving) - 1, -1):  # mid-drive, its end, at rest
+        assert np.linalg.norm(np.subtract(original[k]["pos"], replayed[k]["pos"])[:2]) < 0.02, k
 def run_remote_episode_after_reset(remote: RemoteRobot, policy: object) -> str:
     """Step the current episode until the agent stops executing; its end reason."""
     obs = remote._as_obs(remote._next(-1))[0]

@@ -1,0 +1,102 @@
+"""Replay an agent's recorded session against a simulated robot (`qrobot agent-replay`):
+the same supervisor, fed period by period the actions the agent executed, with the same
+halts and new episodes, so a session's motion can be reproduced and inspected offline.
+
+Commands themselves cannot be replayed (a new agent grants a new lease, epoch and nonce:
+replay protection is the point); what the agent executed can.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qrobot.bridge.robot_link import LINK_VERSION, Halt
+from qrobot.errors import QrobotError
+
+REPLAYED = ("plan", "halt", "reset")
+
+
+def read_session(path: Path) -> list[dict[str, Any]]:
+    """The replayable records of an audit log, in time order (a bad line is a user error)."""
+    out = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise QrobotError(f"agent-replay: cannot read {path} ({exc})") from None
+    for n, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            if record.get("kind") in REPLAYED:
+                float(record["t"])
+                if record["kind"] == "plan":
+                    record["action"] = np.asarray(record["action"], np.float64)
+                    int(record["period"])
+                out.append(record)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise QrobotError(f"agent-replay: {path}:{n} is not an audit record of `qrobot agent`") from None
+    if not any(r["kind"] == "plan" for r in out):
+        raise QrobotError(f"agent-replay: {path} holds no executed plans")
+    return sorted(out, key=lambda r: r["t"])
+
+
+def replay(records: list[dict[str, Any]], adapter: Any, supervisor: Any, timeout: float = 2.0) -> dict[str, Any]:
+    """Drive the robot behind `adapter` with the recorded plans; returns counts and the
+    replay robot's period for each recorded one (`periods`: original -> replay)."""
+    supervisor.bind(adapter)
+    periods: dict[int, int] = {}
+    counts = {"plans": 0, "halts": 0, "resets": 0}
+    last_plan: int | None = None
+    fresh: dict | None = None  # a new world's first state, which its first plan uses
+
+    def next_state() -> dict:
+        st = adapter.state(timeout)
+        if st is None:
+            raise ConnectionError("the robot stopped streaming its state")
+        return st
+
+    def new_world(seed: int) -> dict:
+        if adapter.last is None:
+            next_state()
+        episode = adapter.last.episode
+        adapter.reset(seed)
+        st = next_state()
+        while adapter.last.episode == episode:  # until the new world's first state
+            st = next_state()
+        supervisor.reset()
+        counts["resets"] += 1
+        return st
+
+    # A reset takes effect at the robot's next period: plans the agent made for the old
+    # world's last states (recorded after the reset, with the old episode) run there first.
+    pending: dict | None = None
+    episode: int | None = None  # the original session's robot episode of the last plan
+    for r in records:
+        if r["kind"] == "reset":
+            if pending is not None:
+                fresh, last_plan = new_world(int(pending["seed"])), None
+            pending = r
+            continue
+        if r["kind"] == "halt":
+            adapter.link.send(Halt(version=LINK_VERSION, reason=str(r.get("why", ""))[:120]))
+            counts["halts"] += 1
+            continue
+        if pending is not None and r.get("episode") != episode:
+            fresh, last_plan, pending = new_world(int(pending["seed"])), None, None
+        episode = r.get("episode")
+        skip = 0 if last_plan is None else max(0, int(r["period"]) - last_plan - 1)
+        st = fresh if fresh is not None else next_state()
+        for _ in range(skip):  # periods the agent left to the robot's watchdog stay unplanned
+            st = next_state()
+        fresh = None
+        out = supervisor.filter(r["action"], st)
+        adapter.send(out, supervisor.last_action)
+        periods[int(r["period"])] = adapter.period
+        last_plan = int(r["period"])
+        counts["plans"] += 1
+    if pending is not None:
+        new_world(int(pending["seed"]))
+    return dict(counts, periods=periods, first=min(periods.values()), last=max(periods.values()))
