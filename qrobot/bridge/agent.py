@@ -23,8 +23,8 @@ from typing import Any, Callable
 import numpy as np
 
 from qrobot.bridge.agent_core import MOVING, AgentCore, State
-from qrobot.bridge.messages import (VERSION, ClockProbe, Command, Episode, Lease, Operator, Reply, Request, Status,
-                                    decode, encode)
+from qrobot.bridge.messages import (VERSION, ClockProbe, Command, Episode, Lease, Operator, Proposal, Reply, Request,
+                                    Status, decode, encode)
 from qrobot.bridge.robot_link import LINK_VERSION, Halt
 from qrobot.safety.supervisor import OperatorKey, Supervisor
 
@@ -75,6 +75,9 @@ class Agent:
                     self.supervisor.reset_estop(self._key, rearm=True, note=f"{role} reset")
             elif isinstance(msg, ClockProbe):
                 reply = self._clock_probe(msg, role, now)
+            elif isinstance(msg, Proposal):
+                why = self.core.propose(msg, role, now)
+                reply = encode(Reply(version=VERSION, ok=not why, reason=why))
             elif isinstance(msg, Episode):
                 reply = encode(self._new_episode(msg, role, now))
             self.core.tick(now)  # the message's consequences now (a take, a released dead-man), not next loop
@@ -122,7 +125,8 @@ class Agent:
             return encode(Status(version=VERSION, state=self.core.state.value, challenge=self.core.challenge,
                                  epoch=self.core.epoch, latched=self.core.latched or "", time=self.clock(),
                                  robot=dict(last.fields) if last is not None else {},
-                                 shapes=dict(last.shapes) if last is not None else {}))
+                                 shapes=dict(last.shapes) if last is not None else {},
+                                 approval=self.core.approval(self.clock())))
 
     def _after(self, before: State, now: float) -> None:
         """With the lock: a transition that ends motion halts the robot now."""

@@ -22,7 +22,8 @@ from enum import Enum
 import numpy as np
 
 from qrobot.bridge.latch import Latch
-from qrobot.bridge.messages import VERSION, Command, Entry, Lease, LeaseGrant, Operator, Request, entry_values
+from qrobot.bridge.messages import (VERSION, Command, Entry, Lease, LeaseGrant, Operator, Proposal, Request, digest,
+                                    entry_values)
 
 
 class State(str, Enum):
@@ -57,10 +58,16 @@ class AgentCore:
         dim: action size the robot's supervisor takes.
         latch: the on-disk e-stop latch (a set latch on start means ESTOPPED).
         people: the robot's profile has a people source or declares none can be present.
+        approval: commands need the operator's approval of the policy's proposed task
+            ({instruction, scenario, speed scale}), bound to the lease, for `approval_ttl` s.
     """
 
-    def __init__(self, dim: int, latch: Latch, timing: Timing = Timing(), people: bool = True) -> None:
+    def __init__(self, dim: int, latch: Latch, timing: Timing = Timing(), people: bool = True,
+                 approval: bool = False, approval_ttl: float = 600.0) -> None:
         self.dim, self.timing, self._latch, self._people = dim, timing, latch, people
+        self.approval_required, self._approval_ttl = approval, approval_ttl
+        self._proposal: tuple[str, Proposal] | None = None  # (digest, proposal) awaiting the console
+        self._approved: tuple[str, Proposal, float] | None = None  # (digest, proposal, expiry)
         self._state = State.ESTOPPED if latch.reason else State.DISCONNECTED
         self._adapter = False
         self._lease: tuple[str, int, bytes] | None = None  # id, epoch, nonce
@@ -98,6 +105,24 @@ class AgentCore:
     def ages(self, now: float) -> tuple[float, float]:
         """Seconds since the last accepted operator heartbeat and the last lease retain."""
         return float(now - self._operator_seen), float(now - self._retained)
+
+    def approval(self, now: float) -> str:
+        """For the status: "" (not required), "approved <digest>: <task>", "pending ..." or "none"."""
+        if not self.approval_required:
+            return ""
+        if self._approved is not None and self._approval_holds(now):
+            d, p, _ = self._approved
+            return f"approved {d}: {p.instruction} | {p.scenario} | speed {p.speed_scale:g}"
+        if self._proposal is not None:
+            d, p = self._proposal
+            return f"pending {d}: {p.instruction} | {p.scenario} | speed {p.speed_scale:g}"
+        return "none"
+
+    def _approval_holds(self, now: float) -> bool:
+        if self._approved is None or self._lease is None:
+            return False
+        _, p, expires = self._approved
+        return (p.lease, p.epoch) == self._lease[:2] and now < expires
 
     def _log(self, now: float, kind: str, detail: str) -> None:
         self.audit.append((float(now), kind, detail))
@@ -185,6 +210,38 @@ class AgentCore:
         self._log(now, "episode_refused", why)
         return why
 
+    def propose(self, msg: Proposal, role: str, now: float) -> str:
+        """The lease holder's task for the operator to approve; "" if it now awaits approval."""
+        if not self.approval_required:
+            why = "this agent does not require approval"
+        elif role != "policy":
+            why = f"role {role!r} cannot propose a task"
+        elif self._lease is None or self._lease_holder != "policy" or (msg.lease, msg.epoch) != self._lease[:2]:
+            why = "not the current lease"
+        else:
+            self._proposal = (digest(msg), msg)
+            self._log(now, "proposal", f"{self._proposal[0]}: {msg.instruction} | {msg.scenario} | "
+                                       f"speed {msg.speed_scale:g}")
+            return ""
+        self._log(now, "proposal_refused", why)
+        return why
+
+    def _approve(self, shown: str, now: float) -> tuple[bool, str]:
+        """The console approves the proposal whose digest it showed the operator."""
+        if not self.approval_required:
+            return False, "approval is not required by this agent"
+        if self._proposal is None or self._proposal[0] != shown:
+            why = "no pending proposal with that digest"
+        elif self._lease is None or (self._proposal[1].lease, self._proposal[1].epoch) != self._lease[:2]:
+            why = "the proposal's lease has ended"
+        else:
+            d, p = self._proposal
+            self._approved, self._proposal = (d, p, now + self._approval_ttl), None
+            self._log(now, "approval", f"{d} approved for {self._approval_ttl:g} s")
+            return True, ""
+        self._log(now, "approval_refused", why)
+        return False, why
+
     # ----------------------------------------------------------------- operator
     def operator(self, msg: Operator, role: str, now: float) -> str:
         """A heartbeat from the console; "" if accepted, else why not."""
@@ -216,7 +273,7 @@ class AgentCore:
             return self._reset(now)
         if msg.op == "enable":
             return self._enable(now)
-        return False, "approval is not required by this agent"
+        return self._approve(msg.detail, now)
 
     def estop(self, reason: str, now: float) -> None:
         self._latch.set(reason)  # on disk before anyone is told
@@ -271,6 +328,8 @@ class AgentCore:
             return "lease stale"
         if msg.seq <= self._seq:
             return f"sequence {msg.seq} not after {self._seq}"
+        if self.approval_required and not self._approval_holds(now):
+            return "no operator approval for this lease's task (or it expired)"
         last = -1e18
         for e in msg.entries:
             if not e.expires > last:
@@ -295,6 +354,8 @@ class AgentCore:
         if self._buffer:
             t += [self._buffer[0].expires, self._last_command + self.timing.deadline,
                   self._retained + self.timing.lease_stale]
+            if self.approval_required and self._approved is not None:
+                t.append(self._approved[2])
         return min(t) + 1e-4
 
     def tick(self, now: float) -> np.ndarray | None:
@@ -316,10 +377,17 @@ class AgentCore:
         if self._buffer and now - self._retained > self.timing.lease_stale:
             self._buffer.clear()
             self._log(now, "lease", "stale: holding")
+        if self._buffer and self.approval_required and not self._approval_holds(now):
+            self._buffer.clear()
+            self._log(now, "approval", "expired: holding")
         if self._buffer:
             self._go(now, State.RUNNING, "fresh command")
             self.executing = self._buffer[0].expires  # (measured by the fault suite: never in the past)
-            return entry_values(self._buffer[0])
+            action = entry_values(self._buffer[0])
+            if self._approved is not None and self.approval_required:  # motion capped at the approved scale
+                cap = self._approved[1].speed_scale
+                action[:-1] = np.clip(action[:-1], -cap, cap)  # (the last value is stop / gripper, not motion)
+            return action
         if self._state == State.RUNNING:
             self._go(now, State.HOLD, "no unexpired command")
         return np.zeros(self.dim)

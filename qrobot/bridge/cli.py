@@ -26,6 +26,8 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("--name", default="robot", help="the robot's name in key expressions (qrobot/NAME/...)")
     a.add_argument("--latch", type=Path, default=Path("estop.json"), help="the e-stop latch file")
     a.add_argument("--audit", type=Path, default=Path("agent_audit.jsonl"), help="JSONL audit log (appended)")
+    a.add_argument("--require-approval", action="store_true",
+                   help="commands need the operator's approval of the policy's task (instruction, scenario, speed)")
     a.add_argument("--recording", type=Path, default=None,
                    help="the session as a Rerun recording (default: the audit log's name with .rrd)")
 
@@ -36,6 +38,8 @@ def add_parsers(sub: Any) -> None:
     o.add_argument("--name", default="robot", help="the robot's name (the agent's --name)")
     act = o.add_mutually_exclusive_group()
     act.add_argument("--enable", action="store_true", help="hold the dead-man and enable; Ctrl-C releases (the robot stops)")
+    o.add_argument("--approve", action="store_true",
+                   help="with --enable: approve each task the policy proposes, printing it (you are watching)")
     act.add_argument("--estop", action="store_true", help="send an e-stop and exit")
     act.add_argument("--reset", action="store_true", help="release a latched e-stop (then --enable again) and exit")
     rp = sub.add_parser("agent-replay", help="drive a simulated robot with an agent's recorded session (bridge)")
@@ -51,12 +55,14 @@ def add_remote_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--keys", type=Path, default=None, help="with --robot: `qrobot keys init` directory (default: keys)")
     r.add_argument("--robot-name", default=None, help="with --robot: the agent's --name (default: robot)")
     r.add_argument("--wait-enable", type=float, default=None,
-                   help="with --robot: seconds to wait for an operator to enable the robot (default: 60)")
+                   help="with --robot: seconds to wait for an operator to enable (and approve) (default: 60)")
+    r.add_argument("--speed-scale", type=float, default=None,
+                   help="with --robot: the speed share proposed for the operator's approval (0..1, default: 1)")
 
 
 def refuse_remote_flags(args: argparse.Namespace) -> None:
     """A local run given flags that only apply with --robot: refused, not ignored."""
-    for flag in ("keys", "robot_name", "wait_enable"):
+    for flag in ("keys", "robot_name", "wait_enable", "speed_scale"):
         if getattr(args, flag) is not None:
             raise QrobotError(f"run: --{flag.replace('_', '-')} applies with --robot only")
 
@@ -102,6 +108,9 @@ def run_remote(args: argparse.Namespace, scenario: Any) -> int:
     args.keys = Path("keys") if args.keys is None else args.keys
     args.robot_name = "robot" if args.robot_name is None else args.robot_name
     args.wait_enable = 60.0 if args.wait_enable is None else args.wait_enable
+    args.speed_scale = 1.0 if args.speed_scale is None else args.speed_scale
+    if not 0.0 < args.speed_scale <= 1.0:
+        raise QrobotError(f"run --speed-scale: {args.speed_scale!r}: a share of the limits in (0, 1]")
     for flag, given in (("--gui", args.gui), ("--foresight", args.foresight)):
         if given:
             raise QrobotError(f"run --robot: {flag} does not apply (the robot's world and supervisor are the agent's)")
@@ -128,7 +137,8 @@ def run_remote(args: argparse.Namespace, scenario: Any) -> int:
                               f"(agent state {robot.agent_state()}; `qrobot operator --enable`)")
         results = []
         for k in range(args.episodes):
-            results.append(run_remote_episode(robot, policy, k, args.seed + k))
+            results.append(run_remote_episode(robot, policy, k, args.seed + k, speed_scale=args.speed_scale,
+                                              wait=args.wait_enable))
             tqdm.write(format_episode(results[-1]))
             if results[-1].end_reason in ("estop", "operator", "link_lost"):
                 break  # the robot stopped for a person or the link: not the policy's next episode to try
@@ -147,6 +157,8 @@ def _operator(args: argparse.Namespace) -> int:
     _check_endpoint("operator --connect", args.connect)
     _check_keys("operator --keys", args.keys, "console")
     _check_name("operator --name", args.name)
+    if args.approve and not args.enable:
+        raise QrobotError("operator --approve: only with --enable (the operator approving is the one holding the dead-man)")
     session = zenoh.open(config("console", args.keys, connect=args.connect))
     console = ConsoleClient(session, args.name, beat=not (args.estop or args.reset))
     try:
@@ -169,6 +181,11 @@ def _operator(args: argparse.Namespace) -> int:
         shown = ""
         try:
             while not stop.wait(0.05):
+                pending = console.pending() if args.approve else None
+                if pending is not None:
+                    print(f"qrobot/{args.name}: approving {pending[0]}: {pending[1]}", flush=True)
+                    console.request("approve", detail=pending[0])
+                    time.sleep(0.2)  # (the status shows the approval before the next look)
                 st = console.watch.status
                 line = f"{st.state}{' (' + st.latched + ')' if st.latched else ''}" if st else "no status"
                 if line != shown:
@@ -238,7 +255,7 @@ def _agent(args: argparse.Namespace) -> int:
     key = OperatorKey()  # the console's reset releases the supervisor through the agent
     sup = robot_supervisor(adapter, key)
     core = AgentCore(3 if adapter.robot == "diffbot" else 5, Latch(args.latch), Timing(),
-                     people=adapter.hello.people in ("sensor", "none"))
+                     people=adapter.hello.people in ("sensor", "none"), approval=args.require_approval)
     agent = Agent(adapter, sup, core, key)
     session = zenoh.open(config("agent", args.keys, listen=args.listen, robot=args.name))
     service = AgentService(agent, session, args.name)

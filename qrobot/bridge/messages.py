@@ -97,6 +97,7 @@ class Status(_Msg, tag="status"):
     time: float
     robot: dict[str, bytes] = {}
     shapes: dict[str, list[int]] = {}
+    approval: str = ""  # "" (not required), "pending <digest>: <task>", "approved <digest>" or "none"
 
 
 class Episode(_Msg, tag="episode"):
@@ -106,6 +107,26 @@ class Episode(_Msg, tag="episode"):
     lease: str
     epoch: int
     seed: int
+
+
+class Proposal(_Msg, tag="proposal"):
+    """Policy -> an agent that requires operator approval: the task it is about to run,
+    bound to its lease. The console approves it by its digest (`digest`), so what the
+    operator saw is what was approved; motion is capped at `speed_scale` of the limits."""
+
+    lease: str
+    epoch: int
+    instruction: str
+    scenario: str
+    speed_scale: float
+
+
+def digest(p: Proposal) -> str:
+    """What a console shows and returns to approve exactly this proposal."""
+    import hashlib
+
+    fields = f"{p.lease}\0{p.epoch}\0{p.instruction}\0{p.scenario}\0{p.speed_scale!r}"
+    return hashlib.sha256(fields.encode()).hexdigest()[:16]
 
 
 class Reply(_Msg, tag="reply"):
@@ -141,7 +162,7 @@ class Observation(_Msg, tag="observation"):
     control_dt: float = 0.1
 
 
-Message = Union[Command, Lease, LeaseGrant, Operator, Request, ClockProbe, Status, Episode, Reply, Observation]
+Message = Union[Command, Lease, LeaseGrant, Operator, Request, ClockProbe, Status, Episode, Proposal, Reply, Observation]
 _decoder = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
 
@@ -173,7 +194,10 @@ def decode(data: object, limit: int = MAX_BYTES) -> tuple[Message | None, str]:
 
 def _check(msg: Message) -> str:
     floats = [getattr(msg, name, 0.0) for name in ("sent", "agent_time", "prev_sent", "prev_agent", "prev_received",
-                                                      "time")]
+                                                      "time", "speed_scale")]
+    if isinstance(msg, Proposal) and not (0.0 < msg.speed_scale <= 1.0 and len(msg.instruction) <= 256
+                                          and len(msg.scenario) <= 128 and msg.instruction.isprintable()):
+        return "a proposal needs 0 < speed_scale <= 1 and a printable instruction of at most 256 characters"
     if isinstance(msg, Command):
         if not 0 < len(msg.entries) <= MAX_ENTRIES:
             return f"{len(msg.entries)} entries (1..{MAX_ENTRIES} accepted)"

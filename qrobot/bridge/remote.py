@@ -142,6 +142,26 @@ class RemoteRobot:
         obs, info = self._as_obs(msg)
         return obs, dict(info, agent_state=self.agent_state())
 
+    def approve(self, instruction: str, speed_scale: float, timeout: float) -> bool:
+        """With an agent that requires approval: propose this task and wait until the
+        operator approved it (True at once when no approval is required or it holds)."""
+        status = self.client.watch.status
+        if status is None or not status.approval:
+            return True
+        task = f"{instruction} | {self.scenario_name} | speed {speed_scale:g}"
+        if status.approval.startswith("approved ") and status.approval.endswith(f": {task}"):
+            return True
+        reply = self.client.propose(instruction, self.scenario_name, speed_scale)
+        if not reply.ok:
+            raise PermissionError(f"qrobot/{self.name} refused the proposal: {reply.reason}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.client.watch.status
+            if st is not None and st.approval.startswith("approved ") and st.approval.endswith(f": {task}"):
+                return True
+            time.sleep(0.05)
+        return False
+
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         a = np.clip(np.asarray(action, np.float32).reshape(-1), -1.0, 1.0)  # the agent refuses beyond [-1, 1]
         self.client.send(a, period=self.control_dt, lead=0.5 * self.control_dt)
@@ -157,11 +177,19 @@ class RemoteRobot:
             self.session.close()
 
 
-def run_remote_episode(robot: RemoteRobot, policy: Any, episode: int, seed: int,
-                       max_steps: int = 100_000) -> EpisodeResult:
+def run_remote_episode(robot: RemoteRobot, policy: Any, episode: int, seed: int, max_steps: int = 100_000,
+                       speed_scale: float = 1.0, wait: float = 60.0) -> EpisodeResult:
     """One episode through the agent. Ends on the task's own end, or when the agent stops
-    executing (e-stop, operator lost: reason `estop` / `operator`), or the link is lost."""
+    executing (e-stop, operator lost: reason `estop` / `operator`), or the link is lost.
+    An agent that requires approval gets this episode's task proposed first."""
     obs, info = robot.reset(seed)
+    if not robot.approve(obs["instruction"], speed_scale, wait):
+        return EpisodeResult(robot.scenario_name, str(getattr(policy, "name", type(policy).__name__)), episode, seed,
+                             obs["instruction"], False, 0, "operator", {}, {},
+                             f"the operator did not approve the task within {wait:g} s")
+    latest = robot._next(-1)  # (the world kept running while the operator looked)
+    robot._seen = latest.period
+    obs, info = robot._as_obs(latest)
     policy.reset(obs["instruction"])
     reason, error, steps = "timeout", "", 0
     terminated = truncated = False

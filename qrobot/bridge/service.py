@@ -20,8 +20,8 @@ import numpy as np
 import zenoh
 
 from qrobot.bridge.agent import Agent
-from qrobot.bridge.messages import (VERSION, ClockProbe, Command, Entry, Episode, Lease, LeaseGrant, Operator, Reply,
-                                    Request, Status, actions, decode, encode)
+from qrobot.bridge.messages import (VERSION, ClockProbe, Command, Entry, Episode, Lease, LeaseGrant, Operator,
+                                    Proposal, Reply, Request, Status, actions, decode, encode)
 from qrobot.bridge.transport import keys
 
 
@@ -32,7 +32,8 @@ class AgentService:
         self._decls: list[Any] = []
         for key, role in (("command", "policy"), ("operator", "console"), ("request", "console"), ("estop", "any")):
             self._decls.append(session.declare_subscriber(k[key], self._put(role)))
-        for key, role in (("lease", "policy"), ("take", "console"), ("clock", "policy"), ("episode", "policy")):
+        for key, role in (("lease", "policy"), ("take", "console"), ("clock", "policy"), ("episode", "policy"),
+                          ("propose", "policy")):
             self._decls.append(session.declare_queryable(k[key], self._query(role)))
         self._status = session.declare_publisher(k["state"], congestion_control=zenoh.CongestionControl.DROP,
                                                  priority=zenoh.Priority.DATA)
@@ -122,9 +123,17 @@ class ConsoleClient:
                                                                       answer=st.challenge + 1)),
                                  priority=zenoh.Priority.REAL_TIME, express=True)
 
-    def request(self, op: str, key: str = "request") -> None:
-        self.session.put(self.k[key], encode(Request(version=VERSION, op=op)),  # type: ignore[arg-type]
+    def request(self, op: str, key: str = "request", detail: str = "") -> None:
+        self.session.put(self.k[key], encode(Request(version=VERSION, op=op, detail=detail)),  # type: ignore[arg-type]
                          priority=zenoh.Priority.REAL_TIME, express=True)
+
+    def pending(self) -> tuple[str, str] | None:
+        """The (digest, task) of a proposal awaiting approval, as the status shows it."""
+        st = self.watch.status
+        if st is None or not st.approval.startswith("pending "):
+            return None
+        d, _, task = st.approval[len("pending "):].partition(": ")
+        return d, task
 
     def close(self) -> None:
         self._stop.set()
@@ -195,6 +204,16 @@ class PolicyClient:
         if g is None:
             raise RuntimeError("acquire() first")
         reply = _ask(self.session, self.k["episode"], Episode(version=VERSION, lease=g.lease, epoch=g.epoch, seed=seed))
+        return reply if isinstance(reply, Reply) else Reply(version=VERSION, ok=False, reason="no answer")
+
+    def propose(self, instruction: str, scenario: str, speed_scale: float = 1.0) -> Reply:
+        """Propose the task for the operator's approval (agents started with --require-approval)."""
+        g = self.grant
+        if g is None:
+            raise RuntimeError("acquire() first")
+        reply = _ask(self.session, self.k["propose"], Proposal(version=VERSION, lease=g.lease, epoch=g.epoch,
+                                                               instruction=instruction, scenario=scenario,
+                                                               speed_scale=float(speed_scale)))
         return reply if isinstance(reply, Reply) else Reply(version=VERSION, ok=False, reason="no answer")
 
     def agent_now(self) -> float:

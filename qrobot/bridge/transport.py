@@ -18,7 +18,7 @@ def keys(robot: str) -> dict[str, str]:
     # a role is known by the key it may use (the access list grants keys per certificate)
     return {"command": f"{base}/command", "lease": f"{base}/lease/policy", "take": f"{base}/lease/console",
             "operator": f"{base}/operator", "request": f"{base}/request", "estop": f"{base}/estop",
-            "clock": f"{base}/clock/policy", "episode": f"{base}/episode/policy", "state": f"{base}/state",
+            "clock": f"{base}/clock/policy", "episode": f"{base}/episode/policy", "propose": f"{base}/propose/policy", "state": f"{base}/state",
             "observation": f"{base}/frames/observation", "frames": f"{base}/frames/**",
             "all": f"{base}/**"}
 
@@ -35,7 +35,7 @@ def access_list(robot: str) -> dict[str, Any]:
         rule("out", ["put", "reply", "declare_subscriber", "declare_queryable"], "egress", [k["all"]]),
         rule("subscribe", ["declare_subscriber"], "ingress", [k["all"]]),
         rule("policy_in", ["put"], "ingress", [k["command"], k["estop"]]),
-        rule("policy_query", ["query"], "ingress", [k["lease"], k["clock"], k["episode"]]),
+        rule("policy_query", ["query"], "ingress", [k["lease"], k["clock"], k["episode"], k["propose"]]),
         rule("console_query", ["query"], "ingress", [k["take"]]),
         rule("console_in", ["put"], "ingress", [k["operator"], k["request"], k["estop"]]),
     ]

@@ -252,3 +252,35 @@ def test_a_new_episode_only_for_the_lease_holder_and_never_while_running(tmp_pat
     rig.advance(0.6, retain=False)
     assert rig.core.episode(g.lease, g.epoch, "policy", rig.now) == "lease stale"
     assert [k for _, k, _ in rig.core.audit].count("episode_refused") == 4
+
+
+def test_operator_approval_binds_the_task_to_the_lease_caps_speed_and_expires(tmp_path: Path) -> None:
+    from qrobot.bridge.messages import Proposal, digest
+
+    rig = Rig(tmp_path)
+    rig.core = AgentCore(DIM, Latch(rig.latch_path), Timing(), approval=True, approval_ttl=5.0)
+    rig.ready()
+    g = rig.grant
+    assert rig.core.approval(rig.now) == "none"
+    assert rig.send([_entry(rig.now + 0.1)]) == (False, "no operator approval for this lease's task (or it expired)")
+    task = Proposal(version=VERSION, lease=g.lease, epoch=g.epoch, instruction="go to the goal point",
+                    scenario="pointnav", speed_scale=0.4)
+    assert rig.core.propose(task, "console", rig.now) != ""  # only the lease holder proposes
+    stale = Proposal(version=VERSION, lease="x", epoch=g.epoch, instruction="go", scenario="pointnav", speed_scale=1.0)
+    assert rig.core.propose(stale, "policy", rig.now) == "not the current lease"
+    assert rig.core.propose(task, "policy", rig.now) == ""
+    assert rig.core.approval(rig.now).startswith(f"pending {digest(task)}: go to the goal point | pointnav | speed 0.4")
+    approve = lambda d, role="console": rig.core.request(Request(version=VERSION, op="approve", detail=d), role, rig.now)  # noqa: E731
+    assert approve(digest(task), "policy") == (False, "only the console may approve")
+    assert approve("0" * 16)[0] is False  # not what was shown
+    assert approve(digest(task)) == (True, "")
+    assert rig.core.approval(rig.now).startswith("approved ")
+    assert rig.send([_entry(rig.now + 0.1, np.array([1.0, -1.0, 1.0]))])[0]
+    assert np.allclose(rig.advance(0.02), [0.4, -0.4, 1.0])  # motion capped at the approved share; stop flag kept
+    for _ in range(250):  # 5 s later the approval has expired: hold, and new commands are refused
+        rig.send([_entry(rig.now + 0.1)])
+        rig.advance(0.02)
+    assert rig.core.state == State.HOLD and not rig.send([_entry(rig.now + 0.1)])[0]
+    rig.core.lease(Lease(version=VERSION, op="return", lease=g.lease, epoch=g.epoch), "policy", rig.now)
+    regrant = rig.core.lease(Lease(version=VERSION, op="acquire"), "policy", rig.now)
+    assert regrant.ok and approve(digest(task))[0] is False  # a proposal does not outlive its lease

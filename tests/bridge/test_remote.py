@@ -1,8 +1,10 @@
 """The policy side through the bridge, as a user runs it: `qrobot robot-sim --observations`,
-`qrobot agent` and `qrobot operator --enable` as separate processes, and a `RemoteRobot`
-here that sees only what the robot process streams. The shipped Qwen VLA drives the base
-toward its goal from those frames; a new episode comes only at rest; an operator's
-e-stop ends the episode and the robot comes to rest."""
+`qrobot agent --require-approval` and `qrobot operator --enable --approve` as separate
+processes, and a `RemoteRobot` here that sees only what the robot process streams. The
+shipped Qwen VLA drives the base toward its goal from those frames, once the operator
+approved its task, at the approved speed share; a new episode comes only at rest; an
+operator's e-stop ends the episode and the robot comes to rest. The agent's session
+record reads back, and replays on a fresh robot process along the same path."""
 
 from __future__ import annotations
 
@@ -45,14 +47,14 @@ def test_the_vla_drives_a_robot_process_through_the_agent(tmp_path: Path) -> Non
         procs.append(robot)
         agent, _ = _start(["agent", "--robot", line.split()[-1], "--robot-token", token, "--keys",
                            str(tmp_path / "keys"), "--listen", endpoint, "--name", "r1",
-                           "--latch", str(tmp_path / "estop.json"), "--audit", str(tmp_path / "audit.jsonl")],
-                          "agent for diffbot")
+                           "--latch", str(tmp_path / "estop.json"), "--audit", str(tmp_path / "audit.jsonl"),
+                           "--require-approval"], "agent for diffbot")
         procs.append(agent)
         remote = RemoteRobot.connect(endpoint, tmp_path / "keys", "r1")
         try:
             policy = make_policy("qwen-vla", remote, seed=0)  # the shipped pointnav checkpoint
             operator, _ = _start(["operator", "--connect", endpoint, "--keys", str(tmp_path / "keys"),
-                                  "--name", "r1", "--enable"], "qrobot/r1:")
+                                  "--name", "r1", "--enable", "--approve"], "qrobot/r1:")
             procs.append(operator)
             assert remote.wait_enabled(5.0)
 
@@ -63,9 +65,11 @@ def test_the_vla_drives_a_robot_process_through_the_agent(tmp_path: Path) -> Non
             assert obs["images"][next(iter(cams))].std() > 5.0  # a rendered scene, not a blank frame
             start = info["metrics"]["distance_to_goal"]
 
-            result = run_remote_episode(remote, policy, 0, 10000, max_steps=40)
-            assert result.end_reason == "timeout" and result.error == ""  # (cut at 40 steps, still on its way)
-            assert start - result.metrics["distance_to_goal"] >= 0.75  # 4 s at up to 0.5 m/s, toward the goal
+            # the agent requires approval: the episode's task is proposed, the operator approves it at half speed
+            result = run_remote_episode(remote, policy, 0, 10000, max_steps=50, speed_scale=0.5)
+            assert result.end_reason == "timeout" and result.error == ""  # (cut at 50 steps, still on its way)
+            assert start - result.metrics["distance_to_goal"] >= 0.6  # 5 s at up to 0.25 m/s, toward the goal
+            assert max(p["speed"] for p in _periods(log)) <= 0.5 * 0.5 + 0.01  # the approved speed share
 
             # a new episode only once the robot has braked to rest; then an operator's e-stop ends it
             seen = remote._seen
