@@ -47,10 +47,16 @@ ROOM = 'extends = "pointnav"\n[room]\nrandom_obstacles = 0\nobstacles = []\n'
 ROOM_SEED = 29  # starts 1.05 m from the room's centre: the circle stays clear of the walls
 
 
-def room(tmp: Path) -> str:
+# the same room seen by two 128 px cameras (front and back), for the streaming measurement
+TWO_CAMERAS = ROOM + "".join(
+    f'[[cameras]]\nname = "{n}"\nmount = "base"\nfov = 90.0\neye = [{x}, 0.0, 0.35]\ntarget = [{t}, 0.0, 0.25]\n'
+    for n, x, t in (("front", 0.2, 1.2), ("back", -0.2, -1.2)))
+
+
+def room(tmp: Path, text: str = ROOM) -> str:
     """An empty 8 m room to drive in (a scenario file: data, not a new class)."""
     path = tmp / "bridge_room.toml"
-    path.write_text(ROOM)
+    path.write_text(text)
     return str(path)
 
 
@@ -121,13 +127,14 @@ class Shim:
 class Rig:
     """Robot process + agent + console + policy, kept up across trials."""
 
-    def __init__(self, tmp: Path, seed: int = 0) -> None:
+    def __init__(self, tmp: Path, seed: int = 0, scenario: str = ROOM, observations: bool = False) -> None:
         self.tmp = tmp
         certs.init(tmp / "keys")
         certs.init(tmp / "other")  # a foreign authority
         self.log = tmp / "robot.jsonl"
-        self.robot = _spawn(["-m", "qrobot.bridge.robot_sim", room(tmp), "--seed", str(ROOM_SEED), "--log",
-                             str(self.log), "--token-file", str(tmp / "robot.token")])
+        self.robot = _spawn(["-m", "qrobot.bridge.robot_sim", room(tmp, scenario), "--seed", str(ROOM_SEED), "--log",
+                             str(self.log), "--token-file", str(tmp / "robot.token")]
+                            + (["--observations"] if observations else []))
         port = int(self.robot.stdout.readline().rsplit(":", 1)[1])  # type: ignore[union-attr]
         self.adapter = SimAdapter(port, load_token(tmp / "robot.token"))
         self.key = OperatorKey()

@@ -58,6 +58,7 @@ class RobotSim:
         self._pairing: tuple[CommandCheck, np.ndarray] | None = None
         self._reset_to: int | None = None
         self._observed = 0  # observations sent: their `period` counts up by one each
+        self._render_cost = 0.0  # seconds rendering takes after a period's physics
         self.dt = float(self.env.limits.control_dt)
         self.window = min(float(window), 0.5 * self.dt)
         self.server = socket.create_server(("127.0.0.1", port))
@@ -217,11 +218,16 @@ class RobotSim:
                 self._drop()
         plan = self._wait_plan(start + self.window) if self.link is not None else None
         how = self._execute(plan)
-        now = time.monotonic()  # the period's physics fills the rest of it, in real time
-        self._phys = (now, max(start + self.dt - now, 0.0))
+        # the period's physics fills the rest of it in real time, less what rendering and
+        # sending the observation after it take (a running estimate)
+        now = time.monotonic()
+        self._phys = (now, max(start + self.dt - now - self._render_cost, 0.0))
         obs, reward, terminated, truncated, info = self.env._advance(self._command, self._action)
         self._obs, self._outcome = obs, (reward, terminated, truncated, info)
         self._observe()
+        if self.observations:
+            cost = max(0.0, time.monotonic() - sum(self._phys))
+            self._render_cost = min(0.5 * self.dt, 0.8 * self._render_cost + 0.2 * cost)
         if self._log is not None:
             st = self.env.robot.state()
             speed = float(np.linalg.norm(st["ee_lin_vel"])) if "ee_lin_vel" in st else abs(float(st["base_vel"][0]))
