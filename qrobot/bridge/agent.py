@@ -38,7 +38,7 @@ class Agent:
         self._moving = False  # the last plan sent could move the robot
         self._period = -1
         self._episode: int | None = None  # a simulated robot's episode: a new world restarts the clock
-        self._new_world = False  # an episode reset was sent: the next new episode number is expected
+        self._awaiting: tuple[int, float] | None = None  # (episode, since): a reset was sent, its world not seen yet
         self.plans = 0
         self.executed: list[tuple[float, float]] = []
         self.accepted: list[tuple[float, str, int, int]] = []  # (when, lease, epoch, seq) of accepted commands
@@ -56,33 +56,50 @@ class Agent:
         msg, why = decode(data)
         now = self.clock()
         with self._lock:
-            if msg is None:
-                self.core._log(now, "reject", f"{role}: {why}")
+            try:
+                return self._handle(msg, why, role, now)
+            except Exception as exc:  # a defect here must stop the robot, never leave it running
+                self._fault(now, exc)
                 return None
-            reply: bytes | None = None
-            before = self.core.state
-            if isinstance(msg, Command):
-                if self.core.command(msg, role, now)[0]:
-                    self.accepted.append((now, msg.lease, msg.epoch, msg.seq))
-                    self._journal.append({"t": now, "kind": "command", "seq": msg.seq, "entries": len(msg.entries)})
-            elif isinstance(msg, Lease):
-                reply = encode(self.core.lease(msg, role, now))
-            elif isinstance(msg, Operator):
-                self.core.operator(msg, role, now)
-            elif isinstance(msg, Request):
-                ok, _ = self.core.request(msg, role, now)
-                if ok and msg.op == "reset":
-                    self.supervisor.reset_estop(self._key, rearm=True, note=f"{role} reset")
-            elif isinstance(msg, ClockProbe):
-                reply = self._clock_probe(msg, role, now)
-            elif isinstance(msg, Proposal):
-                why = self.core.propose(msg, role, now)
-                reply = encode(Reply(version=VERSION, ok=not why, reason=why))
-            elif isinstance(msg, Episode):
-                reply = encode(self._new_episode(msg, role, now))
-            self.core.tick(now)  # the message's consequences now (a take, a released dead-man), not next loop
-            self._after(before, now)
-            return reply
+
+    def _fault(self, now: float, exc: BaseException) -> None:
+        """With the lock: an unexpected error in the agent latches an e-stop and halts."""
+        self.core.estop(f"fault: agent error {type(exc).__name__}: {exc}"[:200], now)
+        self._halt(now, "agent fault")
+
+    def _handle(self, msg: Any, why: str, role: str, now: float) -> bytes | None:
+        if msg is None:
+            self.core._log(now, "reject", f"{role}: {why}")
+            return None
+        reply: bytes | None = None
+        before = self.core.state
+        if isinstance(msg, Command):
+            if self._awaiting is not None:
+                self.core._log(now, "reject", f"{role}: a new episode is starting: commands wait for its first state")
+            elif self.core.command(msg, role, now)[0]:
+                self.accepted.append((now, msg.lease, msg.epoch, msg.seq))
+                self._journal.append({"t": now, "kind": "command", "seq": msg.seq, "entries": len(msg.entries)})
+        elif isinstance(msg, Lease):
+            reply = encode(self.core.lease(msg, role, now))
+        elif isinstance(msg, Operator):
+            self.core.operator(msg, role, now)
+        elif isinstance(msg, Request):
+            ok, _ = self.core.request(msg, role, now)
+            if ok and msg.op == "reset":
+                self.supervisor.reset_estop(self._key, rearm=True, note=f"{role} reset")
+        elif isinstance(msg, ClockProbe):
+            reply = self._clock_probe(msg, role, now)
+        elif isinstance(msg, Proposal):
+            why = (f"the robot runs {self.adapter.hello.scenario!r}, not {msg.scenario!r}"
+                   if msg.scenario != self.adapter.hello.scenario else self.core.propose(msg, role, now))
+            reply = encode(Reply(version=VERSION, ok=not why, reason=why))
+        elif isinstance(msg, Episode):
+            reply = encode(self._new_episode(msg, role, now))
+        else:  # a message the agent sends, never takes (status, observation, reply, grant)
+            self.core._log(now, "reject", f"{role}: a {type(msg).__name__} is not accepted by the agent")
+        self.core.tick(now)  # the message's consequences now (a take, a released dead-man), not next loop
+        self._after(before, now)
+        return reply
 
     def _clock_probe(self, msg: ClockProbe, role: str, now: float) -> bytes:
         """Reply with the agent's time; a probe reporting the round of this agent's last
@@ -97,20 +114,24 @@ class Agent:
         """A new episode of a simulated world, for the lease holder, with the robot at rest."""
         if not getattr(self.adapter.hello, "resettable", False):
             why = "this robot is not a simulation: episodes are reset by people"
+        elif self._awaiting is not None:
+            why = "a new episode is already starting"
         elif not self._at_rest():
             why = "the robot is still moving"
         else:
             why = self.core.episode(msg.lease, msg.epoch, role, now)  # (logs its own refusals)
             if not why:
-                self.adapter.reset(msg.seed)
+                self.adapter.reset(msg.seed)  # (the robot applies it at rest, between periods)
                 self._journal.append({"t": now, "kind": "reset", "seed": int(msg.seed), "period": self.adapter.period})
-                self._new_world = True  # the supervisor resets at the new world's first state
+                self._awaiting = (int(getattr(self.adapter.last, "episode", 0)) + 1, now)
                 return Reply(version=VERSION, ok=True)
             return Reply(version=VERSION, ok=False, reason=why)
         self.core._log(now, "episode_refused", why)
         return Reply(version=VERSION, ok=False, reason=why)
 
     def _at_rest(self, tol: float = 1e-2) -> bool:
+        if self._moving:  # the last plan could move it, whatever the last state says
+            return False
         last = self.adapter.last
         if last is None:
             return False
@@ -157,36 +178,67 @@ class Agent:
             with self._lock:
                 self.core.adapter(False, self.clock())
                 self._moving = False
+            time.sleep(self.core.timing.loop)  # a dead link answers at once: do not spin on it
             return
         now = self.clock()
         with self._lock:
-            before = self.core.state
-            action = self.core.tick(now)
-            latched = self.supervisor.latched
-            if latched and self.core.state != State.ESTOPPED:
-                self.core.estop(f"supervisor: {latched}", now)  # a fault the supervisor latched
-                action = None
-            self._after(before, now)
-            if st is None or self.adapter.period == self._period:
-                return
-            self._period = self.adapter.period
-            episode = getattr(self.adapter.last, "episode", None)
-            if episode != self._episode:
-                if self._new_world and self._episode is not None:  # the world we asked for: its clock restarts
-                    self.supervisor.reset()
-                self._episode, self._new_world = episode, False  # (unasked, the clock's jump faults the supervisor)
-            if action is None or self.core.state not in MOVING:
-                return  # no plan: the robot's watchdog brakes and holds it
-            operator_age, lease_age = self.core.ages(now)
-            self._journal.append({"t": now, "kind": "plan", "period": self.adapter.period, "episode": self._episode,
-                                  "state": self.core.state.value, "action": [float(a) for a in action],
-                                  "speed": _speed(st), "operator_age": operator_age, "lease_age": lease_age})
-            out = self.supervisor.filter(action, st)
-            self.adapter.send(out, self.supervisor.last_action)
-            self.plans += 1
-            if self.core.state == State.RUNNING:
-                self.executed.append((now, self.core.executing))  # (when, the entry's expiry)
-            self._moving = self.core.state == State.RUNNING and bool(np.any(action != 0.0))
+            try:
+                self._plan(st, now)
+            except ConnectionError:
+                self.core.adapter(False, now)
+                self._moving = False
+            except Exception as exc:  # a defect here must stop the robot, never leave it running
+                self._fault(now, exc)
+
+    def _plan(self, st: dict | None, now: float) -> None:
+        """With the lock: the deadlines, then this period's plan."""
+        before = self.core.state
+        action = self.core.tick(now)
+        latched = self.supervisor.latched
+        if latched and self.core.state != State.ESTOPPED:
+            self.core.estop(f"supervisor: {latched}", now)  # a fault the supervisor latched
+            action = None
+        self._after(before, now)
+        if st is None or self.adapter.period == self._period:
+            return
+        self._period = self.adapter.period
+        self._new_world_seen(getattr(self.adapter.last, "episode", None), now)
+        if action is None or self.core.state not in MOVING:
+            return  # no plan: the robot's watchdog brakes and holds it
+        operator_age, lease_age = self.core.ages(now)
+        self._journal.append({"t": now, "kind": "plan", "period": self.adapter.period, "episode": self._episode,
+                              "state": self.core.state.value, "action": [float(a) for a in action],
+                              "speed": _speed(st), "operator_age": operator_age, "lease_age": lease_age})
+        out = self.supervisor.filter(action, st)
+        self.adapter.send(out, self.supervisor.last_action)
+        self.plans += 1
+        if self.core.state == State.RUNNING:
+            self.executed.append((now, self.core.executing))  # (when, the entry's expiry)
+        self._moving = self.core.state == State.RUNNING and bool(np.any(action != 0.0))
+
+    def _new_world_seen(self, episode: int | None, now: float) -> None:
+        """The world we asked for has come: its clock restarts, and nothing commanded for the
+        old one runs in it. An episode change nobody asked for resets nothing (the clock's
+        jump then faults the supervisor)."""
+        awaiting = self._awaiting
+        if awaiting is not None and episode == awaiting[0]:
+            self.supervisor.reset()
+            self.core.clear(now, "new episode: commands for the old world dropped")
+            self._awaiting = None
+        elif awaiting is not None and now - awaiting[1] > 5.0:
+            self.core._log(now, "episode_refused", "the robot did not start the new episode within 5 s")
+            self._awaiting = None
+        self._episode = episode
+
+    def rebind(self, adapter: Any) -> None:
+        """A new link to the robot (after the old one dropped): paired with this agent's
+        supervisor anew; the robot is IDLE until an operator enables it again."""
+        with self._lock:
+            adapter.on_observation = getattr(self.adapter, "on_observation", adapter.on_observation)
+            self.adapter, self._period, self._episode, self._awaiting, self._moving = adapter, -1, None, None, False
+            self.supervisor.bind(adapter)
+            self.supervisor.reset()
+            self.core.adapter(True, self.clock())
 
     def drain(self) -> list[dict[str, Any]]:
         """The session's records since the last drain (the core's audit and the agent's own),

@@ -63,8 +63,12 @@ class AgentCore:
     """
 
     def __init__(self, dim: int, latch: Latch, timing: Timing = Timing(), people: bool = True,
-                 approval: bool = False, approval_ttl: float = 600.0) -> None:
+                 approval: bool = False, approval_ttl: float = 600.0,
+                 motion: tuple[tuple[int, ...], ...] | None = None) -> None:
         self.dim, self.timing, self._latch, self._people = dim, timing, latch, people
+        # the action's motion groups, each capped as a vector at the approved speed share (the
+        # arm's translation is one group: capping its axes one by one would allow sqrt(3) x)
+        self._motion = motion if motion is not None else tuple((i,) for i in range(dim - 1))
         self.approval_required, self._approval_ttl = approval, approval_ttl
         self._proposal: tuple[str, Proposal] | None = None  # (digest, proposal) awaiting the console
         self._approved: tuple[str, Proposal, float] | None = None  # (digest, proposal, expiry)
@@ -99,6 +103,10 @@ class AgentCore:
         return self._latch.reason
 
     @property
+    def connected(self) -> bool:
+        return self._adapter
+
+    @property
     def epoch(self) -> int:
         return self._epoch
 
@@ -110,12 +118,10 @@ class AgentCore:
         """For the status: "" (not required), "approved <digest>: <task>", "pending ..." or "none"."""
         if not self.approval_required:
             return ""
+        if self._proposal is not None:  # what awaits the operator is shown first
+            return f"pending {self._proposal[0]}: {_task(self._proposal[1])}"
         if self._approved is not None and self._approval_holds(now):
-            d, p, _ = self._approved
-            return f"approved {d}: {p.instruction} | {p.scenario} | speed {p.speed_scale:g}"
-        if self._proposal is not None:
-            d, p = self._proposal
-            return f"pending {d}: {p.instruction} | {p.scenario} | speed {p.speed_scale:g}"
+            return f"approved {self._approved[0]}: {_task(self._approved[1])}"
         return "none"
 
     def _approval_holds(self, now: float) -> bool:
@@ -205,6 +211,7 @@ class AgentCore:
             why = f"not in {self._state.value}: the robot must be idle or holding"
         else:
             self._buffer.clear()
+            self._approved = self._proposal = None  # a new world's task needs its own approval
             self._log(now, "episode", "new episode")
             return ""
         self._log(now, "episode_refused", why)
@@ -219,9 +226,8 @@ class AgentCore:
         elif self._lease is None or self._lease_holder != "policy" or (msg.lease, msg.epoch) != self._lease[:2]:
             why = "not the current lease"
         else:
-            self._proposal = (digest(msg), msg)
-            self._log(now, "proposal", f"{self._proposal[0]}: {msg.instruction} | {msg.scenario} | "
-                                       f"speed {msg.speed_scale:g}")
+            self._proposal, self._approved = (digest(msg), msg), None  # a new task: the old approval ends
+            self._log(now, "proposal", f"{self._proposal[0]}: {_task(msg)}")
             return ""
         self._log(now, "proposal_refused", why)
         return why
@@ -276,16 +282,20 @@ class AgentCore:
         return self._approve(msg.detail, now)
 
     def estop(self, reason: str, now: float) -> None:
-        self._latch.set(reason)  # on disk before anyone is told
-        self._buffer.clear()
+        self._buffer.clear()  # the stop first, whatever the disk does
         self._go(now, State.ESTOPPED, reason)
+        self._latch.set(reason)  # then on disk, so that it survives a restart
+        if not self._latch.saved:
+            self._log(now, "latch", "the e-stop latch could not be written to disk: reset refused until it can")
 
     def _reset(self, now: float) -> tuple[bool, str]:
         if self._state not in (State.ESTOPPED, State.FAULT):
             return False, f"nothing to reset in {self._state.value}"
         if not self._adapter:
             return False, "the robot adapter is not connected"
-        self._latch.clear()
+        if not self._latch.clear():
+            self._log(now, "reset_refused", "the e-stop latch file cannot be written")
+            return False, "the e-stop latch file cannot be written: fix the disk, then reset"
         self._buffer.clear()
         self._go(now, State.IDLE, "console reset: enable again to move")
         return True, ""
@@ -344,6 +354,12 @@ class AgentCore:
             return f"chunk horizon {last - now:.3f} s > {self.timing.horizon} s"
         return ""
 
+    def clear(self, now: float, why: str) -> None:
+        """Drop every buffered entry (the agent's new world: nothing for the old one runs)."""
+        if self._buffer:
+            self._log(now, "cleared", why)
+        self._buffer.clear()
+
     # ----------------------------------------------------------------- the loop
     def next_deadline(self) -> float:
         """The robot-clock time of the next deadline that could end motion (inf: none), so
@@ -384,10 +400,18 @@ class AgentCore:
             self._go(now, State.RUNNING, "fresh command")
             self.executing = self._buffer[0].expires  # (measured by the fault suite: never in the past)
             action = entry_values(self._buffer[0])
-            if self._approved is not None and self.approval_required:  # motion capped at the approved scale
+            if self._approved is not None and self.approval_required:  # motion capped at the approved share
                 cap = self._approved[1].speed_scale
-                action[:-1] = np.clip(action[:-1], -cap, cap)  # (the last value is stop / gripper, not motion)
+                for group in self._motion:  # (stop / gripper values are not motion: left as they are)
+                    norm = float(np.linalg.norm(action[list(group)]))
+                    if norm > cap:
+                        action[list(group)] *= cap / norm
             return action
         if self._state == State.RUNNING:
             self._go(now, State.HOLD, "no unexpired command")
         return np.zeros(self.dim)
+
+
+def _task(p: Proposal) -> str:
+    """A proposal as a console shows it: labelled fields, quoted and escaped."""
+    return f"instruction={p.instruction!r} scenario={p.scenario!r} speed={p.speed_scale:g}"

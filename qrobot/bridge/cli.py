@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 import time
@@ -224,16 +225,28 @@ def _replay(args: argparse.Namespace) -> int:
 
     records = read_session(args.audit)
     adapter = _connect(args, "agent-replay")
+    dims = {len(r["action"]) for r in records if r["kind"] == "plan"}
+    want = 5 if adapter.robot == "panda" else 3
     try:
+        if dims != {want}:
+            raise QrobotError(f"agent-replay: {args.audit} holds actions of {sorted(dims)} values; the robot at "
+                              f"{args.robot} ({adapter.robot}) takes {want}")
         done = replay(records, adapter, robot_supervisor(adapter))
+    except ConnectionError as exc:
+        raise QrobotError(f"agent-replay --robot: the robot at {args.robot} dropped the link ({exc}; is "
+                          f"{args.robot_token} its --token-file?)") from None
     finally:
         adapter.close()
-    print(f"replayed {done['plans']} plans, {done['halts']} halts, {done['resets']} episodes from {args.audit}; "
-          f"robot periods {done['first']}..{done['last']}")
+    print(f"replayed {done['plans']} plans ({done['refused']} braked by the supervisor instead), {done['halts']} "
+          f"halts, {done['resets']} episodes from {args.audit}; robot periods {done['first']}..{done['last']}")
     return 0
 
 
 def _check(args: argparse.Namespace) -> None:
+    folder = args.latch.resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise QrobotError(f"agent --latch: {args.latch}: its folder must exist and be writable (the e-stop latch "
+                          "is saved there so that it survives a restart)")
     _check_keys("agent --keys", args.keys, "agent")
     _check_endpoint("agent --listen", args.listen)
     _check_name("agent --name", args.name)
@@ -255,8 +268,19 @@ def _agent(args: argparse.Namespace) -> int:
     key = OperatorKey()  # the console's reset releases the supervisor through the agent
     sup = robot_supervisor(adapter, key)
     core = AgentCore(3 if adapter.robot == "diffbot" else 5, Latch(args.latch), Timing(),
-                     people=adapter.hello.people in ("sensor", "none"), approval=args.require_approval)
+                     people=adapter.hello.people in ("sensor", "none"), approval=args.require_approval,
+                     motion=((0, 1, 2), (3,)) if adapter.robot == "panda" else ((0,), (1,)))
     agent = Agent(adapter, sup, core, key)
+    periods: set[int] = set()
+    for _ in range(100):  # the robot drops a link whose pairing proof is wrong: say so now, not later
+        agent.step()
+        periods.add(adapter.period)
+        if not core.connected or len(periods - {-1}) >= 3:
+            break
+    if not core.connected:
+        adapter.close()
+        raise QrobotError(f"agent --robot-token: the robot at {args.robot} refused the pairing (is {args.robot_token} "
+                          "its --token-file?) or closed the link")
     session = zenoh.open(config("agent", args.keys, listen=args.listen, robot=args.name))
     service = AgentService(agent, session, args.name)
     stop = threading.Event()
@@ -268,9 +292,16 @@ def _agent(args: argparse.Namespace) -> int:
     except OSError as exc:
         adapter.close()
         raise QrobotError(f"agent --audit/--recording: cannot write the session record ({exc})") from None
+    retry = 0.0
     try:
         while not stop.is_set():
             agent.step()
+            if not core.connected and time.monotonic() > retry:  # the robot's link dropped: reconnect
+                retry = time.monotonic() + 1.0
+                try:
+                    agent.rebind(_connect(args, "agent"))
+                except QrobotError:
+                    pass  # (still unreachable: the robot's own watchdog holds it meanwhile)
             records = agent.drain()  # the session record, as it happens
             for record in records:
                 audit.write(record)
@@ -279,7 +310,7 @@ def _agent(args: argparse.Namespace) -> int:
     finally:
         service.close()
         session.close()
-        adapter.close()
+        agent.adapter.close()
         audit.close()
     return 0
 

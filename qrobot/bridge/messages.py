@@ -126,7 +126,7 @@ def digest(p: Proposal) -> str:
     import hashlib
 
     fields = f"{p.lease}\0{p.epoch}\0{p.instruction}\0{p.scenario}\0{p.speed_scale!r}"
-    return hashlib.sha256(fields.encode()).hexdigest()[:16]
+    return hashlib.sha256(fields.encode()).hexdigest()
 
 
 class Reply(_Msg, tag="reply"):
@@ -196,8 +196,11 @@ def _check(msg: Message) -> str:
     floats = [getattr(msg, name, 0.0) for name in ("sent", "agent_time", "prev_sent", "prev_agent", "prev_received",
                                                       "time", "speed_scale")]
     if isinstance(msg, Proposal) and not (0.0 < msg.speed_scale <= 1.0 and len(msg.instruction) <= 256
-                                          and len(msg.scenario) <= 128 and msg.instruction.isprintable()):
-        return "a proposal needs 0 < speed_scale <= 1 and a printable instruction of at most 256 characters"
+                                          and len(msg.scenario) <= 128 and msg.instruction.isprintable()
+                                          and msg.scenario.isprintable()):
+        return "a proposal needs 0 < speed_scale <= 1 and a printable instruction and scenario (256, 128 characters)"
+    if isinstance(msg, Episode) and not 0 <= msg.seed < 2**32:
+        return f"episode seed {msg.seed} outside 0..2**32-1"
     if isinstance(msg, Command):
         if not 0 < len(msg.entries) <= MAX_ENTRIES:
             return f"{len(msg.entries)} entries (1..{MAX_ENTRIES} accepted)"
@@ -223,9 +226,9 @@ def _check(msg: Message) -> str:
 def _check_arrays(msg: Observation) -> str:
     for name, raw in msg.arrays.items():
         dtype, shape = msg.dtypes.get(name), msg.shapes.get(name)
-        if dtype not in ARRAY_DTYPES or shape is None or any(n < 0 for n in shape):
-            return f"array {name!r}: dtype {dtype!r} or shape {shape!r} not accepted"
-        if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != len(raw):
+        if dtype not in ARRAY_DTYPES or shape is None or len(shape) > 4 or any(not 0 <= n <= 8192 for n in shape):
+            return f"array {name!r}: dtype {dtype!r} or shape {shape!r} not accepted (uint8/float32, <= 4 dims of <= 8192)"
+        if math.prod(shape) * np.dtype(dtype).itemsize != len(raw):
             return f"array {name!r}: {len(raw)} bytes do not fill shape {shape}"
     return ""
 

@@ -21,7 +21,7 @@ import numpy as np
 import zenoh
 from gymnasium import spaces
 
-from qrobot.bridge.messages import MAX_OBSERVATION, Observation, decode, unpack_arrays
+from qrobot.bridge.messages import VERSION, MAX_OBSERVATION, Observation, Proposal, decode, digest, unpack_arrays
 from qrobot.bridge.service import PolicyClient
 from qrobot.bridge.transport import config, keys
 from qrobot.errors import QrobotError
@@ -70,6 +70,11 @@ class RemoteRobot:
     # ------------------------------------------------------------ observations
     def _on(self, sample: zenoh.Sample) -> None:
         msg, _ = decode(sample.payload.to_bytes(), MAX_OBSERVATION)
+        if isinstance(msg, Observation):
+            try:
+                unpack_arrays(msg)  # (decode checked each array fills its shape; this is the proof)
+            except (ValueError, KeyError):
+                msg = None
         with self._cond:
             if not isinstance(msg, Observation):
                 self.dropped += 1
@@ -148,8 +153,11 @@ class RemoteRobot:
         status = self.client.watch.status
         if status is None or not status.approval:
             return True
-        task = f"{instruction} | {self.scenario_name} | speed {speed_scale:g}"
-        if status.approval.startswith("approved ") and status.approval.endswith(f": {task}"):
+        g = self.client.grant
+        assert g is not None
+        approved = "approved " + digest(Proposal(version=VERSION, lease=g.lease, epoch=g.epoch, instruction=instruction,
+                                                 scenario=self.scenario_name, speed_scale=float(speed_scale))) + ":"
+        if status.approval.startswith(approved):
             return True
         reply = self.client.propose(instruction, self.scenario_name, speed_scale)
         if not reply.ok:
@@ -157,7 +165,7 @@ class RemoteRobot:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             st = self.client.watch.status
-            if st is not None and st.approval.startswith("approved ") and st.approval.endswith(f": {task}"):
+            if st is not None and st.approval.startswith(approved):
                 return True
             time.sleep(0.05)
         return False

@@ -9,6 +9,7 @@ replay protection is the point); what the agent executed can.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,28 +17,59 @@ import numpy as np
 
 from qrobot.bridge.robot_link import LINK_VERSION, Halt
 from qrobot.errors import QrobotError
+from qrobot.safety.command import Stop
 
 REPLAYED = ("plan", "halt", "reset")
 
 
+MAX_GAP = 600  # periods between two recorded plans that a replay waits out (a minute at 10 Hz)
+
+
+def _record(record: object) -> dict[str, Any] | None:
+    """One audit line checked field by field: a replayable record, None for other kinds;
+    ValueError for anything malformed."""
+    if not isinstance(record, dict):
+        raise ValueError("not an object")
+    kind = record.get("kind")
+    if kind not in REPLAYED:
+        return None
+    t = record["t"]
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+        raise ValueError("t")
+    out: dict[str, Any] = {"kind": kind, "t": float(t)}
+    if kind == "reset":
+        seed = record["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ValueError("seed")
+        out["seed"] = seed
+    elif kind == "halt":
+        out["why"] = str(record.get("why", ""))[:120]
+    else:
+        period, action, episode = record["period"], record["action"], record.get("episode")
+        if isinstance(period, bool) or not isinstance(period, int) or not 0 <= period < 2**62:
+            raise ValueError("period")
+        if not isinstance(action, list) or not 0 < len(action) <= 32 or not all(
+                isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in action):
+            raise ValueError("action")
+        out.update(period=period, action=np.asarray(action, np.float64),
+                   episode=episode if isinstance(episode, int) else None)
+    return out
+
+
 def read_session(path: Path) -> list[dict[str, Any]]:
     """The replayable records of an audit log, in time order (a bad line is a user error)."""
-    out = []
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise QrobotError(f"agent-replay: cannot read {path} ({exc})") from None
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QrobotError(f"agent-replay: cannot read {path} as an audit log ({exc})") from None
+    out = []
     for n, line in enumerate(lines, 1):
         try:
-            record = json.loads(line)
-            if record.get("kind") in REPLAYED:
-                float(record["t"])
-                if record["kind"] == "plan":
-                    record["action"] = np.asarray(record["action"], np.float64)
-                    int(record["period"])
-                out.append(record)
-        except (ValueError, KeyError, TypeError, AttributeError):
+            record = _record(json.loads(line))
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise QrobotError(f"agent-replay: {path}:{n} is not an audit record of `qrobot agent`") from None
+        if record is not None:
+            out.append(record)
     if not any(r["kind"] == "plan" for r in out):
         raise QrobotError(f"agent-replay: {path} holds no executed plans")
     return sorted(out, key=lambda r: r["t"])
@@ -48,7 +80,7 @@ def replay(records: list[dict[str, Any]], adapter: Any, supervisor: Any, timeout
     replay robot's period for each recorded one (`periods`: original -> replay)."""
     supervisor.bind(adapter)
     periods: dict[int, int] = {}
-    counts = {"plans": 0, "halts": 0, "resets": 0}
+    counts = {"plans": 0, "halts": 0, "resets": 0, "refused": 0}
     last_plan: int | None = None
     fresh: dict | None = None  # a new world's first state, which its first plan uses
 
@@ -57,6 +89,9 @@ def replay(records: list[dict[str, Any]], adapter: Any, supervisor: Any, timeout
         if st is None:
             raise ConnectionError("the robot stopped streaming its state")
         return st
+
+    for _ in range(3):  # a robot that refused the pairing drops the link within a period
+        next_state()
 
     def new_world(seed: int) -> dict:
         if adapter.last is None:
@@ -87,13 +122,14 @@ def replay(records: list[dict[str, Any]], adapter: Any, supervisor: Any, timeout
         if pending is not None and r.get("episode") != episode:
             fresh, last_plan, pending = new_world(int(pending["seed"])), None, None
         episode = r.get("episode")
-        skip = 0 if last_plan is None else max(0, int(r["period"]) - last_plan - 1)
+        skip = 0 if last_plan is None else min(MAX_GAP, max(0, int(r["period"]) - last_plan - 1))
         st = fresh if fresh is not None else next_state()
         for _ in range(skip):  # periods the agent left to the robot's watchdog stay unplanned
             st = next_state()
         fresh = None
         out = supervisor.filter(r["action"], st)
-        adapter.send(out, supervisor.last_action)
+        if adapter.send(out, supervisor.last_action) is False or isinstance(out, Stop):
+            counts["refused"] += 1  # the supervisor did not pass it as recorded (it braked instead)
         periods[int(r["period"])] = adapter.period
         last_plan = int(r["period"])
         counts["plans"] += 1

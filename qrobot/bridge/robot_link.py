@@ -123,7 +123,7 @@ def load_token(path: Path) -> bytes:
 def pack_state(state: dict) -> tuple[dict[str, bytes], dict[str, list[int]]]:
     fields, shapes = {}, {}
     for key, value in state.items():
-        arr = np.ascontiguousarray(value, dtype="<f8")
+        arr = np.asarray(value, dtype="<f8")  # (ascontiguousarray would turn a scalar into shape (1,))
         fields[key], shapes[key] = arr.tobytes(), list(arr.shape)
     return fields, shapes
 
@@ -146,7 +146,7 @@ class Link:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._buf = b""
+        self._buf = bytearray()  # (appending to bytes would copy a large frame once per chunk)
         self._send_lock = threading.Lock()
 
     def send(self, frame: Frame) -> None:
@@ -181,7 +181,8 @@ class Link:
             raise ConnectionError(f"frame of {size} bytes")
         if len(self._buf) < 4 + size:
             return None
-        data, self._buf = self._buf[4:4 + size], self._buf[4 + size:]
+        data = bytes(self._buf[4:4 + size])
+        del self._buf[:4 + size]
         try:
             frame = _decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -35,8 +35,9 @@ from typing import IO, Any
 import numpy as np
 
 from qrobot.bridge.messages import VERSION, Observation as ObservationMsg, encode, pack_arrays
-from qrobot.bridge.robot_link import (LINK_VERSION, Halt, Hello, Link, Observation, Pair, Plan, Reset, RobotState,
-                                      load_token, pack_state, proof)
+from qrobot.bridge.robot_link import (LINK_VERSION, MAX_FRAME, Halt, Hello, Link, Observation, Pair, Plan, Reset,
+                                      RobotState, load_token, pack_state, proof)
+from qrobot.errors import QrobotError
 from qrobot.sim import PHYSICS_HZ
 from qrobot.safety.command import CommandCheck, SafeCommand, Stop
 
@@ -52,6 +53,10 @@ class RobotSim:
 
         self.observations = observations
         self.env = QRobotEnv(scenario, images=observations)
+        frame = sum(c.width * c.height * (3 + 4 * (c.name in self.env._depth)) for c in self.env.cameras)
+        if observations and frame > MAX_FRAME // 2:
+            raise QrobotError(f"robot-sim --observations: the scenario's cameras make {frame / 1e6:.1f} MB frames; the robot link "
+                             f"carries at most {MAX_FRAME // 2 / 1e6:.1f} MB per observation (fewer or smaller cameras)")
         self.seed = seed
         self._obs = self.env.reset(seed=seed)[0]
         self._outcome = (0.0, False, False, self.env._info())
@@ -116,7 +121,9 @@ class RobotSim:
         elif isinstance(frame, Plan) and frame.period == self.period:
             self._pending = frame
         elif isinstance(frame, Reset) and self.paired:
-            self._reset_to = int(frame.seed)  # between periods, never inside one's physics
+            if not 0 <= frame.seed < 2**32:
+                raise ConnectionError(f"reset seed {frame.seed} outside 0..2**32-1")
+            self._reset_to = int(frame.seed)  # between periods, at rest, never inside a period's physics
 
     def _poll(self, timeout: float, t: float) -> None:
         """Handle what the agent sent, waiting up to `timeout` for a frame."""
@@ -181,6 +188,11 @@ class RobotSim:
             self.env.robot._pair(*self._pairing)
         self._observe()
 
+    def _at_rest(self, tol: float = 1e-2) -> bool:
+        st = self.env.robot.state()
+        speeds = [np.abs(np.asarray(st[k])).max(initial=0.0) for k in ("base_vel", "joint_vel") if k in st]
+        return all(float(v) < tol for v in speeds)
+
     def _observe(self) -> None:
         """Send what the policy sees now (with --observations)."""
         if not self.observations or self.link is None:
@@ -204,7 +216,7 @@ class RobotSim:
     def step(self) -> None:
         start = time.monotonic()
         self._accept()
-        if self._reset_to is not None:
+        if self._reset_to is not None and self._at_rest():
             self._new_episode()
         self._command: Any = Stop("watchdog")
         self._action: np.ndarray | None = None
@@ -272,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    if not 0 <= args.seed < 2**32:
+        raise QrobotError(f"robot-sim --seed: {args.seed} (0..2**32-1 accepted)")
+    if not 0 <= args.port < 65536 or not 0.0 < args.window <= 0.05:
+        raise QrobotError("robot-sim --port 0..65535 (0: a free one) and --window in (0, 0.05] s are accepted")
     log = args.log.open("a") if args.log else None
     sim = RobotSim(args.scenario, load_token(args.token_file), args.seed, args.port, args.window, log,
                    args.observations)

@@ -269,7 +269,8 @@ def test_operator_approval_binds_the_task_to_the_lease_caps_speed_and_expires(tm
     stale = Proposal(version=VERSION, lease="x", epoch=g.epoch, instruction="go", scenario="pointnav", speed_scale=1.0)
     assert rig.core.propose(stale, "policy", rig.now) == "not the current lease"
     assert rig.core.propose(task, "policy", rig.now) == ""
-    assert rig.core.approval(rig.now).startswith(f"pending {digest(task)}: go to the goal point | pointnav | speed 0.4")
+    assert rig.core.approval(rig.now) == (f"pending {digest(task)}: instruction='go to the goal point' "
+                                          "scenario='pointnav' speed=0.4")
     approve = lambda d, role="console": rig.core.request(Request(version=VERSION, op="approve", detail=d), role, rig.now)  # noqa: E731
     assert approve(digest(task), "policy") == (False, "only the console may approve")
     assert approve("0" * 16)[0] is False  # not what was shown
@@ -284,3 +285,45 @@ def test_operator_approval_binds_the_task_to_the_lease_caps_speed_and_expires(tm
     rig.core.lease(Lease(version=VERSION, op="return", lease=g.lease, epoch=g.epoch), "policy", rig.now)
     regrant = rig.core.lease(Lease(version=VERSION, op="acquire"), "policy", rig.now)
     assert regrant.ok and approve(digest(task))[0] is False  # a proposal does not outlive its lease
+
+
+def test_an_approval_ends_with_a_new_task_or_a_new_episode_and_caps_the_arm_as_a_vector(tmp_path: Path) -> None:
+    from qrobot.bridge.messages import Proposal, digest
+
+    rig = Rig(tmp_path)
+    rig.core = AgentCore(5, Latch(rig.latch_path), Timing(), approval=True, motion=((0, 1, 2), (3,)))
+    rig.ready()
+    g = rig.grant
+
+    def approved(instruction: str, scale: float = 0.5) -> Proposal:
+        p = Proposal(version=VERSION, lease=g.lease, epoch=g.epoch, instruction=instruction, scenario="pick_place",
+                     speed_scale=scale)
+        assert rig.core.propose(p, "policy", rig.now) == ""
+        assert rig.core.request(Request(version=VERSION, op="approve", detail=digest(p)), "console", rig.now)[0]
+        return p
+
+    approved("put the red cube in the white bowl")
+    assert rig.send([_entry(rig.now + 0.1, np.array([1.0, 1.0, 1.0, -1.0, 1.0]))])[0]
+    capped = rig.advance(0.02)
+    assert np.isclose(np.linalg.norm(capped[:3]), 0.5) and np.isclose(capped[3], -0.5) and capped[4] == 1.0
+    other = Proposal(version=VERSION, lease=g.lease, epoch=g.epoch, instruction="x\x1b[8m", scenario="pick_place",
+                     speed_scale=1.0)
+    assert rig.core.propose(other, "policy", rig.now) == ""  # (decode refuses non-printable text on the wire)
+    assert "\\x1b" in rig.core.approval(rig.now)  # shown escaped, never raw to the operator's terminal
+    assert not rig.send([_entry(rig.now + 0.1, np.zeros(5))])[0]  # a new task: the old approval has ended
+    approved("stack the cubes")
+    rig.advance(0.2)  # holding
+    assert rig.core.episode(g.lease, g.epoch, "policy", rig.now) == ""
+    assert rig.core.approval(rig.now) == "none"  # a new world's task needs its own approval
+
+
+def test_an_estop_stops_even_when_the_latch_cannot_be_saved(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.core = AgentCore(DIM, Latch(tmp_path / "gone" / "estop.json"), Timing())  # a folder that does not exist
+    rig.ready()
+    assert rig.send([_entry(rig.now + 0.3)])[0] and rig.advance(0.02) is not None
+    rig.core.request(Request(version=VERSION, op="estop"), "console", rig.now)
+    assert rig.core.state == State.ESTOPPED and rig.advance(0.02) is None  # stopped, whatever the disk did
+    assert rig.core.request(Request(version=VERSION, op="reset"), "console", rig.now)[0] is False
+    (tmp_path / "gone").mkdir()  # the disk is fixed: the latch is saved, then released
+    assert rig.core.request(Request(version=VERSION, op="reset"), "console", rig.now) == (True, "")

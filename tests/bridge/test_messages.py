@@ -55,8 +55,22 @@ def test_observations_decode_only_when_their_arrays_fill_their_shapes() -> None:
     arrays = unpack_arrays(msg)
     assert np.array_equal(arrays["images/front"], img) and arrays["goal"].dtype == np.float32
     for bad in ({"shapes": dict(shapes, goal=[3])}, {"dtypes": dict(dtypes, goal="float64")},
-                {"shapes": dict(shapes, goal=[-2, -1])}, {"reward": float("nan")}, {"metrics": {"spl": float("inf")}}):
+                {"shapes": dict(shapes, goal=[-2, -1])}, {"reward": float("nan")}, {"metrics": {"spl": float("inf")}},
+                {"shapes": dict(shapes, goal=[2**32, 2**32, 0])}, {"shapes": dict(shapes, goal=[1] * 5 + [2])}):
         assert decode(encode(Observation(**dict(base, **bad))), MAX_OBSERVATION)[0] is None, bad
     big = pack_arrays({f"images/{c}": np.zeros((128, 128, 3), np.uint8) for c in ("front", "wrist")})
     data = encode(Observation(**dict(base, arrays=big[0], shapes=big[1], dtypes=big[2])))
     assert decode(data, MAX_OBSERVATION)[0] is not None and decode(data)[0] is None  # past the agent's inbound bound
+
+
+def test_proposals_and_episodes_outside_their_ranges_are_refused() -> None:
+    from qrobot.bridge.messages import Episode, Proposal
+
+    ok = dict(version=VERSION, lease="L", epoch=1, instruction="go to the goal point", scenario="pointnav", speed_scale=0.5)
+    assert decode(encode(Proposal(**ok)))[0] is not None
+    for bad in ({"speed_scale": float("nan")}, {"speed_scale": 0.0}, {"speed_scale": 1.5}, {"scenario": "p\x1b[8m"},
+                {"instruction": "go\n"}, {"instruction": "x" * 257}):
+        assert decode(encode(Proposal(**dict(ok, **bad))))[0] is None, bad
+    assert decode(encode(Episode(version=VERSION, lease="L", epoch=1, seed=7)))[0] is not None
+    for seed in (-1, 2**32, 2**63 - 1):
+        assert decode(encode(Episode(version=VERSION, lease="L", epoch=1, seed=seed)))[0] is None

@@ -156,3 +156,21 @@ def test_no_agent_at_the_endpoint_is_one_line(tmp_path: Path) -> None:
                                     str(tmp_path / "keys"), "--policy", "hold"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no agent for qrobot/robot" in proc.stderr
+
+
+def test_agent_replay_refuses_what_is_not_an_audit_log_in_one_line(tmp_path: Path) -> None:
+    plan = '{"kind": "plan", "t": 1.0, "period": 5, "action": [0.1, 0.0, 0.0]}'
+    cases = {"no_seed.jsonl": plan + '\n{"kind": "reset", "t": 0.5}\n',
+             "bad_seed.jsonl": plan + '\n{"kind": "reset", "t": 0.5, "seed": -1}\n',
+             "inf_period.jsonl": '{"kind": "plan", "t": 1.0, "period": 1e999, "action": [0, 0, 0]}\n',
+             "mixed_t.jsonl": plan + '\n{"kind": "halt", "t": "soon"}\n',
+             "nan_action.jsonl": '{"kind": "plan", "t": 1.0, "period": 5, "action": [NaN, 0, 0]}\n',
+             "no_plans.jsonl": '{"kind": "state", "t": 1.0, "detail": "x"}\n',
+             "binary.jsonl": b"\xff\xfe\x00"}
+    for name, text in cases.items():
+        path = tmp_path / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        proc = subprocess.run(QROBOT + ["agent-replay", str(path), "--robot", "127.0.0.1:1", "--robot-token", "x"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, name
+        assert "agent-replay: " in proc.stderr, name

@@ -155,3 +155,23 @@ def test_pairing_needs_the_token_and_sane_braking(robot: tuple[int, Path]) -> No
 
 if __name__ == "__main__":
     drive(int(sys.argv[1]), Path(sys.argv[2]))
+
+
+@pytest.mark.parametrize("scenario", ["pick_place", "pointnav"])
+def test_the_link_carries_each_robots_state_as_the_supervisor_reads_it(scenario: str) -> None:
+    """Scalars stay scalars (the arm's ee_yaw and gripper width): the supervisor on the
+    far side of the link accepts the state exactly as it accepts the in-process one."""
+    from qrobot.bridge.robot_link import LINK_VERSION, RobotState, pack_state, unpack_state
+    from qrobot.envs.core import QRobotEnv
+    from qrobot.safety.inputs import fields as state_fields, read_robot_state
+
+    env = QRobotEnv(scenario, images=False)
+    env.reset(seed=3)
+    state = env.supervisor_state()
+    fields, shapes = pack_state({k: v for k, v in state.items() if k != "time"})
+    back = unpack_state(RobotState(version=LINK_VERSION, period=0, time=state["time"], fields=fields, shapes=shapes))
+    for key, value in state.items():
+        assert np.shape(back[key]) == np.shape(value) and np.allclose(back[key], value), key
+    spec = state_fields(env.limits)
+    assert read_robot_state(back, spec)[1] == "" and read_robot_state(state, spec)[1] == ""
+    env.close()
