@@ -106,7 +106,7 @@ class Agent:
         reply sets the offset's uncertainty (half that round trip) for enabling."""
         rtt = msg.prev_received - msg.prev_sent
         if role == "policy" and msg.prev_agent == self._last_clock_reply:
-            self.core.clock(rtt / 2 if 0.0 <= rtt <= 10.0 else None)  # nonsense: offset unknown
+            self.core.clock(rtt / 2 if 0.0 <= rtt <= 10.0 else None, now)  # nonsense: offset unknown
         self._last_clock_reply = now
         return encode(ClockProbe(version=VERSION, sent=msg.sent, agent_time=now))
 

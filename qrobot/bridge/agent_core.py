@@ -51,6 +51,7 @@ class Timing:
 
 
 MOVING = (State.ENABLED, State.RUNNING, State.HOLD)
+CLOCK_DRIFT = 1e-4  # s/s: 100 ppm, a conservative bound for two computers' crystal clocks
 
 
 class AgentCore:
@@ -85,6 +86,7 @@ class AgentCore:
         self._operator_seen = -1e9
         self._deadman = False
         self._skew: float | None = None
+        self._skew_at = 0.0
         self.audit: list[tuple[float, str, str]] = []
         self.executing = -1.0  # expiry of the entry the last tick returned
 
@@ -151,9 +153,18 @@ class AgentCore:
         elif connected and self._state == State.DISCONNECTED:
             self._go(now, State.IDLE, "adapter connected")
 
-    def clock(self, skew: float | None) -> None:
-        """Uncertainty of the policy/console clock offset (None: unknown)."""
+    def clock(self, skew: float | None, now: float) -> None:
+        """Uncertainty of the policy's clock offset (None: unknown), measured at `now`. It
+        ages: two clocks drift apart, so the uncertainty grows by CLOCK_DRIFT per second
+        until the next probe (the policy probes with each retain, at 10 Hz)."""
         self._skew = None if skew is None or not skew == skew else abs(float(skew))
+        self._skew_at = float(now)
+
+    def skew(self, now: float) -> float | None:
+        """The clock offset's uncertainty now (aged since its probe); None if unknown."""
+        if self._skew is None:
+            return None
+        return self._skew + CLOCK_DRIFT * max(0.0, now - self._skew_at)
 
     # ----------------------------------------------------------------- lease
     def lease(self, msg: Lease, role: str, now: float) -> LeaseGrant:
@@ -301,11 +312,12 @@ class AgentCore:
         return True, ""
 
     def _enable(self, now: float) -> tuple[bool, str]:
+        skew = self.skew(now)
         why = ("" if self._state == State.IDLE else f"cannot enable from {self._state.value}") \
             or ("" if self._people else "the robot profile neither senses people nor declares none present") \
-            or ("" if self._skew is not None else "clock offset unknown") \
-            or ("" if self._skew <= self.timing.max_skew else f"clock skew {self._skew * 1e3:.0f} ms > "  # type: ignore[operator]
-                f"{self.timing.max_skew * 1e3:.0f} ms") \
+            or ("" if skew is not None else "clock offset unknown") \
+            or ("" if skew <= self.timing.max_skew else f"clock skew {skew * 1e3:.0f} ms > "  # type: ignore[operator]
+                f"{self.timing.max_skew * 1e3:.0f} ms (aged since the last probe)") \
             or self._operator_ok(now)
         if why:
             self._log(now, "enable_refused", why)
@@ -340,6 +352,9 @@ class AgentCore:
             return f"sequence {msg.seq} not after {self._seq}"
         if self.approval_required and not self._approval_holds(now):
             return "no operator approval for this lease's task (or it expired)"
+        skew = self.skew(now)
+        if skew is None or skew > self.timing.max_skew:  # expiries stamped on a clock the agent no longer knows
+            return "clock offset unknown or stale: probe the clock again"
         last = -1e18
         for e in msg.entries:
             if not e.expires > last:

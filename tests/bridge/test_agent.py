@@ -38,7 +38,7 @@ class Running:
         sup = Supervisor(default_limits(self.adapter.robot, self.adapter.hello.control_dt), (0.5, 1.2),
                          operator=key, people=self.adapter.hello.people)  # type: ignore[arg-type]
         self.core = AgentCore(3, Latch(latch), Timing(), people=True)
-        self.core.clock(0.001)  # offset known to 1 ms (the clock probes are the transport's job)
+        self.core.clock(0.001, time.monotonic())  # offset known to 1 ms (the clock probes are the transport's job)
         self.agent = Agent(self.adapter, sup, self.core, key)
         self.stop = threading.Event()
         self.policy_on = threading.Event()

@@ -35,7 +35,7 @@ class Rig:
 
     def ready(self) -> None:
         self.core.adapter(True, self.now)
-        self.core.clock(0.005)
+        self.core.clock(0.005, self.now)
         assert self.beat() == ""
         assert self.core.request(Request(version=VERSION, op="enable"), "console", self.now) == (True, "")
         grant = self.core.lease(Lease(version=VERSION, op="acquire"), "policy", self.now)
@@ -147,7 +147,7 @@ def test_enable_is_refused_without_what_it_needs(tmp_path: Path) -> None:
                                        (True, 0.5, True, "clock skew"), (True, 0.005, False, "heartbeat")]:
         rig = Rig(tmp_path, people=people)
         rig.core.adapter(True, 0.0)
-        rig.core.clock(skew)
+        rig.core.clock(skew, 0.0)
         if beat:
             rig.beat()
         ok, why = rig.core.request(Request(version=VERSION, op="enable"), "console", 0.0)
@@ -327,3 +327,19 @@ def test_an_estop_stops_even_when_the_latch_cannot_be_saved(tmp_path: Path) -> N
     assert rig.core.request(Request(version=VERSION, op="reset"), "console", rig.now)[0] is False
     (tmp_path / "gone").mkdir()  # the disk is fixed: the latch is saved, then released
     assert rig.core.request(Request(version=VERSION, op="reset"), "console", rig.now) == (True, "")
+
+
+def test_the_clock_offsets_uncertainty_ages_until_the_next_probe(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.ready()  # offset known to 5 ms at t = 0
+    assert rig.send([_entry(rig.now + 0.1)])[0]
+    rig.now = 100.0  # 100 s without a probe: 5 ms + 100 ppm x 100 s = 15 ms, still within 20 ms
+    rig.beat()
+    rig.grant = rig.core.lease(Lease(version=VERSION, op="acquire"), "policy", rig.now)  # (the old lease is stale)
+    assert rig.send([_entry(rig.now + 0.1)])[0]
+    rig.now = 200.0  # 25 ms: commands stamped on that clock are refused until the policy probes again
+    rig.beat()
+    rig.grant = rig.core.lease(Lease(version=VERSION, op="acquire"), "policy", rig.now)
+    assert rig.send([_entry(rig.now + 0.1)]) == (False, "clock offset unknown or stale: probe the clock again")
+    rig.core.clock(0.004, rig.now)
+    assert rig.send([_entry(rig.now + 0.1)])[0]

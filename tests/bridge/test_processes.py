@@ -107,3 +107,46 @@ def test_agent_killed_then_restarted_keeps_the_robot_safe(tmp_path: Path) -> Non
                 except subprocess.TimeoutExpired:
                     p.kill()
 
+
+
+def test_the_agent_reconnects_to_a_restarted_robot_and_waits_for_a_new_enable(tmp_path: Path) -> None:
+    certs.init(tmp_path / "keys")
+    port, token = _free_port(), str(tmp_path / "robot.token")
+    robot_args = ["robot-sim", "pointnav", "--port", str(port), "--token-file", token]
+    endpoint = f"tls/127.0.0.1:{_free_port()}"
+    procs: list[subprocess.Popen] = []
+    session = None
+    try:
+        robot, _ = _start(robot_args, "listening 127.0.0.1:")
+        procs.append(robot)
+        agent, _ = _start(["agent", "--robot", f"127.0.0.1:{port}", "--robot-token", token, "--keys",
+                           str(tmp_path / "keys"), "--listen", endpoint, "--name", "r1", "--latch",
+                           str(tmp_path / "estop.json"), "--audit", str(tmp_path / "audit.jsonl")], "agent for diffbot")
+        procs.append(agent)
+        session = zenoh.open(config("console", tmp_path / "keys", connect=endpoint))
+        console = ConsoleClient(session, "r1")
+        state = lambda: console.watch.status.state if console.watch.status else None  # noqa: E731
+        console.deadman.set()
+        assert _wait(lambda: state() == "IDLE", 10.0)
+        robot.terminate()  # the robot's controller goes away ...
+        robot.wait(10)
+        assert _wait(lambda: state() == "DISCONNECTED", 5.0)
+        again, _ = _start(robot_args, "listening 127.0.0.1:")  # ... and comes back on its port
+        procs.append(again)
+        assert _wait(lambda: state() == "IDLE", 10.0)  # paired anew; not enabled by itself
+        console.request("enable")
+        assert not _wait(lambda: state() == "ENABLED", 1.0)  # no policy has synced its clock: refused
+        kinds = [json.loads(line)["detail"] for line in (tmp_path / "audit.jsonl").read_text().splitlines()
+                 if json.loads(line)["kind"] == "state"]
+        assert kinds.count("DISCONNECTED -> IDLE: adapter connected") == 2 and "IDLE -> DISCONNECTED: adapter lost" in kinds
+        console.close()
+    finally:
+        if session is not None:
+            session.close()
+        for p in procs[::-1]:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
