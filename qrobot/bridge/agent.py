@@ -84,9 +84,10 @@ class Agent:
         elif isinstance(msg, Operator):
             self.core.operator(msg, role, now)
         elif isinstance(msg, Request):
-            ok, _ = self.core.request(msg, role, now)
+            ok, why = self.core.request(msg, role, now)
             if ok and msg.op == "reset":
                 self.supervisor.reset_estop(self._key, rearm=True, note=f"{role} reset")
+            reply = encode(Reply(version=VERSION, ok=ok, reason=why))
         elif isinstance(msg, ClockProbe):
             reply = self._clock_probe(msg, role, now)
         elif isinstance(msg, Proposal):
@@ -147,7 +148,7 @@ class Agent:
                                  epoch=self.core.epoch, latched=self.core.latched or "", time=self.clock(),
                                  robot=dict(last.fields) if last is not None else {},
                                  shapes=dict(last.shapes) if last is not None else {},
-                                 approval=self.core.approval(self.clock())))
+                                 approval=self.core.approval(self.clock()), safety=self.supervisor.counts()))
 
     def _after(self, before: State, now: float) -> None:
         """With the lock: a transition that ends motion halts the robot now."""

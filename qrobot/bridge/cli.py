@@ -168,20 +168,34 @@ def _operator(args: argparse.Namespace) -> int:
             if time.monotonic() > deadline:
                 raise QrobotError(f"operator --connect: no agent for qrobot/{args.name} at {args.connect}")
             time.sleep(0.05)
-        if args.estop or args.reset:
-            console.request("estop", key="estop") if args.estop else console.request("reset")
+        if args.estop:
+            console.request("estop", key="estop")
             time.sleep(0.3)
             print(f"qrobot/{args.name}: {console.watch.status.state}", flush=True)  # type: ignore[union-attr]
+            return 0
+        if args.reset:
+            reply = console.request("reset")
+            if not reply.ok:  # type: ignore[union-attr]
+                raise QrobotError(f"operator --reset: refused by qrobot/{args.name}: {reply.reason}")  # type: ignore[union-attr]
+            print(f"qrobot/{args.name}: reset; enable again to move", flush=True)
             return 0
         console.deadman.set()  # held while this runs: Ctrl-C or SIGTERM releases it and the robot stops
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        if args.enable:
-            time.sleep(0.3)  # a few heartbeats first: enabling needs a live operator
-            console.request("enable")
+        time.sleep(0.3)  # a few heartbeats first: enabling needs a live operator
+        # --enable: asked once a second until it first succeeds (a policy may not have synced its
+        # clock yet), never again after that: a stop ends motion until a person enables anew
+        enabled, asked, refusal = not args.enable, 0.0, ""
         shown = ""
         try:
             while not stop.wait(0.05):
+                if not enabled and time.monotonic() - asked > 1.0:
+                    asked = time.monotonic()
+                    reply = console.request("enable")
+                    enabled = reply.ok  # type: ignore[union-attr]
+                    if not enabled and reply.reason != refusal:  # type: ignore[union-attr]
+                        refusal = reply.reason  # type: ignore[union-attr]
+                        print(f"qrobot/{args.name}: enable refused: {refusal} (asking again each second)", flush=True)
                 pending = console.pending() if args.approve else None
                 if pending is not None:
                     print(f"qrobot/{args.name}: approving {pending[0]}: {pending[1]}", flush=True)

@@ -333,7 +333,8 @@ def forbidden(rig: Rig) -> dict[str, Any]:
     k = keys("r1")
     for session in (rogue, rig.sessions[2]):
         for op in ("reset", "enable"):
-            session.put(k["request"], encode(Request(version=VERSION, op=op)))  # type: ignore[arg-type]
+            list(session.get(k["request"], payload=encode(Request(version=VERSION, op=op)),  # type: ignore[arg-type]
+                             timeout=0.3))
         list(session.get(k["take"], payload=encode(Lease(version=VERSION, op="take")), timeout=0.3))
         session.put(k["operator"], b"x")
     time.sleep(0.3)

@@ -98,6 +98,7 @@ class Status(_Msg, tag="status"):
     robot: dict[str, bytes] = {}
     shapes: dict[str, list[int]] = {}
     approval: str = ""  # "" (not required), "pending <digest>: <task>", "approved <digest>" or "none"
+    safety: dict[str, float] = {}  # the agent's supervisor counts this episode (interventions by rule, ...)
 
 
 class Episode(_Msg, tag="episode"):

@@ -222,9 +222,11 @@ def run_remote_episode(robot: RemoteRobot, policy: Any, episode: int, seed: int,
             break
     if reason == "timeout":
         reason = "success" if info["success"] else ("stopped" if terminated else "timeout")
+    status = robot.client.watch.status  # the agent's supervisor, this episode (it resets with each new world)
+    safety = {k: float(v) for k, v in status.safety.items()} if status is not None else {}
     return EpisodeResult(robot.scenario_name, str(getattr(policy, "name", type(policy).__name__)), episode, seed,
                          obs["instruction"], reason == "success", int(info["step"]), reason,
-                         {k: float(v) for k, v in info["metrics"].items()}, {}, error)
+                         {k: float(v) for k, v in info["metrics"].items()}, safety, error)
 
 
 def check_remote_policy(name: str) -> None:

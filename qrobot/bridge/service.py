@@ -30,10 +30,10 @@ class AgentService:
         self.agent, self.session = agent, session
         k = keys(robot)
         self._decls: list[Any] = []
-        for key, role in (("command", "policy"), ("operator", "console"), ("request", "console"), ("estop", "any")):
+        for key, role in (("command", "policy"), ("operator", "console"), ("estop", "any")):
             self._decls.append(session.declare_subscriber(k[key], self._put(role)))
         for key, role in (("lease", "policy"), ("take", "console"), ("clock", "policy"), ("episode", "policy"),
-                          ("propose", "policy")):
+                          ("propose", "policy"), ("request", "console")):
             self._decls.append(session.declare_queryable(k[key], self._query(role)))
         self._status = session.declare_publisher(k["state"], congestion_control=zenoh.CongestionControl.DROP,
                                                  priority=zenoh.Priority.DATA)
@@ -123,9 +123,15 @@ class ConsoleClient:
                                                                       answer=st.challenge + 1)),
                                  priority=zenoh.Priority.REAL_TIME, express=True)
 
-    def request(self, op: str, key: str = "request", detail: str = "") -> None:
-        self.session.put(self.k[key], encode(Request(version=VERSION, op=op, detail=detail)),  # type: ignore[arg-type]
-                         priority=zenoh.Priority.REAL_TIME, express=True)
+    def request(self, op: str, key: str = "request", detail: str = "") -> Reply | None:
+        """enable / reset / approve: a query, answered with the agent's Reply (ok, or why
+        not). An e-stop (key "estop") is a put at real-time priority: nothing waits on it."""
+        msg = Request(version=VERSION, op=op, detail=detail)  # type: ignore[arg-type]
+        if key == "estop":
+            self.session.put(self.k["estop"], encode(msg), priority=zenoh.Priority.REAL_TIME, express=True)
+            return None
+        reply = _ask(self.session, self.k[key], msg)
+        return reply if isinstance(reply, Reply) else Reply(version=VERSION, ok=False, reason="no answer")
 
     def pending(self) -> tuple[str, str] | None:
         """The (digest, task) of a proposal awaiting approval, as the status shows it."""

@@ -36,8 +36,8 @@ def access_list(robot: str) -> dict[str, Any]:
         rule("subscribe", ["declare_subscriber"], "ingress", [k["all"]]),
         rule("policy_in", ["put"], "ingress", [k["command"], k["estop"]]),
         rule("policy_query", ["query"], "ingress", [k["lease"], k["clock"], k["episode"], k["propose"]]),
-        rule("console_query", ["query"], "ingress", [k["take"]]),
-        rule("console_in", ["put"], "ingress", [k["operator"], k["request"], k["estop"]]),
+        rule("console_query", ["query"], "ingress", [k["take"], k["request"]]),
+        rule("console_in", ["put"], "ingress", [k["operator"], k["estop"]]),
     ]
     return {"enabled": True, "default_permission": "deny", "rules": rules,
             "subjects": [{"id": role, "cert_common_names": [role]} for role in ("policy", "console")],

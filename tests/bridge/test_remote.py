@@ -68,6 +68,7 @@ def test_the_vla_drives_a_robot_process_through_the_agent(tmp_path: Path) -> Non
             # the agent requires approval: the episode's task is proposed, the operator approves it at half speed
             result = run_remote_episode(remote, policy, 0, 10000, max_steps=50, speed_scale=0.5)
             assert result.end_reason == "timeout" and result.error == ""  # (cut at 50 steps, still on its way)
+            assert {"interventions", "protective_stop_time"} <= set(result.safety)  # the agent's supervisor's counts
             assert start - result.metrics["distance_to_goal"] >= 0.6  # 5 s at up to 0.25 m/s, toward the goal
             assert max(p["speed"] for p in _periods(log)) <= 0.5 * 0.5 + 0.01  # the approved speed share
 

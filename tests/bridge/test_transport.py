@@ -37,7 +37,13 @@ def test_mtls_and_the_access_list(tmp_path: Path) -> None:
     agent = zenoh.open(config("agent", tmp_path / "ours", listen=endpoint, robot="r1"))
     got: list[tuple[str, bytes]] = []
     subs = [agent.declare_subscriber(k[name], lambda s, n=name: got.append((n, s.payload.to_bytes())))
-            for name in ("command", "request", "operator", "estop")]
+            for name in ("command", "operator", "estop")]
+
+    def on_request(query: zenoh.Query) -> None:  # enable / reset / approve are queries
+        got.append(("request", query.payload.to_bytes() if query.payload is not None else b""))
+        query.reply(query.key_expr, b"ok")
+
+    subs.append(agent.declare_queryable(k["request"], on_request))
     peers = {who: zenoh.open(config(role, tmp_path / d, connect=endpoint))
              for who, role, d in (("policy", "policy", "ours"), ("console", "console", "ours"),
                                   ("rogue", "console", "theirs"))}
@@ -47,7 +53,8 @@ def test_mtls_and_the_access_list(tmp_path: Path) -> None:
     def send_all() -> bool:  # until the links are up and the agent's subscriptions known
         for who, session in peers.items():
             for name in ("command", "request", "operator", "estop"):
-                session.put(k[name], who.encode())
+                session.put(k[name], who.encode())  # (a put to the request key reaches no one)
+            list(session.get(k["request"], payload=who.encode(), timeout=0.1))
         return set(got) >= expected
 
     try:
