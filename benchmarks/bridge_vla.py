@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from qrobot.bridge import keys as certs  # noqa: E402
+from qrobot.bridge.faults import _die_with_parent  # noqa: E402
 from qrobot.bridge.remote import RemoteRobot, run_remote_episode  # noqa: E402
 from qrobot.policies import make_policy  # noqa: E402
 from qrobot.runner import run, wilson_interval  # noqa: E402
@@ -29,7 +30,7 @@ QROBOT = [sys.executable, "-m", "qrobot.cli"]
 
 def _start(args: list[str]) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(QROBOT + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=_die_with_parent)
     return proc, proc.stdout.readline()  # type: ignore[union-attr]
 
 
