@@ -46,6 +46,8 @@ class Agent:
         self.halts: list[tuple[float, str]] = []  # (agent time, why)
         self._journal: list[dict[str, Any]] = []  # for the session record (`drain`)
         self._audited = 0
+        self._brakes: int | None = None  # the robot's watchdog brakes, as last reported
+        self._planned = -2  # the robot period of this agent's last plan
         supervisor.bind(adapter)
         core.adapter(True, clock())
 
@@ -203,6 +205,7 @@ class Agent:
         if st is None or self.adapter.period == self._period:
             return
         self._period = self.adapter.period
+        self._missed(now)
         self._new_world_seen(getattr(self.adapter.last, "episode", None), now)
         if action is None or self.core.state not in MOVING:
             return  # no plan: the robot's watchdog brakes and holds it
@@ -213,9 +216,19 @@ class Agent:
         out = self.supervisor.filter(action, st)
         self.adapter.send(out, self.supervisor.last_action)
         self.plans += 1
+        self._planned = self._period
         if self.core.state == State.RUNNING:
             self.executed.append((now, self.core.executing))  # (when, the entry's expiry)
         self._moving = self.core.state == State.RUNNING and bool(np.any(action != 0.0))
+
+    def _missed(self, now: float) -> None:
+        """The robot counts the periods its watchdog braked: one more right after a period
+        this agent planned means that plan came too late (or was refused), so the record
+        says so and a replay brakes there too."""
+        brakes = int(getattr(self.adapter.last, "watchdog_brakes", 0))
+        if self._brakes is not None and brakes > self._brakes and self._planned == self._period - 1:
+            self._journal.append({"t": now, "kind": "missed", "period": self._planned})
+        self._brakes = brakes
 
     def _new_world_seen(self, episode: int | None, now: float) -> None:
         """The world we asked for has come: its clock restarts, and nothing commanded for the
@@ -231,12 +244,19 @@ class Agent:
             self._awaiting = None
         self._episode = episode
 
+    def presence(self, role: str, alive: bool) -> None:
+        """A peer's liveliness token came or went (Zenoh's 10 s transport lease): logged for
+        the operator, never acted on (the deadlines stop the robot long before)."""
+        with self._lock:
+            self.core._log(self.clock(), "presence", f"{role[:20]} {'present' if alive else 'gone'}")
+
     def rebind(self, adapter: Any) -> None:
         """A new link to the robot (after the old one dropped): paired with this agent's
         supervisor anew; the robot is IDLE until an operator enables it again."""
         with self._lock:
             adapter.on_observation = getattr(self.adapter, "on_observation", adapter.on_observation)
             self.adapter, self._period, self._episode, self._awaiting, self._moving = adapter, -1, None, None, False
+            self._brakes, self._planned = None, -2
             self.supervisor.bind(adapter)
             self.supervisor.reset()
             self.core.adapter(True, self.clock())

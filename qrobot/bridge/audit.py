@@ -10,7 +10,8 @@ Records (all with `t`, the agent's clock in seconds):
   heartbeat's and the lease retain's ages;
 - `halt`: a stop sent at once between periods (`why`, `period`);
 - `command`: an accepted command chunk (`seq`, `entries`);
-- `reset`: a new episode of a simulated robot (`seed`).
+- `reset`: a new episode of a simulated robot (`seed`);
+- `missed`: a plan the robot never executed (late for its window): its watchdog braked.
 `qrobot agent-replay` reads the `plan`, `halt` and `reset` records back and drives a
 simulated robot through the same supervisor with them.
 """
@@ -26,7 +27,7 @@ import rerun as rr
 import rerun.blueprint as rrb
 
 ACTION_NAMES = {"diffbot": ("v", "omega", "stop"), "panda": ("dx", "dy", "dz", "dyaw", "gripper")}
-WARN_KINDS = ("reject", "deadline", "halt")
+WARN_KINDS = ("reject", "deadline", "halt", "missed")
 
 
 def _level(kind: str, detail: str) -> str:
@@ -73,7 +74,8 @@ class SessionAudit:
         if kind == "command":
             rec.log("agent/commands/entries", rr.Scalars(float(r["entries"])))
             return
-        text = {"halt": lambda: f"halt: {r['why']}", "reset": lambda: f"new episode, seed {r['seed']}"}.get(
+        text = {"halt": lambda: f"halt: {r['why']}", "reset": lambda: f"new episode, seed {r['seed']}",
+                "missed": lambda: f"plan for period {r['period']} too late: the robot's watchdog braked"}.get(
             kind, lambda: f"{kind}: {r.get('detail', '')}")()
         rec.log("agent/events", rr.TextLog(text, level=_level(kind, str(r.get("detail", "")))))
 

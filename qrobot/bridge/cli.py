@@ -251,7 +251,8 @@ def _replay(args: argparse.Namespace) -> int:
                           f"{args.robot_token} its --token-file?)") from None
     finally:
         adapter.close()
-    print(f"replayed {done['plans']} plans ({done['refused']} braked by the supervisor instead), {done['halts']} "
+    print(f"replayed {done['plans']} plans ({done['refused']} braked by the supervisor instead, {done['missed']} late in "
+          f"the original and left to the robot's watchdog as then), {done['halts']} "
           f"halts, {done['resets']} episodes from {args.audit}; robot periods {done['first']}..{done['last']}")
     return 0
 

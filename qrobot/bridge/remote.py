@@ -139,6 +139,11 @@ class RemoteRobot:
             reply = self.client.episode(seed)
             if reply.ok:
                 break
+            if reply.reason in ("lease stale", "not the current lease"):  # lost while busy: lease anew
+                try:
+                    self.client.acquire()
+                except PermissionError:
+                    pass
             if time.monotonic() > deadline:
                 raise ConnectionError(f"qrobot/{self.name} refused a new episode: {reply.reason}")
             time.sleep(0.1)  # (braking to rest after the last episode)

@@ -19,7 +19,7 @@ from qrobot.bridge.robot_link import LINK_VERSION, Halt
 from qrobot.errors import QrobotError
 from qrobot.safety.command import Stop
 
-REPLAYED = ("plan", "halt", "reset")
+REPLAYED = ("plan", "halt", "reset", "missed")
 
 
 MAX_GAP = 600  # periods between two recorded plans that a replay waits out (a minute at 10 Hz)
@@ -44,6 +44,11 @@ def _record(record: object) -> dict[str, Any] | None:
         out["seed"] = seed
     elif kind == "halt":
         out["why"] = str(record.get("why", ""))[:120]
+    elif kind == "missed":
+        period = record["period"]
+        if isinstance(period, bool) or not isinstance(period, int) or not 0 <= period < 2**62:
+            raise ValueError("period")
+        out["period"] = period
     else:
         period, action, episode = record["period"], record["action"], record.get("episode")
         if isinstance(period, bool) or not isinstance(period, int) or not 0 <= period < 2**62:
@@ -80,7 +85,7 @@ def replay(records: list[dict[str, Any]], adapter: Any, supervisor: Any, timeout
     replay robot's period for each recorded one (`periods`: original -> replay)."""
     supervisor.bind(adapter)
     periods: dict[int, int] = {}
-    counts = {"plans": 0, "halts": 0, "resets": 0, "refused": 0}
+    counts = {"plans": 0, "halts": 0, "resets": 0, "refused": 0, "missed": 0}
     last_plan: int | None = None
     fresh: dict | None = None  # a new world's first state, which its first plan uses
 
@@ -109,7 +114,10 @@ def replay(records: list[dict[str, Any]], adapter: Any, supervisor: Any, timeout
     # world's last states (recorded after the reset, with the old episode) run there first.
     pending: dict | None = None
     episode: int | None = None  # the original session's robot episode of the last plan
+    missed = {r["period"] for r in records if r["kind"] == "missed"}  # plans the robot never executed
     for r in records:
+        if r["kind"] == "missed":
+            continue
         if r["kind"] == "reset":
             if pending is not None:
                 fresh, last_plan = new_world(int(pending["seed"])), None
@@ -128,7 +136,9 @@ def replay(records: list[dict[str, Any]], adapter: Any, supervisor: Any, timeout
             st = next_state()
         fresh = None
         out = supervisor.filter(r["action"], st)
-        if adapter.send(out, supervisor.last_action) is False or isinstance(out, Stop):
+        if r["period"] in missed:  # late in the original: the robot's watchdog braked that period
+            counts["missed"] += 1
+        elif adapter.send(out, supervisor.last_action) is False or isinstance(out, Stop):
             counts["refused"] += 1  # the supervisor did not pass it as recorded (it braked instead)
         periods[int(r["period"])] = adapter.period
         last_plan = int(r["period"])

@@ -41,6 +41,9 @@ class AgentService:
         self._frames = session.declare_publisher(k["observation"], congestion_control=zenoh.CongestionControl.DROP,
                                                  priority=zenoh.Priority.DATA_LOW)
         agent.adapter.on_observation = self._frames.put
+        # presence (who is connected), logged for the operator; never a reason to stop or move
+        self._alive = session.liveliness().declare_token(k["alive_agent"])
+        self._presence = session.liveliness().declare_subscriber(k["alive"], self._seen, history=True)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._publish, args=(1.0 / rate,), daemon=True)
         self._thread.start()
@@ -58,6 +61,11 @@ class AgentService:
                 query.reply(query.key_expr, reply)
         return on
 
+    def _seen(self, sample: zenoh.Sample) -> None:
+        who = str(sample.key_expr).rsplit("/", 1)[-1]
+        if who != "agent":
+            self.agent.presence(who, sample.kind == zenoh.SampleKind.PUT)
+
     def _publish(self, period: float) -> None:
         while not self._stop.wait(period):
             self._status.put(self.agent.status())
@@ -66,6 +74,8 @@ class AgentService:
         self._stop.set()
         self._thread.join(2)
         self.agent.adapter.on_observation = lambda data: None
+        self._presence.undeclare()
+        self._alive.undeclare()
         for d in self._decls:
             d.undeclare()
         self._status.undeclare()
@@ -107,6 +117,7 @@ class ConsoleClient:
     def __init__(self, session: zenoh.Session, robot: str, beat: bool = True) -> None:
         self.session, self.k = session, keys(robot)
         self.watch = _Watcher(session, robot)
+        self._alive = session.liveliness().declare_token(self.k["alive_console"])  # presence only
         self.deadman = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
@@ -145,6 +156,7 @@ class ConsoleClient:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(2)
+        self._alive.undeclare()
 
 
 class PolicyClient:
@@ -153,6 +165,7 @@ class PolicyClient:
     def __init__(self, session: zenoh.Session, robot: str) -> None:
         self.session, self.k = session, keys(robot)
         self.watch = _Watcher(session, robot)
+        self._alive = session.liveliness().declare_token(self.k["alive_policy"])  # presence only
         self.grant: LeaseGrant | None = None
         self.offset: float | None = None  # agent clock - this clock
         self._prev = (0.0, 0.0, 0.0)
@@ -161,6 +174,7 @@ class PolicyClient:
                                               priority=zenoh.Priority.REAL_TIME, express=True)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._syncer: threading.Thread | None = None
         self.silent = threading.Event()  # set: no retains (a cut link; the fault suite sets it)
         self.wire: Callable[[bytes], None] = self._pub.put  # where encoded commands go (a fault shim may wrap it)
 
@@ -189,8 +203,11 @@ class PolicyClient:
         if not isinstance(reply, LeaseGrant) or not reply.ok:
             raise PermissionError(f"lease refused: {getattr(reply, 'reason', 'no answer')}")
         self.grant = reply
-        self._thread = threading.Thread(target=self._retain, daemon=True)
-        self._thread.start()
+        if self._thread is None:  # (a second acquire, after the lease went stale, reuses them)
+            self._thread = threading.Thread(target=self._retain, daemon=True)
+            self._thread.start()
+            self._syncer = threading.Thread(target=self._sync_loop, daemon=True)
+            self._syncer.start()
         return reply
 
     def _retain(self) -> None:
@@ -199,8 +216,14 @@ class PolicyClient:
             if g is not None and not self.silent.is_set():
                 _ask(self.session, self.k["lease"], Lease(version=VERSION, op="retain", lease=g.lease, epoch=g.epoch),
                      timeout=0.3)
+
+    def _sync_loop(self) -> None:
+        """Clock probes at 10 Hz on their own thread (a slow probe never delays a retain):
+        they keep the agent's view of the offset's uncertainty fresh."""
+        while not self._stop.wait(0.1):
+            if not self.silent.is_set():
                 try:
-                    self.sync(1)  # keeps the agent's view of the offset's uncertainty fresh
+                    self.sync(1)
                 except ConnectionError:
                     pass  # no agent answering: the lease goes stale there, which is the point
 
@@ -242,6 +265,8 @@ class PolicyClient:
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2)
+        for thread in (self._thread, self._syncer):
+            if thread is not None:
+                thread.join(2)
         self._pub.undeclare()
+        self._alive.undeclare()

@@ -1,7 +1,8 @@
 """Zenoh sessions for the bridge: peer to peer, multicast scouting off, explicit TLS
 endpoints, mutual TLS with one certificate per role (`qrobot keys init`), and on the
 agent an access list that denies by default and grants by the peer certificate's common
-name. Liveliness is for presence only: stopping is the agent's own deadlines' job."""
+name. Liveliness tokens (`qrobot/NAME/alive/ROLE`) are for presence only: they follow
+Zenoh's transport lease (10 s), so stopping is the agent's own deadlines' job."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def keys(robot: str) -> dict[str, str]:
             "operator": f"{base}/operator", "request": f"{base}/request", "estop": f"{base}/estop",
             "clock": f"{base}/clock/policy", "episode": f"{base}/episode/policy", "propose": f"{base}/propose/policy", "state": f"{base}/state",
             "observation": f"{base}/frames/observation", "frames": f"{base}/frames/**",
+            "alive": f"{base}/alive/**", **{f"alive_{r}": f"{base}/alive/{r}" for r in ("agent", "policy", "console")},
             "all": f"{base}/**"}
 
 
@@ -32,8 +34,11 @@ def access_list(robot: str) -> dict[str, Any]:
         return {"id": rid, "messages": messages, "flows": [flow], "permission": "allow", "key_exprs": exprs}
 
     rules = [
-        rule("out", ["put", "reply", "declare_subscriber", "declare_queryable"], "egress", [k["all"]]),
-        rule("subscribe", ["declare_subscriber"], "ingress", [k["all"]]),
+        rule("out", ["put", "reply", "declare_subscriber", "declare_queryable", "liveliness_token",
+                     "declare_liveliness_subscriber"], "egress", [k["all"]]),
+        rule("subscribe", ["declare_subscriber", "declare_liveliness_subscriber"], "ingress", [k["all"]]),
+        rule("policy_alive", ["liveliness_token"], "ingress", [k["alive_policy"]]),
+        rule("console_alive", ["liveliness_token"], "ingress", [k["alive_console"]]),
         rule("policy_in", ["put"], "ingress", [k["command"], k["estop"]]),
         rule("policy_query", ["query"], "ingress", [k["lease"], k["clock"], k["episode"], k["propose"]]),
         rule("console_query", ["query"], "ingress", [k["take"], k["request"]]),
@@ -41,8 +46,10 @@ def access_list(robot: str) -> dict[str, Any]:
     ]
     return {"enabled": True, "default_permission": "deny", "rules": rules,
             "subjects": [{"id": role, "cert_common_names": [role]} for role in ("policy", "console")],
-            "policies": [{"rules": ["out", "subscribe", "policy_in", "policy_query"], "subjects": ["policy"]},
-                         {"rules": ["out", "subscribe", "console_in", "console_query"], "subjects": ["console"]}]}
+            "policies": [{"rules": ["out", "subscribe", "policy_in", "policy_query", "policy_alive"],
+                          "subjects": ["policy"]},
+                         {"rules": ["out", "subscribe", "console_in", "console_query", "console_alive"],
+                          "subjects": ["console"]}]}
 
 
 def config(role: str, key_dir: str | Path, listen: str | None = None, connect: str | None = None,

@@ -79,11 +79,16 @@ def test_console_and_policy_drive_the_robot_through_the_agent(robot: tuple[int, 
         time.sleep(0.8)
         assert max(p["speed"] for p in _periods(log) if p["wall"] > released + 0.5) < 1e-3
         assert not any(kind == "reject" and "policy" in why for _, kind, why in core.audit)  # nothing arrived
+        policy.close()  # its liveliness token goes: logged as presence, never acted on
+        assert _wait(lambda: ("presence", "policy gone") in [a[1:] for a in core.audit], 3.0)
+        present = [a[1:] for a in core.audit if a[1] == "presence"]
+        assert ("presence", "console present") in present and ("presence", "policy present") in present
     finally:
         stop.set()
         driving.clear()
         console.close()
-        policy.close()
+        if not policy._stop.is_set():
+            policy.close()
         service.close()
         for s in sessions[::-1]:
             s.close()
