@@ -295,7 +295,7 @@ class AgentCore:
     def estop(self, reason: str, now: float) -> None:
         self._buffer.clear()  # the stop first, whatever the disk does
         self._go(now, State.ESTOPPED, reason)
-        self._latch.set(reason)  # then on disk, so that it survives a restart
+        self._latch.set(reason)  # then on disk (survives a restart), then reported as latched
         if not self._latch.saved:
             self._log(now, "latch", "the e-stop latch could not be written to disk: reset refused until it can")
 

@@ -343,3 +343,19 @@ def test_the_clock_offsets_uncertainty_ages_until_the_next_probe(tmp_path: Path)
     assert rig.send([_entry(rig.now + 0.1)]) == (False, "clock offset unknown or stale: probe the clock again")
     rig.core.clock(0.004, rig.now)
     assert rig.send([_entry(rig.now + 0.1)])[0]
+
+
+def test_the_latch_is_on_disk_before_it_is_reported(tmp_path: Path) -> None:
+    latch = Latch(tmp_path / "estop.json")
+    seen: list[bool] = []
+    real = latch._write
+
+    def write(reason: str) -> bool:
+        seen.append(latch.reason is None)  # not yet reported while it is being written
+        return real(reason)
+
+    latch._write = write  # type: ignore[method-assign]
+    core = AgentCore(DIM, latch, Timing())
+    core.estop("test", 0.0)
+    assert seen == [True] and latch.reason == "test" and core.state == State.ESTOPPED
+    assert AgentCore(DIM, Latch(tmp_path / "estop.json")).state == State.ESTOPPED  # as a restarted agent sees it

@@ -9,7 +9,6 @@ record reads back, and replays on a fresh robot process along the same path."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
