@@ -175,12 +175,17 @@ class PolicyClient:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._syncer: threading.Thread | None = None
+        self._sync_lock = threading.Lock()
         self.silent = threading.Event()  # set: no retains (a cut link; the fault suite sets it)
         self.wire: Callable[[bytes], None] = self._pub.put  # where encoded commands go (a fault shim may wrap it)
 
     def sync(self, rounds: int = 5) -> float:
         """Clock offset to the agent (NTP-style, the tightest of `rounds` round trips); each
         probe also reports the previous round, so the agent knows the uncertainty."""
+        with self._sync_lock:  # one probe at a time: each reports the previous round, so rounds must not interleave
+            return self._sync(rounds)
+
+    def _sync(self, rounds: int) -> float:
         best = None
         for _ in range(rounds):
             sent = time.monotonic()
