@@ -22,7 +22,7 @@ from pathlib import Path
 QROBOT = [sys.executable, "-m", "qrobot.cli"]
 
 
-def _start(args: list[str], first: str, log: Path) -> tuple[subprocess.Popen, str]:
+def _start(args: list[str], first: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(QROBOT + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     line = proc.stdout.readline()  # type: ignore[union-attr]
@@ -31,6 +31,17 @@ def _start(args: list[str], first: str, log: Path) -> tuple[subprocess.Popen, st
         proc.kill()
         raise SystemExit(f"bridge demo: `qrobot {args[0]}` did not start: {line.strip()} {proc.stdout.read()}")  # type: ignore[union-attr]
     return proc, line
+
+
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each process still running, newest first; SIGKILL one that takes over 10 s."""
+    for proc in procs[::-1]:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def _free_port() -> int:
@@ -55,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen] = []
     try:
         robot, line = _start(["robot-sim", args.scenario, "--observations", "--seed", str(args.seed),
-                              "--token-file", str(d / "robot.token")], "listening", d)
+                              "--token-file", str(d / "robot.token")], "listening")
         procs.append(robot)
         agent, _ = _start(["agent", "--robot", line.split()[-1], "--robot-token", str(d / "robot.token"),
                            "--keys", str(keys), "--listen", endpoint, "--name", "demo",
-                           "--latch", str(d / "estop.json"), "--audit", str(d / "audit.jsonl")], "agent for", d)
+                           "--latch", str(d / "estop.json"), "--audit", str(d / "audit.jsonl")], "agent for")
         procs.append(agent)
         run = ["run", args.scenario, "--policy", "qwen-vla", "--episodes", str(args.episodes), "--seed",
                str(args.seed), "--robot", endpoint, "--keys", str(keys), "--robot-name", "demo"]
@@ -72,13 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(operator)
         rc = policy.wait()
     finally:
-        for proc in procs[::-1]:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_all(procs)
     print(f"audit log: {d / 'audit.jsonl'}")
     return rc
 

@@ -19,6 +19,7 @@ import numpy as np
 import zenoh
 
 from qrobot.bridge import keys as certs
+from qrobot.bridge.demo import stop_all
 from qrobot.bridge.service import ConsoleClient, PolicyClient
 from qrobot.bridge.transport import config
 
@@ -99,13 +100,7 @@ def test_agent_killed_then_restarted_keeps_the_robot_safe(tmp_path: Path) -> Non
         stop.set()
         for s in sessions:
             s.close()
-        for p in procs[::-1]:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_all(procs)
 
 
 
@@ -143,10 +138,4 @@ def test_the_agent_reconnects_to_a_restarted_robot_and_waits_for_a_new_enable(tm
     finally:
         if session is not None:
             session.close()
-        for p in procs[::-1]:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_all(procs)

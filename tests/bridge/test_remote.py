@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from qrobot.bridge import keys as certs
+from qrobot.bridge.demo import stop_all
 from qrobot.bridge.remote import RemoteRobot, run_remote_episode
 from qrobot.policies import make_policy
 from qrobot.scenario import load_scenario
@@ -23,16 +24,6 @@ from qrobot.scenario import load_scenario
 from .test_processes import QROBOT, _start
 from .test_robot_sim import _periods
 from .test_transport import _free_port
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs[::-1]:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def test_the_vla_drives_a_robot_process_through_the_agent(tmp_path: Path) -> None:
@@ -89,10 +80,10 @@ def test_the_vla_drives_a_robot_process_through_the_agent(tmp_path: Path) -> Non
                 remote.reset(10002, timeout=0.3)  # e-stopped: no new world until a console reset
         finally:
             remote.close()
-        _stop(procs)
+        stop_all(procs)
         _replay_the_session(tmp_path, log)
     finally:
-        _stop(procs)
+        stop_all(procs)
 
 
 def _replay_the_session(tmp_path: Path, log: Path) -> None:
@@ -116,7 +107,7 @@ def _replay_the_session(tmp_path: Path, log: Path) -> None:
                                        "--robot-token", token], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and out.stdout.startswith("replayed"), out.stderr
     finally:
-        _stop([robot])
+        stop_all([robot])
 
     def planned(path: Path) -> list[dict]:
         return [p for p in _periods(path) if p["episode"] == episode and p["how"] == "plan"]
