@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(policy)
         time.sleep(1.0)
         operator, _ = _start(["operator", "--connect", endpoint, "--keys", str(keys), "--name", "demo", "--enable"],
-                             "qrobot/demo:", d)
+                             "qrobot/demo:")
         procs.append(operator)
         rc = policy.wait()
     finally:
