@@ -116,8 +116,9 @@ def test_policy_drives_then_its_silence_halts_the_robot(running: tuple[Running, 
     assert _wait(lambda: rig.core.state == State.HOLD, timeout=2.0)
     halted = [t for t, why in rig.agent.halts if t > rig.last_command_clock]
     # the deadline (0.2 s after the last command) halted the robot from the agent's 20 ms loop,
-    # not at the next robot period; CI machines add scheduling delay
-    assert halted and 0.2 <= halted[0] - rig.last_command_clock <= 0.2 + 0.02 + 0.1
+    # not at the next robot period; CI machines add scheduling delay. The test notes the
+    # command's clock just after the command was stamped: up to 1 ms early is that gap
+    assert halted and 0.2 - 1e-3 <= halted[0] - rig.last_command_clock <= 0.2 + 0.02 + 0.1
     time.sleep(1.0)
     after = _speeds_after(log, silent_since + 0.6)
     assert after and max(after) < 1e-3  # at rest: 0.5 m/s at 1.44 m/s^2 takes 0.35 s
