@@ -134,3 +134,35 @@ def test_diffbot_drives_and_turns() -> None:
     with pytest.raises(PermissionError):
         base._apply(SafeCommand("diffbot", np.zeros(5)))
     sim.close()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_arm_tracks_its_plan_within_half_the_margins(seed: int) -> None:
+    """The supervisor plans JOINT_MARGIN / BOX_MARGIN inside the limits so that tracking
+    error cannot carry the arm past them: the real arm, driven hard (saturated commands,
+    then stops) through a real supervisor, must lead its plan by at most half of that."""
+    from qrobot.safety.arm_rules import BOX_MARGIN, JOINT_MARGIN
+    from qrobot.safety.supervisor import OperatorKey
+
+    sim = Sim()
+    arm = PandaArm(sim)
+    key = OperatorKey()
+    sup = Supervisor(default_limits("panda", sim.dt), (0.025, 0.25), kinematics=arm, operator=key, people="none")
+    sup.bind(arm)
+    rng = np.random.default_rng(seed)
+    lead = ee_error = 0.0
+    try:
+        for k in range(300):
+            action = np.sign(rng.uniform(-1, 1, 5)) if k % 20 < 14 else np.zeros(5)
+            arm._apply(sup.filter(action, dict(arm.state(), time=sim.time)))
+            sim.step()
+            if sup.latched:
+                sup.reset_estop(key, rearm=False)
+            q = np.asarray(arm.state()["joint_pos"])
+            q_plan, _ = arm._plan_at(sim.time)
+            start = arm._plan[1]
+            lead = max(lead, float(((q - q_plan) * np.sign(q_plan - start)).max()))
+            ee_error = max(ee_error, float(np.abs(arm.jacobian(q)[:3] @ (q - q_plan)).max()))
+    finally:
+        sim.close()
+    assert lead <= JOINT_MARGIN / 2 and ee_error <= BOX_MARGIN / 2, (lead, ee_error)

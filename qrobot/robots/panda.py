@@ -106,11 +106,16 @@ class PandaArm(BoundBackend):
         return q0 + disp, vel
 
     def _track(self, t: float) -> None:
-        """Substep hook: velocity of the plan at t, plus a share of the position error."""
+        """Substep hook (t: the substep's end): the plan's mean velocity over the substep,
+        plus a share of the position error. The mean, not the velocity at t: while the plan
+        accelerates, the end velocity held for a whole substep runs ahead of the plan by
+        (v1 - v0) dt / (2 substeps) per period (2.8 mrad from rest to 1.34 rad/s), which
+        carried a braking joint past its limit margin."""
         c = self._sim._client
         q = np.array([s[0] for s in c.getJointStates(self.uid, ARM_JOINTS)])
         q_ref, _ = self._plan_at(t - 1.0 / PHYSICS_HZ)
-        _, vel = self._plan_at(t)
+        q_next, _ = self._plan_at(t)
+        vel = (q_next - q_ref) * PHYSICS_HZ
         cmd = np.clip(vel + TRACK_GAIN * (q_ref - q) * PHYSICS_HZ, -MAX_JOINT_VEL, MAX_JOINT_VEL)
         c.setJointMotorControlArray(self.uid, ARM_JOINTS, pybullet.VELOCITY_CONTROL,
                                     targetVelocities=cmd.tolist(), forces=ARM_FORCES)
