@@ -28,6 +28,8 @@ from qrobot.bridge.messages import (VERSION, ClockProbe, Command, Episode, Lease
 from qrobot.bridge.robot_link import LINK_VERSION, Halt
 from qrobot.safety.supervisor import OperatorKey, Supervisor
 
+CLOCK_MEMORY = 60.0  # s: clock replies the agent remembers, so a policy may report its tightest round
+
 
 class Agent:
     def __init__(self, adapter: Any, supervisor: Supervisor, core: AgentCore, key: OperatorKey,
@@ -43,6 +45,7 @@ class Agent:
         self.executed: list[tuple[float, float]] = []
         self.accepted: list[tuple[float, str, int, int]] = []  # (when, lease, epoch, seq) of accepted commands
         self._last_clock_reply = -1.0
+        self._clock_replies: dict[float, None] = {}  # reply times of the last CLOCK_MEMORY s, oldest first
         self.halts: list[tuple[float, str]] = []  # (agent time, why)
         self._journal: list[dict[str, Any]] = []  # for the session record (`drain`)
         self._audited = 0
@@ -108,9 +111,14 @@ class Agent:
         """Reply with the agent's time; a probe reporting the round of this agent's last
         reply sets the offset's uncertainty (half that round trip) for enabling."""
         rtt = msg.prev_received - msg.prev_sent
-        if role == "policy" and msg.prev_agent == self._last_clock_reply:
-            self.core.clock(rtt / 2 if 0.0 <= rtt <= 10.0 else None, now)  # nonsense: offset unknown
+        # the round the policy's offset comes from: one of this agent's recent replies (the
+        # policy keeps its tightest round, aged; a reply it never got cannot be reported)
+        if role == "policy" and msg.prev_agent in self._clock_replies:
+            self.core.clock(rtt / 2 if 0.0 <= rtt <= 10.0 else None, msg.prev_agent)  # nonsense: unknown
         self._last_clock_reply = now
+        self._clock_replies[now] = None
+        while self._clock_replies and next(iter(self._clock_replies)) < now - CLOCK_MEMORY:
+            del self._clock_replies[next(iter(self._clock_replies))]
         return encode(ClockProbe(version=VERSION, sent=msg.sent, agent_time=now))
 
     def _new_episode(self, msg: Episode, role: str, now: float) -> Reply:

@@ -154,9 +154,9 @@ class AgentCore:
             self._go(now, State.IDLE, "adapter connected")
 
     def clock(self, skew: float | None, now: float) -> None:
-        """Uncertainty of the policy's clock offset (None: unknown), measured at `now`. It
-        ages: two clocks drift apart, so the uncertainty grows by CLOCK_DRIFT per second
-        until the next probe (the policy probes with each retain, at 10 Hz)."""
+        """Uncertainty of the policy's clock offset (None: unknown), measured at `now` (the
+        agent time of the round the offset comes from). It ages: two clocks drift apart, so
+        the uncertainty grows by CLOCK_DRIFT per second from then on."""
         self._skew = None if skew is None or not skew == skew else abs(float(skew))
         self._skew_at = float(now)
 

@@ -19,10 +19,13 @@ from typing import Any, Callable
 import numpy as np
 import zenoh
 
-from qrobot.bridge.agent import Agent
+from qrobot.bridge.agent import CLOCK_MEMORY, Agent
+from qrobot.bridge.agent_core import CLOCK_DRIFT
 from qrobot.bridge.messages import (VERSION, ClockProbe, Command, Entry, Episode, Lease, LeaseGrant, Operator,
                                     Proposal, Reply, Request, Status, actions, decode, encode)
 from qrobot.bridge.transport import keys
+
+KEEP_OFFSET = CLOCK_MEMORY / 2  # s: an offset older than this is replaced (the agent still knows its round)
 
 
 class AgentService:
@@ -168,7 +171,10 @@ class PolicyClient:
         self._alive = session.liveliness().declare_token(self.k["alive_policy"])  # presence only
         self.grant: LeaseGrant | None = None
         self.offset: float | None = None  # agent clock - this clock
+        # the round the offset comes from (sent, agent_time, received, half its round trip):
+        # each probe reports it, so the agent knows the uncertainty of the offset in use
         self._prev = (0.0, 0.0, 0.0)
+        self._half_rtt = float("inf")
         self._seq = 0
         self._pub = session.declare_publisher(self.k["command"], congestion_control=zenoh.CongestionControl.DROP,
                                               priority=zenoh.Priority.REAL_TIME, express=True)
@@ -186,22 +192,27 @@ class PolicyClient:
             return self._sync(rounds)
 
     def _sync(self, rounds: int) -> float:
-        best = None
+        """A round replaces the offset in use only if it is tighter than that offset's
+        uncertainty aged by clock drift (or the offset is older than KEEP_OFFSET): a probe
+        slowed by a loaded machine never makes a good offset worse."""
+        answered = False
         for _ in range(rounds):
             sent = time.monotonic()
             reply = _ask(self.session, self.k["clock"], ClockProbe(
                 version=VERSION, sent=sent, prev_sent=self._prev[0], prev_agent=self._prev[1],
                 prev_received=self._prev[2]))
             received = time.monotonic()
-            if isinstance(reply, ClockProbe):
-                self._prev = (sent, reply.agent_time, received)
-                rtt = received - sent
-                if best is None or rtt < best[0]:
-                    best = (rtt, reply.agent_time - (sent + received) / 2)
-        if best is None:
+            if not isinstance(reply, ClockProbe):
+                continue
+            answered = True
+            half = (received - sent) / 2
+            age = received - self._prev[2]
+            if self.offset is None or age > KEEP_OFFSET or half <= self._half_rtt + CLOCK_DRIFT * age:
+                self._prev, self._half_rtt = (sent, reply.agent_time, received), half
+                self.offset = reply.agent_time - (sent + received) / 2
+        if not answered:
             raise ConnectionError("the agent did not answer clock probes")
-        self.offset = best[1]
-        return best[0] / 2
+        return self._half_rtt + CLOCK_DRIFT * (time.monotonic() - self._prev[2])
 
     def acquire(self) -> LeaseGrant:
         reply = _ask(self.session, self.k["lease"], Lease(version=VERSION, op="acquire"))
