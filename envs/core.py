@@ -215,7 +215,9 @@ class QRobotEnv(gym.Env):
         return obs
 
     def _info(self) -> dict[str, Any]:
-        return {"success": bool(self._task.success()), "metrics": self._task.metrics(),
+        success = bool(self._task.success())
+        # is_success: the key Gymnasium-Robotics, SB3's HER and LeRobot read
+        return {"success": success, "is_success": success, "metrics": self._task.metrics(),
                 "safety": self.supervisor.counts(), "estop": self.supervisor.latched or "",
                 "time": self._sim.time}
 

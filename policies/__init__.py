@@ -27,6 +27,23 @@ _EXPERTS = {"reach": ReachExpert, "pick_place": PickPlaceExpert, "stack": PickPl
             "pointnav": NavExpert, "objectnav": NavExpert}
 
 
+def unfit_reason(name: str, scenario: Any) -> str | None:
+    """Why the named policy cannot drive this scenario (None: it can), without building
+    either: used to list pairs and to skip them in a bench."""
+    if name not in POLICY_NAMES:
+        return f"unknown policy {name!r}"
+    if name in ("noisy-expert", "wander") and scenario.robot != "diffbot":
+        return f"{name} drives a mobile base; {scenario.name} has robot {scenario.robot}"
+    if name == "qwen-vla":
+        shipped = SHIPPED.get(scenario.task.kind)
+        if shipped is None:
+            return f"no shipped qwen-vla checkpoint for task {scenario.task.kind} (give one with --checkpoint)"
+        from qrobot.vla.checkpoint import fits_scenario
+
+        return fits_scenario(shipped, scenario)
+    return None
+
+
 def needs_images(name: str) -> bool:
     """Whether the named policy reads camera images (the env skips rendering if not)."""
     return name in _IMAGE_POLICIES
@@ -56,9 +73,12 @@ def make_policy(name: str, env: gym.Env, seed: int = 0, **kwargs: Any) -> Policy
             raise QrobotError(f"policy 'qwen-vla' needs --checkpoint DIR with a trained model "
                               f"(vla_config.json) for task {task!r}; got {checkpoint!r} "
                               f"(shipped checkpoints exist for: {shipped})")
+        from qrobot.vla.checkpoint import check_fits, read_config
+
+        check_fits(read_config(Path(checkpoint)), Path(checkpoint), base.scenario)  # local world or remote robot
         replan = {"replan": kwargs["replan"]} if kwargs.get("replan") else {}   # else the policy's default
         return VLAPolicy(checkpoint, device=kwargs.get("device", "cpu"), seed=seed, **replan)
     raise QrobotError(f"unknown policy {name!r}; valid names: {', '.join(POLICY_NAMES)}")
 
 
-__all__ = ["POLICY_NAMES", "Policy", "make_policy", "needs_images"]
+__all__ = ["POLICY_NAMES", "SHIPPED", "Policy", "make_policy", "needs_images", "unfit_reason"]

@@ -7,22 +7,41 @@ import io
 from pathlib import Path
 from typing import Any
 
+from qrobot.progress import Progress
 from qrobot.record import RunDir
-from qrobot.runner import run, summarize
+from qrobot.runner import prepare, run_episodes, summarize
 
 COLUMNS = ["scenario", "policy", "episodes", "success_rate", "ci_low", "ci_high", "spl",
            "mean_steps", "collisions", "interventions", "protective_stop_time", "intrusions", "estops",
-           "policy_errors", "limits_profile"]
+           "policy_errors", "env_errors", "limits_profile"]
 
 
-def bench(scenarios: list[str], policies: list[str], episodes: int, seed: int = 0,
-          progress: bool = True, run_dir: RunDir | None = None) -> list[dict[str, Any]]:
-    rows = []
-    for sc in scenarios:
+def plan(scenarios: dict[str, Any], policies: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """(pairs to run, (scenario, policy, reason) pairs skipped because the policy cannot drive it)."""
+    from qrobot.policies import unfit_reason
+
+    pairs, skipped = [], []
+    for name, sc in scenarios.items():
         for pol in policies:
-            sub = None if run_dir is None else RunDir(run_dir.path.parent, f"{run_dir.run_id}/{pol}")
-            s = summarize(run(sc, pol, episodes, seed, progress=progress, run_dir=sub))
-            rows.append({"scenario": sc, "policy": pol, **s})
+            why = unfit_reason(pol, sc)
+            (skipped.append((name, pol, why)) if why else pairs.append((name, pol)))
+    return pairs, skipped
+
+
+def bench(pairs: list[tuple[str, str]], episodes: int, seed: int = 0, run_dir: RunDir | None = None,
+          record: bool = False, show: bool = True) -> list[dict[str, Any]]:
+    """Each (scenario, policy) pair for `episodes` seeds; every episode's result is appended to
+    the run directory's episodes.jsonl as it ends, recordings go to <policy>/<scenario>/."""
+    rows = []
+    for sc, pol in pairs:
+        session = prepare(sc, pol, record=record, seed=seed, preflight=False)
+        bar = Progress(f"{sc}/{pol}", episodes, enabled=show)
+        try:
+            results = run_episodes(session, episodes, seed, run_dir, record, progress=bar, policy_dir=pol)
+        finally:
+            bar.close()
+            session.close()
+        rows.append({"scenario": sc, "policy": pol, **summarize(results)})
     return rows
 
 

@@ -1,13 +1,37 @@
-"""The `qrobot` command: run, list, bench. User mistakes print one line and exit 2."""
+"""The `qrobot` command. User mistakes print one line and exit 2 (see qrobot.commands).
+
+Only argparse and the scenario loader are imported before a name is checked, so help
+and a bad name answer quickly.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-import time
 from pathlib import Path
 
+import qrobot
 from qrobot.errors import QrobotError
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is one line on stderr, exit 2 (argparse prints the usage too)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        where = self.prog.removeprefix("qrobot").strip()
+        self.exit(2, f"qrobot: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
+
+
+class _Defaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already states one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS, False) \
+                or not action.option_strings or isinstance(action, argparse._HelpAction):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
 
 
 def _positive(text: str) -> int:
@@ -35,23 +59,28 @@ def _names(text: str) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qrobot", description="qrobot: policies behind a safety "
-                                "supervisor in PyBullet scenarios.")
+    p = _Parser(prog="qrobot", formatter_class=_Defaults, description="qrobot: policies behind a safety "
+                "supervisor in PyBullet scenarios. Exit status: 0 clean, 2 a user error (nothing ran), "
+                "3 finished but an episode ended in policy_error or env_error.")
+    p.add_argument("--version", action="version", version=f"qrobot {qrobot.__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a policy on a scenario for N episodes")
     r.add_argument("scenario", help="scenario name (see `qrobot list`) or path to a .toml file")
-    r.add_argument("--policy", default="expert", help="policy name (default: expert)")
+    r.add_argument("--policy", default="expert", help="policy name (see `qrobot list`)")
     r.add_argument("--episodes", type=_positive, default=1)
-    r.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    r.add_argument("--seed", type=int, default=None,
+                   help="seed of the first episode (default: 0; 10000 for learned policies, held out from training)")
     r.add_argument("--gui", action="store_true", help="open the PyBullet GUI (press e for e-stop)")
-    r.add_argument("--checkpoint", default=None, help="trained model directory (policy qwen-vla)")
-    r.add_argument("--device", default="cpu", help="torch device for learned policies (default: cpu)")
+    r.add_argument("--checkpoint", default=None, help="trained model directory (policy qwen-vla; "
+                   "default: the shipped one for the scenario's task)")
+    r.add_argument("--device", default=None, help="torch device for qwen-vla: cpu, cuda, cuda:N, mps (default: cpu)")
     r.add_argument("--foresight", default=None, metavar="WM_CHECKPOINT",
                    help="world-model checkpoint: the supervisor slows the base before predicted collisions")
     from qrobot.bridge.cli import add_remote_flags
 
     add_remote_flags(r)
     _record_flags(r)
+    _json_flag(r)
     c = sub.add_parser("collect", help="record scripted-expert demonstrations to a dataset")
     c.add_argument("scenario")
     c.add_argument("--episodes", type=_positive, default=100)
@@ -93,10 +122,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=_positive, default=50)
     e.add_argument("--seed", type=int, default=10000, help="first held-out seed (collect uses 0..N-1)")
     e.add_argument("--no-swap", dest="swap", action="store_false", help="skip the tabletop swap test")
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
     e.add_argument("--workers", type=_positive, default=1, help="parallel evaluation processes (one thread each)")
     e.add_argument("--replan", type=_positive, default=None,
                    help="arm: actions of each predicted chunk executed before predicting again (default 4)")
+    e.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                   help="where episodes.jsonl and summary.json go (runs/<run-id>/)")
+    _json_flag(e)
     from qrobot.worldmodel.cli import add_parsers
 
     add_parsers(sub, _positive)
@@ -110,8 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--policies", type=_names, default=["expert"], help="comma-separated")
     b.add_argument("--episodes", type=_positive, default=10)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--out", type=Path, default=None, help="output dir (default: runs/bench-<time>)")
+    b.add_argument("--out", type=Path, default=None, help="where bench.md and bench.csv go (default: the run directory)")
     _record_flags(b)
+    _json_flag(b)
     k = sub.add_parser("keys", help="certificates for the bridge's mutual TLS")
     k.add_argument("action", choices=["init"])
     k.add_argument("dir", type=Path, help="where ca.pem and one ROLE.pem/ROLE.key per role go")
@@ -119,74 +152,27 @@ def _parser() -> argparse.ArgumentParser:
     from qrobot.bridge.cli import add_parsers as bridge_parsers
 
     bridge_parsers(sub)
+    for command in sub.choices.values():
+        command.formatter_class = _Defaults
+        for action in command._actions:  # options without help still show their default
+            if action.help is None and action.option_strings and action.default not in (None, False):
+                action.help = "(default: %(default)s)"
+        loud = command.add_mutually_exclusive_group()
+        loud.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr, no progress")
+        loud.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     return p
+
+
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON document on stdout (episode lines go to stderr)")
 
 
 def _record_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-record", dest="record", action="store_false",
-                   help="do not record episodes to Rerun (.rrd files; on by default)")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where recordings go (default: runs)")
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from qrobot.record import RunDir
-    from qrobot.runner import format_episode, format_summary, run, summarize
-    from qrobot.scenario import load_scenario
-
-    from qrobot.policies import POLICY_NAMES
-
-    sc = load_scenario(args.scenario)  # bad names fail before a run directory is made
-    if args.policy not in POLICY_NAMES:
-        raise QrobotError(f"unknown policy {args.policy!r}; valid names: {', '.join(POLICY_NAMES)}")
-    from qrobot.bridge.cli import refuse_remote_flags, run_remote
-
-    if args.robot is not None:
-        return run_remote(args, sc)
-    refuse_remote_flags(args)
-    run_dir = RunDir(args.runs_dir, command="run", scenario=args.scenario, policy=args.policy,
-                     episodes=args.episodes, seed=args.seed, limits_profile=sc.limits.profile,
-                     limits_overrides=dict(sc.limits.overrides)) if args.record else None
-    kwargs = {"checkpoint": args.checkpoint, "device": args.device} if args.policy == "qwen-vla" else {}
-    results = run(args.scenario, args.policy, args.episodes, args.seed, gui=args.gui,
-                  on_episode=lambda r: tqdm.write(format_episode(r)), run_dir=run_dir, policy_kwargs=kwargs,
-                  foresight=args.foresight)
-    print(format_summary(f"{results[0].scenario} / {args.policy}", summarize(results)))
-    if run_dir is not None:
-        print(f"recordings: {run_dir.path}/{results[0].scenario}/ (open one with: qrobot view "
-              f"{results[0].recording})")
-    return 0
-
-
-def _cmd_collect(args: argparse.Namespace) -> int:
-    from qrobot.vla.data import collect
-
-    meta = collect(args.scenario, args.episodes, args.out, args.seed, args.randomize,
-                   progress=lambda k, ok: print(f"episode {k} {'ok' if ok else 'failed'}", flush=True),
-                   workers=args.workers, action_noise=args.action_noise)
-    print(f"{args.out}: {meta['successful']}/{meta['episodes']} successful episodes of {meta['scenario']}")
-    return 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from qrobot.vla.train import TrainConfig, train
-
-    out = train(TrainConfig(args.dataset, args.out, args.backbone, args.steps, args.batch, args.lr, args.minutes,
-                            threads=args.threads, layers=args.layers, spatial_pool=args.spatial_pool,
-                            fine_grounding=args.fine_grounding, far_share=args.far_share,
-                            insulate=args.insulate, keypoint_weight=args.keypoint_weight, rays=args.rays))
-    print(f"saved {out}")
-    return 0
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from qrobot.vla.evaluate import evaluate, to_markdown
-
-    report = evaluate(args.checkpoint, args.scenario, args.episodes, args.seed, args.swap, args.device,
-                      on_episode=lambda line: print(line, flush=True), workers=args.workers, replan=args.replan)
-    print(to_markdown(report))
-    return 0
+                   help="do not record episodes to Rerun (.rrd files; on by default); results are written either way")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                   help="where runs/<run-id>/ (run.json, episodes.jsonl, summary.json, recordings) goes")
 
 
 def _cmd_view(path: Path) -> int:
@@ -212,43 +198,6 @@ def _cmd_inspect(path: Path) -> int:
     return 0
 
 
-def _cmd_list() -> int:
-    from qrobot.envs import env_id
-    from qrobot.policies import POLICY_NAMES
-    from qrobot.scenario import load_scenario, scenario_names
-
-    print("scenarios:")
-    for name in scenario_names():
-        sc = load_scenario(name)
-        print(f"  {name:<20s} {env_id(name):<28s} {sc.robot:<8s} {sc.task.kind:<11s} {sc.description}")
-    print("policies:")
-    for name in POLICY_NAMES:
-        print(f"  {name}")
-    return 0
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from qrobot import bench
-    from qrobot.policies import POLICY_NAMES
-    from qrobot.scenario import load_scenario, scenario_names
-
-    scenarios = args.scenarios or scenario_names()
-    profiles = {name: load_scenario(name).limits.profile for name in scenarios}  # fail fast
-    for pol in args.policies:
-        if pol not in POLICY_NAMES:
-            raise QrobotError(f"unknown policy {pol!r}; valid names: {', '.join(POLICY_NAMES)}")
-    from qrobot.record import RunDir
-
-    run_dir = RunDir(args.runs_dir, command="bench", scenarios=scenarios, policies=args.policies,
-                     episodes=args.episodes, seed=args.seed, limits_profiles=profiles) if args.record else None
-    rows = bench.bench(scenarios, args.policies, args.episodes, args.seed, run_dir=run_dir)
-    out = args.out or (run_dir.path if run_dir else Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S"))
-    md, cs = bench.write(rows, out)
-    print(bench.to_markdown(rows))
-    print(f"wrote {md} and {cs}")
-    return 0
-
-
 def _cmd_keys(directory: Path, force: bool) -> int:
     from qrobot.bridge.keys import ROLES, init
 
@@ -263,34 +212,40 @@ def _cmd_keys(directory: Path, force: bool) -> int:
     return 0
 
 
+def _logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING if getattr(args, "quiet", False) else (
+        logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("qrobot")
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _logging(args)
     try:
-        if args.cmd == "run":
-            return _cmd_run(args)
-        if args.cmd == "list":
-            return _cmd_list()
+        if args.cmd in ("run", "eval", "bench", "collect", "train", "list"):
+            from qrobot import commands
+
+            if args.cmd == "list":
+                return commands.list_cmd()
+            return getattr(commands, f"{args.cmd}_cmd")(args)
         if args.cmd == "view":
             return _cmd_view(args.path)
         if args.cmd == "inspect":
             return _cmd_inspect(args.path)
-        if args.cmd == "collect":
-            return _cmd_collect(args)
-        if args.cmd == "train":
-            return _cmd_train(args)
-        if args.cmd == "eval":
-            return _cmd_eval(args)
         if args.cmd == "keys":
             return _cmd_keys(args.dir, args.force)
         if args.cmd in ("robot-sim", "agent", "operator", "agent-replay"):
             from qrobot.bridge.cli import dispatch as bridge
 
             return bridge(args)
-        if args.cmd.startswith("wm-"):
-            from qrobot.worldmodel.cli import dispatch
+        from qrobot.worldmodel.cli import dispatch
 
-            return dispatch(args)
-        return _cmd_bench(args)
+        return dispatch(args)
     except QrobotError as exc:
         print(f"qrobot: error: {exc}", file=sys.stderr)
         return 2

@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
 import numpy as np
-from tqdm import tqdm
 
 from qrobot.envs.core import QRobotEnv
 from qrobot.policies import make_policy, needs_images
+from qrobot.progress import Progress
 from qrobot.record import EpisodeRecorder, RunDir
 from qrobot.safety.supervisor import OperatorKey
 from qrobot.scenario import load_scenario
@@ -67,19 +67,26 @@ def binomial_floor(rate: float, n: int, alpha: float = 1e-3) -> int:
 
 
 def run_episode(env: QRobotEnv, policy: Any, episode: int, seed: int,
-                recorder: EpisodeRecorder | None = None, operator: OperatorKey | None = None) -> EpisodeResult:
+                recorder: EpisodeRecorder | None = None, operator: OperatorKey | None = None,
+                on_step: Callable[[int], None] | None = None) -> EpisodeResult:
     """Run one episode. A policy exception or an env error ends the episode (reason
-    policy_error / env_error), not the run. With a recorder, every step goes to its `.rrd`;
-    Ctrl-C still closes the file properly. With the `operator` key, an e-stop latched in
-    the previous episode is released in the new world (an operator action, logged)."""
-    obs, info = env.reset(seed=seed)
+    policy_error / env_error), not the run; so does a world that cannot be made for this
+    seed. With a recorder, every step goes to its `.rrd`; Ctrl-C still closes the file
+    properly. With the `operator` key, an e-stop latched in the previous episode is
+    released in the new world (an operator action, logged). `on_step(steps)` after each step."""
+    try:
+        obs, info = env.reset(seed=seed)
+    except Exception as exc:  # e.g. randomisation this seed cannot satisfy: this episode ends
+        return EpisodeResult(env.scenario.name, str(getattr(policy, "name", type(policy).__name__)), episode,
+                             seed, "", False, 0, "env_error", {}, env.supervisor.counts(), _describe(exc),
+                             limits_profile=env.limits.profile)
     if operator is not None and env.supervisor.latched:
         env.supervisor.reset_estop(operator, env.sim.time, rearm=False, note="between episodes, by the runner")
         info = dict(info, estop="", safety=env.supervisor.counts())
     if recorder is not None:
         recorder.start(env, obs, info)
     try:
-        result = _episode_loop(env, policy, episode, seed, obs, info, recorder)
+        result = _episode_loop(env, policy, episode, seed, obs, info, recorder, on_step)
     except KeyboardInterrupt:
         if recorder is not None:
             recorder.finish({"success": False, "end_reason": "interrupted", "steps": env.task.steps})
@@ -92,7 +99,7 @@ def run_episode(env: QRobotEnv, policy: Any, episode: int, seed: int,
 
 
 def _episode_loop(env: QRobotEnv, policy: Any, episode: int, seed: int, obs: dict, info: dict,
-                  recorder: EpisodeRecorder | None) -> EpisodeResult:
+                  recorder: EpisodeRecorder | None, on_step: Callable[[int], None] | None) -> EpisodeResult:
     instruction = obs["instruction"]
     policy.reset(instruction)
     reason, error = "timeout", ""
@@ -119,6 +126,8 @@ def _episode_loop(env: QRobotEnv, policy: Any, episode: int, seed: int, obs: dic
         steps, metrics = steps + 1, info["metrics"]
         if recorder is not None:
             recorder.log_step(env, obs, action, reward, info)
+        if on_step is not None:
+            on_step(steps)
         if info["estop"]:
             reason, error = "estop", info["estop"]
             break
@@ -151,6 +160,69 @@ def _brake_once(env: QRobotEnv, recorder: EpisodeRecorder | None) -> None:
         recorder.log_step(env, obs, None, reward, info)
 
 
+FAILED_REASONS = ("policy_error", "env_error", "policy_reset_env")  # a run with one of these exits 3
+
+
+@dataclass
+class Session:
+    """An env and a policy ready to run, made before anything is written to disk."""
+
+    env: QRobotEnv
+    policy: Any
+    operator: OperatorKey
+    policy_name: str
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def prepare(scenario: str, policy_name: str = "expert", gui: bool = False, record: bool = False,
+            policy_kwargs: dict[str, Any] | None = None, foresight: str | None = None, seed: int = 0,
+            preflight: bool = True) -> Session:
+    """Build the env and the policy, and (`preflight`) make the first seed's world once, so
+    that a bad checkpoint or randomisation a reset cannot satisfy fails here, before a run
+    directory exists."""
+    sc = load_scenario(scenario)
+    # The operator key stays here, with the person running the job; the policy never sees it.
+    operator = OperatorKey()
+    env = QRobotEnv(sc, render_mode="human" if gui else None, images=needs_images(policy_name) or record,
+                    operator=operator, foresight=foresight)
+    try:
+        policy = make_policy(policy_name, env, seed=seed, **(policy_kwargs or {}))
+        if preflight:
+            env.reset(seed=seed)
+    except BaseException:
+        env.close()
+        raise
+    return Session(env, policy, operator, policy_name)
+
+
+def run_episodes(session: Session, episodes: int, seed: int = 0, run_dir: RunDir | None = None,
+                 record: bool = True, on_episode: Callable[[EpisodeResult], None] | None = None,
+                 progress: Progress | None = None, row_extra: dict[str, Any] | None = None,
+                 policy_dir: str | None = None) -> list[EpisodeResult]:
+    """Episodes with seeds seed, seed+1, ...; each result is appended to the run
+    directory's episodes.jsonl the moment it ends (with `row_extra`), and with `record`
+    each episode goes to run_dir/[policy_dir/]<scenario>/ep<k>-seed<s>.rrd."""
+    env, sc = session.env, session.env.scenario
+    results = []
+    for k in range(episodes):
+        rec = None if run_dir is None or not record else EpisodeRecorder(
+            run_dir.episode_path(sc.name, k, seed + k, policy_dir), sc.name, run_dir.episode_id(sc.name, k, seed + k))
+        on_step = None if progress is None else (lambda n: progress.step(n))
+        res = run_episode(env, session.policy, k, seed + k, rec, session.operator, on_step)
+        if rec is not None and rec.path.exists():
+            res.recording = str(rec.path)
+        results.append(res)
+        if run_dir is not None:
+            run_dir.record_episode({**res.to_dict(), **(row_extra or {})})
+        if progress is not None:
+            progress.episode(res.success)
+        if on_episode is not None:
+            on_episode(res)
+    return results
+
+
 def run(scenario: str, policy_name: str = "expert", episodes: int = 1, seed: int = 0,
         gui: bool = False, progress: bool = True,
         on_episode: Callable[[EpisodeResult], None] | None = None,
@@ -159,30 +231,14 @@ def run(scenario: str, policy_name: str = "expert", episodes: int = 1, seed: int
     """Run `episodes` episodes with seeds seed, seed+1, ... and return their results.
     With `run_dir`, each episode is recorded to run_dir/<scenario>/ep<k>-seed<s>.rrd; with
     `foresight` (a world-model checkpoint) the supervisor imagines each command first."""
-    sc = load_scenario(scenario)
-    # The operator key stays here, with the person running the job; the policy never sees it.
-    operator = OperatorKey()
-    env = QRobotEnv(sc, render_mode="human" if gui else None,
-                    images=needs_images(policy_name) or run_dir is not None, operator=operator,
-                    foresight=foresight)
+    session = prepare(scenario, policy_name, gui, run_dir is not None, policy_kwargs, foresight, seed,
+                      preflight=False)
+    bar = Progress(f"{session.env.scenario.name}/{policy_name}", episodes, enabled=progress)
     try:
-        policy = make_policy(policy_name, env, seed=seed, **(policy_kwargs or {}))
-        results = []
-        bar = tqdm(range(episodes), desc=f"{sc.name}/{policy_name}", unit="ep",
-                   disable=None if progress and episodes > 1 else True, leave=False)
-        for k in bar:
-            rec = None if run_dir is None else EpisodeRecorder(
-                run_dir.episode_path(sc.name, k, seed + k), sc.name, run_dir.episode_id(sc.name, k, seed + k))
-            res = run_episode(env, policy, k, seed + k, rec, operator)
-            if rec is not None:
-                res.recording = str(rec.path)
-            results.append(res)
-            if on_episode is not None:
-                on_episode(res)
-            bar.set_postfix(success=f"{np.mean([r.success for r in results]):.2f}")
-        return results
+        return run_episodes(session, episodes, seed, run_dir, on_episode=on_episode, progress=bar)
     finally:
-        env.close()
+        bar.close()
+        session.close()
 
 
 def summarize(results: Iterable[EpisodeResult]) -> dict[str, Any]:
@@ -194,6 +250,7 @@ def summarize(results: Iterable[EpisodeResult]) -> dict[str, Any]:
                            "mean_steps": float(np.mean([r.steps for r in rs])) if n else 0.0,
                            "collisions": float(np.mean([r.metrics.get("collisions", 0) for r in rs])) if n else 0.0,
                            "policy_errors": sum(r.end_reason == "policy_error" for r in rs),
+                           "env_errors": sum(r.end_reason in ("env_error", "policy_reset_env") for r in rs),
                            "estops": sum(r.end_reason == "estop" for r in rs),
                            "interventions": float(np.mean([r.safety.get("interventions", 0) for r in rs])) if n else 0.0,
                            "protective_stop_time": float(np.mean([r.safety.get("protective_stop_time", 0.0)
@@ -229,6 +286,8 @@ def format_summary(name: str, s: dict[str, Any]) -> str:
              f"protective stop {s['protective_stop_time']:.1f} s/ep, e-stops {s['estops']}")
     if s["policy_errors"]:
         line += f", policy errors {s['policy_errors']}"
+    if s.get("env_errors"):
+        line += f", env errors {s['env_errors']}"
     if s.get("limits_profile"):
         line += f"  [LIMITS PROFILE {s['limits_profile']}: NOT the robot's safety profile]"
     return line

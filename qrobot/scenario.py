@@ -17,13 +17,20 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from qrobot.errors import ScenarioError
+from qrobot.feasibility import feasible
 from qrobot.palette import ColorName
 
 if TYPE_CHECKING:
     from qrobot.safety.limits import Limits
 
-Vec2 = Annotated[list[float], Field(min_length=2, max_length=2)]
-Vec3 = Annotated[list[float], Field(min_length=3, max_length=3)]
+# Every number has a range (docs/scenarios.md lists them); NaN and infinities are refused.
+Coord = Annotated[float, Field(ge=-25.0, le=25.0, description="metres from the world origin")]
+Vec2 = Annotated[list[Coord], Field(min_length=2, max_length=2)]
+Vec3 = Annotated[list[Coord], Field(min_length=3, max_length=3)]
+Extent = Annotated[float, Field(ge=0.05, le=20.0, description="metres")]
+Size2 = Annotated[list[Extent], Field(min_length=2, max_length=2)]
+RoomSide = Annotated[float, Field(ge=2.0, le=20.0, description="metres")]
+Distance = Annotated[float, Field(ge=0.0, le=100.0, description="metres")]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 # Instructions become a gymnasium Text observation: keep to its charset.
 INSTRUCTION_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.'!?-"
@@ -31,14 +38,14 @@ Template = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class Region(_Strict):
     """An axis-aligned box [low, high] (2-D or 3-D) that positions are drawn from."""
 
-    low: list[float] = Field(min_length=2, max_length=3)
-    high: list[float] = Field(min_length=2, max_length=3)
+    low: list[Coord] = Field(min_length=2, max_length=3)
+    high: list[Coord] = Field(min_length=2, max_length=3)
 
     @model_validator(mode="after")
     def _ordered(self) -> "Region":
@@ -64,7 +71,7 @@ class Camera(_Strict):
 class _Colored(_Strict):
     """`count` things, each named by a distinct colour drawn from `colors`."""
 
-    colors: list[ColorName] = Field(min_length=1)
+    colors: list[ColorName] = Field(min_length=1, max_length=24)
     count: int = Field(ge=1, le=8)
 
     @model_validator(mode="after")
@@ -77,7 +84,7 @@ class _Colored(_Strict):
 class ObjectSet(_Colored):
     """Graspable cubes."""
 
-    colors: list[ColorName] = Field(min_length=2)
+    colors: list[ColorName] = Field(min_length=2, max_length=24)
     count: int = Field(ge=2, le=8)
     size: float = Field(0.04, ge=0.02, le=0.06)
     mass: float = Field(0.1, gt=0.0, le=1.0)
@@ -92,7 +99,7 @@ class ReceptacleSet(_Colored):
 
 
 class _Task(_Strict):
-    instructions: list[Template] = Field(min_length=1)
+    instructions: list[Template] = Field(min_length=1, max_length=200)
     success_distance: float = Field(ge=0.01, le=2.0)
     _placeholders: tuple[str, ...] = ()
 
@@ -108,7 +115,7 @@ class _Task(_Strict):
 
 class ReachTask(_Task):
     kind: Literal["reach"]
-    instructions: list[Template] = Field(["reach the target"], min_length=1)
+    instructions: list[Template] = Field(["reach the target"], min_length=1, max_length=200)
     success_distance: float = Field(0.05, ge=0.01, le=0.2)
     target_region: Region
 
@@ -132,16 +139,17 @@ class StackTask(_Task):
 
 class PointNavTask(_Task):
     kind: Literal["pointnav"]
-    instructions: list[Template] = Field(["go to the goal point"], min_length=1)
+    instructions: list[Template] = Field(["go to the goal point"], min_length=1, max_length=200)
     success_distance: float = Field(0.2, ge=0.05, le=2.0)
-    geodesic_range: Vec2 = Field(description="min and max start-goal geodesic distance (m)")
+    geodesic_range: Annotated[list[Distance], Field(min_length=2, max_length=2)] = Field(
+        description="min and max start-goal geodesic distance (m)")
 
 
 class LandmarkSet(_Colored):
     """Coloured landmarks; the instruction names one of them."""
 
-    colors: list[ColorName] = Field(min_length=2)
-    kinds: list[Literal["pillar", "cabinet", "crate"]] = Field(min_length=1)
+    colors: list[ColorName] = Field(min_length=2, max_length=24)
+    kinds: list[Literal["pillar", "cabinet", "crate"]] = Field(min_length=1, max_length=24)
     count: int = Field(ge=2, le=8)
 
 
@@ -149,7 +157,8 @@ class ObjectNavTask(_Task):
     kind: Literal["objectnav"]
     success_distance: float = Field(1.0, ge=0.1, le=3.0)
     landmarks: LandmarkSet
-    geodesic_range: Vec2 = Field(description="min and max start-goal geodesic distance (m)")
+    geodesic_range: Annotated[list[Distance], Field(min_length=2, max_length=2)] = Field(
+        description="min and max start-goal geodesic distance (m)")
     _placeholders = ("landmark",)
 
 
@@ -161,7 +170,7 @@ class Obstacle(_Strict):
     """A box on the floor: centre (x, y), full size (sx, sy), height."""
 
     center: Vec2
-    size: Vec2
+    size: Size2
     height: float = Field(0.8, gt=0.05, le=3.0)
     color: ColorName = "grey"
 
@@ -169,16 +178,23 @@ class Obstacle(_Strict):
 class Room(_Strict):
     """A walled rectangle centred at the origin, with fixed and random obstacles."""
 
-    size: Vec2
-    obstacles: list[Obstacle] = []
+    size: Annotated[list[RoomSide], Field(min_length=2, max_length=2)]
+    obstacles: list[Obstacle] = Field([], max_length=100)
     random_obstacles: int = Field(0, ge=0, le=20)
-    random_obstacle_size: Vec2 = [0.4, 1.0]
+    random_obstacle_size: Annotated[list[Annotated[float, Field(ge=0.1, le=3.0)]],
+                                    Field(min_length=2, max_length=2)] = [0.4, 1.0]
+
+    @model_validator(mode="after")
+    def _sizes_ordered(self) -> "Room":
+        if self.random_obstacle_size[0] > self.random_obstacle_size[1]:
+            raise ValueError("random_obstacle_size: [min, max] with min <= max")
+        return self
 
 
 class Person(_Strict):
     """A kinematic capsule walking a closed loop of waypoints at constant speed."""
 
-    waypoints: list[Vec2] = Field(min_length=2)
+    waypoints: list[Vec2] = Field(min_length=2, max_length=50)
     speed: float = Field(0.8, gt=0.0, le=2.5)
     radius: float = Field(0.25, ge=0.1, le=0.6)
     random_phase: bool = True
@@ -221,9 +237,9 @@ class Scenario(_Strict):
     task: TaskConfig
     max_steps: int = Field(ge=5, le=5000)
     control_hz: float = Field(10.0, gt=0.0, le=240.0)
-    cameras: list[Camera] = Field(min_length=1)
+    cameras: list[Camera] = Field(min_length=1, max_length=4)
     room: Room | None = None
-    people: list[Person] = []
+    people: list[Person] = Field([], max_length=10)
     stop_at_rest_steps: int = Field(30, ge=0, le=1000)
     randomize: Randomize = Randomize()
     sensing: Sensing = Sensing()
@@ -246,6 +262,7 @@ class Scenario(_Strict):
         names = [c.name for c in self.cameras]
         if len(set(names)) != len(names):
             raise ValueError(f"camera names must be unique (got {names})")
+        feasible(self)
         allowed = {"base", "world"} if nav else {"world", "wrist"}
         bad = [c.name for c in self.cameras if c.mount not in allowed]
         if bad:
@@ -262,9 +279,10 @@ def scenario_names() -> list[str]:
     return sorted(p.stem for p in scenario_dir().glob("*.toml"))
 
 
-def _resolve(name_or_path: str) -> Path:
+def _resolve(name_or_path: str, relative_to: Path | None = None) -> Path:
     p = Path(name_or_path)
     if p.suffix == ".toml" or p.parent != Path("."):
+        p = p if relative_to is None or p.is_absolute() else relative_to / p
         if not p.is_file():
             raise ScenarioError(f"{p}: scenario file not found")
         return p
@@ -296,8 +314,8 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         return data
     if not isinstance(parent, str):
         raise ScenarioError(f"{path}: extends: must be a scenario name (string)")
-    try:
-        base_path = _resolve(parent)
+    try:  # a path is relative to the file that names it, as in every config format with includes
+        base_path = _resolve(parent, relative_to=path.parent)
     except ScenarioError as exc:
         raise ScenarioError(f"{path}: extends: {exc}") from None
     return _merge(_read(base_path, chain + (path,)), data)
@@ -330,13 +348,16 @@ def _model_at(model: Any, loc: tuple) -> Any:
     return model
 
 
+_UNION_TAGS = {"bool", "float", "int", "list[float]", "list[list[float]]"}
+
+
 def format_error(path: Path, err: dict) -> str:
     """One line: file: key: problem (accepted: ...)."""
-    loc = tuple(err["loc"])
+    loc = tuple(p for p in err["loc"] if p not in _UNION_TAGS)
     kinds = {"reach", "pick_place", "stack", "pointnav", "objectnav"}
     shown = [str(p) if not isinstance(p, int) else f"[{p}]" for i, p in enumerate(loc)
              if not (i > 0 and loc[i - 1] == "task" and p in kinds)]
-    key = ".".join(shown).replace(".[", "[") or "(top level)"
+    key = ".".join(shown).replace(".[", "[")
     if err["type"] == "extra_forbidden":
         model = _model_at(Scenario, loc[:-1])
         fields = sorted(getattr(model, "model_fields", {})) if model else []
@@ -345,7 +366,7 @@ def format_error(path: Path, err: dict) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     suffix = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
-    return f"{path}: {key}: {msg}{suffix}"
+    return f"{path}: {key}: {msg}{suffix}" if key else f"{path}: {msg}"
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
@@ -359,7 +380,9 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(format_error(path, exc.errors()[0])) from None
+        errors = exc.errors()  # a union (limits.overrides) reports one error per member: the telling one
+        raise ScenarioError(format_error(path, next((e for e in errors if e["type"] == "finite_number"),
+                                                    errors[0]))) from None
     try:
         scenario_limits(sc)
     except ValueError as exc:

@@ -129,17 +129,18 @@ def test_sigint_yields_a_complete_file(tmp_path: Path) -> None:
 
 def test_cli_records_by_default_and_inspects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "reach", "--episodes", "2", "--runs-dir", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    err = capsys.readouterr().err
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     files = sorted((run_dir / "reach").glob("*.rrd"))
     assert [f.name for f in files] == ["ep0-seed0.rrd", "ep1-seed1.rrd"]
     assert (run_dir / "RERUN_VERSION").read_text().strip() == __import__("rerun").__version__
-    assert f"recordings: {run_dir}/reach/" in out
+    assert f"recordings: {run_dir}/reach/" in err
     assert main(["inspect", str(files[0])]) == 0
     text = capsys.readouterr().out
     assert "application qrobot-reach" in text and "cameras: scene" in text and "complete file: yes" in text
     assert main(["run", "reach", "--no-record", "--runs-dir", str(tmp_path / "none")]) == 0
-    assert not (tmp_path / "none").exists()
+    (plain,) = (tmp_path / "none").iterdir()  # results are written, recordings are not
+    assert (plain / "episodes.jsonl").is_file() and not list(plain.rglob("*.rrd"))
 
 
 def test_cli_view_and_inspect_errors_are_one_line(tmp_path: Path) -> None:

@@ -63,19 +63,23 @@ def test_cli_run_prints_episodes_and_summary(tmp_path: Path, capsys: pytest.Capt
     assert main(["run", "pointnav", "--episodes", "2", "--seed", "3", "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith("ep   0 seed 3") and out[1].startswith("ep   1 seed 4")
-    assert out[-2].startswith("pointnav / expert: success") and "95% CI" in out[-2] and "SPL" in out[-2]
-    assert out[-1].startswith(f"recordings: {tmp_path}/")
+    assert out[-1].startswith("pointnav / expert: success") and "95% CI" in out[-1] and "SPL" in out[-1]
+    assert len(out) == 3  # results only: progress and where things went are on stderr
 
 
 def test_cli_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "qrobot/PickPlace-v0" in out and "policies:" in out and "expert" in out
+    assert "qrobot/PickPlace-v0" in out and "policies, and the scenarios each drives:" in out
+    fits = {line.split()[0]: line.split(None, 1)[1] for line in out.split("policies, and")[1].splitlines()[1:7]}
+    assert fits["expert"] == "all" and "reach" not in fits["wander"] and "pointnav" in fits["wander"]
+    assert "pick_place" in fits["qwen-vla"] and "reach" not in fits["qwen-vla"]  # what ships
+    assert "qwen-vla for pointnav:" in out
 
 
 def test_cli_bench_writes_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["bench", "--scenarios", "reach,pointnav", "--policies", "expert,hold",
-               "--episodes", "2", "--out", str(tmp_path), "--no-record"])
+               "--episodes", "2", "--out", str(tmp_path), "--no-record", "--runs-dir", str(tmp_path / "runs")])
     assert rc == 0
     rows = list(csv.DictReader((tmp_path / "bench.csv").open()))
     assert [(r["scenario"], r["policy"]) for r in rows] == [

@@ -89,3 +89,14 @@ def test_cli_prints_one_line_without_traceback(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert lines[0].startswith("qrobot: error: ") and "max_steps" in lines[0]
+
+
+def test_every_number_has_a_documented_two_sided_range() -> None:
+    from qrobot.scenario_keys import leaves, markdown
+
+    numbers = [(key, accepted) for key, kind, accepted, _ in leaves() if "number" in kind or "integer" in kind]
+    assert len(numbers) > 40
+    unbounded = [key for key, accepted in numbers if not (accepted.startswith(("[", "(")) and ", " in accepted)]
+    assert unbounded == []
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "scenario_keys.md").read_text()
+    assert doc == markdown(), "docs/scenario_keys.md is stale: python -m qrobot.scenario_keys > docs/scenario_keys.md"

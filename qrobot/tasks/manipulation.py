@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qrobot.errors import ScenarioError
+
 from qrobot.scenario import PickPlaceTask, ReachTask, Scenario, StackTask
 from qrobot.sim import Sim, pybullet
 from qrobot.tasks.base import StateFn, Task, jitter_color
@@ -34,7 +36,8 @@ def sample_xy(rng: np.random.Generator, low: list[float], high: list[float], n: 
             out.append(p)
             if len(out) == n:
                 return out
-    raise RuntimeError("region too small for the requested objects; widen it or reduce count")
+    raise ScenarioError(f"task.region: no placement of {n} objects {spacing:.2f} m apart found in 2000 draws; "
+                        "widen the region or lower the count")
 
 
 class Reach(Task):

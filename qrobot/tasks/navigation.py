@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from qrobot.errors import ScenarioError
+
 from qrobot.robots.diffbot import RADIUS
 from qrobot.safety.command import SafeCommand, Stop
 from qrobot.scenario import ObjectNavTask, PointNavTask, Scenario
@@ -146,7 +148,8 @@ class _NavTask(Task):
                 self._place_robot(float(start[0]), float(start[1]), float(rng.uniform(-np.pi, np.pi)))
                 self._stop_cells = self._goal_cells(0.1)  # fixed for the episode
                 return
-        raise RuntimeError(f"{self._scenario.name}: no start/goal pair within geodesic_range {lo}..{hi}")
+        raise ScenarioError(f"{self._scenario.path or self._scenario.name}: task.geodesic_range: no start/goal "
+                            f"pair {lo}..{hi} m apart found in 200 layouts; widen the range or the room")
 
     def goal_point(self) -> np.ndarray | None:
         return None
@@ -318,7 +321,8 @@ class ObjectNav(_NavTask):
                     abs(p[0] - b[0]) > b[2] / 2 + 0.6 or abs(p[1] - b[1]) > b[3] / 2 + 0.6 for b in blocked):
                 placed.append(p)
         else:
-            raise RuntimeError(f"{self._scenario.name}: room too small for {len(self.landmarks)} landmarks")
+            raise ScenarioError(f"{self._scenario.path or self._scenario.name}: task.landmarks.count: room too "
+                                f"small for {len(self.landmarks)} landmarks among its obstacles")
         palette = list(dict.fromkeys(self.cfg.landmarks.colors))
         for name, kind, p, color in zip(self.landmarks, self.kinds, placed, rng.permutation(palette)):
             h = LANDMARKS[kind][2]

@@ -21,6 +21,7 @@ model learns to predict it from images and never receives it as an input.
 
 from __future__ import annotations
 
+import sys
 import copy
 import json
 import multiprocessing
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from qrobot.progress import Progress
 from qrobot.envs.core import MOUNT_UP, QRobotEnv
 from qrobot.errors import QrobotError
 from qrobot.policies import make_policy
@@ -167,10 +169,12 @@ def expert_continuation(env: QRobotEnv, expert: Any, first: np.ndarray, horizon:
 
 
 def _record_episodes(scenario: str, randomize: bool, first: int, count: int, seed: int, out: Path,
-                     progress: Any = None, action_noise: float = 0.0) -> int:
-    """Episodes first .. first+count-1 (seed + k each) to `out`; returns how many succeeded."""
+                     label: str = "", action_noise: float = 0.0, show: bool = True, tty: bool | None = None) -> int:
+    """Episodes first .. first+count-1 (seed + k each) to `out`; returns how many succeeded.
+    Progress per step and a line per episode go to stderr (`show`), labelled `label`."""
     env = QRobotEnv(_scenario(scenario, randomize), images=True)
     expert = make_policy("expert", env)
+    bar = Progress(label or f"collect {scenario}", count, enabled=show, tty=tty)
     kept = 0
     for k in range(first, first + count):
         obs, _ = env.reset(seed=seed + k)
@@ -194,6 +198,7 @@ def _record_episodes(scenario: str, randomize: bool, first: int, count: int, see
             ground.append(grounding_label(env.privileged_state()))
             obs, _, term, trunc, info = env.step(perturb(action))
             done = term or trunc
+            bar.step(len(actions))
         np.savez_compressed(out / f"ep{k}-seed{seed + k}.npz",
                             **{f"images_{n}": np.stack(v) for n, v in frames.items()},
                             proprio=np.stack(proprio), goal=np.stack(goal), actions=np.stack(actions),
@@ -203,14 +208,17 @@ def _record_episodes(scenario: str, randomize: bool, first: int, count: int, see
                             action_noise=np.array(perturb.scale),
                             **({"action_chunks": np.stack(chunks)} if chunks else {}))
         kept += bool(info.get("success"))
-        if progress is not None:
-            progress(k, bool(info.get("success")))
+        bar.episode(bool(info.get("success")))
+        if show:
+            bar.result(f"{bar.label}: episode {k} seed {seed + k}: "
+                       f"{'success' if info.get('success') else 'failed'} in {len(actions)} steps", sys.stderr)
+    bar.close()
     env.close()
     return kept
 
 
 def collect(scenario: str, episodes: int, out: Path, seed: int = 0, randomize: bool = True,
-            progress: Any = None, workers: int = 1, action_noise: float = 0.0) -> dict[str, Any]:
+            show: bool = False, workers: int = 1, action_noise: float = 0.0) -> dict[str, Any]:
     """Record `episodes` scripted-expert episodes (domain randomised: lighting, colours;
     poses are random per seed), split over `workers` processes; `action_noise` > 0 executes
     DART-perturbed actions (see ActionNoise)."""
@@ -219,17 +227,15 @@ def collect(scenario: str, episodes: int, out: Path, seed: int = 0, randomize: b
     out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(workers, episodes))
     if workers == 1:
-        kept = _record_episodes(scenario, randomize, 0, episodes, seed, out, progress, action_noise)
+        kept = _record_episodes(scenario, randomize, 0, episodes, seed, out, "", action_noise, show)
     else:
         bounds = np.linspace(0, episodes, workers + 1).astype(int)
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker (no forked PyBullet)
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            jobs = [pool.submit(_record_episodes, scenario, randomize, int(a), int(b - a), seed, out, None,
-                                action_noise)
-                    for a, b in zip(bounds[:-1], bounds[1:])]
+            jobs = [pool.submit(_record_episodes, scenario, randomize, int(a), int(b - a), seed, out,
+                                f"collect {scenario} worker {w}", action_noise, show, False)
+                    for w, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
             kept = sum(j.result() for j in jobs)
-        if progress is not None:
-            progress(episodes - 1, True)
     env = QRobotEnv(sc, images=False)
     meta = {"scenario": sc.name, "robot": sc.robot, "task": sc.task.kind, "cameras": [c.name for c in sc.cameras],
             "image_size": [sc.cameras[0].height, sc.cameras[0].width], "proprio_dim": env.robot.proprio_dim,

@@ -10,6 +10,7 @@ the policy only ever sees observations.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from typing import Any, Callable
 
 from qrobot.envs.core import QRobotEnv
 from qrobot.policies import make_policy
-from qrobot.runner import EpisodeResult, run_episode, summarize, wilson_interval
+from qrobot.progress import Progress
+from qrobot.record.rundir import EPISODES_FILE, SCHEMA_VERSION, RunDir, append_line
+from qrobot.runner import EpisodeResult, format_episode, run_episode, summarize, wilson_interval
 
 
 class _Renamed:
@@ -49,10 +52,12 @@ def _cube_names(env: QRobotEnv) -> tuple[str, list[str]]:
 
 
 def _run_seeds(checkpoint: str, scenario: str, seeds: list[int], swap: bool, device: str,
-               on_episode: Callable[[str], None] | None = None, threads: int = 0, replan: int | None = None
+               on_episode: Callable[[str], None] | None = None, threads: int = 0, replan: int | None = None,
+               episodes_file: Path | None = None, label: str = "", show: bool = False, tty: bool | None = None
                ) -> tuple[str, list[EpisodeResult], list[TabletopOutcome], list[str]]:
     """Episodes on `seeds`; the policy's sampling noise is reseeded per episode (seed), so
-    a seed's outcome does not depend on which seeds ran before it or in which worker."""
+    a seed's outcome does not depend on which seeds ran before it or in which worker. Each
+    result is appended to `episodes_file` as it ends (workers share the file: one write a line)."""
     if threads:
         import torch
 
@@ -60,15 +65,18 @@ def _run_seeds(checkpoint: str, scenario: str, seeds: list[int], swap: bool, dev
     env = QRobotEnv(scenario, images=True)
     policy = make_policy("qwen-vla", env, checkpoint=str(checkpoint), device=device, seed=seeds[0], replan=replan)
     tabletop = hasattr(env.task, "moved_object")
+    bar = Progress(label or f"eval {env.scenario.name}", len(seeds), enabled=show, tty=tty)
     results: list[EpisodeResult] = []
     outcomes: list[TabletopOutcome] = []
     lines: list[str] = []
     try:
         for seed in seeds:
             policy.generator.manual_seed(seed)
-            res = run_episode(env, policy, seed, seed)
+            res = run_episode(env, policy, seed, seed, on_step=bar.step)
+            bar.episode(res.success)
             results.append(res)
-            line = f"seed {seed}: {res.end_reason} in {res.steps} steps"
+            line = format_episode(res)
+            row: dict[str, Any] = {**res.to_dict(), "checkpoint": str(checkpoint)}
             if tabletop:
                 named, cubes = _cube_names(env)
                 out = TabletopOutcome(named, env.task.moved_object())
@@ -78,34 +86,42 @@ def _run_seeds(checkpoint: str, scenario: str, seeds: list[int], swap: bool, dev
                     run_episode(env, _Renamed(policy, named, other), seed, seed)
                     out.swap_named, out.swap_moved = other, env.task.moved_object()
                 outcomes.append(out)
+                row["instruction_following"] = dataclasses.asdict(out)
                 line += f"; named {out.named}, moved {out.moved or 'nothing'}"
                 if swap:
                     line += f"; swap: named {out.swap_named}, moved {out.swap_moved or 'nothing'}"
+            if episodes_file is not None:
+                append_line(episodes_file, {"schema_version": SCHEMA_VERSION, **row})
             lines.append(line)
             if on_episode is not None:
+                bar.clear()
                 on_episode(line)
     finally:
+        bar.close()
         env.close()
     return env.scenario.name, results, outcomes, lines
 
 
 def evaluate(checkpoint: str | Path, scenario: str, episodes: int, seed: int = 10000, swap: bool = True,
              device: str = "cpu", on_episode: Callable[[str], None] | None = None,
-             workers: int = 1, replan: int | None = None) -> dict[str, Any]:
+             workers: int = 1, replan: int | None = None, run_dir: RunDir | None = None,
+             show: bool = False) -> dict[str, Any]:
     """`episodes` held-out seeds from `seed`; with workers > 1 they are split over processes
     (one torch thread each) and the per-episode lines arrive as each worker finishes.
     `replan`: actions of each chunk executed before the arm policy predicts again (None:
     VLAPolicy's default)."""
     seeds = list(range(seed, seed + episodes))
     workers = max(1, min(workers, episodes))
+    jsonl = None if run_dir is None else run_dir.path / EPISODES_FILE
     if workers == 1:
         name, results, outcomes, _ = _run_seeds(str(checkpoint), scenario, seeds, swap, device, on_episode,
-                                                replan=replan)
+                                                replan=replan, episodes_file=jsonl, show=show)
     else:
         parts = [seeds[i::workers] for i in range(workers)]
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             done = [j.result() for j in [pool.submit(_run_seeds, str(checkpoint), scenario, p, swap, device,
-                                                     None, 1, replan) for p in parts]]
+                                                     None, 1, replan, jsonl, f"eval worker {w}", show, False)
+                                         for w, p in enumerate(parts)]]
         name = done[0][0]
         rows = sorted((r.seed, r, o, line) for _, rs, os_, ls in done
                       for r, o, line in zip(rs, os_ or [None] * len(rs), ls))
@@ -114,6 +130,8 @@ def evaluate(checkpoint: str | Path, scenario: str, episodes: int, seed: int = 1
         for _, _, _, line in rows:
             if on_episode is not None:
                 on_episode(line)
+    if run_dir is not None:
+        run_dir.episodes = len(results)
     report: dict[str, Any] = {"scenario": name, "checkpoint": str(checkpoint),
                               "seeds": [seed, seed + episodes - 1], **summarize(results)}
     if outcomes:

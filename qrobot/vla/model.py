@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from qrobot.errors import QrobotError
 from qrobot.vla.backbones import FAMILIES, build_backbone, family_of, text_hidden_size
 from qrobot.vla.geometry import TableRays
 from qrobot.vla.heads import FlowMatchingHead, GroundingHead, WaypointHead
@@ -254,15 +255,16 @@ class QwenVLA(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "QwenVLA":
+        """Load a saved VLA; a missing, truncated or malformed file is one QrobotError naming it."""
+        from qrobot.vla.checkpoint import load_heads, load_norm, read_config
+
         d = Path(directory)
-        config = VLAConfig(**json.loads((d / "vla_config.json").read_text()))
-        backbone = FAMILIES[config.family].model_cls.from_pretrained(d / "backbone", dtype=torch.float32)
-        norm = {k: Normalizer(np.array(v["q01"]), np.array(v["q99"]))
-                for k, v in json.loads((d / "norm_stats.json").read_text()).items()}
+        config = read_config(d)
+        norm = load_norm(d / "norm_stats.json")
+        try:
+            backbone = FAMILIES[config.family].model_cls.from_pretrained(d / "backbone", dtype=torch.float32)
+        except Exception as exc:  # transformers raises OSError, ValueError, RuntimeError, SafetensorError...
+            raise QrobotError(f"{d / 'backbone'}: cannot load the backbone ({str(exc).splitlines()[0][:200]})") from None
         model = cls(config, InstructionTokenizer.load(d), backbone=backbone, norm=norm)
-        state = load_file(str(d / "heads.safetensors"))
-        model.flow.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("flow.")})
-        model.waypoint.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("waypoint.")})
-        if model.grounding is not None:
-            model.grounding.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("grounding.")})
+        load_heads(model, d / "heads.safetensors")
         return model.to(device).eval()

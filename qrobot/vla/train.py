@@ -3,6 +3,7 @@ flow matching on action chunks for the arm, waypoint regression for the base).""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from qrobot.progress import Progress
 from qrobot.scenario import Camera, load_scenario
 from qrobot.vla.backbones import FAMILIES, TINY, build_backbone
 from qrobot.vla.hub import checkpoint_family, image_settings
@@ -20,6 +22,8 @@ from qrobot.vla.data import (Episode, action_chunk, camera_point, future_waypoin
 from qrobot.vla.geometry import ray_config
 from qrobot.vla.model import Normalizer, QwenVLA, VLAConfig
 from qrobot.vla.tokenizer import tokenizer_for
+
+LOG = logging.getLogger("qrobot")
 
 
 FAR = 0.08  # m between the gripper and the named cube (xy) beyond which a step counts as far
@@ -85,7 +89,7 @@ def _ray_spec(meta: dict[str, Any], cameras: list[Camera], episodes: list[Episod
     return ray_config(cameras, meta["robot"], plane_z)
 
 
-def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
+def train(cfg: TrainConfig, log: Callable[[str], None] = LOG.info) -> Path:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -141,6 +145,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     log(f"training {family} ({sum(p.numel() for p in model.parameters()):,} parameters) on {len(eps)} "
         f"episodes / {len(index)} samples ({len(far)} far from the named cube), {cfg.steps} steps x batch {cfg.batch}")
     step = 0
+    bar = Progress("train", cfg.steps, unit="step", enabled=LOG.isEnabledFor(logging.INFO))
     for step in range(1, cfg.steps + 1):
         n_far = int(round(cfg.batch * cfg.far_share)) if far else 0
         pick = [index[i] for i in rng.integers(len(index), size=cfg.batch - n_far)]
@@ -161,6 +166,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         if seen_at is not None:
             batch["keypoint"] = torch.from_numpy(np.stack([seen_at[e][t] for e, t in pick]))
         loss = model.loss(batch, insulate=cfg.insulate and ground_dim > 0, keypoint_weight=cfg.keypoint_weight)
+        bar.step(step, note=f"loss {loss.item():.4f}")
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

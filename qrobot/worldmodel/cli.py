@@ -33,22 +33,30 @@ def add_parsers(sub: Any, positive: Callable[[str], int]) -> None:
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    from qrobot.checks import check_dataset_out, check_out_dir, check_seeds
+
     if args.cmd == "wm-collect":
+        from qrobot.scenario import load_scenario
         from qrobot.worldmodel.data import wm_collect
 
+        check_seeds("wm-collect --seed", args.seed, args.episodes)
+        check_dataset_out("wm-collect --out", args.out, load_scenario(args.scenario).name)
+
         meta = wm_collect(args.scenario, args.episodes, args.out, args.seed, args.size, args.workers,
-                          max_steps=args.max_steps)
+                          max_steps=args.max_steps, show=not args.quiet)
         print(f"{args.out}: {meta['episodes']} episodes of {meta['scenario']} ({', '.join(meta['policies'])}), "
               f"{meta['episodes_with_collision']} with a collision, {meta['successes']} successful")
         return 0
     if args.cmd == "wm-train":
         from qrobot.worldmodel.train import wm_train
 
+        check_out_dir("wm-train --out", args.out)
+
         wm_train(args.dataset, args.out, args.minutes, args.steps, args.batch, args.lr, args.threads)
         return 0
     from qrobot.worldmodel.evaluate import to_markdown, wm_evaluate
 
-    res = wm_evaluate(args.checkpoint, args.dataset, args.stride)
+    res = wm_evaluate(args.checkpoint, args.dataset, args.stride, show=not args.quiet)
     print(to_markdown(res))
     if args.json is not None:
         args.json.write_text(json.dumps(res, indent=2) + "\n")

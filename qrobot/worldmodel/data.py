@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from qrobot.progress import Progress
 from qrobot.envs.core import QRobotEnv
 from qrobot.errors import QrobotError
 from qrobot.policies import make_policy
@@ -62,10 +63,13 @@ def camera_for(scenario: str, size: int) -> Camera:
 
 
 def _record(scenario: str, first: int, count: int, seed: int, size: int, out: str,
-            mix: tuple[str, ...], max_steps: int) -> tuple[int, int]:
-    """Episodes first .. first+count-1; returns (episodes with a collision, successes)."""
+            mix: tuple[str, ...], max_steps: int, label: str = "", show: bool = False,
+            tty: bool | None = None) -> tuple[int, int]:
+    """Episodes first .. first+count-1; returns (episodes with a collision, successes).
+    Progress per step goes to stderr (`show`)."""
     env = QRobotEnv(scenario, images=False)
     cam = camera_for(scenario, size)
+    bar = Progress(label or f"wm-collect {scenario}", count, enabled=show, tty=tty)
     hits = wins = 0
     for k in range(first, first + count):
         name = mix[k % len(mix)]
@@ -83,17 +87,21 @@ def _record(scenario: str, first: int, count: int, seed: int, size: int, out: st
             actions.append(action)
             collision.append(bool(env.task.touching))
             success.append(bool(info["success"]))
+            bar.step(len(actions))
         np.savez_compressed(Path(out) / f"ep{k}-seed{seed + k}.npz", frames=np.stack(frames),
                             actions=np.stack(actions), collision=np.array(collision),
                             success=np.array(success), policy=np.array(name), seed=np.array(seed + k))
         hits += any(collision)
         wins += success[-1]
+        bar.episode(success[-1])
+    bar.close()
     env.close()
     return hits, wins
 
 
 def wm_collect(scenario: str, episodes: int, out: Path, seed: int = 0, size: int = 64,
-               workers: int = 1, mix: tuple[str, ...] = POLICY_MIX, max_steps: int = 200) -> dict[str, Any]:
+               workers: int = 1, mix: tuple[str, ...] = POLICY_MIX, max_steps: int = 200,
+               show: bool = False) -> dict[str, Any]:
     """Record `episodes` episodes (policies cycling through `mix`) split over `workers` processes."""
     cam = camera_for(scenario, size)
     for name in mix:
@@ -107,11 +115,12 @@ def wm_collect(scenario: str, episodes: int, out: Path, seed: int = 0, size: int
     args = [(scenario, int(a), int(b - a), seed, size, str(out), tuple(mix), max_steps)
             for a, b in zip(bounds[:-1], bounds[1:])]
     if workers == 1:
-        results = [_record(*args[0])]
+        results = [_record(*args[0], "", show)]
     else:
         ctx = multiprocessing.get_context("spawn")  # no forked PyBullet clients
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            results = [j.result() for j in [pool.submit(_record, *a) for a in args]]
+            results = [j.result() for j in [pool.submit(_record, *a, f"wm-collect worker {w}", show, False)
+                                            for w, a in enumerate(args)]]
     env = QRobotEnv(scenario, images=False)
     meta = {"scenario": env.scenario.name, "image_size": size, "action_dim": env.robot.action_dim,
             "control_hz": env.scenario.control_hz, "policies": list(mix), "episodes": episodes,

@@ -18,6 +18,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
+from qrobot.progress import Progress
 from qrobot.worldmodel.data import batch_of, load_wm_episodes
 from qrobot.worldmodel.model import WorldModel, to_tensor
 from qrobot.worldmodel.train import changed_mask
@@ -63,7 +64,7 @@ class _Scores:
 
 
 def wm_evaluate(checkpoint: str | Path, dataset: str | Path, stride: int = 4, batch: int = 64,
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0, show: bool = False) -> dict[str, Any]:
     model = WorldModel.from_pretrained(checkpoint)
     cfg = model.config
     _, eps = load_wm_episodes(dataset)
@@ -72,8 +73,10 @@ def wm_evaluate(checkpoint: str | Path, dataset: str | Path, stride: int = 4, ba
     rng = np.random.default_rng(seed)
     model_s, copy_s, rand_s = _Scores(), _Scores(), _Scores()
     probs, labels = [], []
+    bar = Progress("wm-eval", len(picks), unit="window", enabled=show)
     with torch.no_grad():
         for i in range(0, len(picks), batch):
+            bar.step(i)
             b = batch_of(eps, picks[i:i + batch], cfg.context, h)
             ctx, target = to_tensor(b["context"]), to_tensor(b["target"])
             last = ctx[:, -1:].expand(-1, h, -1, -1, -1)
@@ -86,6 +89,7 @@ def wm_evaluate(checkpoint: str | Path, dataset: str | Path, stride: int = 4, ba
             rand_s.add(rand_out["frames"], target, mask)
             probs.append(out["collision"].flatten())
             labels.append(torch.as_tensor(b["collision"]).flatten())
+    bar.close()
     p, y = torch.cat(probs), torch.cat(labels).long()
     auroc = float(binary_auroc(p, y)) if 0 < int(y.sum()) < len(y) else float("nan")
     m, c, r = model_s.table(), copy_s.table(), rand_s.table()

@@ -133,13 +133,37 @@ class WorldModel(nn.Module):
         if not (d / CONFIG_FILE).is_file() or not (d / WEIGHTS_FILE).is_file():
             raise QrobotError(f"{d}: not a world-model checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE}; "
                               f"train one with `qrobot wm-train`)")
-        raw = json.loads((d / CONFIG_FILE).read_text())
+        try:
+            raw = json.loads((d / CONFIG_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise QrobotError(f"{d / CONFIG_FILE}: not valid JSON ({str(exc)[:120]})") from None
+        if not isinstance(raw, dict):
+            raise QrobotError(f"{d / CONFIG_FILE}: must be a JSON object")
         known = set(WMConfig.__dataclass_fields__)
         unknown = sorted(set(raw) - known)
         if unknown:
             raise QrobotError(f"{d / CONFIG_FILE}: unknown fields {unknown}; accepted: {sorted(known)}")
-        model = cls(WMConfig(**raw))
-        model.load_state_dict(load_file(str(d / WEIGHTS_FILE)))
+        for name, value in raw.items():
+            kind = WMConfig.__dataclass_fields__[name].type
+            ok = {"int": lambda v: type(v) is int and 0 < v <= 4096,
+                  "float": lambda v: type(v) in (int, float) and 0.0 <= v <= 1.0,
+                  "str": lambda v: isinstance(v, str)}.get(kind, lambda v: isinstance(v, dict))(value)
+            if not ok:
+                want = {"int": "an integer 1..4096", "float": "a number 0..1", "str": "a string"}.get(kind, "an object")
+                raise QrobotError(f"{d / CONFIG_FILE}: field {name!r}: {want} (got {value!r})")
+        try:
+            model = cls(WMConfig(**raw))
+        except (ValueError, RuntimeError) as exc:
+            raise QrobotError(f"{d / CONFIG_FILE}: {str(exc)[:160]}") from None
+        try:
+            state = load_file(str(d / WEIGHTS_FILE))
+        except Exception as exc:  # SafetensorError (truncated, bad header) is not an OSError
+            raise QrobotError(f"{d / WEIGHTS_FILE}: unreadable ({str(exc)[:120]}); damaged or truncated") from None
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise QrobotError(f"{d / WEIGHTS_FILE}: does not match {CONFIG_FILE} "
+                              f"({str(exc).splitlines()[0][:160]})") from None
         return model.eval()
 
 

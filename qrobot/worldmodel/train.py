@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -11,8 +12,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from qrobot.progress import Progress
 from qrobot.worldmodel.data import batch_of, load_wm_episodes
 from qrobot.worldmodel.model import WMConfig, WorldModel, to_tensor
+
+LOG = logging.getLogger("qrobot")
 
 CHANGED = 0.04  # a pixel "changes" when a channel moves by more than this (0..1 scale)
 
@@ -59,8 +63,9 @@ def wm_loss(model: WorldModel, batch: dict[str, np.ndarray], decode: list[int],
 
 def wm_train(dataset: Path, out: Path, minutes: float = 45.0, steps: int = 100_000, batch: int = 32,
              lr: float = 2e-3, threads: int | None = None, seed: int = 0, config: WMConfig | None = None,
-             log: Callable[[str], None] = print, save_every: int = 1000) -> dict[str, Any]:
+             log: Callable[[str], None] | None = None, save_every: int = 1000) -> dict[str, Any]:
     """Train until `steps` or `minutes` run out (cosine LR over whichever ends first)."""
+    log = log or LOG.info
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -79,6 +84,7 @@ def wm_train(dataset: Path, out: Path, minutes: float = 45.0, steps: int = 100_0
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     start, step, budget = time.time(), 0, minutes * 60.0
     seen = 0
+    bar = Progress("wm-train", steps, unit="step", enabled=LOG.isEnabledFor(logging.INFO))
     while step < steps:
         frac = max(step / steps, (time.time() - start) / budget)
         if frac >= 1.0:
@@ -99,6 +105,7 @@ def wm_train(dataset: Path, out: Path, minutes: float = 45.0, steps: int = 100_0
         opt.step()
         step += 1
         seen += batch
+        bar.step(step, note=f"loss {loss.item():.4f}")
         if step % 50 == 0 or step == 1:
             el = time.time() - start
             log(f"step {step:5d} loss {loss.item():.4f} (frame {parts['frame']:.5f} collision "

@@ -1,0 +1,126 @@
+"""Checks of what a user typed, done before anything runs or is written.
+
+Each failure is a `QrobotError` naming the flag and what is accepted; the CLI prints it
+as one line and exits 2. Nothing here imports torch unless a device must be checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from qrobot.errors import QrobotError
+
+SEED_MAX = 2**31 - 1  # PyBullet, numpy and torch generators all take seeds up to here
+DEVICE = re.compile(r"^(cpu|mps|cuda(:\d{1,2})?)$")
+
+
+def check_seeds(flag: str, seed: int, episodes: int) -> None:
+    """Seeds seed .. seed+episodes-1 must lie in [0, SEED_MAX]."""
+    if seed < 0 or seed + episodes - 1 > SEED_MAX:
+        raise QrobotError(f"{flag}: {seed}: seeds from 0 to {SEED_MAX} (first seed + episodes - 1 "
+                          f"included) are accepted")
+
+
+def check_device(flag: str, device: str) -> None:
+    """cpu, cuda, cuda:N or mps, and only one this torch build and machine have."""
+    if not DEVICE.match(device):
+        raise QrobotError(f"{flag}: {device!r}: accepted: cpu, cuda, cuda:N, mps")
+    if device == "cpu":
+        return
+    import torch
+
+    if device == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise QrobotError(f"{flag}: mps: not available on this machine (accepted here: cpu)")
+        return
+    if not torch.cuda.is_available():
+        build = "a CPU-only torch build" if torch.version.cuda is None else "no visible CUDA GPU"
+        raise QrobotError(f"{flag}: {device}: {build} (accepted here: cpu)")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise QrobotError(f"{flag}: {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def check_gui(flag: str = "--gui") -> None:
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise QrobotError(f"{flag}: no display (DISPLAY is unset); run without --gui and open the "
+                          "recording with `qrobot view` or `rerun --serve-web`")
+
+
+def check_out_dir(flag: str, path: Path) -> None:
+    """A directory that exists, or one that can be made: no file in the way, a writable
+    ancestor. Nothing is created here."""
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is a file" if probe == path else f"cannot be made: {probe} is a file"
+        raise QrobotError(f"{flag}: {path} {where}; give a directory")
+    if not os.access(probe, os.W_OK | os.X_OK) or str(probe.resolve()).startswith(("/proc", "/sys", "/dev")):
+        raise QrobotError(f"{flag}: {path}: {probe} is not writable; give a directory you can write")
+
+
+def make_out_dir(flag: str, path: Path) -> list[Path]:
+    """Create `path` (and missing parents); returns the directories made, for `remove_made`.
+    A failure removes what it made and is one line."""
+    check_out_dir(flag, path)
+    path = Path(path)
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        remove_made(missing)
+        raise QrobotError(f"{flag}: {path}: cannot create it ({exc.strerror or exc})") from None
+    return missing
+
+
+def remove_made(made: list[Path]) -> None:
+    """Remove directories `make_out_dir` made (deepest first), with anything inside."""
+    for d in made:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def check_dataset_out(flag: str, out: Path, scenario: str) -> None:
+    """`collect --out`: a new or empty directory, or a dataset of the same scenario."""
+    check_out_dir(flag, out)
+    out = Path(out)
+    if not out.is_dir():
+        return
+    meta = out / "meta.json"
+    if meta.is_file():
+        try:
+            held = json.loads(meta.read_text()).get("scenario")
+        except (OSError, ValueError, AttributeError):
+            raise QrobotError(f"{flag}: {meta}: unreadable dataset metadata; give a new directory") from None
+        if held != scenario:
+            raise QrobotError(f"{flag}: {out} holds episodes of {held!r}, not {scenario!r}; "
+                              "give a new directory (one dataset per scenario)")
+    elif any(out.glob("ep*.npz")):
+        raise QrobotError(f"{flag}: {out} holds episodes without meta.json; give a new directory")
+
+
+def check_json_fields(path: Path, data: Any, fields: dict[str, type | tuple[type, ...]]) -> None:
+    """A JSON object with these fields of these types (bool is not an int here)."""
+    if not isinstance(data, dict):
+        raise QrobotError(f"{path}: must be a JSON object")
+    for name, kind in fields.items():
+        value = data.get(name)
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if name not in data or (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            accepted = " or ".join(k.__name__ for k in kinds)
+            raise QrobotError(f"{path}: field {name!r}: missing or not {accepted} (got {value!r})")

@@ -1,0 +1,279 @@
+"""What `qrobot run | eval | bench | collect | train | list` do, once the CLI has parsed them.
+
+Every check of what the user typed happens before anything is built or written; then the
+env and policy are made (a bad checkpoint fails here); only then does a run directory
+exist. Results go to stdout (`--json`: one JSON document), progress and logs to stderr.
+Exit status: 0 clean, 2 a user error (nothing run), 3 finished with an episode that ended
+in policy_error or env_error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from qrobot.checks import check_dataset_out, check_device, check_gui, check_out_dir, check_seeds
+from qrobot.errors import QrobotError
+
+LOG = logging.getLogger("qrobot")
+EXIT_OK, EXIT_USER, EXIT_EPISODE_FAILED = 0, 2, 3
+LEARNED = ("qwen-vla",)
+HELD_OUT_SEED = 10000  # learned policies: the validation range, never trained on (training: 0-9999)
+
+
+def _check_policy(name: str) -> None:
+    from qrobot.policies import POLICY_NAMES
+
+    if name not in POLICY_NAMES:
+        raise QrobotError(f"unknown policy {name!r}; valid names: {', '.join(POLICY_NAMES)}")
+
+
+def _first_seed(args: argparse.Namespace, policy: str) -> int:
+    if args.seed is not None:
+        return args.seed
+    if policy in LEARNED:  # said once the run starts (an error must stay the only line)
+        return HELD_OUT_SEED
+    return 0
+
+
+def _policy_flags(cmd: str, args: argparse.Namespace) -> dict[str, Any]:
+    """--checkpoint and --device apply to learned policies only: refused otherwise."""
+    if args.policy not in LEARNED:
+        for flag in ("checkpoint", "device"):
+            if getattr(args, flag) is not None:
+                raise QrobotError(f"{cmd}: --{flag} applies to policy qwen-vla only, not {args.policy!r}")
+        return {}
+    device = args.device or "cpu"
+    check_device(f"{cmd} --device", device)
+    return {"checkpoint": args.checkpoint, "device": device}
+
+
+def _checkpoint_used(policy: str, kwargs: dict[str, Any], task: str) -> str | None:
+    if policy not in LEARNED:
+        return None
+    from qrobot.policies import SHIPPED
+
+    return str(kwargs.get("checkpoint") or SHIPPED.get(task, ""))
+
+
+def _exit_status(results: list[Any]) -> int:
+    from qrobot.runner import FAILED_REASONS
+
+    failed = [r for r in results if r.end_reason in FAILED_REASONS]
+    if failed:
+        LOG.warning("%d episode(s) ended in %s: exit status 3", len(failed),
+                    ", ".join(sorted({r.end_reason for r in failed})))
+        return EXIT_EPISODE_FAILED
+    return EXIT_OK
+
+
+def _emit(args: argparse.Namespace, summary: dict[str, Any], human: Callable[[], None]) -> None:
+    if args.json:
+        from qrobot.record.rundir import strict_json
+
+        print(json.dumps(strict_json(summary), indent=2))
+    else:
+        human()
+
+
+def run_cmd(args: argparse.Namespace) -> int:
+    from qrobot.scenario import load_scenario
+
+    sc = load_scenario(args.scenario)  # names are checked before anything heavy is imported
+    _check_policy(args.policy)
+    from qrobot.bridge.cli import refuse_remote_flags, run_remote
+
+    if args.robot is not None:
+        return run_remote(args, sc)
+    refuse_remote_flags(args)
+    kwargs = _policy_flags("run", args)
+    seed = _first_seed(args, args.policy)
+    check_seeds("run --seed", seed, args.episodes)
+    if args.gui:
+        check_gui("run --gui")
+    check_out_dir("run --runs-dir", args.runs_dir)
+
+    from qrobot.progress import Progress
+    from qrobot.record import RunDir
+    from qrobot.runner import format_episode, format_summary, prepare, run_episodes, summarize
+
+    session = prepare(args.scenario, args.policy, args.gui, args.record, kwargs, args.foresight, seed)
+    checkpoint = _checkpoint_used(args.policy, kwargs, sc.task.kind)
+    try:
+        run_dir = RunDir(args.runs_dir, flag="run --runs-dir", command="run", scenario=sc.name,
+                         scenario_path=sc.path, policy=args.policy, checkpoint=checkpoint, episodes=args.episodes,
+                         seed=seed, record=args.record, limits_profile=sc.limits.profile,
+                         limits_overrides=dict(sc.limits.overrides))
+    except BaseException:
+        session.close()
+        raise
+    if args.seed is None and args.policy in LEARNED:
+        LOG.info("seeds from %d: held out from the shipped checkpoints' training seeds (0-9999); "
+                 "--seed chooses others", HELD_OUT_SEED)
+    out = sys.stderr if args.json else sys.stdout
+    bar = Progress(f"{sc.name}/{args.policy}", args.episodes, enabled=not args.quiet)
+    results: list[Any] = []
+    status = "crashed"
+    try:
+        run_episodes(session, args.episodes, seed, run_dir, args.record,
+                     on_episode=lambda r: (results.append(r), bar.result(format_episode(r), out)),
+                     progress=bar, row_extra={"checkpoint": checkpoint})
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        bar.close()
+        session.close()
+        summary = {"command": "run", "status": status, "scenario": sc.name, "policy": args.policy,
+                   "checkpoint": checkpoint, "seeds": [seed, seed + args.episodes - 1],
+                   **summarize(results), "run_dir": str(run_dir.path)}
+        summary = run_dir.write_summary(summary)
+        run_dir.finish(status)
+    _emit(args, summary, lambda: print(format_summary(f"{sc.name} / {args.policy}", summarize(results))))
+    LOG.info("results: %s/episodes.jsonl and summary.json%s", run_dir.path,
+             f"; recordings: {run_dir.path}/{sc.name}/ (open one with: qrobot view {results[0].recording})"
+             if args.record and results and results[0].recording else "")
+    return _exit_status(results)
+
+
+def eval_cmd(args: argparse.Namespace) -> int:
+    from qrobot.scenario import load_scenario
+
+    sc = load_scenario(args.scenario)
+    check_seeds("eval --seed", args.seed, args.episodes)
+    device = args.device or "cpu"
+    check_device("eval --device", device)
+    check_out_dir("eval --runs-dir", args.runs_dir)
+    from qrobot.policies import unfit_reason  # noqa: F401  (checked with the real env below)
+    from qrobot.record import RunDir
+    from qrobot.vla.checkpoint import fits_scenario
+    from qrobot.vla.evaluate import evaluate, to_markdown
+
+    reason = fits_scenario(Path(args.checkpoint), sc)
+    if reason:
+        raise QrobotError(f"eval --checkpoint: {reason}")
+    run_dir = RunDir(args.runs_dir, flag="eval --runs-dir", command="eval", scenario=sc.name,
+                     policy="qwen-vla", checkpoint=str(args.checkpoint), episodes=args.episodes, seed=args.seed,
+                     record=False)
+    out = sys.stderr if args.json else sys.stdout
+    status = "crashed"
+    report: dict[str, Any] = {}
+    try:
+        report = evaluate(args.checkpoint, args.scenario, args.episodes, args.seed, args.swap, device,
+                          on_episode=lambda line: print(line, file=out, flush=True), workers=args.workers,
+                          replan=args.replan, run_dir=run_dir, show=not args.quiet)
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except QrobotError:
+        run_dir.discard()
+        raise
+    finally:
+        summary = {"command": "eval", "status": status, **report, "run_dir": str(run_dir.path)}
+        if run_dir.path.exists():
+            summary = run_dir.write_summary(summary)
+            run_dir.finish(status)
+    _emit(args, summary, lambda: print(to_markdown(report)))
+    failed = report.get("policy_errors", 0) + report.get("env_errors", 0)
+    return EXIT_EPISODE_FAILED if failed else EXIT_OK
+
+
+def bench_cmd(args: argparse.Namespace) -> int:
+    from qrobot.scenario import load_scenario, scenario_names
+
+    scenarios = args.scenarios or scenario_names()
+    loaded = {name: load_scenario(name) for name in scenarios}  # fail fast on a bad name
+    for pol in args.policies:
+        _check_policy(pol)
+    check_seeds("bench --seed", args.seed, args.episodes)
+    check_out_dir("bench --runs-dir", args.runs_dir)
+    if args.out is not None:
+        check_out_dir("bench --out", args.out)
+    from qrobot import bench
+    from qrobot.record import RunDir
+
+    pairs, skipped = bench.plan(loaded, args.policies)
+    if not pairs:
+        raise QrobotError("bench: no scenario fits any given policy: " + "; ".join(
+            f"{s}/{p}: {why}" for s, p, why in skipped))
+    run_dir = RunDir(args.runs_dir, flag="bench --runs-dir", command="bench", scenarios=scenarios,
+                     policies=args.policies, episodes=args.episodes, seed=args.seed, record=args.record,
+                     limits_profiles={n: s.limits.profile for n, s in loaded.items()})
+    status, rows = "crashed", []
+    try:
+        rows = bench.bench(pairs, args.episodes, args.seed, run_dir, args.record, show=not args.quiet)
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        summary = {"command": "bench", "status": status, "rows": rows,
+                   "skipped": [{"scenario": s, "policy": p, "reason": why} for s, p, why in skipped],
+                   "run_dir": str(run_dir.path)}
+        summary = run_dir.write_summary(summary)
+        run_dir.finish(status)
+    md, cs = bench.write(rows, args.out or run_dir.path)
+    _emit(args, summary, lambda: print(bench.to_markdown(rows)))
+    for s, p, why in skipped:
+        LOG.info("skipped %s / %s: %s", s, p, why)
+    LOG.info("wrote %s and %s; per-episode results in %s/episodes.jsonl", md, cs, run_dir.path)
+    failed = sum(r["policy_errors"] + r.get("env_errors", 0) for r in rows)
+    return EXIT_EPISODE_FAILED if failed else EXIT_OK
+
+
+def collect_cmd(args: argparse.Namespace) -> int:
+    from qrobot.scenario import load_scenario
+
+    sc = load_scenario(args.scenario)
+    check_seeds("collect --seed", args.seed, args.episodes)
+    check_dataset_out("collect --out", args.out, sc.name)
+    from qrobot.vla.data import collect
+
+    meta = collect(args.scenario, args.episodes, args.out, args.seed, args.randomize, show=not args.quiet,
+                   workers=args.workers, action_noise=args.action_noise)
+    print(f"{args.out}: {meta['successful']}/{meta['episodes']} successful episodes of {meta['scenario']}")
+    return EXIT_OK
+
+
+def train_cmd(args: argparse.Namespace) -> int:
+    for d in args.dataset:
+        if not (Path(d) / "meta.json").is_file():
+            raise QrobotError(f"train --dataset: {d}: not a qrobot dataset (no meta.json; make one with "
+                              "`qrobot collect`)")
+    check_out_dir("train --out", args.out)
+    from qrobot.vla.train import TrainConfig, train
+
+    out = train(TrainConfig(args.dataset, args.out, args.backbone, args.steps, args.batch, args.lr, args.minutes,
+                            threads=args.threads, layers=args.layers, spatial_pool=args.spatial_pool,
+                            fine_grounding=args.fine_grounding, far_share=args.far_share,
+                            insulate=args.insulate, keypoint_weight=args.keypoint_weight, rays=args.rays))
+    print(f"saved {out}")
+    return EXIT_OK
+
+
+def list_cmd() -> int:
+    from qrobot.envs import env_id
+    from qrobot.policies import POLICY_NAMES, SHIPPED, unfit_reason
+    from qrobot.scenario import load_scenario, scenario_names
+
+    scenarios = [load_scenario(n) for n in scenario_names()]
+    print("scenarios:")
+    for sc in scenarios:
+        print(f"  {sc.name:<20s} {env_id(sc.name):<28s} {sc.robot:<8s} {sc.task.kind:<11s} {sc.description}")
+    print("policies, and the scenarios each drives:")
+    for name in POLICY_NAMES:
+        fit = [sc.name for sc in scenarios if unfit_reason(name, sc) is None]
+        print(f"  {name:<14s} {'all' if len(fit) == len(scenarios) else ', '.join(fit) or 'none'}")
+    print("shipped checkpoints:")
+    for task, path in sorted(SHIPPED.items()):
+        print(f"  qwen-vla for {task}: {path}")
+    wm = Path(__file__).resolve().parent / "checkpoints" / "world_model"
+    if (wm / "wm_config.json").is_file():
+        print(f"  world model (run --foresight): {wm}")
+    return EXIT_OK
