@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import os
 import signal
 import threading
@@ -93,8 +94,8 @@ def _check_endpoint(flag: str, endpoint: str) -> None:
 
 
 def _check_name(flag: str, name: str) -> None:
-    if not name or not name.replace("_", "").replace("-", "").isalnum():
-        raise QrobotError(f"{flag}: {name!r}: letters, digits, - and _ only")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name or ""):
+        raise QrobotError(f"{flag}: {name!r}: 1 to 64 ASCII letters, digits, - and _")
 
 
 def run_remote(args: argparse.Namespace, scenario: Any) -> int:

@@ -97,6 +97,8 @@ def run_suite(tmp: Path, trials: int, seed: int = 0) -> tuple[int, int, list[str
         rtt = f.round_trip(rig, max(20, 2 * trials))
         lines.append(f"also: request/reply round trip policy <-> agent on loopback (TLS): {_stats(rtt)} "
                      "(p50 / p99 / max; aim p99 < 5 ms)")
+        lines.append(f"also: trial setups started again because the rig was not at speed in time: "
+                     f"{rig.setup_retries}")
     finally:
         rig.close()
     kills = [f.agent_killed(tmp) for _ in range(trials)]

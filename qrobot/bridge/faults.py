@@ -129,6 +129,7 @@ class Rig:
 
     def __init__(self, tmp: Path, seed: int = 0, scenario: str = ROOM, observations: bool = False) -> None:
         self.tmp = tmp
+        self.setup_retries = 0  # trial setups started again (the rig was not at speed in time)
         certs.init(tmp / "keys")
         certs.init(tmp / "other")  # a foreign authority
         self.log = tmp / "robot.jsonl"
@@ -166,8 +167,22 @@ class Rig:
             time.sleep(0.1)
 
     # ------------------------------------------------------------ trials
-    def ready(self) -> None:
-        """Back to driving at full speed: reset a latch, sync, lease, enable."""
+    def ready(self, attempts: int = 3) -> None:
+        """Back to driving at full speed before a trial. On a loaded machine an operator
+        heartbeat can arrive late and the agent (rightly) stops; the setup then starts
+        again, counted in `setup_retries` (reported beside the table), up to `attempts`."""
+        for attempt in range(attempts):
+            try:
+                self._ready_once()
+                return
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                self.setup_retries += 1
+                self.driving.clear()
+                time.sleep(0.5)
+
+    def _ready_once(self) -> None:
         self.driving.clear()
         self.shim.clear()
         self.policy.silent.clear()

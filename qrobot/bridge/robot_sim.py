@@ -38,6 +38,7 @@ from qrobot.bridge.messages import VERSION, Observation as ObservationMsg, encod
 from qrobot.bridge.robot_link import (LINK_VERSION, MAX_FRAME, Halt, Hello, Link, Observation, Pair, Plan, Reset,
                                       RobotState, load_token, pack_state, proof)
 from qrobot.errors import QrobotError
+from qrobot.scenario import load_scenario
 from qrobot.sim import PHYSICS_HZ
 from qrobot.safety.command import CommandCheck, SafeCommand, Stop
 
@@ -288,9 +289,17 @@ def serve(args: argparse.Namespace) -> int:
         raise QrobotError(f"robot-sim --seed: {args.seed} (0..2**32-1 accepted)")
     if not 0 <= args.port < 65536 or not 0.0 < args.window <= 0.05:
         raise QrobotError("robot-sim --port 0..65535 (0: a free one) and --window in (0, 0.05] s are accepted")
+    load_scenario(args.scenario)  # a bad name or file is refused before any file is made
+    for flag, path in (("--log", args.log), ("--token-file", args.token_file)):
+        if path is not None and (path.is_dir() or (path.parent.exists() and not path.parent.is_dir())):
+            raise QrobotError(f"robot-sim {flag}: {path}: give a file path (a folder, or a file in the way)")
+    try:
+        token = load_token(args.token_file)
+    except (ValueError, OSError) as exc:
+        raise QrobotError(f"robot-sim --token-file: {args.token_file}: not a pairing token "
+                          f"(hex, at least 16 bytes): {exc}") from None
     log = args.log.open("a") if args.log else None
-    sim = RobotSim(args.scenario, load_token(args.token_file), args.seed, args.port, args.window, log,
-                   args.observations)
+    sim = RobotSim(args.scenario, token, args.seed, args.port, args.window, log, args.observations)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"listening 127.0.0.1:{sim.port}", flush=True)
     try:
