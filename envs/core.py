@@ -61,6 +61,14 @@ class QRobotEnv(gym.Env):
         self.metadata = dict(self.metadata, render_fps=self._scenario.control_hz)
         self.images = images
         self._sim = Sim(gui=render_mode == "human", control_hz=self._scenario.control_hz)
+        try:  # a world that fails half-built must not leave its physics client behind
+            self._setup(operator, foresight)
+        except BaseException:
+            self._sim.close()
+            raise
+
+    def _setup(self, operator: OperatorKey | None, foresight: str | Path | None) -> None:
+        """Everything after the physics client: limits, supervisor, world, spaces."""
         try:
             self._limits, self._reference = scenario_limits(self._scenario)
         except ValueError as exc:

@@ -73,9 +73,10 @@ def make_policy(name: str, env: gym.Env, seed: int = 0, **kwargs: Any) -> Policy
             raise QrobotError(f"policy 'qwen-vla' needs --checkpoint DIR with a trained model "
                               f"(vla_config.json) for task {task!r}; got {checkpoint!r} "
                               f"(shipped checkpoints exist for: {shipped})")
-        from qrobot.vla.checkpoint import check_fits, read_config
+        from qrobot.vla.checkpoint import check_fits, check_policy_norm, read_config
 
         check_fits(read_config(Path(checkpoint)), Path(checkpoint), base.scenario)  # local world or remote robot
+        check_policy_norm(Path(checkpoint))
         replan = {"replan": kwargs["replan"]} if kwargs.get("replan") else {}   # else the policy's default
         return VLAPolicy(checkpoint, device=kwargs.get("device", "cpu"), seed=seed, **replan)
     raise QrobotError(f"unknown policy {name!r}; valid names: {', '.join(POLICY_NAMES)}")

@@ -95,32 +95,40 @@ def remove_made(made: list[Path]) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def check_dataset_out(flag: str, out: Path, scenario: str) -> None:
-    """`collect --out`: a new or empty directory, or a dataset of the same scenario."""
+def check_dataset_out(flag: str, out: Path, expected: dict[str, Any]) -> None:
+    """`collect --out`: a new or empty directory, or a dataset whose meta.json agrees with
+    `expected` (scenario, robot, task, cameras, sizes) on every key both have: one dataset
+    holds one kind of episode, whatever the scenario files are called."""
     check_out_dir(flag, out)
     out = Path(out)
     if not out.is_dir():
         return
     meta = out / "meta.json"
-    if meta.is_file():
+    if meta.exists():
         try:
-            held = json.loads(meta.read_text()).get("scenario")
-        except (OSError, ValueError, AttributeError):
+            held = json.loads(meta.read_text())
+        except (OSError, ValueError):
             raise QrobotError(f"{flag}: {meta}: unreadable dataset metadata; give a new directory") from None
-        if held != scenario:
-            raise QrobotError(f"{flag}: {out} holds episodes of {held!r}, not {scenario!r}; "
-                              "give a new directory (one dataset per scenario)")
+        if not isinstance(held, dict):
+            raise QrobotError(f"{flag}: {meta}: not a dataset's metadata; give a new directory")
+        for key, want in expected.items():
+            if key in held and held[key] != want:
+                raise QrobotError(f"{flag}: {out} holds episodes with {key} {held[key]!r}, not {want!r} "
+                                  f"(scenario {expected.get('scenario')!r}); give a new directory")
     elif any(out.glob("ep*.npz")):
         raise QrobotError(f"{flag}: {out} holds episodes without meta.json; give a new directory")
 
 
-def check_json_fields(path: Path, data: Any, fields: dict[str, type | tuple[type, ...]]) -> None:
-    """A JSON object with these fields of these types (bool is not an int here)."""
-    if not isinstance(data, dict):
+def read_meta(path: Path, fields: dict[str, type]) -> dict[str, Any]:
+    """A dataset's meta.json: a JSON object with these fields of these types."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise QrobotError(f"{path}: unreadable dataset metadata ({str(exc)[:120]})") from None
+    if not isinstance(meta, dict):
         raise QrobotError(f"{path}: must be a JSON object")
-    for name, kind in fields.items():
-        value = data.get(name)
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if name not in data or (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-            accepted = " or ".join(k.__name__ for k in kinds)
-            raise QrobotError(f"{path}: field {name!r}: missing or not {accepted} (got {value!r})")
+    for key, kind in fields.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise QrobotError(f"{path}: field {key!r}: missing or not a {kind.__name__}")
+    return meta

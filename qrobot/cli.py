@@ -44,6 +44,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _chunk_share(text: str) -> int:
+    value = _positive(text)
+    if value > 64:
+        raise argparse.ArgumentTypeError(f"expected 1 to 64 (actions of one chunk), got {value}")
+    return value
+
+
 def _share(text: str) -> float:
     try:
         value = float(text)
@@ -55,7 +62,44 @@ def _share(text: str) -> float:
 
 
 def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a value, got an empty string")
+    return text
+
+
+def _rate(text: str) -> float:
+    """A finite number > 0 (learning rates, minutes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
+    return value
+
+
+def _weight(text: str) -> float:
+    """A finite number >= 0 (loss weights)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (value >= 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,10 +115,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=None,
                    help="seed of the first episode (default: 0; 10000 for learned policies, held out from training)")
     r.add_argument("--gui", action="store_true", help="open the PyBullet GUI (press e for e-stop)")
-    r.add_argument("--checkpoint", default=None, help="trained model directory (policy qwen-vla; "
+    r.add_argument("--checkpoint", default=None, type=_text, help="trained model directory (policy qwen-vla; "
                    "default: the shipped one for the scenario's task)")
-    r.add_argument("--device", default=None, help="torch device for qwen-vla: cpu, cuda, cuda:N, mps (default: cpu)")
-    r.add_argument("--foresight", default=None, metavar="WM_CHECKPOINT",
+    r.add_argument("--device", default=None, type=_text, help="torch device for qwen-vla: cpu, cuda, cuda:N, mps (default: cpu)")
+    r.add_argument("--foresight", default=None, type=_text, metavar="WM_CHECKPOINT",
                    help="world-model checkpoint: the supervisor slows the base before predicted collisions")
     from qrobot.bridge.cli import add_remote_flags
 
@@ -85,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("scenario")
     c.add_argument("--episodes", type=_positive, default=100)
     c.add_argument("--seed", type=int, default=0, help="seed of the first episode")
-    c.add_argument("--out", type=Path, required=True, help="dataset directory")
+    c.add_argument("--out", type=_path, required=True, help="dataset directory")
     c.add_argument("--workers", type=_positive, default=1, help="parallel collector processes")
     c.add_argument("--no-randomize", dest="randomize", action="store_false",
                    help="no lighting/colour randomisation")
@@ -93,15 +137,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="DART: execute the expert's action plus correlated noise of scale up to SIGMA "
                         "(0-1, normalised action units) and record the clean one, so the data shows recoveries")
     t = sub.add_parser("train", help="train the Qwen VLA on a collected dataset")
-    t.add_argument("--dataset", type=Path, required=True, nargs="+",
+    t.add_argument("--dataset", type=_path, required=True, nargs="+",
                    help="dataset directory; several (of one scenario) are trained on together")
-    t.add_argument("--out", type=Path, required=True, help="checkpoint directory")
+    t.add_argument("--out", type=_path, required=True, help="checkpoint directory")
     t.add_argument("--backbone", default="tiny-qwen2.5-vl",
                    help="tiny-qwen2.5-vl | tiny-qwen3-vl | tiny-qwen3.5 | checkpoint dir | hub id")
     t.add_argument("--steps", type=_positive, default=2000)
     t.add_argument("--batch", type=_positive, default=16)
-    t.add_argument("--lr", type=float, default=3e-4)
-    t.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget")
+    t.add_argument("--lr", type=_rate, default=3e-4)
+    t.add_argument("--minutes", type=_rate, default=45.0, help="wall-clock budget")
     t.add_argument("--layers", type=_positive, default=2, help="language-model layers of a tiny backbone")
     t.add_argument("--threads", type=_positive, default=2, help="torch CPU threads")
     t.add_argument("--no-spatial-pool", dest="spatial_pool", action="store_false",
@@ -110,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="tabletop: no keypoints on the vision patches in the grounding head")
     t.add_argument("--far-share", type=_share, default=0.25,
                    help="tabletop: batch share drawn from steps with the gripper > 8 cm from the named cube")
-    t.add_argument("--keypoint-weight", type=float, default=0.1,
+    t.add_argument("--keypoint-weight", type=_weight, default=0.1,
                    help="tabletop: weight of the loss teaching a keypoint where the named cube is seen (0: off)")
     t.add_argument("--no-insulate", dest="insulate", action="store_false",
                    help="tabletop: let the action loss train the backbone too (default: only grounding does)")
@@ -118,36 +162,36 @@ def _parser() -> argparse.ArgumentParser:
                    help="tabletop: do not place the keypoints on the table by camera geometry")
     e = sub.add_parser("eval", help="evaluate a trained VLA on held-out seeds (success, instruction following)")
     e.add_argument("scenario")
-    e.add_argument("--checkpoint", required=True, help="trained model directory")
+    e.add_argument("--checkpoint", required=True, type=_path, help="trained model directory")
     e.add_argument("--episodes", type=_positive, default=50)
     e.add_argument("--seed", type=int, default=10000, help="first held-out seed (collect uses 0..N-1)")
     e.add_argument("--no-swap", dest="swap", action="store_false", help="skip the tabletop swap test")
-    e.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
+    e.add_argument("--device", default=None, type=_text, help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
     e.add_argument("--workers", type=_positive, default=1, help="parallel evaluation processes (one thread each)")
-    e.add_argument("--replan", type=_positive, default=None,
+    e.add_argument("--replan", type=_chunk_share, default=None,
                    help="arm: actions of each predicted chunk executed before predicting again (default 4)")
-    e.add_argument("--runs-dir", type=Path, default=Path("runs"),
+    e.add_argument("--runs-dir", type=_path, default=Path("runs"),
                    help="where episodes.jsonl and summary.json go (runs/<run-id>/)")
     _json_flag(e)
     from qrobot.worldmodel.cli import add_parsers
 
-    add_parsers(sub, _positive)
+    add_parsers(sub, _positive, _rate, _path)
     sub.add_parser("list", help="list scenarios, policies and gymnasium env ids")
     v = sub.add_parser("view", help="open a recording in the Rerun viewer")
-    v.add_argument("path", type=Path)
+    v.add_argument("path", type=_path)
     i = sub.add_parser("inspect", help="print a summary read back from a recording (headless)")
-    i.add_argument("path", type=Path)
+    i.add_argument("path", type=_path)
     b = sub.add_parser("bench", help="scenarios x policies x episodes into a Markdown/CSV table")
     b.add_argument("--scenarios", type=_names, default=None, help="comma-separated (default: all)")
     b.add_argument("--policies", type=_names, default=["expert"], help="comma-separated")
     b.add_argument("--episodes", type=_positive, default=10)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--out", type=Path, default=None, help="where bench.md and bench.csv go (default: the run directory)")
+    b.add_argument("--out", type=_path, default=None, help="where bench.md and bench.csv go (default: the run directory)")
     _record_flags(b)
     _json_flag(b)
     k = sub.add_parser("keys", help="certificates for the bridge's mutual TLS")
     k.add_argument("action", choices=["init"])
-    k.add_argument("dir", type=Path, help="where ca.pem and one ROLE.pem/ROLE.key per role go")
+    k.add_argument("dir", type=_path, help="where ca.pem and one ROLE.pem/ROLE.key per role go")
     k.add_argument("--force", action="store_true", help="replace keys already in DIR")
     from qrobot.bridge.cli import add_parsers as bridge_parsers
 
@@ -171,7 +215,7 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
 def _record_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-record", dest="record", action="store_false",
                    help="do not record episodes to Rerun (.rrd files; on by default); results are written either way")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"),
+    p.add_argument("--runs-dir", type=_path, default=Path("runs"),
                    help="where runs/<run-id>/ (run.json, episodes.jsonl, summary.json, recordings) goes")
 
 
@@ -204,8 +248,13 @@ def _cmd_keys(directory: Path, force: bool) -> int:
     if (directory / "ca.pem").exists() and not force:
         raise QrobotError(f"keys init: {directory} already holds keys (ca.pem); --force replaces them, "
                           "and every peer then needs the new certificates")
-    if directory.exists() and not directory.is_dir():
-        raise QrobotError(f"keys init: {directory} is a file; give a directory")
+    from qrobot.checks import check_out_dir
+
+    check_out_dir("keys init", directory)
+    names = ["ca.pem", "ca.key"] + [f"{role}.{ext}" for role in ROLES for ext in ("pem", "key")]
+    blocked = [n for n in names if (directory / n).exists() and not (directory / n).is_file()]
+    if blocked:
+        raise QrobotError(f"keys init: {directory}: {', '.join(blocked)} in the way (not files)")
     paths = init(directory)
     print(f"wrote {paths['ca']} and a certificate per role ({', '.join(ROLES)}) in {directory}; "
           "keep ca.key offline, give each machine only its role's ROLE.pem/ROLE.key and ca.pem")
@@ -248,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         return dispatch(args)
     except QrobotError as exc:
         print(f"qrobot: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the system cannot use (too long, a loop, a device, ...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"qrobot: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("qrobot: interrupted", file=sys.stderr)

@@ -154,6 +154,9 @@ def eval_cmd(args: argparse.Namespace) -> int:
     from qrobot.vla.checkpoint import fits_scenario
     from qrobot.vla.evaluate import evaluate, to_markdown
 
+    if args.replan is not None and sc.robot != "panda":
+        raise QrobotError(f"eval --replan: applies to arm scenarios (the base re-plans every step); "
+                          f"{sc.name} has robot {sc.robot}")
     reason = fits_scenario(Path(args.checkpoint), sc)
     if reason:
         raise QrobotError(f"eval --checkpoint: {reason}")
@@ -232,7 +235,13 @@ def collect_cmd(args: argparse.Namespace) -> int:
 
     sc = load_scenario(args.scenario)
     check_seeds("collect --seed", args.seed, args.episodes)
-    check_dataset_out("collect --out", args.out, sc.name)
+    from qrobot.vla.checkpoint import scenario_dims
+
+    proprio, goal, action = scenario_dims(sc)
+    check_dataset_out("collect --out", args.out, {
+        "scenario": sc.name, "robot": sc.robot, "task": sc.task.kind, "cameras": [c.name for c in sc.cameras],
+        "image_size": [sc.cameras[0].height, sc.cameras[0].width], "proprio_dim": proprio, "goal_dim": goal,
+        "action_dim": action})
     from qrobot.vla.data import collect
 
     meta = collect(args.scenario, args.episodes, args.out, args.seed, args.randomize, show=not args.quiet,

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from qrobot.envs.core import QRobotEnv
+from qrobot.errors import QrobotError, ScenarioError
 from qrobot.policies import make_policy, needs_images
 from qrobot.progress import Progress
 from qrobot.record import EpisodeRecorder, RunDir
@@ -185,15 +186,22 @@ def prepare(scenario: str, policy_name: str = "expert", gui: bool = False, recor
     sc = load_scenario(scenario)
     # The operator key stays here, with the person running the job; the policy never sees it.
     operator = OperatorKey()
-    env = QRobotEnv(sc, render_mode="human" if gui else None, images=needs_images(policy_name) or record,
-                    operator=operator, foresight=foresight)
+    env = None
     try:
+        env = QRobotEnv(sc, render_mode="human" if gui else None, images=needs_images(policy_name) or record,
+                        operator=operator, foresight=foresight)
         policy = make_policy(policy_name, env, seed=seed, **(policy_kwargs or {}))
         if preflight:
             env.reset(seed=seed)
-    except BaseException:
-        env.close()
+    except QrobotError:
+        if env is not None:
+            env.close()
         raise
+    except Exception as exc:  # a world this scenario file describes but that cannot be built
+        if env is not None:
+            env.close()
+        raise ScenarioError(f"{sc.path or sc.name}: the world cannot be made for seed {seed}: "
+                            f"{type(exc).__name__}: {str(exc)[:160]}") from None
     return Session(env, policy, operator, policy_name)
 
 

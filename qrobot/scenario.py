@@ -8,6 +8,7 @@ naming the file, the key and what is accepted.
 
 from __future__ import annotations
 
+import re
 import string
 import tomllib
 from importlib import resources
@@ -118,6 +119,12 @@ class ReachTask(_Task):
     instructions: list[Template] = Field(["reach the target"], min_length=1, max_length=200)
     success_distance: float = Field(0.05, ge=0.01, le=0.2)
     target_region: Region
+
+    @model_validator(mode="after")
+    def _three_d(self) -> "ReachTask":
+        if len(self.target_region.low) != 3:
+            raise ValueError("target_region: low and high need 3 coordinates (x, y, z) for a reach target")
+        return self
 
 
 class PickPlaceTask(_Task):
@@ -271,6 +278,9 @@ class Scenario(_Strict):
         return self
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
 def scenario_dir() -> Path:
     return Path(str(resources.files("qrobot.scenarios")))
 
@@ -300,13 +310,21 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+MAX_EXTENDS = 16  # a chain of files extending each other, at most this deep
+
+
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
-    if path in chain:
+    real = path.resolve()
+    if real in chain:
         raise ScenarioError(f"{path}: extends: cycle through {' -> '.join(map(str, chain))}")
+    if len(chain) >= MAX_EXTENDS:
+        raise ScenarioError(f"{path}: extends: more than {MAX_EXTENDS} files deep")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: tables or arrays nested too deeply") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{path}: cannot read: {exc}") from None
     parent = data.pop("extends", None)
@@ -318,7 +336,7 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         base_path = _resolve(parent, relative_to=path.parent)
     except ScenarioError as exc:
         raise ScenarioError(f"{path}: extends: {exc}") from None
-    return _merge(_read(base_path, chain + (path,)), data)
+    return _merge(_read(base_path, chain + (real,)), data)
 
 
 def _model_at(model: Any, loc: tuple) -> Any:
@@ -365,7 +383,8 @@ def format_error(path: Path, err: dict) -> str:
         return f"{path}: {key}: unknown key; accepted keys: {', '.join(fields)}"
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
-    suffix = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
+    shown_got = repr(got) if len(repr(got)) <= 80 else repr(got)[:77] + "..."
+    suffix = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {shown_got})"
     return f"{path}: {key}: {msg}{suffix}" if key else f"{path}: {msg}"
 
 
@@ -375,8 +394,13 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     data = _read(path)
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: top level must be a table")
-    data.setdefault("name", path.stem)
-    data["path"] = str(path)
+    for key in ("name", "path"):  # the file's own name names it (recordings go to runs/<id>/<name>/)
+        if key in data:
+            raise ScenarioError(f"{path}: {key}: set from the file name, not in the file (rename the file)")
+    if not SAFE_NAME.fullmatch(path.stem):
+        raise ScenarioError(f"{path}: the file name names the scenario and its recordings folder: "
+                            "1-64 letters, digits, _ and - (then .toml)")
+    data["name"], data["path"] = path.stem, str(path)
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:

@@ -49,6 +49,31 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (_ckpt(root, "vocab_escape") / "instruction_vocab.json").write_text(
         json.dumps({"kind": "checkpoint", "source": "x", "files": "/etc"}))
     (_ckpt(root, "norm_nan") / "norm_stats.json").write_text('{"state": {"q01": [NaN], "q99": [1.0]}}')
+    norm = json.loads((NAV / "norm_stats.json").read_text())
+    (_ckpt(root, "norm_partial") / "norm_stats.json").write_text(json.dumps({"state": norm["state"]}))
+    norm["state"]["q01"], norm["state"]["q99"] = norm["state"]["q99"], norm["state"]["q01"]
+    (_ckpt(root, "norm_inverted") / "norm_stats.json").write_text(json.dumps(norm))
+    (_ckpt(root, "family") / "vla_config.json").write_text(json.dumps({**cfg, "family": "qwen3-vl",
+                                                                       "image_side": 128}))
+    vocab = json.loads((NAV / "instruction_vocab.json").read_text())
+    (_ckpt(root, "vocab_many") / "instruction_vocab.json").write_text(
+        json.dumps({**vocab, "qwen_ids": list(range(100, 5100))}))
+    from safetensors.numpy import load_file, save_file
+
+    heads = load_file(str(NAV / "heads.safetensors"))
+    first = sorted(heads)[0]
+    save_file({**heads, first: heads[first] * float("nan")}, str(_ckpt(root, "heads_nan") / "heads.safetensors"))
+    weights = load_file(str(NAV / "backbone" / "model.safetensors"))
+    layer = sorted(k for k in weights if ".layers.1." in k)[0]
+    save_file({k: v for k, v in weights.items() if k != layer},
+              str(_ckpt(root, "backbone_hole") / "backbone" / "model.safetensors"), metadata={"format": "pt"})
+    wm_cfg = json.loads((WM / "wm_config.json").read_text())
+    (_ckpt(root, "wm_camera", WM) / "wm_config.json").write_text(json.dumps({**wm_cfg, "camera": {}}))
+    (root / "keys_blocked" / "policy.pem").mkdir(parents=True)
+    corrupt = root / "corrupt_dataset"
+    corrupt.mkdir()
+    (corrupt / "meta.json").write_text(json.dumps({"scenario": "reach", "cameras": ["scene"], "seeds": [0, 0]}))
+    (corrupt / "ep0-seed0.npz").write_bytes(b"PK\x03\x04 not really a zip")
     _truncate(_ckpt(root, "wm_cut", WM) / "world_model.safetensors")
     (root / "afile").write_text("not a directory\n")
     other = root / "pick_dataset"
@@ -71,9 +96,18 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "obstacles": 'extends = "pointnav"\n[room]\nrandom_obstacle_size = [2.0, 0.5]\n',
         "toml": 'extends = "reach"\nmax_steps = = 3\n',
         "many_steps": 'extends = "reach"\nmax_steps = 10000000\n',
+        "named": 'extends = "reach"\nname = "../../escaped"\n',
+        "self_cycle": 'extends = "../sc/self_cycle.toml"\n',
+        "deep_toml": 'extends = "reach"\nx = ' + "[" * 3000 + "]" * 3000 + "\n",
+        "reach_2d": 'extends = "reach"\n[task.target_region]\nlow = [0.4, -0.2]\nhigh = [0.6, 0.2]\n',
     }.items():
         _scenario(s, name, text)
     _scenario(s / "nested", "rel", 'extends = "../missing_parent.toml"\n')
+    reach = root / "reach_dataset"
+    reach.mkdir()
+    (reach / "meta.json").write_text(json.dumps({"scenario": "reach", "robot": "panda", "task": "reach"}))
+    (root / "impostor").mkdir()
+    _scenario(root / "impostor", "reach", 'extends = "stack"\n')  # called reach, is a stack
     return root
 
 
@@ -141,6 +175,28 @@ def _cases(b: Path) -> list[tuple[list[str], str]]:
         (["wm-eval", "--checkpoint", str(b / "wm_cut"), "--dataset", str(b)], "world_model.safetensors"),
         (["train", "--dataset", str(b / "nowhere"), "--out", str(b / "new_ckpt")], "--dataset"),
         (["inspect", str(b / "missing.rrd")], "missing.rrd"),
+        (["run", str(s / "named.toml")], "name"),
+        (["run", str(s / "self_cycle.toml")], "cycle"),
+        (["run", str(s / "deep_toml.toml")], "nested too deeply"),
+        (["run", str(s / "reach_2d.toml")], "target_region"),
+        (["run", "reach", "--runs-dir", str(b / ("x" * 300))], "File name too long"),
+        (["run", "pointnav", *q, str(b / "norm_inverted")], "q01"),
+        (["run", "pointnav", *q, str(b / "norm_partial")], "'waypoints'"),
+        (["run", "pointnav", *q, str(b / "family")], "model_type"),
+        (["run", "pointnav", *q, str(b / "vocab_many")], "instruction_vocab.json"),
+        (["run", "pointnav", *q, str(b / "heads_nan")], "NaN"),
+        (["run", "pointnav", *q, str(b / "backbone_hole")], "missing keys"),
+        (["run", "pointnav", "--foresight", str(b / "wm_camera")], "'camera'"),
+        (["train", "--dataset", str(b / "corrupt_dataset"), "--out", str(b / "new_ckpt")], "ep0-seed0.npz"),
+        (["train", "--dataset", str(NAV), "--out", str(b / "new_ckpt"), "--lr", "nan"], "--lr"),
+        (["collect", str(b / "impostor" / "reach.toml"), "--episodes", "1", "--out", str(b / "reach_dataset")],
+         "task"),
+        (["keys", "init", str(b / "keys_blocked")], "policy.pem"),
+        (["run", "reach", "--checkpoint", ""], "--checkpoint"),
+        (["bench", "--scenarios", ",,,"], "--scenarios"),
+        (["eval", "pointnav", "--checkpoint", str(NAV), "--replan", "3"], "--replan"),
+        (["wm-train", "--dataset", str(b / "corrupt_dataset"), "--out", str(b / "wm_new"), "--minutes", "0"],
+         "--minutes"),
         (["run", "reach", "--bogus"], "--bogus"),
     ]
 

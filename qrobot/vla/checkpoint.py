@@ -63,22 +63,87 @@ def read_config(directory: Path) -> "VLAConfig":
         raise QrobotError(f"{path}: {exc}") from None
 
 
-def load_norm(path: Path) -> dict[str, "Normalizer"]:
-    """norm_stats.json: {key: {q01: [...], q99: [...]}} of finite numbers, equal lengths."""
+F32_MAX = 3.0e38  # larger numbers become infinities in float32
+
+
+def load_norm(path: Path, config: "VLAConfig | None" = None) -> dict[str, "Normalizer"]:
+    """norm_stats.json: {key: {q01: [...], q99: [...]}}: finite float32 numbers, q01 <= q99,
+    and (given the config) the sizes the model reads and writes."""
     from qrobot.vla.model import Normalizer
 
     raw = _json(path)
     if not isinstance(raw, dict):  # empty: an untrained model (tests, fresh checkpoints)
         raise QrobotError(f"{path}: must be a JSON object of {{key: {{q01, q99}}}}")
+    sizes = {} if config is None else {"state": config.state_dim, "actions": config.action_dim, "waypoints": 3,
+                                       "grounding": config.grounding_dim}
     out = {}
     for key, v in raw.items():
         ok = isinstance(v, dict) and all(isinstance(v.get(q), list) and v[q] and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v[q])
+            isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < F32_MAX for x in v[q])
             for q in ("q01", "q99")) and len(v["q01"]) == len(v["q99"])
         if not ok:
             raise QrobotError(f"{path}: field {key!r}: needs q01 and q99, equal-length lists of finite numbers")
+        if any(lo > hi for lo, hi in zip(v["q01"], v["q99"])):
+            raise QrobotError(f"{path}: field {key!r}: q01 must not exceed q99")
+        if key in sizes and len(v["q01"]) != sizes[key]:
+            raise QrobotError(f"{path}: field {key!r}: {len(v['q01'])} values; vla_config.json says {sizes[key]}")
         out[key] = Normalizer(np.array(v["q01"]), np.array(v["q99"]))
     return out
+
+
+def check_policy_norm(directory: Path) -> None:
+    """What a policy needs beyond a loadable model: the state's normalisation and the
+    actions' (arm) or the waypoints' (base)."""
+    path = Path(directory) / NORM_FILE
+    norm = load_norm(path, read_config(Path(directory)))
+    if "state" not in norm or not ({"actions", "waypoints"} & set(norm)):
+        raise QrobotError(f"{path}: a policy needs 'state' and 'actions' (arm) or 'waypoints' (base) "
+                          f"(has {sorted(norm)})")
+
+
+def load_backbone(directory: Path, config: "VLAConfig") -> Any:
+    """The saved backbone, complete: its model type must be the config's family, and no
+    weight may be missing, unexpected or of another shape (transformers would fill a
+    missing one with random values and say so in a table)."""
+    import logging as _logging
+
+    import torch
+    import transformers
+
+    from qrobot.vla.backbones import FAMILIES
+
+    d = Path(directory) / "backbone"
+    raw = _json(d / "config.json")
+    family = FAMILIES[config.family]
+    want = getattr(family.model_cls.config_class, "model_type", None)
+    if not isinstance(raw, dict) or (want and raw.get("model_type") != want):
+        raise QrobotError(f"{d / 'config.json'}: model_type {raw.get('model_type') if isinstance(raw, dict) else raw!r}; "
+                          f"vla_config.json family {config.family!r} needs {want!r}")
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # its load reports are replaced by one line here
+    _logging.getLogger("transformers").setLevel(_logging.ERROR)
+    try:
+        model, info = family.model_cls.from_pretrained(d, dtype=torch.float32, output_loading_info=True)
+    except QrobotError:
+        raise
+    except Exception as exc:  # OSError, ValueError, RuntimeError, SafetensorError ...
+        raise QrobotError(f"{d}: cannot load the backbone ({str(exc).splitlines()[0][:200]})") from None
+    finally:
+        transformers.logging.set_verbosity(level)
+    bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if bad:
+        what = "; ".join(f"{k.replace('_', ' ')}: {sorted(map(str, v))[:3]}" for k, v in bad.items())
+        raise QrobotError(f"{d}: weights do not match its config.json ({what})")
+    return model
+
+
+def check_finite(model: Any, directory: Path) -> None:
+    """No weight of the loaded model is NaN or infinite."""
+    import torch
+
+    for name, param in model.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise QrobotError(f"{directory}: weight {name} holds NaN or infinite values")
 
 
 def load_heads(model: "QwenVLA", path: Path) -> None:

@@ -21,8 +21,8 @@ model learns to predict it from images and never receives it as an input.
 
 from __future__ import annotations
 
-import sys
 import copy
+import sys
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -34,6 +34,7 @@ import numpy as np
 
 from qrobot.progress import Progress
 from qrobot.envs.core import MOUNT_UP, QRobotEnv
+from qrobot.checks import read_meta
 from qrobot.errors import QrobotError
 from qrobot.policies import make_policy
 from qrobot.robots.panda import hand_frame
@@ -264,19 +265,33 @@ def load_episodes(directory: Path, successful_only: bool = True) -> tuple[dict[s
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         raise QrobotError(f"{directory}: not a qrobot dataset (no meta.json; make one with `qrobot collect`)")
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(meta_path, {"scenario": str, "cameras": list, "seeds": list})
+    if len(meta["seeds"]) != 2 or not all(isinstance(c, str) for c in meta["cameras"]):
+        raise QrobotError(f"{meta_path}: 'seeds' must be [first, last] and 'cameras' a list of names")
     eps = []
     for f in sorted(directory.glob("ep*.npz")):
-        z = np.load(f)
-        if successful_only and not bool(z["success"]):
-            continue
-        imgs = np.stack([z[f"images_{c}"] for c in meta["cameras"]], axis=1)
-        state = np.concatenate([z["proprio"], z["goal"]], axis=1).astype(np.float32)
-        eps.append(Episode(imgs, state, z["actions"].astype(np.float32), z["base_pose"].astype(np.float32),
-                           z["grounding"].astype(np.float32) if "grounding" in z else np.zeros((len(state), 0), np.float32),
-                           str(z["instruction"]), bool(z["success"]),
-                           z["action_chunks"].astype(np.float32) if "action_chunks" in z else None))
+        try:
+            ep = _load_episode(f, meta["cameras"], successful_only)
+        except Exception as exc:  # zip, npz, key and shape errors: a damaged or foreign file
+            raise QrobotError(f"{f}: not a readable qrobot episode ({type(exc).__name__}: {str(exc)[:120]})") from None
+        if ep is not None:
+            eps.append(ep)
     return meta, eps
+
+
+def _load_episode(f: Path, cameras: list[str], successful_only: bool) -> Episode | None:
+    with np.load(f) as z:
+        if successful_only and not bool(z["success"]):
+            return None
+        imgs = np.stack([z[f"images_{c}"] for c in cameras], axis=1)
+        state = np.concatenate([z["proprio"], z["goal"]], axis=1).astype(np.float32)
+        ep = Episode(imgs, state, z["actions"].astype(np.float32), z["base_pose"].astype(np.float32),
+                     z["grounding"].astype(np.float32) if "grounding" in z else np.zeros((len(state), 0), np.float32),
+                     str(z["instruction"]), bool(z["success"]),
+                     z["action_chunks"].astype(np.float32) if "action_chunks" in z else None)
+    if not (len(ep.images) == len(ep.state) == len(ep.actions) > 0):
+        raise ValueError("images, state and actions differ in length or are empty")
+    return ep
 
 
 MUST_AGREE = ("scenario", "robot", "cameras", "image_size", "proprio_dim", "goal_dim", "action_dim")
@@ -297,6 +312,9 @@ def load_datasets(directories: list[Path], successful_only: bool = True) -> tupl
     merged = dict(metas[0])
     merged["sources"] = [f"seeds {m['seeds'][0]}-{m['seeds'][1]}" + (
         f", DART action noise {m['action_noise']}" if m.get("action_noise") else "") for m in metas]
+    if not episodes:
+        raise QrobotError(f"{', '.join(map(str, directories))}: no {'successful ' if successful_only else ''}"
+                          "episodes to train on")
     return merged, episodes
 
 

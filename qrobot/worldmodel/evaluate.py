@@ -18,6 +18,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
+from qrobot.errors import QrobotError
 from qrobot.progress import Progress
 from qrobot.worldmodel.data import batch_of, load_wm_episodes
 from qrobot.worldmodel.model import WorldModel, to_tensor
@@ -70,6 +71,8 @@ def wm_evaluate(checkpoint: str | Path, dataset: str | Path, stride: int = 4, ba
     _, eps = load_wm_episodes(dataset)
     h = cfg.horizon
     picks = [(e, t) for e, ep in enumerate(eps) for t in range(0, len(ep.actions) - h + 1, stride)]
+    if not picks:
+        raise QrobotError(f"{dataset}: no episode is longer than the model's horizon ({h} steps)")
     rng = np.random.default_rng(seed)
     model_s, copy_s, rand_s = _Scores(), _Scores(), _Scores()
     probs, labels = [], []

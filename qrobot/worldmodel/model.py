@@ -9,6 +9,7 @@ logits. Rolling out in latent space keeps H frames cheap: encode once, step H ti
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,7 @@ class WorldModel(nn.Module):
             if not ok:
                 want = {"int": "an integer 1..4096", "float": "a number 0..1", "str": "a string"}.get(kind, "an object")
                 raise QrobotError(f"{d / CONFIG_FILE}: field {name!r}: {want} (got {value!r})")
+        _check_geometry(d / CONFIG_FILE, raw)
         try:
             model = cls(WMConfig(**raw))
         except (ValueError, RuntimeError) as exc:
@@ -165,6 +167,26 @@ class WorldModel(nn.Module):
             raise QrobotError(f"{d / WEIGHTS_FILE}: does not match {CONFIG_FILE} "
                               f"({str(exc).splitlines()[0][:160]})") from None
         return model.eval()
+
+
+def _check_geometry(path: Path, raw: dict[str, Any]) -> None:
+    """Sizes the network and foresight can use, and a scene camera that can render."""
+    if raw.get("image_size", 64) not in (64, 96):
+        raise QrobotError(f"{path}: field 'image_size': 64 or 96 (what wm-collect records; got {raw['image_size']!r})")
+    if raw.get("horizon", 8) < 2:
+        raise QrobotError(f"{path}: field 'horizon': at least 2 predicted frames (got {raw['horizon']!r})")
+    cam = raw.get("camera")
+    if cam is None:
+        return
+    vec = lambda v: isinstance(v, list) and len(v) == 3 and all(  # noqa: E731
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and abs(x) <= 100 for x in v)
+    num = lambda v, lo, hi: isinstance(v, (int, float)) and not isinstance(v, bool) and lo < v < hi  # noqa: E731
+    ok = isinstance(cam, dict) and all(vec(cam.get(k)) for k in ("eye", "target", "up")) \
+        and num(cam.get("fov"), 10, 170) and num(cam.get("near"), 0, 100) and num(cam.get("far"), 0, 1000) \
+        and cam["near"] < cam["far"] and cam["eye"] != cam["target"]
+    if not ok:
+        raise QrobotError(f"{path}: field 'camera': eye, target, up (3 finite numbers each, eye != target), "
+                          "fov in (10, 170) degrees, 0 < near < far")
 
 
 def to_tensor(frames: Any) -> torch.Tensor:
