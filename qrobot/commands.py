@@ -149,7 +149,6 @@ def eval_cmd(args: argparse.Namespace) -> int:
     device = args.device or "cpu"
     check_device("eval --device", device)
     check_out_dir("eval --runs-dir", args.runs_dir)
-    from qrobot.policies import unfit_reason  # noqa: F401  (checked with the real env below)
     from qrobot.record import RunDir
     from qrobot.vla.checkpoint import fits_scenario
     from qrobot.vla.evaluate import evaluate, to_markdown
