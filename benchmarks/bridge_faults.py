@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from qrobot.bridge.conformance import run_suite  # noqa: E402
+from qrobot.bridge.conformance import run_suite
 
 
 def main() -> int:

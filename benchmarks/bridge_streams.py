@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from qrobot.bridge.faults import CIRCLE, ROOM, TWO_CAMERAS, Rig, round_trip  # noqa: E402
-from qrobot.bridge.transport import keys  # noqa: E402
+from qrobot.bridge.faults import CIRCLE, ROOM, TWO_CAMERAS, Rig, round_trip
+from qrobot.bridge.transport import keys
 
 
 def measure(frames: bool, commands: int) -> dict[str, list[float]]:
@@ -30,7 +30,7 @@ def measure(frames: bool, commands: int) -> dict[str, list[float]]:
         rig = Rig(Path(tmp), scenario=TWO_CAMERAS if frames else ROOM, observations=frames)
         received = [0, 0]
 
-        def on_frame(sample) -> None:  # noqa: ANN001
+        def on_frame(sample) -> None:
             received[0] += 1
             received[1] += len(sample.payload.to_bytes())
 
@@ -55,10 +55,13 @@ def measure(frames: bool, commands: int) -> dict[str, list[float]]:
             periods = [r for r in periods if r["wall"] > wall + 0.5]
             late = np.diff([r["wall"] for r in periods])
             rtt = round_trip(rig, commands)
-            print(f"  frames {'on ' if frames else 'off'}: {len(delays)}/{commands} commands accepted; "
-                  f"{received[0]} observations received ({received[1] / max(received[0], 1) / 1e3:.0f} kB each); "
-                  f"robot periods without a plan {sum(r['how'] != 'plan' for r in periods)}/{len(periods)}, "
-                  f"period length p99 {np.percentile(late, 99) * 1e3:.1f} ms", flush=True)
+            print(
+                f"  frames {'on ' if frames else 'off'}: {len(delays)}/{commands} commands accepted; "
+                f"{received[0]} observations received ({received[1] / max(received[0], 1) / 1e3:.0f} kB each); "
+                f"robot periods without a plan {sum(r['how'] != 'plan' for r in periods)}/{len(periods)}, "
+                f"period length p99 {np.percentile(late, 99) * 1e3:.1f} ms",
+                flush=True,
+            )
         finally:
             sub.undeclare()
             rig.close()
@@ -78,8 +81,10 @@ def main() -> int:
     on = measure(True, args.commands)
     for key in ("one-way", "round trip"):
         ratio = np.percentile(on[key], 99) / np.percentile(off[key], 99)
-        print(f"{key:>10}: frames off {_fmt(off[key])} | two 128 px streams at 10 Hz {_fmt(on[key])} | "
-              f"p99 ratio {ratio:.2f}")
+        print(
+            f"{key:>10}: frames off {_fmt(off[key])} | two 128 px streams at 10 Hz {_fmt(on[key])} | "
+            f"p99 ratio {ratio:.2f}"
+        )
     return 0
 
 

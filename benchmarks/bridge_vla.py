@@ -19,18 +19,25 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from qrobot.bridge import keys as certs  # noqa: E402
-from qrobot.bridge.faults import _die_with_parent  # noqa: E402
-from qrobot.bridge.remote import RemoteRobot, run_remote_episode  # noqa: E402
-from qrobot.policies import make_policy  # noqa: E402
-from qrobot.runner import run, wilson_interval  # noqa: E402
+from qrobot.policies import make_policy
+
+from qrobot.bridge import keys as certs
+from qrobot.bridge.faults import _die_with_parent
+from qrobot.bridge.remote import RemoteRobot, run_remote_episode
+from qrobot.runner import run, wilson_interval
 
 QROBOT = [sys.executable, "-m", "qrobot.cli"]
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(QROBOT + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(
+        QROBOT + args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=_die_with_parent,
+    )
     return proc, proc.stdout.readline()  # type: ignore[union-attr]
 
 
@@ -43,13 +50,31 @@ def remote(task: str, episodes: int, seed: int, tmp: Path) -> list[bool]:
     try:
         robot, line = _start(["robot-sim", task, "--observations", "--token-file", str(tmp / "t")])
         procs.append(robot)
-        agent, _ = _start(["agent", "--robot", line.split()[-1], "--robot-token", str(tmp / "t"), "--keys",
-                           str(tmp / "keys"), "--listen", endpoint, "--name", "b", "--latch", str(tmp / "l.json"),
-                           "--audit", str(tmp / "a.jsonl")])
+        agent, _ = _start(
+            [
+                "agent",
+                "--robot",
+                line.split()[-1],
+                "--robot-token",
+                str(tmp / "t"),
+                "--keys",
+                str(tmp / "keys"),
+                "--listen",
+                endpoint,
+                "--name",
+                "b",
+                "--latch",
+                str(tmp / "l.json"),
+                "--audit",
+                str(tmp / "a.jsonl"),
+            ]
+        )
         procs.append(agent)
         bot = RemoteRobot.connect(endpoint, tmp / "keys", "b")
         policy = make_policy("qwen-vla", bot, seed=seed)
-        operator, _ = _start(["operator", "--connect", endpoint, "--keys", str(tmp / "keys"), "--name", "b", "--enable"])
+        operator, _ = _start(
+            ["operator", "--connect", endpoint, "--keys", str(tmp / "keys"), "--name", "b", "--enable"]
+        )
         procs.append(operator)
         assert bot.wait_enabled(10.0), bot.agent_state()
         out = []
@@ -79,12 +104,16 @@ def main() -> int:
             bridged = remote(task, args.episodes, args.seed, Path(tmp))
         rows.append((task, local, bridged, time.time() - t))
     for task, local, bridged, secs in rows:
+
         def fmt(xs: list[bool]) -> str:
             lo, hi = wilson_interval(sum(xs), len(xs))
             return f"{sum(xs)}/{len(xs)} ({lo:.0%}-{hi:.0%})"
+
         agree = sum(a == b for a, b in zip(local, bridged))
-        print(f"{task}: in-process {fmt(local)} | through the bridge {fmt(bridged)} | same outcome on "
-              f"{agree}/{len(local)} seeds ({secs:.0f} s)")
+        print(
+            f"{task}: in-process {fmt(local)} | through the bridge {fmt(bridged)} | same outcome on "
+            f"{agree}/{len(local)} seeds ({secs:.0f} s)"
+        )
     return 0
 
 

@@ -17,8 +17,8 @@ import argparse
 import time
 
 import numpy as np
-
 from qrobot.envs.core import QRobotEnv
+
 from qrobot.robots import diffbot, panda
 from qrobot.scenario import scenario_names
 from qrobot.sim import pybullet
@@ -51,25 +51,38 @@ def _bare_drive(env: QRobotEnv):
     """A plain-PyBullet actuator function for the env's robot (no supervisor, no checks)."""
     c, r = env.sim._client, env.robot
     if r.name == "diffbot":
+
         def drive(a: np.ndarray) -> None:
             v, w = a[0] * r.max_v, a[1] * r.max_w
-            vel = [(v - w * diffbot.TRACK / 2) / diffbot.WHEEL_RADIUS,
-                   (v + w * diffbot.TRACK / 2) / diffbot.WHEEL_RADIUS]
-            c.setJointMotorControlArray(r.uid, diffbot.WHEELS, pybullet.VELOCITY_CONTROL,
-                                        targetVelocities=vel, forces=[diffbot.WHEEL_FORCE] * 2)
+            vel = [
+                (v - w * diffbot.TRACK / 2) / diffbot.WHEEL_RADIUS,
+                (v + w * diffbot.TRACK / 2) / diffbot.WHEEL_RADIUS,
+            ]
+            c.setJointMotorControlArray(
+                r.uid, diffbot.WHEELS, pybullet.VELOCITY_CONTROL, targetVelocities=vel, forces=[diffbot.WHEEL_FORCE] * 2
+            )
+
         return drive
 
     def drive(a: np.ndarray) -> None:
         ee = np.asarray(c.getLinkState(r.uid, panda.EE_LINK)[4])
         target = np.clip(ee + a[:3] * r.max_step, *r.workspace)
-        q = c.calculateInverseKinematics(r.uid, panda.EE_LINK, target.tolist(),
-                                         pybullet.getQuaternionFromEuler([np.pi, 0, 0]),
-                                         maxNumIterations=20, residualThreshold=1e-4)
-        c.setJointMotorControlArray(r.uid, panda.ARM_JOINTS, pybullet.POSITION_CONTROL,
-                                    targetPositions=list(q[:7]), forces=panda.ARM_FORCES)
+        q = c.calculateInverseKinematics(
+            r.uid,
+            panda.EE_LINK,
+            target.tolist(),
+            pybullet.getQuaternionFromEuler([np.pi, 0, 0]),
+            maxNumIterations=20,
+            residualThreshold=1e-4,
+        )
+        c.setJointMotorControlArray(
+            r.uid, panda.ARM_JOINTS, pybullet.POSITION_CONTROL, targetPositions=list(q[:7]), forces=panda.ARM_FORCES
+        )
         f = panda.FINGER_OPEN if a[4] > 0 else 0.0
-        c.setJointMotorControlArray(r.uid, panda.FINGERS, pybullet.POSITION_CONTROL,
-                                    targetPositions=[f, f], forces=[panda.FINGER_FORCE] * 2)
+        c.setJointMotorControlArray(
+            r.uid, panda.FINGERS, pybullet.POSITION_CONTROL, targetPositions=[f, f], forces=[panda.FINGER_FORCE] * 2
+        )
+
     return drive
 
 
@@ -78,8 +91,11 @@ def bare_rate(name: str, images: bool, steps: int) -> float:
     env = QRobotEnv(name, images=images)
     env.reset(seed=0)
     sim, c = env.sim, env.sim._client
-    cams = [(cam, c.computeProjectionMatrixFOV(cam.fov, cam.width / cam.height, cam.near, cam.far))
-            for cam in env.cameras] if images else []
+    cams = (
+        [(cam, c.computeProjectionMatrixFOV(cam.fov, cam.width / cam.height, cam.near, cam.far)) for cam in env.cameras]
+        if images
+        else []
+    )
     drive = _bare_drive(env)
     acts = _actions(env, steps)
     t = time.perf_counter()
@@ -88,9 +104,16 @@ def bare_rate(name: str, images: bool, steps: int) -> float:
         for _ in range(sim.substeps):
             c.stepSimulation()
         for cam, proj in cams:
-            c.getCameraImage(cam.width, cam.height, sim._view(cam), proj, lightDirection=list(sim._light),
-                             shadow=0, renderer=pybullet.ER_TINY_RENDERER,
-                             flags=pybullet.ER_NO_SEGMENTATION_MASK)
+            c.getCameraImage(
+                cam.width,
+                cam.height,
+                sim._view(cam),
+                proj,
+                lightDirection=list(sim._light),
+                shadow=0,
+                renderer=pybullet.ER_TINY_RENDERER,
+                flags=pybullet.ER_NO_SEGMENTATION_MASK,
+            )
     rate = steps / (time.perf_counter() - t)
     env.close()
     return rate
@@ -110,7 +133,7 @@ def main() -> None:
             bare = max(bare_rate(name, images, steps) for _ in range(3))
             env = max(env_rate(name, images, steps) for _ in range(3))
             ratios.append(env / bare)
-            print(f"{name:<20s} {str(images):>6s} {env:12.1f} {bare:13.1f} {env / bare:6.2f}", flush=True)
+            print(f"{name:<20s} {images!s:>6s} {env:12.1f} {bare:13.1f} {env / bare:6.2f}", flush=True)
     print(f"geometric-mean ratio env/bare: {float(np.exp(np.mean(np.log(ratios)))):.2f}")
 
 

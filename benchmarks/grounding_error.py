@@ -65,8 +65,10 @@ def main() -> None:
     pred, true = np.concatenate(preds), np.concatenate(truths)
     print(f"{len(pred)} samples from {args.dataset} ({args.at})")
     print("RMSE per dim (cube dx dy dz, sin4, cos4, place dx dy dz):", np.sqrt(((pred - true) ** 2).mean(0)).round(3))
-    print(f"median |cube xy error| {np.median(np.linalg.norm(pred[:, :2] - true[:, :2], axis=1)):.4f} m, "
-          f"median |place xy error| {np.median(np.linalg.norm(pred[:, 5:7] - true[:, 5:7], axis=1)):.4f} m")
+    print(
+        f"median |cube xy error| {np.median(np.linalg.norm(pred[:, :2] - true[:, :2], axis=1)):.4f} m, "
+        f"median |place xy error| {np.median(np.linalg.norm(pred[:, 5:7] - true[:, 5:7], axis=1)):.4f} m"
+    )
 
 
 def binding(model: QwenVLA, scenes: int, seed: int) -> None:
@@ -88,9 +90,11 @@ def binding(model: QwenVLA, scenes: int, seed: int) -> None:
         to_named.append(dist[env.task.target_name])
         to_nearest.append(dist[nearest])
     env.close()
-    print(f"{model.config.scenario}, seeds {seed}-{seed + scenes - 1}, start pose: the cube nearest the predicted "
-          f"point is the named one in {named}/{scenes} (chance 1/{len(env.task.cubes)}); median distance to "
-          f"the named cube {100 * np.median(to_named):.1f} cm, to the nearest {100 * np.median(to_nearest):.1f} cm")
+    print(
+        f"{model.config.scenario}, seeds {seed}-{seed + scenes - 1}, start pose: the cube nearest the predicted "
+        f"point is the named one in {named}/{scenes} (chance 1/{len(env.task.cubes)}); median distance to "
+        f"the named cube {100 * np.median(to_named):.1f} cm, to the nearest {100 * np.median(to_nearest):.1f} cm"
+    )
 
 
 if __name__ == "__main__":

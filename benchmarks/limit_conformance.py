@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "safety"))
-from test_conformance import _zoned_room  # noqa: E402  (the test's room with keep-out zones)
+from qrobot.envs.core import QRobotEnv
+from test_conformance import _zoned_room
 
-from qrobot.envs.core import QRobotEnv  # noqa: E402
-from qrobot.safety.conformance import measure_env  # noqa: E402
+from qrobot.safety.conformance import measure_env
 
 
 def main() -> None:
@@ -40,8 +40,10 @@ def main() -> None:
             out = measure_env(env, args.steps, seed=0, actions=actions)
             env.close()
             share = out["contact_samples"] / max(out["samples"], 1)
-            print(f"\n{name}, {actions} actions: {args.steps} periods, {out['samples']} substeps probed "
-                  f"({share:.1%} in contact), {time.perf_counter() - t0:.0f} s")
+            print(
+                f"\n{name}, {actions} actions: {args.steps} periods, {out['samples']} substeps probed "
+                f"({share:.1%} in contact), {time.perf_counter() - t0:.0f} s"
+            )
             print(f"  {'max / limit':<44s} {'free motion':>11s} {'in contact':>11s}")
             for key in sorted(out["free"]):
                 c = out["contact"].get(key)

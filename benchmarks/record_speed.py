@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from qrobot.envs.core import QRobotEnv
+
 from qrobot.record import EpisodeRecorder
 from qrobot.scenario import load_scenario
 
@@ -33,7 +33,7 @@ def rate(name: str, steps: int, path: Path | None) -> float:
         acts[:, 2] = 0.0
     t = time.perf_counter()
     for a in acts:
-        obs, r, term, trunc, info = env.step(a)
+        obs, r, _term, _trunc, info = env.step(a)
         if rec:
             rec.log_step(env, obs, a, r, info)
     if rec:
@@ -48,8 +48,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--scenarios", default="pick_place,pointnav_people")
     args = p.parse_args()
-    print(f"{'scenario':<18s} {'cameras':<18s} {'off steps/s':>11s} {'on steps/s':>10s} {'ratio':>6s} "
-          f"{'MB per 100 steps':>17s}")
+    print(
+        f"{'scenario':<18s} {'cameras':<18s} {'off steps/s':>11s} {'on steps/s':>10s} {'ratio':>6s} "
+        f"{'MB per 100 steps':>17s}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.scenarios.split(","):
             path = Path(tmp) / f"{name}.rrd"
@@ -59,8 +61,7 @@ def main() -> None:
                 ons.append(rate(name, args.steps, path))
             cams = ", ".join(f"{c.name} {c.width}px" for c in load_scenario(name).cameras)
             mb = path.stat().st_size / 1e6 * 100 / args.steps
-            print(f"{name:<18s} {cams:<18s} {max(offs):11.1f} {max(ons):10.1f} {max(ons) / max(offs):6.2f} "
-                  f"{mb:17.2f}")
+            print(f"{name:<18s} {cams:<18s} {max(offs):11.1f} {max(ons):10.1f} {max(ons) / max(offs):6.2f} {mb:17.2f}")
 
 
 if __name__ == "__main__":

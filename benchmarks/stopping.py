@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "safety"))
-from conftest import Rig  # noqa: E402
+from conftest import Rig
 
 
 def trial(robot: str, action: np.ndarray, warmup: int) -> dict[str, float]:
@@ -53,19 +53,29 @@ def trial(robot: str, action: np.ndarray, warmup: int) -> dict[str, float]:
     rest = np.nonzero(vs < 0.005)[0]
     dist = float(np.linalg.norm(position() - start["p"]))
     rig.sim.close()
-    return {"v0": v0, "onset": float(ts[slower[0]] - t0) if len(slower) else float("nan"),
-            "time": float(ts[rest[0]] - t0) if len(rest) else float("nan"), "distance": dist,
-            "max_decel": float(np.max(-np.diff(vs)) * 240.0)}
+    return {
+        "v0": v0,
+        "onset": float(ts[slower[0]] - t0) if len(slower) else float("nan"),
+        "time": float(ts[rest[0]] - t0) if len(rest) else float("nan"),
+        "distance": dist,
+        "max_decel": float(np.max(-np.diff(vs)) * 240.0),
+    }
 
 
 def main() -> None:
-    rows = [("arm (EE, collaborative 0.25 m/s)", trial("panda", np.array([0, 1.0, 0, 0, 1.0]), 8)),
-            ("base (0.5 m/s)", trial("diffbot", np.array([1.0, 0, 0]), 15))]
-    print(f"{'robot':<34s} {'v0 m/s':>7s} {'onset s':>8s} {'stop time s':>12s} {'distance m':>11s} "
-          f"{'peak decel m/s2':>16s}")
+    rows = [
+        ("arm (EE, collaborative 0.25 m/s)", trial("panda", np.array([0, 1.0, 0, 0, 1.0]), 8)),
+        ("base (0.5 m/s)", trial("diffbot", np.array([1.0, 0, 0]), 15)),
+    ]
+    print(
+        f"{'robot':<34s} {'v0 m/s':>7s} {'onset s':>8s} {'stop time s':>12s} {'distance m':>11s} "
+        f"{'peak decel m/s2':>16s}"
+    )
     for name, r in rows:
-        print(f"{name:<34s} {r['v0']:7.3f} {r['onset']:8.3f} {r['time']:12.3f} {r['distance']:11.3f} "
-              f"{r['max_decel']:16.2f}")
+        print(
+            f"{name:<34s} {r['v0']:7.3f} {r['onset']:8.3f} {r['time']:12.3f} {r['distance']:11.3f} "
+            f"{r['max_decel']:16.2f}"
+        )
     print("control period: 0.100 s (braking must begin within it)")
 
 

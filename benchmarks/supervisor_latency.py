@@ -24,16 +24,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "safety"))
-from conftest import Rig  # noqa: E402  (the same rigs the safety tests use)
-from test_conformance import _zoned_room  # noqa: E402  (the conformance test's room with keep-out zones)
+from conftest import Rig
+from qrobot.envs.core import QRobotEnv
+from qrobot.policies import make_policy
+from test_conformance import _zoned_room
 
-from qrobot.policies import make_policy  # noqa: E402
-from qrobot.envs.core import QRobotEnv  # noqa: E402
-from qrobot.runner import run_episode  # noqa: E402
-
-from qrobot.safety.limits import default_limits  # noqa: E402
-from qrobot.safety.supervisor import OperatorKey, Supervisor  # noqa: E402
-
+from qrobot.runner import run_episode
+from qrobot.safety.limits import default_limits
+from qrobot.safety.supervisor import OperatorKey, Supervisor
 
 WARMUP = 2000
 
@@ -46,8 +44,9 @@ class CachedKinematics:
         return self.jac
 
 
-def measure(sup: Supervisor, state: dict, actions: np.ndarray, key: OperatorKey | None = None,
-            episode: int = 500) -> np.ndarray:
+def measure(
+    sup: Supervisor, state: dict, actions: np.ndarray, key: OperatorKey | None = None, episode: int = 500
+) -> np.ndarray:
     """Microseconds per call, after a warm-up; a new episode (events cleared) every `episode` calls."""
     out = np.empty(len(actions))
     clock = time.perf_counter_ns
@@ -94,7 +93,7 @@ def in_episodes(scenario: object, episodes: int) -> np.ndarray:
     for k in range(episodes):
         run_episode(env, policy, k, k)
     env.close()
-    return np.asarray(calls[len(calls) // 20:]) / 1000.0  # the first 5 % warm caches
+    return np.asarray(calls[len(calls) // 20 :]) / 1000.0  # the first 5 % warm caches
 
 
 def synthetic(n: int, seed: int) -> list[tuple[str, np.ndarray]]:
@@ -106,8 +105,11 @@ def synthetic(n: int, seed: int) -> list[tuple[str, np.ndarray]]:
     st["cmd_vel"] = np.array([0.3, 0.2])
     rows.append(("base (2 people in view)", measure(base.sup, st, rng.uniform(-1, 1, (n, 3)), base.key)))
     lim = default_limits("diffbot", 0.1)
-    zoned = Rig("diffbot", dataclasses.replace(lim, base=dataclasses.replace(
-        lim.base, keep_out=((0.3, -1.0, 1.0, 1.0),))), people="sensor")
+    zoned = Rig(
+        "diffbot",
+        dataclasses.replace(lim, base=dataclasses.replace(lim.base, keep_out=((0.3, -1.0, 1.0, 1.0),))),
+        people="sensor",
+    )
     st = dict(st, base_pose=np.array([-0.1, 0.0, 0.0]))  # facing a zone 0.11 m ahead of the footprint
     rows.append(("base facing a keep-out zone", measure(zoned.sup, st, rng.uniform(-1, 1, (n, 3)), zoned.key)))
     arm = Rig("panda")
@@ -133,10 +135,15 @@ def main() -> None:
     for i, (name, _) in enumerate(runs[0]):
         meds = [float(np.median(r[i][1])) for r in runs]
         p99s = [float(np.percentile(r[i][1], 99)) for r in runs]
-        print(f"{name:<42s} {len(runs[0][i][1]):6d} {np.median(meds):10.1f} {np.median(p99s):8.1f} "
-              f"{min(p99s):7.1f}-{max(p99s):<7.1f}")
-    for label, scenario in (("pointnav_people", "pointnav_people"), ("room with keep-out zones", _zoned_room()),
-                            ("pick_place", "pick_place")):
+        print(
+            f"{name:<42s} {len(runs[0][i][1]):6d} {np.median(meds):10.1f} {np.median(p99s):8.1f} "
+            f"{min(p99s):7.1f}-{max(p99s):<7.1f}"
+        )
+    for label, scenario in (
+        ("pointnav_people", "pointnav_people"),
+        ("room with keep-out zones", _zoned_room()),
+        ("pick_place", "pick_place"),
+    ):
         us = in_episodes(scenario, args.episodes)
         print(f"{label + ', expert episodes':<42s} {len(us):6d} {np.median(us):10.1f} {np.percentile(us, 99):8.1f}")
 

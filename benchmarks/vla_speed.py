@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from qrobot.envs.core import QRobotEnv
 from qrobot.policies.vla import REPLAN, VLAPolicy
+
 from qrobot.vla.backbones import FAMILIES, build_backbone
 from qrobot.vla.model import Normalizer, QwenVLA, VLAConfig
 from qrobot.vla.tokenizer import InstructionTokenizer
@@ -35,10 +35,12 @@ TEXTS = ["put the red cube in the white bowl", "place the blue cube into the cya
 def fresh_model(family: str, grounding: int = 8) -> QwenVLA:
     fam = FAMILIES[family]
     tok = InstructionTokenizer.from_corpus(fam.bpe, TEXTS)
-    cfg = VLAConfig(backbone=f"tiny-{family}", family=family, image_side=4 * fam.side_multiple,
-                    grounding_dim=grounding)
-    norm = {"state": Normalizer(-np.ones(13), np.ones(13)), "actions": Normalizer(-np.ones(5), np.ones(5)),
-            "grounding": Normalizer(-np.ones(grounding), np.ones(grounding))}
+    cfg = VLAConfig(backbone=f"tiny-{family}", family=family, image_side=4 * fam.side_multiple, grounding_dim=grounding)
+    norm = {
+        "state": Normalizer(-np.ones(13), np.ones(13)),
+        "actions": Normalizer(-np.ones(5), np.ones(5)),
+        "grounding": Normalizer(-np.ones(grounding), np.ones(grounding)),
+    }
     return QwenVLA(cfg, tok, backbone=build_backbone(cfg.backbone, vocab_size=tok.vocab_size), norm=norm)
 
 
@@ -47,8 +49,11 @@ def control_rate(checkpoint: Path, steps: int) -> list[tuple[str, float, float]]
     env = QRobotEnv(scenario, images=True)
     rows = []
     for replan in sorted({1, 2, REPLAN}):
-        label = "no chunking (replan 1)" if replan == 1 else f"chunking (replan {replan}" + (
-            ", the default)" if replan == REPLAN else ")")
+        label = (
+            "no chunking (replan 1)"
+            if replan == 1
+            else f"chunking (replan {replan}" + (", the default)" if replan == REPLAN else ")")
+        )
         policy = VLAPolicy(checkpoint, replan=replan)
         obs, _ = env.reset(seed=0)
         policy.reset(obs["instruction"])
@@ -70,9 +75,13 @@ def train_rate(family: str, batches: int, batch: int) -> float:
     side = 4 * fam.side_multiple
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     rng = np.random.default_rng(0)
-    data = {"images": torch.from_numpy(rng.integers(0, 255, (batch, 2, side, side, 3), dtype=np.uint8)),
-            "texts": [TEXTS[i % 2] for i in range(batch)], "state": torch.rand(batch, 13) * 2 - 1,
-            "actions": torch.rand(batch, 8, 5) * 2 - 1, "grounding": torch.rand(batch, 8) * 2 - 1}
+    data = {
+        "images": torch.from_numpy(rng.integers(0, 255, (batch, 2, side, side, 3), dtype=np.uint8)),
+        "texts": [TEXTS[i % 2] for i in range(batch)],
+        "state": torch.rand(batch, 13) * 2 - 1,
+        "actions": torch.rand(batch, 8, 5) * 2 - 1,
+        "grounding": torch.rand(batch, 8) * 2 - 1,
+    }
     for k in range(batches + 2):  # two warm-up steps
         if k == 2:
             t0 = time.perf_counter()
@@ -103,7 +112,9 @@ def main() -> None:
     print("| setting | policy actions/s | loop steps/s (policy + env) |\n|---|---|---|")
     for label, pol, loop in rows:
         print(f"| {label} | {pol:.1f} | {loop:.1f} |")
-    print(f"chunking speed-up (policy, replan {REPLAN}): {next(r[1] for r, k in zip(rows, sorted({1, 2, REPLAN})) if k == REPLAN) / rows[0][1]:.2f}x")
+    print(
+        f"chunking speed-up (policy, replan {REPLAN}): {next(r[1] for r, k in zip(rows, sorted({1, 2, REPLAN})) if k == REPLAN) / rows[0][1]:.2f}x"
+    )
     print(f"\ntraining throughput (batch {args.batch}, two {4 * 28}-{4 * 32} px cameras, flow + grounding heads)")
     print("| backbone | samples/s | ratio to tiny-qwen2.5-vl |\n|---|---|---|")
     base = None

@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 import torch
-
 from qrobot.envs.core import QRobotEnv
+
 from qrobot.worldmodel.data import camera_for, camera_to_dict
 from qrobot.worldmodel.foresight import Foresight
 from qrobot.worldmodel.model import WMConfig, WorldModel
@@ -69,9 +69,11 @@ def main() -> None:
             t = time.perf_counter()
             fs.speed_scale(np.array([0.8, 0.1, 0.0], np.float32))
             lat.append(time.perf_counter() - t)
-        print(f"{threads} thread(s): {fps:.0f} predicted frames/s at batch {args.batch} ({fps / base:.1f}x the "
-              f"simulator); foresight per control step median {1000 * np.median(lat):.2f} ms, "
-              f"p99 {1000 * np.percentile(lat, 99):.2f} ms")
+        print(
+            f"{threads} thread(s): {fps:.0f} predicted frames/s at batch {args.batch} ({fps / base:.1f}x the "
+            f"simulator); foresight per control step median {1000 * np.median(lat):.2f} ms, "
+            f"p99 {1000 * np.percentile(lat, 99):.2f} ms"
+        )
     env.close()
 
 

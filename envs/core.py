@@ -7,7 +7,7 @@ action -> Supervisor.filter -> SafeCommand | Stop -> robot.apply -> physics.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -20,15 +20,14 @@ from qrobot.robots.panda import HAND_LINK, PandaArm
 from qrobot.safety import SafeCommand, Supervisor
 from qrobot.safety.limits import Limits
 from qrobot.safety.ssm import protective_distance
-from qrobot.safety.view import SupervisorView
 from qrobot.safety.supervisor import OperatorKey
+from qrobot.safety.view import SupervisorView
 from qrobot.scenario import INSTRUCTION_CHARSET, Scenario, load_scenario, people_source, scenario_limits
 from qrobot.sim import Camera, Sim
 from qrobot.tasks.manipulation import PickPlace, Reach, Stack
 from qrobot.tasks.navigation import ObjectNav, PointNav
 
-TASKS = {"reach": Reach, "pick_place": PickPlace, "stack": Stack,
-         "pointnav": PointNav, "objectnav": ObjectNav}
+TASKS = {"reach": Reach, "pick_place": PickPlace, "stack": Stack, "pointnav": PointNav, "objectnav": ObjectNav}
 MOUNT_UP = {"world": (0.0, 0.0, 1.0), "wrist": (1.0, 0.0, 0.0), "base": (0.0, 0.0, 1.0)}  # in the mount's frame
 
 
@@ -47,11 +46,16 @@ class QRobotEnv(gym.Env):
             then imagines each command with it and slows the base before a predicted collision.
     """
 
-    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
 
-    def __init__(self, scenario: str | Scenario = "pick_place", render_mode: str | None = None,
-                 images: bool = True, operator: OperatorKey | None = None,
-                 foresight: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        scenario: str | Scenario = "pick_place",
+        render_mode: str | None = None,
+        images: bool = True,
+        operator: OperatorKey | None = None,
+        foresight: str | Path | None = None,
+    ) -> None:
         super().__init__()
         # private copy: what a policy can reach (env.scenario, task.scenario) is a copy
         self._scenario = (scenario if isinstance(scenario, Scenario) else load_scenario(scenario)).model_copy(deep=True)
@@ -73,21 +77,37 @@ class QRobotEnv(gym.Env):
             self._limits, self._reference = scenario_limits(self._scenario)
         except ValueError as exc:
             raise ScenarioError(f"{self._scenario.path or self._scenario.name}: limits.overrides.{exc}") from None
-        scale = (panda.MAX_STEP, panda.MAX_YAW_STEP) if self._scenario.robot == "panda" \
-            else (diffbot.MAX_V, diffbot.MAX_W)
+        scale = (
+            (panda.MAX_STEP, panda.MAX_YAW_STEP) if self._scenario.robot == "panda" else (diffbot.MAX_V, diffbot.MAX_W)
+        )
         self._foresight = self._load_foresight(foresight)  # private: its frames and weights steer the supervisor
         self._world_key = None if operator is not None else OperatorKey()  # never leaves the env
-        self._supervisor = Supervisor(self._limits, scale, kinematics=self, operator=operator or self._world_key,
-                                      foresight=self._foresight, people=people_source(self._scenario))
+        self._supervisor = Supervisor(
+            self._limits,
+            scale,
+            kinematics=self,
+            operator=operator or self._world_key,
+            foresight=self._foresight,
+            people=people_source(self._scenario),
+        )
         self._view = SupervisorView(self._supervisor)
         self._episode = 0  # counts env.reset() calls: a runner notices one it did not make
         self._build()
         self._sim._sealed = True
-        self.cameras = [Camera(c.name, c.width, c.height, c.fov, eye=tuple(c.eye),
-                               target=tuple(c.target), up=MOUNT_UP[c.mount],
-                               body=None if c.mount == "world" else "robot",
-                               link=HAND_LINK if c.mount == "wrist" else -1)
-                        for c in self._scenario.cameras]
+        self.cameras = [
+            Camera(
+                c.name,
+                c.width,
+                c.height,
+                c.fov,
+                eye=tuple(c.eye),
+                target=tuple(c.target),
+                up=MOUNT_UP[c.mount],
+                body=None if c.mount == "world" else "robot",
+                link=HAND_LINK if c.mount == "wrist" else -1,
+            )
+            for c in self._scenario.cameras
+        ]
         self._depth = {c.name for c in self._scenario.cameras if c.depth}
         self.action_space = spaces.Box(-1.0, 1.0, (self._robot.action_dim,), np.float32)
         self.observation_space = self._make_obs_space()
@@ -129,9 +149,13 @@ class QRobotEnv(gym.Env):
         if fs is None or not fs.frames:
             return None
         predicted = {h: fs.predicted_now(h) for h in (1, fs.horizon)}
-        return {"actual": fs.frames[-1].copy(), "horizon": fs.horizon,
-                "predicted": {h: p.copy() for h, p in predicted.items() if p is not None},
-                "probability": float(fs.last_probability), "scale": float(fs.last_scale)}
+        return {
+            "actual": fs.frames[-1].copy(),
+            "horizon": fs.horizon,
+            "predicted": {h: p.copy() for h, p in predicted.items() if p is not None},
+            "probability": float(fs.last_probability),
+            "scale": float(fs.last_scale),
+        }
 
     @property
     def supervisor(self) -> SupervisorView:
@@ -152,8 +176,10 @@ class QRobotEnv(gym.Env):
         if checkpoint is None:
             return None
         if self._scenario.robot != "diffbot":
-            raise QrobotError(f"foresight: the world model guards a mobile base; scenario "
-                              f"{self._scenario.name!r} has robot {self._scenario.robot!r}")
+            raise QrobotError(
+                f"foresight: the world model guards a mobile base; scenario "
+                f"{self._scenario.name!r} has robot {self._scenario.robot!r}"
+            )
         from qrobot.worldmodel.foresight import Foresight  # torch only when asked for
 
         return Foresight.load(checkpoint, lambda cam: self._sim.render(cam)[0])
@@ -176,8 +202,10 @@ class QRobotEnv(gym.Env):
             self._task = TASKS[kind](self._sim, self._scenario, self.robot_state, self._robot._reset)
             ref = self._reference.base  # intrusions are measured against the reference profile
             self._task._protective_distance = lambda v: protective_distance(ref.ssm, v, ref.v_acc)
-            self._task._keep_out = [((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0)  # as (cx, cy, wx, wy) boxes
-                                    for x0, y0, x1, y1 in self._limits.base.keep_out]
+            self._task._keep_out = [
+                ((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0)  # as (cx, cy, wx, wy) boxes
+                for x0, y0, x1, y1 in self._limits.base.keep_out
+            ]
         self._supervisor.bind(self._robot)
 
     def _make_obs_space(self) -> spaces.Dict:
@@ -225,9 +253,14 @@ class QRobotEnv(gym.Env):
     def _info(self) -> dict[str, Any]:
         success = bool(self._task.success())
         # is_success: the key Gymnasium-Robotics, SB3's HER and LeRobot read
-        return {"success": success, "is_success": success, "metrics": self._task.metrics(),
-                "safety": self.supervisor.counts(), "estop": self.supervisor.latched or "",
-                "time": self._sim.time}
+        return {
+            "success": success,
+            "is_success": success,
+            "metrics": self._task.metrics(),
+            "safety": self.supervisor.counts(),
+            "estop": self.supervisor.latched or "",
+            "time": self._sim.time,
+        }
 
     def supervisor_state(self) -> dict[str, Any]:
         """What the supervisor sees: robot state, a timestamp, and sensed people."""
@@ -242,8 +275,9 @@ class QRobotEnv(gym.Env):
         return state
 
     # ------------------------------------------------------------ gym API
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         super().reset(seed=seed)
         self._episode += 1
         self._build()
@@ -251,8 +285,9 @@ class QRobotEnv(gym.Env):
         self._sim._sealed = True
         self._supervisor.reset()
         if self._supervisor.latched and self._world_key is not None:
-            self._supervisor.reset_estop(self._world_key, 0.0, rearm=False,
-                                         note="new world; this env has no operator key")
+            self._supervisor.reset_estop(
+                self._world_key, 0.0, rearm=False, note="new world; this env has no operator key"
+            )
         self.last_command = None
         if self._foresight is not None:
             self._foresight.reset()
@@ -267,8 +302,9 @@ class QRobotEnv(gym.Env):
         # the task sees the supervisor's validated copy of the action, never the raw object
         return self._advance(command, self._supervisor.last_action)
 
-    def _advance(self, command: Any, action: np.ndarray | None) -> tuple[dict[str, Any], float, bool, bool,
-                                                                          dict[str, Any]]:
+    def _advance(
+        self, command: Any, action: np.ndarray | None
+    ) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         """One control period after `command` was applied (by this env's supervisor, or by a
         remote agent's through the robot process, `qrobot.bridge.robot_sim`)."""
         self._task._before_physics(command, action)
@@ -279,8 +315,7 @@ class QRobotEnv(gym.Env):
             self._foresight.observe()
         terminated = bool(self._task.terminated())
         # a latched e-stop ends the episode for the learner (the robot keeps braking if stepped)
-        truncated = bool((self._task.steps >= self._scenario.max_steps or self.supervisor.latched)
-                         and not terminated)
+        truncated = bool((self._task.steps >= self._scenario.max_steps or self.supervisor.latched) and not terminated)
         return self._obs(), float(self._task.reward()), terminated, truncated, self._info()
 
     def render(self) -> np.ndarray | None:

@@ -42,13 +42,17 @@ class GoalConditioned(gym.Wrapper):
         self._achieved, self._desired, n = _POINTS[kind]
         self.distance_threshold = float(env.unwrapped.scenario.task.success_distance)
         box = spaces.Box(-np.inf, np.inf, (n,), np.float32)
-        self.observation_space = spaces.Dict({**env.observation_space.spaces, "achieved_goal": box,
-                                              "desired_goal": box})
+        self.observation_space = spaces.Dict(
+            {**env.observation_space.spaces, "achieved_goal": box, "desired_goal": box}
+        )
 
     def _goals(self, obs: dict[str, Any]) -> dict[str, Any]:
         state = self.env.unwrapped.privileged_state()
-        return {**obs, "achieved_goal": np.asarray(self._achieved(state), np.float32).copy(),
-                "desired_goal": np.asarray(self._desired(state), np.float32).copy()}
+        return {
+            **obs,
+            "achieved_goal": np.asarray(self._achieved(state), np.float32).copy(),
+            "desired_goal": np.asarray(self._desired(state), np.float32).copy(),
+        }
 
     def reset(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
@@ -57,8 +61,13 @@ class GoalConditioned(gym.Wrapper):
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         obs, _, terminated, truncated, info = self.env.step(action)
         obs = self._goals(obs)
-        return obs, float(self.compute_reward(obs["achieved_goal"], obs["desired_goal"], info)), \
-            terminated, truncated, info
+        return (
+            obs,
+            float(self.compute_reward(obs["achieved_goal"], obs["desired_goal"], info)),
+            terminated,
+            truncated,
+            info,
+        )
 
     def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
         """0 where the goals lie within the success distance, -1 elsewhere; works on one pair

@@ -9,22 +9,29 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-
-import qrobot
-
-from qrobot.errors import QrobotError
 from qrobot.policies.base import HoldPolicy, Policy, RandomPolicy
 from qrobot.policies.experts import NavExpert, PickPlaceExpert, ReachExpert
 from qrobot.policies.noisy import make_noisy
 
+import qrobot
+from qrobot.errors import QrobotError
+
 POLICY_NAMES = ("expert", "noisy-expert", "wander", "random", "hold", "qwen-vla")
 CHECKPOINTS = Path(qrobot.__file__).resolve().parent / "checkpoints"
 # task kind -> the tiny checkpoint shipped for it (used when no --checkpoint is given)
-SHIPPED = {kind: CHECKPOINTS / kind for kind in ("pick_place", "pointnav")
-           if (CHECKPOINTS / kind / "vla_config.json").is_file()}
+SHIPPED = {
+    kind: CHECKPOINTS / kind
+    for kind in ("pick_place", "pointnav")
+    if (CHECKPOINTS / kind / "vla_config.json").is_file()
+}
 _IMAGE_POLICIES = {"qwen-vla"}
-_EXPERTS = {"reach": ReachExpert, "pick_place": PickPlaceExpert, "stack": PickPlaceExpert,
-            "pointnav": NavExpert, "objectnav": NavExpert}
+_EXPERTS = {
+    "reach": ReachExpert,
+    "pick_place": PickPlaceExpert,
+    "stack": PickPlaceExpert,
+    "pointnav": NavExpert,
+    "objectnav": NavExpert,
+}
 
 
 def unfit_reason(name: str, scenario: Any) -> str | None:
@@ -56,8 +63,10 @@ def make_policy(name: str, env: gym.Env, seed: int = 0, **kwargs: Any) -> Policy
         return _EXPERTS[base.scenario.task.kind](base.privileged_state)
     if name in ("noisy-expert", "wander"):
         if base.scenario.robot != "diffbot":
-            raise QrobotError(f"policy {name!r} drives a mobile base; scenario {base.scenario.name!r} "
-                              f"has robot {base.scenario.robot!r} (use a pointnav or objectnav scenario)")
+            raise QrobotError(
+                f"policy {name!r} drives a mobile base; scenario {base.scenario.name!r} "
+                f"has robot {base.scenario.robot!r} (use a pointnav or objectnav scenario)"
+            )
         return make_noisy(name, lambda: make_policy("expert", env), seed)
     if name == "random":
         return RandomPolicy(env.action_space, seed)
@@ -70,14 +79,16 @@ def make_policy(name: str, env: gym.Env, seed: int = 0, **kwargs: Any) -> Policy
         checkpoint = kwargs.get("checkpoint") or SHIPPED.get(task)
         if not checkpoint or not (Path(checkpoint) / "vla_config.json").is_file():
             shipped = ", ".join(sorted(SHIPPED)) or "none"
-            raise QrobotError(f"policy 'qwen-vla' needs --checkpoint DIR with a trained model "
-                              f"(vla_config.json) for task {task!r}; got {checkpoint!r} "
-                              f"(shipped checkpoints exist for: {shipped})")
+            raise QrobotError(
+                f"policy 'qwen-vla' needs --checkpoint DIR with a trained model "
+                f"(vla_config.json) for task {task!r}; got {checkpoint!r} "
+                f"(shipped checkpoints exist for: {shipped})"
+            )
         from qrobot.vla.checkpoint import check_fits, check_policy_norm, read_config
 
         check_fits(read_config(Path(checkpoint)), Path(checkpoint), base.scenario)  # local world or remote robot
         check_policy_norm(Path(checkpoint))
-        replan = {"replan": kwargs["replan"]} if kwargs.get("replan") else {}   # else the policy's default
+        replan = {"replan": kwargs["replan"]} if kwargs.get("replan") else {}  # else the policy's default
         return VLAPolicy(checkpoint, device=kwargs.get("device", "cpu"), seed=seed, **replan)
     raise QrobotError(f"unknown policy {name!r}; valid names: {', '.join(POLICY_NAMES)}")
 

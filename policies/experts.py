@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,6 @@ class PickPlaceExpert:
         r = p["robot"]
         ee, ee_yaw = r["ee_pos"], r["ee_yaw"]
         obj, orn = p["target_pose"]
-        half = p["cube_size"] / 2
         place = p["place_point"]
         obj_yaw = yaw_of(orn)
         yaw_err = min((_wrap(obj_yaw + k * np.pi / 2 - ee_yaw) for k in range(4)), key=abs)

@@ -7,7 +7,8 @@ forward-biased command for a while (a distracted driver), plus Gaussian noise.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -17,12 +17,12 @@ import torch
 from qrobot.robots.diffbot import MAX_V, MAX_W
 from qrobot.vla.model import QwenVLA
 
-REPLAN = 4               # arm: actions of a chunk executed before predicting again (README: 1, 2, 4 compared)
-STOP_RADIUS = 0.12       # PointNav: stop when the goal vector says we are this close
-APPROACH_RADIUS = 0.5    # ... and steer straight at it from this close (see _track)
-STUCK_STEPS = 5          # driving forward yet not moving for this long: blocked ...
-BACKUP_STEPS = 6         # ... so reverse this many steps, then let the model re-plan
-NO_PROGRESS_STEPS = 40   # the goal no nearer (by PROGRESS m) for this long: a detour ...
+REPLAN = 4  # arm: actions of a chunk executed before predicting again (README: 1, 2, 4 compared)
+STOP_RADIUS = 0.12  # PointNav: stop when the goal vector says we are this close
+APPROACH_RADIUS = 0.5  # ... and steer straight at it from this close (see _track)
+STUCK_STEPS = 5  # driving forward yet not moving for this long: blocked ...
+BACKUP_STEPS = 6  # ... so reverse this many steps, then let the model re-plan
+NO_PROGRESS_STEPS = 40  # the goal no nearer (by PROGRESS m) for this long: a detour ...
 PROGRESS = 0.1
 DETOUR = [(-0.5, 0.0)] * 6 + [(0.0, 1.0)] * 14 + [(1.0, 0.0)] * 16  # back, turn ~90 deg, drive ~0.8 m
 
@@ -52,8 +52,7 @@ class VLAPolicy:
     def _inputs(self, observations: list[dict[str, Any]]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         cams = self.model.config.cameras
         images = torch.from_numpy(np.stack([np.stack([o["images"][c] for c in cams]) for o in observations]))
-        state = np.stack([np.concatenate([o["proprio"], o.get("goal", np.zeros(0, np.float32))])
-                          for o in observations])
+        state = np.stack([np.concatenate([o["proprio"], o.get("goal", np.zeros(0, np.float32))]) for o in observations])
         state = self.model.norm["state"].normalize(state)
         return images, [o["instruction"] for o in observations], torch.from_numpy(state)
 

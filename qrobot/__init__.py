@@ -5,6 +5,6 @@
 
 __version__ = "0.1.0"
 
-from qrobot.registry import register_all as _register_all  # noqa: E402
+from qrobot.registry import register_all as _register_all
 
 ENV_IDS = _register_all()

@@ -11,9 +11,24 @@ from qrobot.progress import Progress
 from qrobot.record import RunDir
 from qrobot.runner import prepare, run_episodes, summarize
 
-COLUMNS = ["scenario", "policy", "episodes", "success_rate", "ci_low", "ci_high", "spl",
-           "mean_steps", "collisions", "interventions", "protective_stop_time", "intrusions", "estops",
-           "policy_errors", "env_errors", "limits_profile"]
+COLUMNS = [
+    "scenario",
+    "policy",
+    "episodes",
+    "success_rate",
+    "ci_low",
+    "ci_high",
+    "spl",
+    "mean_steps",
+    "collisions",
+    "interventions",
+    "protective_stop_time",
+    "intrusions",
+    "estops",
+    "policy_errors",
+    "env_errors",
+    "limits_profile",
+]
 
 
 def plan(scenarios: dict[str, Any], policies: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
@@ -28,8 +43,14 @@ def plan(scenarios: dict[str, Any], policies: list[str]) -> tuple[list[tuple[str
     return pairs, skipped
 
 
-def bench(pairs: list[tuple[str, str]], episodes: int, seed: int = 0, run_dir: RunDir | None = None,
-          record: bool = False, show: bool = True) -> list[dict[str, Any]]:
+def bench(
+    pairs: list[tuple[str, str]],
+    episodes: int,
+    seed: int = 0,
+    run_dir: RunDir | None = None,
+    record: bool = False,
+    show: bool = True,
+) -> list[dict[str, Any]]:
     """Each (scenario, policy) pair for `episodes` seeds; every episode's result is appended to
     the run directory's episodes.jsonl as it ends, recordings go to <policy>/<scenario>/."""
     rows = []
@@ -55,16 +76,20 @@ def _cell(row: dict[str, Any], key: str) -> str:
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    head = ("| scenario | policy | episodes | success | 95% CI | SPL | mean steps | collisions/ep "
-            "| interventions/ep | protective stop s/ep | SSM intrusions |")
+    head = (
+        "| scenario | policy | episodes | success | 95% CI | SPL | mean steps | collisions/ep "
+        "| interventions/ep | protective stop s/ep | SSM intrusions |"
+    )
     lines = [head, "|" + "---|" * 11]
     for r in rows:
         ci = f"{_cell(r, 'ci_low')}-{_cell(r, 'ci_high')}"
         name = r["scenario"] + (f" (LIMITS PROFILE {r['limits_profile']})" if r.get("limits_profile") else "")
-        lines.append(f"| {name} | {r['policy']} | {r['episodes']} | {_cell(r, 'success_rate')} "
-                     f"| {ci} | {_cell(r, 'spl')} | {_cell(r, 'mean_steps')} | {_cell(r, 'collisions')} "
-                     f"| {_cell(r, 'interventions')} | {_cell(r, 'protective_stop_time')} "
-                     f"| {_cell(r, 'intrusions')} |")
+        lines.append(
+            f"| {name} | {r['policy']} | {r['episodes']} | {_cell(r, 'success_rate')} "
+            f"| {ci} | {_cell(r, 'spl')} | {_cell(r, 'mean_steps')} | {_cell(r, 'collisions')} "
+            f"| {_cell(r, 'interventions')} | {_cell(r, 'protective_stop_time')} "
+            f"| {_cell(r, 'intrusions')} |"
+        )
     return "\n".join(lines)
 
 

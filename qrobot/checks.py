@@ -23,8 +23,9 @@ DEVICE = re.compile(r"^(cpu|mps|cuda(:\d{1,2})?)$")
 def check_seeds(flag: str, seed: int, episodes: int) -> None:
     """Seeds seed .. seed+episodes-1 must lie in [0, SEED_MAX]."""
     if seed < 0 or seed + episodes - 1 > SEED_MAX:
-        raise QrobotError(f"{flag}: {seed}: seeds from 0 to {SEED_MAX} (first seed + episodes - 1 "
-                          f"included) are accepted")
+        raise QrobotError(
+            f"{flag}: {seed}: seeds from 0 to {SEED_MAX} (first seed + episodes - 1 included) are accepted"
+        )
 
 
 def check_device(flag: str, device: str) -> None:
@@ -49,8 +50,10 @@ def check_device(flag: str, device: str) -> None:
 
 def check_gui(flag: str = "--gui") -> None:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise QrobotError(f"{flag}: no display (DISPLAY is unset); run without --gui and open the "
-                          "recording with `qrobot view` or `rerun --serve-web`")
+        raise QrobotError(
+            f"{flag}: no display (DISPLAY is unset); run without --gui and open the "
+            "recording with `qrobot view` or `rerun --serve-web`"
+        )
 
 
 def check_out_dir(flag: str, path: Path) -> None:
@@ -113,8 +116,10 @@ def check_dataset_out(flag: str, out: Path, expected: dict[str, Any]) -> None:
             raise QrobotError(f"{flag}: {meta}: not a dataset's metadata; give a new directory")
         for key, want in expected.items():
             if key in held and held[key] != want:
-                raise QrobotError(f"{flag}: {out} holds episodes with {key} {held[key]!r}, not {want!r} "
-                                  f"(scenario {expected.get('scenario')!r}); give a new directory")
+                raise QrobotError(
+                    f"{flag}: {out} holds episodes with {key} {held[key]!r}, not {want!r} "
+                    f"(scenario {expected.get('scenario')!r}); give a new directory"
+                )
     elif any(out.glob("ep*.npz")):
         raise QrobotError(f"{flag}: {out} holds episodes without meta.json; give a new directory")
 

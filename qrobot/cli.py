@@ -10,8 +10,8 @@ import argparse
 import logging
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import qrobot
 from qrobot.errors import QrobotError
@@ -30,8 +30,12 @@ class _Defaults(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, argparse.SUPPRESS, False) \
-                or not action.option_strings or isinstance(action, argparse._HelpAction):
+        if (
+            "default" in text
+            or action.default in (None, argparse.SUPPRESS, False)
+            or not action.option_strings
+            or isinstance(action, argparse._HelpAction)
+        ):
             return text
         return f"{text} (default: %(default)s)".lstrip()
 
@@ -69,9 +73,9 @@ def _number(low: float, high: float, low_open: bool = False) -> Callable[[str], 
     return parse
 
 
-_share = _number(0.0, 1.0)                 # shares of a batch, noise scales
-_rate = _number(0.0, math.inf, True)       # learning rates, minutes
-_weight = _number(0.0, math.inf)           # loss weights
+_share = _number(0.0, 1.0)  # shares of a batch, noise scales
+_rate = _number(0.0, math.inf, True)  # learning rates, minutes
+_weight = _number(0.0, math.inf)  # loss weights
 
 
 def _names(text: str) -> list[str]:
@@ -94,23 +98,42 @@ def _text(text: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="qrobot", formatter_class=_Defaults, description="qrobot: policies behind a safety "
-                "supervisor in PyBullet scenarios. Exit status: 0 clean, 2 a user error (nothing ran), "
-                "3 finished but an episode ended in policy_error or env_error.")
+    p = _Parser(
+        prog="qrobot",
+        formatter_class=_Defaults,
+        description="qrobot: policies behind a safety "
+        "supervisor in PyBullet scenarios. Exit status: 0 clean, 2 a user error (nothing ran), "
+        "3 finished but an episode ended in policy_error or env_error.",
+    )
     p.add_argument("--version", action="version", version=f"qrobot {qrobot.__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a policy on a scenario for N episodes")
     r.add_argument("scenario", help="scenario name (see `qrobot list`) or path to a .toml file")
     r.add_argument("--policy", default="expert", help="policy name (see `qrobot list`)")
     r.add_argument("--episodes", type=_positive, default=1)
-    r.add_argument("--seed", type=int, default=None,
-                   help="seed of the first episode (default: 0; 10000 for learned policies, held out from training)")
+    r.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the first episode (default: 0; 10000 for learned policies, held out from training)",
+    )
     r.add_argument("--gui", action="store_true", help="open the PyBullet GUI (press e for e-stop)")
-    r.add_argument("--checkpoint", default=None, type=_text, help="trained model directory (policy qwen-vla; "
-                   "default: the shipped one for the scenario's task)")
-    r.add_argument("--device", default=None, type=_text, help="torch device for qwen-vla: cpu, cuda, cuda:N, mps (default: cpu)")
-    r.add_argument("--foresight", default=None, type=_text, metavar="WM_CHECKPOINT",
-                   help="world-model checkpoint: the supervisor slows the base before predicted collisions")
+    r.add_argument(
+        "--checkpoint",
+        default=None,
+        type=_text,
+        help="trained model directory (policy qwen-vla; default: the shipped one for the scenario's task)",
+    )
+    r.add_argument(
+        "--device", default=None, type=_text, help="torch device for qwen-vla: cpu, cuda, cuda:N, mps (default: cpu)"
+    )
+    r.add_argument(
+        "--foresight",
+        default=None,
+        type=_text,
+        metavar="WM_CHECKPOINT",
+        help="world-model checkpoint: the supervisor slows the base before predicted collisions",
+    )
     from qrobot.bridge.cli import add_remote_flags
 
     add_remote_flags(r)
@@ -122,35 +145,71 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     c.add_argument("--out", type=_path, required=True, help="dataset directory")
     c.add_argument("--workers", type=_positive, default=1, help="parallel collector processes")
-    c.add_argument("--no-randomize", dest="randomize", action="store_false",
-                   help="no lighting/colour randomisation")
-    c.add_argument("--action-noise", type=_share, default=0.0, metavar="SIGMA",
-                   help="DART: execute the expert's action plus correlated noise of scale up to SIGMA "
-                        "(0-1, normalised action units) and record the clean one, so the data shows recoveries")
+    c.add_argument("--no-randomize", dest="randomize", action="store_false", help="no lighting/colour randomisation")
+    c.add_argument(
+        "--action-noise",
+        type=_share,
+        default=0.0,
+        metavar="SIGMA",
+        help="DART: execute the expert's action plus correlated noise of scale up to SIGMA "
+        "(0-1, normalised action units) and record the clean one, so the data shows recoveries",
+    )
     t = sub.add_parser("train", help="train the Qwen VLA on a collected dataset")
-    t.add_argument("--dataset", type=_path, required=True, nargs="+",
-                   help="dataset directory; several (of one scenario) are trained on together")
+    t.add_argument(
+        "--dataset",
+        type=_path,
+        required=True,
+        nargs="+",
+        help="dataset directory; several (of one scenario) are trained on together",
+    )
     t.add_argument("--out", type=_path, required=True, help="checkpoint directory")
-    t.add_argument("--backbone", default="tiny-qwen2.5-vl",
-                   help="tiny-qwen2.5-vl | tiny-qwen3-vl | tiny-qwen3.5 | checkpoint dir | hub id")
+    t.add_argument(
+        "--backbone",
+        default="tiny-qwen2.5-vl",
+        help="tiny-qwen2.5-vl | tiny-qwen3-vl | tiny-qwen3.5 | checkpoint dir | hub id",
+    )
     t.add_argument("--steps", type=_positive, default=2000)
     t.add_argument("--batch", type=_positive, default=16)
     t.add_argument("--lr", type=_rate, default=3e-4)
     t.add_argument("--minutes", type=_rate, default=45.0, help="wall-clock budget")
     t.add_argument("--layers", type=_positive, default=2, help="language-model layers of a tiny backbone")
     t.add_argument("--threads", type=_positive, default=2, help="torch CPU threads")
-    t.add_argument("--no-spatial-pool", dest="spatial_pool", action="store_false",
-                   help="plain attention pooling (no position codes, no instruction-conditioned queries)")
-    t.add_argument("--no-fine-grounding", dest="fine_grounding", action="store_false",
-                   help="tabletop: no keypoints on the vision patches in the grounding head")
-    t.add_argument("--far-share", type=_share, default=0.25,
-                   help="tabletop: batch share drawn from steps with the gripper > 8 cm from the named cube")
-    t.add_argument("--keypoint-weight", type=_weight, default=0.1,
-                   help="tabletop: weight of the loss teaching a keypoint where the named cube is seen (0: off)")
-    t.add_argument("--no-insulate", dest="insulate", action="store_false",
-                   help="tabletop: let the action loss train the backbone too (default: only grounding does)")
-    t.add_argument("--no-rays", dest="rays", action="store_false",
-                   help="tabletop: do not place the keypoints on the table by camera geometry")
+    t.add_argument(
+        "--no-spatial-pool",
+        dest="spatial_pool",
+        action="store_false",
+        help="plain attention pooling (no position codes, no instruction-conditioned queries)",
+    )
+    t.add_argument(
+        "--no-fine-grounding",
+        dest="fine_grounding",
+        action="store_false",
+        help="tabletop: no keypoints on the vision patches in the grounding head",
+    )
+    t.add_argument(
+        "--far-share",
+        type=_share,
+        default=0.25,
+        help="tabletop: batch share drawn from steps with the gripper > 8 cm from the named cube",
+    )
+    t.add_argument(
+        "--keypoint-weight",
+        type=_weight,
+        default=0.1,
+        help="tabletop: weight of the loss teaching a keypoint where the named cube is seen (0: off)",
+    )
+    t.add_argument(
+        "--no-insulate",
+        dest="insulate",
+        action="store_false",
+        help="tabletop: let the action loss train the backbone too (default: only grounding does)",
+    )
+    t.add_argument(
+        "--no-rays",
+        dest="rays",
+        action="store_false",
+        help="tabletop: do not place the keypoints on the table by camera geometry",
+    )
     e = sub.add_parser("eval", help="evaluate a trained VLA on held-out seeds (success, instruction following)")
     e.add_argument("scenario")
     e.add_argument("--checkpoint", required=True, type=_path, help="trained model directory")
@@ -159,10 +218,15 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--no-swap", dest="swap", action="store_false", help="skip the tabletop swap test")
     e.add_argument("--device", default=None, type=_text, help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
     e.add_argument("--workers", type=_positive, default=1, help="parallel evaluation processes (one thread each)")
-    e.add_argument("--replan", type=_chunk_share, default=None,
-                   help="arm: actions of each predicted chunk executed before predicting again (default 4)")
-    e.add_argument("--runs-dir", type=_path, default=Path("runs"),
-                   help="where episodes.jsonl and summary.json go (runs/<run-id>/)")
+    e.add_argument(
+        "--replan",
+        type=_chunk_share,
+        default=None,
+        help="arm: actions of each predicted chunk executed before predicting again (default 4)",
+    )
+    e.add_argument(
+        "--runs-dir", type=_path, default=Path("runs"), help="where episodes.jsonl and summary.json go (runs/<run-id>/)"
+    )
     _json_flag(e)
     from qrobot.worldmodel.cli import add_parsers
 
@@ -177,7 +241,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--policies", type=_names, default=["expert"], help="comma-separated")
     b.add_argument("--episodes", type=_positive, default=10)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--out", type=_path, default=None, help="where bench.md and bench.csv go (default: the run directory)")
+    b.add_argument(
+        "--out", type=_path, default=None, help="where bench.md and bench.csv go (default: the run directory)"
+    )
     _record_flags(b)
     _json_flag(b)
     k = sub.add_parser("keys", help="certificates for the bridge's mutual TLS")
@@ -199,15 +265,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true",
-                   help="print the summary as one JSON document on stdout (episode lines go to stderr)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as one JSON document on stdout (episode lines go to stderr)",
+    )
 
 
 def _record_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-record", dest="record", action="store_false",
-                   help="do not record episodes to Rerun (.rrd files; on by default); results are written either way")
-    p.add_argument("--runs-dir", type=_path, default=Path("runs"),
-                   help="where runs/<run-id>/ (run.json, episodes.jsonl, summary.json, recordings) goes")
+    p.add_argument(
+        "--no-record",
+        dest="record",
+        action="store_false",
+        help="do not record episodes to Rerun (.rrd files; on by default); results are written either way",
+    )
+    p.add_argument(
+        "--runs-dir",
+        type=_path,
+        default=Path("runs"),
+        help="where runs/<run-id>/ (run.json, episodes.jsonl, summary.json, recordings) goes",
+    )
 
 
 def _cmd_view(path: Path) -> int:
@@ -237,8 +314,10 @@ def _cmd_keys(directory: Path, force: bool) -> int:
     from qrobot.bridge.keys import ROLES, init
 
     if (directory / "ca.pem").exists() and not force:
-        raise QrobotError(f"keys init: {directory} already holds keys (ca.pem); --force replaces them, "
-                          "and every peer then needs the new certificates")
+        raise QrobotError(
+            f"keys init: {directory} already holds keys (ca.pem); --force replaces them, "
+            "and every peer then needs the new certificates"
+        )
     from qrobot.checks import check_out_dir
 
     check_out_dir("keys init", directory)
@@ -247,14 +326,19 @@ def _cmd_keys(directory: Path, force: bool) -> int:
     if blocked:
         raise QrobotError(f"keys init: {directory}: {', '.join(blocked)} in the way (not files)")
     paths = init(directory)
-    print(f"wrote {paths['ca']} and a certificate per role ({', '.join(ROLES)}) in {directory}; "
-          "keep ca.key offline, give each machine only its role's ROLE.pem/ROLE.key and ca.pem")
+    print(
+        f"wrote {paths['ca']} and a certificate per role ({', '.join(ROLES)}) in {directory}; "
+        "keep ca.key offline, give each machine only its role's ROLE.pem/ROLE.key and ca.pem"
+    )
     return 0
 
 
 def _logging(args: argparse.Namespace) -> None:
-    level = logging.WARNING if getattr(args, "quiet", False) else (
-        logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    level = (
+        logging.WARNING
+        if getattr(args, "quiet", False)
+        else (logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("qrobot")

@@ -13,8 +13,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from qrobot.checks import check_dataset_out, check_device, check_gui, check_out_dir, check_seeds
 from qrobot.errors import QrobotError
@@ -65,8 +66,9 @@ def _exit_status(results: list[Any]) -> int:
 
     failed = [r for r in results if r.end_reason in FAILED_REASONS]
     if failed:
-        LOG.warning("%d episode(s) ended in %s: exit status 3", len(failed),
-                    ", ".join(sorted({r.end_reason for r in failed})))
+        LOG.warning(
+            "%d episode(s) ended in %s: exit status 3", len(failed), ", ".join(sorted({r.end_reason for r in failed}))
+        )
         return EXIT_EPISODE_FAILED
     return EXIT_OK
 
@@ -104,24 +106,43 @@ def run_cmd(args: argparse.Namespace) -> int:
     session = prepare(args.scenario, args.policy, args.gui, args.record, kwargs, args.foresight, seed)
     checkpoint = _checkpoint_used(args.policy, kwargs, sc.task.kind)
     try:
-        run_dir = RunDir(args.runs_dir, flag="run --runs-dir", command="run", scenario=sc.name,
-                         scenario_path=sc.path, policy=args.policy, checkpoint=checkpoint, episodes=args.episodes,
-                         seed=seed, record=args.record, limits_profile=sc.limits.profile,
-                         limits_overrides=dict(sc.limits.overrides))
+        run_dir = RunDir(
+            args.runs_dir,
+            flag="run --runs-dir",
+            command="run",
+            scenario=sc.name,
+            scenario_path=sc.path,
+            policy=args.policy,
+            checkpoint=checkpoint,
+            episodes=args.episodes,
+            seed=seed,
+            record=args.record,
+            limits_profile=sc.limits.profile,
+            limits_overrides=dict(sc.limits.overrides),
+        )
     except BaseException:
         session.close()
         raise
     if args.seed is None and args.policy in LEARNED:
-        LOG.info("seeds from %d: held out from the shipped checkpoints' training seeds (0-9999); "
-                 "--seed chooses others", HELD_OUT_SEED)
+        LOG.info(
+            "seeds from %d: held out from the shipped checkpoints' training seeds (0-9999); --seed chooses others",
+            HELD_OUT_SEED,
+        )
     out = sys.stderr if args.json else sys.stdout
     bar = Progress(f"{sc.name}/{args.policy}", args.episodes, enabled=not args.quiet)
     results: list[Any] = []
     status = "crashed"
     try:
-        run_episodes(session, args.episodes, seed, run_dir, args.record,
-                     on_episode=lambda r: (results.append(r), bar.result(format_episode(r), out)),
-                     progress=bar, row_extra={"checkpoint": checkpoint})
+        run_episodes(
+            session,
+            args.episodes,
+            seed,
+            run_dir,
+            args.record,
+            on_episode=lambda r: (results.append(r), bar.result(format_episode(r), out)),
+            progress=bar,
+            row_extra={"checkpoint": checkpoint},
+        )
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -129,15 +150,26 @@ def run_cmd(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         session.close()
-        summary = {"command": "run", "status": status, "scenario": sc.name, "policy": args.policy,
-                   "checkpoint": checkpoint, "seeds": [seed, seed + args.episodes - 1],
-                   **summarize(results), "run_dir": str(run_dir.path)}
+        summary = {
+            "command": "run",
+            "status": status,
+            "scenario": sc.name,
+            "policy": args.policy,
+            "checkpoint": checkpoint,
+            "seeds": [seed, seed + args.episodes - 1],
+            **summarize(results),
+            "run_dir": str(run_dir.path),
+        }
         summary = run_dir.write_summary(summary)
         run_dir.finish(status)
     _emit(args, summary, lambda: print(format_summary(f"{sc.name} / {args.policy}", summarize(results))))
-    LOG.info("results: %s/episodes.jsonl and summary.json%s", run_dir.path,
-             f"; recordings: {run_dir.path}/{sc.name}/ (open one with: qrobot view {results[0].recording})"
-             if args.record and results and results[0].recording else "")
+    LOG.info(
+        "results: %s/episodes.jsonl and summary.json%s",
+        run_dir.path,
+        f"; recordings: {run_dir.path}/{sc.name}/ (open one with: qrobot view {results[0].recording})"
+        if args.record and results and results[0].recording
+        else "",
+    )
     return _exit_status(results)
 
 
@@ -154,21 +186,40 @@ def eval_cmd(args: argparse.Namespace) -> int:
     from qrobot.vla.evaluate import evaluate, to_markdown
 
     if args.replan is not None and sc.robot != "panda":
-        raise QrobotError(f"eval --replan: applies to arm scenarios (the base re-plans every step); "
-                          f"{sc.name} has robot {sc.robot}")
+        raise QrobotError(
+            f"eval --replan: applies to arm scenarios (the base re-plans every step); {sc.name} has robot {sc.robot}"
+        )
     reason = fits_scenario(Path(args.checkpoint), sc)
     if reason:
         raise QrobotError(f"eval --checkpoint: {reason}")
-    run_dir = RunDir(args.runs_dir, flag="eval --runs-dir", command="eval", scenario=sc.name,
-                     policy="qwen-vla", checkpoint=str(args.checkpoint), episodes=args.episodes, seed=args.seed,
-                     record=False)
+    run_dir = RunDir(
+        args.runs_dir,
+        flag="eval --runs-dir",
+        command="eval",
+        scenario=sc.name,
+        policy="qwen-vla",
+        checkpoint=str(args.checkpoint),
+        episodes=args.episodes,
+        seed=args.seed,
+        record=False,
+    )
     out = sys.stderr if args.json else sys.stdout
     status = "crashed"
     report: dict[str, Any] = {}
     try:
-        report = evaluate(args.checkpoint, args.scenario, args.episodes, args.seed, args.swap, device,
-                          on_episode=lambda line: print(line, file=out, flush=True), workers=args.workers,
-                          replan=args.replan, run_dir=run_dir, show=not args.quiet)
+        report = evaluate(
+            args.checkpoint,
+            args.scenario,
+            args.episodes,
+            args.seed,
+            args.swap,
+            device,
+            on_episode=lambda line: print(line, file=out, flush=True),
+            workers=args.workers,
+            replan=args.replan,
+            run_dir=run_dir,
+            show=not args.quiet,
+        )
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -202,11 +253,20 @@ def bench_cmd(args: argparse.Namespace) -> int:
 
     pairs, skipped = bench.plan(loaded, args.policies)
     if not pairs:
-        raise QrobotError("bench: no scenario fits any given policy: " + "; ".join(
-            f"{s}/{p}: {why}" for s, p, why in skipped))
-    run_dir = RunDir(args.runs_dir, flag="bench --runs-dir", command="bench", scenarios=scenarios,
-                     policies=args.policies, episodes=args.episodes, seed=args.seed, record=args.record,
-                     limits_profiles={n: s.limits.profile for n, s in loaded.items()})
+        raise QrobotError(
+            "bench: no scenario fits any given policy: " + "; ".join(f"{s}/{p}: {why}" for s, p, why in skipped)
+        )
+    run_dir = RunDir(
+        args.runs_dir,
+        flag="bench --runs-dir",
+        command="bench",
+        scenarios=scenarios,
+        policies=args.policies,
+        episodes=args.episodes,
+        seed=args.seed,
+        record=args.record,
+        limits_profiles={n: s.limits.profile for n, s in loaded.items()},
+    )
     status, rows = "crashed", []
     try:
         rows = bench.bench(pairs, args.episodes, args.seed, run_dir, args.record, show=not args.quiet)
@@ -215,9 +275,13 @@ def bench_cmd(args: argparse.Namespace) -> int:
         status = "interrupted"
         raise
     finally:
-        summary = {"command": "bench", "status": status, "rows": rows,
-                   "skipped": [{"scenario": s, "policy": p, "reason": why} for s, p, why in skipped],
-                   "run_dir": str(run_dir.path)}
+        summary = {
+            "command": "bench",
+            "status": status,
+            "rows": rows,
+            "skipped": [{"scenario": s, "policy": p, "reason": why} for s, p, why in skipped],
+            "run_dir": str(run_dir.path),
+        }
         summary = run_dir.write_summary(summary)
         run_dir.finish(status)
     md, cs = bench.write(rows, args.out or run_dir.path)
@@ -237,14 +301,32 @@ def collect_cmd(args: argparse.Namespace) -> int:
     from qrobot.vla.checkpoint import scenario_dims
 
     proprio, goal, action = scenario_dims(sc)
-    check_dataset_out("collect --out", args.out, {
-        "scenario": sc.name, "robot": sc.robot, "task": sc.task.kind, "cameras": [c.name for c in sc.cameras],
-        "image_size": [sc.cameras[0].height, sc.cameras[0].width], "proprio_dim": proprio, "goal_dim": goal,
-        "action_dim": action})
+    check_dataset_out(
+        "collect --out",
+        args.out,
+        {
+            "scenario": sc.name,
+            "robot": sc.robot,
+            "task": sc.task.kind,
+            "cameras": [c.name for c in sc.cameras],
+            "image_size": [sc.cameras[0].height, sc.cameras[0].width],
+            "proprio_dim": proprio,
+            "goal_dim": goal,
+            "action_dim": action,
+        },
+    )
     from qrobot.vla.data import collect
 
-    meta = collect(args.scenario, args.episodes, args.out, args.seed, args.randomize, show=not args.quiet,
-                   workers=args.workers, action_noise=args.action_noise)
+    meta = collect(
+        args.scenario,
+        args.episodes,
+        args.out,
+        args.seed,
+        args.randomize,
+        show=not args.quiet,
+        workers=args.workers,
+        action_noise=args.action_noise,
+    )
     print(f"{args.out}: {meta['successful']}/{meta['episodes']} successful episodes of {meta['scenario']}")
     return EXIT_OK
 
@@ -252,15 +334,31 @@ def collect_cmd(args: argparse.Namespace) -> int:
 def train_cmd(args: argparse.Namespace) -> int:
     for d in args.dataset:
         if not (Path(d) / "meta.json").is_file():
-            raise QrobotError(f"train --dataset: {d}: not a qrobot dataset (no meta.json; make one with "
-                              "`qrobot collect`)")
+            raise QrobotError(
+                f"train --dataset: {d}: not a qrobot dataset (no meta.json; make one with `qrobot collect`)"
+            )
     check_out_dir("train --out", args.out)
     from qrobot.vla.train import TrainConfig, train
 
-    out = train(TrainConfig(args.dataset, args.out, args.backbone, args.steps, args.batch, args.lr, args.minutes,
-                            threads=args.threads, layers=args.layers, spatial_pool=args.spatial_pool,
-                            fine_grounding=args.fine_grounding, far_share=args.far_share,
-                            insulate=args.insulate, keypoint_weight=args.keypoint_weight, rays=args.rays))
+    out = train(
+        TrainConfig(
+            args.dataset,
+            args.out,
+            args.backbone,
+            args.steps,
+            args.batch,
+            args.lr,
+            args.minutes,
+            threads=args.threads,
+            layers=args.layers,
+            spatial_pool=args.spatial_pool,
+            fine_grounding=args.fine_grounding,
+            far_share=args.far_share,
+            insulate=args.insulate,
+            keypoint_weight=args.keypoint_weight,
+            rays=args.rays,
+        )
+    )
     print(f"saved {out}")
     return EXIT_OK
 

@@ -27,22 +27,28 @@ def feasible(sc: Any) -> None:
         w, d = (task.region.high[i] - task.region.low[i] for i in (0, 1))
         bowls = getattr(task, "receptacles", None)
         if bowls is not None and not _fits(bowls.count, bowls.size + 0.04, w, d):
-            raise ValueError(f"task.region: {w:.2f} x {d:.2f} m cannot hold {bowls.count} receptacles "
-                             f"of size {bowls.size} apart")
+            raise ValueError(
+                f"task.region: {w:.2f} x {d:.2f} m cannot hold {bowls.count} receptacles of size {bowls.size} apart"
+            )
         if not _fits(task.objects.count, max(task.objects.min_spacing, task.objects.size), w, d):
-            raise ValueError(f"task.region: {w:.2f} x {d:.2f} m cannot hold {task.objects.count} objects "
-                             f"{task.objects.min_spacing} m apart (widen the region or lower the count)")
+            raise ValueError(
+                f"task.region: {w:.2f} x {d:.2f} m cannot hold {task.objects.count} objects "
+                f"{task.objects.min_spacing} m apart (widen the region or lower the count)"
+            )
     if task.kind in ("pointnav", "objectnav") and sc.room is not None:
         lo, hi = task.geodesic_range
         sx, sy = sc.room.size
         if lo > hi:
             raise ValueError(f"task.geodesic_range: [min, max] with min <= max (got {task.geodesic_range})")
         if lo > sx + sy:
-            raise ValueError(f"task.geodesic_range: min {lo} m is longer than any path in a {sx} x {sy} m "
-                             f"room allows (at most {sx + sy:g})")
+            raise ValueError(
+                f"task.geodesic_range: min {lo} m is longer than any path in a {sx} x {sy} m "
+                f"room allows (at most {sx + sy:g})"
+            )
         if task.kind == "objectnav" and not _fits(task.landmarks.count, 1.6, sx - 1.6, sy - 1.6):
-            raise ValueError(f"task.landmarks.count: {task.landmarks.count} landmarks 1.6 m apart do not fit "
-                             f"a {sx} x {sy} m room")
+            raise ValueError(
+                f"task.landmarks.count: {task.landmarks.count} landmarks 1.6 m apart do not fit a {sx} x {sy} m room"
+            )
         for k, person in enumerate(sc.people):
             if any(abs(x) > sx / 2 or abs(y) > sy / 2 for x, y in person.waypoints):
                 raise ValueError(f"people[{k}].waypoints: outside the {sx} x {sy} m room")

@@ -19,5 +19,6 @@ COLORS: dict[str, tuple[float, float, float, float]] = {
     "grey": (0.5, 0.5, 0.5, 1.0),
 }
 
-ColorName = Literal["red", "green", "blue", "yellow", "purple", "orange", "cyan", "white",
-                    "black", "pink", "brown", "grey"]
+ColorName = Literal[
+    "red", "green", "blue", "yellow", "purple", "orange", "cyan", "white", "black", "pink", "brown", "grey"
+]

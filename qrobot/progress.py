@@ -26,8 +26,15 @@ def _every() -> float:
 class Progress:
     """`step` after every control step (or training step), `episode` after each episode."""
 
-    def __init__(self, label: str, total: int, unit: str = "episode", enabled: bool = True,
-                 stream: TextIO | None = None, tty: bool | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        unit: str = "episode",
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+    ) -> None:
         self.label, self.total, self.unit, self.enabled = label, total, unit, enabled
         self.stream = stream or sys.stderr
         self.tty = (self.stream.isatty() if hasattr(self.stream, "isatty") else False) if tty is None else tty
@@ -50,8 +57,10 @@ class Progress:
     def _draw(self, current_steps: int, note: str) -> None:
         rate = self.steps / max(time.monotonic() - self.start, 1e-9)
         if self.unit == "episode":
-            line = (f"{self.label}: episode {min(self.done + 1, self.total)}/{self.total}, step {current_steps}, "
-                    f"{self.successes}/{self.done} successful so far, {rate:.1f} steps/s")
+            line = (
+                f"{self.label}: episode {min(self.done + 1, self.total)}/{self.total}, step {current_steps}, "
+                f"{self.successes}/{self.done} successful so far, {rate:.1f} steps/s"
+            )
         else:  # training: `current_steps` is the step count itself
             line = f"{self.label}: {self.unit} {current_steps}/{self.total}, {rate:.1f} {self.unit}s/s"
         line += f", {note}" if note else ""

@@ -6,9 +6,10 @@ env class is imported by gymnasium when an id is first made.
 
 from __future__ import annotations
 
-import tomllib
 from importlib import resources
 from pathlib import Path
+
+import tomllib
 
 _WORDS = {"pointnav": "PointNav", "objectnav": "ObjectNav"}
 
@@ -40,8 +41,12 @@ def register_all() -> list[str]:
     for name in files:
         eid = env_id(name)
         if eid not in gym.registry:
-            gym.register(eid, entry_point="qrobot.envs.core:QRobotEnv", kwargs={"scenario": name},
-                         max_episode_steps=_max_steps(files, name))
+            gym.register(
+                eid,
+                entry_point="qrobot.envs.core:QRobotEnv",
+                kwargs={"scenario": name},
+                max_episode_steps=_max_steps(files, name),
+            )
         ids.append(eid)
     return ids
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def binomial_floor(rate: float, n: int, alpha: float = 1e-3) -> int:
     reported rate fails by chance at most that often."""
     below, k = 0.0, 0
     while k <= n:
-        p_k = math.comb(n, k) * rate ** k * (1 - rate) ** (n - k)
+        p_k = math.comb(n, k) * rate**k * (1 - rate) ** (n - k)
         if below + p_k > alpha:
             return k
         below += p_k
@@ -67,9 +68,15 @@ def binomial_floor(rate: float, n: int, alpha: float = 1e-3) -> int:
     return n
 
 
-def run_episode(env: QRobotEnv, policy: Any, episode: int, seed: int,
-                recorder: EpisodeRecorder | None = None, operator: OperatorKey | None = None,
-                on_step: Callable[[int], None] | None = None) -> EpisodeResult:
+def run_episode(
+    env: QRobotEnv,
+    policy: Any,
+    episode: int,
+    seed: int,
+    recorder: EpisodeRecorder | None = None,
+    operator: OperatorKey | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> EpisodeResult:
     """Run one episode. A policy exception or an env error ends the episode (reason
     policy_error / env_error), not the run; so does a world that cannot be made for this
     seed. With a recorder, every step goes to its `.rrd`; Ctrl-C still closes the file
@@ -78,9 +85,20 @@ def run_episode(env: QRobotEnv, policy: Any, episode: int, seed: int,
     try:
         obs, info = env.reset(seed=seed)
     except Exception as exc:  # e.g. randomisation this seed cannot satisfy: this episode ends
-        return EpisodeResult(env.scenario.name, str(getattr(policy, "name", type(policy).__name__)), episode,
-                             seed, "", False, 0, "env_error", {}, env.supervisor.counts(), _describe(exc),
-                             limits_profile=env.limits.profile)
+        return EpisodeResult(
+            env.scenario.name,
+            str(getattr(policy, "name", type(policy).__name__)),
+            episode,
+            seed,
+            "",
+            False,
+            0,
+            "env_error",
+            {},
+            env.supervisor.counts(),
+            _describe(exc),
+            limits_profile=env.limits.profile,
+        )
     if operator is not None and env.supervisor.latched:
         env.supervisor.reset_estop(operator, env.sim.time, rearm=False, note="between episodes, by the runner")
         info = dict(info, estop="", safety=env.supervisor.counts())
@@ -93,14 +111,30 @@ def run_episode(env: QRobotEnv, policy: Any, episode: int, seed: int,
             recorder.finish({"success": False, "end_reason": "interrupted", "steps": env.task.steps})
         raise
     if recorder is not None:
-        recorder.finish({**result.metrics, "success": result.success, "end_reason": result.end_reason,
-                         "steps": result.steps, "error": result.error, "limits_profile": result.limits_profile,
-                         **{f"safety.{k}": v for k, v in result.safety.items()}})
+        recorder.finish(
+            {
+                **result.metrics,
+                "success": result.success,
+                "end_reason": result.end_reason,
+                "steps": result.steps,
+                "error": result.error,
+                "limits_profile": result.limits_profile,
+                **{f"safety.{k}": v for k, v in result.safety.items()},
+            }
+        )
     return result
 
 
-def _episode_loop(env: QRobotEnv, policy: Any, episode: int, seed: int, obs: dict, info: dict,
-                  recorder: EpisodeRecorder | None, on_step: Callable[[int], None] | None) -> EpisodeResult:
+def _episode_loop(
+    env: QRobotEnv,
+    policy: Any,
+    episode: int,
+    seed: int,
+    obs: dict,
+    info: dict,
+    recorder: EpisodeRecorder | None,
+    on_step: Callable[[int], None] | None,
+) -> EpisodeResult:
     instruction = obs["instruction"]
     policy.reset(instruction)
     reason, error = "timeout", ""
@@ -141,9 +175,20 @@ def _episode_loop(env: QRobotEnv, policy: Any, episode: int, seed: int, obs: dic
     except Exception as exc:
         m, error = {}, error or _describe(exc)
     success = bool(info.get("success", False)) and reason == "success"
-    return EpisodeResult(env.scenario.name, str(getattr(policy, "name", type(policy).__name__)), episode,
-                         seed, instruction, success, int(steps), reason,
-                         m, env.supervisor.counts(), error, limits_profile=env.limits.profile)
+    return EpisodeResult(
+        env.scenario.name,
+        str(getattr(policy, "name", type(policy).__name__)),
+        episode,
+        seed,
+        instruction,
+        success,
+        int(steps),
+        reason,
+        m,
+        env.supervisor.counts(),
+        error,
+        limits_profile=env.limits.profile,
+    )
 
 
 def _describe(exc: BaseException) -> str:
@@ -177,9 +222,16 @@ class Session:
         self.env.close()
 
 
-def prepare(scenario: str, policy_name: str = "expert", gui: bool = False, record: bool = False,
-            policy_kwargs: dict[str, Any] | None = None, foresight: str | None = None, seed: int = 0,
-            preflight: bool = True) -> Session:
+def prepare(
+    scenario: str,
+    policy_name: str = "expert",
+    gui: bool = False,
+    record: bool = False,
+    policy_kwargs: dict[str, Any] | None = None,
+    foresight: str | None = None,
+    seed: int = 0,
+    preflight: bool = True,
+) -> Session:
     """Build the env and the policy, and (`preflight`) make the first seed's world once, so
     that a bad checkpoint or randomisation a reset cannot satisfy fails here, before a run
     directory exists."""
@@ -188,8 +240,13 @@ def prepare(scenario: str, policy_name: str = "expert", gui: bool = False, recor
     operator = OperatorKey()
     env = None
     try:
-        env = QRobotEnv(sc, render_mode="human" if gui else None, images=needs_images(policy_name) or record,
-                        operator=operator, foresight=foresight)
+        env = QRobotEnv(
+            sc,
+            render_mode="human" if gui else None,
+            images=needs_images(policy_name) or record,
+            operator=operator,
+            foresight=foresight,
+        )
         policy = make_policy(policy_name, env, seed=seed, **(policy_kwargs or {}))
         if preflight:
             env.reset(seed=seed)
@@ -200,23 +257,38 @@ def prepare(scenario: str, policy_name: str = "expert", gui: bool = False, recor
     except Exception as exc:  # a world this scenario file describes but that cannot be built
         if env is not None:
             env.close()
-        raise ScenarioError(f"{sc.path or sc.name}: the world cannot be made for seed {seed}: "
-                            f"{type(exc).__name__}: {str(exc)[:160]}") from None
+        raise ScenarioError(
+            f"{sc.path or sc.name}: the world cannot be made for seed {seed}: {type(exc).__name__}: {str(exc)[:160]}"
+        ) from None
     return Session(env, policy, operator, policy_name)
 
 
-def run_episodes(session: Session, episodes: int, seed: int = 0, run_dir: RunDir | None = None,
-                 record: bool = True, on_episode: Callable[[EpisodeResult], None] | None = None,
-                 progress: Progress | None = None, row_extra: dict[str, Any] | None = None,
-                 policy_dir: str | None = None) -> list[EpisodeResult]:
+def run_episodes(
+    session: Session,
+    episodes: int,
+    seed: int = 0,
+    run_dir: RunDir | None = None,
+    record: bool = True,
+    on_episode: Callable[[EpisodeResult], None] | None = None,
+    progress: Progress | None = None,
+    row_extra: dict[str, Any] | None = None,
+    policy_dir: str | None = None,
+) -> list[EpisodeResult]:
     """Episodes with seeds seed, seed+1, ...; each result is appended to the run
     directory's episodes.jsonl the moment it ends (with `row_extra`), and with `record`
     each episode goes to run_dir/[policy_dir/]<scenario>/ep<k>-seed<s>.rrd."""
     env, sc = session.env, session.env.scenario
     results = []
     for k in range(episodes):
-        rec = None if run_dir is None or not record else EpisodeRecorder(
-            run_dir.episode_path(sc.name, k, seed + k, policy_dir), sc.name, run_dir.episode_id(sc.name, k, seed + k))
+        rec = (
+            None
+            if run_dir is None or not record
+            else EpisodeRecorder(
+                run_dir.episode_path(sc.name, k, seed + k, policy_dir),
+                sc.name,
+                run_dir.episode_id(sc.name, k, seed + k),
+            )
+        )
         on_step = None if progress is None else (lambda n: progress.step(n))
         res = run_episode(env, session.policy, k, seed + k, rec, session.operator, on_step)
         if rec is not None and rec.path.exists():
@@ -231,16 +303,22 @@ def run_episodes(session: Session, episodes: int, seed: int = 0, run_dir: RunDir
     return results
 
 
-def run(scenario: str, policy_name: str = "expert", episodes: int = 1, seed: int = 0,
-        gui: bool = False, progress: bool = True,
-        on_episode: Callable[[EpisodeResult], None] | None = None,
-        run_dir: RunDir | None = None, policy_kwargs: dict[str, Any] | None = None,
-        foresight: str | None = None) -> list[EpisodeResult]:
+def run(
+    scenario: str,
+    policy_name: str = "expert",
+    episodes: int = 1,
+    seed: int = 0,
+    gui: bool = False,
+    progress: bool = True,
+    on_episode: Callable[[EpisodeResult], None] | None = None,
+    run_dir: RunDir | None = None,
+    policy_kwargs: dict[str, Any] | None = None,
+    foresight: str | None = None,
+) -> list[EpisodeResult]:
     """Run `episodes` episodes with seeds seed, seed+1, ... and return their results.
     With `run_dir`, each episode is recorded to run_dir/<scenario>/ep<k>-seed<s>.rrd; with
     `foresight` (a world-model checkpoint) the supervisor imagines each command first."""
-    session = prepare(scenario, policy_name, gui, run_dir is not None, policy_kwargs, foresight, seed,
-                      preflight=False)
+    session = prepare(scenario, policy_name, gui, run_dir is not None, policy_kwargs, foresight, seed, preflight=False)
     bar = Progress(f"{session.env.scenario.name}/{policy_name}", episodes, enabled=progress)
     try:
         return run_episodes(session, episodes, seed, run_dir, on_episode=on_episode, progress=bar)
@@ -253,16 +331,20 @@ def summarize(results: Iterable[EpisodeResult]) -> dict[str, Any]:
     rs = list(results)
     n, k = len(rs), sum(r.success for r in rs)
     lo, hi = wilson_interval(k, n)
-    out: dict[str, Any] = {"episodes": n, "successes": k, "success_rate": k / n if n else 0.0,
-                           "ci_low": lo, "ci_high": hi,
-                           "mean_steps": float(np.mean([r.steps for r in rs])) if n else 0.0,
-                           "collisions": float(np.mean([r.metrics.get("collisions", 0) for r in rs])) if n else 0.0,
-                           "policy_errors": sum(r.end_reason == "policy_error" for r in rs),
-                           "env_errors": sum(r.end_reason in ("env_error", "policy_reset_env") for r in rs),
-                           "estops": sum(r.end_reason == "estop" for r in rs),
-                           "interventions": float(np.mean([r.safety.get("interventions", 0) for r in rs])) if n else 0.0,
-                           "protective_stop_time": float(np.mean([r.safety.get("protective_stop_time", 0.0)
-                                                                  for r in rs])) if n else 0.0}
+    out: dict[str, Any] = {
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n if n else 0.0,
+        "ci_low": lo,
+        "ci_high": hi,
+        "mean_steps": float(np.mean([r.steps for r in rs])) if n else 0.0,
+        "collisions": float(np.mean([r.metrics.get("collisions", 0) for r in rs])) if n else 0.0,
+        "policy_errors": sum(r.end_reason == "policy_error" for r in rs),
+        "env_errors": sum(r.end_reason in ("env_error", "policy_reset_env") for r in rs),
+        "estops": sum(r.end_reason == "estop" for r in rs),
+        "interventions": float(np.mean([r.safety.get("interventions", 0) for r in rs])) if n else 0.0,
+        "protective_stop_time": float(np.mean([r.safety.get("protective_stop_time", 0.0) for r in rs])) if n else 0.0,
+    }
     profiles = sorted({r.limits_profile for r in rs} - {"default"})
     if profiles:
         out["limits_profile"] = ", ".join(profiles)
@@ -277,21 +359,27 @@ def summarize(results: Iterable[EpisodeResult]) -> dict[str, Any]:
 def format_episode(r: EpisodeResult) -> str:
     extra = f" spl={r.metrics['spl']:.2f}" if "spl" in r.metrics else ""
     err = f" error={r.error}" if r.error else ""
-    return (f"ep {r.episode:3d} seed {r.seed:<6d} {'SUCCESS' if r.success else 'fail   '} "
-            f"steps={r.steps:<4d} reason={r.end_reason:<12s} collisions={int(r.metrics.get('collisions', 0))}"
-            f"{extra}  \"{r.instruction}\"{err}")
+    return (
+        f"ep {r.episode:3d} seed {r.seed:<6d} {'SUCCESS' if r.success else 'fail   '} "
+        f"steps={r.steps:<4d} reason={r.end_reason:<12s} collisions={int(r.metrics.get('collisions', 0))}"
+        f'{extra}  "{r.instruction}"{err}'
+    )
 
 
 def format_summary(name: str, s: dict[str, Any]) -> str:
-    line = (f"{name}: success {s['successes']}/{s['episodes']} = {s['success_rate']:.1%} "
-            f"(95% CI {s['ci_low']:.1%}-{s['ci_high']:.1%}), mean steps {s['mean_steps']:.1f}, "
-            f"collisions/ep {s['collisions']:.2f}")
+    line = (
+        f"{name}: success {s['successes']}/{s['episodes']} = {s['success_rate']:.1%} "
+        f"(95% CI {s['ci_low']:.1%}-{s['ci_high']:.1%}), mean steps {s['mean_steps']:.1f}, "
+        f"collisions/ep {s['collisions']:.2f}"
+    )
     if "spl" in s:
         line += f", SPL {s['spl']:.3f}"
     if "min_person_clearance" in s:
         line += f", min person clearance {s['min_person_clearance']:.2f} m, SSM intrusions {s['intrusions']:.0f}"
-    line += (f", supervisor interventions/ep {s['interventions']:.1f}, "
-             f"protective stop {s['protective_stop_time']:.1f} s/ep, e-stops {s['estops']}")
+    line += (
+        f", supervisor interventions/ep {s['interventions']:.1f}, "
+        f"protective stop {s['protective_stop_time']:.1f} s/ep, e-stops {s['estops']}"
+    )
     if s["policy_errors"]:
         line += f", policy errors {s['policy_errors']}"
     if s.get("env_errors"):

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 import string
-import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from qrobot.errors import ScenarioError
@@ -49,7 +49,7 @@ class Region(_Strict):
     high: list[Coord] = Field(min_length=2, max_length=3)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Region":
+    def _ordered(self) -> Region:
         if len(self.low) != len(self.high) or any(lo > hi for lo, hi in zip(self.low, self.high)):
             raise ValueError("low and high must have the same length and low <= high")
         return self
@@ -76,7 +76,7 @@ class _Colored(_Strict):
     count: int = Field(ge=1, le=8)
 
     @model_validator(mode="after")
-    def _enough_colors(self) -> "_Colored":
+    def _enough_colors(self) -> _Colored:
         if self.count > len(set(self.colors)):
             raise ValueError(f"count {self.count} needs at least that many distinct colors")
         return self
@@ -105,11 +105,11 @@ class _Task(_Strict):
     _placeholders: tuple[str, ...] = ()
 
     @model_validator(mode="after")
-    def _templates(self) -> "_Task":
+    def _templates(self) -> _Task:
         for tpl in self.instructions:
             names = {f for _, f, _, _ in string.Formatter().parse(tpl) if f is not None}
             if names != set(self._placeholders):
-                want = ", ".join("{%s}" % p for p in self._placeholders) or "no placeholders"
+                want = ", ".join(f"{{{p}}}" for p in self._placeholders) or "no placeholders"
                 raise ValueError(f"template {tpl!r} must use exactly {want}")
         return self
 
@@ -121,7 +121,7 @@ class ReachTask(_Task):
     target_region: Region
 
     @model_validator(mode="after")
-    def _three_d(self) -> "ReachTask":
+    def _three_d(self) -> ReachTask:
         if len(self.target_region.low) != 3:
             raise ValueError("target_region: low and high need 3 coordinates (x, y, z) for a reach target")
         return self
@@ -149,7 +149,8 @@ class PointNavTask(_Task):
     instructions: list[Template] = Field(["go to the goal point"], min_length=1, max_length=200)
     success_distance: float = Field(0.2, ge=0.05, le=2.0)
     geodesic_range: Annotated[list[Distance], Field(min_length=2, max_length=2)] = Field(
-        description="min and max start-goal geodesic distance (m)")
+        description="min and max start-goal geodesic distance (m)"
+    )
 
 
 class LandmarkSet(_Colored):
@@ -165,12 +166,14 @@ class ObjectNavTask(_Task):
     success_distance: float = Field(1.0, ge=0.1, le=3.0)
     landmarks: LandmarkSet
     geodesic_range: Annotated[list[Distance], Field(min_length=2, max_length=2)] = Field(
-        description="min and max start-goal geodesic distance (m)")
+        description="min and max start-goal geodesic distance (m)"
+    )
     _placeholders = ("landmark",)
 
 
-TaskConfig = Annotated[Union[ReachTask, PickPlaceTask, StackTask, PointNavTask, ObjectNavTask],
-                       Field(discriminator="kind")]
+TaskConfig = Annotated[
+    ReachTask | PickPlaceTask | StackTask | PointNavTask | ObjectNavTask, Field(discriminator="kind")
+]
 
 
 class Obstacle(_Strict):
@@ -188,11 +191,12 @@ class Room(_Strict):
     size: Annotated[list[RoomSide], Field(min_length=2, max_length=2)]
     obstacles: list[Obstacle] = Field([], max_length=100)
     random_obstacles: int = Field(0, ge=0, le=20)
-    random_obstacle_size: Annotated[list[Annotated[float, Field(ge=0.1, le=3.0)]],
-                                    Field(min_length=2, max_length=2)] = [0.4, 1.0]
+    random_obstacle_size: Annotated[
+        list[Annotated[float, Field(ge=0.1, le=3.0)]], Field(min_length=2, max_length=2)
+    ] = [0.4, 1.0]
 
     @model_validator(mode="after")
-    def _sizes_ordered(self) -> "Room":
+    def _sizes_ordered(self) -> Room:
         if self.random_obstacle_size[0] > self.random_obstacle_size[1]:
             raise ValueError("random_obstacle_size: [min, max] with min <= max")
         return self
@@ -221,8 +225,10 @@ class Sensing(_Strict):
     people_latency: float = Field(0.1, ge=0.0, le=1.0)
     people_noise: float = Field(0.02, ge=0.0, le=0.5)
     people: Literal["sensor", "none"] | None = Field(
-        None, description='"none" declares that no person can be present; [[people]] imply "sensor". '
-                          'With neither, the supervisor refuses motion.')
+        None,
+        description='"none" declares that no person can be present; [[people]] imply "sensor". '
+        "With neither, the supervisor refuses motion.",
+    )
 
 
 class Limits(_Strict):
@@ -230,8 +236,9 @@ class Limits(_Strict):
     (dotted keys such as "v_max" or "ssm.warning_band"; see qrobot.safety.limits)."""
 
     profile: Literal["default", "test-only-no-ssm", "test-only-loosen"] = Field(
-        "default", description="test-only profiles are printed in every summary, run.json and recording")
-    overrides: dict[str, Union[bool, float, list[float], list[list[float]]]] = {}
+        "default", description="test-only profiles are printed in every summary, run.json and recording"
+    )
+    overrides: dict[str, bool | float | list[float] | list[list[float]]] = {}
 
 
 class Scenario(_Strict):
@@ -253,7 +260,7 @@ class Scenario(_Strict):
     limits: Limits = Limits()
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Scenario":
+    def _consistent(self) -> Scenario:
         nav = self.task.kind in ("pointnav", "objectnav")
         if nav != (self.robot == "diffbot"):
             want = "diffbot" if nav else "panda"
@@ -273,8 +280,7 @@ class Scenario(_Strict):
         allowed = {"base", "world"} if nav else {"world", "wrist"}
         bad = [c.name for c in self.cameras if c.mount not in allowed]
         if bad:
-            raise ValueError(f"cameras {bad}: mount must be one of {sorted(allowed)} "
-                             f"for robot {self.robot!r}")
+            raise ValueError(f"cameras {bad}: mount must be one of {sorted(allowed)} for robot {self.robot!r}")
         return self
 
 
@@ -298,8 +304,9 @@ def _resolve(name_or_path: str, relative_to: Path | None = None) -> Path:
         return p
     packaged = scenario_dir() / f"{name_or_path}.toml"
     if not packaged.is_file():
-        raise ScenarioError(f"unknown scenario {name_or_path!r}; valid names: "
-                            f"{', '.join(scenario_names())} (or a path to a .toml file)")
+        raise ScenarioError(
+            f"unknown scenario {name_or_path!r}; valid names: {', '.join(scenario_names())} (or a path to a .toml file)"
+        )
     return packaged
 
 
@@ -348,8 +355,13 @@ def _model_at(model: Any, loc: tuple) -> Any:
         if field is None:
             if model is Scenario and part == "task":
                 continue
-            tags = {"reach": ReachTask, "pick_place": PickPlaceTask, "stack": StackTask,
-                    "pointnav": PointNavTask, "objectnav": ObjectNavTask}
+            tags = {
+                "reach": ReachTask,
+                "pick_place": PickPlaceTask,
+                "stack": StackTask,
+                "pointnav": PointNavTask,
+                "objectnav": ObjectNavTask,
+            }
             model = tags.get(part, None) if isinstance(part, str) and part in tags else model
             continue
         ann = field.annotation
@@ -373,8 +385,11 @@ def format_error(path: Path, err: dict) -> str:
     """One line: file: key: problem (accepted: ...)."""
     loc = tuple(p for p in err["loc"] if p not in _UNION_TAGS)
     kinds = {"reach", "pick_place", "stack", "pointnav", "objectnav"}
-    shown = [str(p) if not isinstance(p, int) else f"[{p}]" for i, p in enumerate(loc)
-             if not (i > 0 and loc[i - 1] == "task" and p in kinds)]
+    shown = [
+        str(p) if not isinstance(p, int) else f"[{p}]"
+        for i, p in enumerate(loc)
+        if not (i > 0 and loc[i - 1] == "task" and p in kinds)
+    ]
     key = ".".join(shown).replace(".[", "[")
     if err["type"] == "extra_forbidden":
         model = _model_at(Scenario, loc[:-1])
@@ -398,15 +413,18 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         if key in data:
             raise ScenarioError(f"{path}: {key}: set from the file name, not in the file (rename the file)")
     if not SAFE_NAME.fullmatch(path.stem):
-        raise ScenarioError(f"{path}: the file name names the scenario and its recordings folder: "
-                            "1-64 letters, digits, _ and - (then .toml)")
+        raise ScenarioError(
+            f"{path}: the file name names the scenario and its recordings folder: "
+            "1-64 letters, digits, _ and - (then .toml)"
+        )
     data["name"], data["path"] = path.stem, str(path)
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()  # a union (limits.overrides) reports one error per member: the telling one
-        raise ScenarioError(format_error(path, next((e for e in errors if e["type"] == "finite_number"),
-                                                    errors[0]))) from None
+        raise ScenarioError(
+            format_error(path, next((e for e in errors if e["type"] == "finite_number"), errors[0]))
+        ) from None
     try:
         scenario_limits(sc)
     except ValueError as exc:
@@ -420,7 +438,7 @@ def people_source(sc: Scenario) -> str | None:
     return "sensor" if sc.people else sc.sensing.people
 
 
-def scenario_limits(sc: Scenario) -> tuple["Limits", "Limits"]:
+def scenario_limits(sc: Scenario) -> tuple[Limits, Limits]:
     """(the limits the supervisor enforces, the robot's reference profile that safety
     metrics are measured against). ValueError if an override is refused."""
     from qrobot.safety.limits import apply_overrides, default_limits, with_room, with_sensor

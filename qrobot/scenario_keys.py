@@ -5,7 +5,8 @@ output (`python -m qrobot.scenario_keys > docs/scenario_keys.md`; a test keeps i
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from qrobot.scenario import Scenario
 
@@ -28,8 +29,9 @@ def _range(node: dict[str, Any]) -> str:
     return f"{left}{lo:g}, {hi:g}{right}" if lo is not None and hi is not None else f"{lo} .. {hi}"
 
 
-def leaves(node: dict[str, Any] | None = None, key: str = "", defs: dict[str, Any] | None = None
-           ) -> Iterator[tuple[str, str, str, Any]]:
+def leaves(
+    node: dict[str, Any] | None = None, key: str = "", defs: dict[str, Any] | None = None
+) -> Iterator[tuple[str, str, str, Any]]:
     """(dotted key, type, range, default) for every leaf of the schema; `[]` marks list items."""
     if node is None:
         schema = Scenario.model_json_schema()
@@ -57,8 +59,11 @@ def leaves(node: dict[str, Any] | None = None, key: str = "", defs: dict[str, An
         if items.get("type") == "object" or "anyOf" in items:
             yield from leaves(items, f"{key}[]", defs)
             return
-        size = (f"{node['minItems']}" if node.get("minItems") == node.get("maxItems")
-                else f"{node.get('minItems', 0)}..{node.get('maxItems', 'any')}")
+        size = (
+            f"{node['minItems']}"
+            if node.get("minItems") == node.get("maxItems")
+            else f"{node.get('minItems', 0)}..{node.get('maxItems', 'any')}"
+        )
         if items.get("type") in NUMBER:
             yield key, f"list of {size} {items['type']}s", _range(items), default
         elif items.get("type") == "array":  # points: a list of [x, y]
@@ -84,10 +89,16 @@ def _enum(node: dict[str, Any]) -> str:
 
 
 def markdown() -> str:
-    rows = ["# Scenario keys", "", "Generated from the schema (`python -m qrobot.scenario_keys`); every number "
-            "has a range, NaN and infinities are refused. `[]` marks a list's items; `task(kind)` the keys "
-            "of one task kind. Positions are metres in the world frame.", "",
-            "| key | type | accepted | default |", "|---|---|---|---|"]
+    rows = [
+        "# Scenario keys",
+        "",
+        "Generated from the schema (`python -m qrobot.scenario_keys`); every number "
+        "has a range, NaN and infinities are refused. `[]` marks a list's items; `task(kind)` the keys "
+        "of one task kind. Positions are metres in the world frame.",
+        "",
+        "| key | type | accepted | default |",
+        "|---|---|---|---|",
+    ]
     for key, kind, accepted, default in leaves():
         rows.append(f"| `{key}` | {kind} | {accepted} | {'' if default is None else f'`{default}`'} |")
     return "\n".join(rows) + "\n"

@@ -11,9 +11,9 @@ import contextlib
 import ctypes
 import os
 import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -147,24 +147,47 @@ class Sim:
         self._names[uid] = name
         return uid
 
-    def load_urdf(self, name: str, path: str, pos: Sequence[float] = (0, 0, 0),
-                  orn: Sequence[float] = (0, 0, 0, 1), fixed: bool = False,
-                  scale: float = 1.0) -> int:
+    def load_urdf(
+        self,
+        name: str,
+        path: str,
+        pos: Sequence[float] = (0, 0, 0),
+        orn: Sequence[float] = (0, 0, 0, 1),
+        fixed: bool = False,
+        scale: float = 1.0,
+    ) -> int:
         self._building()
-        uid = self._client.loadURDF(path, basePosition=pos, baseOrientation=orn,
-                                   useFixedBase=fixed, globalScaling=scale,
-                                   flags=pybullet.URDF_ENABLE_CACHED_GRAPHICS_SHAPES)
+        uid = self._client.loadURDF(
+            path,
+            basePosition=pos,
+            baseOrientation=orn,
+            useFixedBase=fixed,
+            globalScaling=scale,
+            flags=pybullet.URDF_ENABLE_CACHED_GRAPHICS_SHAPES,
+        )
         return self._register(name, uid)
 
-    def add_shape(self, name: str, shape: str, size: Sequence[float], rgba: Sequence[float],
-                  pos: Sequence[float] = (0, 0, 0), mass: float = 0.0,
-                  collide: bool = True, friction: float | None = None) -> int:
+    def add_shape(
+        self,
+        name: str,
+        shape: str,
+        size: Sequence[float],
+        rgba: Sequence[float],
+        pos: Sequence[float] = (0, 0, 0),
+        mass: float = 0.0,
+        collide: bool = True,
+        friction: float | None = None,
+    ) -> int:
         """A primitive body. shape: box (size = half extents), cylinder/capsule
         (size = radius, height), sphere (size = radius)."""
         self._building()
         c = self._client
-        kind = {"box": pybullet.GEOM_BOX, "cylinder": pybullet.GEOM_CYLINDER,
-                "capsule": pybullet.GEOM_CAPSULE, "sphere": pybullet.GEOM_SPHERE}[shape]
+        kind = {
+            "box": pybullet.GEOM_BOX,
+            "cylinder": pybullet.GEOM_CYLINDER,
+            "capsule": pybullet.GEOM_CAPSULE,
+            "sphere": pybullet.GEOM_SPHERE,
+        }[shape]
         geom: dict = {"halfExtents": list(size)} if shape == "box" else {"radius": size[0]}
         if shape in ("cylinder", "capsule"):
             vis = dict(geom, length=size[1])
@@ -173,33 +196,39 @@ class Sim:
             vis = col = geom
         vid = c.createVisualShape(kind, rgbaColor=list(rgba), **vis)
         cid = c.createCollisionShape(kind, **col) if collide else -1
-        uid = c.createMultiBody(baseMass=mass, baseCollisionShapeIndex=cid,
-                                baseVisualShapeIndex=vid, basePosition=list(pos))
+        uid = c.createMultiBody(
+            baseMass=mass, baseCollisionShapeIndex=cid, baseVisualShapeIndex=vid, basePosition=list(pos)
+        )
         if friction is not None:
             c.changeDynamics(uid, -1, lateralFriction=friction)
         return self._register(name, uid)
 
-    def add_compound(self, name: str, boxes: Sequence[tuple[Sequence[float], Sequence[float]]],
-                     rgba: Sequence[float], pos: Sequence[float] = (0, 0, 0)) -> int:
+    def add_compound(
+        self,
+        name: str,
+        boxes: Sequence[tuple[Sequence[float], Sequence[float]]],
+        rgba: Sequence[float],
+        pos: Sequence[float] = (0, 0, 0),
+    ) -> int:
         """A static body made of boxes given as (half_extents, offset) pairs."""
         self._building()
         c = self._client
         n = len(boxes)
         half = [list(b[0]) for b in boxes]
         offs = [list(b[1]) for b in boxes]
-        cid = c.createCollisionShapeArray([pybullet.GEOM_BOX] * n, halfExtents=half,
-                                          collisionFramePositions=offs)
-        vid = c.createVisualShapeArray([pybullet.GEOM_BOX] * n, halfExtents=half,
-                                       visualFramePositions=offs, rgbaColors=[list(rgba)] * n)
-        uid = c.createMultiBody(baseMass=0, baseCollisionShapeIndex=cid,
-                                baseVisualShapeIndex=vid, basePosition=list(pos))
+        cid = c.createCollisionShapeArray([pybullet.GEOM_BOX] * n, halfExtents=half, collisionFramePositions=offs)
+        vid = c.createVisualShapeArray(
+            [pybullet.GEOM_BOX] * n, halfExtents=half, visualFramePositions=offs, rgbaColors=[list(rgba)] * n
+        )
+        uid = c.createMultiBody(
+            baseMass=0, baseCollisionShapeIndex=cid, baseVisualShapeIndex=vid, basePosition=list(pos)
+        )
         return self._register(name, uid)
 
     def _set_color(self, name: str, rgba: Sequence[float]) -> None:
         self._client.changeVisualShape(self._bodies[name], -1, rgbaColor=list(rgba))
 
-    def _set_pose(self, name: str, pos: Sequence[float],
-                 orn: Sequence[float] = (0, 0, 0, 1)) -> None:
+    def _set_pose(self, name: str, pos: Sequence[float], orn: Sequence[float] = (0, 0, 0, 1)) -> None:
         """Teleport a prop (not a robot: robots move only through their backend)."""
         uid = self._bodies[name]
         if uid in self._robots:
@@ -232,13 +261,16 @@ class Sim:
     def visuals(self, name: str) -> list[dict]:
         """Primitive visual parts of a body, in its base frame: kind, size, offset, rgba.
         kind is box (full extents) | sphere (radius) | cylinder | capsule (length, radius)."""
-        kinds = {pybullet.GEOM_BOX: "box", pybullet.GEOM_SPHERE: "sphere",
-                 pybullet.GEOM_CYLINDER: "cylinder", pybullet.GEOM_CAPSULE: "capsule"}
+        kinds = {
+            pybullet.GEOM_BOX: "box",
+            pybullet.GEOM_SPHERE: "sphere",
+            pybullet.GEOM_CYLINDER: "cylinder",
+            pybullet.GEOM_CAPSULE: "capsule",
+        }
         out = []
         for v in self._client.getVisualShapeData(self._bodies[name]):
             if v[1] == -1 and v[2] in kinds:
-                out.append({"kind": kinds[v[2]], "size": tuple(v[3]), "offset": tuple(v[5]),
-                            "rgba": tuple(v[7])})
+                out.append({"kind": kinds[v[2]], "size": tuple(v[3]), "offset": tuple(v[5]), "rgba": tuple(v[7])})
         return out
 
     def is_dynamic(self, name: str) -> bool:
@@ -304,12 +336,17 @@ class Sim:
 
     def render(self, cam: Camera, depth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """RGB (H, W, 3) uint8 and, if asked, metric depth (H, W) float32."""
-        proj = self._client.computeProjectionMatrixFOV(cam.fov, cam.width / cam.height,
-                                                      cam.near, cam.far)
+        proj = self._client.computeProjectionMatrixFOV(cam.fov, cam.width / cam.height, cam.near, cam.far)
         _, _, rgba, zbuf, _ = self._client.getCameraImage(
-            cam.width, cam.height, self._view(cam), proj, lightDirection=list(self._light),
-            shadow=0, renderer=pybullet.ER_TINY_RENDERER,
-            flags=pybullet.ER_NO_SEGMENTATION_MASK)
+            cam.width,
+            cam.height,
+            self._view(cam),
+            proj,
+            lightDirection=list(self._light),
+            shadow=0,
+            renderer=pybullet.ER_TINY_RENDERER,
+            flags=pybullet.ER_NO_SEGMENTATION_MASK,
+        )
         rgb = np.asarray(rgba, dtype=np.uint8).reshape(cam.height, cam.width, 4)[..., :3]
         if not depth:
             return rgb, None

@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from qrobot.policies import CHECKPOINTS
 
 from qrobot.cli import main
-from qrobot.policies import CHECKPOINTS
 
 NAV = CHECKPOINTS / "pointnav"
 WM = CHECKPOINTS / "world_model"
@@ -47,17 +47,18 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (_ckpt(root, "config_unknown") / "vla_config.json").write_text(json.dumps({**cfg, "layers_x": 3}))
     (_ckpt(root, "config_dims") / "vla_config.json").write_text(json.dumps({**cfg, "scenario": "", "state_dim": 7}))
     (_ckpt(root, "vocab_escape") / "instruction_vocab.json").write_text(
-        json.dumps({"kind": "checkpoint", "source": "x", "files": "/etc"}))
+        json.dumps({"kind": "checkpoint", "source": "x", "files": "/etc"})
+    )
     (_ckpt(root, "norm_nan") / "norm_stats.json").write_text('{"state": {"q01": [NaN], "q99": [1.0]}}')
     norm = json.loads((NAV / "norm_stats.json").read_text())
     (_ckpt(root, "norm_partial") / "norm_stats.json").write_text(json.dumps({"state": norm["state"]}))
     norm["state"]["q01"], norm["state"]["q99"] = norm["state"]["q99"], norm["state"]["q01"]
     (_ckpt(root, "norm_inverted") / "norm_stats.json").write_text(json.dumps(norm))
-    (_ckpt(root, "family") / "vla_config.json").write_text(json.dumps({**cfg, "family": "qwen3-vl",
-                                                                       "image_side": 128}))
+    (_ckpt(root, "family") / "vla_config.json").write_text(json.dumps({**cfg, "family": "qwen3-vl", "image_side": 128}))
     vocab = json.loads((NAV / "instruction_vocab.json").read_text())
     (_ckpt(root, "vocab_many") / "instruction_vocab.json").write_text(
-        json.dumps({**vocab, "qwen_ids": list(range(100, 5100))}))
+        json.dumps({**vocab, "qwen_ids": list(range(100, 5100))})
+    )
     from safetensors.numpy import load_file, save_file
 
     heads = load_file(str(NAV / "heads.safetensors"))
@@ -65,8 +66,11 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_file({**heads, first: heads[first] * float("nan")}, str(_ckpt(root, "heads_nan") / "heads.safetensors"))
     weights = load_file(str(NAV / "backbone" / "model.safetensors"))
     layer = sorted(k for k in weights if ".layers.1." in k)[0]
-    save_file({k: v for k, v in weights.items() if k != layer},
-              str(_ckpt(root, "backbone_hole") / "backbone" / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: v for k, v in weights.items() if k != layer},
+        str(_ckpt(root, "backbone_hole") / "backbone" / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     wm_cfg = json.loads((WM / "wm_config.json").read_text())
     (_ckpt(root, "wm_camera", WM) / "wm_config.json").write_text(json.dumps({**wm_cfg, "camera": {}}))
     (root / "keys_blocked" / "policy.pem").mkdir(parents=True)
@@ -189,14 +193,15 @@ def _cases(b: Path) -> list[tuple[list[str], str]]:
         (["run", "pointnav", "--foresight", str(b / "wm_camera")], "'camera'"),
         (["train", "--dataset", str(b / "corrupt_dataset"), "--out", str(b / "new_ckpt")], "ep0-seed0.npz"),
         (["train", "--dataset", str(NAV), "--out", str(b / "new_ckpt"), "--lr", "nan"], "--lr"),
-        (["collect", str(b / "impostor" / "reach.toml"), "--episodes", "1", "--out", str(b / "reach_dataset")],
-         "task"),
+        (["collect", str(b / "impostor" / "reach.toml"), "--episodes", "1", "--out", str(b / "reach_dataset")], "task"),
         (["keys", "init", str(b / "keys_blocked")], "policy.pem"),
         (["run", "reach", "--checkpoint", ""], "--checkpoint"),
         (["bench", "--scenarios", ",,,"], "--scenarios"),
         (["eval", "pointnav", "--checkpoint", str(NAV), "--replan", "3"], "--replan"),
-        (["wm-train", "--dataset", str(b / "corrupt_dataset"), "--out", str(b / "wm_new"), "--minutes", "0"],
-         "--minutes"),
+        (
+            ["wm-train", "--dataset", str(b / "corrupt_dataset"), "--out", str(b / "wm_new"), "--minutes", "0"],
+            "--minutes",
+        ),
         (["run", "reach", "--bogus"], "--bogus"),
     ]
 
@@ -206,9 +211,9 @@ def test_the_table_is_large_enough(bad: Path) -> None:
 
 
 @pytest.mark.parametrize("k", range(len(_cases(Path(".")))))
-def test_bad_input_is_one_line_exit_2_and_leaves_nothing(k: int, bad: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(
+    k: int, bad: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv, needle = _cases(bad)[k]
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DISPLAY", raising=False)

@@ -9,18 +9,20 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
-
 from qrobot.envs import GoalConditioned, QRobotEnv
-from qrobot.errors import QrobotError
 from qrobot.policies import make_policy
+
+from qrobot.errors import QrobotError
 from qrobot.scenario import scenario_names
 
 
 def test_import_qrobot_alone_registers_every_id_and_stays_light() -> None:
-    code = ("import sys, qrobot, gymnasium as gym; "
-            "ids = sorted(k for k in gym.registry if k.startswith('qrobot/')); "
-            "print(len(ids), gym.spec('qrobot/PickPlace-v0').max_episode_steps, "
-            "'pybullet' in sys.modules, 'torch' in sys.modules)")
+    code = (
+        "import sys, qrobot, gymnasium as gym; "
+        "ids = sorted(k for k in gym.registry if k.startswith('qrobot/')); "
+        "print(len(ids), gym.spec('qrobot/PickPlace-v0').max_episode_steps, "
+        "'pybullet' in sys.modules, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     n, steps, bullet, torch_loaded = out.stdout.split()
     assert int(n) == len(scenario_names()) and int(steps) == 150
@@ -80,8 +82,10 @@ def test_goal_wrapper_rewards_and_her_relabelling(name: str) -> None:
         assert np.all(batch[future == t + 1] == 0.0)
         moved = np.linalg.norm(ag[future] - ag[t + 1], axis=-1) >= env.distance_threshold
         assert np.array_equal(batch == -1.0, moved)
-        assert np.array_equal(env.compute_reward(ag, dg, {}), -(np.linalg.norm(ag - dg, axis=-1)
-                                                                 >= env.distance_threshold).astype(np.float32))
+        assert np.array_equal(
+            env.compute_reward(ag, dg, {}),
+            -(np.linalg.norm(ag - dg, axis=-1) >= env.distance_threshold).astype(np.float32),
+        )
     finally:
         env.close()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import qrobot.envs
 from gymnasium.utils.env_checker import check_env
 
-import qrobot.envs
 from qrobot.scenario import scenario_names
 
 IDS = qrobot.envs.registered_ids()
@@ -88,6 +88,6 @@ def test_make_vec() -> None:
     obs, _ = envs.reset(seed=[1, 2])
     assert obs["images"]["scene"].shape == (2, 128, 128, 3)
     assert obs["proprio"].shape == (2, 13)
-    obs, rew, term, trunc, info = envs.step(envs.action_space.sample())
+    obs, rew, term, _trunc, _info = envs.step(envs.action_space.sample())
     assert rew.shape == (2,) and term.shape == (2,)
     envs.close()

@@ -16,9 +16,18 @@ SEED = 500  # disjoint from the README table's seeds 0..49
 # successes / episodes in the README's table (`make experts`, seeds 0-49). The floor is the
 # binomial one for the low end of that figure's 95 % Wilson interval: an expert there fails
 # it with probability <= 1e-3 (at its reported rate, less still).
-REPORTED = {"objectnav": (50, 50), "objectnav_people": (50, 50), "pick_place": (50, 50),
-            "pick_place_clutter": (50, 50), "pointnav": (49, 50), "pointnav_apartment": (50, 50),
-            "pointnav_clutter": (50, 50), "pointnav_people": (50, 50), "reach": (50, 50), "stack": (50, 50)}
+REPORTED = {
+    "objectnav": (50, 50),
+    "objectnav_people": (50, 50),
+    "pick_place": (50, 50),
+    "pick_place_clutter": (50, 50),
+    "pointnav": (49, 50),
+    "pointnav_apartment": (50, 50),
+    "pointnav_clutter": (50, 50),
+    "pointnav_people": (50, 50),
+    "reach": (50, 50),
+    "stack": (50, 50),
+}
 
 
 @pytest.mark.parametrize("scenario", scenario_names())

@@ -14,17 +14,34 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_namespace_mapping_outside_the_checkout(tmp_path: Path) -> None:
-    code = ("import importlib.util as u, qrobot.envs, qrobot.policies;"
-            "print(u.find_spec('envs'), u.find_spec('policies'), qrobot.envs.__name__)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                         text=True, check=True).stdout.split()
+    code = (
+        "import importlib.util as u, qrobot.envs, qrobot.policies;"
+        "print(u.find_spec('envs'), u.find_spec('policies'), qrobot.envs.__name__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["None", "None", "qrobot.envs"]
 
 
 @pytest.mark.slow
 def test_wheel_has_only_the_qrobot_package(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(tmp_path.glob("qrobot-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
@@ -46,9 +63,12 @@ def _imports(path: Path) -> set[str]:
 
 def test_only_the_sim_facade_and_robot_backends_import_pybullet() -> None:
     allowed = {ROOT / "qrobot" / "sim.py"} | set((ROOT / "qrobot" / "robots").glob("*.py"))
-    offenders = [str(p.relative_to(ROOT)) for d in ("qrobot", "envs", "policies")
-                 for p in (ROOT / d).rglob("*.py")
-                 if p not in allowed and _imports(p) & {"pybullet", "pybullet_data", "pybullet_utils"}]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for d in ("qrobot", "envs", "policies")
+        for p in (ROOT / d).rglob("*.py")
+        if p not in allowed and _imports(p) & {"pybullet", "pybullet_data", "pybullet_utils"}
+    ]
     assert offenders == []
     # and the supervisor stays pure numpy
     for p in (ROOT / "qrobot" / "safety").glob("*.py"):

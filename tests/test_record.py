@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from qrobot.cli import main
 from qrobot.envs.core import QRobotEnv
 from qrobot.policies import make_policy
+
+from qrobot.cli import main
 from qrobot.record import EpisodeRecorder, RunDir, summarize_rrd
 from qrobot.record.recorder import FLUSH_EVERY
 from qrobot.runner import run, run_episode
@@ -29,15 +29,28 @@ def test_episode_recording_reads_back_with_the_right_content(tmp_path: Path) -> 
     assert s["complete"] and s["application_id"] == "qrobot-pointnav_people" and s["recording_id"] == "ep-test"
     assert s["steps"] == res.steps + 1  # the reset frame, then one per step
     assert s["cameras"] == {"front": res.steps + 1}
-    for entity in ("/cameras/front", "/world/static/boxes", "/world/people/cylinders", "/world/robot/links",
-                   "/world/robot/base", "/world/trajectory", "/task/instruction", "/policy/action",
-                   "/supervisor/command", "/supervisor/events", "/metrics/speed", "/metrics/distance_to_goal",
-                   "/metrics/min_person_clearance", "/result"):
+    for entity in (
+        "/cameras/front",
+        "/world/static/boxes",
+        "/world/people/cylinders",
+        "/world/robot/links",
+        "/world/robot/base",
+        "/world/trajectory",
+        "/task/instruction",
+        "/policy/action",
+        "/supervisor/command",
+        "/supervisor/events",
+        "/metrics/speed",
+        "/metrics/distance_to_goal",
+        "/metrics/min_person_clearance",
+        "/result",
+    ):
         assert entity in s["entities"], entity
     # every supervisor event of the episode is in the file, once
     assert s["events"] == len(env.supervisor.events) > 0
-    assert s["events_by_rule"] == {k: v for k, v in env.supervisor.counts().items()
-                                   if k not in ("interventions", "estops", "protective_stop_time")}
+    assert s["events_by_rule"] == {
+        k: v for k, v in env.supervisor.counts().items() if k not in ("interventions", "estops", "protective_stop_time")
+    }
     assert f"end_reason: {res.end_reason}" in s["result"] and s["instruction"] == res.instruction
     env.close()
 
@@ -97,8 +110,9 @@ _CHILD = textwrap.dedent("""
 
 
 def _run_and_signal(path: Path, sig: int, after: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     seen = False
     for line in proc.stdout:
         if line.strip() == f"step {after + 1}":  # `after` steps are done
@@ -150,10 +164,19 @@ def test_cli_view_and_inspect_errors_are_one_line(tmp_path: Path) -> None:
     env = QRobotEnv("reach", images=True)
     run_episode(env, make_policy("hold", env), 0, 0, EpisodeRecorder(good, "reach", "good"))
     env.close()
-    for argv in (["inspect", str(tmp_path / "missing.rrd")], ["inspect", str(bogus)], ["view", str(bogus)],
-                 ["view", str(good)]):  # no DISPLAY in this environment: a one-line pointer to inspect
-        proc = subprocess.run([sys.executable, "-m", "qrobot.cli", *argv], capture_output=True, text=True,
-                              timeout=60, env={"PATH": "/usr/bin:/bin"})
+    for argv in (
+        ["inspect", str(tmp_path / "missing.rrd")],
+        ["inspect", str(bogus)],
+        ["view", str(bogus)],
+        ["view", str(good)],
+    ):  # no DISPLAY in this environment: a one-line pointer to inspect
+        proc = subprocess.run(
+            [sys.executable, "-m", "qrobot.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin"},
+        )
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 

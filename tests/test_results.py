@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from qrobot.policies import CHECKPOINTS
 
 from qrobot import runner
 from qrobot.cli import main
-from qrobot.policies import CHECKPOINTS
 from qrobot.record.rundir import read_lines
 
 
@@ -39,8 +39,13 @@ def _agree(run_dir: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_run_json_output_progress_and_files_agree(tmp_path: Path) -> None:
     env = dict(os.environ, QROBOT_PROGRESS_SECONDS="0.2")
-    proc = subprocess.run([sys.executable, "-m", "qrobot.cli", "run", "pointnav", "--seed", "3", "--json",
-                           "--runs-dir", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qrobot.cli", "run", "pointnav", "--seed", "3", "--json", "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)  # stdout is the summary alone
     progress = [line for line in proc.stderr.splitlines() if line.startswith("pointnav/expert: episode 1/1, step")]
@@ -57,8 +62,24 @@ def test_run_json_output_progress_and_files_agree(tmp_path: Path) -> None:
 
 
 def test_bench_rows_match_episodes_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--scenarios", "reach,pick_place", "--policies", "expert,wander", "--episodes", "2",
-                 "--no-record", "--json", "--runs-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--scenarios",
+                "reach,pick_place",
+                "--policies",
+                "expert,wander",
+                "--episodes",
+                "2",
+                "--no-record",
+                "--json",
+                "--runs-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     run_dir = _only_run(tmp_path)
     rows = _agree(run_dir, summary)
@@ -71,8 +92,24 @@ def test_bench_rows_match_episodes_and_csv(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_eval_writes_results_in_runs_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["eval", "pointnav", "--checkpoint", str(CHECKPOINTS / "pointnav"), "--episodes", "1",
-                 "--seed", "20000", "--no-swap", "--runs-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "pointnav",
+                "--checkpoint",
+                str(CHECKPOINTS / "pointnav"),
+                "--episodes",
+                "1",
+                "--seed",
+                "20000",
+                "--no-swap",
+                "--runs-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("ep 20000 seed 20000 ")  # run's per-episode format
     run_dir = _only_run(tmp_path)
@@ -98,8 +135,9 @@ class _Raises:
         return np.zeros(5, np.float32)  # the arm holds still
 
 
-def test_policy_error_exits_3_and_keeps_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_policy_error_exits_3_and_keeps_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(runner, "make_policy", lambda *a, **k: _Raises(ValueError("boom"), 0))
     assert main(["run", "reach", "--episodes", "2", "--no-record", "--runs-dir", str(tmp_path)]) == 3
     captured = capsys.readouterr()
@@ -110,8 +148,9 @@ def test_policy_error_exits_3_and_keeps_the_run(tmp_path: Path, monkeypatch: pyt
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
-def test_interrupt_marks_the_run_and_keeps_finished_episodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_interrupt_marks_the_run_and_keeps_finished_episodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     steps = __import__("qrobot.scenario").scenario.load_scenario("reach").max_steps
     policy = _Raises(KeyboardInterrupt(), steps + 5)  # holding still, episode 0 times out; Ctrl-C in episode 1
     monkeypatch.setattr(runner, "make_policy", lambda *a, **k: policy)

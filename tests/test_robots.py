@@ -20,8 +20,7 @@ class ArmRig:
         self.sim = Sim()
         self.sim.add_shape("table", "box", [0.6, 0.6, 0.05], [1, 1, 1, 1], pos=[0.35, 0, -0.05])
         self.robot = PandaArm(self.sim)
-        self.sup = Supervisor(default_limits("panda", self.sim.dt), (0.025, 0.25), kinematics=self.robot,
-                              people="none")
+        self.sup = Supervisor(default_limits("panda", self.sim.dt), (0.025, 0.25), kinematics=self.robot, people="none")
         self.sup.bind(self.robot)
 
     def step(self, action: np.ndarray) -> object:
@@ -68,8 +67,12 @@ def test_backends_refuse_forged_foreign_replayed_and_stale_commands(rig: ArmRig)
     assert not hasattr(command, "mint")  # nothing importable mints commands
     q = rig.robot.state()["joint_pos"]
     plan = np.concatenate([q, np.zeros(7), np.full(7, 1.0), [0.04]])
-    forged = [SafeCommand("panda", plan), SafeCommand("panda", plan, 10**6, b"\0" * 32),
-              np.array(plan), Stop("forged brake", SafeCommand("panda", plan))]
+    forged = [
+        SafeCommand("panda", plan),
+        SafeCommand("panda", plan, 10**6, b"\0" * 32),
+        np.array(plan),
+        Stop("forged brake", SafeCommand("panda", plan)),
+    ]
     other = ArmRig()  # a second supervisor (say, one a policy built with loose limits)
     foreign = other.sup.filter(np.array([1.0, 0, 0, 0, 1]), dict(rig.robot.state(), time=rig.sim.time))
     assert isinstance(foreign, SafeCommand)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qrobot.envs.core import QRobotEnv
 
 from qrobot.cli import main
-from qrobot.envs.core import QRobotEnv
 from qrobot.runner import run, run_episode, summarize, wilson_interval
 
 
@@ -78,24 +78,44 @@ def test_cli_list(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_bench_writes_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["bench", "--scenarios", "reach,pointnav", "--policies", "expert,hold",
-               "--episodes", "2", "--out", str(tmp_path), "--no-record", "--runs-dir", str(tmp_path / "runs")])
+    rc = main(
+        [
+            "bench",
+            "--scenarios",
+            "reach,pointnav",
+            "--policies",
+            "expert,hold",
+            "--episodes",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--no-record",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert rc == 0
     rows = list(csv.DictReader((tmp_path / "bench.csv").open()))
     assert [(r["scenario"], r["policy"]) for r in rows] == [
-        ("reach", "expert"), ("reach", "hold"), ("pointnav", "expert"), ("pointnav", "hold")]
+        ("reach", "expert"),
+        ("reach", "hold"),
+        ("pointnav", "expert"),
+        ("pointnav", "hold"),
+    ]
     hold = [r for r in rows if r["policy"] == "hold"]
     assert all(float(r["success_rate"]) == 0.0 for r in hold)  # doing nothing never succeeds
     assert "| reach | expert | 2 |" in (tmp_path / "bench.md").read_text()
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["run", "nowhere"], "unknown scenario 'nowhere'; valid names:"),
-    (["run", "reach", "--policy", "nobody"], "unknown policy 'nobody'; valid names: expert"),
-    (["bench", "--scenarios", "reach,nowhere"], "unknown scenario 'nowhere'"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["run", "nowhere"], "unknown scenario 'nowhere'; valid names:"),
+        (["run", "reach", "--policy", "nobody"], "unknown policy 'nobody'; valid names: expert"),
+        (["bench", "--scenarios", "reach,nowhere"], "unknown scenario 'nowhere'"),
+    ],
+)
 def test_cli_user_errors_are_one_line(argv: list[str], needle: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "qrobot.cli", *argv], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "qrobot.cli", *argv], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and needle in proc.stderr and "Traceback" not in proc.stderr

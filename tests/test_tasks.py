@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from qrobot.envs.core import QRobotEnv
+
 from qrobot.scenario import Person, load_scenario
 from qrobot.tasks.grid import OccupancyGrid
 
@@ -16,7 +16,7 @@ STILL = np.zeros(3, np.float32)
 
 def test_geodesic_on_grid() -> None:
     empty = OccupancyGrid.from_boxes((6.0, 6.0), [], inflate=0.3)
-    pts, length = empty.plan(np.array([-2.0, -2.0]), np.array([2.0, 1.0]))
+    _pts, length = empty.plan(np.array([-2.0, -2.0]), np.array([2.0, 1.0]))
     assert length == pytest.approx(5.0, rel=0.02)  # any-angle smoothing ~ straight line
     walled = OccupancyGrid.from_boxes((6.0, 6.0), [(0.0, -0.5, 0.2, 5.0)], inflate=0.3)
     _, detour = walled.plan(np.array([-2.0, -2.0]), np.array([2.0, -2.0]))
@@ -77,8 +77,7 @@ def test_goal_vector_is_relative() -> None:
 
 
 def test_person_walking_into_robot_is_a_collision() -> None:
-    person = Person(waypoints=[[-3.0, 0.0], [3.0, 0.0]], speed=1.0, random_phase=False,
-                    yield_to_robot=False)
+    person = Person(waypoints=[[-3.0, 0.0], [3.0, 0.0]], speed=1.0, random_phase=False, yield_to_robot=False)
     env = _nav_env(people=[person])
     env.reset(seed=0)
     env.robot._reset(0.0, 0.0, 0.0)  # on the person's line, 3 m ahead of them

@@ -18,13 +18,26 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from qrobot.bridge.agent_core import MOVING, AgentCore, State
-from qrobot.bridge.messages import (VERSION, ClockProbe, Command, Episode, Lease, Operator, Proposal, Reply, Request,
-                                    Status, decode, encode)
+from qrobot.bridge.messages import (
+    VERSION,
+    ClockProbe,
+    Command,
+    Episode,
+    Lease,
+    Operator,
+    Proposal,
+    Reply,
+    Request,
+    Status,
+    decode,
+    encode,
+)
 from qrobot.bridge.robot_link import LINK_VERSION, Halt
 from qrobot.safety.supervisor import OperatorKey, Supervisor
 
@@ -32,8 +45,14 @@ CLOCK_MEMORY = 60.0  # s: clock replies the agent remembers, so a policy may rep
 
 
 class Agent:
-    def __init__(self, adapter: Any, supervisor: Supervisor, core: AgentCore, key: OperatorKey,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        adapter: Any,
+        supervisor: Supervisor,
+        core: AgentCore,
+        key: OperatorKey,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.adapter, self.supervisor, self.core, self.clock = adapter, supervisor, core, clock
         self._key = key
         self._lock = threading.Lock()
@@ -96,8 +115,11 @@ class Agent:
         elif isinstance(msg, ClockProbe):
             reply = self._clock_probe(msg, role, now)
         elif isinstance(msg, Proposal):
-            why = (f"the robot runs {self.adapter.hello.scenario!r}, not {msg.scenario!r}"
-                   if msg.scenario != self.adapter.hello.scenario else self.core.propose(msg, role, now))
+            why = (
+                f"the robot runs {self.adapter.hello.scenario!r}, not {msg.scenario!r}"
+                if msg.scenario != self.adapter.hello.scenario
+                else self.core.propose(msg, role, now)
+            )
             reply = encode(Reply(version=VERSION, ok=not why, reason=why))
         elif isinstance(msg, Episode):
             reply = encode(self._new_episode(msg, role, now))
@@ -146,19 +168,29 @@ class Agent:
         last = self.adapter.last
         if last is None:
             return False
-        speeds = [np.frombuffer(last.fields[k], "<f8") for k in ("base_vel", "ee_lin_vel", "joint_vel")
-                  if k in last.fields]
+        speeds = [
+            np.frombuffer(last.fields[k], "<f8") for k in ("base_vel", "ee_lin_vel", "joint_vel") if k in last.fields
+        ]
         return bool(speeds) and all(float(np.abs(v).max(initial=0.0)) < tol for v in speeds)
 
     def status(self) -> bytes:
         """The agent's status for the transport to publish (the robot's last state with it)."""
         with self._lock:
             last = self.adapter.last
-            return encode(Status(version=VERSION, state=self.core.state.value, challenge=self.core.challenge,
-                                 epoch=self.core.epoch, latched=self.core.latched or "", time=self.clock(),
-                                 robot=dict(last.fields) if last is not None else {},
-                                 shapes=dict(last.shapes) if last is not None else {},
-                                 approval=self.core.approval(self.clock()), safety=self.supervisor.counts()))
+            return encode(
+                Status(
+                    version=VERSION,
+                    state=self.core.state.value,
+                    challenge=self.core.challenge,
+                    epoch=self.core.epoch,
+                    latched=self.core.latched or "",
+                    time=self.clock(),
+                    robot=dict(last.fields) if last is not None else {},
+                    shapes=dict(last.shapes) if last is not None else {},
+                    approval=self.core.approval(self.clock()),
+                    safety=self.supervisor.counts(),
+                )
+            )
 
     def _after(self, before: State, now: float) -> None:
         """With the lock: a transition that ends motion halts the robot now."""
@@ -218,9 +250,19 @@ class Agent:
         if action is None or self.core.state not in MOVING:
             return  # no plan: the robot's watchdog brakes and holds it
         operator_age, lease_age = self.core.ages(now)
-        self._journal.append({"t": now, "kind": "plan", "period": self.adapter.period, "episode": self._episode,
-                              "state": self.core.state.value, "action": [float(a) for a in action],
-                              "speed": _speed(st), "operator_age": operator_age, "lease_age": lease_age})
+        self._journal.append(
+            {
+                "t": now,
+                "kind": "plan",
+                "period": self.adapter.period,
+                "episode": self._episode,
+                "state": self.core.state.value,
+                "action": [float(a) for a in action],
+                "speed": _speed(st),
+                "operator_age": operator_age,
+                "lease_age": lease_age,
+            }
+        )
         out = self.supervisor.filter(action, st)
         self.adapter.send(out, self.supervisor.last_action)
         self.plans += 1
@@ -273,7 +315,7 @@ class Agent:
         """The session's records since the last drain (the core's audit and the agent's own),
         in time order, for `qrobot.bridge.audit.SessionAudit`."""
         with self._lock:
-            new = [{"t": t, "kind": kind, "detail": detail} for t, kind, detail in self.core.audit[self._audited:]]
+            new = [{"t": t, "kind": kind, "detail": detail} for t, kind, detail in self.core.audit[self._audited :]]
             self._audited = len(self.core.audit)
             new += self._journal
             self._journal = []

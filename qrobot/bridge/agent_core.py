@@ -22,8 +22,18 @@ from enum import Enum
 import numpy as np
 
 from qrobot.bridge.latch import Latch
-from qrobot.bridge.messages import (VERSION, Command, Entry, Lease, LeaseGrant, Operator, Proposal, Request, digest,
-                                    entry_values)
+from qrobot.bridge.messages import (
+    VERSION,
+    Command,
+    Entry,
+    Lease,
+    LeaseGrant,
+    Operator,
+    Proposal,
+    Request,
+    digest,
+    entry_values,
+)
 
 
 class State(str, Enum):
@@ -56,16 +66,23 @@ CLOCK_DRIFT = 1e-4  # s/s: 100 ppm, a conservative bound for two computers' crys
 
 class AgentCore:
     """Args:
-        dim: action size the robot's supervisor takes.
-        latch: the on-disk e-stop latch (a set latch on start means ESTOPPED).
-        people: the robot's profile has a people source or declares none can be present.
-        approval: commands need the operator's approval of the policy's proposed task
-            ({instruction, scenario, speed scale}), bound to the lease, for `approval_ttl` s.
+    dim: action size the robot's supervisor takes.
+    latch: the on-disk e-stop latch (a set latch on start means ESTOPPED).
+    people: the robot's profile has a people source or declares none can be present.
+    approval: commands need the operator's approval of the policy's proposed task
+        ({instruction, scenario, speed scale}), bound to the lease, for `approval_ttl` s.
     """
 
-    def __init__(self, dim: int, latch: Latch, timing: Timing = Timing(), people: bool = True,
-                 approval: bool = False, approval_ttl: float = 600.0,
-                 motion: tuple[tuple[int, ...], ...] | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        latch: Latch,
+        timing: Timing = Timing(),
+        people: bool = True,
+        approval: bool = False,
+        approval_ttl: float = 600.0,
+        motion: tuple[tuple[int, ...], ...] | None = None,
+    ) -> None:
         self.dim, self.timing, self._latch, self._people = dim, timing, latch, people
         # the action's motion groups, each capped as a vector at the approved speed share (the
         # arm's translation is one group: capping its axes one by one would allow sqrt(3) x)
@@ -178,8 +195,13 @@ class AgentCore:
             if role != "console":
                 return refuse("only the console may take the lease")
             return self._grant(now, "console", "taken by the console")
-        if role == "console" and msg.op == "return" and self._lease_holder == "console" \
-                and self._lease is not None and (msg.lease, msg.epoch) == self._lease[:2]:
+        if (
+            role == "console"
+            and msg.op == "return"
+            and self._lease_holder == "console"
+            and self._lease is not None
+            and (msg.lease, msg.epoch) == self._lease[:2]
+        ):
             self._lease, self._lease_holder = None, ""
             self._log(now, "lease", "returned by the console")
             return LeaseGrant(version=VERSION, ok=True)
@@ -313,12 +335,18 @@ class AgentCore:
 
     def _enable(self, now: float) -> tuple[bool, str]:
         skew = self.skew(now)
-        why = ("" if self._state == State.IDLE else f"cannot enable from {self._state.value}") \
-            or ("" if self._people else "the robot profile neither senses people nor declares none present") \
-            or ("" if skew is not None else "clock offset unknown") \
-            or ("" if skew <= self.timing.max_skew else f"clock skew {skew * 1e3:.0f} ms > "  # type: ignore[operator]
-                f"{self.timing.max_skew * 1e3:.0f} ms (aged since the last probe)") \
+        why = (
+            ("" if self._state == State.IDLE else f"cannot enable from {self._state.value}")
+            or ("" if self._people else "the robot profile neither senses people nor declares none present")
+            or ("" if skew is not None else "clock offset unknown")
+            or (
+                ""
+                if skew <= self.timing.max_skew
+                else f"clock skew {skew * 1e3:.0f} ms > "  # type: ignore[operator]
+                f"{self.timing.max_skew * 1e3:.0f} ms (aged since the last probe)"
+            )
             or self._operator_ok(now)
+        )
         if why:
             self._log(now, "enable_refused", why)
             return False, why
@@ -383,8 +411,11 @@ class AgentCore:
             return float("inf")
         t = [self._operator_seen + self.timing.operator_timeout]
         if self._buffer:
-            t += [self._buffer[0].expires, self._last_command + self.timing.deadline,
-                  self._retained + self.timing.lease_stale]
+            t += [
+                self._buffer[0].expires,
+                self._last_command + self.timing.deadline,
+                self._retained + self.timing.lease_stale,
+            ]
             if self.approval_required and self._approved is not None:
                 t.append(self._approved[2])
         return min(t) + 1e-4

@@ -45,11 +45,19 @@ class SessionAudit:
         self.rec: rr.RecordingStream | None = None
         if rrd is not None:
             self.rec = rr.RecordingStream("qrobot-agent", recording_id=f"agent-{name}-{int(time.time())}")
-            self.rec.save(str(rrd), default_blueprint=rrb.Blueprint(rrb.Vertical(
-                rrb.TextLogView(origin="agent/events", name="agent events (rejects, halts, state, lease)"),
-                rrb.Horizontal(rrb.TimeSeriesView(origin="agent/action", name="executed action (supervisor input)"),
-                               rrb.TimeSeriesView(origin="agent/ages", name="heartbeat and lease ages (s)"),
-                               rrb.TimeSeriesView(origin="robot", name="robot speed")))))
+            self.rec.save(
+                str(rrd),
+                default_blueprint=rrb.Blueprint(
+                    rrb.Vertical(
+                        rrb.TextLogView(origin="agent/events", name="agent events (rejects, halts, state, lease)"),
+                        rrb.Horizontal(
+                            rrb.TimeSeriesView(origin="agent/action", name="executed action (supervisor input)"),
+                            rrb.TimeSeriesView(origin="agent/ages", name="heartbeat and lease ages (s)"),
+                            rrb.TimeSeriesView(origin="robot", name="robot speed"),
+                        ),
+                    )
+                ),
+            )
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(dict(record, wall=time.time())) + "\n")
@@ -74,9 +82,11 @@ class SessionAudit:
         if kind == "command":
             rec.log("agent/commands/entries", rr.Scalars(float(r["entries"])))
             return
-        text = {"halt": lambda: f"halt: {r['why']}", "reset": lambda: f"new episode, seed {r['seed']}",
-                "missed": lambda: f"plan for period {r['period']} too late: the robot's watchdog braked"}.get(
-            kind, lambda: f"{kind}: {r.get('detail', '')}")()
+        text = {
+            "halt": lambda: f"halt: {r['why']}",
+            "reset": lambda: f"new episode, seed {r['seed']}",
+            "missed": lambda: f"plan for period {r['period']} too late: the robot's watchdog braked",
+        }.get(kind, lambda: f"{kind}: {r.get('detail', '')}")()
         rec.log("agent/events", rr.TextLog(text, level=_level(kind, str(r.get("detail", "")))))
 
     def close(self) -> None:

@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 import argparse
-import re
 import os
+import re
 import signal
 import threading
 import time
@@ -28,20 +28,33 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("--name", default="robot", help="the robot's name in key expressions (qrobot/NAME/...)")
     a.add_argument("--latch", type=Path, default=Path("estop.json"), help="the e-stop latch file")
     a.add_argument("--audit", type=Path, default=Path("agent_audit.jsonl"), help="JSONL audit log (appended)")
-    a.add_argument("--require-approval", action="store_true",
-                   help="commands need the operator's approval of the policy's task (instruction, scenario, speed)")
-    a.add_argument("--recording", type=Path, default=None,
-                   help="the session as a Rerun recording (default: the audit log's name with .rrd)")
+    a.add_argument(
+        "--require-approval",
+        action="store_true",
+        help="commands need the operator's approval of the policy's task (instruction, scenario, speed)",
+    )
+    a.add_argument(
+        "--recording",
+        type=Path,
+        default=None,
+        help="the session as a Rerun recording (default: the audit log's name with .rrd)",
+    )
 
-
-    o = sub.add_parser("operator", help="a terminal console for an agent: holds the dead-man, enables, e-stops (bridge)")
+    o = sub.add_parser(
+        "operator", help="a terminal console for an agent: holds the dead-man, enables, e-stops (bridge)"
+    )
     o.add_argument("--connect", required=True, help="the agent's Zenoh endpoint, tls/HOST:PORT")
     o.add_argument("--keys", type=Path, required=True, help="directory from `qrobot keys init` (console.pem, ca.pem)")
     o.add_argument("--name", default="robot", help="the robot's name (the agent's --name)")
     act = o.add_mutually_exclusive_group()
-    act.add_argument("--enable", action="store_true", help="hold the dead-man and enable; Ctrl-C releases (the robot stops)")
-    o.add_argument("--approve", action="store_true",
-                   help="with --enable: approve each task the policy proposes, printing it (you are watching)")
+    act.add_argument(
+        "--enable", action="store_true", help="hold the dead-man and enable; Ctrl-C releases (the robot stops)"
+    )
+    o.add_argument(
+        "--approve",
+        action="store_true",
+        help="with --enable: approve each task the policy proposes, printing it (you are watching)",
+    )
     act.add_argument("--estop", action="store_true", help="send an e-stop and exit")
     act.add_argument("--reset", action="store_true", help="release a latched e-stop (then --enable again) and exit")
     rp = sub.add_parser("agent-replay", help="drive a simulated robot with an agent's recorded session (bridge)")
@@ -52,14 +65,26 @@ def add_parsers(sub: Any) -> None:
 
 def add_remote_flags(r: argparse.ArgumentParser) -> None:
     """`qrobot run`'s flags for driving a robot through its agent."""
-    r.add_argument("--robot", default=None, metavar="tls/HOST:PORT",
-                   help="drive the robot behind this agent instead of a local world (policy role, mutual TLS)")
+    r.add_argument(
+        "--robot",
+        default=None,
+        metavar="tls/HOST:PORT",
+        help="drive the robot behind this agent instead of a local world (policy role, mutual TLS)",
+    )
     r.add_argument("--keys", type=Path, default=None, help="with --robot: `qrobot keys init` directory (default: keys)")
     r.add_argument("--robot-name", default=None, help="with --robot: the agent's --name (default: robot)")
-    r.add_argument("--wait-enable", type=float, default=None,
-                   help="with --robot: seconds to wait for an operator to enable (and approve) (default: 60)")
-    r.add_argument("--speed-scale", type=float, default=None,
-                   help="with --robot: the speed share proposed for the operator's approval (0..1, default: 1)")
+    r.add_argument(
+        "--wait-enable",
+        type=float,
+        default=None,
+        help="with --robot: seconds to wait for an operator to enable (and approve) (default: 60)",
+    )
+    r.add_argument(
+        "--speed-scale",
+        type=float,
+        default=None,
+        help="with --robot: the speed share proposed for the operator's approval (0..1, default: 1)",
+    )
 
 
 def refuse_remote_flags(args: argparse.Namespace) -> None:
@@ -132,15 +157,21 @@ def run_remote(args: argparse.Namespace, scenario: Any) -> int:
             raise QrobotError(f"run --robot: the robot runs scenario {robot.scenario_name!r}, not {scenario.name!r}")
         kwargs = {"checkpoint": args.checkpoint, "device": args.device} if args.policy == "qwen-vla" else {}
         policy = make_policy(args.policy, robot, seed=args.seed, **kwargs)
-        print(f"driving qrobot/{args.robot_name} ({robot.robot_kind}, {robot.scenario_name}) through its agent; "
-              f"waiting for an operator to enable it", flush=True)
+        print(
+            f"driving qrobot/{args.robot_name} ({robot.robot_kind}, {robot.scenario_name}) through its agent; "
+            f"waiting for an operator to enable it",
+            flush=True,
+        )
         if not robot.wait_enabled(args.wait_enable):
-            raise QrobotError(f"run --robot: nobody enabled qrobot/{args.robot_name} within {args.wait_enable:g} s "
-                              f"(agent state {robot.agent_state()}; `qrobot operator --enable`)")
+            raise QrobotError(
+                f"run --robot: nobody enabled qrobot/{args.robot_name} within {args.wait_enable:g} s "
+                f"(agent state {robot.agent_state()}; `qrobot operator --enable`)"
+            )
         results = []
         for k in range(args.episodes):
-            results.append(run_remote_episode(robot, policy, k, args.seed + k, speed_scale=args.speed_scale,
-                                              wait=args.wait_enable))
+            results.append(
+                run_remote_episode(robot, policy, k, args.seed + k, speed_scale=args.speed_scale, wait=args.wait_enable)
+            )
             tqdm.write(format_episode(results[-1]))
             if results[-1].end_reason in ("estop", "operator", "link_lost"):
                 break  # the robot stopped for a person or the link: not the policy's next episode to try
@@ -160,7 +191,9 @@ def _operator(args: argparse.Namespace) -> int:
     _check_keys("operator --keys", args.keys, "console")
     _check_name("operator --name", args.name)
     if args.approve and not args.enable:
-        raise QrobotError("operator --approve: only with --enable (the operator approving is the one holding the dead-man)")
+        raise QrobotError(
+            "operator --approve: only with --enable (the operator approving is the one holding the dead-man)"
+        )
     session = zenoh.open(config("console", args.keys, connect=args.connect))
     console = ConsoleClient(session, args.name, beat=not (args.estop or args.reset))
     try:
@@ -227,8 +260,10 @@ def _connect(args: argparse.Namespace, command: str) -> Any:
     try:
         token = bytes.fromhex(args.robot_token.read_text().strip())
     except (OSError, ValueError):
-        raise QrobotError(f"{command} --robot-token: {args.robot_token} is not a readable hex token "
-                          "(the robot process's --token-file)") from None
+        raise QrobotError(
+            f"{command} --robot-token: {args.robot_token} is not a readable hex token "
+            "(the robot process's --token-file)"
+        ) from None
     try:
         return SimAdapter(int(port), token, host)
     except OSError as exc:
@@ -244,25 +279,33 @@ def _replay(args: argparse.Namespace) -> int:
     want = 5 if adapter.robot == "panda" else 3
     try:
         if dims != {want}:
-            raise QrobotError(f"agent-replay: {args.audit} holds actions of {sorted(dims)} values; the robot at "
-                              f"{args.robot} ({adapter.robot}) takes {want}")
+            raise QrobotError(
+                f"agent-replay: {args.audit} holds actions of {sorted(dims)} values; the robot at "
+                f"{args.robot} ({adapter.robot}) takes {want}"
+            )
         done = replay(records, adapter, robot_supervisor(adapter))
     except ConnectionError as exc:
-        raise QrobotError(f"agent-replay --robot: the robot at {args.robot} dropped the link ({exc}; is "
-                          f"{args.robot_token} its --token-file?)") from None
+        raise QrobotError(
+            f"agent-replay --robot: the robot at {args.robot} dropped the link ({exc}; is "
+            f"{args.robot_token} its --token-file?)"
+        ) from None
     finally:
         adapter.close()
-    print(f"replayed {done['plans']} plans ({done['refused']} braked by the supervisor instead, {done['missed']} late in "
-          f"the original and left to the robot's watchdog as then), {done['halts']} "
-          f"halts, {done['resets']} episodes from {args.audit}; robot periods {done['first']}..{done['last']}")
+    print(
+        f"replayed {done['plans']} plans ({done['refused']} braked by the supervisor instead, {done['missed']} late in "
+        f"the original and left to the robot's watchdog as then), {done['halts']} "
+        f"halts, {done['resets']} episodes from {args.audit}; robot periods {done['first']}..{done['last']}"
+    )
     return 0
 
 
 def _check(args: argparse.Namespace) -> None:
     folder = args.latch.resolve().parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise QrobotError(f"agent --latch: {args.latch}: its folder must exist and be writable (the e-stop latch "
-                          "is saved there so that it survives a restart)")
+        raise QrobotError(
+            f"agent --latch: {args.latch}: its folder must exist and be writable (the e-stop latch "
+            "is saved there so that it survives a restart)"
+        )
     _check_keys("agent --keys", args.keys, "agent")
     _check_endpoint("agent --listen", args.listen)
     _check_name("agent --name", args.name)
@@ -283,9 +326,14 @@ def _agent(args: argparse.Namespace) -> int:
     adapter = _connect(args, "agent")
     key = OperatorKey()  # the console's reset releases the supervisor through the agent
     sup = robot_supervisor(adapter, key)
-    core = AgentCore(3 if adapter.robot == "diffbot" else 5, Latch(args.latch), Timing(),
-                     people=adapter.hello.people in ("sensor", "none"), approval=args.require_approval,
-                     motion=((0, 1, 2), (3,)) if adapter.robot == "panda" else ((0,), (1,)))
+    core = AgentCore(
+        3 if adapter.robot == "diffbot" else 5,
+        Latch(args.latch),
+        Timing(),
+        people=adapter.hello.people in ("sensor", "none"),
+        approval=args.require_approval,
+        motion=((0, 1, 2), (3,)) if adapter.robot == "panda" else ((0,), (1,)),
+    )
     agent = Agent(adapter, sup, core, key)
     periods: set[int] = set()
     for _ in range(100):  # the robot drops a link whose pairing proof is wrong: say so now, not later
@@ -295,14 +343,19 @@ def _agent(args: argparse.Namespace) -> int:
             break
     if not core.connected:
         adapter.close()
-        raise QrobotError(f"agent --robot-token: the robot at {args.robot} refused the pairing (is {args.robot_token} "
-                          "its --token-file?) or closed the link")
+        raise QrobotError(
+            f"agent --robot-token: the robot at {args.robot} refused the pairing (is {args.robot_token} "
+            "its --token-file?) or closed the link"
+        )
     session = zenoh.open(config("agent", args.keys, listen=args.listen, robot=args.name))
     service = AgentService(agent, session, args.name)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"agent for {adapter.robot} ({adapter.hello.scenario}) on {args.listen} as qrobot/{args.name}; "
-          f"state {core.state.value}", flush=True)
+    print(
+        f"agent for {adapter.robot} ({adapter.hello.scenario}) on {args.listen} as qrobot/{args.name}; "
+        f"state {core.state.value}",
+        flush=True,
+    )
     try:
         audit = SessionAudit(args.audit, args.recording or args.audit.with_suffix(".rrd"), adapter.robot, args.name)
     except OSError as exc:
@@ -338,9 +391,13 @@ def robot_supervisor(adapter: Any, key: Any = None) -> Any:
     from qrobot.safety.supervisor import OperatorKey, Supervisor
 
     scale = (0.025, 0.25) if adapter.robot == "panda" else (0.5, 1.2)
-    return Supervisor(default_limits(adapter.robot, adapter.hello.control_dt), scale,
-                      kinematics=_kinematics(adapter.robot), operator=key or OperatorKey(),
-                      people=adapter.hello.people)
+    return Supervisor(
+        default_limits(adapter.robot, adapter.hello.control_dt),
+        scale,
+        kinematics=_kinematics(adapter.robot),
+        operator=key or OperatorKey(),
+        people=adapter.hello.people,
+    )
 
 
 def _kinematics(robot: str) -> Any:

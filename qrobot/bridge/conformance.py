@@ -3,8 +3,9 @@ latencies summarised (p50 / p99 / max) and its pass criterion (issue 18's table)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,7 @@ def _timed(key: str, bound: float, extra: Callable[[list[dict]], tuple[bool, str
             ok2, more = extra(rs)
             ok, note = ok and ok2, f"{note}; {more}"
         return ok, note
+
     return judge
 
 
@@ -47,45 +49,104 @@ def run_suite(tmp: Path, trials: int, seed: int = 0) -> tuple[int, int, list[str
     rig = f.Rig(tmp, seed)
     table: list[tuple[str, Callable[[], dict[str, Any]], Callable[[list[dict]], tuple[bool, str]]]] = [
         ("policy link cut", lambda: f.link_cut(rig), _timed("stop", 0.22)),
-        ("policy process SIGKILLed", lambda: f.policy_killed(rig),
-         _timed("stop", 0.22, lambda rs: (_within([r["stale"] for r in rs], 0.52),
-                                          f"lease stale {_stats([r['stale'] for r in rs])} (bound 520 ms)"))),
-        ("300 ms delay", lambda: f.delay_300ms(rig),
-         lambda rs: (all(r["expired"] == 0 and r["rest"] is not None for r in rs),
-                     f"expired entries executed {sum(r['expired'] for r in rs)}; held at rest "
-                     f"{sum(r['rest'] is not None for r in rs)}/{len(rs)}")),
-        ("jitter 50 +- 40 ms", lambda: f.jitter(rig),
-         lambda rs: (sum(r["holds"] for r in rs) < 0.01 * sum(r["cycles"] for r in rs)
-                     and all(r["expired"] == 0 for r in rs),
-                     f"spurious holds {sum(r['holds'] for r in rs)} of {sum(r['cycles'] for r in rs)} cycles")),
-        ("30 % loss, then recovery", lambda: f.loss_then_recovery(rig),
-         lambda rs: (all(r["expired"] == 0 and r["speed_after_recovery"] <= 1.01 for r in rs),
-                     f"expired entries executed {sum(r['expired'] for r in rs)}; max speed after recovery "
-                     f"{max(r['speed_after_recovery'] for r in rs):.3f} x limit")),
-        ("reorder; replay (1 s, new lease)", lambda: f.replay(rig),
-         lambda rs: (all(r["accepted"] == 0 for r in rs),
-                     f"accepted {sum(r['accepted'] for r in rs)} of {sum(r['sent'] for r in rs)} "
-                     f"({sum(r['rejected'] for r in rs)} rejected, the rest dropped on the way)")),
-        ("foreign cert; policy cert resets/takes/enables", lambda: f.forbidden(rig),
-         lambda rs: (all(r["accepted"] == 0 for r in rs),
-                     f"accepted {sum(r['accepted'] for r in rs)} of {sum(r['tried'] for r in rs)}")),
-        ("operator heartbeat lost", lambda: f.operator_lost(rig, release=False),
-         _timed("stop", 0.27, lambda rs: (not any(r["resumed"] for r in rs), "no resume without enable"))),
-        ("dead-man released", lambda: f.operator_lost(rig, release=True),
-         _timed("stop", 0.27, lambda rs: (not any(r["resumed"] for r in rs), "no resume without enable"))),
-        ("e-stop request", lambda: f.estop(rig),
-         _timed("latched", LOOP + 0.02, lambda rs: (all(r["survives"] for r in rs), "latch survives a restart"))),
-        ("NaN, inf, oversize, wrong schema", lambda: f.malformed(rig),
-         lambda rs: (all(r["accepted"] == 0 for r in rs),
-                     f"accepted {sum(r['accepted'] for r in rs)}; rejected {sum(r['rejected'] for r in rs)} of "
-                     f"{sum(r['sent'] for r in rs)} (the rest dropped on the way)")),
-        ("clock skew +- 500 ms", lambda: {"enable_refused": f.clock_skew(rig, 0.5)["enable_refused"]
-                                          and f.clock_skew(rig, -0.5)["enable_refused"]},
-         lambda rs: (all(r["enable_refused"] for r in rs), f"enable refused {sum(r['enable_refused'] for r in rs)}"
-                     f"/{len(rs)}")),
-        ("policy dies mid-chunk", lambda: f.policy_dies_mid_chunk(rig),
-         lambda rs: (all(r["executed_for"] <= 0.5 for r in rs),
-                     f"entries executed for {_stats([r['executed_for'] for r in rs])} after the last command")),
+        (
+            "policy process SIGKILLed",
+            lambda: f.policy_killed(rig),
+            _timed(
+                "stop",
+                0.22,
+                lambda rs: (
+                    _within([r["stale"] for r in rs], 0.52),
+                    f"lease stale {_stats([r['stale'] for r in rs])} (bound 520 ms)",
+                ),
+            ),
+        ),
+        (
+            "300 ms delay",
+            lambda: f.delay_300ms(rig),
+            lambda rs: (
+                all(r["expired"] == 0 and r["rest"] is not None for r in rs),
+                f"expired entries executed {sum(r['expired'] for r in rs)}; held at rest "
+                f"{sum(r['rest'] is not None for r in rs)}/{len(rs)}",
+            ),
+        ),
+        (
+            "jitter 50 +- 40 ms",
+            lambda: f.jitter(rig),
+            lambda rs: (
+                sum(r["holds"] for r in rs) < 0.01 * sum(r["cycles"] for r in rs)
+                and all(r["expired"] == 0 for r in rs),
+                f"spurious holds {sum(r['holds'] for r in rs)} of {sum(r['cycles'] for r in rs)} cycles",
+            ),
+        ),
+        (
+            "30 % loss, then recovery",
+            lambda: f.loss_then_recovery(rig),
+            lambda rs: (
+                all(r["expired"] == 0 and r["speed_after_recovery"] <= 1.01 for r in rs),
+                f"expired entries executed {sum(r['expired'] for r in rs)}; max speed after recovery "
+                f"{max(r['speed_after_recovery'] for r in rs):.3f} x limit",
+            ),
+        ),
+        (
+            "reorder; replay (1 s, new lease)",
+            lambda: f.replay(rig),
+            lambda rs: (
+                all(r["accepted"] == 0 for r in rs),
+                f"accepted {sum(r['accepted'] for r in rs)} of {sum(r['sent'] for r in rs)} "
+                f"({sum(r['rejected'] for r in rs)} rejected, the rest dropped on the way)",
+            ),
+        ),
+        (
+            "foreign cert; policy cert resets/takes/enables",
+            lambda: f.forbidden(rig),
+            lambda rs: (
+                all(r["accepted"] == 0 for r in rs),
+                f"accepted {sum(r['accepted'] for r in rs)} of {sum(r['tried'] for r in rs)}",
+            ),
+        ),
+        (
+            "operator heartbeat lost",
+            lambda: f.operator_lost(rig, release=False),
+            _timed("stop", 0.27, lambda rs: (not any(r["resumed"] for r in rs), "no resume without enable")),
+        ),
+        (
+            "dead-man released",
+            lambda: f.operator_lost(rig, release=True),
+            _timed("stop", 0.27, lambda rs: (not any(r["resumed"] for r in rs), "no resume without enable")),
+        ),
+        (
+            "e-stop request",
+            lambda: f.estop(rig),
+            _timed("latched", LOOP + 0.02, lambda rs: (all(r["survives"] for r in rs), "latch survives a restart")),
+        ),
+        (
+            "NaN, inf, oversize, wrong schema",
+            lambda: f.malformed(rig),
+            lambda rs: (
+                all(r["accepted"] == 0 for r in rs),
+                f"accepted {sum(r['accepted'] for r in rs)}; rejected {sum(r['rejected'] for r in rs)} of "
+                f"{sum(r['sent'] for r in rs)} (the rest dropped on the way)",
+            ),
+        ),
+        (
+            "clock skew +- 500 ms",
+            lambda: {
+                "enable_refused": f.clock_skew(rig, 0.5)["enable_refused"] and f.clock_skew(rig, -0.5)["enable_refused"]
+            },
+            lambda rs: (
+                all(r["enable_refused"] for r in rs),
+                f"enable refused {sum(r['enable_refused'] for r in rs)}/{len(rs)}",
+            ),
+        ),
+        (
+            "policy dies mid-chunk",
+            lambda: f.policy_dies_mid_chunk(rig),
+            lambda rs: (
+                all(r["executed_for"] <= 0.5 for r in rs),
+                f"entries executed for {_stats([r['executed_for'] for r in rs])} after the last command",
+            ),
+        ),
     ]
     lines, passed = [], 0
     try:
@@ -95,16 +156,19 @@ def run_suite(tmp: Path, trials: int, seed: int = 0) -> tuple[int, int, list[str
             passed += ok
             lines.append(f"{'PASS' if ok else 'FAIL'}  {name:<46s} {note}")
         rtt = f.round_trip(rig, max(20, 2 * trials))
-        lines.append(f"also: request/reply round trip policy <-> agent on loopback (TLS): {_stats(rtt)} "
-                     "(p50 / p99 / max; aim p99 < 5 ms)")
-        lines.append(f"also: trial setups started again because the rig was not at speed in time: "
-                     f"{rig.setup_retries}")
+        lines.append(
+            f"also: request/reply round trip policy <-> agent on loopback (TLS): {_stats(rtt)} "
+            "(p50 / p99 / max; aim p99 < 5 ms)"
+        )
+        lines.append(f"also: trial setups started again because the rig was not at speed in time: {rig.setup_retries}")
     finally:
         rig.close()
     kills = [f.agent_killed(tmp) for _ in range(trials)]
     ok = _within([k["watchdog"] for k in kills], 0.1 + 0.03)
     passed += ok
-    lines.append(f"{'PASS' if ok else 'FAIL'}  {'agent SIGKILLed':<46s} watchdog brake "
-                 f"{_stats([k['watchdog'] for k in kills])} (bound 100 ms + the 30 ms plan window); "
-                 f"rest {_stats([k['rest'] for k in kills])}")
+    lines.append(
+        f"{'PASS' if ok else 'FAIL'}  {'agent SIGKILLed':<46s} watchdog brake "
+        f"{_stats([k['watchdog'] for k in kills])} (bound 100 ms + the 30 ms plan window); "
+        f"rest {_stats([k['rest'] for k in kills])}"
+    )
     return passed, len(table) + 1, lines

@@ -23,8 +23,13 @@ QROBOT = [sys.executable, "-m", "qrobot.cli"]
 
 
 def _start(args: list[str], first: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(QROBOT + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = subprocess.Popen(
+        QROBOT + args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     line = proc.stdout.readline()  # type: ignore[union-attr]
     print(f"$ qrobot {' '.join(args)}\n  {line.rstrip()}", flush=True)
     if not line.startswith(first):
@@ -65,21 +70,63 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = f"tls/127.0.0.1:{_free_port()}"
     procs: list[subprocess.Popen] = []
     try:
-        robot, line = _start(["robot-sim", args.scenario, "--observations", "--seed", str(args.seed),
-                              "--token-file", str(d / "robot.token")], "listening")
+        robot, line = _start(
+            [
+                "robot-sim",
+                args.scenario,
+                "--observations",
+                "--seed",
+                str(args.seed),
+                "--token-file",
+                str(d / "robot.token"),
+            ],
+            "listening",
+        )
         procs.append(robot)
-        agent, _ = _start(["agent", "--robot", line.split()[-1], "--robot-token", str(d / "robot.token"),
-                           "--keys", str(keys), "--listen", endpoint, "--name", "demo",
-                           "--latch", str(d / "estop.json"), "--audit", str(d / "audit.jsonl")], "agent for")
+        agent, _ = _start(
+            [
+                "agent",
+                "--robot",
+                line.split()[-1],
+                "--robot-token",
+                str(d / "robot.token"),
+                "--keys",
+                str(keys),
+                "--listen",
+                endpoint,
+                "--name",
+                "demo",
+                "--latch",
+                str(d / "estop.json"),
+                "--audit",
+                str(d / "audit.jsonl"),
+            ],
+            "agent for",
+        )
         procs.append(agent)
-        run = ["run", args.scenario, "--policy", "qwen-vla", "--episodes", str(args.episodes), "--seed",
-               str(args.seed), "--robot", endpoint, "--keys", str(keys), "--robot-name", "demo"]
+        run = [
+            "run",
+            args.scenario,
+            "--policy",
+            "qwen-vla",
+            "--episodes",
+            str(args.episodes),
+            "--seed",
+            str(args.seed),
+            "--robot",
+            endpoint,
+            "--keys",
+            str(keys),
+            "--robot-name",
+            "demo",
+        ]
         print(f"$ qrobot {' '.join(run)}", flush=True)
         policy = subprocess.Popen(QROBOT + run)
         procs.append(policy)
         time.sleep(1.0)
-        operator, _ = _start(["operator", "--connect", endpoint, "--keys", str(keys), "--name", "demo", "--enable"],
-                             "qrobot/demo:")
+        operator, _ = _start(
+            ["operator", "--connect", endpoint, "--keys", str(keys), "--name", "demo", "--enable"], "qrobot/demo:"
+        )
         procs.append(operator)
         rc = policy.wait()
     finally:

@@ -23,8 +23,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import zenoh
@@ -34,8 +35,8 @@ from qrobot.bridge.agent import Agent
 from qrobot.bridge.agent_core import AgentCore, State, Timing
 from qrobot.bridge.latch import Latch
 from qrobot.bridge.messages import VERSION, ClockProbe, Command, Entry, Lease, Request, actions, decode, encode
-from qrobot.bridge.service import AgentService, ConsoleClient, PolicyClient, _ask
 from qrobot.bridge.robot_link import load_token
+from qrobot.bridge.service import AgentService, ConsoleClient, PolicyClient, _ask
 from qrobot.bridge.sim_adapter import SimAdapter
 from qrobot.bridge.transport import config, keys
 from qrobot.safety.limits import default_limits
@@ -50,7 +51,8 @@ ROOM_SEED = 29  # starts 1.05 m from the room's centre: the circle stays clear o
 # the same room seen by two 128 px cameras (front and back), for the streaming measurement
 TWO_CAMERAS = ROOM + "".join(
     f'[[cameras]]\nname = "{n}"\nmount = "base"\nfov = 90.0\neye = [{x}, 0.0, 0.35]\ntarget = [{t}, 0.0, 0.25]\n'
-    for n, x, t in (("front", 0.2, 1.2), ("back", -0.2, -1.2)))
+    for n, x, t in (("front", 0.2, 1.2), ("back", -0.2, -1.2))
+)
 
 
 def room(tmp: Path, text: str = ROOM) -> str:
@@ -71,8 +73,13 @@ def _die_with_parent() -> None:
 
 
 def _spawn(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=_die_with_parent)
+    return subprocess.Popen(
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=_die_with_parent,
+    )
 
 
 class Shim:
@@ -133,14 +140,29 @@ class Rig:
         certs.init(tmp / "keys")
         certs.init(tmp / "other")  # a foreign authority
         self.log = tmp / "robot.jsonl"
-        self.robot = _spawn(["-m", "qrobot.bridge.robot_sim", room(tmp, scenario), "--seed", str(ROOM_SEED), "--log",
-                             str(self.log), "--token-file", str(tmp / "robot.token")]
-                            + (["--observations"] if observations else []))
+        self.robot = _spawn(
+            [
+                "-m",
+                "qrobot.bridge.robot_sim",
+                room(tmp, scenario),
+                "--seed",
+                str(ROOM_SEED),
+                "--log",
+                str(self.log),
+                "--token-file",
+                str(tmp / "robot.token"),
+            ]
+            + (["--observations"] if observations else [])
+        )
         port = int(self.robot.stdout.readline().rsplit(":", 1)[1])  # type: ignore[union-attr]
         self.adapter = SimAdapter(port, load_token(tmp / "robot.token"))
         self.key = OperatorKey()
-        sup = Supervisor(default_limits("diffbot", self.adapter.hello.control_dt), (0.5, 1.2), operator=self.key,
-                         people=self.adapter.hello.people)  # type: ignore[arg-type]
+        sup = Supervisor(
+            default_limits("diffbot", self.adapter.hello.control_dt),
+            (0.5, 1.2),
+            operator=self.key,
+            people=self.adapter.hello.people,
+        )  # type: ignore[arg-type]
         self.latch = tmp / "estop.json"
         self.core = AgentCore(3, Latch(self.latch), Timing(), people=True)
         self.agent = Agent(self.adapter, sup, self.core, self.key)
@@ -205,8 +227,12 @@ class Rig:
 
     def _leased(self) -> bool:
         g, lease = self.policy.grant, self.core._lease
-        fresh = g is not None and lease is not None and lease[:2] == (g.lease, g.epoch) \
+        fresh = (
+            g is not None
+            and lease is not None
+            and lease[:2] == (g.lease, g.epoch)
             and self.agent.clock() - self.core._retained < 0.3
+        )
         if not fresh:
             self._reacquire()
             time.sleep(0.05)
@@ -336,8 +362,11 @@ def replay(rig: Rig) -> dict[str, Any]:
     burst(old)
     time.sleep(0.3)
     accepted = sum(1 for t, *key in list(rig.agent.accepted) if t >= start and tuple(key) in ids)
-    return {"sent": 3 * len(old), "accepted": accepted,
-            "rejected": sum(1 for _, kind, _ in rig.core.audit if kind == "reject") - rejects0}
+    return {
+        "sent": 3 * len(old),
+        "accepted": accepted,
+        "rejected": sum(1 for _, kind, _ in rig.core.audit if kind == "reject") - rejects0,
+    }
 
 
 def forbidden(rig: Rig) -> dict[str, Any]:
@@ -348,8 +377,13 @@ def forbidden(rig: Rig) -> dict[str, Any]:
     k = keys("r1")
     for session in (rogue, rig.sessions[2]):
         for op in ("reset", "enable"):
-            list(session.get(k["request"], payload=encode(Request(version=VERSION, op=op)),  # type: ignore[arg-type]
-                             timeout=0.3))
+            list(
+                session.get(
+                    k["request"],
+                    payload=encode(Request(version=VERSION, op=op)),  # type: ignore[arg-type]
+                    timeout=0.3,
+                )
+            )
         list(session.get(k["take"], payload=encode(Lease(version=VERSION, op="take")), timeout=0.3))
         session.put(k["operator"], b"x")
     time.sleep(0.3)
@@ -381,33 +415,83 @@ def estop(rig: Rig) -> dict[str, Any]:
     t = time.time()
     rig.console.request("estop", key="estop")
     _wait(lambda: rig.core.latched is not None, 1.0)
-    latched = next((a[0] + rig.wall0 - t for a in rig.core.audit if a[1] == "state" and "ESTOPPED" in a[2]
-                    and a[0] + rig.wall0 >= t), None)
+    latched = next(
+        (
+            a[0] + rig.wall0 - t
+            for a in rig.core.audit
+            if a[1] == "state" and "ESTOPPED" in a[2] and a[0] + rig.wall0 >= t
+        ),
+        None,
+    )
     survives = AgentCore(3, Latch(rig.latch)).state == State.ESTOPPED
-    return {"stop": rig.halt_after(t), "latched": latched, "rest": rig.rest_after(t), "survives": survives,
-            "bound": 0.02}
+    return {
+        "stop": rig.halt_after(t),
+        "latched": latched,
+        "rest": rig.rest_after(t),
+        "survives": survives,
+        "bound": 0.02,
+    }
 
 
 def malformed(rig: Rig) -> dict[str, Any]:
     rig.ready()
     g = rig.policy.grant
     assert g is not None
-    bad = [encode(Command(version=VERSION, lease=g.lease, epoch=g.epoch, seq=10**9, nonce=g.nonce,
-                          entries=[Entry(expires=1e9, action=actions(np.array([np.nan, 0, 0])))])),
-           encode(Command(version=VERSION, lease=g.lease, epoch=g.epoch, seq=10**9 + 1, nonce=g.nonce,
-                          entries=[Entry(expires=float("inf"), action=actions(CIRCLE))])),
-           encode(Command(version=VERSION, lease=g.lease, epoch=g.epoch, seq=10**9 + 2, nonce=g.nonce,
-                          entries=[Entry(expires=rig.policy.agent_now() + 0.1, action=actions(np.full(3, 5.0)))])),
-           encode(Command(version=VERSION + 1, lease=g.lease, epoch=g.epoch, seq=10**9 + 3, nonce=g.nonce,
-                          entries=[Entry(expires=1.0, action=actions(CIRCLE))])),
-           b"\x00" * 70_000, b"\x93\x01\x02", b"not msgpack"]
+    bad = [
+        encode(
+            Command(
+                version=VERSION,
+                lease=g.lease,
+                epoch=g.epoch,
+                seq=10**9,
+                nonce=g.nonce,
+                entries=[Entry(expires=1e9, action=actions(np.array([np.nan, 0, 0])))],
+            )
+        ),
+        encode(
+            Command(
+                version=VERSION,
+                lease=g.lease,
+                epoch=g.epoch,
+                seq=10**9 + 1,
+                nonce=g.nonce,
+                entries=[Entry(expires=float("inf"), action=actions(CIRCLE))],
+            )
+        ),
+        encode(
+            Command(
+                version=VERSION,
+                lease=g.lease,
+                epoch=g.epoch,
+                seq=10**9 + 2,
+                nonce=g.nonce,
+                entries=[Entry(expires=rig.policy.agent_now() + 0.1, action=actions(np.full(3, 5.0)))],
+            )
+        ),
+        encode(
+            Command(
+                version=VERSION + 1,
+                lease=g.lease,
+                epoch=g.epoch,
+                seq=10**9 + 3,
+                nonce=g.nonce,
+                entries=[Entry(expires=1.0, action=actions(CIRCLE))],
+            )
+        ),
+        b"\x00" * 70_000,
+        b"\x93\x01\x02",
+        b"not msgpack",
+    ]
     before = sum(1 for a in rig.core.audit if a[1] == "reject")
     for data in bad:
         rig.policy._pub.put(data)
         time.sleep(0.05)  # (commands are dropped, not queued, under congestion)
     time.sleep(0.3)
-    return {"sent": len(bad), "rejected": sum(1 for a in rig.core.audit if a[1] == "reject") - before,
-            "accepted": int(rig.core._seq >= 10**9)}
+    return {
+        "sent": len(bad),
+        "rejected": sum(1 for a in rig.core.audit if a[1] == "reject") - before,
+        "accepted": int(rig.core._seq >= 10**9),
+    }
 
 
 def clock_skew(rig: Rig, skew: float) -> dict[str, Any]:
@@ -420,8 +504,9 @@ def clock_skew(rig: Rig, skew: float) -> dict[str, Any]:
     rig.policy.silent.set()  # no fresh probe corrects it
     time.sleep(0.25)
     now = time.monotonic()
-    probe = ClockProbe(version=VERSION, sent=now, prev_sent=now - 2 * skew, prev_agent=rig.agent._last_clock_reply,
-                       prev_received=now)
+    probe = ClockProbe(
+        version=VERSION, sent=now, prev_sent=now - 2 * skew, prev_agent=rig.agent._last_clock_reply, prev_received=now
+    )
     _ask(rig.policy.session, rig.policy.k["clock"], probe)
     rig.console.request("enable")
     time.sleep(0.2)
@@ -506,8 +591,19 @@ def agent_killed(tmp: Path) -> dict[str, Any]:
     """The agent as its own process, SIGKILLed at full speed: the robot's watchdog."""
     log = tmp / "kill.jsonl"
     token = tmp / "kill.token"
-    robot = _spawn(["-m", "qrobot.bridge.robot_sim", room(tmp), "--seed", str(ROOM_SEED), "--log", str(log),
-                    "--token-file", str(token)])
+    robot = _spawn(
+        [
+            "-m",
+            "qrobot.bridge.robot_sim",
+            room(tmp),
+            "--seed",
+            str(ROOM_SEED),
+            "--log",
+            str(log),
+            "--token-file",
+            str(token),
+        ]
+    )
     port = robot.stdout.readline().rsplit(":", 1)[1].strip()  # type: ignore[union-attr]
     driver = _spawn(["-c", _DRIVER, port, str(token)])
     try:

@@ -8,15 +8,15 @@ that carry a non-finite or oversized number, come back as (None, why).
 from __future__ import annotations
 
 import math
-from typing import Literal, Union
+from typing import Literal
 
 import msgspec
 import numpy as np
 
 VERSION = 1
-MAX_ENTRIES = 64           # entries per command chunk
-MAX_ACTION = 32            # floats per entry
-MAX_BYTES = 64 * 1024      # whole message the agent accepts
+MAX_ENTRIES = 64  # entries per command chunk
+MAX_ACTION = 32  # floats per entry
+MAX_BYTES = 64 * 1024  # whole message the agent accepts
 MAX_OBSERVATION = 8 << 20  # what a policy accepts from the agent (camera frames)
 ARRAY_DTYPES = ("uint8", "float32")
 
@@ -163,7 +163,9 @@ class Observation(_Msg, tag="observation"):
     control_dt: float = 0.1
 
 
-Message = Union[Command, Lease, LeaseGrant, Operator, Request, ClockProbe, Status, Episode, Proposal, Reply, Observation]
+Message = (
+    Command | Lease | LeaseGrant | Operator | Request | ClockProbe | Status | Episode | Proposal | Reply | Observation
+)
 _decoder = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
 
@@ -194,11 +196,17 @@ def decode(data: object, limit: int = MAX_BYTES) -> tuple[Message | None, str]:
 
 
 def _check(msg: Message) -> str:
-    floats = [getattr(msg, name, 0.0) for name in ("sent", "agent_time", "prev_sent", "prev_agent", "prev_received",
-                                                      "time", "speed_scale")]
-    if isinstance(msg, Proposal) and not (0.0 < msg.speed_scale <= 1.0 and len(msg.instruction) <= 256
-                                          and len(msg.scenario) <= 128 and msg.instruction.isprintable()
-                                          and msg.scenario.isprintable()):
+    floats = [
+        getattr(msg, name, 0.0)
+        for name in ("sent", "agent_time", "prev_sent", "prev_agent", "prev_received", "time", "speed_scale")
+    ]
+    if isinstance(msg, Proposal) and not (
+        0.0 < msg.speed_scale <= 1.0
+        and len(msg.instruction) <= 256
+        and len(msg.scenario) <= 128
+        and msg.instruction.isprintable()
+        and msg.scenario.isprintable()
+    ):
         return "a proposal needs 0 < speed_scale <= 1 and a printable instruction and scenario (256, 128 characters)"
     if isinstance(msg, Episode) and not 0 <= msg.seed < 2**32:
         return f"episode seed {msg.seed} outside 0..2**32-1"
@@ -228,7 +236,9 @@ def _check_arrays(msg: Observation) -> str:
     for name, raw in msg.arrays.items():
         dtype, shape = msg.dtypes.get(name), msg.shapes.get(name)
         if dtype not in ARRAY_DTYPES or shape is None or len(shape) > 4 or any(not 0 <= n <= 8192 for n in shape):
-            return f"array {name!r}: dtype {dtype!r} or shape {shape!r} not accepted (uint8/float32, <= 4 dims of <= 8192)"
+            return (
+                f"array {name!r}: dtype {dtype!r} or shape {shape!r} not accepted (uint8/float32, <= 4 dims of <= 8192)"
+            )
         if math.prod(shape) * np.dtype(dtype).itemsize != len(raw):
             return f"array {name!r}: {len(raw)} bytes do not fill shape {shape}"
     return ""
@@ -246,8 +256,10 @@ def pack_arrays(arrays: dict[str, np.ndarray]) -> tuple[dict[str, bytes], dict[s
 
 def unpack_arrays(msg: Observation) -> dict[str, np.ndarray]:
     """A checked Observation's arrays (read-only views of the message's bytes)."""
-    return {name: np.frombuffer(raw, "|u1" if msg.dtypes[name] == "uint8" else "<f4").reshape(msg.shapes[name])
-            for name, raw in msg.arrays.items()}
+    return {
+        name: np.frombuffer(raw, "|u1" if msg.dtypes[name] == "uint8" else "<f4").reshape(msg.shapes[name])
+        for name, raw in msg.arrays.items()
+    }
 
 
 def entry_values(entry: Entry) -> np.ndarray:

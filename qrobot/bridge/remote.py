@@ -21,7 +21,7 @@ import numpy as np
 import zenoh
 from gymnasium import spaces
 
-from qrobot.bridge.messages import VERSION, MAX_OBSERVATION, Observation, Proposal, decode, digest, unpack_arrays
+from qrobot.bridge.messages import MAX_OBSERVATION, VERSION, Observation, Proposal, decode, digest, unpack_arrays
 from qrobot.bridge.service import PolicyClient
 from qrobot.bridge.transport import config, keys
 from qrobot.errors import QrobotError
@@ -34,9 +34,9 @@ MOVING_STATES = ("ENABLED", "RUNNING", "HOLD")
 
 class RemoteRobot:
     """Args:
-        session: a Zenoh session with the policy role's certificate (`connect`).
-        robot: the robot's name in key expressions (`qrobot agent --name`).
-        timeout: seconds to wait for an observation before the link counts as lost.
+    session: a Zenoh session with the policy role's certificate (`connect`).
+    robot: the robot's name in key expressions (`qrobot agent --name`).
+    timeout: seconds to wait for an observation before the link counts as lost.
     """
 
     def __init__(self, session: zenoh.Session, robot: str, timeout: float = 2.0) -> None:
@@ -56,7 +56,7 @@ class RemoteRobot:
         self._seen = first.period
 
     @classmethod
-    def connect(cls, endpoint: str, key_dir: str | Path, robot: str, timeout: float = 2.0) -> "RemoteRobot":
+    def connect(cls, endpoint: str, key_dir: str | Path, robot: str, timeout: float = 2.0) -> RemoteRobot:
         """Open a policy-role session to the agent at `endpoint` (tls/HOST:PORT)."""
         session = zenoh.open(config("policy", key_dir, connect=endpoint))
         try:
@@ -97,7 +97,7 @@ class RemoteRobot:
                 self._cond.wait(left)
 
     @property
-    def unwrapped(self) -> "RemoteRobot":
+    def unwrapped(self) -> RemoteRobot:
         return self
 
     @property
@@ -114,11 +114,19 @@ class RemoteRobot:
     @staticmethod
     def _as_obs(msg: Observation) -> tuple[dict[str, Any], dict[str, Any]]:
         arrays = unpack_arrays(msg)
-        obs: dict[str, Any] = {"images": {k[len("images/"):]: v for k, v in arrays.items() if k.startswith("images/")},
-                               "instruction": msg.instruction}
+        obs: dict[str, Any] = {
+            "images": {k[len("images/") :]: v for k, v in arrays.items() if k.startswith("images/")},
+            "instruction": msg.instruction,
+        }
         obs.update({k: v for k, v in arrays.items() if not k.startswith("images/")})
-        info = {"success": msg.success, "metrics": dict(msg.metrics), "time": msg.time, "step": msg.step,
-                "episode": msg.episode, "seed": msg.seed}
+        info = {
+            "success": msg.success,
+            "metrics": dict(msg.metrics),
+            "time": msg.time,
+            "step": msg.step,
+            "episode": msg.episode,
+            "seed": msg.seed,
+        }
         return obs, info
 
     # ------------------------------------------------------------ gym-style API
@@ -160,8 +168,20 @@ class RemoteRobot:
             return True
         g = self.client.grant
         assert g is not None
-        approved = "approved " + digest(Proposal(version=VERSION, lease=g.lease, epoch=g.epoch, instruction=instruction,
-                                                 scenario=self.scenario_name, speed_scale=float(speed_scale))) + ":"
+        approved = (
+            "approved "
+            + digest(
+                Proposal(
+                    version=VERSION,
+                    lease=g.lease,
+                    epoch=g.epoch,
+                    instruction=instruction,
+                    scenario=self.scenario_name,
+                    speed_scale=float(speed_scale),
+                )
+            )
+            + ":"
+        )
         if status.approval.startswith(approved):
             return True
         reply = self.client.propose(instruction, self.scenario_name, speed_scale)
@@ -190,16 +210,33 @@ class RemoteRobot:
             self.session.close()
 
 
-def run_remote_episode(robot: RemoteRobot, policy: Any, episode: int, seed: int, max_steps: int = 100_000,
-                       speed_scale: float = 1.0, wait: float = 60.0) -> EpisodeResult:
+def run_remote_episode(
+    robot: RemoteRobot,
+    policy: Any,
+    episode: int,
+    seed: int,
+    max_steps: int = 100_000,
+    speed_scale: float = 1.0,
+    wait: float = 60.0,
+) -> EpisodeResult:
     """One episode through the agent. Ends on the task's own end, or when the agent stops
     executing (e-stop, operator lost: reason `estop` / `operator`), or the link is lost.
     An agent that requires approval gets this episode's task proposed first."""
     obs, info = robot.reset(seed)
     if not robot.approve(obs["instruction"], speed_scale, wait):
-        return EpisodeResult(robot.scenario_name, str(getattr(policy, "name", type(policy).__name__)), episode, seed,
-                             obs["instruction"], False, 0, "operator", {}, {},
-                             f"the operator did not approve the task within {wait:g} s")
+        return EpisodeResult(
+            robot.scenario_name,
+            str(getattr(policy, "name", type(policy).__name__)),
+            episode,
+            seed,
+            obs["instruction"],
+            False,
+            0,
+            "operator",
+            {},
+            {},
+            f"the operator did not approve the task within {wait:g} s",
+        )
     latest = robot._next(-1)  # (the world kept running while the operator looked)
     robot._seen = latest.period
     obs, info = robot._as_obs(latest)
@@ -229,14 +266,26 @@ def run_remote_episode(robot: RemoteRobot, policy: Any, episode: int, seed: int,
         reason = "success" if info["success"] else ("stopped" if terminated else "timeout")
     status = robot.client.watch.status  # the agent's supervisor, this episode (it resets with each new world)
     safety = {k: float(v) for k, v in status.safety.items()} if status is not None else {}
-    return EpisodeResult(robot.scenario_name, str(getattr(policy, "name", type(policy).__name__)), episode, seed,
-                         obs["instruction"], reason == "success", int(info["step"]), reason,
-                         {k: float(v) for k, v in info["metrics"].items()}, safety, error)
+    return EpisodeResult(
+        robot.scenario_name,
+        str(getattr(policy, "name", type(policy).__name__)),
+        episode,
+        seed,
+        obs["instruction"],
+        reason == "success",
+        int(info["step"]),
+        reason,
+        {k: float(v) for k, v in info["metrics"].items()},
+        safety,
+        error,
+    )
 
 
 def check_remote_policy(name: str) -> None:
     """Policies that see only observations can drive a remote robot; the experts read the
     simulator's privileged state, which a robot does not offer."""
     if name in ("expert", "noisy-expert", "wander"):
-        raise QrobotError(f"run --robot: policy {name!r} reads the simulator's privileged state, which a remote "
-                          "robot does not offer; use qwen-vla, random or hold")
+        raise QrobotError(
+            f"run --robot: policy {name!r} reads the simulator's privileged state, which a remote "
+            "robot does not offer; use qwen-vla, random or hold"
+        )

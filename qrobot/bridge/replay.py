@@ -53,11 +53,15 @@ def _record(record: object) -> dict[str, Any] | None:
         period, action, episode = record["period"], record["action"], record.get("episode")
         if isinstance(period, bool) or not isinstance(period, int) or not 0 <= period < 2**62:
             raise ValueError("period")
-        if not isinstance(action, list) or not 0 < len(action) <= 32 or not all(
-                isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in action):
+        if (
+            not isinstance(action, list)
+            or not 0 < len(action) <= 32
+            or not all(isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in action)
+        ):
             raise ValueError("action")
-        out.update(period=period, action=np.asarray(action, np.float64),
-                   episode=episode if isinstance(episode, int) else None)
+        out.update(
+            period=period, action=np.asarray(action, np.float64), episode=episode if isinstance(episode, int) else None
+        )
     return out
 
 

@@ -17,7 +17,6 @@ import socket
 import struct
 import threading
 from pathlib import Path
-from typing import Union
 
 import msgspec
 import numpy as np
@@ -97,7 +96,7 @@ class Reset(_Frame, tag="reset"):
     seed: int
 
 
-Frame = Union[Hello, Pair, RobotState, Plan, Halt, Observation, Reset]
+Frame = Hello | Pair | RobotState | Plan | Halt | Observation | Reset
 _decoder = msgspec.msgpack.Decoder(Frame)
 _encoder = msgspec.msgpack.Encoder()
 
@@ -181,8 +180,8 @@ class Link:
             raise ConnectionError(f"frame of {size} bytes")
         if len(self._buf) < 4 + size:
             return None
-        data = bytes(self._buf[4:4 + size])
-        del self._buf[:4 + size]
+        data = bytes(self._buf[4 : 4 + size])
+        del self._buf[: 4 + size]
         try:
             frame = _decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import argparse
 import hmac
-import os
 import json
+import os
 import signal
 import socket
 import sys
@@ -34,21 +34,42 @@ from typing import IO, Any
 
 import numpy as np
 
-from qrobot.bridge.messages import VERSION, Observation as ObservationMsg, encode, pack_arrays
-from qrobot.bridge.robot_link import (LINK_VERSION, MAX_FRAME, Halt, Hello, Link, Observation, Pair, Plan, Reset,
-                                      RobotState, load_token, pack_state, proof)
+from qrobot.bridge.messages import VERSION, encode, pack_arrays
+from qrobot.bridge.messages import Observation as ObservationMsg
+from qrobot.bridge.robot_link import (
+    LINK_VERSION,
+    MAX_FRAME,
+    Halt,
+    Hello,
+    Link,
+    Observation,
+    Pair,
+    Plan,
+    Reset,
+    RobotState,
+    load_token,
+    pack_state,
+    proof,
+)
 from qrobot.errors import QrobotError
+from qrobot.safety.command import CommandCheck, SafeCommand, Stop
 from qrobot.scenario import load_scenario
 from qrobot.sim import PHYSICS_HZ
-from qrobot.safety.command import CommandCheck, SafeCommand, Stop
-
 
 MIN_BRAKING = 0.5  # a pairing agent may ask for gentler braking than the robot's, down to this share
 
 
 class RobotSim:
-    def __init__(self, scenario: str, token: bytes, seed: int = 0, port: int = 0, window: float = 0.03,
-                 log: IO[str] | None = None, observations: bool = False) -> None:
+    def __init__(
+        self,
+        scenario: str,
+        token: bytes,
+        seed: int = 0,
+        port: int = 0,
+        window: float = 0.03,
+        log: IO[str] | None = None,
+        observations: bool = False,
+    ) -> None:
         self._token = token
         from qrobot.envs.core import QRobotEnv  # the world: only this process has it
 
@@ -56,8 +77,10 @@ class RobotSim:
         self.env = QRobotEnv(scenario, images=observations)
         frame = sum(c.width * c.height * (3 + 4 * (c.name in self.env._depth)) for c in self.env.cameras)
         if observations and frame > MAX_FRAME // 2:
-            raise QrobotError(f"robot-sim --observations: the scenario's cameras make {frame / 1e6:.1f} MB frames; the robot link "
-                             f"carries at most {MAX_FRAME // 2 / 1e6:.1f} MB per observation (fewer or smaller cameras)")
+            raise QrobotError(
+                f"robot-sim --observations: the scenario's cameras make {frame / 1e6:.1f} MB frames; the robot link "
+                f"carries at most {MAX_FRAME // 2 / 1e6:.1f} MB per observation (fewer or smaller cameras)"
+            )
         self.seed = seed
         self._obs = self.env.reset(seed=seed)[0]
         self._outcome = (0.0, False, False, self.env._info())
@@ -92,10 +115,19 @@ class RobotSim:
             sock.close()
             return
         self.link, self.paired, self._nonce = Link(sock), False, os.urandom(16)
-        self.link.send(Hello(nonce=self._nonce, version=LINK_VERSION, robot=self.env.robot.name, scenario=self.env.scenario.name,
-                             control_dt=self.dt, watchdog=self.dt + self.window,
-                             people=self.env.supervisor.people_source or "none",
-                             resettable=True, observations=self.observations))
+        self.link.send(
+            Hello(
+                nonce=self._nonce,
+                version=LINK_VERSION,
+                robot=self.env.robot.name,
+                scenario=self.env.scenario.name,
+                control_dt=self.dt,
+                watchdog=self.dt + self.window,
+                people=self.env.supervisor.people_source or "none",
+                resettable=True,
+                observations=self.observations,
+            )
+        )
         self._observe()  # the policy sees the world before its first command
 
     def _drop(self) -> None:
@@ -110,8 +142,12 @@ class RobotSim:
             robot = self.env.robot
             if not hmac.compare_digest(bytes(frame.proof), proof(self._token, self._nonce)):
                 raise ConnectionError("pairing without the robot's token")
-            if rates.shape != robot.MAX_RATES.shape or not np.all(np.isfinite(rates)) \
-                    or np.any(rates < MIN_BRAKING * robot.MAX_RATES) or len(frame.secret) < 16:
+            if (
+                rates.shape != robot.MAX_RATES.shape
+                or not np.all(np.isfinite(rates))
+                or np.any(rates < MIN_BRAKING * robot.MAX_RATES)
+                or len(frame.secret) < 16
+            ):
                 raise ConnectionError("pairing with braking rates below the robot's or a short secret")
             self._pairing = (CommandCheck(bytes(frame.secret)), rates)
             robot._pair(*self._pairing)
@@ -203,12 +239,26 @@ class RobotSim:
         arrays.update({k: obs[k] for k in ("proprio", "goal") if k in obs})
         raw, shapes, dtypes = pack_arrays(arrays)
         self._observed += 1
-        msg = ObservationMsg(version=VERSION, robot=self.env.robot.name, scenario=self.env.scenario.name,
-                             episode=self.env.episode, seed=self.seed, period=self._observed, step=self.env.task.steps,
-                             time=self.env.sim.time, instruction=obs["instruction"], arrays=raw, shapes=shapes,
-                             dtypes=dtypes, reward=reward, success=bool(info["success"]), terminated=terminated,
-                             truncated=truncated, metrics={k: float(v) for k, v in info["metrics"].items()},
-                             control_dt=self.dt)
+        msg = ObservationMsg(
+            version=VERSION,
+            robot=self.env.robot.name,
+            scenario=self.env.scenario.name,
+            episode=self.env.episode,
+            seed=self.seed,
+            period=self._observed,
+            step=self.env.task.steps,
+            time=self.env.sim.time,
+            instruction=obs["instruction"],
+            arrays=raw,
+            shapes=shapes,
+            dtypes=dtypes,
+            reward=reward,
+            success=bool(info["success"]),
+            terminated=terminated,
+            truncated=truncated,
+            metrics={k: float(v) for k, v in info["metrics"].items()},
+            control_dt=self.dt,
+        )
         try:
             self.link.send(Observation(version=LINK_VERSION, period=self._observed, data=encode(msg)))
         except ConnectionError:
@@ -224,9 +274,18 @@ class RobotSim:
         if self.link is not None:
             fields, shapes = pack_state({k: v for k, v in self.env.supervisor_state().items() if k != "time"})
             try:
-                self.link.send(RobotState(version=LINK_VERSION, period=self.period, time=self.env.sim.time,
-                                          fields=fields, shapes=shapes, watchdog_brakes=self.watchdog_brakes,
-                                          rejected=self.rejected, episode=self.env.episode))
+                self.link.send(
+                    RobotState(
+                        version=LINK_VERSION,
+                        period=self.period,
+                        time=self.env.sim.time,
+                        fields=fields,
+                        shapes=shapes,
+                        watchdog_brakes=self.watchdog_brakes,
+                        rejected=self.rejected,
+                        episode=self.env.episode,
+                    )
+                )
             except ConnectionError:
                 self._drop()
         plan = self._wait_plan(start + self.window) if self.link is not None else None
@@ -245,9 +304,20 @@ class RobotSim:
             st = self.env.robot.state()
             speed = float(np.linalg.norm(st["ee_lin_vel"])) if "ee_lin_vel" in st else abs(float(st["base_vel"][0]))
             pos = st["ee_pos"] if "ee_pos" in st else st["base_pose"]
-            self._log.write(json.dumps({"wall": time.time(), "period": self.period, "how": how, "speed": speed,
-                                        "sim_time": self.env.sim.time, "episode": self.env.episode,
-                                        "pos": [round(float(x), 6) for x in pos]}) + "\n")
+            self._log.write(
+                json.dumps(
+                    {
+                        "wall": time.time(),
+                        "period": self.period,
+                        "how": how,
+                        "speed": speed,
+                        "sim_time": self.env.sim.time,
+                        "episode": self.env.episode,
+                        "pos": [round(float(x), 6) for x in pos],
+                    }
+                )
+                + "\n"
+            )
             self._log.flush()
         self.period += 1
         time.sleep(max(0.0, start + self.dt - time.monotonic()))  # (the substeps paced most of it)
@@ -271,15 +341,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=0, help="local port for the agent (0: a free one, printed)")
     p.add_argument("--window", type=float, default=0.03, help="seconds each period waits for its plan")
     p.add_argument("--log", type=Path, default=None, help="append one JSON line per period")
-    p.add_argument("--observations", action="store_true",
-                   help="render and stream what a policy sees (cameras, goal, instruction) every period")
-    p.add_argument("--token-file", type=Path, required=True,
-                   help="pairing token the agent must prove it holds (made, 0600, if missing; give the agent the same)")
+    p.add_argument(
+        "--observations",
+        action="store_true",
+        help="render and stream what a policy sees (cameras, goal, instruction) every period",
+    )
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        required=True,
+        help="pairing token the agent must prove it holds (made, 0600, if missing; give the agent the same)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m qrobot.bridge.robot_sim", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m qrobot.bridge.robot_sim",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(p)
     return serve(p.parse_args(argv))
 
@@ -296,8 +376,9 @@ def serve(args: argparse.Namespace) -> int:
     try:
         token = load_token(args.token_file)
     except (ValueError, OSError) as exc:
-        raise QrobotError(f"robot-sim --token-file: {args.token_file}: not a pairing token "
-                          f"(hex, at least 16 bytes): {exc}") from None
+        raise QrobotError(
+            f"robot-sim --token-file: {args.token_file}: not a pairing token (hex, at least 16 bytes): {exc}"
+        ) from None
     log = args.log.open("a") if args.log else None
     sim = RobotSim(args.scenario, token, args.seed, args.port, args.window, log, args.observations)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

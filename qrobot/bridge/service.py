@@ -14,15 +14,31 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import zenoh
 
 from qrobot.bridge.agent import CLOCK_MEMORY, Agent
 from qrobot.bridge.agent_core import CLOCK_DRIFT
-from qrobot.bridge.messages import (VERSION, ClockProbe, Command, Entry, Episode, Lease, LeaseGrant, Operator,
-                                    Proposal, Reply, Request, Status, actions, decode, encode)
+from qrobot.bridge.messages import (
+    VERSION,
+    ClockProbe,
+    Command,
+    Entry,
+    Episode,
+    Lease,
+    LeaseGrant,
+    Operator,
+    Proposal,
+    Reply,
+    Request,
+    Status,
+    actions,
+    decode,
+    encode,
+)
 from qrobot.bridge.transport import keys
 
 KEEP_OFFSET = CLOCK_MEMORY / 2  # s: an offset older than this is replaced (the agent still knows its round)
@@ -35,14 +51,22 @@ class AgentService:
         self._decls: list[Any] = []
         for key, role in (("command", "policy"), ("operator", "console"), ("estop", "any")):
             self._decls.append(session.declare_subscriber(k[key], self._put(role)))
-        for key, role in (("lease", "policy"), ("take", "console"), ("clock", "policy"), ("episode", "policy"),
-                          ("propose", "policy"), ("request", "console")):
+        for key, role in (
+            ("lease", "policy"),
+            ("take", "console"),
+            ("clock", "policy"),
+            ("episode", "policy"),
+            ("propose", "policy"),
+            ("request", "console"),
+        ):
             self._decls.append(session.declare_queryable(k[key], self._query(role)))
-        self._status = session.declare_publisher(k["state"], congestion_control=zenoh.CongestionControl.DROP,
-                                                 priority=zenoh.Priority.DATA)
+        self._status = session.declare_publisher(
+            k["state"], congestion_control=zenoh.CongestionControl.DROP, priority=zenoh.Priority.DATA
+        )
         # camera frames: lowest priority, dropped under congestion, never ahead of commands
-        self._frames = session.declare_publisher(k["observation"], congestion_control=zenoh.CongestionControl.DROP,
-                                                 priority=zenoh.Priority.DATA_LOW)
+        self._frames = session.declare_publisher(
+            k["observation"], congestion_control=zenoh.CongestionControl.DROP, priority=zenoh.Priority.DATA_LOW
+        )
         agent.adapter.on_observation = self._frames.put
         # presence (who is connected), logged for the operator; never a reason to stop or move
         self._alive = session.liveliness().declare_token(k["alive_agent"])
@@ -54,6 +78,7 @@ class AgentService:
     def _put(self, role: str) -> Callable[[zenoh.Sample], None]:
         def on(sample: zenoh.Sample) -> None:
             self.agent.handle(sample.payload.to_bytes(), role)
+
         return on
 
     def _query(self, role: str) -> Callable[[zenoh.Query], None]:
@@ -62,6 +87,7 @@ class AgentService:
             reply = self.agent.handle(data, role)
             if reply is not None:
                 query.reply(query.key_expr, reply)
+
         return on
 
     def _seen(self, sample: zenoh.Sample) -> None:
@@ -131,11 +157,16 @@ class ConsoleClient:
         answered = None
         while not self._stop.wait(0.01):
             st = self.watch.status
-            if st is not None and st.challenge != answered:  # each challenge is answered once (the next status brings a new one)
+            if (
+                st is not None and st.challenge != answered
+            ):  # each challenge is answered once (the next status brings a new one)
                 answered = st.challenge
-                self.session.put(self.k["operator"], encode(Operator(version=VERSION, deadman=self.deadman.is_set(),
-                                                                      answer=st.challenge + 1)),
-                                 priority=zenoh.Priority.REAL_TIME, express=True)
+                self.session.put(
+                    self.k["operator"],
+                    encode(Operator(version=VERSION, deadman=self.deadman.is_set(), answer=st.challenge + 1)),
+                    priority=zenoh.Priority.REAL_TIME,
+                    express=True,
+                )
 
     def request(self, op: str, key: str = "request", detail: str = "") -> Reply | None:
         """enable / reset / approve: a query, answered with the agent's Reply (ok, or why
@@ -152,7 +183,7 @@ class ConsoleClient:
         st = self.watch.status
         if st is None or not st.approval.startswith("pending "):
             return None
-        d, _, task = st.approval[len("pending "):].partition(": ")
+        d, _, task = st.approval[len("pending ") :].partition(": ")
         return d, task
 
     def close(self) -> None:
@@ -176,8 +207,12 @@ class PolicyClient:
         self._prev = (0.0, 0.0, 0.0)
         self._half_rtt = float("inf")
         self._seq = 0
-        self._pub = session.declare_publisher(self.k["command"], congestion_control=zenoh.CongestionControl.DROP,
-                                              priority=zenoh.Priority.REAL_TIME, express=True)
+        self._pub = session.declare_publisher(
+            self.k["command"],
+            congestion_control=zenoh.CongestionControl.DROP,
+            priority=zenoh.Priority.REAL_TIME,
+            express=True,
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._syncer: threading.Thread | None = None
@@ -198,9 +233,17 @@ class PolicyClient:
         answered = False
         for _ in range(rounds):
             sent = time.monotonic()
-            reply = _ask(self.session, self.k["clock"], ClockProbe(
-                version=VERSION, sent=sent, prev_sent=self._prev[0], prev_agent=self._prev[1],
-                prev_received=self._prev[2]))
+            reply = _ask(
+                self.session,
+                self.k["clock"],
+                ClockProbe(
+                    version=VERSION,
+                    sent=sent,
+                    prev_sent=self._prev[0],
+                    prev_agent=self._prev[1],
+                    prev_received=self._prev[2],
+                ),
+            )
             received = time.monotonic()
             if not isinstance(reply, ClockProbe):
                 continue
@@ -230,8 +273,12 @@ class PolicyClient:
         while not self._stop.wait(0.1):
             g = self.grant
             if g is not None and not self.silent.is_set():
-                _ask(self.session, self.k["lease"], Lease(version=VERSION, op="retain", lease=g.lease, epoch=g.epoch),
-                     timeout=0.3)
+                _ask(
+                    self.session,
+                    self.k["lease"],
+                    Lease(version=VERSION, op="retain", lease=g.lease, epoch=g.epoch),
+                    timeout=0.3,
+                )
 
     def _sync_loop(self) -> None:
         """Clock probes at 10 Hz on their own thread (a slow probe never delays a retain):
@@ -256,9 +303,18 @@ class PolicyClient:
         g = self.grant
         if g is None:
             raise RuntimeError("acquire() first")
-        reply = _ask(self.session, self.k["propose"], Proposal(version=VERSION, lease=g.lease, epoch=g.epoch,
-                                                               instruction=instruction, scenario=scenario,
-                                                               speed_scale=float(speed_scale)))
+        reply = _ask(
+            self.session,
+            self.k["propose"],
+            Proposal(
+                version=VERSION,
+                lease=g.lease,
+                epoch=g.epoch,
+                instruction=instruction,
+                scenario=scenario,
+                speed_scale=float(speed_scale),
+            ),
+        )
         return reply if isinstance(reply, Reply) else Reply(version=VERSION, ok=False, reason="no answer")
 
     def agent_now(self) -> float:
@@ -276,8 +332,11 @@ class PolicyClient:
         now = self.agent_now() + lead
         self._seq += 1
         entries = [Entry(expires=now + period * (i + 1), action=actions(a)) for i, a in enumerate(np.atleast_2d(chunk))]
-        self.wire(encode(Command(version=VERSION, lease=g.lease, epoch=g.epoch, seq=self._seq, nonce=g.nonce,
-                                 entries=entries)))
+        self.wire(
+            encode(
+                Command(version=VERSION, lease=g.lease, epoch=g.epoch, seq=self._seq, nonce=g.nonce, entries=entries)
+            )
+        )
 
     def close(self) -> None:
         self._stop.set()

@@ -7,13 +7,22 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
 import numpy as np
 
-from typing import Callable
-
-from qrobot.bridge.robot_link import (LINK_VERSION, Hello, Link, Observation, Pair, Plan, Reset, RobotState, proof,
-                                      unpack_state)
+from qrobot.bridge.robot_link import (
+    LINK_VERSION,
+    Hello,
+    Link,
+    Observation,
+    Pair,
+    Plan,
+    Reset,
+    RobotState,
+    proof,
+    unpack_state,
+)
 from qrobot.safety.command import CommandCheck, SafeCommand, Stop
 
 
@@ -38,9 +47,14 @@ class SimAdapter:
 
     def _bind(self, check: CommandCheck, rates: np.ndarray) -> None:
         """Called by `Supervisor.bind`: the robot will execute that supervisor's plans only."""
-        self.link.send(Pair(version=LINK_VERSION, secret=check._secret,
-                            rates=[float(r) for r in np.asarray(rates, dtype=np.float64)],
-                            proof=proof(self._token, self.hello.nonce)))
+        self.link.send(
+            Pair(
+                version=LINK_VERSION,
+                secret=check._secret,
+                rates=[float(r) for r in np.asarray(rates, dtype=np.float64)],
+                proof=proof(self._token, self.hello.nonce),
+            )
+        )
 
     def state(self, timeout: float = 1.0) -> dict | None:
         """The robot's state at the start of its current period (None: none came in time)."""
@@ -63,8 +77,16 @@ class SimAdapter:
         if cmd is None:
             return False
         act = b"" if action is None else np.ascontiguousarray(action, dtype="<f4").tobytes()
-        self.link.send(Plan(version=LINK_VERSION, period=self.period, seq=int(cmd.seq),
-                            values=np.ascontiguousarray(cmd.values, dtype="<f8").tobytes(), seal=cmd.seal, action=act))
+        self.link.send(
+            Plan(
+                version=LINK_VERSION,
+                period=self.period,
+                seq=int(cmd.seq),
+                values=np.ascontiguousarray(cmd.values, dtype="<f8").tobytes(),
+                seal=cmd.seal,
+                action=act,
+            )
+        )
         return True
 
     def reset(self, seed: int) -> None:

@@ -66,24 +66,35 @@ def summarize_rrd(path: str | Path) -> dict[str, Any]:
             instruction = _texts(batch, "TextDocument:text")[-1]
     cameras = {e.removeprefix("/cameras/"): n for e, n in rows.items() if e.startswith("/cameras/")}
     return {
-        "path": str(path), "application_id": entry.application_id, "recording_id": entry.recording_id,
-        "complete": complete, "steps": (max(steps) + 1) if steps else 0,
-        "entities": sorted(e for e in rows if not e.startswith("/__")), "cameras": cameras,
+        "path": str(path),
+        "application_id": entry.application_id,
+        "recording_id": entry.recording_id,
+        "complete": complete,
+        "steps": (max(steps) + 1) if steps else 0,
+        "entities": sorted(e for e in rows if not e.startswith("/__")),
+        "cameras": cameras,
         "rows": {e: n for e, n in rows.items() if not e.startswith("/__")},
-        "events": sum(rules.values()), "events_by_rule": dict(rules), "events_by_level": dict(levels),
-        "instruction": instruction, "result": result,
+        "events": sum(rules.values()),
+        "events_by_rule": dict(rules),
+        "events_by_level": dict(levels),
+        "instruction": instruction,
+        "result": result,
     }
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    lines = [f"{s['path']}", f"  application {s['application_id']}  recording {s['recording_id']}",
-             f"  complete file: {'yes' if s['complete'] else 'no (writer stopped early; read by scanning)'}",
-             f"  steps: {s['steps']}", f"  instruction: {s['instruction']}",
-             "  cameras: " + (", ".join(f"{k} ({v} frames)" for k, v in sorted(s["cameras"].items())) or "none"),
-             f"  safety events: {s['events']}"
-             + ("  " + ", ".join(f"{k}={v}" for k, v in sorted(s["events_by_rule"].items())) if s["events"] else ""),
-             "  by level: " + (", ".join(f"{k}={v}" for k, v in sorted(s["events_by_level"].items())) or "-"),
-             f"  entities: {len(s['entities'])}"]
+    lines = [
+        f"{s['path']}",
+        f"  application {s['application_id']}  recording {s['recording_id']}",
+        f"  complete file: {'yes' if s['complete'] else 'no (writer stopped early; read by scanning)'}",
+        f"  steps: {s['steps']}",
+        f"  instruction: {s['instruction']}",
+        "  cameras: " + (", ".join(f"{k} ({v} frames)" for k, v in sorted(s["cameras"].items())) or "none"),
+        f"  safety events: {s['events']}"
+        + ("  " + ", ".join(f"{k}={v}" for k, v in sorted(s["events_by_rule"].items())) if s["events"] else ""),
+        "  by level: " + (", ".join(f"{k}={v}" for k, v in sorted(s["events_by_level"].items())) or "-"),
+        f"  entities: {len(s['entities'])}",
+    ]
     if s["result"]:
         lines.append("  result: " + s["result"].replace("\n", "; "))
     return "\n".join(lines)

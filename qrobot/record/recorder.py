@@ -27,11 +27,15 @@ import rerun.blueprint as rrb
 
 from qrobot.safety.command import SafeCommand, Stop
 
-LEVELS = {"info": rr.TextLogLevel.INFO, "warning": rr.TextLogLevel.WARN,
-          "error": rr.TextLogLevel.ERROR, "critical": rr.TextLogLevel.CRITICAL}
+LEVELS = {
+    "info": rr.TextLogLevel.INFO,
+    "warning": rr.TextLogLevel.WARN,
+    "error": rr.TextLogLevel.ERROR,
+    "critical": rr.TextLogLevel.CRITICAL,
+}
 TRAJECTORY_EVERY = 10  # steps between re-logs of the growing trajectory strip
-FLUSH_EVERY = 10       # steps between flushes to disk (the crash-loss window)
-FLUSH_TIMEOUT = 5.0    # (s) the longest a periodic flush may hold the control loop
+FLUSH_EVERY = 10  # steps between flushes to disk (the crash-loss window)
+FLUSH_TIMEOUT = 5.0  # (s) the longest a periodic flush may hold the control loop
 
 
 def blueprint(cameras: list[str], foresight: int = 0) -> rrb.Blueprint:
@@ -39,17 +43,26 @@ def blueprint(cameras: list[str], foresight: int = 0) -> rrb.Blueprint:
     foresight of horizon H, the scene frame beside its predictions)."""
     cams = [rrb.Spatial2DView(origin=f"cameras/{c}", name=c) for c in cameras]
     if foresight:
-        cams += [rrb.Spatial2DView(origin=f"foresight/{n}", name=n.replace("_", " "))
-                 for n in ("actual", "predicted_h1", f"predicted_h{foresight}")]
+        cams += [
+            rrb.Spatial2DView(origin=f"foresight/{n}", name=n.replace("_", " "))
+            for n in ("actual", "predicted_h1", f"predicted_h{foresight}")
+        ]
         cams.append(rrb.TimeSeriesView(origin="foresight", name="foresight"))
-    return rrb.Blueprint(rrb.Horizontal(
-        rrb.Vertical(rrb.Spatial3DView(origin="world", name="scene"),
-                     rrb.TextLogView(origin="supervisor/events", name="safety events")),
-        rrb.Vertical(rrb.Horizontal(*cams), rrb.TimeSeriesView(origin="metrics", name="metrics"),
-                     rrb.TimeSeriesView(origin="policy", name="raw action"),
-                     rrb.TimeSeriesView(origin="supervisor/command", name="issued command")),
-        column_shares=[3, 2]))
-
+    return rrb.Blueprint(
+        rrb.Horizontal(
+            rrb.Vertical(
+                rrb.Spatial3DView(origin="world", name="scene"),
+                rrb.TextLogView(origin="supervisor/events", name="safety events"),
+            ),
+            rrb.Vertical(
+                rrb.Horizontal(*cams),
+                rrb.TimeSeriesView(origin="metrics", name="metrics"),
+                rrb.TimeSeriesView(origin="policy", name="raw action"),
+                rrb.TimeSeriesView(origin="supervisor/command", name="issued command"),
+            ),
+            column_shares=[3, 2],
+        )
+    )
 
 
 class EpisodeRecorder:
@@ -133,14 +146,22 @@ class EpisodeRecorder:
             if first:
                 self.rec.log(f"{entity}/boxes", rr.Boxes3D(fill_mode="solid", **boxes))
             else:
-                self.rec.log(f"{entity}/boxes", rr.Boxes3D.from_fields(
-                    centers=boxes["centers"], quaternions=boxes["quaternions"]))
+                self.rec.log(
+                    f"{entity}/boxes",
+                    rr.Boxes3D.from_fields(centers=boxes["centers"], quaternions=boxes["quaternions"]),
+                )
         if caps["translations"]:
-            self.rec.log(f"{entity}/cylinders", rr.Capsules3D(**caps) if first else
-                         rr.Capsules3D.from_fields(translations=caps["translations"]))
+            self.rec.log(
+                f"{entity}/cylinders",
+                rr.Capsules3D(**caps) if first else rr.Capsules3D.from_fields(translations=caps["translations"]),
+            )
         if balls["centers"]:
-            self.rec.log(f"{entity}/spheres", rr.Ellipsoids3D(fill_mode="solid", **balls) if first else
-                         rr.Ellipsoids3D.from_fields(centers=balls["centers"]))
+            self.rec.log(
+                f"{entity}/spheres",
+                rr.Ellipsoids3D(fill_mode="solid", **balls)
+                if first
+                else rr.Ellipsoids3D.from_fields(centers=balls["centers"]),
+            )
 
     def _visuals(self, env: Any, name: str) -> list[dict]:
         if name not in self._vis:
@@ -153,15 +174,21 @@ class EpisodeRecorder:
         if "ee_pos" in state:
             return np.asarray(state["ee_pos"])
         x, y, yaw = state["base_pose"]
-        self.rec.log("world/robot/base", rr.Boxes3D.from_fields(
-            centers=[[x, y, 0.14]], quaternions=[[0, 0, np.sin(yaw / 2), np.cos(yaw / 2)]]))
+        self.rec.log(
+            "world/robot/base",
+            rr.Boxes3D.from_fields(centers=[[x, y, 0.14]], quaternions=[[0, 0, np.sin(yaw / 2), np.cos(yaw / 2)]]),
+        )
         return np.array([x, y, 0.02])
 
     def _style_robot(self) -> None:
-        self.rec.log("world/robot/links", rr.LineStrips3D.from_fields(radii=0.015, colors=[220, 220, 230]),
-                     static=True)  # the kinematic chain through every link origin
-        self.rec.log("world/robot/base", rr.Boxes3D.from_fields(half_sizes=[[0.22, 0.17, 0.08]], fill_mode="solid",
-                                                                colors=[90, 90, 110]), static=True)
+        self.rec.log(
+            "world/robot/links", rr.LineStrips3D.from_fields(radii=0.015, colors=[220, 220, 230]), static=True
+        )  # the kinematic chain through every link origin
+        self.rec.log(
+            "world/robot/base",
+            rr.Boxes3D.from_fields(half_sizes=[[0.22, 0.17, 0.08]], fill_mode="solid", colors=[90, 90, 110]),
+            static=True,
+        )
 
     def _scalar(self, entity: str, value: Any) -> None:
         """Buffered: scalars go out as columns at each flush (one log call per entity)."""
@@ -173,22 +200,31 @@ class EpisodeRecorder:
                 continue
             widths = [len(r[2]) for r in rows]
             self.rec.send_columns(
-                entity, indexes=[rr.TimeColumn("step", sequence=[r[0] for r in rows]),
-                                 rr.TimeColumn("sim_time", duration=[r[1] for r in rows])],
-                columns=rr.Scalars.columns(scalars=np.concatenate([r[2] for r in rows])).partition(widths))
+                entity,
+                indexes=[
+                    rr.TimeColumn("step", sequence=[r[0] for r in rows]),
+                    rr.TimeColumn("sim_time", duration=[r[1] for r in rows]),
+                ],
+                columns=rr.Scalars.columns(scalars=np.concatenate([r[2] for r in rows])).partition(widths),
+            )
         self._columns = {}
         if self._texts:
             rows, self._texts = self._texts, []
             self.rec.send_columns(
-                "supervisor/events", indexes=[rr.TimeColumn("step", sequence=[r[0] for r in rows]),
-                                              rr.TimeColumn("sim_time", duration=[r[1] for r in rows])],
-                columns=rr.TextLog.columns(text=[r[2] for r in rows], level=[r[3] for r in rows]))
+                "supervisor/events",
+                indexes=[
+                    rr.TimeColumn("step", sequence=[r[0] for r in rows]),
+                    rr.TimeColumn("sim_time", duration=[r[1] for r in rows]),
+                ],
+                columns=rr.TextLog.columns(text=[r[2] for r in rows], level=[r[3] for r in rows]),
+            )
 
     # --------------------------------------------------------------- episode
     def start(self, env: Any, obs: dict, info: dict) -> None:
         """After reset: the static scene, the instruction, the first frame."""
-        self.rec.save(self.path, default_blueprint=blueprint([c.name for c in env.cameras],
-                                                             getattr(env, "foresight_horizon", 0)))
+        self.rec.save(
+            self.path, default_blueprint=blueprint([c.name for c in env.cameras], getattr(env, "foresight_horizon", 0))
+        )
         self._started = True
         self._time(0, 0.0)
         self._style_robot()
@@ -196,13 +232,18 @@ class EpisodeRecorder:
         self.dynamic = [n for n in props if env.sim.is_dynamic(n) or n.startswith("person")]
         self._bodies(env, [n for n in props if n not in self.dynamic], "world/static")
         self.rec.log("task/instruction", rr.TextDocument(obs["instruction"]))
-        self.rec.log("supervisor/events", rr.TextLog(f"episode start: {obs['instruction']}",
-                                                     level=rr.TextLogLevel.INFO))
+        self.rec.log(
+            "supervisor/events", rr.TextLog(f"episode start: {obs['instruction']}", level=rr.TextLogLevel.INFO)
+        )
         profile = env.limits.profile
         self.rec.log("supervisor/limits_profile", rr.TextDocument(profile))
         if profile != "default":
-            self.rec.log("supervisor/events", rr.TextLog(
-                f"LIMITS PROFILE {profile}: not the robot's safety profile (test only)", level=rr.TextLogLevel.WARN))
+            self.rec.log(
+                "supervisor/events",
+                rr.TextLog(
+                    f"LIMITS PROFILE {profile}: not the robot's safety profile (test only)", level=rr.TextLogLevel.WARN
+                ),
+            )
         self._frame(env, obs, info, reward=None)
 
     def _frame(self, env: Any, obs: dict, info: dict, reward: float | None) -> None:
@@ -216,8 +257,9 @@ class EpisodeRecorder:
         state = env.robot_state()  # cached by the env for this step
         self.trail.append(self._robot(env, state))
         if self.step % TRAJECTORY_EVERY == 0:
-            self.rec.log("world/trajectory", rr.LineStrips3D([np.array(self.trail)], radii=0.006,
-                                                            colors=[255, 200, 40]))
+            self.rec.log(
+                "world/trajectory", rr.LineStrips3D([np.array(self.trail)], radii=0.006, colors=[255, 200, 40])
+            )
         m = info.get("metrics", {})
         for key in ("distance", "distance_to_goal", "min_person_clearance"):
             if key in m and np.isfinite(m[key]):
@@ -253,9 +295,15 @@ class EpisodeRecorder:
     def _events(self, env: Any) -> None:
         """New supervisor events, buffered like the scalars and sent as columns at each flush."""
         events = env.supervisor.events
-        for e in events[self.events_logged:]:
-            self._texts.append((self.step, self._now, f"[{e.rule}] {e.reason} | raw={e.raw} issued={e.issued}",
-                                LEVELS.get(e.severity, rr.TextLogLevel.INFO)))
+        for e in events[self.events_logged :]:
+            self._texts.append(
+                (
+                    self.step,
+                    self._now,
+                    f"[{e.rule}] {e.reason} | raw={e.raw} issued={e.issued}",
+                    LEVELS.get(e.severity, rr.TextLogLevel.INFO),
+                )
+            )
         self.events_logged = len(events)
 
     def finish(self, result: dict[str, Any]) -> None:
@@ -263,14 +311,17 @@ class EpisodeRecorder:
         if self.finished or not self._started:
             return
         self._flush_columns()
-        self.rec.log("world/trajectory", rr.LineStrips3D([np.array(self.trail)], radii=0.006,
-                                                        colors=[255, 200, 40]))
+        self.rec.log("world/trajectory", rr.LineStrips3D([np.array(self.trail)], radii=0.006, colors=[255, 200, 40]))
         text = "\n".join(f"{k}: {v}" for k, v in result.items())
         self.rec.log("result", rr.TextDocument(text))
         ok = result.get("success")
-        self.rec.log("supervisor/events", rr.TextLog(
-            f"episode end: {'SUCCESS' if ok else 'failure'} ({result.get('end_reason')})",
-            level=rr.TextLogLevel.INFO if ok else rr.TextLogLevel.WARN))
+        self.rec.log(
+            "supervisor/events",
+            rr.TextLog(
+                f"episode end: {'SUCCESS' if ok else 'failure'} ({result.get('end_reason')})",
+                level=rr.TextLogLevel.INFO if ok else rr.TextLogLevel.WARN,
+            ),
+        )
         self.rec.flush()
         self.rec.disconnect()
         self.finished = True

@@ -46,15 +46,21 @@ def versions() -> dict[str, str | None]:
     """What produced the results: package versions (read without importing them) and the
     git commit of the qrobot checkout, when it is one."""
     out: dict[str, str | None] = {"qrobot": qrobot.__version__, "python": platform.python_version()}
-    for name, dist in (("torch", "torch"), ("pybullet", "pybullet"), ("rerun", "rerun-sdk"),
-                       ("transformers", "transformers"), ("gymnasium", "gymnasium")):
+    for name, dist in (
+        ("torch", "torch"),
+        ("pybullet", "pybullet"),
+        ("rerun", "rerun-sdk"),
+        ("transformers", "transformers"),
+        ("gymnasium", "gymnasium"),
+    ):
         try:
             out[name] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             out[name] = None
     try:
-        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(qrobot.__file__).parent, timeout=5,
-                             capture_output=True, text=True)
+        git = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(qrobot.__file__).parent, timeout=5, capture_output=True, text=True
+        )
         out["git_commit"] = git.stdout.strip() if git.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         out["git_commit"] = None
@@ -66,14 +72,22 @@ class RunDir:
     A directory that cannot be made is one QrobotError naming `flag`, and a failed
     directory-making leaves nothing behind."""
 
-    def __init__(self, root: Path | str = "runs", run_id: str | None = None, flag: str = "--runs-dir",
-                 **meta: Any) -> None:
+    def __init__(
+        self, root: Path | str = "runs", run_id: str | None = None, flag: str = "--runs-dir", **meta: Any
+    ) -> None:
         self.run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.path = Path(root) / self.run_id
         self._made = make_out_dir(flag, self.path)
         self.episodes = 0
-        self.info = {"schema_version": SCHEMA_VERSION, "run_id": self.run_id, **meta,
-                     "status": "running", "started": _now(), "ended": None, "versions": versions()}
+        self.info = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            **meta,
+            "status": "running",
+            "started": _now(),
+            "ended": None,
+            "versions": versions(),
+        }
         self._write_info()
         # .rrd files open only in the Rerun version that wrote them: say which, beside them
         (self.path / "RERUN_VERSION").write_text(f"{self.info['versions']['rerun']}\n")

@@ -9,8 +9,8 @@ from importlib import resources
 
 import numpy as np
 
-from qrobot.safety import trajectory
 from qrobot.robots.bound import BoundBackend
+from qrobot.safety import trajectory
 from qrobot.safety.command import SafeCommand, Stop
 from qrobot.sim import Sim, pybullet
 
@@ -46,8 +46,7 @@ class DiffDriveBase(BoundBackend):
         self._plan = (sim.time, np.zeros(2), np.zeros(2))
         sim._on_substep(self._track)
         for link in (2, 3):  # casters slide freely
-            c.changeDynamics(self.uid, link, lateralFriction=0.0, rollingFriction=0.0,
-                             spinningFriction=0.0)
+            c.changeDynamics(self.uid, link, lateralFriction=0.0, rollingFriction=0.0, spinningFriction=0.0)
         for link in WHEELS:
             c.changeDynamics(self.uid, link, lateralFriction=1.5)
 
@@ -81,8 +80,12 @@ class DiffDriveBase(BoundBackend):
         left = (v - w * TRACK / 2) / WHEEL_RADIUS
         right = (v + w * TRACK / 2) / WHEEL_RADIUS
         self._sim._client.setJointMotorControlArray(
-            self.uid, WHEELS, pybullet.VELOCITY_CONTROL, targetVelocities=[left, right],
-            forces=[WHEEL_FORCE, WHEEL_FORCE])
+            self.uid,
+            WHEELS,
+            pybullet.VELOCITY_CONTROL,
+            targetVelocities=[left, right],
+            forces=[WHEEL_FORCE, WHEEL_FORCE],
+        )
 
     def state(self) -> dict[str, np.ndarray | float]:
         """Measured pose and velocities, plus `cmd_vel`: the (v, w) the current plan asks for now."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from qrobot.safety import trajectory
 from qrobot.robots.bound import BoundBackend
+from qrobot.safety import trajectory
 from qrobot.safety.command import SafeCommand, Stop
 from qrobot.sim import PHYSICS_HZ, Sim, pybullet
 
@@ -30,7 +30,7 @@ TRACK_GAIN = 0.02  # share of the position error corrected per substep (velocity
 COMMAND_SIZE = 22  # q0 (7), v0 (7), v1 (7), finger width: see qrobot.safety.trajectory
 FINGER_FORCE = 40.0
 FINGER_OPEN = 0.04
-MAX_STEP = 0.025      # m of end-effector motion per control step at |action| = 1
+MAX_STEP = 0.025  # m of end-effector motion per control step at |action| = 1
 MAX_YAW_STEP = 0.25  # rad per control step at |action| = 1
 HAND_BELOW_EE = 0.105  # m from the grasp point (EE_LINK) back up to the hand link (measured)
 
@@ -40,8 +40,9 @@ def hand_frame(ee_pos: np.ndarray, ee_yaw: np.ndarray) -> tuple[np.ndarray, np.n
     point and yaw (the gripper points down: roll pi, pitch 0), where wrist cameras hang."""
     c, s = np.cos(ee_yaw), np.sin(ee_yaw)
     zero, one = np.zeros_like(c), np.ones_like(c)
-    rot = np.stack([np.stack([c, s, zero], -1), np.stack([s, -c, zero], -1),
-                    np.stack([zero, zero, -one], -1)], -2)   # Rz(yaw) @ Rx(pi)
+    rot = np.stack(
+        [np.stack([c, s, zero], -1), np.stack([s, -c, zero], -1), np.stack([zero, zero, -one], -1)], -2
+    )  # Rz(yaw) @ Rx(pi)
     return np.asarray(ee_pos) + rot @ np.array([0.0, 0.0, -HAND_BELOW_EE]), rot
 
 
@@ -56,10 +57,17 @@ class PandaArm(BoundBackend):
     action_dim = 5
     proprio_dim = 13
 
-    def __init__(self, sim: Sim, base_pos: tuple[float, float, float] = (0.0, 0.0, 0.0),
-                 max_step: float = MAX_STEP, max_yaw_step: float = MAX_YAW_STEP,
-                 workspace: tuple[tuple[float, float, float], tuple[float, float, float]] = (
-                     (0.15, -0.45, 0.015), (0.85, 0.45, 0.6))) -> None:
+    def __init__(
+        self,
+        sim: Sim,
+        base_pos: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        max_step: float = MAX_STEP,
+        max_yaw_step: float = MAX_YAW_STEP,
+        workspace: tuple[tuple[float, float, float], tuple[float, float, float]] = (
+            (0.15, -0.45, 0.015),
+            (0.85, 0.45, 0.6),
+        ),
+    ) -> None:
         self._sim = sim
         self._uid = sim.load_urdf("robot", "franka_panda/panda.urdf", base_pos, fixed=True)
         self.max_step = max_step
@@ -90,9 +98,13 @@ class PandaArm(BoundBackend):
         self._fingers(FINGER_OPEN)
 
     def _fingers(self, width: float) -> None:
-        self._sim._client.setJointMotorControlArray(self.uid, FINGERS, pybullet.POSITION_CONTROL,
-                                                   targetPositions=[width, width],
-                                                   forces=[FINGER_FORCE, FINGER_FORCE])
+        self._sim._client.setJointMotorControlArray(
+            self.uid,
+            FINGERS,
+            pybullet.POSITION_CONTROL,
+            targetPositions=[width, width],
+            forces=[FINGER_FORCE, FINGER_FORCE],
+        )
 
     def _halt(self, t: float) -> None:
         """Brake from the motion at t on, as if the plan had ended there (a protective stop
@@ -117,8 +129,9 @@ class PandaArm(BoundBackend):
         q_next, _ = self._plan_at(t)
         vel = (q_next - q_ref) * PHYSICS_HZ
         cmd = np.clip(vel + TRACK_GAIN * (q_ref - q) * PHYSICS_HZ, -MAX_JOINT_VEL, MAX_JOINT_VEL)
-        c.setJointMotorControlArray(self.uid, ARM_JOINTS, pybullet.VELOCITY_CONTROL,
-                                    targetVelocities=cmd.tolist(), forces=ARM_FORCES)
+        c.setJointMotorControlArray(
+            self.uid, ARM_JOINTS, pybullet.VELOCITY_CONTROL, targetVelocities=cmd.tolist(), forces=ARM_FORCES
+        )
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, np.ndarray | float]:
@@ -134,25 +147,30 @@ class PandaArm(BoundBackend):
         pos, orn = np.asarray(link[4]), np.asarray(link[5])
         x_axis = np.asarray(c.getMatrixFromQuaternion(orn)).reshape(3, 3)[:, 0]
         return {
-            "joint_pos": q[:7], "joint_vel": dq[:7],
-            "ee_pos": pos, "ee_orn": orn,
+            "joint_pos": q[:7],
+            "joint_vel": dq[:7],
+            "ee_pos": pos,
+            "ee_orn": orn,
             "ee_yaw": float(np.arctan2(x_axis[1], x_axis[0])),
-            "ee_lin_vel": np.asarray(link[6]), "ee_ang_vel": np.asarray(link[7]),
+            "ee_lin_vel": np.asarray(link[6]),
+            "ee_ang_vel": np.asarray(link[7]),
             "gripper_width": float(q[7] + q[8]),
             "cmd_vel": self._plan_at(self._sim.time)[1],
         }
 
     def proprio(self, state: dict) -> np.ndarray:
         yaw = state["ee_yaw"]
-        return np.concatenate([state["ee_pos"], [np.cos(yaw), np.sin(yaw), state["gripper_width"]],
-                               state["joint_pos"]]).astype(np.float32)
+        return np.concatenate(
+            [state["ee_pos"], [np.cos(yaw), np.sin(yaw), state["gripper_width"]], state["joint_pos"]]
+        ).astype(np.float32)
 
     # ------------------------------------------------------------ kinematics
     def jacobian(self, q: np.ndarray) -> np.ndarray:
         """(6, 7) end-effector Jacobian (linear rows, then angular) at joints q. A query."""
         # the fingers (movable joints 8, 9) come after the grasp point's chain: any value does
-        lin, ang = self._sim._client.calculateJacobian(self.uid, EE_LINK, _ORIGIN, [float(x) for x in q] + _ZEROS2,
-                                                        _ZEROS9, _ZEROS9)
+        lin, ang = self._sim._client.calculateJacobian(
+            self.uid, EE_LINK, _ORIGIN, [float(x) for x in q] + _ZEROS2, _ZEROS9, _ZEROS9
+        )
         return np.array(lin + ang)[:, :7]
 
     # ---------------------------------------------------------------- actuate

@@ -10,7 +10,7 @@ Each function returns the limited value and the names of the rules that changed 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -39,8 +39,9 @@ POSTURE_SPEED = 0.5  # rad/s: the pull never dominates the task's joint speeds
 _DIAG = np.diag_indices(6)
 
 
-def resolve(jac: np.ndarray, q: np.ndarray, orn: np.ndarray, d: np.ndarray, yaw: float, lim: ArmLimits,
-            dt: float) -> np.ndarray:
+def resolve(
+    jac: np.ndarray, q: np.ndarray, orn: np.ndarray, d: np.ndarray, yaw: float, lim: ArmLimits, dt: float
+) -> np.ndarray:
     """Joint velocity that moves the end effector by d over one period and turns it to point
     down at `yaw` from its measured orientation `orn` (unit quaternion x, y, z, w, world
     frame, as the Jacobian's angular rows), plus a null-space pull toward the rest posture.
@@ -105,7 +106,9 @@ def limit_workspace(ee: np.ndarray, d: np.ndarray, lim: ArmLimits) -> tuple[np.n
     return out, (["workspace"] if (out != d).any() else [])
 
 
-def _cap_speed(q: np.ndarray, v: np.ndarray, jac: np.ndarray, lim: ArmLimits, dt: float) -> tuple[np.ndarray, list[str]]:
+def _cap_speed(
+    q: np.ndarray, v: np.ndarray, jac: np.ndarray, lim: ArmLimits, dt: float
+) -> tuple[np.ndarray, list[str]]:
     """Joint speed (soft margin: slower toward a limit), then the end-effector's linear
     and angular speed through the Jacobian. Uniform scaling keeps the direction."""
     hit = []
@@ -130,16 +133,19 @@ def _cap_speed(q: np.ndarray, v: np.ndarray, jac: np.ndarray, lim: ArmLimits, dt
     return v, hit
 
 
-def _cap_end_speed(brake: np.ndarray, v1: np.ndarray, jac_end: np.ndarray, lim: ArmLimits,
-                   dt: float) -> tuple[np.ndarray, list[str]]:
+def _cap_end_speed(
+    brake: np.ndarray, v1: np.ndarray, jac_end: np.ndarray, lim: ArmLimits, dt: float
+) -> tuple[np.ndarray, list[str]]:
     """The same end-effector speed caps under the Jacobian where the period ends (it turns
     while the arm moves: near a folded elbow by several % per period). Shortens toward the
     hardest brake, the end the acceleration limits always allow: the largest l in [0, 1]
     with |J_end (b + l (v1 - b))| <= cap, one quadratic per cap."""
     step = v1 - brake
     share = 1.0
-    for rows, cap in ((jac_end[:3], PLAN_MARGIN * min(lim.ee_speed_max, lim.ee_step_max / dt)),
-                      (jac_end[3:], PLAN_MARGIN * lim.ee_ang_speed_max)):
+    for rows, cap in (
+        (jac_end[:3], PLAN_MARGIN * min(lim.ee_speed_max, lim.ee_step_max / dt)),
+        (jac_end[3:], PLAN_MARGIN * lim.ee_ang_speed_max),
+    ):
         a, b = rows @ brake, rows @ step
         aa, ab, bb = float(a @ a), float(a @ b), float(b @ b)
         if aa + 2 * ab + bb <= cap * cap:
@@ -182,8 +188,9 @@ class _Room:
         disp = (v0 + v1) * (dt / 2) + v1 * (n * (dt / 2))[:, None]
         qf = self.q + disp
         pf = self.ee + disp @ self.jlin.T
-        return ~((qf > self.q_hi).any(axis=1) | (qf < self.q_lo).any(axis=1)), \
-            ~((pf > self.p_hi).any(axis=1) | (pf < self.p_lo).any(axis=1))
+        return ~((qf > self.q_hi).any(axis=1) | (qf < self.q_lo).any(axis=1)), ~(
+            (pf > self.p_hi).any(axis=1) | (pf < self.p_lo).any(axis=1)
+        )
 
     def violations(self, v0: np.ndarray, v1: np.ndarray) -> list[str]:
         """The same test for one plan (cheaper than `check` on a batch of one)."""
@@ -198,9 +205,16 @@ class _Room:
         return out
 
 
-def plan(q: np.ndarray, v0: np.ndarray, v_des: np.ndarray, jac: np.ndarray, ee: np.ndarray,
-         lim: ArmLimits, dt: float,
-         jacobian_at: Callable[[np.ndarray], np.ndarray | None] | None = None) -> tuple[np.ndarray, list[str]]:
+def plan(
+    q: np.ndarray,
+    v0: np.ndarray,
+    v_des: np.ndarray,
+    jac: np.ndarray,
+    ee: np.ndarray,
+    lim: ArmLimits,
+    dt: float,
+    jacobian_at: Callable[[np.ndarray], np.ndarray | None] | None = None,
+) -> tuple[np.ndarray, list[str]]:
     """The joint velocity v1 this period ramps to, from v0 (what the arm is executing).
     With `jacobian_at`, the end-effector speed caps also hold under the Jacobian where the
     period ends (None from it: no answer, brake)."""

@@ -79,15 +79,22 @@ _BRAKE = 1.0 - ((np.arange(BRAKE_SAMPLES) + 0.5) / BRAKE_SAMPLES)[None, None, :]
 _SCALES = np.linspace(1.0, 0.0, CANDIDATES + 1)[:-1]  # requested plan first; scale 0 (the brake) needs no check
 
 
-def paths(pose: np.ndarray, v0: np.ndarray, v1: np.ndarray, lim: BaseLimits, dt: float) -> tuple[np.ndarray, np.ndarray]:
+def paths(
+    pose: np.ndarray, v0: np.ndarray, v1: np.ndarray, lim: BaseLimits, dt: float
+) -> tuple[np.ndarray, np.ndarray]:
     """World (x, y) of points along the unicycle path of each plan in v1 (k, 2): this
     period's ramp from v0, then n periods of proportional braking until rest (midpoint
     rule on (v, w), which are linear in time within each part). Shapes (k, samples)."""
     v1 = np.atleast_2d(v1)
     n = np.ceil((np.abs(v1) / rates(lim)).max(axis=1) / dt - 1e-9)  # braking periods per plan
     end, start = v1[:, :, None], v0[:, None]
-    d = np.concatenate([(start + (end - start) * _RAMP) * (dt / RAMP_SAMPLES),  # (k, [v, w], samples) * h
-                        end * (_BRAKE * (dt / BRAKE_SAMPLES)) * n[:, None, None]], axis=2)
+    d = np.concatenate(
+        [
+            (start + (end - start) * _RAMP) * (dt / RAMP_SAMPLES),  # (k, [v, w], samples) * h
+            end * (_BRAKE * (dt / BRAKE_SAMPLES)) * n[:, None, None],
+        ],
+        axis=2,
+    )
     turn = d[:, 1]
     heading = np.cumsum(turn, axis=1)
     heading -= 0.5 * turn
@@ -96,8 +103,9 @@ def paths(pose: np.ndarray, v0: np.ndarray, v1: np.ndarray, lim: BaseLimits, dt:
     return float(pose[0]) + xy.real, float(pose[1]) + xy.imag
 
 
-def limit_region(pose: np.ndarray, v0: np.ndarray, v1: np.ndarray, lim: BaseLimits,
-                 dt: float) -> tuple[np.ndarray, list[str]]:
+def limit_region(
+    pose: np.ndarray, v0: np.ndarray, v1: np.ndarray, lim: BaseLimits, dt: float
+) -> tuple[np.ndarray, list[str]]:
     """The largest plan between the hardest allowed brake and v1 whose path until rest
     enters no forbidden region (or, already inside one, goes no deeper)."""
     x, y = float(pose[0]), float(pose[1])

@@ -72,11 +72,18 @@ class CommandCheck:
         if not isinstance(cmd, SafeCommand) or type(cmd.values) is not np.ndarray:
             return False
         vals = cmd.values
-        if cmd.robot != robot or vals.shape != (size,) or vals.dtype != np.float64 \
-                or not np.all(np.isfinite(vals)) or not isinstance(cmd.seq, int) or cmd.seq <= self._last:
+        if (
+            cmd.robot != robot
+            or vals.shape != (size,)
+            or vals.dtype != np.float64
+            or not np.all(np.isfinite(vals))
+            or not isinstance(cmd.seq, int)
+            or cmd.seq <= self._last
+        ):
             return False
         if not isinstance(cmd.seal, bytes) or not hmac.compare_digest(
-                cmd.seal, _tag(self._secret, robot, cmd.seq, vals)):
+            cmd.seal, _tag(self._secret, robot, cmd.seq, vals)
+        ):
             return False
         self._last = cmd.seq
         return True

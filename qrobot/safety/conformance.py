@@ -115,7 +115,9 @@ class SubstepProbe:
         # is measured is entering a region after having been clear of all of them
         depth = violation(x[0], x[1], b)
         self._was_clear = getattr(self, "_was_clear", False) or depth <= 0.0
-        self._keep("map bounds and keep-out entered (depth / radius)", 1 + (depth / b.radius if self._was_clear else 0.0))
+        self._keep(
+            "map bounds and keep-out entered (depth / radius)", 1 + (depth / b.radius if self._was_clear else 0.0)
+        )
 
     def ratios(self) -> dict[str, float]:
         """Worst ratios in free motion (the conformance figures)."""

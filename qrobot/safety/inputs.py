@@ -48,8 +48,9 @@ def real_array(x: Any, shape: tuple[int, ...], bound: float = math.inf) -> np.nd
         if x.dtype.kind == "f":
             return x.astype(np.float64) if _within(vals, bound) else None  # astype copies
     elif type(x) in (list, tuple) and len(shape) == 1 and len(x) == shape[0]:
-        if not all(type(e) in (int, float) or (isinstance(e, (np.integer, np.floating)) and np.ndim(e) == 0)
-                   for e in x):
+        if not all(
+            type(e) in (int, float) or (isinstance(e, (np.integer, np.floating)) and np.ndim(e) == 0) for e in x
+        ):
             return None
         vals = list(x)
     else:
@@ -117,12 +118,21 @@ def fields(limits: Limits) -> dict[str, Field]:
     """The robot-state fields the rules read, with plausibility bounds; `cmd_vel` (what the
     backend is executing) may not exceed the profile's own speed limits."""
     if limits.robot == "panda":
-        return {"joint_pos": Field((7,), TWO_PI), "joint_vel": Field((7,), 50.0), "ee_pos": Field((3,), 3.0),
-                "ee_orn": Field((4,), 1.0 + 1e-4, unit=True), "ee_yaw": Field((), TWO_PI), "ee_lin_vel": Field((3,), 10.0),
-                "cmd_vel": Field((7,), float(max(limits.arm.joint_vel_max)) + 1e-6)}
+        return {
+            "joint_pos": Field((7,), TWO_PI),
+            "joint_vel": Field((7,), 50.0),
+            "ee_pos": Field((3,), 3.0),
+            "ee_orn": Field((4,), 1.0 + 1e-4, unit=True),
+            "ee_yaw": Field((), TWO_PI),
+            "ee_lin_vel": Field((3,), 10.0),
+            "cmd_vel": Field((7,), float(max(limits.arm.joint_vel_max)) + 1e-6),
+        }
     b = limits.base
-    return {"base_pose": Field((3,), 1e4), "base_vel": Field((2,), 20.0),
-            "cmd_vel": Field((2,), max(b.v_max, b.w_max) + 1e-6)}
+    return {
+        "base_pose": Field((3,), 1e4),
+        "base_vel": Field((2,), 20.0),
+        "cmd_vel": Field((2,), max(b.v_max, b.w_max) + 1e-6),
+    }
 
 
 def read_robot_state(state: Any, spec: dict[str, Field]) -> tuple[dict[str, np.ndarray] | None, str]:

@@ -26,14 +26,14 @@ def _array_view(name: str) -> cached_property:
 class SSMParams:
     """ISO/TS 15066 speed and separation monitoring: Sp = Sh + Sr + Ss + C + Zd + Zr."""
 
-    human_speed: float = 1.6        # v_h (m/s), ISO 13855 walking speed
-    reaction_time: float = 0.2      # T_r (s): sensing latency + one control period + compute
+    human_speed: float = 1.6  # v_h (m/s), ISO 13855 walking speed
+    reaction_time: float = 0.2  # T_r (s): sensing latency + one control period + compute
     intrusion_distance: float = 0.1  # C (m): reach of a body part past the detection boundary
     human_uncertainty: float = 0.05  # Z_d (m): people-sensor position uncertainty
     robot_uncertainty: float = 0.02  # Z_r (m): robot position uncertainty
-    warning_band: float = 0.6       # (m) beyond Sp where speed is scaled down linearly
-    clear_hold_time: float = 1.0    # (s) the area must stay clear this long before resuming
-    enabled: bool = True            # only the test-only profile turns this off (not overridable)
+    warning_band: float = 0.6  # (m) beyond Sp where speed is scaled down linearly
+    clear_hold_time: float = 1.0  # (s) the area must stay clear this long before resuming
+    enabled: bool = True  # only the test-only profile turns this off (not overridable)
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,13 @@ class ArmLimits:
 
     joint_lower: tuple[float, ...] = (-2.9671, -1.8326, -2.9671, -3.1416, -2.9671, -0.0873, -2.9671)
     joint_upper: tuple[float, ...] = (2.9671, 1.8326, 2.9671, 0.0, 2.9671, 3.8223, 2.9671)
-    soft_margin: float = 0.15       # (rad) inside the hard limits: motion toward them slows
+    soft_margin: float = 0.15  # (rad) inside the hard limits: motion toward them slows
     joint_vel_max: tuple[float, ...] = (2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61)
     joint_acc_max: tuple[float, ...] = (15.0, 7.5, 10.0, 12.5, 15.0, 20.0, 20.0)
-    ee_speed_max: float = 0.25      # (m/s) collaborative default
-    ee_ang_speed_max: float = 1.5   # (rad/s)
-    ee_step_max: float = 0.025      # (m) per control step, whatever the rate
-    ee_decel: float = 1.0           # (m/s^2) used for the stopping distance Ss
+    ee_speed_max: float = 0.25  # (m/s) collaborative default
+    ee_ang_speed_max: float = 1.5  # (rad/s)
+    ee_step_max: float = 0.025  # (m) per control step, whatever the rate
+    ee_decel: float = 1.0  # (m/s^2) used for the stopping distance Ss
     workspace_low: tuple[float, float, float] = (0.15, -0.45, 0.015)  # fingertips reach 11 mm below the EE point
     workspace_high: tuple[float, float, float] = (0.85, 0.45, 0.6)
     ssm: SSMParams = SSMParams()
@@ -70,12 +70,12 @@ class ArmLimits:
 class BaseLimits:
     """Differential-drive base defaults."""
 
-    v_max: float = 0.5              # (m/s)
-    w_max: float = 1.2              # (rad/s)
-    v_acc: float = 1.5              # (m/s^2), also the braking deceleration
-    w_acc: float = 4.0              # (rad/s^2)
-    step_max: float = 0.06          # (m) per control step
-    radius: float = 0.29            # (m) footprint circle
+    v_max: float = 0.5  # (m/s)
+    w_max: float = 1.2  # (rad/s)
+    v_acc: float = 1.5  # (m/s^2), also the braking deceleration
+    w_acc: float = 4.0  # (rad/s^2)
+    step_max: float = 0.06  # (m) per control step
+    radius: float = 0.29  # (m) footprint circle
     bounds_low: tuple[float, float] = (-50.0, -50.0)  # map bounds (scenarios narrow them)
     bounds_high: tuple[float, float] = (50.0, 50.0)
     keep_out: tuple[tuple[float, float, float, float], ...] = ()  # (xmin, ymin, xmax, ymax)
@@ -90,8 +90,8 @@ class Limits:
     control_dt: float
     arm: ArmLimits = field(default_factory=ArmLimits)
     base: BaseLimits = field(default_factory=BaseLimits)
-    watchdog_periods: float = 2.0   # no valid command for this many periods -> e-stop
-    profile: str = "default"        # its name; any "test-only-*" profile is printed wherever results are
+    watchdog_periods: float = 2.0  # no valid command for this many periods -> e-stop
+    profile: str = "default"  # its name; any "test-only-*" profile is printed wherever results are
 
 
 def _flat_fields(obj: object, prefix: str = "") -> dict[str, object]:
@@ -120,18 +120,34 @@ PROFILES = ("default", "test-only-no-ssm", "test-only-loosen")
 _POS = (1e-6, 1e3)
 TIGHTEN: dict[str, tuple[str, tuple[float, float]]] = {
     # arm
-    "joint_lower": ("ge", (-2 * math.pi, 2 * math.pi)), "joint_upper": ("le", (-2 * math.pi, 2 * math.pi)),
-    "soft_margin": ("ge", (0.0, 1.0)), "joint_vel_max": ("le", _POS), "joint_acc_max": ("le", _POS),
-    "ee_speed_max": ("le", _POS), "ee_ang_speed_max": ("le", _POS), "ee_step_max": ("le", _POS),
-    "ee_decel": ("le", _POS), "workspace_low": ("ge", (-3.0, 3.0)), "workspace_high": ("le", (-3.0, 3.0)),
+    "joint_lower": ("ge", (-2 * math.pi, 2 * math.pi)),
+    "joint_upper": ("le", (-2 * math.pi, 2 * math.pi)),
+    "soft_margin": ("ge", (0.0, 1.0)),
+    "joint_vel_max": ("le", _POS),
+    "joint_acc_max": ("le", _POS),
+    "ee_speed_max": ("le", _POS),
+    "ee_ang_speed_max": ("le", _POS),
+    "ee_step_max": ("le", _POS),
+    "ee_decel": ("le", _POS),
+    "workspace_low": ("ge", (-3.0, 3.0)),
+    "workspace_high": ("le", (-3.0, 3.0)),
     # base
-    "v_max": ("le", _POS), "w_max": ("le", _POS), "v_acc": ("le", _POS), "w_acc": ("le", _POS),
-    "step_max": ("le", _POS), "radius": ("ge", (0.0, 3.0)), "bounds_low": ("ge", (-1e4, 1e4)),
-    "bounds_high": ("le", (-1e4, 1e4)), "keep_out": ("zones", (-1e4, 1e4)),
+    "v_max": ("le", _POS),
+    "w_max": ("le", _POS),
+    "v_acc": ("le", _POS),
+    "w_acc": ("le", _POS),
+    "step_max": ("le", _POS),
+    "radius": ("ge", (0.0, 3.0)),
+    "bounds_low": ("ge", (-1e4, 1e4)),
+    "bounds_high": ("le", (-1e4, 1e4)),
+    "keep_out": ("zones", (-1e4, 1e4)),
     # separation monitoring
-    "ssm.human_speed": ("ge", (0.0, 10.0)), "ssm.reaction_time": ("ge", (0.0, 10.0)),
-    "ssm.intrusion_distance": ("ge", (0.0, 10.0)), "ssm.human_uncertainty": ("ge", (0.0, 10.0)),
-    "ssm.robot_uncertainty": ("ge", (0.0, 10.0)), "ssm.warning_band": ("ge", (0.0, 20.0)),
+    "ssm.human_speed": ("ge", (0.0, 10.0)),
+    "ssm.reaction_time": ("ge", (0.0, 10.0)),
+    "ssm.intrusion_distance": ("ge", (0.0, 10.0)),
+    "ssm.human_uncertainty": ("ge", (0.0, 10.0)),
+    "ssm.robot_uncertainty": ("ge", (0.0, 10.0)),
+    "ssm.warning_band": ("ge", (0.0, 20.0)),
     "ssm.clear_hold_time": ("ge", (0.0, 600.0)),
 }
 
@@ -147,16 +163,23 @@ def _parse(key: str, value: object, old: object) -> object:
     rng = f"in [{lo:g}, {hi:g}]"
     if key == "keep_out":
         rows = value if isinstance(value, (list, tuple)) else None
-        if rows is None or not all(isinstance(r, (list, tuple)) and len(r) == 4 and all(
-                type(x) in (int, float) and math.isfinite(x) and lo <= x <= hi for x in r) for r in rows):
+        if rows is None or not all(
+            isinstance(r, (list, tuple))
+            and len(r) == 4
+            and all(type(x) in (int, float) and math.isfinite(x) and lo <= x <= hi for x in r)
+            for r in rows
+        ):
             raise ValueError(f"{key}: must be a list of [xmin, ymin, xmax, ymax], numbers {rng} (got {value!r})")
         zones = tuple(tuple(float(x) for x in r) for r in rows)
         if any(z[0] >= z[2] or z[1] >= z[3] for z in zones):
             raise ValueError(f"{key}: each zone needs xmin < xmax and ymin < ymax (got {value!r})")
         return zones
     if isinstance(old, tuple):
-        if not isinstance(value, (list, tuple)) or len(value) != len(old) or not all(
-                type(x) in (int, float) and math.isfinite(x) and lo <= x <= hi for x in value):
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != len(old)
+            or not all(type(x) in (int, float) and math.isfinite(x) and lo <= x <= hi for x in value)
+        ):
             raise ValueError(f"{key}: must be {len(old)} finite numbers {rng} (got {value!r})")
         return tuple(float(x) for x in value)
     if type(value) not in (int, float) or not math.isfinite(value) or not lo <= value <= hi:
@@ -167,8 +190,10 @@ def _parse(key: str, value: object, old: object) -> object:
 def _loosens(key: str, new: object, old: object) -> bool:
     direction, _ = TIGHTEN[key]
     if direction == "zones":  # every profile zone must lie inside some requested zone
-        return not all(any(n[0] <= o[0] and n[1] <= o[1] and n[2] >= o[2] and n[3] >= o[3] for n in new)  # type: ignore[union-attr]
-                       for o in old)  # type: ignore[union-attr]
+        return not all(
+            any(n[0] <= o[0] and n[1] <= o[1] and n[2] >= o[2] and n[3] >= o[3] for n in new)  # type: ignore[union-attr]
+            for o in old
+        )  # type: ignore[union-attr]
     pairs = zip(new, old) if isinstance(old, tuple) else [(new, old)]  # type: ignore[arg-type]
     return any(n > o if direction == "le" else n < o for n, o in pairs)
 
@@ -182,19 +207,26 @@ def apply_overrides(limits: Limits, overrides: dict[str, object]) -> Limits:
     loosen_ok = limits.profile == "test-only-loosen"
     for key in sorted(overrides):
         if key not in known or key in FIXED:
-            raise ValueError(f"{key}: unknown limit for robot {limits.robot!r}; accepted: "
-                             f"{', '.join(override_keys(limits.robot))}")
+            raise ValueError(
+                f"{key}: unknown limit for robot {limits.robot!r}; accepted: {', '.join(override_keys(limits.robot))}"
+            )
         value = _parse(key, overrides[key], known[key])
         if not loosen_ok and _loosens(key, value, known[key]):
-            raise ValueError(f"{key}: would loosen the robot's profile (profile {_show(known[key])}, requested "
-                             f"{_show(value)}); overrides may only tighten (profile = \"test-only-loosen\" "
-                             f"allows it, for tests only)")
+            raise ValueError(
+                f"{key}: would loosen the robot's profile (profile {_show(known[key])}, requested "
+                f'{_show(value)}); overrides may only tighten (profile = "test-only-loosen" '
+                f"allows it, for tests only)"
+            )
         known[key] = value
-    for low, high in (("joint_lower", "joint_upper"), ("workspace_low", "workspace_high"),
-                      ("bounds_low", "bounds_high")):
+    for low, high in (
+        ("joint_lower", "joint_upper"),
+        ("workspace_low", "workspace_high"),
+        ("bounds_low", "bounds_high"),
+    ):
         if low in known and not all(a < b for a, b in zip(known[low], known[high])):  # type: ignore[call-overload]
-            raise ValueError(f"{low}: must be below {high} in every element (got {_show(known[low])} and "
-                             f"{_show(known[high])})")
+            raise ValueError(
+                f"{low}: must be below {high} in every element (got {_show(known[low])} and {_show(known[high])})"
+            )
     ssm = {k.split(".", 1)[1]: v for k, v in known.items() if k.startswith("ssm.")}
     plain = {k: v for k, v in known.items() if not k.startswith("ssm.")}
     new_part = dataclasses.replace(part, **plain, ssm=dataclasses.replace(part.ssm, **ssm))
@@ -215,16 +247,18 @@ def default_limits(robot: str, control_dt: float, profile: str = "default") -> L
     lim = Limits(robot=robot, control_dt=control_dt, profile=profile)
     if profile == "test-only-no-ssm":
         off = SSMParams(enabled=False)
-        lim = dataclasses.replace(lim, arm=dataclasses.replace(lim.arm, ssm=off),
-                                  base=dataclasses.replace(lim.base, ssm=off))
+        lim = dataclasses.replace(
+            lim, arm=dataclasses.replace(lim.arm, ssm=off), base=dataclasses.replace(lim.base, ssm=off)
+        )
     return lim
 
 
 def with_room(lim: Limits, size: tuple[float, float] | list[float]) -> Limits:
     """The map bounds of a walled room centred at the origin (part of the reference profile)."""
     sx, sy = float(size[0]), float(size[1])
-    return dataclasses.replace(lim, base=dataclasses.replace(
-        lim.base, bounds_low=(-sx / 2, -sy / 2), bounds_high=(sx / 2, sy / 2)))
+    return dataclasses.replace(
+        lim, base=dataclasses.replace(lim.base, bounds_low=(-sx / 2, -sy / 2), bounds_high=(sx / 2, sy / 2))
+    )
 
 
 # A 2-D Gaussian position error exceeds 2.5 sigma in 4.4 % of readings (Rayleigh); the
@@ -241,8 +275,15 @@ def with_sensor(lim: Limits, latency: float, noise: float, people_speed: float =
     delay = math.ceil(float(latency) / dt - 1e-9) * dt
 
     def fit(ssm: SSMParams) -> SSMParams:
-        return dataclasses.replace(ssm, reaction_time=max(ssm.reaction_time, delay + dt),
-                                   human_uncertainty=max(ssm.human_uncertainty, SENSOR_SIGMAS * float(noise)),
-                                   human_speed=max(ssm.human_speed, float(people_speed)))
-    return dataclasses.replace(lim, arm=dataclasses.replace(lim.arm, ssm=fit(lim.arm.ssm)),
-                               base=dataclasses.replace(lim.base, ssm=fit(lim.base.ssm)))
+        return dataclasses.replace(
+            ssm,
+            reaction_time=max(ssm.reaction_time, delay + dt),
+            human_uncertainty=max(ssm.human_uncertainty, SENSOR_SIGMAS * float(noise)),
+            human_speed=max(ssm.human_speed, float(people_speed)),
+        )
+
+    return dataclasses.replace(
+        lim,
+        arm=dataclasses.replace(lim.arm, ssm=fit(lim.arm.ssm)),
+        base=dataclasses.replace(lim.base, ssm=fit(lim.base.ssm)),
+    )

@@ -1,10 +1,10 @@
 """Speed and separation monitoring (ISO/TS 15066, clause 5.5.4), pure numpy.
 
-    Sp = Sh + Sr + Ss + C + Zd + Zr
-    Sh = v_h * (T_r + T_s)   human motion while the robot reacts and stops
-    Sr = v_r * T_r           robot motion during its reaction time
-    Ss = v_r^2 / (2 a)       robot stopping distance at deceleration a (T_s = v_r / a)
-    C, Zd, Zr                intrusion distance, human and robot position uncertainty
+Sp = Sh + Sr + Ss + C + Zd + Zr
+Sh = v_h * (T_r + T_s)   human motion while the robot reacts and stops
+Sr = v_r * T_r           robot motion during its reaction time
+Ss = v_r^2 / (2 a)       robot stopping distance at deceleration a (T_s = v_r / a)
+C, Zd, Zr                intrusion distance, human and robot position uncertainty
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ def protective_distance(p: SSMParams, robot_speed, decel: float):  # float or ar
     return sh + sr + ss + p.intrusion_distance + p.human_uncertainty + p.robot_uncertainty
 
 
-def max_safe_speed(p: SSMParams, separation: float, decel: float, v_cap: float,
-                   band: float = 0.0) -> float:
+def max_safe_speed(p: SSMParams, separation: float, decel: float, v_cap: float, band: float = 0.0) -> float:
     """The largest speed v <= v_cap with Sp(v) + band * v / v_cap <= separation (0 if none).
 
     The band term is the warning band: the robot keeps a buffer that grows with its
@@ -78,9 +77,18 @@ class SeparationMonitor:
         self.protective_time += self.dt
         return onset
 
-    def allowed(self, pts: np.ndarray, radii: np.ndarray, xy: np.ndarray, radius: float, vel: tuple[float, float],
-                direction: tuple[float, float], decel: float, v_cap: float,
-                now: float) -> tuple[float | None, str]:
+    def allowed(
+        self,
+        pts: np.ndarray,
+        radii: np.ndarray,
+        xy: np.ndarray,
+        radius: float,
+        vel: tuple[float, float],
+        direction: tuple[float, float],
+        decel: float,
+        v_cap: float,
+        now: float,
+    ) -> tuple[float | None, str]:
         """(speed allowed along `direction`, or None for a protective stop; event: "" |
         "protective_stop" | "resume"). Directed SSM: Sr and Ss use the robot's speed toward
         each person, Sh always counts; separations are taken one reaction time ahead."""
@@ -99,8 +107,9 @@ class SeparationMonitor:
             rx, ry = px - x0, py - y0
             d = max(math.hypot(rx, ry), 1e-9)
             ux, uy = rx / d, ry / d
-            near.append((d - radius - r - ahead, protective_distance(p, max(ux * vx + uy * vy, 0.0), decel),
-                         ux * dx + uy * dy))
+            near.append(
+                (d - radius - r - ahead, protective_distance(p, max(ux * vx + uy * vy, 0.0), decel), ux * dx + uy * dy)
+            )
         if self.protective:
             if all(sep > sp0 for sep, _, _ in near):
                 speed, event = self._hold_clear(now)

@@ -22,8 +22,9 @@ import hashlib
 import hmac
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -82,10 +83,16 @@ class Supervisor:
         clock: a monotonic clock (real robots) the watchdog reads besides the state's time.
     """
 
-    def __init__(self, limits: Limits, action_scale: tuple[float, ...],
-                 kinematics: Kinematics | None = None, operator: OperatorKey | None = None,
-                 foresight: Foresight | None = None, people: PeopleSource | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        action_scale: tuple[float, ...],
+        kinematics: Kinematics | None = None,
+        operator: OperatorKey | None = None,
+        foresight: Foresight | None = None,
+        people: PeopleSource | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self._limits = limits
         self._dim = _DIM[limits.robot]
         self._scale = np.asarray(action_scale, dtype=np.float64)
@@ -179,22 +186,31 @@ class Supervisor:
         needs a fresh neutral command first, so a release never restarts motion; between
         episodes, in a newly built world, the key holder may skip that."""
         secret = getattr(key, "secret", None)
-        if not isinstance(secret, bytes) or not hmac.compare_digest(
-                hashlib.sha256(secret).digest(), self._key_hash):
+        if not isinstance(secret, bytes) or not hmac.compare_digest(hashlib.sha256(secret).digest(), self._key_hash):
             self._event(time, "reset_refused", None, None, "e-stop reset without the operator key", "error")
             return False
         if self._latched is not None:
-            self._event(time, "reset", None, None,
-                        f"operator released e-stop ({self._latched}){': ' + note if note else ''}", "warning")
+            self._event(
+                time,
+                "reset",
+                None,
+                None,
+                f"operator released e-stop ({self._latched}){': ' + note if note else ''}",
+                "warning",
+            )
         self._latched = None
         self._needs_rearm = bool(rearm)
         return True
 
     # ---------------------------------------------------------------- events
-    def _event(self, time: float | None, rule: str, raw: Any, issued: Any, reason: str,
-               severity: str = "warning") -> None:
-        t = float(time) if type(time) in (int, float) and math.isfinite(time) else \
-            (self._last_time if self._last_time is not None else 0.0)
+    def _event(
+        self, time: float | None, rule: str, raw: Any, issued: Any, reason: str, severity: str = "warning"
+    ) -> None:
+        t = (
+            float(time)
+            if type(time) in (int, float) and math.isfinite(time)
+            else (self._last_time if self._last_time is not None else 0.0)
+        )
         if raw is not None and raw is self._raw and self._action is not None:
             summary: Any = tuple(self._action.tolist())  # already validated: no second look at the raw object
         else:
@@ -244,8 +260,10 @@ class Supervisor:
             self._last_valid, self._last_valid_clock = now, clock
         arr, why = read_action(action, self._dim)
         deadline = self._limits.watchdog_periods * self._limits.control_dt
-        gap = max(now - self._last_valid, clock - self._last_valid_clock
-                  if clock is not None and self._last_valid_clock is not None else 0.0)
+        gap = max(
+            now - self._last_valid,
+            clock - self._last_valid_clock if clock is not None and self._last_valid_clock is not None else 0.0,
+        )
         if arr is None:
             if gap >= deadline - 1e-9:
                 self.estop(f"watchdog: no valid command for {gap:.3f} s", now)
@@ -296,14 +314,21 @@ class Supervisor:
         if self._people is None:
             if not self._refused_logged:
                 self._refused_logged = True
-                self._event(now, "no_people_source", raw, None, "motion refused: the robot neither senses "
-                            "people nor declares that none can be present", "error")
+                self._event(
+                    now,
+                    "no_people_source",
+                    raw,
+                    None,
+                    "motion refused: the robot neither senses people nor declares that none can be present",
+                    "error",
+                )
             return None
         report = read_people(state)
         if report is None and (self._people == "sensor" or "people" in state or "people_radius" in state):
             if self._ssm.dropout():
-                self._event(now, "protective_stop", raw, None,
-                            "people report missing or unbelievable (sensor dropout)", "error")
+                self._event(
+                    now, "protective_stop", raw, None, "people report missing or unbelievable (sensor dropout)", "error"
+                )
             return None
         return report if report is not None else (np.zeros((0, 2)), np.zeros(0))
 
@@ -328,8 +353,9 @@ class Supervisor:
         hits += h
         norm = max(math.sqrt(float(d @ d)), 1e-12)
         vel = st["ee_lin_vel"]
-        allowed, event = self._ssm.allowed(*people, ee[:2], 0.1, (vel[0], vel[1]), (d[0] / norm, d[1] / norm),
-                                           lim.ee_decel, lim.ee_speed_max, now)
+        allowed, event = self._ssm.allowed(
+            *people, ee[:2], 0.1, (vel[0], vel[1]), (d[0] / norm, d[1] / norm), lim.ee_decel, lim.ee_speed_max, now
+        )
         self._ssm_event(event, now, raw)
         if allowed is None:
             return self._brake(st, "protective stop: person inside Sp")
@@ -357,8 +383,11 @@ class Supervisor:
         """The arm's Jacobian at joints q, checked like any input (None: cannot vouch)."""
         try:
             # a Jacobian entry is metres or radians per radian: beyond JACOBIAN_MAX is a broken model
-            return real_array(np.asarray(self._kinematics.jacobian(q.copy())), (6, 7),  # type: ignore[union-attr]
-                              JACOBIAN_MAX)  # (a copy: a model that writes into q cannot change the plan's start)
+            return real_array(
+                np.asarray(self._kinematics.jacobian(q.copy())),
+                (6, 7),  # type: ignore[union-attr]
+                JACOBIAN_MAX,
+            )  # (a copy: a model that writes into q cannot change the plan's start)
         except Exception:
             return None
 
@@ -375,8 +404,9 @@ class Supervisor:
         c, s = math.cos(pose[2]), math.sin(pose[2])
         speed = float(st["base_vel"][0])
         sign = math.copysign(1.0, v) if v else 0.0
-        allowed, event = self._ssm.allowed(*people, pose, lim.radius, (c * speed, s * speed), (c * sign, s * sign),
-                                           lim.v_acc, lim.v_max, now)
+        allowed, event = self._ssm.allowed(
+            *people, pose, lim.radius, (c * speed, s * speed), (c * sign, s * sign), lim.v_acc, lim.v_max, now
+        )
         self._ssm_event(event, now, raw)
         if allowed is None:
             return self._brake(st, "protective stop: person inside Sp")
@@ -409,8 +439,14 @@ class Supervisor:
             self._event(now, "foresight_fault", raw, None, f"foresight failed ({why}): forward motion stopped", "error")
             return 0.0
         if scale < 1.0:
-            self._event(now, "foresight", raw, None,
-                        f"predicted collision ahead: forward speed x {scale:g} (p={p:.2f} at that speed)", "warning")
+            self._event(
+                now,
+                "foresight",
+                raw,
+                None,
+                f"predicted collision ahead: forward speed x {scale:g} (p={p:.2f} at that speed)",
+                "warning",
+            )
         return v * scale
 
 

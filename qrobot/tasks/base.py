@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -112,8 +113,7 @@ class Task:
         return 0.0 if self.success() else -1.0
 
     def metrics(self) -> dict[str, float]:
-        return {"success": float(self.success()), "steps": float(self.steps),
-                "collisions": float(self.collisions)}
+        return {"success": float(self.success()), "steps": float(self.steps), "collisions": float(self.collisions)}
 
     def privileged(self) -> dict:
         """Ground truth for scripted experts only; never part of an observation."""

@@ -8,8 +8,16 @@ from dataclasses import dataclass
 import numpy as np
 
 SQRT2 = float(np.sqrt(2.0))
-_MOVES = [(1, 0, 1.0), (-1, 0, 1.0), (0, 1, 1.0), (0, -1, 1.0),
-          (1, 1, SQRT2), (1, -1, SQRT2), (-1, 1, SQRT2), (-1, -1, SQRT2)]
+_MOVES = [
+    (1, 0, 1.0),
+    (-1, 0, 1.0),
+    (0, 1, 1.0),
+    (0, -1, 1.0),
+    (1, 1, SQRT2),
+    (1, -1, SQRT2),
+    (-1, 1, SQRT2),
+    (-1, -1, SQRT2),
+]
 
 
 @dataclass
@@ -17,14 +25,15 @@ class OccupancyGrid:
     """A boolean grid over [-sx/2, sx/2] x [-sy/2, sy/2]; True = blocked."""
 
     blocked: np.ndarray  # (nx, ny)
-    origin: np.ndarray   # world (x, y) of cell (0, 0)'s centre
+    origin: np.ndarray  # world (x, y) of cell (0, 0)'s centre
     res: float
 
     @classmethod
-    def from_boxes(cls, size: tuple[float, float], boxes: list[tuple[float, float, float, float]],
-                   inflate: float, res: float = 0.1) -> "OccupancyGrid":
+    def from_boxes(
+        cls, size: tuple[float, float], boxes: list[tuple[float, float, float, float]], inflate: float, res: float = 0.1
+    ) -> OccupancyGrid:
         """boxes: (cx, cy, sx, sy) full extents; every box and the walls grow by `inflate`."""
-        nx, ny = int(round(size[0] / res)), int(round(size[1] / res))
+        nx, ny = round(size[0] / res), round(size[1] / res)
         origin = np.array([-size[0] / 2 + res / 2, -size[1] / 2 + res / 2])
         xs = origin[0] + res * np.arange(nx)
         ys = origin[1] + res * np.arange(ny)
@@ -119,8 +128,7 @@ class OccupancyGrid:
             i = j
         return np.array(out)
 
-    def plan(self, start: np.ndarray, goal: np.ndarray,
-             goal_radius: float = 0.0) -> tuple[np.ndarray, float] | None:
+    def plan(self, start: np.ndarray, goal: np.ndarray, goal_radius: float = 0.0) -> tuple[np.ndarray, float] | None:
         """Shortest smoothed path from start to within goal_radius of goal: (waypoints, length)."""
         s = self.nearest_free(self.cell(start))
         if goal_radius <= 0.0:
@@ -135,6 +143,5 @@ class OccupancyGrid:
         cells = self.astar(s, goals)
         if cells is None:
             return None
-        pts = self.smooth(cells, np.asarray(start[:2], float),
-                          end if end is not None else self.center(cells[-1]))
+        pts = self.smooth(cells, np.asarray(start[:2], float), end if end is not None else self.center(cells[-1]))
         return pts, float(np.sum(np.linalg.norm(np.diff(pts, axis=0), axis=1)))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 
 from qrobot.errors import ScenarioError
-
 from qrobot.scenario import PickPlaceTask, ReachTask, Scenario, StackTask
 from qrobot.sim import Sim, pybullet
 from qrobot.tasks.base import StateFn, Task, jitter_color
@@ -19,25 +18,33 @@ BOWL_FLOOR = 0.006
 
 
 def build_table(sim: Sim) -> None:
-    sim.add_shape("table", "box", [0.6, 0.6, 0.05], [0.78, 0.66, 0.52, 1.0],
-                  pos=[0.35, 0.0, -0.05], friction=1.0)
+    sim.add_shape("table", "box", [0.6, 0.6, 0.05], [0.78, 0.66, 0.52, 1.0], pos=[0.35, 0.0, -0.05], friction=1.0)
     sim.add_shape("floor", "box", [3.0, 3.0, 0.01], [0.3, 0.3, 0.32, 1.0], pos=[0.35, 0, -0.8])
 
 
-def sample_xy(rng: np.random.Generator, low: list[float], high: list[float], n: int,
-              spacing: float, taken: list[np.ndarray] | None = None,
-              taken_spacing: float = 0.0) -> list[np.ndarray]:
+def sample_xy(
+    rng: np.random.Generator,
+    low: list[float],
+    high: list[float],
+    n: int,
+    spacing: float,
+    taken: list[np.ndarray] | None = None,
+    taken_spacing: float = 0.0,
+) -> list[np.ndarray]:
     """n points in the box [low, high] at least `spacing` apart (rejection sampling)."""
     out: list[np.ndarray] = []
     for _ in range(2000):
         p = rng.uniform(low[:2], high[:2])
-        if all(np.linalg.norm(p - q) >= spacing for q in out) and \
-                all(np.linalg.norm(p - q) >= taken_spacing for q in (taken or [])):
+        if all(np.linalg.norm(p - q) >= spacing for q in out) and all(
+            np.linalg.norm(p - q) >= taken_spacing for q in (taken or [])
+        ):
             out.append(p)
             if len(out) == n:
                 return out
-    raise ScenarioError(f"task.region: no placement of {n} objects {spacing:.2f} m apart found in 2000 draws; "
-                        "widen the region or lower the count")
+    raise ScenarioError(
+        f"task.region: no placement of {n} objects {spacing:.2f} m apart found in 2000 draws; "
+        "widen the region or lower the count"
+    )
 
 
 class Reach(Task):
@@ -105,8 +112,7 @@ class _Tabletop(Task):
         self.start = {n: self._sim.pose(n)[0] for n in self.cubes}
 
     def _held(self, name: str) -> bool:
-        return self._once(f"held:{name}", lambda: bool(
-            self._sim.contact_links("robot", name) & set(FINGER_LINKS)))
+        return self._once(f"held:{name}", lambda: bool(self._sim.contact_links("robot", name) & set(FINGER_LINKS)))
 
     def _obstacle_contacts(self) -> set[str]:
         return {"table"} if self._sim.contact_links("robot", "table") - set(FINGER_LINKS) else set()
@@ -115,16 +121,16 @@ class _Tabletop(Task):
         raise NotImplementedError
 
     def _distance(self) -> float:
-        return self._once("distance", lambda: float(
-            np.linalg.norm(self._sim.pose(self.target_name)[0] - self.target_point())))
+        return self._once(
+            "distance", lambda: float(np.linalg.norm(self._sim.pose(self.target_name)[0] - self.target_point()))
+        )
 
     def success(self) -> bool:
         return self._distance() < self.cfg.success_distance and not self._held(self.target_name)
 
     def moved_object(self) -> str:
         """The cube displaced most from its start pose (for instruction-following checks)."""
-        shift = {n: float(np.linalg.norm(self._sim.pose(n)[0][:2] - self.start[n][:2]))
-                 for n in self.cubes}
+        shift = {n: float(np.linalg.norm(self._sim.pose(n)[0][:2] - self.start[n][:2])) for n in self.cubes}
         best = max(shift, key=shift.get)
         return f"{self.colors[best]} cube" if shift[best] > 0.02 else ""
 
@@ -133,9 +139,14 @@ class _Tabletop(Task):
 
     def privileged(self) -> dict:
         poses = {n: self._sim.pose(n) for n in self.cubes}
-        return {"target": self.target_name, "target_pose": poses[self.target_name],
-                "place_point": self.target_point(), "cube_size": self.cfg.objects.size,
-                "poses": poses, "colors": dict(self.colors)}
+        return {
+            "target": self.target_name,
+            "target_pose": poses[self.target_name],
+            "place_point": self.target_point(),
+            "cube_size": self.cfg.objects.size,
+            "poses": poses,
+            "colors": dict(self.colors),
+        }
 
 
 class PickPlace(_Tabletop):
@@ -159,8 +170,7 @@ class PickPlace(_Tabletop):
         super()._reset(rng)
         r, objs, rec = self.cfg.region, self.cfg.objects, self.cfg.receptacles
         bowl_xy = sample_xy(rng, r.low, r.high, rec.count, rec.size + 0.04)
-        cube_xy = sample_xy(rng, r.low, r.high, objs.count, objs.min_spacing, bowl_xy,
-                            rec.size / 2 * 1.42 + objs.size)
+        cube_xy = sample_xy(rng, r.low, r.high, objs.count, objs.min_spacing, bowl_xy, rec.size / 2 * 1.42 + objs.size)
         for name, color, p in zip(self.bowls, rng.permutation(list(dict.fromkeys(rec.colors))), bowl_xy):
             self.bowl_colors[name] = str(color)
             self._sim._set_pose(name, [p[0], p[1], 0.0])
@@ -169,8 +179,9 @@ class PickPlace(_Tabletop):
         self.target_name = self.cubes[int(rng.integers(len(self.cubes)))]
         self.target_bowl = self.bowls[int(rng.integers(len(self.bowls)))]
         tpl = str(rng.choice(self.cfg.instructions))
-        self.instruction = tpl.format(object=f"{self.colors[self.target_name]} cube",
-                                      receptacle=f"{self.bowl_colors[self.target_bowl]} bowl")
+        self.instruction = tpl.format(
+            object=f"{self.colors[self.target_name]} cube", receptacle=f"{self.bowl_colors[self.target_bowl]} bowl"
+        )
 
     def target_point(self) -> np.ndarray:
         p = self._sim.pose(self.target_bowl)[0]
@@ -195,8 +206,9 @@ class Stack(_Tabletop):
         pick, base = rng.choice(len(self.cubes), size=2, replace=False)
         self.target_name, self.base_name = self.cubes[int(pick)], self.cubes[int(base)]
         tpl = str(rng.choice(self.cfg.instructions))
-        self.instruction = tpl.format(object=f"{self.colors[self.target_name]} cube",
-                                      base=f"{self.colors[self.base_name]} cube")
+        self.instruction = tpl.format(
+            object=f"{self.colors[self.target_name]} cube", base=f"{self.colors[self.base_name]} cube"
+        )
 
     def target_point(self) -> np.ndarray:
         return self._sim.pose(self.base_name)[0] + np.array([0, 0, self.cfg.objects.size])

@@ -9,14 +9,13 @@ occupancy grid (A* then string-pulling), p the summed Euclidean step lengths.
 from __future__ import annotations
 
 import math
-
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from qrobot.errors import ScenarioError
-
 from qrobot.robots.diffbot import RADIUS
 from qrobot.safety.command import SafeCommand, Stop
 from qrobot.scenario import ObjectNavTask, PointNavTask, Scenario
@@ -27,14 +26,16 @@ from qrobot.tasks.people import Walker
 
 WALL_T = 0.1
 # landmark kind -> (footprint sx, sy; height; shape)
-LANDMARKS = {"pillar": (0.4, 0.4, 1.2, "cylinder"), "cabinet": (0.7, 0.45, 1.0, "box"),
-             "crate": (0.55, 0.55, 0.6, "box")}
+LANDMARKS = {
+    "pillar": (0.4, 0.4, 1.2, "cylinder"),
+    "cabinet": (0.7, 0.45, 1.0, "box"),
+    "crate": (0.55, 0.55, 0.6, "box"),
+}
 PlaceFn = Callable[[float, float, float], None]
 
 
 class _NavTask(Task):
-    def __init__(self, sim: Sim, scenario: Scenario, robot_state: StateFn,
-                 place_robot: PlaceFn) -> None:
+    def __init__(self, sim: Sim, scenario: Scenario, robot_state: StateFn, place_robot: PlaceFn) -> None:
         super().__init__(sim, scenario, robot_state)
         self._place_robot = place_robot
         room = self._scenario.room
@@ -43,8 +44,12 @@ class _NavTask(Task):
         sx, sy = room.size
         sim.add_shape("floor", "box", [sx / 2 + 1, sy / 2 + 1, 0.05], [0.62, 0.6, 0.55, 1], pos=[0, 0, -0.05])
         h = WALL_T / 2  # walls stand just outside the room so its free area is exactly size
-        walls = [(0, sy / 2 + h, sx + 2 * WALL_T, WALL_T), (0, -sy / 2 - h, sx + 2 * WALL_T, WALL_T),
-                 (sx / 2 + h, 0, WALL_T, sy), (-sx / 2 - h, 0, WALL_T, sy)]
+        walls = [
+            (0, sy / 2 + h, sx + 2 * WALL_T, WALL_T),
+            (0, -sy / 2 - h, sx + 2 * WALL_T, WALL_T),
+            (sx / 2 + h, 0, WALL_T, sy),
+            (-sx / 2 - h, 0, WALL_T, sy),
+        ]
         self.obstacle_names: list[str] = []
         for i, (cx, cy, wx, wy) in enumerate(walls):
             self._add_box(f"wall{i}", cx, cy, wx, wy, 0.8, "white")
@@ -78,8 +83,9 @@ class _NavTask(Task):
         return self._min_person_clearance
 
     def _add_box(self, name: str, cx: float, cy: float, wx: float, wy: float, h: float, color: str) -> None:
-        self._sim.add_shape(name, "box", [wx / 2, wy / 2, h / 2],
-                           jitter_color(color, np.random.default_rng(0), 0), pos=[cx, cy, h / 2])
+        self._sim.add_shape(
+            name, "box", [wx / 2, wy / 2, h / 2], jitter_color(color, np.random.default_rng(0), 0), pos=[cx, cy, h / 2]
+        )
         self.obstacle_names.append(name)
 
     def _reset_episode_stats(self) -> None:
@@ -148,8 +154,10 @@ class _NavTask(Task):
                 self._place_robot(float(start[0]), float(start[1]), float(rng.uniform(-np.pi, np.pi)))
                 self._stop_cells = self._goal_cells(0.1)  # fixed for the episode
                 return
-        raise ScenarioError(f"{self._scenario.path or self._scenario.name}: task.geodesic_range: no start/goal "
-                            f"pair {lo}..{hi} m apart found in 200 layouts; widen the range or the room")
+        raise ScenarioError(
+            f"{self._scenario.path or self._scenario.name}: task.geodesic_range: no start/goal "
+            f"pair {lo}..{hi} m apart found in 200 layouts; widen the range or the room"
+        )
 
     def goal_point(self) -> np.ndarray | None:
         return None
@@ -191,8 +199,12 @@ class _NavTask(Task):
             gap = dist - RADIUS - w.cfg.radius
             clearance = min(clearance, gap)
             toward = max(float(rel @ vel) / max(dist, 1e-9), 0.0)  # closing speed on this person
-            if self._protective_distance is not None and toward > 0.05 and self._commanded_speed > 0.05 \
-                    and gap < self._protective_distance(toward):
+            if (
+                self._protective_distance is not None
+                and toward > 0.05
+                and self._commanded_speed > 0.05
+                and gap < self._protective_distance(toward)
+            ):
                 intruded = True  # driving (not pushed) toward a person inside Sp
         self._min_person_clearance = min(self._min_person_clearance, clearance)
         self._intrusions += int(intruded)
@@ -222,8 +234,7 @@ class _NavTask(Task):
 
     def _obstacle_contacts(self) -> set[str]:
         touching = {n for n in self._sim.contacts_of("robot") if n != "floor"}
-        return touching | self._person_hits | {
-            w.name for w in self._walkers if self._sim.near("robot", w.name, 0.01)}
+        return touching | self._person_hits | {w.name for w in self._walkers if self._sim.near("robot", w.name, 0.01)}
 
     # -------------------------------------------------------------- queries
     def distance_to_goal(self) -> float:
@@ -243,17 +254,22 @@ class _NavTask(Task):
         s = float(self.success())
         out = super().metrics() | {
             "spl": s * self.d0 / max(self.d0, self.path_length, 1e-9),
-            "path_length": self.path_length, "geodesic": self.d0,
-            "distance_to_goal": self.distance_to_goal()}
+            "path_length": self.path_length,
+            "geodesic": self.d0,
+            "distance_to_goal": self.distance_to_goal(),
+        }
         if self._walkers:
             out["min_person_clearance"] = self._min_person_clearance
             out["intrusions"] = float(self._intrusions)
         return out
 
     def privileged(self) -> dict:
-        return {"grid": self.grid, "goal_cells": self._stop_cells,
-                "people": [(w.position.copy(), w.velocity.copy(), w.cfg.radius) for w in self._walkers],
-                "robot_radius": RADIUS}
+        return {
+            "grid": self.grid,
+            "goal_cells": self._stop_cells,
+            "people": [(w.position.copy(), w.velocity.copy(), w.cfg.radius) for w in self._walkers],
+            "robot_radius": RADIUS,
+        }
 
 
 class PointNav(_NavTask):
@@ -318,11 +334,14 @@ class ObjectNav(_NavTask):
                 break
             p = rng.uniform([-sx / 2 + 0.8, -sy / 2 + 0.8], [sx / 2 - 0.8, sy / 2 - 0.8])
             if all(np.linalg.norm(p - q) > 1.6 for q in placed) and all(
-                    abs(p[0] - b[0]) > b[2] / 2 + 0.6 or abs(p[1] - b[1]) > b[3] / 2 + 0.6 for b in blocked):
+                abs(p[0] - b[0]) > b[2] / 2 + 0.6 or abs(p[1] - b[1]) > b[3] / 2 + 0.6 for b in blocked
+            ):
                 placed.append(p)
         else:
-            raise ScenarioError(f"{self._scenario.path or self._scenario.name}: task.landmarks.count: room too "
-                                f"small for {len(self.landmarks)} landmarks among its obstacles")
+            raise ScenarioError(
+                f"{self._scenario.path or self._scenario.name}: task.landmarks.count: room too "
+                f"small for {len(self.landmarks)} landmarks among its obstacles"
+            )
         palette = list(dict.fromkeys(self.cfg.landmarks.colors))
         for name, kind, p, color in zip(self.landmarks, self.kinds, placed, rng.permutation(palette)):
             h = LANDMARKS[kind][2]
@@ -350,8 +369,7 @@ class ObjectNav(_NavTask):
 
     def _goal_cells(self, margin: float) -> set[tuple[int, int]]:
         free = self.grid.free_cells()
-        near = self._surface_distance(self.grid.origin + self.grid.res * free) <= \
-            self.cfg.success_distance - margin
+        near = self._surface_distance(self.grid.origin + self.grid.res * free) <= self.cfg.success_distance - margin
         return {(int(a), int(b)) for a, b in free[near]}
 
     def distance_to_goal(self) -> float:

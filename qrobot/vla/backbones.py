@@ -13,9 +13,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import (AutoConfig, PretrainedConfig, PreTrainedModel, Qwen2_5_VLConfig,
-                          Qwen2_5_VLForConditionalGeneration, Qwen3_5Config,
-                          Qwen3_5ForConditionalGeneration, Qwen3VLConfig, Qwen3VLForConditionalGeneration)
+from transformers import (
+    AutoConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen3_5Config,
+    Qwen3_5ForConditionalGeneration,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+)
 
 from qrobot.errors import QrobotError
 from qrobot.vla.vision import QWEN_MEAN, QWEN_STD
@@ -40,12 +48,22 @@ class Family:
 
 
 FAMILIES = {
-    "qwen2.5-vl": Family("qwen2.5-vl", "qwen2_5_vl", Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig,
-                         14, 2, False, "qwen2.5-72b-instruct", QWEN_MEAN, QWEN_STD),
-    "qwen3-vl": Family("qwen3-vl", "qwen3_vl", Qwen3VLForConditionalGeneration, Qwen3VLConfig,
-                       16, 2, True, "qwen2.5-72b-instruct"),
-    "qwen3.5": Family("qwen3.5", "qwen3_5", Qwen3_5ForConditionalGeneration, Qwen3_5Config,
-                      16, 2, True, "qwen3.5-27b"),
+    "qwen2.5-vl": Family(
+        "qwen2.5-vl",
+        "qwen2_5_vl",
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLConfig,
+        14,
+        2,
+        False,
+        "qwen2.5-72b-instruct",
+        QWEN_MEAN,
+        QWEN_STD,
+    ),
+    "qwen3-vl": Family(
+        "qwen3-vl", "qwen3_vl", Qwen3VLForConditionalGeneration, Qwen3VLConfig, 16, 2, True, "qwen2.5-72b-instruct"
+    ),
+    "qwen3.5": Family("qwen3.5", "qwen3_5", Qwen3_5ForConditionalGeneration, Qwen3_5Config, 16, 2, True, "qwen3.5-27b"),
 }
 _BY_TYPE = {f.model_type: f for f in FAMILIES.values()}
 TINY = {f"tiny-{name}": name for name in FAMILIES}
@@ -75,51 +93,83 @@ GENUINE_IDS = {
 def family_of(config: PretrainedConfig) -> Family:
     fam = _BY_TYPE.get(getattr(config, "model_type", ""))
     if fam is None:
-        raise QrobotError(f"backbone model_type {config.model_type!r} is not a supported Qwen VL family; "
-                          f"accepted: {', '.join(sorted(_BY_TYPE))}")
+        raise QrobotError(
+            f"backbone model_type {config.model_type!r} is not a supported Qwen VL family; "
+            f"accepted: {', '.join(sorted(_BY_TYPE))}"
+        )
     return fam
 
 
-def tiny_config(family: str, vocab_size: int, hidden: int = 128, layers: int = 2,
-                genuine_ids: bool = False) -> PretrainedConfig:
+def tiny_config(
+    family: str, vocab_size: int, hidden: int = 128, layers: int = 2, genuine_ids: bool = False
+) -> PretrainedConfig:
     """A small config of the real class (about 0.7 M parameters at hidden 128).
     The last four ids of the vocabulary are the image, video and vision start/end tokens, or
     with `genuine_ids` the published vocabulary size and vision ids (`vocab_size` is ignored)."""
     fam = FAMILIES[family]
-    ids = dict(image_token_id=vocab_size - 4, video_token_id=vocab_size - 3,
-               vision_start_token_id=vocab_size - 2, vision_end_token_id=vocab_size - 1)
+    ids = dict(
+        image_token_id=vocab_size - 4,
+        video_token_id=vocab_size - 3,
+        vision_start_token_id=vocab_size - 2,
+        vision_end_token_id=vocab_size - 1,
+    )
     if genuine_ids:
         real = GENUINE_IDS[family]
         vocab_size = real.vocab_size
-        ids = dict(image_token_id=real.image, video_token_id=real.video,
-                   vision_start_token_id=real.vision_start, vision_end_token_id=real.vision_end)
-    text: dict[str, Any] = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-                                num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                                max_position_embeddings=1024, bos_token_id=None, eos_token_id=None,
-                                pad_token_id=None)
-    vision: dict[str, Any] = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2,
-                                  patch_size=fam.patch_size, spatial_merge_size=fam.merge, temporal_patch_size=2,
-                                  out_hidden_size=hidden)
+        ids = dict(
+            image_token_id=real.image,
+            video_token_id=real.video,
+            vision_start_token_id=real.vision_start,
+            vision_end_token_id=real.vision_end,
+        )
+    text: dict[str, Any] = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    vision: dict[str, Any] = dict(
+        depth=2,
+        hidden_size=64,
+        intermediate_size=128,
+        num_heads=2,
+        patch_size=fam.patch_size,
+        spatial_merge_size=fam.merge,
+        temporal_patch_size=2,
+        out_hidden_size=hidden,
+    )
     head = hidden // 4
     rope = [head // 8, 3 * head // 16, 3 * head // 16]  # t, h, w sections of half the head dim
     if family == "qwen2.5-vl":
         text["rope_scaling"] = {"type": "mrope", "mrope_section": rope}
         vision.update(window_size=4 * fam.patch_size, fullatt_block_indexes=[1])
     else:
-        text.update(head_dim=head, rope_scaling={"rope_type": "default", "mrope_section": rope,
-                                                 "mrope_interleaved": True})
+        text.update(
+            head_dim=head, rope_scaling={"rope_type": "default", "mrope_section": rope, "mrope_interleaved": True}
+        )
         vision.update(num_position_embeddings=256)
         if family == "qwen3-vl":
             vision["deepstack_visual_indexes"] = [1]
         else:
-            text.update(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=head // 2,
-                        linear_value_head_dim=head // 2,
-                        layer_types=["linear_attention", "full_attention"] * (layers // 2) + ["full_attention"] * (layers % 2))
+            text.update(
+                linear_num_key_heads=2,
+                linear_num_value_heads=4,
+                linear_key_head_dim=head // 2,
+                linear_value_head_dim=head // 2,
+                layer_types=["linear_attention", "full_attention"] * (layers // 2) + ["full_attention"] * (layers % 2),
+            )
     return fam.config_cls(text_config=text, vision_config=vision, **ids)
 
 
-def build_backbone(spec: str, vocab_size: int = 512, device: str | torch.device = "cpu",
-                   **tiny_kwargs: Any) -> PreTrainedModel:
+def build_backbone(
+    spec: str, vocab_size: int = 512, device: str | torch.device = "cpu", **tiny_kwargs: Any
+) -> PreTrainedModel:
     """`tiny-<family>` builds a small random model; anything else is a local directory or a
     hub id loaded with the family's own `from_pretrained` (as a user with weights would)."""
     if spec in TINY:
@@ -128,8 +178,10 @@ def build_backbone(spec: str, vocab_size: int = 512, device: str | torch.device 
     try:
         cfg = AutoConfig.from_pretrained(spec)
     except OSError as exc:
-        raise QrobotError(f"backbone {spec!r}: not a tiny-* name, a local checkpoint, or a reachable hub id "
-                          f"({str(exc).splitlines()[0]}); tiny names: {', '.join(sorted(TINY))}") from None
+        raise QrobotError(
+            f"backbone {spec!r}: not a tiny-* name, a local checkpoint, or a reachable hub id "
+            f"({str(exc).splitlines()[0]}); tiny names: {', '.join(sorted(TINY))}"
+        ) from None
     return family_of(cfg).model_cls.from_pretrained(spec, dtype=torch.float32).to(device)
 
 

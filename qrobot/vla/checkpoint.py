@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ def _json(path: Path) -> Any:
         raise QrobotError(f"{path}: not valid JSON ({str(exc)[:120]})") from None
 
 
-def read_config(directory: Path) -> "VLAConfig":
+def read_config(directory: Path) -> VLAConfig:
     """vla_config.json, every field of the type VLAConfig declares."""
     from qrobot.vla.model import VLAConfig
 
@@ -53,8 +52,7 @@ def read_config(directory: Path) -> "VLAConfig":
         if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
             raise QrobotError(f"{path}: field {name!r}: expected {fields[name].type} (got {value!r})")
         if kind is int and not (0 if name == "grounding_dim" else 1) <= value <= 4096:
-            raise QrobotError(f"{path}: field {name!r}: {value} is outside "
-                              f"{0 if name == 'grounding_dim' else 1}..4096")
+            raise QrobotError(f"{path}: field {name!r}: {value} is outside {0 if name == 'grounding_dim' else 1}..4096")
     if "cameras" in raw and not (raw["cameras"] and all(isinstance(c, str) for c in raw["cameras"])):
         raise QrobotError(f"{path}: field 'cameras': a non-empty list of camera names")
     try:
@@ -66,7 +64,7 @@ def read_config(directory: Path) -> "VLAConfig":
 F32_MAX = 3.0e38  # larger numbers become infinities in float32
 
 
-def load_norm(path: Path, config: "VLAConfig | None" = None) -> dict[str, "Normalizer"]:
+def load_norm(path: Path, config: VLAConfig | None = None) -> dict[str, Normalizer]:
     """norm_stats.json: {key: {q01: [...], q99: [...]}}: finite float32 numbers, q01 <= q99,
     and (given the config) the sizes the model reads and writes."""
     from qrobot.vla.model import Normalizer
@@ -74,13 +72,28 @@ def load_norm(path: Path, config: "VLAConfig | None" = None) -> dict[str, "Norma
     raw = _json(path)
     if not isinstance(raw, dict):  # empty: an untrained model (tests, fresh checkpoints)
         raise QrobotError(f"{path}: must be a JSON object of {{key: {{q01, q99}}}}")
-    sizes = {} if config is None else {"state": config.state_dim, "actions": config.action_dim, "waypoints": 3,
-                                       "grounding": config.grounding_dim}
+    sizes = (
+        {}
+        if config is None
+        else {
+            "state": config.state_dim,
+            "actions": config.action_dim,
+            "waypoints": 3,
+            "grounding": config.grounding_dim,
+        }
+    )
     out = {}
     for key, v in raw.items():
-        ok = isinstance(v, dict) and all(isinstance(v.get(q), list) and v[q] and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < F32_MAX for x in v[q])
-            for q in ("q01", "q99")) and len(v["q01"]) == len(v["q99"])
+        ok = (
+            isinstance(v, dict)
+            and all(
+                isinstance(v.get(q), list)
+                and v[q]
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < F32_MAX for x in v[q])
+                for q in ("q01", "q99")
+            )
+            and len(v["q01"]) == len(v["q99"])
+        )
         if not ok:
             raise QrobotError(f"{path}: field {key!r}: needs q01 and q99, equal-length lists of finite numbers")
         if any(lo > hi for lo, hi in zip(v["q01"], v["q99"])):
@@ -97,11 +110,12 @@ def check_policy_norm(directory: Path) -> None:
     path = Path(directory) / NORM_FILE
     norm = load_norm(path, read_config(Path(directory)))
     if "state" not in norm or not ({"actions", "waypoints"} & set(norm)):
-        raise QrobotError(f"{path}: a policy needs 'state' and 'actions' (arm) or 'waypoints' (base) "
-                          f"(has {sorted(norm)})")
+        raise QrobotError(
+            f"{path}: a policy needs 'state' and 'actions' (arm) or 'waypoints' (base) (has {sorted(norm)})"
+        )
 
 
-def load_backbone(directory: Path, config: "VLAConfig") -> Any:
+def load_backbone(directory: Path, config: VLAConfig) -> Any:
     """The saved backbone, complete: its model type must be the config's family, and no
     weight may be missing, unexpected or of another shape (transformers would fill a
     missing one with random values and say so in a table)."""
@@ -117,8 +131,10 @@ def load_backbone(directory: Path, config: "VLAConfig") -> Any:
     family = FAMILIES[config.family]
     want = getattr(family.model_cls.config_class, "model_type", None)
     if not isinstance(raw, dict) or (want and raw.get("model_type") != want):
-        raise QrobotError(f"{d / 'config.json'}: model_type {raw.get('model_type') if isinstance(raw, dict) else raw!r}; "
-                          f"vla_config.json family {config.family!r} needs {want!r}")
+        raise QrobotError(
+            f"{d / 'config.json'}: model_type {raw.get('model_type') if isinstance(raw, dict) else raw!r}; "
+            f"vla_config.json family {config.family!r} needs {want!r}"
+        )
     level = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # its load reports are replaced by one line here
     _logging.getLogger("transformers").setLevel(_logging.ERROR)
@@ -146,7 +162,7 @@ def check_finite(model: Any, directory: Path) -> None:
             raise QrobotError(f"{directory}: weight {name} holds NaN or infinite values")
 
 
-def load_heads(model: "QwenVLA", path: Path) -> None:
+def load_heads(model: QwenVLA, path: Path) -> None:
     """heads.safetensors into the model's heads; every head must be complete and fit."""
     from safetensors.torch import load_file
 
@@ -161,13 +177,14 @@ def load_heads(model: "QwenVLA", path: Path) -> None:
         heads["grounding."] = model.grounding
     for prefix, head in heads.items():
         try:
-            head.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            head.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
         except RuntimeError as exc:
-            raise QrobotError(f"{path}: {prefix[:-1]} head does not match vla_config.json "
-                              f"({str(exc).splitlines()[0][:160]})") from None
+            raise QrobotError(
+                f"{path}: {prefix[:-1]} head does not match vla_config.json ({str(exc).splitlines()[0][:160]})"
+            ) from None
 
 
-def checkpoint_tasks(config: "VLAConfig") -> set[str]:
+def checkpoint_tasks(config: VLAConfig) -> set[str]:
     """The task kinds a checkpoint was trained for (empty: unknown, only sizes are checked)."""
     from qrobot.scenario import load_scenario, scenario_names
 
@@ -176,7 +193,7 @@ def checkpoint_tasks(config: "VLAConfig") -> set[str]:
     return set()
 
 
-def scenario_dims(scenario: "Scenario") -> tuple[int, int, int]:
+def scenario_dims(scenario: Scenario) -> tuple[int, int, int]:
     """(proprio, goal, action) sizes a scenario's observations and actions have."""
     from qrobot.envs.core import TASKS
     from qrobot.robots.diffbot import DiffDriveBase
@@ -186,28 +203,34 @@ def scenario_dims(scenario: "Scenario") -> tuple[int, int, int]:
     return robot.proprio_dim, TASKS[scenario.task.kind].goal_dim, robot.action_dim
 
 
-def check_fits(config: "VLAConfig", directory: Path, scenario: "Scenario") -> None:
+def check_fits(config: VLAConfig, directory: Path, scenario: Scenario) -> None:
     """Refuse a checkpoint made for another task, other cameras or other sizes."""
     where = Path(directory) / CONFIG_FILE
     proprio_dim, goal_dim, action_dim = scenario_dims(scenario)
     tasks = checkpoint_tasks(config)
     if tasks and scenario.task.kind not in tasks:
-        raise QrobotError(f"{where}: a checkpoint for task {'/'.join(sorted(tasks))} (trained on "
-                          f"{config.scenario!r}); scenario {scenario.name!r} is task {scenario.task.kind!r}")
+        raise QrobotError(
+            f"{where}: a checkpoint for task {'/'.join(sorted(tasks))} (trained on "
+            f"{config.scenario!r}); scenario {scenario.name!r} is task {scenario.task.kind!r}"
+        )
     cams = {c.name: c for c in scenario.cameras}
     missing = [c for c in config.cameras if c not in cams]
     if missing:
-        raise QrobotError(f"{where}: field 'cameras': {missing} not in scenario {scenario.name!r} "
-                          f"(it has {sorted(cams)})")
+        raise QrobotError(
+            f"{where}: field 'cameras': {missing} not in scenario {scenario.name!r} (it has {sorted(cams)})"
+        )
     if config.state_dim != proprio_dim + goal_dim:
-        raise QrobotError(f"{where}: field 'state_dim': {config.state_dim}; scenario {scenario.name!r} "
-                          f"observes {proprio_dim + goal_dim} (proprio {proprio_dim} + goal {goal_dim})")
+        raise QrobotError(
+            f"{where}: field 'state_dim': {config.state_dim}; scenario {scenario.name!r} "
+            f"observes {proprio_dim + goal_dim} (proprio {proprio_dim} + goal {goal_dim})"
+        )
     if config.action_dim != action_dim:
-        raise QrobotError(f"{where}: field 'action_dim': {config.action_dim}; robot {scenario.robot!r} "
-                          f"takes {action_dim}")
+        raise QrobotError(
+            f"{where}: field 'action_dim': {config.action_dim}; robot {scenario.robot!r} takes {action_dim}"
+        )
 
 
-def fits_scenario(directory: Path, scenario: "Scenario") -> str | None:
+def fits_scenario(directory: Path, scenario: Scenario) -> str | None:
     """Why the checkpoint cannot drive the scenario (None: it fits), from its config alone."""
     try:
         check_fits(read_config(Path(directory)), Path(directory), scenario)

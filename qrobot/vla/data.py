@@ -22,9 +22,10 @@ model learns to predict it from images and never receives it as an input.
 from __future__ import annotations
 
 import copy
-import sys
+import itertools
 import json
 import multiprocessing
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from qrobot.progress import Progress
-from qrobot.envs.core import MOUNT_UP, QRobotEnv
 from qrobot.checks import read_meta
+from qrobot.envs.core import MOUNT_UP, QRobotEnv
 from qrobot.errors import QrobotError
 from qrobot.policies import make_policy
+from qrobot.progress import Progress
 from qrobot.robots.panda import hand_frame
 from qrobot.safety.view import SupervisorView
 from qrobot.scenario import Camera, Randomize, Scenario, load_scenario
@@ -60,12 +61,18 @@ def relative_grounding(state: np.ndarray, grounding: np.ndarray) -> np.ndarray:
         return grounding
     ee, ee_yaw = state[..., :3], np.arctan2(state[..., 4], state[..., 3])
     d4 = np.arctan2(grounding[..., 3], grounding[..., 4]) - 4 * ee_yaw
-    return np.concatenate([grounding[..., :3] - ee, np.sin(d4)[..., None], np.cos(d4)[..., None],
-                           grounding[..., 5:8] - ee], axis=-1).astype(np.float32)
+    return np.concatenate(
+        [grounding[..., :3] - ee, np.sin(d4)[..., None], np.cos(d4)[..., None], grounding[..., 5:8] - ee], axis=-1
+    ).astype(np.float32)
 
 
-def image_point(points: np.ndarray, eye: np.ndarray, target: np.ndarray, fov: float,
-                up: np.ndarray | tuple[float, float, float] = (0.0, 0.0, 1.0)) -> np.ndarray:
+def image_point(
+    points: np.ndarray,
+    eye: np.ndarray,
+    target: np.ndarray,
+    fov: float,
+    up: np.ndarray | tuple[float, float, float] = (0.0, 0.0, 1.0),
+) -> np.ndarray:
     """World points (..., 3) -> where a square pinhole camera (OpenGL look-at; eye, target
     and up broadcast with the points; vertical fov in degrees) sees them, in [-1, 1]: x to
     the right, y down (the patch grid's order). NaN behind the camera."""
@@ -95,21 +102,27 @@ def camera_point(cam: Camera, points: np.ndarray, state: np.ndarray, robot: str)
         return image_point(points, np.array(cam.eye), np.array(cam.target), cam.fov)
     if cam.mount == "wrist" and robot == "panda":
         hand, rot = hand_frame(state[:, :3], np.arctan2(state[:, 4], state[:, 3]))
-        return image_point(points, hand + rot @ np.array(cam.eye), hand + rot @ np.array(cam.target), cam.fov,
-                           up=rot @ np.array(MOUNT_UP["wrist"]))
+        return image_point(
+            points,
+            hand + rot @ np.array(cam.eye),
+            hand + rot @ np.array(cam.target),
+            cam.fov,
+            up=rot @ np.array(MOUNT_UP["wrist"]),
+        )
     return out
 
 
 def _scenario(scenario: str, randomize: bool) -> Scenario:
     sc = load_scenario(scenario)
     if randomize:
-        sc = sc.model_copy(update={"randomize": Randomize(light=True, color_jitter=max(
-            sc.randomize.color_jitter, 0.06))})
+        sc = sc.model_copy(
+            update={"randomize": Randomize(light=True, color_jitter=max(sc.randomize.color_jitter, 0.06))}
+        )
     return sc
 
 
-NOISE_CORRELATION = 0.7   # AR(1) coefficient of the DART noise (per control step)
-LABEL_CHUNK = 8           # clean expert actions stored per step of a DART episode (the model's chunk)
+NOISE_CORRELATION = 0.7  # AR(1) coefficient of the DART noise (per control step)
+LABEL_CHUNK = 8  # clean expert actions stored per step of a DART episode (the model's chunk)
 
 
 class ActionNoise:
@@ -151,7 +164,7 @@ def expert_continuation(env: QRobotEnv, expert: Any, first: np.ndarray, horizon:
     try:
         obs, _, term, trunc, _ = env.step(first)
         while len(chunk) < horizon:
-            if term or trunc:   # the episode ended: the last action repeats, as in action_chunk
+            if term or trunc:  # the episode ended: the last action repeats, as in action_chunk
                 chunk.append(chunk[-1])
                 continue
             chunk.append(np.asarray(expert.act(obs), np.float32))
@@ -169,8 +182,18 @@ def expert_continuation(env: QRobotEnv, expert: Any, first: np.ndarray, horizon:
     return np.stack(chunk)
 
 
-def _record_episodes(scenario: str, randomize: bool, first: int, count: int, seed: int, out: Path,
-                     label: str = "", action_noise: float = 0.0, show: bool = True, tty: bool | None = None) -> int:
+def _record_episodes(
+    scenario: str,
+    randomize: bool,
+    first: int,
+    count: int,
+    seed: int,
+    out: Path,
+    label: str = "",
+    action_noise: float = 0.0,
+    show: bool = True,
+    tty: bool | None = None,
+) -> int:
     """Episodes first .. first+count-1 (seed + k each) to `out`; returns how many succeeded.
     Progress per step and a line per episode go to stderr (`show`), labelled `label`."""
     env = QRobotEnv(_scenario(scenario, randomize), images=True)
@@ -200,26 +223,43 @@ def _record_episodes(scenario: str, randomize: bool, first: int, count: int, see
             obs, _, term, trunc, info = env.step(perturb(action))
             done = term or trunc
             bar.step(len(actions))
-        np.savez_compressed(out / f"ep{k}-seed{seed + k}.npz",
-                            **{f"images_{n}": np.stack(v) for n, v in frames.items()},
-                            proprio=np.stack(proprio), goal=np.stack(goal), actions=np.stack(actions),
-                            base_pose=np.stack(poses), grounding=np.stack(ground),
-                            instruction=np.array(env.task.instruction),
-                            success=np.array(bool(info.get("success"))), seed=np.array(seed + k),
-                            action_noise=np.array(perturb.scale),
-                            **({"action_chunks": np.stack(chunks)} if chunks else {}))
+        np.savez_compressed(
+            out / f"ep{k}-seed{seed + k}.npz",
+            **{f"images_{n}": np.stack(v) for n, v in frames.items()},
+            proprio=np.stack(proprio),
+            goal=np.stack(goal),
+            actions=np.stack(actions),
+            base_pose=np.stack(poses),
+            grounding=np.stack(ground),
+            instruction=np.array(env.task.instruction),
+            success=np.array(bool(info.get("success"))),
+            seed=np.array(seed + k),
+            action_noise=np.array(perturb.scale),
+            **({"action_chunks": np.stack(chunks)} if chunks else {}),
+        )
         kept += bool(info.get("success"))
         bar.episode(bool(info.get("success")))
         if show:
-            bar.result(f"{bar.label}: episode {k} seed {seed + k}: "
-                       f"{'success' if info.get('success') else 'failed'} in {len(actions)} steps", sys.stderr)
+            bar.result(
+                f"{bar.label}: episode {k} seed {seed + k}: "
+                f"{'success' if info.get('success') else 'failed'} in {len(actions)} steps",
+                sys.stderr,
+            )
     bar.close()
     env.close()
     return kept
 
 
-def collect(scenario: str, episodes: int, out: Path, seed: int = 0, randomize: bool = True,
-            show: bool = False, workers: int = 1, action_noise: float = 0.0) -> dict[str, Any]:
+def collect(
+    scenario: str,
+    episodes: int,
+    out: Path,
+    seed: int = 0,
+    randomize: bool = True,
+    show: bool = False,
+    workers: int = 1,
+    action_noise: float = 0.0,
+) -> dict[str, Any]:
     """Record `episodes` scripted-expert episodes (domain randomised: lighting, colours;
     poses are random per seed), split over `workers` processes; `action_noise` > 0 executes
     DART-perturbed actions (see ActionNoise)."""
@@ -233,16 +273,40 @@ def collect(scenario: str, episodes: int, out: Path, seed: int = 0, randomize: b
         bounds = np.linspace(0, episodes, workers + 1).astype(int)
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker (no forked PyBullet)
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            jobs = [pool.submit(_record_episodes, scenario, randomize, int(a), int(b - a), seed, out,
-                                f"collect {scenario} worker {w}", action_noise, show, False)
-                    for w, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+            jobs = [
+                pool.submit(
+                    _record_episodes,
+                    scenario,
+                    randomize,
+                    int(a),
+                    int(b - a),
+                    seed,
+                    out,
+                    f"collect {scenario} worker {w}",
+                    action_noise,
+                    show,
+                    False,
+                )
+                for w, (a, b) in enumerate(itertools.pairwise(bounds))
+            ]
             kept = sum(j.result() for j in jobs)
     env = QRobotEnv(sc, images=False)
-    meta = {"scenario": sc.name, "robot": sc.robot, "task": sc.task.kind, "cameras": [c.name for c in sc.cameras],
-            "image_size": [sc.cameras[0].height, sc.cameras[0].width], "proprio_dim": env.robot.proprio_dim,
-            "goal_dim": env.task.goal_dim, "action_dim": env.robot.action_dim, "control_hz": sc.control_hz,
-            "episodes": episodes, "successful": kept, "seeds": [seed, seed + episodes - 1],
-            "randomized": randomize, "action_noise": action_noise}
+    meta = {
+        "scenario": sc.name,
+        "robot": sc.robot,
+        "task": sc.task.kind,
+        "cameras": [c.name for c in sc.cameras],
+        "image_size": [sc.cameras[0].height, sc.cameras[0].width],
+        "proprio_dim": env.robot.proprio_dim,
+        "goal_dim": env.task.goal_dim,
+        "action_dim": env.robot.action_dim,
+        "control_hz": sc.control_hz,
+        "episodes": episodes,
+        "successful": kept,
+        "seeds": [seed, seed + episodes - 1],
+        "randomized": randomize,
+        "action_noise": action_noise,
+    }
     env.close()
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
@@ -250,14 +314,14 @@ def collect(scenario: str, episodes: int, out: Path, seed: int = 0, randomize: b
 
 @dataclass
 class Episode:
-    images: np.ndarray      # (T, cams, H, W, 3)
-    state: np.ndarray       # (T, S): proprio ++ goal
-    actions: np.ndarray     # (T, A)
-    base_pose: np.ndarray   # (T, 3)
-    grounding: np.ndarray   # (T, 8) or (T, 0): a training label, never an input
+    images: np.ndarray  # (T, cams, H, W, 3)
+    state: np.ndarray  # (T, S): proprio ++ goal
+    actions: np.ndarray  # (T, A)
+    base_pose: np.ndarray  # (T, 3)
+    grounding: np.ndarray  # (T, 8) or (T, 0): a training label, never an input
     instruction: str
     success: bool
-    chunks: np.ndarray | None = None   # (T, LABEL_CHUNK, A): DART episodes' clean continuations
+    chunks: np.ndarray | None = None  # (T, LABEL_CHUNK, A): DART episodes' clean continuations
 
 
 def load_episodes(directory: Path, successful_only: bool = True) -> tuple[dict[str, Any], list[Episode]]:
@@ -285,10 +349,16 @@ def _load_episode(f: Path, cameras: list[str], successful_only: bool) -> Episode
             return None
         imgs = np.stack([z[f"images_{c}"] for c in cameras], axis=1)
         state = np.concatenate([z["proprio"], z["goal"]], axis=1).astype(np.float32)
-        ep = Episode(imgs, state, z["actions"].astype(np.float32), z["base_pose"].astype(np.float32),
-                     z["grounding"].astype(np.float32) if "grounding" in z else np.zeros((len(state), 0), np.float32),
-                     str(z["instruction"]), bool(z["success"]),
-                     z["action_chunks"].astype(np.float32) if "action_chunks" in z else None)
+        ep = Episode(
+            imgs,
+            state,
+            z["actions"].astype(np.float32),
+            z["base_pose"].astype(np.float32),
+            z["grounding"].astype(np.float32) if "grounding" in z else np.zeros((len(state), 0), np.float32),
+            str(z["instruction"]),
+            bool(z["success"]),
+            z["action_chunks"].astype(np.float32) if "action_chunks" in z else None,
+        )
     if not (len(ep.images) == len(ep.state) == len(ep.actions) > 0):
         raise ValueError("images, state and actions differ in length or are empty")
     return ep
@@ -305,16 +375,22 @@ def load_datasets(directories: list[Path], successful_only: bool = True) -> tupl
         meta, eps = load_episodes(d, successful_only)
         for key in MUST_AGREE:
             if metas and meta.get(key) != metas[0].get(key):
-                raise QrobotError(f"{Path(d) / 'meta.json'}: {key} is {meta.get(key)!r}, but {directories[0]} "
-                                  f"has {metas[0].get(key)!r}; datasets trained together must agree on {', '.join(MUST_AGREE)}")
+                raise QrobotError(
+                    f"{Path(d) / 'meta.json'}: {key} is {meta.get(key)!r}, but {directories[0]} "
+                    f"has {metas[0].get(key)!r}; datasets trained together must agree on {', '.join(MUST_AGREE)}"
+                )
         metas.append(meta)
         episodes += eps
     merged = dict(metas[0])
-    merged["sources"] = [f"seeds {m['seeds'][0]}-{m['seeds'][1]}" + (
-        f", DART action noise {m['action_noise']}" if m.get("action_noise") else "") for m in metas]
+    merged["sources"] = [
+        f"seeds {m['seeds'][0]}-{m['seeds'][1]}"
+        + (f", DART action noise {m['action_noise']}" if m.get("action_noise") else "")
+        for m in metas
+    ]
     if not episodes:
-        raise QrobotError(f"{', '.join(map(str, directories))}: no {'successful ' if successful_only else ''}"
-                          "episodes to train on")
+        raise QrobotError(
+            f"{', '.join(map(str, directories))}: no {'successful ' if successful_only else ''}episodes to train on"
+        )
     return merged, episodes
 
 

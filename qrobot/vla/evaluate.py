@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from qrobot.envs.core import QRobotEnv
 from qrobot.policies import make_policy
@@ -51,10 +52,20 @@ def _cube_names(env: QRobotEnv) -> tuple[str, list[str]]:
     return f"{task.colors[task.target_name]} cube", [f"{task.colors[c]} cube" for c in task.cubes]
 
 
-def _run_seeds(checkpoint: str, scenario: str, seeds: list[int], swap: bool, device: str,
-               on_episode: Callable[[str], None] | None = None, threads: int = 0, replan: int | None = None,
-               episodes_file: Path | None = None, label: str = "", show: bool = False, tty: bool | None = None
-               ) -> tuple[str, list[EpisodeResult], list[TabletopOutcome], list[str]]:
+def _run_seeds(
+    checkpoint: str,
+    scenario: str,
+    seeds: list[int],
+    swap: bool,
+    device: str,
+    on_episode: Callable[[str], None] | None = None,
+    threads: int = 0,
+    replan: int | None = None,
+    episodes_file: Path | None = None,
+    label: str = "",
+    show: bool = False,
+    tty: bool | None = None,
+) -> tuple[str, list[EpisodeResult], list[TabletopOutcome], list[str]]:
     """Episodes on `seeds`; the policy's sampling noise is reseeded per episode (seed), so
     a seed's outcome does not depend on which seeds ran before it or in which worker. Each
     result is appended to `episodes_file` as it ends (workers share the file: one write a line)."""
@@ -102,10 +113,19 @@ def _run_seeds(checkpoint: str, scenario: str, seeds: list[int], swap: bool, dev
     return env.scenario.name, results, outcomes, lines
 
 
-def evaluate(checkpoint: str | Path, scenario: str, episodes: int, seed: int = 10000, swap: bool = True,
-             device: str = "cpu", on_episode: Callable[[str], None] | None = None,
-             workers: int = 1, replan: int | None = None, run_dir: RunDir | None = None,
-             show: bool = False) -> dict[str, Any]:
+def evaluate(
+    checkpoint: str | Path,
+    scenario: str,
+    episodes: int,
+    seed: int = 10000,
+    swap: bool = True,
+    device: str = "cpu",
+    on_episode: Callable[[str], None] | None = None,
+    workers: int = 1,
+    replan: int | None = None,
+    run_dir: RunDir | None = None,
+    show: bool = False,
+) -> dict[str, Any]:
     """`episodes` held-out seeds from `seed`; with workers > 1 they are split over processes
     (one torch thread each) and the per-episode lines arrive as each worker finishes.
     `replan`: actions of each chunk executed before the arm policy predicts again (None:
@@ -114,17 +134,37 @@ def evaluate(checkpoint: str | Path, scenario: str, episodes: int, seed: int = 1
     workers = max(1, min(workers, episodes))
     jsonl = None if run_dir is None else run_dir.path / EPISODES_FILE
     if workers == 1:
-        name, results, outcomes, _ = _run_seeds(str(checkpoint), scenario, seeds, swap, device, on_episode,
-                                                replan=replan, episodes_file=jsonl, show=show)
+        name, results, outcomes, _ = _run_seeds(
+            str(checkpoint), scenario, seeds, swap, device, on_episode, replan=replan, episodes_file=jsonl, show=show
+        )
     else:
         parts = [seeds[i::workers] for i in range(workers)]
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = [j.result() for j in [pool.submit(_run_seeds, str(checkpoint), scenario, p, swap, device,
-                                                     None, 1, replan, jsonl, f"eval worker {w}", show, False)
-                                         for w, p in enumerate(parts)]]
+            done = [
+                j.result()
+                for j in [
+                    pool.submit(
+                        _run_seeds,
+                        str(checkpoint),
+                        scenario,
+                        p,
+                        swap,
+                        device,
+                        None,
+                        1,
+                        replan,
+                        jsonl,
+                        f"eval worker {w}",
+                        show,
+                        False,
+                    )
+                    for w, p in enumerate(parts)
+                ]
+            ]
         name = done[0][0]
-        rows = sorted((r.seed, r, o, line) for _, rs, os_, ls in done
-                      for r, o, line in zip(rs, os_ or [None] * len(rs), ls))
+        rows = sorted(
+            (r.seed, r, o, line) for _, rs, os_, ls in done for r, o, line in zip(rs, os_ or [None] * len(rs), ls)
+        )
         results = [r for _, r, _, _ in rows]
         outcomes = [o for _, _, o, _ in rows if o is not None]
         for _, _, _, line in rows:
@@ -132,8 +172,12 @@ def evaluate(checkpoint: str | Path, scenario: str, episodes: int, seed: int = 1
                 on_episode(line)
     if run_dir is not None:
         run_dir.episodes = len(results)
-    report: dict[str, Any] = {"scenario": name, "checkpoint": str(checkpoint),
-                              "seeds": [seed, seed + episodes - 1], **summarize(results)}
+    report: dict[str, Any] = {
+        "scenario": name,
+        "checkpoint": str(checkpoint),
+        "seeds": [seed, seed + episodes - 1],
+        **summarize(results),
+    }
     if outcomes:
         n = len(outcomes)
         followed = sum(o.moved == o.named for o in outcomes)
@@ -148,8 +192,10 @@ def evaluate(checkpoint: str | Path, scenario: str, episodes: int, seed: int = 1
 def to_markdown(r: dict[str, Any]) -> str:
     head = "| scenario | seeds | episodes | success | 95% CI | SPL |"
     spl = f"{r['spl']:.2f}" if "spl" in r else "-"
-    row = (f"| {r['scenario']} | {r['seeds'][0]}-{r['seeds'][1]} | {r['episodes']} | {r['success_rate']:.0%} "
-           f"| {r['ci_low']:.0%}-{r['ci_high']:.0%} | {spl} |")
+    row = (
+        f"| {r['scenario']} | {r['seeds'][0]}-{r['seeds'][1]} | {r['episodes']} | {r['success_rate']:.0%} "
+        f"| {r['ci_low']:.0%}-{r['ci_high']:.0%} | {spl} |"
+    )
     if "followed" in r:
         head += " named cube moved |"
         row += f" {r['followed']:.0%} |"

@@ -40,22 +40,28 @@ class TableRays(nn.Module):
     the point on the plane z = plane_z it shows, relative to the gripper, in the grounding
     head's normalised x, y units (the inverse of qrobot.vla.data.image_point)."""
 
-    def __init__(self, spec: dict[str, Any], state_q: tuple[np.ndarray, np.ndarray],
-                 ground_q: tuple[np.ndarray, np.ndarray]) -> None:
+    def __init__(
+        self, spec: dict[str, Any], state_q: tuple[np.ndarray, np.ndarray], ground_q: tuple[np.ndarray, np.ndarray]
+    ) -> None:
         super().__init__()
         cams = spec["cameras"]
         self.plane_z = float(spec["plane_z"])
         self.register_buffer("wrist", torch.tensor([c["mount"] == "wrist" for c in cams]), persistent=False)
         for name in ("eye", "target"):
             self.register_buffer(name, torch.tensor([c[name] for c in cams], dtype=torch.float32), persistent=False)
-        self.register_buffer("up", torch.tensor([MOUNT_UP[c["mount"]] for c in cams], dtype=torch.float32),
-                             persistent=False)
-        self.register_buffer("scale", torch.tensor([1 / np.tan(np.radians(c["fov"]) / 2) for c in cams],
-                                                   dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "up", torch.tensor([MOUNT_UP[c["mount"]] for c in cams], dtype=torch.float32), persistent=False
+        )
+        self.register_buffer(
+            "scale",
+            torch.tensor([1 / np.tan(np.radians(c["fov"]) / 2) for c in cams], dtype=torch.float32),
+            persistent=False,
+        )
         for name, (lo, hi) in (("state", state_q), ("ground", ground_q)):
             self.register_buffer(f"{name}_lo", torch.tensor(lo, dtype=torch.float32), persistent=False)
-            self.register_buffer(f"{name}_span", torch.tensor(np.maximum(hi - lo, 1e-6), dtype=torch.float32),
-                                 persistent=False)
+            self.register_buffer(
+                f"{name}_span", torch.tensor(np.maximum(hi - lo, 1e-6), dtype=torch.float32), persistent=False
+            )
 
     def forward(self, points: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """points (B, cams, 2), state (B, S) normalised -> (B, cams, 2) normalised x, y."""
@@ -63,12 +69,13 @@ class TableRays(nn.Module):
         ee = raw[:, :3]
         yaw = torch.atan2(raw[:, 4], raw[:, 3])
         c, s, z = torch.cos(yaw), torch.sin(yaw), torch.zeros_like(yaw)
-        rot = torch.stack([torch.stack([c, s, z], -1), torch.stack([s, -c, z], -1),
-                           torch.stack([z, z, z - 1], -1)], -2)            # hand: Rz(yaw) Rx(pi), as panda.hand_frame
+        rot = torch.stack(
+            [torch.stack([c, s, z], -1), torch.stack([s, -c, z], -1), torch.stack([z, z, z - 1], -1)], -2
+        )  # hand: Rz(yaw) Rx(pi), as panda.hand_frame
         hand = ee + rot[:, :, 2] * -HAND_BELOW_EE
         wrist = self.wrist[None, :, None]
 
-        def place(p: torch.Tensor) -> torch.Tensor:                  # (cams, 3) in the mount frame -> (B, cams, 3)
+        def place(p: torch.Tensor) -> torch.Tensor:  # (cams, 3) in the mount frame -> (B, cams, 3)
             in_hand = hand[:, None] + torch.einsum("bij,cj->bci", rot, p)
             return torch.where(wrist, in_hand, p[None].expand_as(in_hand))
 

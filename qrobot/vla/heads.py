@@ -32,8 +32,16 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class FlowMatchingHead(nn.Module):
-    def __init__(self, context_dim: int, state_dim: int, action_dim: int, chunk: int,
-                 width: int = 128, layers: int = 2, heads: int = 4) -> None:
+    def __init__(
+        self,
+        context_dim: int,
+        state_dim: int,
+        action_dim: int,
+        chunk: int,
+        width: int = 128,
+        layers: int = 2,
+        heads: int = 4,
+    ) -> None:
         super().__init__()
         self.action_dim, self.chunk, self.width = action_dim, chunk, width
         self.context = nn.Linear(context_dim, width)
@@ -46,16 +54,23 @@ class FlowMatchingHead(nn.Module):
         self.out = nn.Linear(width, action_dim)
         nn.init.normal_(self.pos, std=0.02)
 
-    def velocity(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor,
-                 x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def velocity(
+        self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """Predicted velocity (B, H, action_dim) for noisy actions x_t at flow time t."""
         tokens = torch.cat([self.state(state)[:, None], self.action_in(x_t)], dim=1) + self.pos
         tokens = tokens + self.time(timestep_embedding(t, self.width))[:, None]
         h = self.decoder(tokens, self.context(context), memory_key_padding_mask=context_pad)
         return self.out(h[:, 1:])
 
-    def loss(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor,
-             actions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        context: torch.Tensor,
+        context_pad: torch.Tensor,
+        state: torch.Tensor,
+        actions: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         b = actions.shape[0]
         noise = torch.randn(actions.shape, generator=generator, device=actions.device)
         # pi0 samples flow time from a Beta favouring noisy times; a uniform one is enough here
@@ -65,8 +80,14 @@ class FlowMatchingHead(nn.Module):
         return torch.mean((v - (noise - actions)) ** 2)
 
     @torch.no_grad()
-    def sample(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor,
-               steps: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        context: torch.Tensor,
+        context_pad: torch.Tensor,
+        state: torch.Tensor,
+        steps: int = 10,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Integrate from noise (t = 1) to actions (t = 0) with `steps` Euler steps."""
         b = state.shape[0]
         x = torch.randn((b, self.chunk, self.action_dim), generator=generator, device=state.device)
@@ -91,8 +112,9 @@ class AttentionPool(nn.Module):
     which camera a token sits; attention then acts as a soft-argmax), and queries shifted
     by the instruction's last token (so "the red cube" looks for red)."""
 
-    def __init__(self, context_dim: int, width: int, queries: int = 4, heads: int = 4,
-                 positions: int = 0, spatial: bool = False) -> None:
+    def __init__(
+        self, context_dim: int, width: int, queries: int = 4, heads: int = 4, positions: int = 0, spatial: bool = False
+    ) -> None:
         super().__init__()
         self.proj = nn.Linear(context_dim, width)
         self.queries = nn.Parameter(torch.randn(1, queries, width) * 0.02)
@@ -113,8 +135,9 @@ class AttentionPool(nn.Module):
 
 
 def _mlp(inp: int, width: int, out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inp, 2 * width), nn.GELU(), nn.Linear(2 * width, width), nn.GELU(),
-                         nn.Linear(width, out))
+    return nn.Sequential(
+        nn.Linear(inp, 2 * width), nn.GELU(), nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, out)
+    )
 
 
 class KeypointPool(nn.Module):
@@ -124,8 +147,9 @@ class KeypointPool(nn.Module):
     object is. Coordinates are explicit, so a few thousand steps suffice to localise a
     small cube that a 2x2-merged token blurs with its neighbours."""
 
-    def __init__(self, patch_dim: int, summary_dim: int, cameras: int, grid: int, merge: int,
-                 width: int = 64, keypoints: int = 4) -> None:
+    def __init__(
+        self, patch_dim: int, summary_dim: int, cameras: int, grid: int, merge: int, width: int = 64, keypoints: int = 4
+    ) -> None:
         super().__init__()
         self.cameras, self.keypoints, self.width = cameras, keypoints, width
         self.feat = nn.Sequential(nn.Linear(patch_dim, width), nn.GELU(), nn.Linear(width, width))
@@ -136,9 +160,9 @@ class KeypointPool(nn.Module):
         rows = (u[:, None, None, None] * merge + s[None, None, :, None]).expand(-1, grid // merge, merge, merge)
         cols = (u[None, :, None, None] * merge + s[None, None, None, :]).expand(grid // merge, -1, merge, -1)
         xy = torch.stack([cols.reshape(-1), rows.reshape(-1)], -1).float()
-        self.register_buffer("xy", (xy + 0.5) / grid * 2 - 1, persistent=False)   # (patches, 2) in [-1, 1]
+        self.register_buffer("xy", (xy + 0.5) / grid * 2 - 1, persistent=False)  # (patches, 2) in [-1, 1]
         self.out_dim = cameras * keypoints * 2
-        self.last_attention: torch.Tensor | None = None   # (B, cameras, K, patches), for supervision
+        self.last_attention: torch.Tensor | None = None  # (B, cameras, K, patches), for supervision
 
     def patch_at(self, point: torch.Tensor) -> torch.Tensor:
         """Image points (B, 2) in [-1, 1] -> the index of the patch (processor order) they fall in."""
@@ -147,9 +171,9 @@ class KeypointPool(nn.Module):
     def forward(self, patches: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
         """patches (B, cameras * patches, patch_dim), summary (B, summary_dim) -> (B, out_dim)."""
         b = summary.shape[0]
-        keys = self.feat(patches.view(b, self.cameras, -1, patches.shape[-1]))          # (B, c, n, w)
+        keys = self.feat(patches.view(b, self.cameras, -1, patches.shape[-1]))  # (B, c, n, w)
         q = self.query(summary).view(b, 1, self.keypoints, self.width)
-        att = torch.softmax(q @ keys.transpose(-1, -2) / self.width ** 0.5, dim=-1)   # (B, c, K, n)
+        att = torch.softmax(q @ keys.transpose(-1, -2) / self.width**0.5, dim=-1)  # (B, c, K, n)
         self.last_attention = att
         return (att @ self.xy).flatten(1)
 
@@ -162,9 +186,17 @@ class GroundingHead(nn.Module):
     keypoint is also placed on the table by camera geometry, and the object's x, y is a
     learned mix of those placements plus a learned correction."""
 
-    def __init__(self, context_dim: int, state_dim: int, out_dim: int, width: int = 128,
-                 positions: int = 0, spatial: bool = False, keypoints: dict | None = None,
-                 rays: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        context_dim: int,
+        state_dim: int,
+        out_dim: int,
+        width: int = 128,
+        positions: int = 0,
+        spatial: bool = False,
+        keypoints: dict | None = None,
+        rays: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.pool = AttentionPool(context_dim, width, positions=positions, spatial=spatial)
         self.keypoints = KeypointPool(summary_dim=context_dim, **keypoints) if keypoints else None
@@ -176,8 +208,9 @@ class GroundingHead(nn.Module):
         cams = self.keypoints.cameras if self.rays is not None else 0
         self.net = _mlp(self.pool.out_dim + extra + 2 * cams + state_dim, width, out_dim + cams)
 
-    def forward(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor,
-                patches: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor, patches: torch.Tensor | None = None
+    ) -> torch.Tensor:
         parts = [self.pool(context, context_pad)]
         if self.keypoints is not None:
             if patches is None:
@@ -187,16 +220,23 @@ class GroundingHead(nn.Module):
         if self.rays is None:
             return self.net(torch.cat([*parts, state], dim=-1))
         kp = self.keypoints
-        placed = self.rays(parts[-1].view(-1, kp.cameras, kp.keypoints, 2)[:, :, 0], state)   # (B, cams, 2)
+        placed = self.rays(parts[-1].view(-1, kp.cameras, kp.keypoints, 2)[:, :, 0], state)  # (B, cams, 2)
         out = self.net(torch.cat([*parts, placed.flatten(1), state], dim=-1))
-        pred, gate = out[:, : self.out_dim], torch.softmax(out[:, self.out_dim:], dim=-1)
+        pred, gate = out[:, : self.out_dim], torch.softmax(out[:, self.out_dim :], dim=-1)
         xy = pred[:, :2] + (gate[..., None] * placed).sum(1)
         return torch.cat([xy, pred[:, 2:]], dim=-1)
 
 
 class WaypointHead(nn.Module):
-    def __init__(self, context_dim: int, state_dim: int, waypoints: int = 8, width: int = 128,
-                 positions: int = 0, spatial: bool = False) -> None:
+    def __init__(
+        self,
+        context_dim: int,
+        state_dim: int,
+        waypoints: int = 8,
+        width: int = 128,
+        positions: int = 0,
+        spatial: bool = False,
+    ) -> None:
         super().__init__()
         self.waypoints = waypoints
         self.pool = AttentionPool(context_dim, width, positions=positions, spatial=spatial)
@@ -205,6 +245,7 @@ class WaypointHead(nn.Module):
     def forward(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([self.pool(context, context_pad), state], dim=-1)).view(-1, self.waypoints, 3)
 
-    def loss(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor,
-             waypoints: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor, waypoints: torch.Tensor
+    ) -> torch.Tensor:
         return torch.mean((self(context, context_pad, state) - waypoints) ** 2)

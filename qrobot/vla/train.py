@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,10 +17,9 @@ import torch
 from qrobot.progress import Progress
 from qrobot.scenario import Camera, load_scenario
 from qrobot.vla.backbones import FAMILIES, TINY, build_backbone
-from qrobot.vla.hub import checkpoint_family, image_settings
-from qrobot.vla.data import (Episode, action_chunk, camera_point, future_waypoints, load_datasets,
-                             relative_grounding)
+from qrobot.vla.data import Episode, action_chunk, camera_point, future_waypoints, load_datasets, relative_grounding
 from qrobot.vla.geometry import ray_config
+from qrobot.vla.hub import checkpoint_family, image_settings
 from qrobot.vla.model import Normalizer, QwenVLA, VLAConfig
 from qrobot.vla.tokenizer import tokenizer_for
 
@@ -31,23 +31,23 @@ FAR = 0.08  # m between the gripper and the named cube (xy) beyond which a step 
 
 @dataclass
 class TrainConfig:
-    dataset: Path | list[Path]     # one `qrobot collect` directory, or several of one scenario
+    dataset: Path | list[Path]  # one `qrobot collect` directory, or several of one scenario
     out: Path
     backbone: str = "tiny-qwen2.5-vl"
     steps: int = 2000
     batch: int = 16
     lr: float = 3e-4
-    minutes: float = 45.0          # wall-clock budget; training stops early when it is spent
+    minutes: float = 45.0  # wall-clock budget; training stops early when it is spent
     save_every: int = 500
     seed: int = 0
     threads: int = 2
-    layers: int = 2                # tiny backbones: language-model layers
-    spatial_pool: bool = True      # position codes + instruction-conditioned queries in the pools
-    fine_grounding: bool = True    # tabletop: grounding also reads soft-argmax keypoints on the patches
-    far_share: float = 0.25        # tabletop: batch share from steps with the gripper far from the cube
-    insulate: bool = True          # tabletop: the action loss does not train the backbone (grounding does)
-    keypoint_weight: float = 0.1   # tabletop + fine grounding: teach keypoint 0 where the named cube is seen
-    rays: bool = True              # tabletop + fine grounding: place keypoints on the table by camera geometry
+    layers: int = 2  # tiny backbones: language-model layers
+    spatial_pool: bool = True  # position codes + instruction-conditioned queries in the pools
+    fine_grounding: bool = True  # tabletop: grounding also reads soft-argmax keypoints on the patches
+    far_share: float = 0.25  # tabletop: batch share from steps with the gripper far from the cube
+    insulate: bool = True  # tabletop: the action loss does not train the backbone (grounding does)
+    keypoint_weight: float = 0.1  # tabletop + fine grounding: teach keypoint 0 where the named cube is seen
+    rays: bool = True  # tabletop + fine grounding: place keypoints on the table by camera geometry
 
 
 def _corpus(meta: dict[str, Any], episodes: list[Episode]) -> list[str]:
@@ -76,8 +76,10 @@ def _keypoint_labels(meta: dict[str, Any], cameras: list[Camera], episodes: list
     grounding label); NaN where unknown."""
     if not episodes or episodes[0].grounding.shape[1] == 0:
         return None
-    return [np.stack([camera_point(cam, ep.grounding[:, :3], ep.state, meta["robot"]) for cam in cameras], axis=1)
-            for ep in episodes]
+    return [
+        np.stack([camera_point(cam, ep.grounding[:, :3], ep.state, meta["robot"]) for cam in cameras], axis=1)
+        for ep in episodes
+    ]
 
 
 def _ray_spec(meta: dict[str, Any], cameras: list[Camera], episodes: list[Episode]) -> dict[str, Any]:
@@ -123,12 +125,22 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = LOG.info) -> Path:
     far = [(e, t) for e, t in index if np.linalg.norm(eps[e].grounding[t, :2]) > FAR] if ground_dim else []
     if ground_dim:
         norm["grounding"] = Normalizer.fit(np.concatenate([ep.grounding for ep in eps]))
-    vcfg = VLAConfig(backbone=cfg.backbone, family=family, cameras=meta["cameras"], image_side=side,
-                     state_dim=states.shape[1], action_dim=meta["action_dim"], grounding_dim=ground_dim,
-                     scenario=meta["scenario"], spatial_pool=cfg.spatial_pool,
-                     fine_grounding=cfg.fine_grounding and ground_dim > 0, rays=rays)
-    backbone = build_backbone(cfg.backbone, vocab_size=tok.vocab_size, layers=cfg.layers) \
-        if cfg.backbone in TINY else None
+    vcfg = VLAConfig(
+        backbone=cfg.backbone,
+        family=family,
+        cameras=meta["cameras"],
+        image_side=side,
+        state_dim=states.shape[1],
+        action_dim=meta["action_dim"],
+        grounding_dim=ground_dim,
+        scenario=meta["scenario"],
+        spatial_pool=cfg.spatial_pool,
+        fine_grounding=cfg.fine_grounding and ground_dim > 0,
+        rays=rays,
+    )
+    backbone = (
+        build_backbone(cfg.backbone, vocab_size=tok.vocab_size, layers=cfg.layers) if cfg.backbone in TINY else None
+    )
     model = QwenVLA(vcfg, tok, backbone=backbone, norm=norm)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     start, seen = time.time(), 0
@@ -137,32 +149,42 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = LOG.info) -> Path:
         return min(1.0, max(s / cfg.steps, (time.time() - start) / (60 * cfg.minutes)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * progress(s))))
+        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * progress(s)))
+    )
     if seen_at is not None:
         inside = np.concatenate([(np.abs(k) <= 1).all(-1) for k in seen_at]).mean(0)
-        log("keypoint labels: the named cube in view in " + ", ".join(
-            f"{n} {100 * v:.0f} %" for n, v in zip(meta["cameras"], inside)) + " of the steps")
-    log(f"training {family} ({sum(p.numel() for p in model.parameters()):,} parameters) on {len(eps)} "
-        f"episodes / {len(index)} samples ({len(far)} far from the named cube), {cfg.steps} steps x batch {cfg.batch}")
+        log(
+            "keypoint labels: the named cube in view in "
+            + ", ".join(f"{n} {100 * v:.0f} %" for n, v in zip(meta["cameras"], inside))
+            + " of the steps"
+        )
+    log(
+        f"training {family} ({sum(p.numel() for p in model.parameters()):,} parameters) on {len(eps)} "
+        f"episodes / {len(index)} samples ({len(far)} far from the named cube), {cfg.steps} steps x batch {cfg.batch}"
+    )
     step = 0
     bar = Progress("train", cfg.steps, unit="step", enabled=LOG.isEnabledFor(logging.INFO))
     for step in range(1, cfg.steps + 1):
-        n_far = int(round(cfg.batch * cfg.far_share)) if far else 0
+        n_far = round(cfg.batch * cfg.far_share) if far else 0
         pick = [index[i] for i in rng.integers(len(index), size=cfg.batch - n_far)]
         pick += [far[i] for i in rng.integers(len(far), size=n_far)] if n_far else []
         batch: dict[str, Any] = {
             "images": torch.from_numpy(np.stack([eps[e].images[t] for e, t in pick])),
             "texts": [eps[e].instruction for e, _ in pick],
-            "state": torch.from_numpy(norm["state"].normalize(np.stack([eps[e].state[t] for e, t in pick])))}
+            "state": torch.from_numpy(norm["state"].normalize(np.stack([eps[e].state[t] for e, t in pick]))),
+        }
         if nav:
-            batch["waypoints"] = torch.from_numpy(norm["waypoints"].normalize(
-                np.stack([future_waypoints(eps[e], t) for e, t in pick])))
+            batch["waypoints"] = torch.from_numpy(
+                norm["waypoints"].normalize(np.stack([future_waypoints(eps[e], t) for e, t in pick]))
+            )
         else:
-            batch["actions"] = torch.from_numpy(norm["actions"].normalize(
-                np.stack([action_chunk(eps[e], t, vcfg.chunk) for e, t in pick])))
+            batch["actions"] = torch.from_numpy(
+                norm["actions"].normalize(np.stack([action_chunk(eps[e], t, vcfg.chunk) for e, t in pick]))
+            )
         if ground_dim:
-            batch["grounding"] = torch.from_numpy(norm["grounding"].normalize(
-                np.stack([eps[e].grounding[t] for e, t in pick])))
+            batch["grounding"] = torch.from_numpy(
+                norm["grounding"].normalize(np.stack([eps[e].grounding[t] for e, t in pick]))
+            )
         if seen_at is not None:
             batch["keypoint"] = torch.from_numpy(np.stack([seen_at[e][t] for e, t in pick]))
         loss = model.loss(batch, insulate=cfg.insulate and ground_dim > 0, keypoint_weight=cfg.keypoint_weight)
@@ -176,17 +198,23 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = LOG.info) -> Path:
         elapsed = time.time() - start
         if step % 50 == 0 or step == 1:
             parts = " ".join(f"{k} {v:.4f}" for k, v in model.last_losses.items())
-            log(f"step {step:5d} loss {loss.item():.4f} ({parts}) lr {sched.get_last_lr()[0]:.2e} "
-                f"{seen / elapsed:.1f} samples/s {elapsed / 60:.1f} min")
+            log(
+                f"step {step:5d} loss {loss.item():.4f} ({parts}) lr {sched.get_last_lr()[0]:.2e} "
+                f"{seen / elapsed:.1f} samples/s {elapsed / 60:.1f} min"
+            )
         if step % cfg.save_every == 0:
             model.save_pretrained(cfg.out / f"checkpoint-{step}")
         if elapsed > cfg.minutes * 60:
             log(f"time budget of {cfg.minutes} min spent at step {step}")
             break
     model.eval()
-    model.save_pretrained(cfg.out, card={"dataset": f"{meta['scenario']}: {len(eps)} expert episodes, "
-                                                    + "; ".join(meta["sources"]),
-                                         "training": f"{step} steps x batch {cfg.batch}, "
-                                                     f"{(time.time() - start) / 60:.1f} min on {cfg.threads} threads"}
-                       | ({"camera rays": f"keypoints placed on the table at z = {rays['plane_z']:.3f} m"} if rays else {}))
+    model.save_pretrained(
+        cfg.out,
+        card={
+            "dataset": f"{meta['scenario']}: {len(eps)} expert episodes, " + "; ".join(meta["sources"]),
+            "training": f"{step} steps x batch {cfg.batch}, "
+            f"{(time.time() - start) / 60:.1f} min on {cfg.threads} threads",
+        }
+        | ({"camera rays": f"keypoints placed on the table at z = {rays['plane_z']:.3f} m"} if rays else {}),
+    )
     return cfg.out

@@ -12,9 +12,14 @@ QWEN_STD = (0.26862954, 0.26130258, 0.27577711)
 TEMPORAL = 2  # a still image is repeated over the temporal patch
 
 
-def patchify(images: torch.Tensor, side: int, patch: int, merge: int,
-             mean: tuple[float, ...] = QWEN_MEAN, std: tuple[float, ...] = QWEN_STD
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def patchify(
+    images: torch.Tensor,
+    side: int,
+    patch: int,
+    merge: int,
+    mean: tuple[float, ...] = QWEN_MEAN,
+    std: tuple[float, ...] = QWEN_STD,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """images (N, H, W, 3) uint8 -> pixel_values (N*gh*gw, 3*2*p*p), grid_thw (N, 3)."""
     if side % (patch * merge):
         raise ValueError(f"image side {side} must be a multiple of patch*merge = {patch * merge}")

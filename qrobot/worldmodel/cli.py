@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from qrobot.errors import QrobotError
 
 
-def add_parsers(sub: Any, positive: Callable[[str], int], rate: Callable[[str], float],
-                path: Callable[[str], Path]) -> None:
+def add_parsers(
+    sub: Any, positive: Callable[[str], int], rate: Callable[[str], float], path: Callable[[str], Path]
+) -> None:
     c = sub.add_parser("wm-collect", help="record world-model episodes (expert, noisy-expert, wander)")
     c.add_argument("scenario", help="a scenario with a mobile base in a room (e.g. pointnav_clutter)")
     c.add_argument("--episodes", type=positive, default=200)
@@ -44,13 +46,24 @@ def dispatch(args: argparse.Namespace) -> int:
 
         check_seeds("wm-collect --seed", args.seed, args.episodes)
         sc = load_scenario(args.scenario)
-        check_dataset_out("wm-collect --out", args.out, {"scenario": sc.name, "image_size": args.size,
-                                                          "robot": sc.robot})
+        check_dataset_out(
+            "wm-collect --out", args.out, {"scenario": sc.name, "image_size": args.size, "robot": sc.robot}
+        )
 
-        meta = wm_collect(args.scenario, args.episodes, args.out, args.seed, args.size, args.workers,
-                          max_steps=args.max_steps, show=not args.quiet)
-        print(f"{args.out}: {meta['episodes']} episodes of {meta['scenario']} ({', '.join(meta['policies'])}), "
-              f"{meta['episodes_with_collision']} with a collision, {meta['successes']} successful")
+        meta = wm_collect(
+            args.scenario,
+            args.episodes,
+            args.out,
+            args.seed,
+            args.size,
+            args.workers,
+            max_steps=args.max_steps,
+            show=not args.quiet,
+        )
+        print(
+            f"{args.out}: {meta['episodes']} episodes of {meta['scenario']} ({', '.join(meta['policies'])}), "
+            f"{meta['episodes_with_collision']} with a collision, {meta['successes']} successful"
+        )
         return 0
     if args.cmd == "wm-train":
         from qrobot.worldmodel.train import wm_train

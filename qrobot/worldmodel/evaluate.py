@@ -64,8 +64,9 @@ class _Scores:
         return out
 
 
-def wm_evaluate(checkpoint: str | Path, dataset: str | Path, stride: int = 4, batch: int = 64,
-                seed: int = 0, show: bool = False) -> dict[str, Any]:
+def wm_evaluate(
+    checkpoint: str | Path, dataset: str | Path, stride: int = 4, batch: int = 64, seed: int = 0, show: bool = False
+) -> dict[str, Any]:
     model = WorldModel.from_pretrained(checkpoint)
     cfg = model.config
     _, eps = load_wm_episodes(dataset)
@@ -80,7 +81,7 @@ def wm_evaluate(checkpoint: str | Path, dataset: str | Path, stride: int = 4, ba
     with torch.no_grad():
         for i in range(0, len(picks), batch):
             bar.step(i)
-            b = batch_of(eps, picks[i:i + batch], cfg.context, h)
+            b = batch_of(eps, picks[i : i + batch], cfg.context, h)
             ctx, target = to_tensor(b["context"]), to_tensor(b["target"])
             last = ctx[:, -1:].expand(-1, h, -1, -1, -1)
             mask = changed_mask(target, ctx[:, -1])
@@ -96,12 +97,20 @@ def wm_evaluate(checkpoint: str | Path, dataset: str | Path, stride: int = 4, ba
     p, y = torch.cat(probs), torch.cat(labels).long()
     auroc = float(binary_auroc(p, y)) if 0 < int(y.sum()) < len(y) else float("nan")
     m, c, r = model_s.table(), copy_s.table(), rand_s.table()
-    result = {"windows": len(picks), "episodes": len(eps), "model": m, "copy_last": c,
-              "delta_t_psnr": m[f"psnr_h{h}"] - r[f"psnr_h{h}"],
-              "delta_t_changed_psnr": m[f"changed_psnr_h{h}"] - r[f"changed_psnr_h{h}"],
-              "changed_psnr_gain_h8": m["changed_psnr_h8"] - c["changed_psnr_h8"],
-              "collision_auroc": auroc, "collision_positives": int(y.sum()), "collision_steps": len(y),
-              "threshold": cfg.threshold, **_threshold_stats(p, y, cfg.threshold)}
+    result = {
+        "windows": len(picks),
+        "episodes": len(eps),
+        "model": m,
+        "copy_last": c,
+        "delta_t_psnr": m[f"psnr_h{h}"] - r[f"psnr_h{h}"],
+        "delta_t_changed_psnr": m[f"changed_psnr_h{h}"] - r[f"changed_psnr_h{h}"],
+        "changed_psnr_gain_h8": m["changed_psnr_h8"] - c["changed_psnr_h8"],
+        "collision_auroc": auroc,
+        "collision_positives": int(y.sum()),
+        "collision_steps": len(y),
+        "threshold": cfg.threshold,
+        **_threshold_stats(p, y, cfg.threshold),
+    }
     result["bars_met"] = {k: (result[k] >= v if not math.isnan(result[k]) else False) for k, v in BARS.items()}
     return result
 
@@ -114,20 +123,31 @@ def _threshold_stats(p: torch.Tensor, y: torch.Tensor, threshold: float) -> dict
 
 def to_markdown(res: dict[str, Any]) -> str:
     rows = ["| metric | " + " | ".join(f"h={h}" for h in HORIZONS) + " |", "|---|" + "---|" * len(HORIZONS)]
-    for name, key in (("PSNR dB", "psnr"), ("SSIM", "ssim"), ("changed-pixel PSNR dB", "changed_psnr"),
-                      ("changed-pixel SSIM", "changed_ssim")):
+    for name, key in (
+        ("PSNR dB", "psnr"),
+        ("SSIM", "ssim"),
+        ("changed-pixel PSNR dB", "changed_psnr"),
+        ("changed-pixel SSIM", "changed_ssim"),
+    ):
         for who in ("model", "copy_last"):
-            vals = " | ".join(f"{res[who][f'{key}_h{h}']:.3f}" if "ssim" in key else f"{res[who][f'{key}_h{h}']:.2f}"
-                              for h in HORIZONS)
+            vals = " | ".join(
+                f"{res[who][f'{key}_h{h}']:.3f}" if "ssim" in key else f"{res[who][f'{key}_h{h}']:.2f}"
+                for h in HORIZONS
+            )
             rows.append(f"| {name}, {who.replace('_', '-')} | {vals} |")
     met = res["bars_met"]
-    lines = [f"{res['windows']} windows from {res['episodes']} held-out episodes", "", *rows, "",
-             f"- changed-pixel PSNR gain at h=8 over copy-last: {res['changed_psnr_gain_h8']:+.2f} dB "
-             f"(bar +3.0: {'met' if met['changed_psnr_gain_h8'] else 'NOT met'})",
-             f"- ΔtPSNR (true vs random actions, h=8): {res['delta_t_psnr']:+.2f} dB whole frame, "
-             f"{res['delta_t_changed_psnr']:+.2f} dB changed pixels (bar 1.0: {'met' if met['delta_t_psnr'] else 'NOT met'})",
-             f"- collision AUROC: {res['collision_auroc']:.3f} over {res['collision_steps']} steps, "
-             f"{res['collision_positives']} in contact (bar 0.85: {'met' if met['collision_auroc'] else 'NOT met'})",
-             f"- at threshold {res['threshold']:.2f}: recall {res['recall_at_threshold']:.2f}, "
-             f"precision {res['precision_at_threshold']:.2f}"]
+    lines = [
+        f"{res['windows']} windows from {res['episodes']} held-out episodes",
+        "",
+        *rows,
+        "",
+        f"- changed-pixel PSNR gain at h=8 over copy-last: {res['changed_psnr_gain_h8']:+.2f} dB "
+        f"(bar +3.0: {'met' if met['changed_psnr_gain_h8'] else 'NOT met'})",
+        f"- ΔtPSNR (true vs random actions, h=8): {res['delta_t_psnr']:+.2f} dB whole frame, "
+        f"{res['delta_t_changed_psnr']:+.2f} dB changed pixels (bar 1.0: {'met' if met['delta_t_psnr'] else 'NOT met'})",
+        f"- collision AUROC: {res['collision_auroc']:.3f} over {res['collision_steps']} steps, "
+        f"{res['collision_positives']} in contact (bar 0.85: {'met' if met['collision_auroc'] else 'NOT met'})",
+        f"- at threshold {res['threshold']:.2f}: recall {res['recall_at_threshold']:.2f}, "
+        f"precision {res['precision_at_threshold']:.2f}",
+    ]
     return "\n".join(lines)

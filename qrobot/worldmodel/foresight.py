@@ -11,8 +11,8 @@ Turning is never scaled: a round base turning in place does not run into things.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -25,8 +25,9 @@ SCALES = (1.0, 0.5, 0.25, 0.0)
 
 
 class Foresight:
-    def __init__(self, model: WorldModel, render: Callable[[Camera], np.ndarray],
-                 threshold: float | None = None) -> None:
+    def __init__(
+        self, model: WorldModel, render: Callable[[Camera], np.ndarray], threshold: float | None = None
+    ) -> None:
         self.model = model.eval()
         c = model.config
         self.camera = camera_from_dict(c.camera, c.image_size)
@@ -36,8 +37,9 @@ class Foresight:
         self.reset()
 
     @classmethod
-    def load(cls, checkpoint: str | Path, render: Callable[[Camera], np.ndarray],
-             threshold: float | None = None) -> "Foresight":
+    def load(
+        cls, checkpoint: str | Path, render: Callable[[Camera], np.ndarray], threshold: float | None = None
+    ) -> Foresight:
         return cls(WorldModel.from_pretrained(checkpoint), render, threshold)
 
     def reset(self) -> None:
@@ -77,7 +79,7 @@ class Foresight:
         limit = max(self.threshold, float(risk[-1]) + 0.05)
         i = next(k for k in range(len(SCALES)) if risk[k] < limit)  # scale 0 always qualifies
         # only the chosen chunk is decoded, and only the frames that get recorded (h = 1 and H)
-        shown = self.model.imagine(ctx, torch.as_tensor(chunks[i:i + 1]), decode=[0, self.horizon - 1])
+        shown = self.model.imagine(ctx, torch.as_tensor(chunks[i : i + 1]), decode=[0, self.horizon - 1])
         frames = (shown["frames"][0].movedim(1, -1) * 255).round().to(torch.uint8).numpy()
         self.predictions[self.step_index] = {1: frames[0], self.horizon: frames[1]}
         self.last_probability, self.last_scale = float(risk[0]), SCALES[i]

@@ -30,8 +30,8 @@ class WMConfig:
     context: int = 3
     horizon: int = 8
     action_dim: int = 3
-    width: int = 16        # channels at 64x64 and 32x32
-    latent: int = 48       # channels of the 16x16 latent
+    width: int = 16  # channels at 64x64 and 32x32
+    latent: int = 48  # channels of the 16x16 latent
     scenario: str = ""
     camera: dict[str, Any] = field(default_factory=dict)
     threshold: float = 0.5  # foresight: collision probability that slows the robot
@@ -70,8 +70,9 @@ class WorldModel(nn.Module):
         w, lat = c.width, c.latent
         # Full resolution only through space-to-depth: every conv runs at 32x32 or 16x16.
         self.stem = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12 * c.context, w, 3, padding=1), nn.SiLU())
-        self.down = nn.Sequential(nn.Conv2d(w, lat, 4, 2, 1), nn.GroupNorm(8, lat), nn.SiLU(),
-                                  nn.Conv2d(lat, lat, 3, padding=1))
+        self.down = nn.Sequential(
+            nn.Conv2d(w, lat, 4, 2, 1), nn.GroupNorm(8, lat), nn.SiLU(), nn.Conv2d(lat, lat, 3, padding=1)
+        )
         self.step = _Step(lat, c.action_dim)
         self.up = nn.ConvTranspose2d(lat, w, 4, 2, 1)
         self.mix = nn.Sequential(nn.Conv2d(2 * w, w, 3, padding=1), nn.SiLU())
@@ -85,8 +86,9 @@ class WorldModel(nn.Module):
         self.register_buffer("coords", _coords(c.image_size // 4), persistent=False)
 
     # ------------------------------------------------------------------ rollout
-    def forward(self, context: torch.Tensor, actions: torch.Tensor,
-                decode: list[int] | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, context: torch.Tensor, actions: torch.Tensor, decode: list[int] | None = None
+    ) -> dict[str, torch.Tensor]:
         """context (B, k, 3, S, S) in [0, 1], actions (B, H, A) -> frames (B, len(decode), 3, S, S)
         for the horizons in `decode` (0-based; all by default), collision/success logits (B, H)."""
         b, k = context.shape[:2]
@@ -114,12 +116,16 @@ class WorldModel(nn.Module):
         return {"frames": frames, "collision": collision, "success": success}
 
     @torch.no_grad()
-    def imagine(self, context: torch.Tensor, actions: torch.Tensor,
-                decode: list[int] | None = None) -> dict[str, torch.Tensor]:
+    def imagine(
+        self, context: torch.Tensor, actions: torch.Tensor, decode: list[int] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Inference: frames clamped to [0, 1], probabilities instead of logits."""
         out = self.forward(context, actions, decode)
-        return {"frames": out["frames"].clamp(0, 1), "collision": torch.sigmoid(out["collision"]),
-                "success": torch.sigmoid(out["success"])}
+        return {
+            "frames": out["frames"].clamp(0, 1),
+            "collision": torch.sigmoid(out["collision"]),
+            "success": torch.sigmoid(out["success"]),
+        }
 
     # --------------------------------------------------------------- save/load
     def save_pretrained(self, directory: str | Path) -> None:
@@ -129,11 +135,13 @@ class WorldModel(nn.Module):
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(d / WEIGHTS_FILE))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "WorldModel":
+    def from_pretrained(cls, directory: str | Path) -> WorldModel:
         d = Path(directory)
         if not (d / CONFIG_FILE).is_file() or not (d / WEIGHTS_FILE).is_file():
-            raise QrobotError(f"{d}: not a world-model checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE}; "
-                              f"train one with `qrobot wm-train`)")
+            raise QrobotError(
+                f"{d}: not a world-model checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE}; "
+                f"train one with `qrobot wm-train`)"
+            )
         try:
             raw = json.loads((d / CONFIG_FILE).read_text())
         except (OSError, ValueError) as exc:
@@ -146,9 +154,11 @@ class WorldModel(nn.Module):
             raise QrobotError(f"{d / CONFIG_FILE}: unknown fields {unknown}; accepted: {sorted(known)}")
         for name, value in raw.items():
             kind = WMConfig.__dataclass_fields__[name].type
-            ok = {"int": lambda v: type(v) is int and 0 < v <= 4096,
-                  "float": lambda v: type(v) in (int, float) and 0.0 <= v <= 1.0,
-                  "str": lambda v: isinstance(v, str)}.get(kind, lambda v: isinstance(v, dict))(value)
+            ok = {
+                "int": lambda v: type(v) is int and 0 < v <= 4096,
+                "float": lambda v: type(v) in (int, float) and 0.0 <= v <= 1.0,
+                "str": lambda v: isinstance(v, str),
+            }.get(kind, lambda v: isinstance(v, dict))(value)
             if not ok:
                 want = {"int": "an integer 1..4096", "float": "a number 0..1", "str": "a string"}.get(kind, "an object")
                 raise QrobotError(f"{d / CONFIG_FILE}: field {name!r}: {want} (got {value!r})")
@@ -164,8 +174,9 @@ class WorldModel(nn.Module):
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise QrobotError(f"{d / WEIGHTS_FILE}: does not match {CONFIG_FILE} "
-                              f"({str(exc).splitlines()[0][:160]})") from None
+            raise QrobotError(
+                f"{d / WEIGHTS_FILE}: does not match {CONFIG_FILE} ({str(exc).splitlines()[0][:160]})"
+            ) from None
         return model.eval()
 
 
@@ -178,15 +189,28 @@ def _check_geometry(path: Path, raw: dict[str, Any]) -> None:
     cam = raw.get("camera")
     if cam is None:
         return
-    vec = lambda v: isinstance(v, list) and len(v) == 3 and all(  # noqa: E731
-        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and abs(x) <= 100 for x in v)
-    num = lambda v, lo, hi: isinstance(v, (int, float)) and not isinstance(v, bool) and lo < v < hi  # noqa: E731
-    ok = isinstance(cam, dict) and all(vec(cam.get(k)) for k in ("eye", "target", "up")) \
-        and num(cam.get("fov"), 10, 170) and num(cam.get("near"), 0, 100) and num(cam.get("far"), 0, 1000) \
-        and cam["near"] < cam["far"] and cam["eye"] != cam["target"]
+    vec = lambda v: (
+        isinstance(v, list)
+        and len(v) == 3
+        and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and abs(x) <= 100 for x in v
+        )
+    )
+    num = lambda v, lo, hi: isinstance(v, (int, float)) and not isinstance(v, bool) and lo < v < hi
+    ok = (
+        isinstance(cam, dict)
+        and all(vec(cam.get(k)) for k in ("eye", "target", "up"))
+        and num(cam.get("fov"), 10, 170)
+        and num(cam.get("near"), 0, 100)
+        and num(cam.get("far"), 0, 1000)
+        and cam["near"] < cam["far"]
+        and cam["eye"] != cam["target"]
+    )
     if not ok:
-        raise QrobotError(f"{path}: field 'camera': eye, target, up (3 finite numbers each, eye != target), "
-                          "fov in (10, 170) degrees, 0 < near < far")
+        raise QrobotError(
+            f"{path}: field 'camera': eye, target, up (3 finite numbers each, eye != target), "
+            "fov in (10, 170) degrees, 0 < near < far"
+        )
 
 
 def to_tensor(frames: Any) -> torch.Tensor:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,9 +40,14 @@ def moving_windows(eps: list[Any], horizon: int, pixels: int = 30) -> list[tuple
     return out
 
 
-def wm_loss(model: WorldModel, batch: dict[str, np.ndarray], decode: list[int],
-            changed_weight: float = 8.0, pos_weight: float = 5.0,
-            log_weight: float = 0.01) -> tuple[torch.Tensor, dict[str, float]]:
+def wm_loss(
+    model: WorldModel,
+    batch: dict[str, np.ndarray],
+    decode: list[int],
+    changed_weight: float = 8.0,
+    pos_weight: float = 5.0,
+    log_weight: float = 0.01,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Frame MSE (changed pixels weighted up: the robot is a few pixels of the frame)
     + collision and success BCE, all masked past the episode's end."""
     ctx, target = to_tensor(batch["context"]), to_tensor(batch["target"][:, decode])
@@ -54,16 +60,27 @@ def wm_loss(model: WorldModel, batch: dict[str, np.ndarray], decode: list[int],
     per_frame = ((out["frames"] - target) ** 2).mean((2, 3, 4))
     v = valid[:, decode]
     log_mse = (torch.log(per_frame + 1e-5) * v).sum() / v.sum().clamp_min(1.0)
-    coll = F.binary_cross_entropy_with_logits(out["collision"], torch.as_tensor(batch["collision"]), weight=valid,
-                                              pos_weight=torch.tensor(pos_weight))
+    coll = F.binary_cross_entropy_with_logits(
+        out["collision"], torch.as_tensor(batch["collision"]), weight=valid, pos_weight=torch.tensor(pos_weight)
+    )
     succ = F.binary_cross_entropy_with_logits(out["success"], torch.as_tensor(batch["success"]), weight=valid)
     loss = frame * 10 + log_weight * log_mse + coll + 0.5 * succ
     return loss, {"frame": frame.item(), "log_mse": log_mse.item(), "collision": coll.item(), "success": succ.item()}
 
 
-def wm_train(dataset: Path, out: Path, minutes: float = 45.0, steps: int = 100_000, batch: int = 32,
-             lr: float = 2e-3, threads: int | None = None, seed: int = 0, config: WMConfig | None = None,
-             log: Callable[[str], None] | None = None, save_every: int = 1000) -> dict[str, Any]:
+def wm_train(
+    dataset: Path,
+    out: Path,
+    minutes: float = 45.0,
+    steps: int = 100_000,
+    batch: int = 32,
+    lr: float = 2e-3,
+    threads: int | None = None,
+    seed: int = 0,
+    config: WMConfig | None = None,
+    log: Callable[[str], None] | None = None,
+    save_every: int = 1000,
+) -> dict[str, Any]:
     """Train until `steps` or `minutes` run out (cosine LR over whichever ends first)."""
     log = log or LOG.info
     if threads:
@@ -76,11 +93,13 @@ def wm_train(dataset: Path, out: Path, minutes: float = 45.0, steps: int = 100_0
     cfg.camera = meta["camera"]
     model = WorldModel(cfg)
     picks = [(e, t) for e, ep in enumerate(eps) for t in range(len(ep.actions))]
-    risky = [(e, t) for e, t in picks if eps[e].collision[t + 1:t + 1 + cfg.horizon].any()]
+    risky = [(e, t) for e, t in picks if eps[e].collision[t + 1 : t + 1 + cfg.horizon].any()]
     moving = moving_windows(eps, cfg.horizon)
-    log(f"training world model ({sum(p.numel() for p in model.parameters()):,} parameters) on "
+    log(
+        f"training world model ({sum(p.numel() for p in model.parameters()):,} parameters) on "
         f"{len(eps)} episodes / {len(picks)} windows ({len(risky)} with a collision ahead, {len(moving)} moving), "
-        f"batch {batch}, up to {steps} steps or {minutes} min")
+        f"batch {batch}, up to {steps} steps or {minutes} min"
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     start, step, budget = time.time(), 0, minutes * 60.0
     seen = 0
@@ -108,14 +127,23 @@ def wm_train(dataset: Path, out: Path, minutes: float = 45.0, steps: int = 100_0
         bar.step(step, note=f"loss {loss.item():.4f}")
         if step % 50 == 0 or step == 1:
             el = time.time() - start
-            log(f"step {step:5d} loss {loss.item():.4f} (frame {parts['frame']:.5f} collision "
-                f"{parts['collision']:.3f} success {parts['success']:.3f}) {seen / el:.1f} samples/s {el / 60:.1f} min")
+            log(
+                f"step {step:5d} loss {loss.item():.4f} (frame {parts['frame']:.5f} collision "
+                f"{parts['collision']:.3f} success {parts['success']:.3f}) {seen / el:.1f} samples/s {el / 60:.1f} min"
+            )
         if step % save_every == 0:
             model.save_pretrained(Path(out) / f"checkpoint-{step}")
     elapsed = time.time() - start
-    cfg.card = {"dataset": str(dataset), "episodes": len(eps), "windows": len(picks), "steps": step,
-                "batch": batch, "minutes": round(elapsed / 60, 1), "threads": torch.get_num_threads(),
-                "policies": meta.get("policies", [])}
+    cfg.card = {
+        "dataset": str(dataset),
+        "episodes": len(eps),
+        "windows": len(picks),
+        "steps": step,
+        "batch": batch,
+        "minutes": round(elapsed / 60, 1),
+        "threads": torch.get_num_threads(),
+        "policies": meta.get("policies", []),
+    }
     model.save_pretrained(out)
     log(f"saved {out} after {step} steps ({elapsed / 60:.1f} min)")
     return cfg.card

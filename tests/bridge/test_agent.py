@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -18,7 +18,18 @@ import pytest
 from qrobot.bridge.agent import Agent
 from qrobot.bridge.agent_core import AgentCore, State, Timing
 from qrobot.bridge.latch import Latch
-from qrobot.bridge.messages import VERSION, Command, Entry, Lease, LeaseGrant, Operator, Request, actions, decode, encode
+from qrobot.bridge.messages import (
+    VERSION,
+    Command,
+    Entry,
+    Lease,
+    LeaseGrant,
+    Operator,
+    Request,
+    actions,
+    decode,
+    encode,
+)
 from qrobot.bridge.sim_adapter import SimAdapter
 from qrobot.safety.limits import default_limits
 from qrobot.safety.supervisor import OperatorKey, Supervisor
@@ -33,10 +44,14 @@ class Running:
     """An agent on its own thread, a console beating at 20 Hz, and a policy at 10 Hz."""
 
     def __init__(self, port: int, latch: Path) -> None:
-        self.adapter = SimAdapter(port, token(latch.parent / 'robot.jsonl'))
+        self.adapter = SimAdapter(port, token(latch.parent / "robot.jsonl"))
         key = OperatorKey()
-        sup = Supervisor(default_limits(self.adapter.robot, self.adapter.hello.control_dt), (0.5, 1.2),
-                         operator=key, people=self.adapter.hello.people)  # type: ignore[arg-type]
+        sup = Supervisor(
+            default_limits(self.adapter.robot, self.adapter.hello.control_dt),
+            (0.5, 1.2),
+            operator=key,
+            people=self.adapter.hello.people,
+        )  # type: ignore[arg-type]
         self.core = AgentCore(3, Latch(latch), Timing(), people=True)
         self.core.clock(0.001, time.monotonic())  # offset known to 1 ms (the clock probes are the transport's job)
         self.agent = Agent(self.adapter, sup, self.core, key)
@@ -55,8 +70,9 @@ class Running:
     def _console(self) -> None:
         while not self.stop.is_set():
             if self.console_on.is_set():
-                self.agent.handle(encode(Operator(version=VERSION, deadman=True, answer=self.core.challenge + 1)),
-                                  "console")
+                self.agent.handle(
+                    encode(Operator(version=VERSION, deadman=True, answer=self.core.challenge + 1)), "console"
+                )
             time.sleep(0.05)
 
     def request(self, op: str, role: str = "console") -> None:
@@ -73,13 +89,25 @@ class Running:
                     assert isinstance(msg, LeaseGrant) and msg.ok, msg
                     grant = msg
                 else:
-                    self.agent.handle(encode(Lease(version=VERSION, op="retain", lease=grant.lease,
-                                                   epoch=grant.epoch)), "policy")
+                    self.agent.handle(
+                        encode(Lease(version=VERSION, op="retain", lease=grant.lease, epoch=grant.epoch)), "policy"
+                    )
                 now = self.agent.clock()
                 seq += 1
                 entries = [Entry(expires=now + 0.1 * (i + 1), action=actions(FORWARD)) for i in range(3)]
-                self.agent.handle(encode(Command(version=VERSION, lease=grant.lease, epoch=grant.epoch, seq=seq,
-                                                 nonce=grant.nonce, entries=entries)), "policy")
+                self.agent.handle(
+                    encode(
+                        Command(
+                            version=VERSION,
+                            lease=grant.lease,
+                            epoch=grant.epoch,
+                            seq=seq,
+                            nonce=grant.nonce,
+                            entries=entries,
+                        )
+                    ),
+                    "policy",
+                )
                 self.last_command, self.last_command_clock = time.time(), self.agent.clock()
             time.sleep(0.1)
 

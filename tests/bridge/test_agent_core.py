@@ -30,8 +30,9 @@ class Rig:
         self.seq = 0
 
     def beat(self, deadman: bool = True) -> str:
-        return self.core.operator(Operator(version=VERSION, deadman=deadman, answer=self.core.challenge + 1),
-                                  "console", self.now)
+        return self.core.operator(
+            Operator(version=VERSION, deadman=deadman, answer=self.core.challenge + 1), "console", self.now
+        )
 
     def ready(self) -> None:
         self.core.adapter(True, self.now)
@@ -44,8 +45,14 @@ class Rig:
 
     def send(self, chunk: list[Entry], **over: object) -> tuple[bool, str]:
         self.seq += 1
-        fields = dict(version=VERSION, lease=self.grant.lease, epoch=self.grant.epoch, seq=self.seq,
-                      nonce=self.grant.nonce, entries=chunk)
+        fields = dict(
+            version=VERSION,
+            lease=self.grant.lease,
+            epoch=self.grant.epoch,
+            seq=self.seq,
+            nonce=self.grant.nonce,
+            entries=chunk,
+        )
         fields.update(over)
         return self.core.command(Command(**fields), "policy", self.now)
 
@@ -54,8 +61,9 @@ class Rig:
         if beat:
             self.beat()
         if retain:
-            self.core.lease(Lease(version=VERSION, op="retain", lease=self.grant.lease, epoch=self.grant.epoch),
-                            "policy", self.now)
+            self.core.lease(
+                Lease(version=VERSION, op="retain", lease=self.grant.lease, epoch=self.grant.epoch), "policy", self.now
+            )
         return self.core.tick(self.now)
 
 
@@ -99,8 +107,18 @@ def test_commands_that_must_be_refused(tmp_path: Path) -> None:
     assert rig.send([_entry(now + 0.1)])[0]
     ok, reason = rig.send([_entry(now + 0.1)], seq=rig.seq - 5)  # replay / reorder
     assert not ok and "sequence" in reason
-    assert not rig.core.command(Command(version=VERSION, lease=rig.grant.lease, epoch=rig.grant.epoch, seq=99,
-                                        nonce=rig.grant.nonce, entries=[_entry(now + 0.1)]), "console", now)[0]
+    assert not rig.core.command(
+        Command(
+            version=VERSION,
+            lease=rig.grant.lease,
+            epoch=rig.grant.epoch,
+            seq=99,
+            nonce=rig.grant.nonce,
+            entries=[_entry(now + 0.1)],
+        ),
+        "console",
+        now,
+    )[0]
     assert sum(kind == "reject" for _, kind, _ in rig.core.audit) == 8  # each one logged with its reason
 
 
@@ -143,8 +161,12 @@ def test_operator_heartbeat_and_dead_man(tmp_path: Path) -> None:
 
 
 def test_enable_is_refused_without_what_it_needs(tmp_path: Path) -> None:
-    for people, skew, beat, expect in [(False, 0.005, True, "people"), (True, None, True, "clock offset unknown"),
-                                       (True, 0.5, True, "clock skew"), (True, 0.005, False, "heartbeat")]:
+    for people, skew, beat, expect in [
+        (False, 0.005, True, "people"),
+        (True, None, True, "clock offset unknown"),
+        (True, 0.5, True, "clock skew"),
+        (True, 0.005, False, "heartbeat"),
+    ]:
         rig = Rig(tmp_path, people=people)
         rig.core.adapter(True, 0.0)
         rig.core.clock(skew, 0.0)
@@ -170,8 +192,9 @@ def test_lease_take_is_the_consoles_and_revokes_the_policy(tmp_path: Path) -> No
     rig.now += 10.0  # a console's lease never lapses: the policy cannot acquire it back by waiting
     assert not rig.core.lease(Lease(version=VERSION, op="acquire"), "policy", rig.now).ok
     assert not rig.core.lease(Lease(version=VERSION, op="return", lease="x", epoch=taken.epoch), "console", rig.now).ok
-    assert rig.core.lease(Lease(version=VERSION, op="return", lease=taken.lease, epoch=taken.epoch), "console",
-                          rig.now).ok  # until the console returns it
+    assert rig.core.lease(
+        Lease(version=VERSION, op="return", lease=taken.lease, epoch=taken.epoch), "console", rig.now
+    ).ok  # until the console returns it
     assert rig.core.lease(Lease(version=VERSION, op="acquire"), "policy", rig.now).ok
 
 
@@ -263,15 +286,24 @@ def test_operator_approval_binds_the_task_to_the_lease_caps_speed_and_expires(tm
     g = rig.grant
     assert rig.core.approval(rig.now) == "none"
     assert rig.send([_entry(rig.now + 0.1)]) == (False, "no operator approval for this lease's task (or it expired)")
-    task = Proposal(version=VERSION, lease=g.lease, epoch=g.epoch, instruction="go to the goal point",
-                    scenario="pointnav", speed_scale=0.4)
+    task = Proposal(
+        version=VERSION,
+        lease=g.lease,
+        epoch=g.epoch,
+        instruction="go to the goal point",
+        scenario="pointnav",
+        speed_scale=0.4,
+    )
     assert rig.core.propose(task, "console", rig.now) != ""  # only the lease holder proposes
     stale = Proposal(version=VERSION, lease="x", epoch=g.epoch, instruction="go", scenario="pointnav", speed_scale=1.0)
     assert rig.core.propose(stale, "policy", rig.now) == "not the current lease"
     assert rig.core.propose(task, "policy", rig.now) == ""
-    assert rig.core.approval(rig.now) == (f"pending {digest(task)}: instruction='go to the goal point' "
-                                          "scenario='pointnav' speed=0.4")
-    approve = lambda d, role="console": rig.core.request(Request(version=VERSION, op="approve", detail=d), role, rig.now)  # noqa: E731
+    assert rig.core.approval(rig.now) == (
+        f"pending {digest(task)}: instruction='go to the goal point' scenario='pointnav' speed=0.4"
+    )
+    approve = lambda d, role="console": rig.core.request(
+        Request(version=VERSION, op="approve", detail=d), role, rig.now
+    )
     assert approve(digest(task), "policy") == (False, "only the console may approve")
     assert approve("0" * 16)[0] is False  # not what was shown
     assert approve(digest(task)) == (True, "")
@@ -296,8 +328,14 @@ def test_an_approval_ends_with_a_new_task_or_a_new_episode_and_caps_the_arm_as_a
     g = rig.grant
 
     def approved(instruction: str, scale: float = 0.5) -> Proposal:
-        p = Proposal(version=VERSION, lease=g.lease, epoch=g.epoch, instruction=instruction, scenario="pick_place",
-                     speed_scale=scale)
+        p = Proposal(
+            version=VERSION,
+            lease=g.lease,
+            epoch=g.epoch,
+            instruction=instruction,
+            scenario="pick_place",
+            speed_scale=scale,
+        )
         assert rig.core.propose(p, "policy", rig.now) == ""
         assert rig.core.request(Request(version=VERSION, op="approve", detail=digest(p)), "console", rig.now)[0]
         return p
@@ -306,8 +344,9 @@ def test_an_approval_ends_with_a_new_task_or_a_new_episode_and_caps_the_arm_as_a
     assert rig.send([_entry(rig.now + 0.1, np.array([1.0, 1.0, 1.0, -1.0, 1.0]))])[0]
     capped = rig.advance(0.02)
     assert np.isclose(np.linalg.norm(capped[:3]), 0.5) and np.isclose(capped[3], -0.5) and capped[4] == 1.0
-    other = Proposal(version=VERSION, lease=g.lease, epoch=g.epoch, instruction="x\x1b[8m", scenario="pick_place",
-                     speed_scale=1.0)
+    other = Proposal(
+        version=VERSION, lease=g.lease, epoch=g.epoch, instruction="x\x1b[8m", scenario="pick_place", speed_scale=1.0
+    )
     assert rig.core.propose(other, "policy", rig.now) == ""  # (decode refuses non-printable text on the wire)
     assert "\\x1b" in rig.core.approval(rig.now)  # shown escaped, never raw to the operator's terminal
     assert not rig.send([_entry(rig.now + 0.1, np.zeros(5))])[0]  # a new task: the old approval has ended

@@ -70,8 +70,9 @@ def test_a_slow_probe_never_makes_the_offset_worse(link: tuple[_Link, PolicyClie
 
 
 def test_the_agent_refuses_a_round_it_never_answered(link: tuple[_Link, PolicyClient]) -> None:
-    lk, client = link
-    forged = ClockProbe(version=VERSION, sent=lk.t, prev_sent=lk.t - 1e-4, prev_agent=lk.t + OFFSET - 0.5,
-                        prev_received=lk.t)
+    lk, _client = link
+    forged = ClockProbe(
+        version=VERSION, sent=lk.t, prev_sent=lk.t - 1e-4, prev_agent=lk.t + OFFSET - 0.5, prev_received=lk.t
+    )
     lk.agent._clock_probe(forged, "policy", lk.t + OFFSET)
     assert lk.agent.core.skew(lk.t + OFFSET) is None  # still unknown: no genuine round reported

@@ -10,8 +10,14 @@ from qrobot.bridge.messages import VERSION, Command, Entry, Request, actions, de
 
 
 def _command(**over: object) -> Command:
-    fields = dict(version=VERSION, lease="L", epoch=1, seq=1, nonce=b"n" * 16,
-                  entries=[Entry(expires=1.0, action=actions(np.array([0.1, 0.2, 0.0])))])
+    fields = dict(
+        version=VERSION,
+        lease="L",
+        epoch=1,
+        seq=1,
+        nonce=b"n" * 16,
+        entries=[Entry(expires=1.0, action=actions(np.array([0.1, 0.2, 0.0])))],
+    )
     fields.update(over)
     return Command(**fields)
 
@@ -48,15 +54,33 @@ def test_observations_decode_only_when_their_arrays_fill_their_shapes() -> None:
 
     img = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     raw, shapes, dtypes = pack_arrays({"images/front": img, "goal": np.array([1.5, -0.25])})
-    base = dict(version=VERSION, robot="diffbot", scenario="pointnav", episode=1, seed=3, period=1, step=0, time=0.0,
-                instruction="go", arrays=raw, shapes=shapes, dtypes=dtypes)
+    base = dict(
+        version=VERSION,
+        robot="diffbot",
+        scenario="pointnav",
+        episode=1,
+        seed=3,
+        period=1,
+        step=0,
+        time=0.0,
+        instruction="go",
+        arrays=raw,
+        shapes=shapes,
+        dtypes=dtypes,
+    )
     msg, why = decode(encode(Observation(**base)), MAX_OBSERVATION)
     assert why == "" and isinstance(msg, Observation)
     arrays = unpack_arrays(msg)
     assert np.array_equal(arrays["images/front"], img) and arrays["goal"].dtype == np.float32
-    for bad in ({"shapes": dict(shapes, goal=[3])}, {"dtypes": dict(dtypes, goal="float64")},
-                {"shapes": dict(shapes, goal=[-2, -1])}, {"reward": float("nan")}, {"metrics": {"spl": float("inf")}},
-                {"shapes": dict(shapes, goal=[2**32, 2**32, 0])}, {"shapes": dict(shapes, goal=[1] * 5 + [2])}):
+    for bad in (
+        {"shapes": dict(shapes, goal=[3])},
+        {"dtypes": dict(dtypes, goal="float64")},
+        {"shapes": dict(shapes, goal=[-2, -1])},
+        {"reward": float("nan")},
+        {"metrics": {"spl": float("inf")}},
+        {"shapes": dict(shapes, goal=[2**32, 2**32, 0])},
+        {"shapes": dict(shapes, goal=[1] * 5 + [2])},
+    ):
         assert decode(encode(Observation(**dict(base, **bad))), MAX_OBSERVATION)[0] is None, bad
     big = pack_arrays({f"images/{c}": np.zeros((128, 128, 3), np.uint8) for c in ("front", "wrist")})
     data = encode(Observation(**dict(base, arrays=big[0], shapes=big[1], dtypes=big[2])))
@@ -66,10 +90,18 @@ def test_observations_decode_only_when_their_arrays_fill_their_shapes() -> None:
 def test_proposals_and_episodes_outside_their_ranges_are_refused() -> None:
     from qrobot.bridge.messages import Episode, Proposal
 
-    ok = dict(version=VERSION, lease="L", epoch=1, instruction="go to the goal point", scenario="pointnav", speed_scale=0.5)
+    ok = dict(
+        version=VERSION, lease="L", epoch=1, instruction="go to the goal point", scenario="pointnav", speed_scale=0.5
+    )
     assert decode(encode(Proposal(**ok)))[0] is not None
-    for bad in ({"speed_scale": float("nan")}, {"speed_scale": 0.0}, {"speed_scale": 1.5}, {"scenario": "p\x1b[8m"},
-                {"instruction": "go\n"}, {"instruction": "x" * 257}):
+    for bad in (
+        {"speed_scale": float("nan")},
+        {"speed_scale": 0.0},
+        {"speed_scale": 1.5},
+        {"scenario": "p\x1b[8m"},
+        {"instruction": "go\n"},
+        {"instruction": "x" * 257},
+    ):
         assert decode(encode(Proposal(**dict(ok, **bad))))[0] is None, bad
     assert decode(encode(Episode(version=VERSION, lease="L", epoch=1, seed=7)))[0] is not None
     for seed in (-1, 2**32, 2**63 - 1):

@@ -31,8 +31,13 @@ QROBOT = [sys.executable, "-m", "qrobot.cli"]
 
 
 def _start(args: list[str], first: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(QROBOT + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = subprocess.Popen(
+        QROBOT + args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     line = proc.stdout.readline()  # type: ignore[union-attr]
     assert line.startswith(first), line
     return proc, line
@@ -41,12 +46,28 @@ def _start(args: list[str], first: str) -> tuple[subprocess.Popen, str]:
 def test_agent_killed_then_restarted_keeps_the_robot_safe(tmp_path: Path) -> None:
     certs.init(tmp_path / "keys")
     log, latch, audit = tmp_path / "robot.jsonl", tmp_path / "estop.json", tmp_path / "audit.jsonl"
-    robot, line = _start(["robot-sim", "pointnav", "--log", str(log), "--token-file", str(tmp_path / "robot.token")],
-                         "listening 127.0.0.1:")
+    robot, line = _start(
+        ["robot-sim", "pointnav", "--log", str(log), "--token-file", str(tmp_path / "robot.token")],
+        "listening 127.0.0.1:",
+    )
     endpoint = f"tls/127.0.0.1:{_free_port()}"
-    agent_args = ["agent", "--robot", line.split()[-1], "--robot-token", str(tmp_path / "robot.token"),
-                  "--keys", str(tmp_path / "keys"),
-                  "--listen", endpoint, "--name", "r1", "--latch", str(latch), "--audit", str(audit)]
+    agent_args = [
+        "agent",
+        "--robot",
+        line.split()[-1],
+        "--robot-token",
+        str(tmp_path / "robot.token"),
+        "--keys",
+        str(tmp_path / "keys"),
+        "--listen",
+        endpoint,
+        "--name",
+        "r1",
+        "--latch",
+        str(latch),
+        "--audit",
+        str(audit),
+    ]
     procs = [robot]
     sessions: list[zenoh.Session] = []
     stop = threading.Event()
@@ -77,7 +98,7 @@ def test_agent_killed_then_restarted_keeps_the_robot_safe(tmp_path: Path) -> Non
         after = [p for p in _periods(log) if p["wall"] > killed]
         first = next(i for i, p in enumerate(after) if p["how"] == "watchdog")
         assert after[first]["wall"] - killed <= 0.3  # the first period without a plan (<= 0.1 s) brakes
-        assert sum(p["how"] == "plan" for p in after) <= 1 and max(p["speed"] for p in after[first + 5:]) < 1e-3
+        assert sum(p["how"] == "plan" for p in after) <= 1 and max(p["speed"] for p in after[first + 5 :]) < 1e-3
 
         again, line = _start(agent_args, "agent for diffbot")  # a restarted agent: nothing latched, not enabled
         assert line.rstrip().endswith("state IDLE")
@@ -90,8 +111,14 @@ def test_agent_killed_then_restarted_keeps_the_robot_safe(tmp_path: Path) -> Non
         third, line = _start(agent_args, "agent for diffbot")
         procs.append(third)
         assert line.rstrip().endswith("state ESTOPPED")  # the latch survived the restart
-        assert _wait(lambda: console.watch.status is not None and console.watch.status.state == "ESTOPPED"
-                     and time.monotonic() - console.watch.received < 0.2, 5.0)  # and the console sees it
+        assert _wait(
+            lambda: (
+                console.watch.status is not None
+                and console.watch.status.state == "ESTOPPED"
+                and time.monotonic() - console.watch.received < 0.2
+            ),
+            5.0,
+        )  # and the console sees it
         kinds = [json.loads(line)["kind"] for line in audit.read_text().splitlines()]
         assert "lease" in kinds and "state" in kinds
         console.close()
@@ -101,7 +128,6 @@ def test_agent_killed_then_restarted_keeps_the_robot_safe(tmp_path: Path) -> Non
         for s in sessions:
             s.close()
         stop_all(procs)
-
 
 
 def test_the_agent_reconnects_to_a_restarted_robot_and_waits_for_a_new_enable(tmp_path: Path) -> None:
@@ -114,13 +140,30 @@ def test_the_agent_reconnects_to_a_restarted_robot_and_waits_for_a_new_enable(tm
     try:
         robot, _ = _start(robot_args, "listening 127.0.0.1:")
         procs.append(robot)
-        agent, _ = _start(["agent", "--robot", f"127.0.0.1:{port}", "--robot-token", token, "--keys",
-                           str(tmp_path / "keys"), "--listen", endpoint, "--name", "r1", "--latch",
-                           str(tmp_path / "estop.json"), "--audit", str(tmp_path / "audit.jsonl")], "agent for diffbot")
+        agent, _ = _start(
+            [
+                "agent",
+                "--robot",
+                f"127.0.0.1:{port}",
+                "--robot-token",
+                token,
+                "--keys",
+                str(tmp_path / "keys"),
+                "--listen",
+                endpoint,
+                "--name",
+                "r1",
+                "--latch",
+                str(tmp_path / "estop.json"),
+                "--audit",
+                str(tmp_path / "audit.jsonl"),
+            ],
+            "agent for diffbot",
+        )
         procs.append(agent)
         session = zenoh.open(config("console", tmp_path / "keys", connect=endpoint))
         console = ConsoleClient(session, "r1")
-        state = lambda: console.watch.status.state if console.watch.status else None  # noqa: E731
+        state = lambda: console.watch.status.state if console.watch.status else None
         console.deadman.set()
         assert _wait(lambda: state() == "IDLE", 10.0)
         robot.terminate()  # the robot's controller goes away ...
@@ -131,9 +174,15 @@ def test_the_agent_reconnects_to_a_restarted_robot_and_waits_for_a_new_enable(tm
         assert _wait(lambda: state() == "IDLE", 10.0)  # paired anew; not enabled by itself
         console.request("enable")
         assert not _wait(lambda: state() == "ENABLED", 1.0)  # no policy has synced its clock: refused
-        kinds = [json.loads(line)["detail"] for line in (tmp_path / "audit.jsonl").read_text().splitlines()
-                 if json.loads(line)["kind"] == "state"]
-        assert kinds.count("DISCONNECTED -> IDLE: adapter connected") == 2 and "IDLE -> DISCONNECTED: adapter lost" in kinds
+        kinds = [
+            json.loads(line)["detail"]
+            for line in (tmp_path / "audit.jsonl").read_text().splitlines()
+            if json.loads(line)["kind"] == "state"
+        ]
+        assert (
+            kinds.count("DISCONNECTED -> IDLE: adapter connected") == 2
+            and "IDLE -> DISCONNECTED: adapter lost" in kinds
+        )
         console.close()
     finally:
         if session is not None:

@@ -4,14 +4,15 @@ watchdog brakes it (no plan: the last one runs out into its stop) and it comes t
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -26,15 +27,27 @@ FORWARD = np.array([1.0, 0.0, -1.0])  # full speed ahead, never "done"
 
 def _spawn(args: list[str], **kw: object) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, **kw)  # type: ignore[call-overload]
+    return subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, **kw
+    )  # type: ignore[call-overload]
 
 
 @pytest.fixture()
 def robot(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     log = tmp_path / "robot.jsonl"
-    proc = _spawn(["-m", "qrobot.bridge.robot_sim", "pointnav", "--seed", "0", "--log", str(log),
-                   "--token-file", str(tmp_path / "robot.token")])
+    proc = _spawn(
+        [
+            "-m",
+            "qrobot.bridge.robot_sim",
+            "pointnav",
+            "--seed",
+            "0",
+            "--log",
+            str(log),
+            "--token-file",
+            str(tmp_path / "robot.token"),
+        ]
+    )
     line = proc.stdout.readline()  # type: ignore[union-attr]
     assert line.startswith("listening 127.0.0.1:"), line
     yield int(line.rsplit(":", 1)[1]), log
@@ -100,7 +113,7 @@ def test_agent_killed_mid_motion_the_robot_brakes_by_itself(robot: tuple[int, Pa
     brake_periods = int(np.ceil(0.5 / 1.5 / dt)) + 1  # v_max / v_acc, plus the period in flight
     assert speeds[0] > 0.1  # still moving when the watchdog fired...
     assert max(speeds[brake_periods:]) < 1e-3  # ...and at rest within the braking time
-    assert all(b <= a + 1e-6 for a, b in zip(speeds, speeds[1:]))  # never speeding up
+    assert all(b <= a + 1e-6 for a, b in itertools.pairwise(speeds))  # never speeding up
 
 
 def test_only_the_paired_supervisors_plans_move_the_robot(robot: tuple[int, Path]) -> None:
@@ -137,8 +150,9 @@ def test_pairing_needs_the_token_and_sane_braking(robot: tuple[int, Path]) -> No
         if rates is None:
             Supervisor(default_limits("diffbot", 0.1), (0.5, 1.2), people="none").bind(adapter)
         else:
-            adapter.link.send(Pair(version=LINK_VERSION, secret=b"s" * 32, rates=rates,
-                                   proof=proof(tok, adapter.hello.nonce)))
+            adapter.link.send(
+                Pair(version=LINK_VERSION, secret=b"s" * 32, rates=rates, proof=proof(tok, adapter.hello.nonce))
+            )
         with pytest.raises(ConnectionError):
             for _ in range(5):
                 if adapter.state(0.3) is None:
@@ -153,6 +167,7 @@ def test_pairing_needs_the_token_and_sane_braking(robot: tuple[int, Path]) -> No
     time.sleep(0.2)
     assert _periods(log)[-3]["how"] in ("rejected", "watchdog") and "rejected" in {p["how"] for p in _periods(log)}
 
+
 if __name__ == "__main__":
     drive(int(sys.argv[1]), Path(sys.argv[2]))
 
@@ -161,9 +176,11 @@ if __name__ == "__main__":
 def test_the_link_carries_each_robots_state_as_the_supervisor_reads_it(scenario: str) -> None:
     """Scalars stay scalars (the arm's ee_yaw and gripper width): the supervisor on the
     far side of the link accepts the state exactly as it accepts the in-process one."""
-    from qrobot.bridge.robot_link import LINK_VERSION, RobotState, pack_state, unpack_state
     from qrobot.envs.core import QRobotEnv
-    from qrobot.safety.inputs import fields as state_fields, read_robot_state
+
+    from qrobot.bridge.robot_link import LINK_VERSION, RobotState, pack_state, unpack_state
+    from qrobot.safety.inputs import fields as state_fields
+    from qrobot.safety.inputs import read_robot_state
 
     env = QRobotEnv(scenario, images=False)
     env.reset(seed=3)

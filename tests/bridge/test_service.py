@@ -35,8 +35,9 @@ def test_console_and_policy_drive_the_robot_through_the_agent(robot: tuple[int, 
     endpoint = f"tls/127.0.0.1:{_free_port()}"
     adapter = SimAdapter(port, token(log))
     key = OperatorKey()
-    sup = Supervisor(default_limits(adapter.robot, adapter.hello.control_dt), (0.5, 1.2), operator=key,
-                     people=adapter.hello.people)  # type: ignore[arg-type]
+    sup = Supervisor(
+        default_limits(adapter.robot, adapter.hello.control_dt), (0.5, 1.2), operator=key, people=adapter.hello.people
+    )  # type: ignore[arg-type]
     core = AgentCore(3, Latch(tmp_path / "estop.json"), Timing(), people=True)
     agent = Agent(adapter, sup, core, key)
     stop = threading.Event()
@@ -70,8 +71,8 @@ def test_console_and_policy_drive_the_robot_through_the_agent(robot: tuple[int, 
         assert _wait(lambda: any(p["speed"] > 0.45 for p in _periods(log)), 5.0)
         assert _wait(lambda: policy.watch.robot_state().get("base_vel", np.zeros(2))[0] > 0.4, 2.0)  # status carries it
 
-        for op in ("enable", "reset"):  # the policy's certificate may not: the access list drops them
-            sessions[2].put(f"qrobot/r1/request", b"")  # (any payload: it never arrives)
+        for _op in ("enable", "reset"):  # the policy's certificate may not: the access list drops them
+            sessions[2].put("qrobot/r1/request", b"")  # (any payload: it never arrives)
         console.deadman.clear()  # the operator lets go
         released = time.time()
         assert _wait(lambda: core.state == State.IDLE, 1.0), core.audit[-5:]

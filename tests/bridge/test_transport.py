@@ -20,7 +20,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(cond, timeout: float = 5.0) -> bool:  # noqa: ANN001
+def _wait(cond, timeout: float = 5.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if cond():
@@ -36,19 +36,31 @@ def test_mtls_and_the_access_list(tmp_path: Path) -> None:
     k = keys("r1")
     agent = zenoh.open(config("agent", tmp_path / "ours", listen=endpoint, robot="r1"))
     got: list[tuple[str, bytes]] = []
-    subs = [agent.declare_subscriber(k[name], lambda s, n=name: got.append((n, s.payload.to_bytes())))
-            for name in ("command", "operator", "estop")]
+    subs = [
+        agent.declare_subscriber(k[name], lambda s, n=name: got.append((n, s.payload.to_bytes())))
+        for name in ("command", "operator", "estop")
+    ]
 
     def on_request(query: zenoh.Query) -> None:  # enable / reset / approve are queries
         got.append(("request", query.payload.to_bytes() if query.payload is not None else b""))
         query.reply(query.key_expr, b"ok")
 
     subs.append(agent.declare_queryable(k["request"], on_request))
-    peers = {who: zenoh.open(config(role, tmp_path / d, connect=endpoint))
-             for who, role, d in (("policy", "policy", "ours"), ("console", "console", "ours"),
-                                  ("rogue", "console", "theirs"))}
-    expected = {("command", b"policy"), ("estop", b"policy"),  # the console stops, it does not drive
-                ("request", b"console"), ("operator", b"console"), ("estop", b"console")}
+    peers = {
+        who: zenoh.open(config(role, tmp_path / d, connect=endpoint))
+        for who, role, d in (
+            ("policy", "policy", "ours"),
+            ("console", "console", "ours"),
+            ("rogue", "console", "theirs"),
+        )
+    }
+    expected = {
+        ("command", b"policy"),
+        ("estop", b"policy"),  # the console stops, it does not drive
+        ("request", b"console"),
+        ("operator", b"console"),
+        ("estop", b"console"),
+    }
 
     def send_all() -> bool:  # until the links are up and the agent's subscriptions known
         for who, session in peers.items():
@@ -70,7 +82,7 @@ def test_mtls_and_the_access_list(tmp_path: Path) -> None:
             session.close()
 
 
-def test_keys_init_command(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_keys_init_command(tmp_path: Path, capsys) -> None:
     from cryptography import x509
 
     from qrobot.cli import main

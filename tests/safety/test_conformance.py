@@ -6,8 +6,8 @@ workspace floor keeps its fingers off the table (no contact at all on `reach`)."
 from __future__ import annotations
 
 import pytest
-
 from qrobot.envs.core import QRobotEnv
+
 from qrobot.safety.conformance import measure_env
 from qrobot.scenario import load_scenario
 
@@ -18,8 +18,16 @@ STEPS = 1200  # the benchmark runs 10,000 (benchmarks/limit_conformance.py)
 def _zoned_room() -> object:
     sc = load_scenario("pointnav")
     room = sc.room.model_copy(update={"obstacles": [], "random_obstacles": 0})
-    return sc.model_copy(update={"room": room, "limits": sc.limits.model_copy(update={"overrides": {
-        "keep_out": [[1.0, -0.6, 1.6, 0.6], [-1.6, -0.6, -1.0, 0.6], [-0.4, 1.2, 0.4, 2.0]]}})})
+    return sc.model_copy(
+        update={
+            "room": room,
+            "limits": sc.limits.model_copy(
+                update={
+                    "overrides": {"keep_out": [[1.0, -0.6, 1.6, 0.6], [-1.6, -0.6, -1.0, 0.6], [-0.4, 1.2, 0.4, 2.0]]}
+                }
+            ),
+        }
+    )
 
 
 @pytest.mark.parametrize("actions", ["corner", "uniform"])
@@ -28,8 +36,15 @@ def test_arm_limits_hold_at_every_substep(actions: str) -> None:
     out = measure_env(env, STEPS, seed=0 if actions == "corner" else 1, actions=actions)
     env.close()
     assert out["contact_samples"] == 0, out["contact"]  # the workspace floor keeps the fingers up
-    expected = {"EE speed", "EE yaw rate", "EE step per period", "joint speed", "joint acceleration (25 ms)",
-                "joint position", "workspace"}
+    expected = {
+        "EE speed",
+        "EE yaw rate",
+        "EE step per period",
+        "joint speed",
+        "joint acceleration (25 ms)",
+        "joint position",
+        "workspace",
+    }
     assert set(out["free"]) == expected and out["samples"] >= STEPS * 24 - 24
     assert max(out["free"].values()) <= BAR, out["free"]
     assert out["free"]["EE speed"] > 0.9  # the actions did push on the limits

@@ -6,9 +6,9 @@ import time
 
 import numpy as np
 import pytest
+from qrobot.envs.core import QRobotEnv
 
 from qrobot.runner import run_episode
-from qrobot.envs.core import QRobotEnv
 from qrobot.safety.command import SafeCommand, Stop
 from qrobot.safety.limits import default_limits
 from qrobot.safety.supervisor import OperatorKey, Supervisor
@@ -118,9 +118,19 @@ def test_the_runner_releases_between_episodes_as_a_logged_operator_action() -> N
 
 
 PUBLIC_QUERIES = ("robot_state", "supervisor_state", "privileged_state")
-ACTUATING = ("client", "apply", "stepSimulation", "mint", "reset_world", "restore_state", "place_robot",
-             "setJointMotorControl2", "resetBasePositionAndOrientation",
-             "filter", "bind")  # the supervisor's levers: a policy sees its view only
+ACTUATING = (
+    "client",
+    "apply",
+    "stepSimulation",
+    "mint",
+    "reset_world",
+    "restore_state",
+    "place_robot",
+    "setJointMotorControl2",
+    "resetBasePositionAndOrientation",
+    "filter",
+    "bind",
+)  # the supervisor's levers: a policy sees its view only
 
 
 def _public_reach(root: object) -> list[tuple[str, object]]:
@@ -214,25 +224,28 @@ def test_the_watchdog_reads_a_monotonic_clock_on_real_robots() -> None:
     assert isinstance(real.filter(FORWARD, _state(0.1)), Stop) and "watchdog" in real.latched
 
 
-@pytest.mark.parametrize("second,why", [
-    (_state(0.0), "stale"),                     # timestamp did not advance
-    (_state(-0.1), "time"),                     # dt < 0 (and a negative time)
-    (_state(float("nan")), "time"),             # non-finite time
-    (_state(float("inf")), "time"),
-    (_state(0.1, base_pose=np.array([np.nan, 0, 0])), "base_pose"),
-    (_state(0.1, base_vel=np.array([0, np.inf])), "base_vel"),
-    ({"time": 0.1}, "base_pose"),               # missing keys
-    (_state(0.1, cmd_vel=None), "cmd_vel"),
-    (_state(0.1, cmd_vel=np.array([3.0, 0.0])), "cmd_vel"),   # beyond what the profile allows
-    (_state(0.1, base_pose=np.zeros(2)), "base_pose"),          # wrong shape
-    (_state(0.1, base_pose=np.array([1e9, 0.0, 0.0])), "base_pose"),  # implausible
-    (_state(0.1, base_pose=np.array(["0", "0", "0"])), "base_pose"),  # strings
-    (_state(0.1, base_pose=np.array([True, False, True])), "base_pose"),
-    ({**_state(0.1), "time": "0.1"}, "time"),  # a numeric string is not a time
-    ({**_state(0.1), "time": True}, "time"),
-    ({**_state(0.1), "time": np.datetime64("2026-01-01")}, "time"),
-    ("not a dict", "no robot state"),
-])
+@pytest.mark.parametrize(
+    "second,why",
+    [
+        (_state(0.0), "stale"),  # timestamp did not advance
+        (_state(-0.1), "time"),  # dt < 0 (and a negative time)
+        (_state(float("nan")), "time"),  # non-finite time
+        (_state(float("inf")), "time"),
+        (_state(0.1, base_pose=np.array([np.nan, 0, 0])), "base_pose"),
+        (_state(0.1, base_vel=np.array([0, np.inf])), "base_vel"),
+        ({"time": 0.1}, "base_pose"),  # missing keys
+        (_state(0.1, cmd_vel=None), "cmd_vel"),
+        (_state(0.1, cmd_vel=np.array([3.0, 0.0])), "cmd_vel"),  # beyond what the profile allows
+        (_state(0.1, base_pose=np.zeros(2)), "base_pose"),  # wrong shape
+        (_state(0.1, base_pose=np.array([1e9, 0.0, 0.0])), "base_pose"),  # implausible
+        (_state(0.1, base_pose=np.array(["0", "0", "0"])), "base_pose"),  # strings
+        (_state(0.1, base_pose=np.array([True, False, True])), "base_pose"),
+        ({**_state(0.1), "time": "0.1"}, "time"),  # a numeric string is not a time
+        ({**_state(0.1), "time": True}, "time"),
+        ({**_state(0.1), "time": np.datetime64("2026-01-01")}, "time"),
+        ("not a dict", "no robot state"),
+    ],
+)
 def test_sensor_faults_latch_the_estop(second: object, why: str) -> None:
     sup = _sup()
     assert isinstance(sup.filter(FORWARD, _state(0.0)), SafeCommand)
@@ -316,10 +329,12 @@ def test_a_robot_moving_faster_than_its_limits_is_a_latched_fault() -> None:
     """Pushed by a person, thrown by an impact, a drive out of control: every plan stays
     within the speed limits, so motion beyond them (by 10 %) is motion nobody commanded."""
     sup = _sup()
-    assert isinstance(sup.filter(FORWARD, _state(0.0, base_vel=np.array([0.5, 1.1]),
-                                                cmd_vel=np.array([0.2, 0.0]))), SafeCommand)  # deflected: fine
-    assert isinstance(sup.filter(FORWARD, _state(0.05, base_vel=np.array([0.3, 1.64]),
-                                                 cmd_vel=np.array([0.3, 0.0]))), SafeCommand)  # spun by a bump
+    assert isinstance(
+        sup.filter(FORWARD, _state(0.0, base_vel=np.array([0.5, 1.1]), cmd_vel=np.array([0.2, 0.0]))), SafeCommand
+    )  # deflected: fine
+    assert isinstance(
+        sup.filter(FORWARD, _state(0.05, base_vel=np.array([0.3, 1.64]), cmd_vel=np.array([0.3, 0.0]))), SafeCommand
+    )  # spun by a bump
     assert sup.latched is None
     out = sup.filter(FORWARD, _state(0.1, base_vel=np.array([0.9, 0.0]), cmd_vel=np.array([0.2, 0.0])))
     assert isinstance(out, Stop) and "base moving at" in sup.latched

@@ -47,8 +47,9 @@ def test_turning_in_place_does_not_consult_foresight(base: Rig) -> None:
     assert v == 0.0 and predictor.calls == 0 and "foresight" not in sup.counts()
 
 
-@pytest.mark.parametrize("answer", [RuntimeError("model exploded"), (math.nan, 0.1), (1.5, 0.1),
-                                    (0.5, math.inf), ("fast", 0.1), None])
+@pytest.mark.parametrize(
+    "answer", [RuntimeError("model exploded"), (math.nan, 0.1), (1.5, 0.1), (0.5, math.inf), ("fast", 0.1), None]
+)
 def test_a_failing_predictor_stops_forward_motion_and_never_raises(base: Rig, answer: object) -> None:
     v, sup = _issued_v(base, Scripted(answer), [0.1, 0.3, 0.0])
     assert v == 0.0

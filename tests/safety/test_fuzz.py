@@ -28,8 +28,9 @@ from qrobot.safety.supervisor import OperatorKey, Supervisor
 
 from .conftest import Rig
 
-WEIRD = np.array([np.nan, np.inf, -np.inf, 1e308, -1e308, -0.0, 0.0, 5e-324, -5e-324, 1e-300,
-                  1.0, -1.0, 0.5, 2.0, -7.0, 3.4e38])
+WEIRD = np.array(
+    [np.nan, np.inf, -np.inf, 1e308, -1e308, -0.0, 0.0, 5e-324, -5e-324, 1e-300, 1.0, -1.0, 0.5, 2.0, -7.0, 3.4e38]
+)
 
 
 def weird_command(rng: np.random.Generator, dim: int) -> Any:
@@ -53,7 +54,7 @@ def weird_command(rng: np.random.Generator, dim: int) -> Any:
         keys = ["dx", "dy", "dz", "v", "omega", "extra"][: int(rng.integers(7))]
         return {k: float(rng.choice(WEIRD)) for k in keys}
     if kind == 8:
-        return ["a", 1, None, 2.0][: dim]
+        return ["a", 1, None, 2.0][:dim]
     if kind == 9:
         return rng.uniform(-1, 1, dim) + 1j * rng.uniform(-1, 1, dim)
     if kind == 10:
@@ -147,12 +148,18 @@ def test_fuzz_base_60k(base: Rig) -> None:
 
 
 ANY_COMMAND = st.one_of(
-    st.none(), st.text(max_size=8), st.binary(max_size=8), st.integers(), st.floats(), st.booleans(),
+    st.none(),
+    st.text(max_size=8),
+    st.binary(max_size=8),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
     st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), max_size=7),
-    st.lists(st.integers(min_value=-(10 ** 400), max_value=10 ** 400), min_size=3, max_size=5),
+    st.lists(st.integers(min_value=-(10**400), max_value=10**400), min_size=3, max_size=5),
     st.lists(st.one_of(st.floats(), st.text(max_size=2), st.none(), st.booleans()), max_size=6),
     st.dictionaries(st.text(max_size=3), st.floats(), max_size=4),
-    st.datetimes().map(lambda d: [d] * 3), st.just(datetime.timedelta(1)),
+    st.datetimes().map(lambda d: [d] * 3),
+    st.just(datetime.timedelta(1)),
     hnp.arrays(hnp.floating_dtypes(), hnp.array_shapes(max_dims=2, max_side=6)),
     hnp.arrays(hnp.integer_dtypes(), st.sampled_from([3, 5])),
     hnp.arrays(np.bool_, st.sampled_from([3, 5])),
@@ -181,13 +188,20 @@ class _ZeroKinematics:
         return np.zeros((6, 7))
 
 
-FIELDS = {"panda": {"joint_pos": 7, "joint_vel": 7, "ee_pos": 3, "ee_orn": 4, "ee_yaw": 0, "ee_lin_vel": 3,
-                    "cmd_vel": 7},
-          "diffbot": {"base_pose": 3, "base_vel": 2, "cmd_vel": 2}}
-VALUE = st.one_of(st.none(), st.floats(), st.booleans(), st.text(max_size=3), st.integers(-10, 10),
-                  st.lists(st.floats(-0.1, 0.1), min_size=0, max_size=8),
-                  st.lists(st.floats(), max_size=8).map(np.array),
-                  st.integers(0, 8).map(lambda n: np.zeros(n)))
+FIELDS = {
+    "panda": {"joint_pos": 7, "joint_vel": 7, "ee_pos": 3, "ee_orn": 4, "ee_yaw": 0, "ee_lin_vel": 3, "cmd_vel": 7},
+    "diffbot": {"base_pose": 3, "base_vel": 2, "cmd_vel": 2},
+}
+VALUE = st.one_of(
+    st.none(),
+    st.floats(),
+    st.booleans(),
+    st.text(max_size=3),
+    st.integers(-10, 10),
+    st.lists(st.floats(-0.1, 0.1), min_size=0, max_size=8),
+    st.lists(st.floats(), max_size=8).map(np.array),
+    st.integers(0, 8).map(lambda n: np.zeros(n)),
+)
 
 
 def _trusted(value: Any, size: int, key: str = "") -> bool:
@@ -197,13 +211,21 @@ def _trusted(value: Any, size: int, key: str = "") -> bool:
         return False
     if key == "ee_orn":
         arr = np.asarray(value) if isinstance(value, (list, np.ndarray)) else None
-        return arr is not None and arr.shape == (4,) and arr.dtype.kind in "iuf" and bool(
-            np.all(np.isfinite(arr)) and abs(float(np.sum(np.square(arr, dtype=np.float64))) - 1) <= 1e-4)
+        return (
+            arr is not None
+            and arr.shape == (4,)
+            and arr.dtype.kind in "iuf"
+            and bool(np.all(np.isfinite(arr)) and abs(float(np.sum(np.square(arr, dtype=np.float64))) - 1) <= 1e-4)
+        )
     if size == 0:
         return type(value) in (int, float) and np.isfinite(value) and abs(value) <= 6
     arr = np.asarray(value) if isinstance(value, (list, np.ndarray)) else None
-    return arr is not None and arr.shape == (size,) and arr.dtype.kind in "iuf" and bool(
-        np.all(np.isfinite(arr)) and np.all(np.abs(arr) <= 0.1 + 1e-12))
+    return (
+        arr is not None
+        and arr.shape == (size,)
+        and arr.dtype.kind in "iuf"
+        and bool(np.all(np.isfinite(arr)) and np.all(np.abs(arr) <= 0.1 + 1e-12))
+    )
 
 
 @settings(max_examples=400)
@@ -213,22 +235,34 @@ def test_untrusted_state_latches_untrusted_people_stop_never_raises(robot: str, 
     spec = FIELDS[robot]
     state: dict[str, Any] = {"time": data.draw(st.one_of(st.just(0.5), VALUE), "time")}
     for key, size in spec.items():
-        good = st.lists(st.floats(-0.1, 0.1), min_size=size, max_size=size).map(np.array) if size else \
-            st.floats(-0.1, 0.1)
+        good = (
+            st.lists(st.floats(-0.1, 0.1), min_size=size, max_size=size).map(np.array) if size else st.floats(-0.1, 0.1)
+        )
         if key == "ee_orn":  # a unit quaternion, or one slightly off (implausible beyond 1e-4)
-            good = st.tuples(st.lists(st.floats(0.1, 1.0), min_size=4, max_size=4), st.sampled_from([1.0, 1.001])) \
-                .map(lambda t: np.array(t[0]) / np.linalg.norm(t[0]) * t[1])
+            good = st.tuples(st.lists(st.floats(0.1, 1.0), min_size=4, max_size=4), st.sampled_from([1.0, 1.001])).map(
+                lambda t: np.array(t[0]) / np.linalg.norm(t[0]) * t[1]
+            )
         state[key] = data.draw(st.one_of(good, VALUE), key)
     people = data.draw(st.sampled_from(["absent", "far", "at_robot", "garbage"]), "people")
     if people != "absent":
-        state["people"] = {"far": np.array([[20.0, 20.0]]), "at_robot": np.zeros((1, 2)),
-                           "garbage": np.array([[np.nan, 1.0]])}[people]
+        state["people"] = {
+            "far": np.array([[20.0, 20.0]]),
+            "at_robot": np.zeros((1, 2)),
+            "garbage": np.array([[np.nan, 1.0]]),
+        }[people]
         state["people_radius"] = data.draw(st.sampled_from([0.25, -10.0, np.nan, "0.25"]), "radius")
-    sup = Supervisor(default_limits(robot, 0.1), (0.025, 0.25) if robot == "panda" else (0.5, 1.2),
-                     kinematics=_ZeroKinematics(), people="sensor")
+    sup = Supervisor(
+        default_limits(robot, 0.1),
+        (0.025, 0.25) if robot == "panda" else (0.5, 1.2),
+        kinematics=_ZeroKinematics(),
+        people="sensor",
+    )
     out = sup.filter(np.zeros(5 if robot == "panda" else 3), state)
-    trusted = type(state["time"]) in (int, float) and 0 <= state["time"] < 1e9 and \
-        all(_trusted(state[k], n, k) for k, n in spec.items())
+    trusted = (
+        type(state["time"]) in (int, float)
+        and 0 <= state["time"] < 1e9
+        and all(_trusted(state[k], n, k) for k, n in spec.items())
+    )
     believable = people in ("far", "at_robot") and state["people_radius"] == 0.25
     if not trusted:  # a robot state it cannot vouch for: a latched fault
         assert isinstance(out, Stop) and sup.latched and "sensor fault" in sup.latched
@@ -241,11 +275,21 @@ def test_untrusted_state_latches_untrusted_people_stop_never_raises(robot: str, 
 
 
 @settings(max_examples=150)
-@given(st.lists(st.tuples(st.sampled_from([0.0, 1e-4, 0.3, -1.0, 2.0]), st.sampled_from([0.0, 0.5, -2.0]),
-                          st.sampled_from([None, "x", np.nan, "ok"])), min_size=1, max_size=30),
-       st.integers(0, 29))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 1e-4, 0.3, -1.0, 2.0]),
+            st.sampled_from([0.0, 0.5, -2.0]),
+            st.sampled_from([None, "x", np.nan, "ok"]),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(0, 29),
+)
 def test_a_latch_holds_until_the_key_and_a_release_never_restarts_motion(
-        actions: list[tuple[float, float, Any]], release_at: int) -> None:
+    actions: list[tuple[float, float, Any]], release_at: int
+) -> None:
     key = OperatorKey()
     sup = Supervisor(default_limits("diffbot", 0.1), (0.5, 1.2), operator=key, people="none")
     state = {"base_pose": np.zeros(3), "base_vel": np.zeros(2), "cmd_vel": np.zeros(2), "time": 0.0}

@@ -11,22 +11,29 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
-
 import qrobot.envs  # noqa: F401  (registers the ids)
+import torch
 from qrobot.envs.core import QRobotEnv
+
 from qrobot.runner import run_episode
 from qrobot.safety.command import SafeCommand, Stop
 from qrobot.safety.inputs import fields, read_action
 from qrobot.safety.limits import default_limits
-from qrobot.safety.supervisor import Supervisor
 
 from .conftest import Rig
 
 ARM_STATE_FIELDS = sorted(fields(default_limits("panda", 0.1)))
 BASE_STATE_FIELDS = sorted(fields(default_limits("diffbot", 0.1)))
-BAD_VALUES = {"missing": None, "nan": np.nan, "inf": np.inf, "string": "1.0", "bool": True,
-              "wrong shape": np.zeros(11), "huge": 1e12, "object": object()}
+BAD_VALUES = {
+    "missing": None,
+    "nan": np.nan,
+    "inf": np.inf,
+    "string": "1.0",
+    "bool": True,
+    "wrong shape": np.zeros(11),
+    "huge": 1e12,
+    "object": object(),
+}
 
 
 def _bad(state: dict, key: str, how: str) -> dict:
@@ -133,7 +140,7 @@ def test_a_scenario_without_a_people_declaration_does_not_move(tmp_path: Any) ->
 
 
 ODD_ACTIONS = {
-    "int beyond float": [10 ** 400, 0, 0],
+    "int beyond float": [10**400, 0, 0],
     "numeric strings": ["0.9", "0", "0"],
     "bytes": b"\x01\x02\x03",
     "bools": [True, False, True],
@@ -171,14 +178,22 @@ def test_odd_actions_are_a_controlled_stop_with_an_event_through_gym(kind: str) 
 
 def test_real_numeric_actions_of_any_flavour_are_accepted_as_copies() -> None:
     grad = torch.tensor([0.4, 0.0, 0.0], requires_grad=True)
-    for action in ([0.4, 0, 0], (0.4, 0.0, 0.0), np.array([0.4, 0, 0], np.float16), np.array([1, 0, 0], np.int8),
-                   [np.float32(0.4), np.int64(0), 0], grad, grad.double(), torch.tensor([1, 0, 0])):
+    for action in (
+        [0.4, 0, 0],
+        (0.4, 0.0, 0.0),
+        np.array([0.4, 0, 0], np.float16),
+        np.array([1, 0, 0], np.int8),
+        [np.float32(0.4), np.int64(0), 0],
+        grad,
+        grad.double(),
+        torch.tensor([1, 0, 0]),
+    ):
         arr, why = read_action(action, 3)
         assert arr is not None and why == "" and not arr.flags.writeable, (action, why)
         assert arr.dtype == np.float64 and arr.shape == (3,)
     env = QRobotEnv("pointnav", images=False)
     env.reset(seed=0)
-    env.step([10 ** 30, 0, 0])  # a Python int beyond 64 bits: a number, clamped, never a crash
+    env.step([10**30, 0, 0])  # a Python int beyond 64 bits: a number, clamped, never a crash
     assert env.supervisor.events[0].rule == "clamp" and env.supervisor.last_action[0] == 1e30
     env.step(grad * 2)  # a tensor that requires grad: detached, then used
     assert env.supervisor.last_action[0] == pytest.approx(0.8) and grad.grad is None
@@ -189,7 +204,7 @@ def test_the_task_sees_the_validated_copy_not_the_raw_object() -> None:
     class Shifty(list):
         """A list whose contents change after the supervisor looked at it."""
 
-        def __iter__(self):  # noqa: ANN204
+        def __iter__(self):
             self.calls = getattr(self, "calls", 0) + 1
             return iter([0.0, 0.0, 0.0] if self.calls > 1 else [1.0, 0.0, 1.0])
 

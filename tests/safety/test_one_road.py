@@ -10,12 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
 ROOT = Path(__file__).resolve().parents[2]
-ACTUATORS = {"setJointMotorControl2", "setJointMotorControlArray", "setJointMotorControlMultiDof",
-             "setJointMotorControlMultiDofArray", "resetBaseVelocity", "resetJointState",
-             "resetJointStateMultiDof", "resetJointStatesMultiDof", "applyExternalForce",
-             "applyExternalTorque"}
+ACTUATORS = {
+    "setJointMotorControl2",
+    "setJointMotorControlArray",
+    "setJointMotorControlMultiDof",
+    "setJointMotorControlMultiDofArray",
+    "resetBaseVelocity",
+    "resetJointState",
+    "resetJointStateMultiDof",
+    "resetJointStatesMultiDof",
+    "applyExternalForce",
+    "applyExternalTorque",
+}
 BACKENDS = {ROOT / "qrobot" / "robots" / "panda.py", ROOT / "qrobot" / "robots" / "diffbot.py"}
 
 
@@ -58,8 +65,9 @@ def test_robot_state_resets_happen_only_in_backend_reset_methods() -> None:
     for path in BACKENDS:
         for fn in ast.walk(ast.parse(path.read_text())):
             if isinstance(fn, ast.FunctionDef):
-                calls = {n.func.attr for n in ast.walk(fn) if isinstance(n, ast.Call)
-                         and isinstance(n.func, ast.Attribute)}
+                calls = {
+                    n.func.attr for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                }
                 if calls & {"resetJointState", "resetBaseVelocity", "resetBasePositionAndOrientation"}:
                     assert fn.name == "_reset", f"{path.name}:{fn.name}"
 

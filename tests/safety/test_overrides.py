@@ -64,23 +64,29 @@ def test_every_key_may_tighten_but_not_loosen(tmp_path: Path, robot: str, key: s
 
 
 def test_keep_out_zones_may_only_be_added(tmp_path: Path) -> None:
-    sc = load_scenario(_write(tmp_path, "diffbot", '\n[limits]\noverrides = { keep_out = [[1.0, -1.0, 2.0, 1.0]] }\n'))
+    sc = load_scenario(_write(tmp_path, "diffbot", "\n[limits]\noverrides = { keep_out = [[1.0, -1.0, 2.0, 1.0]] }\n"))
     assert scenario_limits(sc)[0].base.keep_out == ((1.0, -1.0, 2.0, 1.0),)
-    for bad, needle in (("[[2.0, -1.0, 1.0, 1.0]]", "xmin < xmax"), ("[[0, 0, 1]]", "must be a list of"),
-                        ("[[0, 0, 1, 1e9]]", "must be a list of")):
+    for bad, needle in (
+        ("[[2.0, -1.0, 1.0, 1.0]]", "xmin < xmax"),
+        ("[[0, 0, 1]]", "must be a list of"),
+        ("[[0, 0, 1, 1e9]]", "must be a list of"),
+    ):
         with pytest.raises(ScenarioError, match=needle):
             load_scenario(_write(tmp_path, "diffbot", f"\n[limits]\noverrides = {{ keep_out = {bad} }}\n"))
 
 
-@pytest.mark.parametrize("extra,needle", [
-    ('overrides = { v_max = 100.0 }', "would loosen the robot's profile (profile 0.5, requested 100)"),
-    ('overrides = { "ssm.human_speed" = 0.0, "ssm.reaction_time" = 0.0 }', "would loosen"),
-    ('overrides = { bounds_low = [-50.0, -50.0] }', "would loosen"),  # wider than the room
-    ('overrides = { v_max = 1e9 }', "must be a finite number in"),
-    ('overrides = { v_max = 0.0 }', "must be a finite number in"),
-    ('overrides = { v_max = true }', "must be a finite number"),
-    ('overrides = { bounds_low = [1.0, 1.0], bounds_high = [0.5, 2.0] }', "must be below"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        ("overrides = { v_max = 100.0 }", "would loosen the robot's profile (profile 0.5, requested 100)"),
+        ('overrides = { "ssm.human_speed" = 0.0, "ssm.reaction_time" = 0.0 }', "would loosen"),
+        ("overrides = { bounds_low = [-50.0, -50.0] }", "would loosen"),  # wider than the room
+        ("overrides = { v_max = 1e9 }", "must be a finite number in"),
+        ("overrides = { v_max = 0.0 }", "must be a finite number in"),
+        ("overrides = { v_max = true }", "must be a finite number"),
+        ("overrides = { bounds_low = [1.0, 1.0], bounds_high = [0.5, 2.0] }", "must be below"),
+    ],
+)
 def test_loosening_and_absurd_values_are_refused_in_one_line(tmp_path: Path, extra: str, needle: str) -> None:
     path = _write(tmp_path, "diffbot", f"\n[limits]\n{extra}\n")
     with pytest.raises(ScenarioError) as info:
@@ -88,7 +94,9 @@ def test_loosening_and_absurd_values_are_refused_in_one_line(tmp_path: Path, ext
     assert needle in str(info.value) and str(info.value).startswith(str(path)), str(info.value)
 
 
-def test_the_loud_test_only_profile_loosens_and_is_shown_everywhere(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_the_loud_test_only_profile_loosens_and_is_shown_everywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     path = _write(tmp_path, "diffbot", '\n[limits]\nprofile = "test-only-loosen"\noverrides = { v_max = 0.8 }\n')
     sc = load_scenario(path)
     assert scenario_limits(sc)[0].base.v_max == 0.8 and scenario_limits(sc)[1].base.v_max == 0.5
@@ -108,9 +116,23 @@ def test_intrusions_are_measured_against_the_reference_profile() -> None:
     from qrobot.envs.core import QRobotEnv
 
     sc = load_scenario("pointnav_people")
-    sc = sc.model_copy(update={"limits": sc.limits.model_copy(update={"profile": "test-only-loosen", "overrides": {
-        "ssm.human_speed": 0.0, "ssm.reaction_time": 0.0, "ssm.intrusion_distance": 0.0,
-        "ssm.human_uncertainty": 0.0, "ssm.robot_uncertainty": 0.0, "ssm.warning_band": 0.0}})})
+    sc = sc.model_copy(
+        update={
+            "limits": sc.limits.model_copy(
+                update={
+                    "profile": "test-only-loosen",
+                    "overrides": {
+                        "ssm.human_speed": 0.0,
+                        "ssm.reaction_time": 0.0,
+                        "ssm.intrusion_distance": 0.0,
+                        "ssm.human_uncertainty": 0.0,
+                        "ssm.robot_uncertainty": 0.0,
+                        "ssm.warning_band": 0.0,
+                    },
+                }
+            )
+        }
+    )
     env = QRobotEnv(sc, images=False)
     ref = env.reference_limits.base.ssm
     assert env.limits.base.ssm.human_speed == 0.0 and ref.human_speed == 1.6
@@ -119,7 +141,9 @@ def test_intrusions_are_measured_against_the_reference_profile() -> None:
     for _ in range(200):  # drive at whoever is nearest: zeroed SSM lets it, the metric still sees it
         if env.task.metrics()["intrusions"] > 0:
             break
-        target = min((p for p, _, _ in env.unwrapped.privileged_state()["people"]), key=lambda p: np.linalg.norm(p - xy))
+        target = min(
+            (p for p, _, _ in env.unwrapped.privileged_state()["people"]), key=lambda p: np.linalg.norm(p - xy)
+        )
         pose = env.robot.state()["base_pose"]
         heading = np.arctan2(*(target - pose[:2])[::-1]) - pose[2]
         env.step(np.array([1.0, np.clip(np.arctan2(np.sin(heading), np.cos(heading)), -1, 1), 0.0]))
@@ -135,16 +159,19 @@ def test_a_slower_noisier_people_sensor_widens_the_separation() -> None:
     base_limits, _ = scenario_limits(sc)
     assert base_limits.base.ssm.reaction_time == pytest.approx(0.2)  # the default sensor changes nothing
     assert base_limits.base.ssm.human_uncertainty == pytest.approx(0.05)
-    laggy = sc.model_copy(update={"sensing": sc.sensing.model_copy(update={"people_latency": 0.8,
-                                                                          "people_noise": 0.3})})
+    laggy = sc.model_copy(
+        update={"sensing": sc.sensing.model_copy(update={"people_latency": 0.8, "people_noise": 0.3})}
+    )
     effective, reference = scenario_limits(laggy)
     for lim in (effective, reference):  # enforced and measured against alike
         assert lim.base.ssm.reaction_time == pytest.approx(0.9)
         assert lim.base.ssm.human_uncertainty == pytest.approx(0.75)
     from qrobot.safety.ssm import protective_distance
 
-    assert protective_distance(effective.base.ssm, 0.5, effective.base.v_acc) > \
-        protective_distance(base_limits.base.ssm, 0.5, base_limits.base.v_acc) + 1.5
+    assert (
+        protective_distance(effective.base.ssm, 0.5, effective.base.v_acc)
+        > protective_distance(base_limits.base.ssm, 0.5, base_limits.base.v_acc) + 1.5
+    )
 
 
 def test_people_faster_than_the_profile_assumes_widen_the_separation() -> None:
@@ -155,8 +182,9 @@ def test_people_faster_than_the_profile_assumes_widen_the_separation() -> None:
     fast = sc.model_copy(update={"people": [p.model_copy(update={"speed": 2.5}) for p in sc.people]})
     effective, reference = scenario_limits(fast)
     assert effective.base.ssm.human_speed == reference.base.ssm.human_speed == 2.5
-    slow_hz = sc.model_copy(update={"control_hz": 1.0,
-                                    "sensing": sc.sensing.model_copy(update={"people_latency": 0.6})})
+    slow_hz = sc.model_copy(
+        update={"control_hz": 1.0, "sensing": sc.sensing.model_copy(update={"people_latency": 0.6})}
+    )
     effective, _ = scenario_limits(slow_hz)
     assert effective.base.ssm.reaction_time == pytest.approx(2.0)  # 0.6 s arrives 1 s late, + 1 period
 
@@ -165,6 +193,7 @@ def test_keep_out_zones_are_never_a_start_or_a_goal() -> None:
     """Zones a scenario adds (a tightening) are blocked on the nav task's grid too: no
     episode starts inside one, and no goal or planned path lies in one."""
     from qrobot.envs.core import QRobotEnv
+
     from qrobot.safety.base_rules import violation
 
     sc = load_scenario("pointnav")

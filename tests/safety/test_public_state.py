@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from qrobot.envs.core import QRobotEnv
+
 from qrobot.safety.command import SafeCommand, Stop
 
 # public methods with effects: stepping or resetting the world is allowed, but it changes
 # the world itself, so the two envs would differ for a legitimate reason
-EFFECTS = {"close", "render", "reset", "step", "estop",
-           "compile"}  # torch.compile would only make the test slow
+EFFECTS = {"close", "render", "reset", "step", "estop", "compile"}  # torch.compile would only make the test slow
 OURS = ("qrobot", "envs", "policies", "gymnasium", "torch")  # torch: modules and their parameters
 
 
@@ -118,8 +117,10 @@ def _issued(command: Any) -> list[float]:
 WORLD_MODEL = Path(__file__).resolve().parents[2] / "qrobot" / "checkpoints" / "world_model"
 
 
-@pytest.mark.parametrize("scenario, foresight", [("pointnav_people", None), ("reach", None), ("pick_place", None),
-                                                 ("pointnav_clutter", WORLD_MODEL)])
+@pytest.mark.parametrize(
+    "scenario, foresight",
+    [("pointnav_people", None), ("reach", None), ("pick_place", None), ("pointnav_clutter", WORLD_MODEL)],
+)
 def test_tampering_with_public_state_changes_no_command(scenario: str, foresight: Path | None) -> None:
     """(The world model steers the supervisor too: its weights and frame history count.)"""
     honest, tampered = (QRobotEnv(scenario, images=False, foresight=foresight) for _ in range(2))
@@ -135,8 +136,9 @@ def test_tampering_with_public_state_changes_no_command(scenario: str, foresight
         changed += _tamper(_mutables(tampered))
         honest.step(action)
         tampered.step(action)
-        assert _issued(tampered.last_command) == _issued(honest.last_command), \
+        assert _issued(tampered.last_command) == _issued(honest.last_command), (
             f"step {step}: public state changed the supervisor's command"
+        )
     assert changed > rounds  # the walk did find and change things every step
     assert honest.supervisor.counts() == tampered.supervisor.counts()
     honest.close()

@@ -12,8 +12,8 @@ from qrobot.errors import ScenarioError
 from qrobot.safety import arm_rules, base_rules, trajectory
 from qrobot.safety.command import SafeCommand, Stop
 from qrobot.safety.limits import ArmLimits, BaseLimits, apply_overrides, default_limits
-from qrobot.scenario import load_scenario, scenario_dir
 from qrobot.safety.supervisor import Supervisor
+from qrobot.scenario import load_scenario, scenario_dir
 
 ARM = ArmLimits()
 DT = 0.1
@@ -70,7 +70,7 @@ def test_cartesian_caps_hold_under_the_jacobian_where_the_period_ends() -> None:
         jac = rng.normal(0, 0.3, (6, 7))
         jac_end = jac * rng.uniform(0.9, 1.3, (6, 7))  # where the period ends
         v0 = rng.uniform(-0.2, 0.2, 7)
-        v1, hit = arm_rules.plan(q, v0, rng.uniform(-5, 5, 7), jac, EE, ARM, DT, lambda q_end: jac_end)
+        v1, hit = arm_rules.plan(q, v0, rng.uniform(-5, 5, 7), jac, EE, ARM, DT, lambda q_end, j=jac_end: j)
         brake = trajectory.brake_step(v0, ARM.amax, DT)
         for rows, cap in ((slice(0, 3), caps[0]), (slice(3, 6), caps[1])):
             if np.linalg.norm(jac_end[rows] @ brake) <= cap:  # feasible at all: then it holds
@@ -128,9 +128,12 @@ def test_base_keeps_out_in_simulation() -> None:
     from qrobot.envs.core import QRobotEnv
 
     sc = load_scenario("pointnav")
-    sc = sc.model_copy(update={"room": sc.room.model_copy(update={"obstacles": [], "random_obstacles": 0}),
-                               "limits": sc.limits.model_copy(update={"overrides": {
-                                   "keep_out": [[0.6, -4.0, 4.0, 4.0]]}})})
+    sc = sc.model_copy(
+        update={
+            "room": sc.room.model_copy(update={"obstacles": [], "random_obstacles": 0}),
+            "limits": sc.limits.model_copy(update={"overrides": {"keep_out": [[0.6, -4.0, 4.0, 4.0]]}}),
+        }
+    )
     env = QRobotEnv(sc, images=False)
     env.reset(seed=0)
     env.robot._reset(-1.0, 0.0, 0.0)  # facing the zone (test-only placement)
@@ -147,10 +150,10 @@ def test_overrides_apply_and_bad_ones_are_one_line_errors(tmp_path: Path) -> Non
     assert lim.base.v_max == 0.3 and lim.base.ssm.warning_band == 1.0
     text = (scenario_dir() / "pointnav.toml").read_text()
     cases = {
-        '[limits]\noverrides = { v_maxx = 0.3 }\n': "limits.overrides.v_maxx: unknown limit for robot 'diffbot'; accepted:",
-        '[limits]\noverrides = { v_max = -1.0 }\n': "limits.overrides.v_max: must be a finite number in [1e-06, 1000]",
+        "[limits]\noverrides = { v_maxx = 0.3 }\n": "limits.overrides.v_maxx: unknown limit for robot 'diffbot'; accepted:",
+        "[limits]\noverrides = { v_max = -1.0 }\n": "limits.overrides.v_max: must be a finite number in [1e-06, 1000]",
         '[limits]\noverrides = { "ssm.enabled" = false }\n': "limits.overrides.ssm.enabled: unknown limit",
-        '[limits]\noverrides = { keep_out = [[0, 0, 1]] }\n': "limits.overrides.keep_out: must be a list of",
+        "[limits]\noverrides = { keep_out = [[0, 0, 1]] }\n": "limits.overrides.keep_out: must be a list of",
         '[limits]\nprofile = "fast"\n': "limits.profile: Input should be 'default', 'test-only-no-ssm' or",
     }
     for extra, needle in cases.items():
@@ -166,10 +169,10 @@ def test_every_intervention_is_a_structured_event_and_counted_in_info() -> None:
 
     env = QRobotEnv("pointnav", images=False)
     env.reset(seed=0)
-    env.step(np.array([5.0, 0.0, 0.0], np.float32))      # clamp + acceleration
-    env.step(np.array([np.nan, 0.0, 0.0], np.float32))   # reject
-    env.step(np.array([0.0, 0.0, 0.0], np.float32))      # valid again (feeds the watchdog)
-    _, _, _, _, info = env.step("forward")                # reject (not numeric)
+    env.step(np.array([5.0, 0.0, 0.0], np.float32))  # clamp + acceleration
+    env.step(np.array([np.nan, 0.0, 0.0], np.float32))  # reject
+    env.step(np.array([0.0, 0.0, 0.0], np.float32))  # valid again (feeds the watchdog)
+    _, _, _, _, info = env.step("forward")  # reject (not numeric)
     rules = [e.rule for e in env.supervisor.events]
     assert rules.count("reject") == 2 and "clamp" in rules and "base_acceleration" in rules
     e = next(e for e in env.supervisor.events if e.rule == "clamp")
@@ -183,7 +186,8 @@ def test_every_intervention_is_a_structured_event_and_counted_in_info() -> None:
 def test_supervisor_has_no_off_switch() -> None:
     sup = Supervisor(default_limits("diffbot", DT), (0.5, 1.2), people="none")
     assert not [a for a in vars(sup) if "enable" in a or "bypass" in a or "disable" in a]
-    out = sup.filter([1.0, 0.0, 0.0], {"base_pose": np.zeros(3), "base_vel": np.zeros(2), "cmd_vel": np.zeros(2),
-                                       "time": 0.0})
+    out = sup.filter(
+        [1.0, 0.0, 0.0], {"base_pose": np.zeros(3), "base_vel": np.zeros(2), "cmd_vel": np.zeros(2), "time": 0.0}
+    )
     assert isinstance(out, SafeCommand) and out.values[0] == pytest.approx(0.15)  # accel-limited start
     assert isinstance(sup.filter([1.0, 0, 0], {"time": 0.1}), Stop)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from qrobot.envs.core import QRobotEnv
 from qrobot.policies import make_policy
+
 from qrobot.runner import run_episode
 from qrobot.safety.command import SafeCommand, Stop
 from qrobot.safety.limits import SSMParams, default_limits
@@ -32,8 +32,14 @@ def test_protective_distance_formula() -> None:
 
 
 def _state(t: float, person_x: float, v: float = 0.0) -> dict:
-    return {"base_pose": np.zeros(3), "base_vel": np.array([v, 0.0]), "cmd_vel": np.array([v, 0.0]), "time": t,
-            "people": np.array([[person_x, 0.0]]), "people_radius": np.array([0.25])}
+    return {
+        "base_pose": np.zeros(3),
+        "base_vel": np.array([v, 0.0]),
+        "cmd_vel": np.array([v, 0.0]),
+        "time": t,
+        "people": np.array([[person_x, 0.0]]),
+        "people_radius": np.array([0.25]),
+    }
 
 
 def test_slowdown_band_protective_stop_and_timed_resume() -> None:
@@ -64,12 +70,15 @@ def _intrusions(ssm: bool, episodes: int) -> tuple[float, float, float]:
     pol = make_policy("expert", env)
     rs = [run_episode(env, pol, k, 1000 + k) for k in range(episodes)]
     env.close()
-    return (sum(r.metrics["intrusions"] for r in rs), float(np.mean([r.success for r in rs])),
-            min(r.metrics["min_person_clearance"] for r in rs))
+    return (
+        sum(r.metrics["intrusions"] for r in rs),
+        float(np.mean([r.success for r in rs])),
+        min(r.metrics["min_person_clearance"] for r in rs),
+    )
 
 
 def test_people_walking_into_the_path_zero_intrusions_only_with_ssm() -> None:
-    on, success_on, clearance_on = _intrusions(ssm=True, episodes=6)
+    on, success_on, _clearance_on = _intrusions(ssm=True, episodes=6)
     off, _, _ = _intrusions(ssm=False, episodes=6)
     assert on == 0 and success_on >= 5 / 6
     assert off > 0  # the same runs without the rule do intrude: the test can fail

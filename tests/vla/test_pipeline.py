@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from qrobot.cli import main
 from qrobot.envs.core import QRobotEnv
 from qrobot.policies import make_policy
+
+from qrobot.cli import main
 from qrobot.vla.data import action_chunk, camera_point, future_waypoints, load_episodes
 from qrobot.vla.geometry import TableRays, ray_config
 
@@ -26,8 +26,10 @@ def test_smoke_collect_train_run(tmp_path: Path, capsys) -> None:
     assert main(["train", "--dataset", str(ds), "--out", str(ckpt), "--steps", "20", "--batch", "4"]) == 0
     assert (ckpt / "vla_config.json").is_file() and (ckpt / "backbone" / "config.json").is_file()
     capsys.readouterr()
-    assert main(["run", "pick_place", "--policy", "qwen-vla", "--checkpoint", str(ckpt), "--episodes", "1",
-                 "--no-record"]) == 0
+    assert (
+        main(["run", "pick_place", "--policy", "qwen-vla", "--checkpoint", str(ckpt), "--episodes", "1", "--no-record"])
+        == 0
+    )
     assert "pick_place / qwen-vla: success" in capsys.readouterr().out
 
 
@@ -40,8 +42,9 @@ def test_vla_policy_sees_only_the_observation(tmp_path: Path) -> None:
     main(["train", "--dataset", str(ds), "--out", str(ckpt), "--steps", "10", "--batch", "4"])
     env = QRobotEnv("pointnav", images=True)
     policy = make_policy("qwen-vla", env, checkpoint=str(ckpt))
-    assert not any(isinstance(v, QRobotEnv) or callable(getattr(v, "privileged_state", None))
-                   for v in vars(policy).values())  # no handle on the env or its privileged channel
+    assert not any(
+        isinstance(v, QRobotEnv) or callable(getattr(v, "privileged_state", None)) for v in vars(policy).values()
+    )  # no handle on the env or its privileged channel
     obs, _ = env.reset(seed=0)
     policy.reset(obs["instruction"])
     action = policy.act(obs)  # from images, proprio, instruction and the goal vector only
@@ -59,8 +62,11 @@ def _where_rendered(env: QRobotEnv, camera: str, name: str) -> tuple[int, np.nda
     after, _ = env.sim.render(cam)
     env.sim._set_pose(name, pos, orn)
     rows, cols = np.nonzero(np.abs(before.astype(int) - after).max(-1) > 30)
-    centre = np.array([(cols.mean() + 0.5) / cam.width * 2 - 1, (rows.mean() + 0.5) / cam.height * 2 - 1]) \
-        if len(rows) else np.full(2, np.nan)
+    centre = (
+        np.array([(cols.mean() + 0.5) / cam.width * 2 - 1, (rows.mean() + 0.5) / cam.height * 2 - 1])
+        if len(rows)
+        else np.full(2, np.nan)
+    )
     return len(rows), centre
 
 
@@ -77,7 +83,7 @@ def test_keypoint_labels_are_where_the_cameras_see_the_cube() -> None:
         obs, _ = env.reset(seed=seed)
         for name in env.task.cubes:
             pixels, seen = _where_rendered(env, "scene", name)
-            assert pixels > 40   # the cube is in view
+            assert pixels > 40  # the cube is in view
             np.testing.assert_allclose(label("scene", name, obs["proprio"]), seen, atol=0.03)
     obs, _ = env.reset(seed=0)
     expert = make_policy("expert", env)
@@ -85,7 +91,7 @@ def test_keypoint_labels_are_where_the_cameras_see_the_cube() -> None:
     checked = 0
     for _ in range(10):
         pixels, seen = _where_rendered(env, "wrist", env.task.target_name)
-        if 100 < pixels < 600:   # wholly in view (close up the image edge cuts it)
+        if 100 < pixels < 600:  # wholly in view (close up the image edge cuts it)
             np.testing.assert_allclose(label("wrist", env.task.target_name, obs["proprio"]), seen, atol=0.03)
             checked += 1
         obs, *_ = env.step(expert.act(obs))
@@ -102,8 +108,8 @@ def test_table_rays_put_a_rendered_cube_where_it_rests() -> None:
     cube = env.task.target_name
     rest_z = float(env.sim.pose(cube)[0][2])
     spec = ray_config(env.scenario.cameras, "panda", rest_z)
-    wide = (np.full(13, -10.0), np.full(13, 10.0))        # normalised state = raw / 10
-    rays = TableRays(spec, wide, (np.full(8, -1.0), np.full(8, 1.0)))   # normalised grounding = metres
+    wide = (np.full(13, -10.0), np.full(13, 10.0))  # normalised state = raw / 10
+    rays = TableRays(spec, wide, (np.full(8, -1.0), np.full(8, 1.0)))  # normalised grounding = metres
     expert = make_policy("expert", env)
     expert.reset(obs["instruction"])
     errors = {"scene": [], "wrist": []}
@@ -114,7 +120,7 @@ def test_table_rays_put_a_rendered_cube_where_it_rests() -> None:
         placed = rays(points, state)[0].numpy()
         truth = np.array(env.sim.pose(cube)[0][:2]) - env.robot_state()["ee_pos"][:2]
         for (pixels, _), cam, xy in zip(seen, env.scenario.cameras, placed):
-            if 100 < pixels < 600 or (cam.name == "scene" and pixels > 40):   # wholly in view
+            if 100 < pixels < 600 or (cam.name == "scene" and pixels > 40):  # wholly in view
                 errors[cam.name].append(float(np.linalg.norm(xy - truth)))
         obs, *_ = env.step(expert.act(obs))
     env.close()

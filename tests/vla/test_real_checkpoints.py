@@ -38,70 +38,183 @@ PUBLISHED = {
     # Qwen/Qwen2.5-VL-3B-Instruct (the flat layout of transformers 4.4x): two full copies of
     # config.json in public code agree on every field here; a model summary repeats the
     # vision window 112 and full attention in blocks 7/15/23/31.
-    "Qwen/Qwen2.5-VL-3B-Instruct": ("qwen2.5-vl", {
-        "model_type": "qwen2_5_vl", "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
-        "num_attention_heads": 16, "num_key_value_heads": 2, "vocab_size": 151936, "rms_norm_eps": 1e-6,
-        "max_position_embeddings": 128000, "rope_theta": 1000000.0, "tie_word_embeddings": True,
-        "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
-        "bos_token_id": 151643, "eos_token_id": 151645, "vision_start_token_id": 151652,
-        "vision_end_token_id": 151653, "image_token_id": 151655, "video_token_id": 151656,
-        "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-                          "out_hidden_size": 2048, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
-                          "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
-                          "tokens_per_second": 2, "hidden_act": "silu"}}),
+    "Qwen/Qwen2.5-VL-3B-Instruct": (
+        "qwen2.5-vl",
+        {
+            "model_type": "qwen2_5_vl",
+            "hidden_size": 2048,
+            "intermediate_size": 11008,
+            "num_hidden_layers": 36,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 2,
+            "vocab_size": 151936,
+            "rms_norm_eps": 1e-6,
+            "max_position_embeddings": 128000,
+            "rope_theta": 1000000.0,
+            "tie_word_embeddings": True,
+            "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+            "bos_token_id": 151643,
+            "eos_token_id": 151645,
+            "vision_start_token_id": 151652,
+            "vision_end_token_id": 151653,
+            "image_token_id": 151655,
+            "video_token_id": 151656,
+            "vision_config": {
+                "depth": 32,
+                "hidden_size": 1280,
+                "intermediate_size": 3420,
+                "num_heads": 16,
+                "out_hidden_size": 2048,
+                "window_size": 112,
+                "fullatt_block_indexes": [7, 15, 23, 31],
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "tokens_per_second": 2,
+                "hidden_act": "silu",
+            },
+        },
+    ),
     # Qwen/Qwen3-VL-2B-Instruct: a copy of config.json in a test suite (text fields, deepstack,
     # out size) and an engine's defaults "aligned with config.json" (all fields, incl. tying,
     # M-RoPE [24, 20, 20], rope theta 5e6, the 2304 position embeddings).
-    "Qwen/Qwen3-VL-2B-Instruct": ("qwen3-vl", {
-        "model_type": "qwen3_vl", "tie_word_embeddings": True, "image_token_id": 151655,
-        "video_token_id": 151656, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
-        "text_config": {"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28,
-                        "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
-                        "max_position_embeddings": 262144, "rope_theta": 5000000, "tie_word_embeddings": True,
-                        "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20],
-                                         "mrope_interleaved": True}},
-        "vision_config": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
-                          "out_hidden_size": 2048, "deepstack_visual_indexes": [5, 11, 17],
-                          "num_position_embeddings": 2304, "patch_size": 16, "spatial_merge_size": 2,
-                          "temporal_patch_size": 2, "hidden_act": "gelu_pytorch_tanh"}}),
+    "Qwen/Qwen3-VL-2B-Instruct": (
+        "qwen3-vl",
+        {
+            "model_type": "qwen3_vl",
+            "tie_word_embeddings": True,
+            "image_token_id": 151655,
+            "video_token_id": 151656,
+            "vision_start_token_id": 151652,
+            "vision_end_token_id": 151653,
+            "text_config": {
+                "hidden_size": 2048,
+                "intermediate_size": 6144,
+                "num_hidden_layers": 28,
+                "num_attention_heads": 16,
+                "num_key_value_heads": 8,
+                "head_dim": 128,
+                "vocab_size": 151936,
+                "max_position_embeddings": 262144,
+                "rope_theta": 5000000,
+                "tie_word_embeddings": True,
+                "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True},
+            },
+            "vision_config": {
+                "depth": 24,
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "num_heads": 16,
+                "out_hidden_size": 2048,
+                "deepstack_visual_indexes": [5, 11, 17],
+                "num_position_embeddings": 2304,
+                "patch_size": 16,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "hidden_act": "gelu_pytorch_tanh",
+            },
+        },
+    ),
     # Qwen/Qwen3-VL-4B-Instruct: three public copies of config.json agree on every field here.
-    "Qwen/Qwen3-VL-4B-Instruct": ("qwen3-vl", {
-        "model_type": "qwen3_vl", "tie_word_embeddings": True, "image_token_id": 151655,
-        "video_token_id": 151656, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
-        "text_config": {"hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
-                        "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
-                        "max_position_embeddings": 262144, "rope_theta": 5000000, "tie_word_embeddings": True,
-                        "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20],
-                                         "mrope_interleaved": True}},
-        "vision_config": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
-                          "out_hidden_size": 2560, "deepstack_visual_indexes": [5, 11, 17],
-                          "num_position_embeddings": 2304, "patch_size": 16, "spatial_merge_size": 2,
-                          "temporal_patch_size": 2, "hidden_act": "gelu_pytorch_tanh"}}),
+    "Qwen/Qwen3-VL-4B-Instruct": (
+        "qwen3-vl",
+        {
+            "model_type": "qwen3_vl",
+            "tie_word_embeddings": True,
+            "image_token_id": 151655,
+            "video_token_id": 151656,
+            "vision_start_token_id": 151652,
+            "vision_end_token_id": 151653,
+            "text_config": {
+                "hidden_size": 2560,
+                "intermediate_size": 9728,
+                "num_hidden_layers": 36,
+                "num_attention_heads": 32,
+                "num_key_value_heads": 8,
+                "head_dim": 128,
+                "vocab_size": 151936,
+                "max_position_embeddings": 262144,
+                "rope_theta": 5000000,
+                "tie_word_embeddings": True,
+                "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True},
+            },
+            "vision_config": {
+                "depth": 24,
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "num_heads": 16,
+                "out_hidden_size": 2560,
+                "deepstack_visual_indexes": [5, 11, 17],
+                "num_position_embeddings": 2304,
+                "patch_size": 16,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "hidden_act": "gelu_pytorch_tanh",
+            },
+        },
+    ),
     # Qwen/Qwen3.5-4B: text from a GGUF inspection of the checkpoint (32 layers, 16/4 heads of
     # 256, linear heads 16 k / 32 v of 128, conv 4, every 4th layer full, rope 1e7 on 25%,
     # vocab 248320) and a published config of a fine-tune of it (intermediate 9216, M-RoPE
     # [11, 11, 10], tied); vision: the timm port of the Qwen3.5 towers (2B/4B: 1024 wide,
     # 24 deep, 16 heads, MLP 4096, no deepstack); vision ids: transformers' Qwen3_5Config.
-    "Qwen/Qwen3.5-4B": ("qwen3.5", {
-        "model_type": "qwen3_5", "tie_word_embeddings": True, "image_token_id": 248056,
-        "video_token_id": 248057, "vision_start_token_id": 248053, "vision_end_token_id": 248054,
-        "text_config": {"hidden_size": 2560, "intermediate_size": 9216, "num_hidden_layers": 32,
-                        "num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 256, "vocab_size": 248320,
-                        "linear_num_key_heads": 16, "linear_num_value_heads": 32, "linear_key_head_dim": 128,
-                        "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4, "full_attention_interval": 4,
-                        "max_position_embeddings": 262144, "tie_word_embeddings": True,
-                        "rope_parameters": {"rope_type": "default", "rope_theta": 10000000,
-                                            "partial_rotary_factor": 0.25, "mrope_section": [11, 11, 10],
-                                            "mrope_interleaved": True}},
-        "vision_config": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
-                          "out_hidden_size": 2560, "num_position_embeddings": 2304, "patch_size": 16,
-                          "spatial_merge_size": 2, "temporal_patch_size": 2, "deepstack_visual_indexes": []}}),
+    "Qwen/Qwen3.5-4B": (
+        "qwen3.5",
+        {
+            "model_type": "qwen3_5",
+            "tie_word_embeddings": True,
+            "image_token_id": 248056,
+            "video_token_id": 248057,
+            "vision_start_token_id": 248053,
+            "vision_end_token_id": 248054,
+            "text_config": {
+                "hidden_size": 2560,
+                "intermediate_size": 9216,
+                "num_hidden_layers": 32,
+                "num_attention_heads": 16,
+                "num_key_value_heads": 4,
+                "head_dim": 256,
+                "vocab_size": 248320,
+                "linear_num_key_heads": 16,
+                "linear_num_value_heads": 32,
+                "linear_key_head_dim": 128,
+                "linear_value_head_dim": 128,
+                "linear_conv_kernel_dim": 4,
+                "full_attention_interval": 4,
+                "max_position_embeddings": 262144,
+                "tie_word_embeddings": True,
+                "rope_parameters": {
+                    "rope_type": "default",
+                    "rope_theta": 10000000,
+                    "partial_rotary_factor": 0.25,
+                    "mrope_section": [11, 11, 10],
+                    "mrope_interleaved": True,
+                },
+            },
+            "vision_config": {
+                "depth": 24,
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "num_heads": 16,
+                "out_hidden_size": 2560,
+                "num_position_embeddings": 2304,
+                "patch_size": 16,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "deepstack_visual_indexes": [],
+            },
+        },
+    ),
 }
 # Parameter counts in billions, tied embeddings counted once, as computed from the meta tensors
 # (3.755, 2.128, 4.438, 4.539); 4.44 B for Qwen3-VL-4B is also a published figure. The 1024-wide
 # vision tower without its mergers comes to 306.2 M (timm's port of it lists 305.5 M).
-PARAMS_B = {"Qwen/Qwen2.5-VL-3B-Instruct": (3.74, 3.76), "Qwen/Qwen3-VL-2B-Instruct": (2.12, 2.14),
-            "Qwen/Qwen3-VL-4B-Instruct": (4.43, 4.45), "Qwen/Qwen3.5-4B": (4.45, 4.6)}
+PARAMS_B = {
+    "Qwen/Qwen2.5-VL-3B-Instruct": (3.74, 3.76),
+    "Qwen/Qwen3-VL-2B-Instruct": (2.12, 2.14),
+    "Qwen/Qwen3-VL-4B-Instruct": (4.43, 4.45),
+    "Qwen/Qwen3.5-4B": (4.45, 4.6),
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -128,9 +241,13 @@ def _real_tokenizer(family: str, source: str) -> CheckpointTokenizer:
 
 def _batch(b: int, cams: int, side: int) -> dict:
     g = torch.Generator().manual_seed(0)
-    return {"images": torch.randint(0, 256, (b, cams, side, side, 3), dtype=torch.uint8, generator=g),
-            "texts": [TEXTS[i % 2] for i in range(b)], "state": torch.randn(b, 13, generator=g),
-            "actions": torch.rand(b, 8, 5, generator=g) * 2 - 1, "waypoints": torch.rand(b, 8, 3, generator=g)}
+    return {
+        "images": torch.randint(0, 256, (b, cams, side, side, 3), dtype=torch.uint8, generator=g),
+        "texts": [TEXTS[i % 2] for i in range(b)],
+        "state": torch.randn(b, 13, generator=g),
+        "actions": torch.rand(b, 8, 5, generator=g) * 2 - 1,
+        "waypoints": torch.rand(b, 8, 3, generator=g),
+    }
 
 
 def _published_settings(family: str) -> hub.ImageSettings:
@@ -160,8 +277,9 @@ def test_published_config_wires_and_traces_on_meta(hub_id: str) -> None:
 
     hidden = backbone.config.text_config.hidden_size
     assert hidden == published.get("text_config", published)["hidden_size"]
-    vla = QwenVLA(VLAConfig(backbone=hub_id, family=family, image_side=side), _real_tokenizer(family, hub_id),
-                  backbone=backbone)
+    vla = QwenVLA(
+        VLAConfig(backbone=hub_id, family=family, image_side=side), _real_tokenizer(family, hub_id), backbone=backbone
+    )
     assert vla.flow.context.in_features == hidden  # the heads attach to the real width
     assert vla.tokenizer.encode(TEXTS[0]) == _genuine(fam.bpe).encode(TEXTS[0])
 
@@ -180,7 +298,7 @@ def test_published_config_wires_and_traces_on_meta(hub_id: str) -> None:
 
 
 def test_image_side_below_the_processor_floor_is_refused() -> None:
-    with pytest.raises(QrobotError, match="use e.g. image_side=256"):
+    with pytest.raises(QrobotError, match=r"use e\.g\. image_side=256"):
         _published_settings("qwen3-vl").check_side(128)  # the tiny default side: upscaled by the real processor
     _published_settings("qwen2.5-vl").check_side(112)
 
@@ -206,7 +324,10 @@ def test_tiny_checkpoint_reloads_like_a_hub_id(family: str, tmp_path: Path) -> N
         assert hf.encode(text, add_special_tokens=False) == tok.encode(text) == genuine.encode(text)
     ids = GENUINE_IDS[family]
     assert hf.convert_tokens_to_ids(["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]) == [
-        backbone.config.vision_start_token_id, backbone.config.image_token_id, backbone.config.vision_end_token_id]
+        backbone.config.vision_start_token_id,
+        backbone.config.image_token_id,
+        backbone.config.vision_end_token_id,
+    ]
     assert backbone.config.text_config.vocab_size == ids.vocab_size >= len(hf) == tok.vocab_size
 
     proc = AutoImageProcessor.from_pretrained(ckpt, backend="pil")
@@ -221,8 +342,9 @@ def test_tiny_checkpoint_reloads_like_a_hub_id(family: str, tmp_path: Path) -> N
 
     # QwenVLA on the reloaded backbone (what it would build from config.backbone) and the
     # checkpoint's own tokenizer
-    vla = QwenVLA(VLAConfig(backbone=str(ckpt), family=family, image_side=side, cameras=["scene"]), tok,
-                  backbone=backbone).eval()
+    vla = QwenVLA(
+        VLAConfig(backbone=str(ckpt), family=family, image_side=side, cameras=["scene"]), tok, backbone=backbone
+    ).eval()
     batch = _batch(2, 1, side)
     loss = vla.loss(batch, torch.Generator().manual_seed(0))
     assert torch.isfinite(loss)
@@ -234,13 +356,15 @@ def test_tiny_checkpoint_reloads_like_a_hub_id(family: str, tmp_path: Path) -> N
     again = QwenVLA.from_pretrained(tmp_path / "vla")
     assert isinstance(again.tokenizer, CheckpointTokenizer)
     assert again.tokenizer.encode(HARD_TEXT) == tok.encode(HARD_TEXT)
-    assert torch.equal(chunk, again.predict_chunk(batch["images"], batch["texts"], batch["state"],
-                                                  torch.Generator().manual_seed(1)))
+    assert torch.equal(
+        chunk, again.predict_chunk(batch["images"], batch["texts"], batch["state"], torch.Generator().manual_seed(1))
+    )
 
 
 def test_trimmed_vocab_files_without_a_kind_still_load(tmp_path: Path) -> None:
     tok = InstructionTokenizer.from_corpus("qwen2.5-72b-instruct", TEXTS)
     (tmp_path / "instruction_vocab.json").write_text(  # the layout saved before "kind" existed
-        '{"bpe": "qwen2.5-72b-instruct", "qwen_ids": %s}\n' % tok.qwen_ids)
+        f'{{"bpe": "qwen2.5-72b-instruct", "qwen_ids": {tok.qwen_ids}}}\n'
+    )
     again = InstructionTokenizer.load(tmp_path)
     assert type(again) is InstructionTokenizer and again.encode(TEXTS[0]) == tok.encode(TEXTS[0])

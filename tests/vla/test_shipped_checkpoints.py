@@ -5,10 +5,10 @@ held-out seeds (the 50-seed figures are in the README, from `qrobot eval`)."""
 from __future__ import annotations
 
 import numpy as np
-
 from qrobot.envs.core import QRobotEnv
 from qrobot.policies import CHECKPOINTS, SHIPPED, make_policy
 from qrobot.policies.vla import REPLAN
+
 from qrobot.runner import binomial_floor
 from qrobot.vla.evaluate import evaluate
 
@@ -71,9 +71,9 @@ def test_arm_policy_predicts_again_after_replan_actions() -> None:
         assert policy.replan == (replan or REPLAN)
         calls = []
         predict = policy.predict_chunk
-        policy.predict_chunk = lambda o: calls.append(1) or predict(o)
+        policy.predict_chunk = lambda o, c=calls, f=predict: c.append(1) or f(o)
         policy.reset(obs["instruction"])
         for _ in range(6):
             policy.act(obs)
-        assert len(calls) == -(-6 // policy.replan)   # a new chunk on the first act and after each replan
+        assert len(calls) == -(-6 // policy.replan)  # a new chunk on the first act and after each replan
     env.close()

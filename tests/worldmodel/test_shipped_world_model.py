@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from qrobot.envs.core import QRobotEnv
 from qrobot.policies import CHECKPOINTS
+
 from qrobot.runner import run_episode
 from qrobot.scenario import load_scenario
 from qrobot.worldmodel.data import wm_collect

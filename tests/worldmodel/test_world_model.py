@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from qrobot.envs.core import QRobotEnv
+from qrobot.policies import make_policy
 
 from qrobot.cli import main
-from qrobot.envs.core import QRobotEnv
 from qrobot.errors import QrobotError
-from qrobot.policies import make_policy
 from qrobot.record import EpisodeRecorder, summarize_rrd
 from qrobot.runner import run_episode
 from qrobot.scenario import load_scenario
@@ -91,12 +91,12 @@ def test_log_mse_term_asks_a_still_frame_to_be_exact(trained: tuple[Path, Path])
     # the same small error costs more under the log term when the rest of the frame is exact
     _, eps = load_wm_episodes(trained[0])
     batch = batch_of(eps, [(0, 5)], 3, 8)
-    batch["target"] = np.repeat(batch["context"][:, -1:], 8, 1)   # a still future: copy-last is exact
+    batch["target"] = np.repeat(batch["context"][:, -1:], 8, 1)  # a still future: copy-last is exact
     model = WorldModel(WMConfig())
     exact, _ = wm_loss(model, batch, [0], log_weight=0.01)
     plain, _ = wm_loss(model, batch, [0], log_weight=0.0)
     with torch.no_grad():
-        model.out.bias.fill_(0.003)   # a faint change everywhere (about 1 grey level)
+        model.out.bias.fill_(0.003)  # a faint change everywhere (about 1 grey level)
     faint, _ = wm_loss(model, batch, [0], log_weight=0.01)
     faint_plain, _ = wm_loss(model, batch, [0], log_weight=0.0)
     assert (faint - exact) > 10 * (faint_plain - plain)
@@ -131,10 +131,14 @@ def test_wm_eval_reports_model_and_copy_last(trained: tuple[Path, Path], tmp_pat
     picks = [(e, t) for e, ep in enumerate(eps) for t in range(0, len(ep.actions) - 7, 4)]
     b = batch_of(eps, picks, 3, 8)
     mse = ((to_tensor(b["context"][:, -1]) - to_tensor(b["target"][:, 0])) ** 2).mean((1, 2, 3))
-    assert res["copy_last"]["psnr_h1"] == pytest.approx(float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean()),
-                                                        rel=1e-4)
-    assert res["windows"] == len(picks) and set(res["bars_met"]) == {"changed_psnr_gain_h8", "delta_t_psnr",
-                                                                      "collision_auroc"}
+    assert res["copy_last"]["psnr_h1"] == pytest.approx(
+        float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean()), rel=1e-4
+    )
+    assert res["windows"] == len(picks) and set(res["bars_met"]) == {
+        "changed_psnr_gain_h8",
+        "delta_t_psnr",
+        "collision_auroc",
+    }
 
 
 def test_foresight_in_the_env_is_recorded(trained: tuple[Path, Path], tmp_path: Path) -> None:
