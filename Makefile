@@ -35,11 +35,11 @@ test: setup
 check-models: setup
 	$(BIN)/python -m pytest -n 2 -q -m models
 
-# The scripted-expert table in the README (50 seeded episodes per scenario).
+# The scripted-expert table in docs/experts.md (50 seeded episodes per scenario).
 experts: setup
 	$(BIN)/qrobot bench --policies expert,random --episodes 50 --no-record --out runs/experts
 
-# The README's VLA table: shipped checkpoints on 50 held-out seeds each.
+# The VLA table in docs/vla.md: shipped checkpoints on 50 held-out seeds each.
 vla-eval: setup
 	$(BIN)/qrobot eval pick_place --episodes 50 --seed 10000 --checkpoint qrobot/checkpoints/pick_place
 	$(BIN)/qrobot eval pointnav --episodes 50 --seed 10000 --checkpoint qrobot/checkpoints/pointnav
@@ -65,7 +65,7 @@ world-model: setup
 	$(BIN)/qrobot wm-collect pointnav_clutter --episodes 150 --seed 10000 --out data/wm_held
 	$(BIN)/qrobot wm-train --dataset data/wm_train --out data/ckpt_wm --minutes 45 --threads 1
 
-# The README's world-model figures: held-out prediction quality, then foresight vs reactive rules.
+# The world-model figures in docs/world_model.md: held-out prediction quality, then foresight vs reactive rules.
 wm-eval: setup
 	test -d data/wm_held || $(BIN)/qrobot wm-collect pointnav_clutter --episodes 150 --seed 10000 --out data/wm_held
 	$(BIN)/qrobot wm-eval --checkpoint qrobot/checkpoints/world_model --dataset data/wm_held

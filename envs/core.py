@@ -7,7 +7,7 @@ action -> Supervisor.filter -> SafeCommand | Stop -> robot.apply -> physics.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -24,10 +24,13 @@ from qrobot.safety.supervisor import OperatorKey
 from qrobot.safety.view import SupervisorView
 from qrobot.scenario import INSTRUCTION_CHARSET, Scenario, load_scenario, people_source, scenario_limits
 from qrobot.sim import Camera, Sim
+from qrobot.tasks.base import Task
 from qrobot.tasks.manipulation import PickPlace, Reach, Stack
 from qrobot.tasks.navigation import ObjectNav, PointNav
 
-TASKS = {"reach": Reach, "pick_place": PickPlace, "stack": Stack, "pointnav": PointNav, "objectnav": ObjectNav}
+ARM_TASKS: dict[str, type[Reach | PickPlace | Stack]] = {"reach": Reach, "pick_place": PickPlace, "stack": Stack}
+NAV_TASKS: dict[str, type[PointNav | ObjectNav]] = {"pointnav": PointNav, "objectnav": ObjectNav}
+TASKS: dict[str, type[Task]] = {**ARM_TASKS, **NAV_TASKS}
 MOUNT_UP = {"world": (0.0, 0.0, 1.0), "wrist": (1.0, 0.0, 0.0), "base": (0.0, 0.0, 1.0)}  # in the mount's frame
 
 
@@ -46,7 +49,8 @@ class QRobotEnv(gym.Env):
             then imagines each command with it and slows the base before a predicted collision.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
+    # an instance attribute in gymnasium.Env: __init__ sets the scenario's render_fps per env
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array", "human"], "render_fps": 10}  # noqa: RUF012
 
     def __init__(
         self,
@@ -100,8 +104,8 @@ class QRobotEnv(gym.Env):
                 c.width,
                 c.height,
                 c.fov,
-                eye=tuple(c.eye),
-                target=tuple(c.target),
+                eye=(c.eye[0], c.eye[1], c.eye[2]),
+                target=(c.target[0], c.target[1], c.target[2]),
                 up=MOUNT_UP[c.mount],
                 body=None if c.mount == "world" else "robot",
                 link=HAND_LINK if c.mount == "wrist" else -1,
@@ -196,13 +200,13 @@ class QRobotEnv(gym.Env):
         kind = self._scenario.task.kind
         if self._scenario.robot == "panda":
             self._robot: PandaArm | DiffDriveBase = PandaArm(self._sim)
-            self._task = TASKS[kind](self._sim, self._scenario, self.robot_state)
+            self._task: Task = ARM_TASKS[kind](self._sim, self._scenario, self.robot_state)
         else:
             self._robot = DiffDriveBase(self._sim)
-            self._task = TASKS[kind](self._sim, self._scenario, self.robot_state, self._robot._reset)
+            self._task = nav = NAV_TASKS[kind](self._sim, self._scenario, self.robot_state, self._robot._reset)
             ref = self._reference.base  # intrusions are measured against the reference profile
-            self._task._protective_distance = lambda v: protective_distance(ref.ssm, v, ref.v_acc)
-            self._task._keep_out = [
+            nav._protective_distance = lambda v: protective_distance(ref.ssm, v, ref.v_acc)
+            nav._keep_out = [
                 ((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0)  # as (cx, cy, wx, wy) boxes
                 for x0, y0, x1, y1 in self._limits.base.keep_out
             ]

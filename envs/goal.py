@@ -15,13 +15,16 @@ not a point, so it has no wrapper.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from qrobot.errors import QrobotError
+
+if TYPE_CHECKING:
+    from .core import QRobotEnv  # relative: mypy checks this folder as `envs`, installed as `qrobot.envs`
 
 _POINTS = {  # task kind -> (achieved, desired) from the env's privileged state, and their size
     "reach": (lambda s: s["robot"]["ee_pos"], lambda s: s["target"], 3),
@@ -31,23 +34,28 @@ _POINTS = {  # task kind -> (achieved, desired) from the env's privileged state,
 }
 
 
+def _qrobot(env: gym.Env) -> QRobotEnv:
+    """The QRobotEnv under any wrappers (the wrapper is for qrobot envs)."""
+    return cast("QRobotEnv", env.unwrapped)
+
+
 class GoalConditioned(gym.Wrapper):
     """achieved_goal / desired_goal observations and compute_reward for HER."""
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        kind = env.unwrapped.scenario.task.kind
+        kind = _qrobot(env).scenario.task.kind
         if kind not in _POINTS:
             raise QrobotError(f"GoalConditioned: task {kind!r} has no point goal; supported: {sorted(_POINTS)}")
         self._achieved, self._desired, n = _POINTS[kind]
-        self.distance_threshold = float(env.unwrapped.scenario.task.success_distance)
+        self.distance_threshold = float(_qrobot(env).scenario.task.success_distance)
         box = spaces.Box(-np.inf, np.inf, (n,), np.float32)
         self.observation_space = spaces.Dict(
-            {**env.observation_space.spaces, "achieved_goal": box, "desired_goal": box}
+            {**cast(spaces.Dict, env.observation_space).spaces, "achieved_goal": box, "desired_goal": box}
         )
 
     def _goals(self, obs: dict[str, Any]) -> dict[str, Any]:
-        state = self.env.unwrapped.privileged_state()
+        state = _qrobot(self.env).privileged_state()
         return {
             **obs,
             "achieved_goal": np.asarray(self._achieved(state), np.float32).copy(),

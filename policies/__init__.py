@@ -5,16 +5,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import gymnasium as gym
+from gymnasium import spaces
 from qrobot.policies.base import HoldPolicy, Policy, RandomPolicy
-from qrobot.policies.experts import NavExpert, PickPlaceExpert, ReachExpert
+from qrobot.policies.experts import NavExpert, PickPlaceExpert, Privileged, ReachExpert
 from qrobot.policies.noisy import make_noisy
 
 import qrobot
 from qrobot.errors import QrobotError
+
+if TYPE_CHECKING:
+    from qrobot.bridge.remote import RemoteRobot
+    from qrobot.scenario import Scenario
 
 POLICY_NAMES = ("expert", "noisy-expert", "wander", "random", "hold", "qwen-vla")
 CHECKPOINTS = Path(qrobot.__file__).resolve().parent / "checkpoints"
@@ -25,7 +31,7 @@ SHIPPED = {
     if (CHECKPOINTS / kind / "vla_config.json").is_file()
 }
 _IMAGE_POLICIES = {"qwen-vla"}
-_EXPERTS = {
+_EXPERTS: dict[str, Callable[[Privileged], Policy]] = {
     "reach": ReachExpert,
     "pick_place": PickPlaceExpert,
     "stack": PickPlaceExpert,
@@ -56,9 +62,20 @@ def needs_images(name: str) -> bool:
     return name in _IMAGE_POLICIES
 
 
-def make_policy(name: str, env: gym.Env, seed: int = 0, **kwargs: Any) -> Policy:
+class TaskEnv(Protocol):
+    """What make_policy reads of `env.unwrapped`: a QRobotEnv, or a RemoteRobot over the
+    bridge. Only a QRobotEnv has the privileged channel the experts read; a remote robot
+    never gets an expert (`check_remote_policy` refuses them first)."""
+
+    @property
+    def scenario(self) -> Scenario: ...
+
+    def privileged_state(self) -> dict[str, Any]: ...
+
+
+def make_policy(name: str, env: gym.Env | RemoteRobot, seed: int = 0, **kwargs: Any) -> Policy:
     """Build the named policy for `env` (the expert matching its task)."""
-    base = env.unwrapped
+    base = cast(TaskEnv, env.unwrapped)
     if name == "expert":
         return _EXPERTS[base.scenario.task.kind](base.privileged_state)
     if name in ("noisy-expert", "wander"):
@@ -68,10 +85,10 @@ def make_policy(name: str, env: gym.Env, seed: int = 0, **kwargs: Any) -> Policy
                 f"has robot {base.scenario.robot!r} (use a pointnav or objectnav scenario)"
             )
         return make_noisy(name, lambda: make_policy("expert", env), seed)
-    if name == "random":
-        return RandomPolicy(env.action_space, seed)
+    if name == "random":  # (qrobot envs and remote robots act in a Box)
+        return RandomPolicy(cast(spaces.Box, env.action_space), seed)
     if name == "hold":
-        return HoldPolicy(env.action_space)
+        return HoldPolicy(cast(spaces.Box, env.action_space))
     if name == "qwen-vla":
         from qrobot.policies.vla import VLAPolicy  # torch/transformers only when asked for
 
@@ -93,4 +110,4 @@ def make_policy(name: str, env: gym.Env, seed: int = 0, **kwargs: Any) -> Policy
     raise QrobotError(f"unknown policy {name!r}; valid names: {', '.join(POLICY_NAMES)}")
 
 
-__all__ = ["POLICY_NAMES", "SHIPPED", "Policy", "make_policy", "needs_images", "unfit_reason"]
+__all__ = ["POLICY_NAMES", "SHIPPED", "Policy", "TaskEnv", "make_policy", "needs_images", "unfit_reason"]

@@ -148,15 +148,20 @@ class NavExpert:
                 return
         self.path = np.array([xy, xy])
 
+    def _planned(self) -> np.ndarray:
+        """The current path (act plans one before it follows it)."""
+        assert self.path is not None
+        return self.path
+
     def _lookahead(self, xy: np.ndarray) -> tuple[np.ndarray, float]:
-        path = self.path
+        path = self._planned()
         seg_d = [self._point_seg(xy, path[i], path[i + 1]) for i in range(len(path) - 1)]
         k = int(np.argmin(seg_d))
         remaining = self.LOOKAHEAD
         point = xy
         for i in range(k, len(path) - 1):
             a = xy if i == k else path[i]
-            seg = np.linalg.norm(path[i + 1] - a)
+            seg = float(np.linalg.norm(path[i + 1] - a))
             if seg >= remaining:
                 point = a + (path[i + 1] - a) * remaining / max(seg, 1e-9)
                 break
@@ -195,7 +200,7 @@ class NavExpert:
             point, off = self._lookahead(xy)
         d = point - xy
         alpha = _wrap(np.arctan2(d[1], d[0]) - yaw)
-        dist_end = float(np.linalg.norm(self.path[-1] - xy))
+        dist_end = float(np.linalg.norm(self._planned()[-1] - xy))
         v = MAX_V * max(np.cos(alpha), 0.0) ** 2 * min(1.0, 0.3 + dist_end / 0.8) if abs(alpha) < 1.0 else 0.0
         w = np.clip(2.0 * alpha, -MAX_W, MAX_W)
         heading = np.array([np.cos(yaw), np.sin(yaw)])

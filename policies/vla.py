@@ -17,7 +17,7 @@ import torch
 from qrobot.robots.diffbot import MAX_V, MAX_W
 from qrobot.vla.model import QwenVLA
 
-REPLAN = 4  # arm: actions of a chunk executed before predicting again (README: 1, 2, 4 compared)
+REPLAN = 4  # arm: actions of a chunk executed before predicting again (docs/vla.md: 1, 2, 4 compared)
 STOP_RADIUS = 0.12  # PointNav: stop when the goal vector says we are this close
 APPROACH_RADIUS = 0.5  # ... and steer straight at it from this close (see _track)
 STUCK_STEPS = 5  # driving forward yet not moving for this long: blocked ...
@@ -84,7 +84,7 @@ class VLAPolicy:
             return np.array([0.0, 0.0, 1.0], np.float32)
         if self.detour:
             return self.detour.popleft()
-        if self._no_progress(goal):  # oscillating in front of an obstacle: go round it (a detour)
+        if goal is not None and self._no_progress(goal):  # oscillating in front of an obstacle: go round it (a detour)
             side = (1.0 if goal[1] >= 0 else -1.0) * (-1.0) ** self.detours  # alternate sides
             self.detours += 1
             self.detour.extend(np.array([v_, side * w_, 0.0], np.float32) for v_, w_ in DETOUR)

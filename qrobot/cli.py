@@ -227,6 +227,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--runs-dir", type=_path, default=Path("runs"), help="where episodes.jsonl and summary.json go (runs/<run-id>/)"
     )
+    e.add_argument(
+        "--no-card",
+        dest="card",
+        action="store_false",
+        help="leave the checkpoint as it is (default: the figures go to its results.json and model card)",
+    )
     _json_flag(e)
     from qrobot.worldmodel.cli import add_parsers
 

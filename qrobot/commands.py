@@ -101,7 +101,7 @@ def run_cmd(args: argparse.Namespace) -> int:
 
     from qrobot.progress import Progress
     from qrobot.record import RunDir
-    from qrobot.runner import format_episode, format_summary, prepare, run_episodes, summarize
+    from qrobot.runner import EpisodeResult, format_episode, format_summary, prepare, run_episodes, summarize
 
     session = prepare(args.scenario, args.policy, args.gui, args.record, kwargs, args.foresight, seed)
     checkpoint = _checkpoint_used(args.policy, kwargs, sc.task.kind)
@@ -131,6 +131,11 @@ def run_cmd(args: argparse.Namespace) -> int:
     out = sys.stderr if args.json else sys.stdout
     bar = Progress(f"{sc.name}/{args.policy}", args.episodes, enabled=not args.quiet)
     results: list[Any] = []
+
+    def on_episode(r: EpisodeResult) -> None:
+        results.append(r)
+        bar.result(format_episode(r), out)
+
     status = "crashed"
     try:
         run_episodes(
@@ -139,7 +144,7 @@ def run_cmd(args: argparse.Namespace) -> int:
             seed,
             run_dir,
             args.record,
-            on_episode=lambda r: (results.append(r), bar.result(format_episode(r), out)),
+            on_episode=on_episode,
             progress=bar,
             row_extra={"checkpoint": checkpoint},
         )
@@ -234,7 +239,26 @@ def eval_cmd(args: argparse.Namespace) -> int:
             run_dir.finish(status)
     _emit(args, summary, lambda: print(to_markdown(report)))
     failed = report.get("policy_errors", 0) + report.get("env_errors", 0)
+    if args.card:
+        _record_eval(args, device, report, failed)
     return EXIT_EPISODE_FAILED if failed else EXIT_OK
+
+
+def _record_eval(args: argparse.Namespace, device: str, report: dict[str, Any], failed: int) -> None:
+    """Store the figures with the checkpoint (results.json) and regenerate its model card."""
+    import shlex
+
+    from qrobot import cards
+
+    if failed:
+        cards.warn(f"{args.checkpoint}: the model card was not updated ({failed} episodes ended in an error)")
+        return
+    argv = ["qrobot", "eval", args.scenario, "--episodes", str(args.episodes), "--seed", str(args.seed)]
+    argv += ["--checkpoint", str(args.checkpoint)] + (["--workers", str(args.workers)] if args.workers != 1 else [])
+    argv += (["--replan", str(args.replan)] if args.replan else []) + ([] if args.swap else ["--no-swap"])
+    argv += ["--device", device] if device != "cpu" else []
+    if cards.record_result(args.checkpoint, cards.vla_records(report, shlex.join(argv))):
+        LOG.info("figures stored in %s (model card: %s)", *(args.checkpoint / f for f in cards.FILES))
 
 
 def bench_cmd(args: argparse.Namespace) -> int:

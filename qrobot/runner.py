@@ -34,7 +34,7 @@ class EpisodeResult:
     steps: int
     end_reason: str
     metrics: dict[str, float] = field(default_factory=dict)
-    safety: dict[str, int] = field(default_factory=dict)
+    safety: dict[str, float] = field(default_factory=dict)  # Supervisor.counts()
     error: str = ""
     recording: str = ""
     limits_profile: str = "default"

@@ -22,7 +22,9 @@ from qrobot.feasibility import feasible
 from qrobot.palette import ColorName
 
 if TYPE_CHECKING:
-    from qrobot.safety.limits import Limits
+    from pydantic_core import ErrorDetails
+
+    from qrobot.safety.limits import Limits as SafetyLimits  # not the schema's Limits table below
 
 # Every number has a range (docs/scenarios.md lists them); NaN and infinities are refused.
 Coord = Annotated[float, Field(ge=-25.0, le=25.0, description="metres from the world origin")]
@@ -61,9 +63,9 @@ class Camera(_Strict):
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
     mount: Literal["world", "wrist", "base"] = "world"
-    width: int = Field(128, ge=16, le=1024)
-    height: int = Field(128, ge=16, le=1024)
-    fov: float = Field(60.0, gt=10.0, lt=170.0)
+    width: int = Field(default=128, ge=16, le=1024)
+    height: int = Field(default=128, ge=16, le=1024)
+    fov: float = Field(default=60.0, gt=10.0, lt=170.0)
     eye: Vec3
     target: Vec3
     depth: bool = False
@@ -87,16 +89,16 @@ class ObjectSet(_Colored):
 
     colors: list[ColorName] = Field(min_length=2, max_length=24)
     count: int = Field(ge=2, le=8)
-    size: float = Field(0.04, ge=0.02, le=0.06)
-    mass: float = Field(0.1, gt=0.0, le=1.0)
-    min_spacing: float = Field(0.09, ge=0.0, le=0.5)
+    size: float = Field(default=0.04, ge=0.02, le=0.06)
+    mass: float = Field(default=0.1, gt=0.0, le=1.0)
+    min_spacing: float = Field(default=0.09, ge=0.0, le=0.5)
 
 
 class ReceptacleSet(_Colored):
     """Bowls (square, low walls) the object goes into."""
 
     count: int = Field(ge=1, le=4)
-    size: float = Field(0.14, ge=0.08, le=0.25)
+    size: float = Field(default=0.14, ge=0.08, le=0.25)
 
 
 class _Task(_Strict):
@@ -116,8 +118,8 @@ class _Task(_Strict):
 
 class ReachTask(_Task):
     kind: Literal["reach"]
-    instructions: list[Template] = Field(["reach the target"], min_length=1, max_length=200)
-    success_distance: float = Field(0.05, ge=0.01, le=0.2)
+    instructions: list[Template] = Field(default=["reach the target"], min_length=1, max_length=200)
+    success_distance: float = Field(default=0.05, ge=0.01, le=0.2)
     target_region: Region
 
     @model_validator(mode="after")
@@ -129,7 +131,7 @@ class ReachTask(_Task):
 
 class PickPlaceTask(_Task):
     kind: Literal["pick_place"]
-    success_distance: float = Field(0.05, ge=0.01, le=0.2)
+    success_distance: float = Field(default=0.05, ge=0.01, le=0.2)
     objects: ObjectSet
     receptacles: ReceptacleSet
     region: Region
@@ -138,7 +140,7 @@ class PickPlaceTask(_Task):
 
 class StackTask(_Task):
     kind: Literal["stack"]
-    success_distance: float = Field(0.05, ge=0.01, le=0.2)
+    success_distance: float = Field(default=0.05, ge=0.01, le=0.2)
     objects: ObjectSet
     region: Region
     _placeholders = ("object", "base")
@@ -146,8 +148,8 @@ class StackTask(_Task):
 
 class PointNavTask(_Task):
     kind: Literal["pointnav"]
-    instructions: list[Template] = Field(["go to the goal point"], min_length=1, max_length=200)
-    success_distance: float = Field(0.2, ge=0.05, le=2.0)
+    instructions: list[Template] = Field(default=["go to the goal point"], min_length=1, max_length=200)
+    success_distance: float = Field(default=0.2, ge=0.05, le=2.0)
     geodesic_range: Annotated[list[Distance], Field(min_length=2, max_length=2)] = Field(
         description="min and max start-goal geodesic distance (m)"
     )
@@ -163,7 +165,7 @@ class LandmarkSet(_Colored):
 
 class ObjectNavTask(_Task):
     kind: Literal["objectnav"]
-    success_distance: float = Field(1.0, ge=0.1, le=3.0)
+    success_distance: float = Field(default=1.0, ge=0.1, le=3.0)
     landmarks: LandmarkSet
     geodesic_range: Annotated[list[Distance], Field(min_length=2, max_length=2)] = Field(
         description="min and max start-goal geodesic distance (m)"
@@ -181,7 +183,7 @@ class Obstacle(_Strict):
 
     center: Vec2
     size: Size2
-    height: float = Field(0.8, gt=0.05, le=3.0)
+    height: float = Field(default=0.8, gt=0.05, le=3.0)
     color: ColorName = "grey"
 
 
@@ -189,8 +191,8 @@ class Room(_Strict):
     """A walled rectangle centred at the origin, with fixed and random obstacles."""
 
     size: Annotated[list[RoomSide], Field(min_length=2, max_length=2)]
-    obstacles: list[Obstacle] = Field([], max_length=100)
-    random_obstacles: int = Field(0, ge=0, le=20)
+    obstacles: list[Obstacle] = Field(default=[], max_length=100)
+    random_obstacles: int = Field(default=0, ge=0, le=20)
     random_obstacle_size: Annotated[
         list[Annotated[float, Field(ge=0.1, le=3.0)]], Field(min_length=2, max_length=2)
     ] = [0.4, 1.0]
@@ -206,26 +208,26 @@ class Person(_Strict):
     """A kinematic capsule walking a closed loop of waypoints at constant speed."""
 
     waypoints: list[Vec2] = Field(min_length=2, max_length=50)
-    speed: float = Field(0.8, gt=0.0, le=2.5)
-    radius: float = Field(0.25, ge=0.1, le=0.6)
+    speed: float = Field(default=0.8, gt=0.0, le=2.5)
+    radius: float = Field(default=0.25, ge=0.1, le=0.6)
     random_phase: bool = True
-    yield_to_robot: bool = Field(True, description="step around the robot instead of into it")
+    yield_to_robot: bool = Field(default=True, description="step around the robot instead of into it")
 
 
 class Randomize(_Strict):
     """Domain randomisation applied at every reset."""
 
     light: bool = False
-    color_jitter: float = Field(0.0, ge=0.0, le=0.3)
+    color_jitter: float = Field(default=0.0, ge=0.0, le=0.3)
 
 
 class Sensing(_Strict):
     """The people sensor that feeds the supervisor's separation monitoring."""
 
-    people_latency: float = Field(0.1, ge=0.0, le=1.0)
-    people_noise: float = Field(0.02, ge=0.0, le=0.5)
+    people_latency: float = Field(default=0.1, ge=0.0, le=1.0)
+    people_noise: float = Field(default=0.02, ge=0.0, le=0.5)
     people: Literal["sensor", "none"] | None = Field(
-        None,
+        default=None,
         description='"none" declares that no person can be present; [[people]] imply "sensor". '
         "With neither, the supervisor refuses motion.",
     )
@@ -236,7 +238,7 @@ class Limits(_Strict):
     (dotted keys such as "v_max" or "ssm.warning_band"; see qrobot.safety.limits)."""
 
     profile: Literal["default", "test-only-no-ssm", "test-only-loosen"] = Field(
-        "default", description="test-only profiles are printed in every summary, run.json and recording"
+        default="default", description="test-only profiles are printed in every summary, run.json and recording"
     )
     overrides: dict[str, bool | float | list[float] | list[list[float]]] = {}
 
@@ -250,11 +252,11 @@ class Scenario(_Strict):
     robot: Literal["panda", "diffbot"]
     task: TaskConfig
     max_steps: int = Field(ge=5, le=5000)
-    control_hz: float = Field(10.0, gt=0.0, le=240.0)
+    control_hz: float = Field(default=10.0, gt=0.0, le=240.0)
     cameras: list[Camera] = Field(min_length=1, max_length=4)
     room: Room | None = None
-    people: list[Person] = Field([], max_length=10)
-    stop_at_rest_steps: int = Field(30, ge=0, le=1000)
+    people: list[Person] = Field(default=[], max_length=10)
+    stop_at_rest_steps: int = Field(default=30, ge=0, le=1000)
     randomize: Randomize = Randomize()
     sensing: Sensing = Sensing()
     limits: Limits = Limits()
@@ -381,7 +383,7 @@ def _model_at(model: Any, loc: tuple) -> Any:
 _UNION_TAGS = {"bool", "float", "int", "list[float]", "list[list[float]]"}
 
 
-def format_error(path: Path, err: dict) -> str:
+def format_error(path: Path, err: ErrorDetails) -> str:
     """One line: file: key: problem (accepted: ...)."""
     loc = tuple(p for p in err["loc"] if p not in _UNION_TAGS)
     kinds = {"reach", "pick_place", "stack", "pointnav", "objectnav"}
@@ -432,13 +434,13 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     return sc
 
 
-def people_source(sc: Scenario) -> str | None:
+def people_source(sc: Scenario) -> Literal["sensor", "none"] | None:
     """Where the supervisor gets people from: listed people are sensed; otherwise the
     scenario's declaration ("sensor", "none" or None: undeclared, motion refused)."""
     return "sensor" if sc.people else sc.sensing.people
 
 
-def scenario_limits(sc: Scenario) -> tuple[Limits, Limits]:
+def scenario_limits(sc: Scenario) -> tuple[SafetyLimits, SafetyLimits]:
     """(the limits the supervisor enforces, the robot's reference profile that safety
     metrics are measured against). ValueError if an override is refused."""
     from qrobot.safety.limits import apply_overrides, default_limits, with_room, with_sensor

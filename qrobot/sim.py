@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
@@ -105,6 +106,8 @@ class Sim:
         self._bodies: dict[str, int] = {}
         self._names: dict[int, str] = {}
         self._robots: set[int] = set()  # bodies only their backend may move
+        self._joint_names: dict[int, list[tuple[int, str]]] = {}
+        self.urdf_files: dict[str, Path] = {}
         self._time = 0.0
         self.version = 0  # bumped whenever physics state may have changed (state caches key on it)
         self._light: tuple[float, ...] = (0.6, 0.4, 2.0)
@@ -165,6 +168,8 @@ class Sim:
             globalScaling=scale,
             flags=pybullet.URDF_ENABLE_CACHED_GRAPHICS_SHAPES,
         )
+        found = Path(path) if Path(path).is_absolute() else Path(pybullet_data.getDataPath()) / path
+        self.urdf_files[name] = found  # for recordings: the robot is drawn from its own URDF
         return self._register(name, uid)
 
     def add_shape(
@@ -272,6 +277,17 @@ class Sim:
             if v[1] == -1 and v[2] in kinds:
                 out.append({"kind": kinds[v[2]], "size": tuple(v[3]), "offset": tuple(v[5]), "rgba": tuple(v[7])})
         return out
+
+    def joint_values(self, name: str) -> dict[str, float]:
+        """Positions of a body's moving joints (revolute, prismatic), by URDF joint name."""
+        uid = self._bodies[name]
+        if uid not in self._joint_names:
+            moving = (pybullet.JOINT_REVOLUTE, pybullet.JOINT_PRISMATIC)
+            infos = [self._client.getJointInfo(uid, j) for j in range(self._client.getNumJoints(uid))]
+            self._joint_names[uid] = [(i[0], i[1].decode()) for i in infos if i[2] in moving]
+        joints = self._joint_names[uid]
+        states = self._client.getJointStates(uid, [j for j, _ in joints]) if joints else []
+        return {n: float(st[0]) for (_, n), st in zip(joints, states)}
 
     def is_dynamic(self, name: str) -> bool:
         return self._client.getDynamicsInfo(self._bodies[name], -1)[0] > 0

@@ -1,7 +1,7 @@
-"""Scripted experts succeed on every scenario (a CI-sized sample of the README's table).
+"""Scripted experts succeed on every scenario (a CI-sized sample of the table in docs/experts.md).
 
 Episodes are bit-identical for a seed, so this is deterministic. The full table is
-`qrobot bench --policies expert --episodes 50` (see README).
+`qrobot bench --policies expert --episodes 50` (see docs/experts.md).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from qrobot.runner import binomial_floor, run, summarize, wilson_interval
 from qrobot.scenario import scenario_names
 
 EPISODES = 10
-SEED = 500  # disjoint from the README table's seeds 0..49
-# successes / episodes in the README's table (`make experts`, seeds 0-49). The floor is the
+SEED = 500  # disjoint from the docs/experts.md table's seeds 0..49
+# successes / episodes in docs/experts.md's table (`make experts`, seeds 0-49). The floor is the
 # binomial one for the low end of that figure's 95 % Wilson interval: an expert there fails
 # it with probability <= 1e-3 (at its reported rate, less still).
 REPORTED = {

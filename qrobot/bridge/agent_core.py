@@ -338,12 +338,12 @@ class AgentCore:
         why = (
             ("" if self._state == State.IDLE else f"cannot enable from {self._state.value}")
             or ("" if self._people else "the robot profile neither senses people nor declares none present")
-            or ("" if skew is not None else "clock offset unknown")
             or (
-                ""
+                "clock offset unknown"
+                if skew is None
+                else ""
                 if skew <= self.timing.max_skew
-                else f"clock skew {skew * 1e3:.0f} ms > "  # type: ignore[operator]
-                f"{self.timing.max_skew * 1e3:.0f} ms (aged since the last probe)"
+                else f"clock skew {skew * 1e3:.0f} ms > {self.timing.max_skew * 1e3:.0f} ms (aged since the last probe)"
             )
             or self._operator_ok(now)
         )

@@ -30,7 +30,7 @@ ACTION_NAMES = {"diffbot": ("v", "omega", "stop"), "panda": ("dx", "dy", "dz", "
 WARN_KINDS = ("reject", "deadline", "halt", "missed")
 
 
-def _level(kind: str, detail: str) -> str:
+def _level(kind: str, detail: str) -> rr.TextLogLevel:
     if kind == "state" and ("ESTOPPED" in detail.split(":")[0] or "FAULT" in detail.split(":")[0]):
         return rr.TextLogLevel.ERROR
     if kind in WARN_KINDS or kind.endswith("_refused"):

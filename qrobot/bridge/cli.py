@@ -205,7 +205,7 @@ def _operator(args: argparse.Namespace) -> int:
         if args.estop:
             console.request("estop", key="estop")
             time.sleep(0.3)
-            print(f"qrobot/{args.name}: {console.watch.status.state}", flush=True)  # type: ignore[union-attr]
+            print(f"qrobot/{args.name}: {console.watch.status.state}", flush=True)
             return 0
         if args.reset:
             reply = console.request("reset")

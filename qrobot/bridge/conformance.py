@@ -3,7 +3,7 @@ latencies summarised (p50 / p99 / max) and its pass criterion (issue 18's table)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from qrobot.bridge import faults as f
 LOOP = 0.02
 
 
-def _stats(xs: list[float | None]) -> str:
+def _stats(xs: Sequence[float | None]) -> str:
     vals = [x for x in xs if x is not None]
     if not vals:
         return "-"

@@ -40,7 +40,7 @@ from qrobot.bridge.service import AgentService, ConsoleClient, PolicyClient, _as
 from qrobot.bridge.sim_adapter import SimAdapter
 from qrobot.bridge.transport import config, keys
 from qrobot.safety.limits import default_limits
-from qrobot.safety.supervisor import OperatorKey, Supervisor
+from qrobot.safety.supervisor import OperatorKey, Supervisor, as_people_source
 
 CIRCLE = np.array([1.0, 1.0, -1.0])  # full speed on a 0.42 m circle: the trials never reach a wall
 REST = 1e-3
@@ -161,8 +161,8 @@ class Rig:
             default_limits("diffbot", self.adapter.hello.control_dt),
             (0.5, 1.2),
             operator=self.key,
-            people=self.adapter.hello.people,
-        )  # type: ignore[arg-type]
+            people=as_people_source(self.adapter.hello.people),
+        )
         self.latch = tmp / "estop.json"
         self.core = AgentCore(3, Latch(self.latch), Timing(), people=True)
         self.agent = Agent(self.adapter, sup, self.core, self.key)
@@ -380,7 +380,7 @@ def forbidden(rig: Rig) -> dict[str, Any]:
             list(
                 session.get(
                     k["request"],
-                    payload=encode(Request(version=VERSION, op=op)),  # type: ignore[arg-type]
+                    payload=encode(Request(version=VERSION, op=op)),
                     timeout=0.3,
                 )
             )

@@ -32,7 +32,7 @@ class Entry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     action: bytes  # float32, little-endian
 
 
-class Command(_Msg, tag="command"):
+class Command(_Msg, frozen=True, tag="command"):
     """A chunk of expiring entries from the lease holder."""
 
     lease: str
@@ -42,7 +42,7 @@ class Command(_Msg, tag="command"):
     entries: list[Entry]
 
 
-class Lease(_Msg, tag="lease"):
+class Lease(_Msg, frozen=True, tag="lease"):
     """acquire / retain / return (policy role); take (console role only)."""
 
     op: Literal["acquire", "retain", "return", "take"]
@@ -50,7 +50,7 @@ class Lease(_Msg, tag="lease"):
     epoch: int = 0
 
 
-class LeaseGrant(_Msg, tag="lease_grant"):
+class LeaseGrant(_Msg, frozen=True, tag="lease_grant"):
     ok: bool
     lease: str = ""
     epoch: int = 0
@@ -58,7 +58,7 @@ class LeaseGrant(_Msg, tag="lease_grant"):
     reason: str = ""
 
 
-class Operator(_Msg, tag="operator"):
+class Operator(_Msg, frozen=True, tag="operator"):
     """The operator's heartbeat: the dead-man state and the answer to the agent's
     latest challenge (its value plus one)."""
 
@@ -66,14 +66,14 @@ class Operator(_Msg, tag="operator"):
     answer: int
 
 
-class Request(_Msg, tag="request"):
+class Request(_Msg, frozen=True, tag="request"):
     """Console actions: enable, reset (the e-stop latch), estop, approve."""
 
     op: Literal["enable", "reset", "estop", "approve"]
     detail: str = ""
 
 
-class ClockProbe(_Msg, tag="clock"):
+class ClockProbe(_Msg, frozen=True, tag="clock"):
     """Clock offset estimation, Spot-style: the client's send time, and its previous round
     (send, the agent's time in the reply, receive: all but the agent's on the client's
     clock), from which the agent learns the offset's uncertainty (half the round trip).
@@ -86,7 +86,7 @@ class ClockProbe(_Msg, tag="clock"):
     prev_received: float = 0.0
 
 
-class Status(_Msg, tag="status"):
+class Status(_Msg, frozen=True, tag="status"):
     """What the agent publishes at 20 Hz: its state, the challenge the operator's next
     heartbeat answers, the lease epoch, the e-stop reason, and the robot's last state."""
 
@@ -101,7 +101,7 @@ class Status(_Msg, tag="status"):
     safety: dict[str, float] = {}  # the agent's supervisor counts this episode (interventions by rule, ...)
 
 
-class Episode(_Msg, tag="episode"):
+class Episode(_Msg, frozen=True, tag="episode"):
     """Policy -> agent of a simulated robot, under its lease and while the robot is not
     moving: a new episode of the robot's scenario with this seed (the reply is a Reply)."""
 
@@ -110,7 +110,7 @@ class Episode(_Msg, tag="episode"):
     seed: int
 
 
-class Proposal(_Msg, tag="proposal"):
+class Proposal(_Msg, frozen=True, tag="proposal"):
     """Policy -> an agent that requires operator approval: the task it is about to run,
     bound to its lease. The console approves it by its digest (`digest`), so what the
     operator saw is what was approved; motion is capped at `speed_scale` of the limits."""
@@ -130,14 +130,14 @@ def digest(p: Proposal) -> str:
     return hashlib.sha256(fields.encode()).hexdigest()
 
 
-class Reply(_Msg, tag="reply"):
+class Reply(_Msg, frozen=True, tag="reply"):
     """The agent's answer to a query that is not about the lease or the clock."""
 
     ok: bool
     reason: str = ""
 
 
-class Observation(_Msg, tag="observation"):
+class Observation(_Msg, frozen=True, tag="observation"):
     """Robot -> policy (through the agent), once per control period after its physics:
     what a policy may see (camera images, proprioception, the goal vector, the
     instruction) and the task's own account (reward, success, end, metrics). Arrays are

@@ -39,6 +39,8 @@ class RemoteRobot:
     timeout: seconds to wait for an observation before the link counts as lost.
     """
 
+    _own_session: bool  # set by `connect` only: close() then closes the session it opened
+
     def __init__(self, session: zenoh.Session, robot: str, timeout: float = 2.0) -> None:
         self.session, self.name, self.timeout = session, robot, timeout
         self._cond = threading.Condition()

@@ -30,7 +30,7 @@ class _Frame(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field=
     version: int
 
 
-class Hello(_Frame, tag="hello"):
+class Hello(_Frame, frozen=True, tag="hello"):
     """Robot -> agent on connection: what it is and its period."""
 
     robot: str
@@ -43,7 +43,7 @@ class Hello(_Frame, tag="hello"):
     observations: bool = False  # it streams what the policy sees (`Observation`, once per period)
 
 
-class Pair(_Frame, tag="pair"):
+class Pair(_Frame, frozen=True, tag="pair"):
     """Agent -> robot: the supervisor's command secret and its braking rates, with proof
     that the agent holds the robot's pairing token (HMAC of the connection's nonce)."""
 
@@ -52,7 +52,7 @@ class Pair(_Frame, tag="pair"):
     proof: bytes = b""
 
 
-class RobotState(_Frame, tag="state"):
+class RobotState(_Frame, frozen=True, tag="state"):
     """Robot -> agent at the start of period `period`: every field float64, with shapes."""
 
     period: int
@@ -64,7 +64,7 @@ class RobotState(_Frame, tag="state"):
     episode: int = 0  # a simulated world's episode: a new one restarts its clock
 
 
-class Plan(_Frame, tag="plan"):
+class Plan(_Frame, frozen=True, tag="plan"):
     """Agent -> robot: the sealed plan for `period` and the action it came from."""
 
     period: int
@@ -74,14 +74,14 @@ class Plan(_Frame, tag="plan"):
     action: bytes = b""
 
 
-class Halt(_Frame, tag="halt"):
+class Halt(_Frame, frozen=True, tag="halt"):
     """Agent -> robot, any time: brake now from the current motion (a protective stop the
     robot executes itself; the next period's plan starts from the braking state)."""
 
     reason: str
 
 
-class Observation(_Frame, tag="observation"):
+class Observation(_Frame, frozen=True, tag="observation"):
     """Robot -> agent after each period's physics: what the policy sees, already encoded
     as a `qrobot.bridge.messages.Observation` (the agent forwards it untouched)."""
 
@@ -89,7 +89,7 @@ class Observation(_Frame, tag="observation"):
     data: bytes
 
 
-class Reset(_Frame, tag="reset"):
+class Reset(_Frame, frozen=True, tag="reset"):
     """Agent -> a simulated robot, only while it is not moving: a new episode of its
     scenario with this seed (applied between periods)."""
 

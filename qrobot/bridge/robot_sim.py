@@ -30,7 +30,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 
@@ -60,6 +60,10 @@ MIN_BRAKING = 0.5  # a pairing agent may ask for gentler braking than the robot'
 
 
 class RobotSim:
+    # this period's command and the policy's raw action (set by step, replaced by a plan)
+    _command: SafeCommand | Stop
+    _action: np.ndarray | None
+
     def __init__(
         self,
         scenario: str,
@@ -269,8 +273,8 @@ class RobotSim:
         self._accept()
         if self._reset_to is not None and self._at_rest():
             self._new_episode()
-        self._command: Any = Stop("watchdog")
-        self._action: np.ndarray | None = None
+        self._command = Stop("watchdog")
+        self._action = None
         if self.link is not None:
             fields, shapes = pack_state({k: v for k, v in self.env.supervisor_state().items() if k != "time"})
             try:
@@ -302,8 +306,12 @@ class RobotSim:
             self._render_cost = min(0.5 * self.dt, 0.8 * self._render_cost + 0.2 * cost)
         if self._log is not None:
             st = self.env.robot.state()
-            speed = float(np.linalg.norm(st["ee_lin_vel"])) if "ee_lin_vel" in st else abs(float(st["base_vel"][0]))
-            pos = st["ee_pos"] if "ee_pos" in st else st["base_pose"]
+            speed = (
+                float(np.linalg.norm(st["ee_lin_vel"]))
+                if "ee_lin_vel" in st
+                else abs(float(np.asarray(st["base_vel"])[0]))
+            )
+            pos = np.asarray(st["ee_pos"] if "ee_pos" in st else st["base_pose"])
             self._log.write(
                 json.dumps(
                     {

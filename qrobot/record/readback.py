@@ -46,6 +46,7 @@ def summarize_rrd(path: str | Path) -> dict[str, Any]:
     levels: Counter[str] = Counter()
     rules: Counter[str] = Counter()
     result = ""
+    dropped = 0
     instruction = ""
     for chunk in chunks:
         entity = chunk.entity_path
@@ -60,6 +61,12 @@ def summarize_rrd(path: str | Path) -> dict[str, Any]:
                 if m:  # supervisor interventions carry their rule; start/end lines do not
                     rules[m.group(1)] += 1
                     levels[level] += 1
+        if entity.startswith("/supervisor/clamps/") and "Scalars:scalars" in names:
+            count = int(sum(v[0] for v in batch.column("Scalars:scalars").to_pylist() if v))
+            rules[entity.removeprefix("/supervisor/clamps/")] += count  # routine clamps, logged as counts
+            levels["INFO"] += count
+        if entity == "/recording/dropped_frames" and "Scalars:scalars" in names:
+            dropped += int(sum(v[0] for v in batch.column("Scalars:scalars").to_pylist() if v))
         if entity == "/result" and "TextDocument:text" in names:
             result = _texts(batch, "TextDocument:text")[-1]
         if entity == "/task/instruction" and "TextDocument:text" in names:
@@ -70,7 +77,8 @@ def summarize_rrd(path: str | Path) -> dict[str, Any]:
         "application_id": entry.application_id,
         "recording_id": entry.recording_id,
         "complete": complete,
-        "steps": (max(steps) + 1) if steps else 0,
+        "steps": max(steps) if steps else 0,  # control steps, as the result counts them (frame 0: the reset)
+        "dropped_frames": dropped,
         "entities": sorted(e for e in rows if not e.startswith("/__")),
         "cameras": cameras,
         "rows": {e: n for e, n in rows.items() if not e.startswith("/__")},
@@ -89,12 +97,14 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  complete file: {'yes' if s['complete'] else 'no (writer stopped early; read by scanning)'}",
         f"  steps: {s['steps']}",
         f"  instruction: {s['instruction']}",
-        "  cameras: " + (", ".join(f"{k} ({v} frames)" for k, v in sorted(s["cameras"].items())) or "none"),
+        "  cameras: "
+        + (", ".join(f"{k} ({v} frames)" for k, v in sorted(s["cameras"].items())) or "none")
+        + (f"; {s['dropped_frames']} frames dropped by the writer" if s.get("dropped_frames") else ""),
         f"  safety events: {s['events']}"
         + ("  " + ", ".join(f"{k}={v}" for k, v in sorted(s["events_by_rule"].items())) if s["events"] else ""),
         "  by level: " + (", ".join(f"{k}={v}" for k, v in sorted(s["events_by_level"].items())) or "-"),
         f"  entities: {len(s['entities'])}",
     ]
     if s["result"]:
-        lines.append("  result: " + s["result"].replace("\n", "; "))
+        lines.append("  result: " + s["result"].replace("\n", "; ").replace("- ", "").replace("*", ""))
     return "\n".join(lines)

@@ -33,6 +33,17 @@ class DiffDriveBase(BoundBackend):
     MAX_RATES = BRAKE
     name = "diffbot"
     action_dim = 3
+    action_names = ("v", "omega", "stop")
+
+    @staticmethod
+    def command_series(values: np.ndarray) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+        """An issued command (v1, w1, done, v0, w0) as series a person reads, one unit each:
+        the speeds the ramp reaches at the end of the period."""
+        return {
+            "linear speed (m/s)": (("v",), np.asarray(values[0:1], float)),
+            "turn rate (rad/s)": (("omega",), np.asarray(values[1:2], float)),
+        }
+
     proprio_dim = 2
     radius = RADIUS
 
@@ -115,7 +126,7 @@ class DiffDriveBase(BoundBackend):
             cmd = cmd.brake
         if self._check is None or not self._check.accept(cmd, self.name, COMMAND_SIZE):
             raise PermissionError("DiffDriveBase accepts only fresh commands from the supervisor bound to it")
-        vals = cmd.values  # type: ignore[union-attr]
+        vals = cmd.values
         v0, v1 = vals[3:5].copy(), vals[0:2].copy()
         if np.max(np.abs(v0 - self._plan_at(self._sim.time))) > 1e-6:
             raise PermissionError("DiffDriveBase refused a plan that does not start at its current speed")

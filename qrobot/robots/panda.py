@@ -55,6 +55,18 @@ class PandaArm(BoundBackend):
     MAX_RATES = MAX_JOINT_ACC
     name = "panda"
     action_dim = 5
+    action_names = ("dx", "dy", "dz", "dyaw", "gripper")
+
+    @staticmethod
+    def command_series(values: np.ndarray) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+        """An issued command (q, v0, v1, gripper) as series a person reads, one unit each:
+        the joint velocities at the end of the period, and the finger opening."""
+        v1 = np.asarray(values[14:21], float)
+        return {
+            "joint velocity (rad/s)": (tuple(f"joint{i}" for i in range(1, 8)), v1),
+            "gripper target (m)": (("opening",), np.asarray(values[21:22], float)),
+        }
+
     proprio_dim = 13
 
     def __init__(
@@ -184,7 +196,7 @@ class PandaArm(BoundBackend):
             cmd = cmd.brake
         if self._check is None or not self._check.accept(cmd, self.name, COMMAND_SIZE):
             raise PermissionError("PandaArm accepts only fresh commands from the supervisor bound to it")
-        vals = cmd.values  # type: ignore[union-attr]
+        vals = cmd.values
         q0, v0, v1, finger = vals[:7], vals[7:14], vals[14:21], float(vals[21])
         q_now = np.array([s[0] for s in self._sim._client.getJointStates(self.uid, ARM_JOINTS)])
         if np.max(np.abs(q0 - q_now)) > 1e-6 or np.max(np.abs(v0 - self._plan_at(self._sim.time)[1])) > 1e-6:

@@ -45,7 +45,7 @@ class SubstepProbe:
         self._vel: deque = deque(maxlen=ACC_WINDOW + 1)
         robot.sim._on_substep(self._sample)
 
-    def _keep(self, key: str, value: float) -> None:
+    def _keep(self, key: str, value: float | np.floating[Any]) -> None:
         table = self.worst_contact if self.samples <= self._contact_until else self.worst
         table[key] = max(table.get(key, -math.inf), float(value))
 
@@ -142,7 +142,8 @@ def measure_env(env: Any, steps: int, seed: int, actions: str = "corner") -> dic
         if done:
             if probe is not None:
                 samples, touching = samples + probe.samples, touching + probe.contact_samples
-                _merge(free, probe.ratios()), _merge(contact, probe.contact_ratios())
+                _merge(free, probe.ratios())
+                _merge(contact, probe.contact_ratios())
             env.reset(seed=seed + k)
             probe = SubstepProbe(env.robot, env.limits)  # the world (and its hooks) is new
         if actions == "corner":
@@ -156,7 +157,8 @@ def measure_env(env: Any, steps: int, seed: int, actions: str = "corner") -> dic
         done = term or trunc
     assert probe is not None
     samples, touching = samples + probe.samples, touching + probe.contact_samples
-    _merge(free, probe.ratios()), _merge(contact, probe.contact_ratios())
+    _merge(free, probe.ratios())
+    _merge(contact, probe.contact_ratios())
     return {"free": free, "contact": contact, "samples": samples, "contact_samples": touching}
 
 

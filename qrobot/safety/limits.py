@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TypeGuard, cast
 
 import numpy as np
 
@@ -157,6 +159,11 @@ def override_keys(robot: str) -> list[str]:
     return sorted(set(_flat_fields(part)) - FIXED)
 
 
+def _is_number(x: object) -> TypeGuard[float]:
+    """An int or a float exactly (not a bool, not a subclass)."""
+    return type(x) in (int, float)
+
+
 def _parse(key: str, value: object, old: object) -> object:
     """The override as the profile's type, or ValueError naming what is accepted."""
     _, (lo, hi) = TIGHTEN[key]
@@ -166,7 +173,7 @@ def _parse(key: str, value: object, old: object) -> object:
         if rows is None or not all(
             isinstance(r, (list, tuple))
             and len(r) == 4
-            and all(type(x) in (int, float) and math.isfinite(x) and lo <= x <= hi for x in r)
+            and all(_is_number(x) and math.isfinite(x) and lo <= x <= hi for x in r)
             for r in rows
         ):
             raise ValueError(f"{key}: must be a list of [xmin, ymin, xmax, ymax], numbers {rng} (got {value!r})")
@@ -178,11 +185,11 @@ def _parse(key: str, value: object, old: object) -> object:
         if (
             not isinstance(value, (list, tuple))
             or len(value) != len(old)
-            or not all(type(x) in (int, float) and math.isfinite(x) and lo <= x <= hi for x in value)
+            or not all(_is_number(x) and math.isfinite(x) and lo <= x <= hi for x in value)
         ):
             raise ValueError(f"{key}: must be {len(old)} finite numbers {rng} (got {value!r})")
         return tuple(float(x) for x in value)
-    if type(value) not in (int, float) or not math.isfinite(value) or not lo <= value <= hi:
+    if not _is_number(value) or not math.isfinite(value) or not lo <= value <= hi:
         raise ValueError(f"{key}: must be a finite number {rng} (got {value!r})")
     return float(value)
 
@@ -190,11 +197,14 @@ def _parse(key: str, value: object, old: object) -> object:
 def _loosens(key: str, new: object, old: object) -> bool:
     direction, _ = TIGHTEN[key]
     if direction == "zones":  # every profile zone must lie inside some requested zone
+        new_zones = cast("tuple[tuple[float, ...], ...]", new)  # as _parse returns them
+        old_zones = cast("tuple[tuple[float, ...], ...]", old)
         return not all(
-            any(n[0] <= o[0] and n[1] <= o[1] and n[2] >= o[2] and n[3] >= o[3] for n in new)  # type: ignore[union-attr]
-            for o in old
-        )  # type: ignore[union-attr]
-    pairs = zip(new, old) if isinstance(old, tuple) else [(new, old)]  # type: ignore[arg-type]
+            any(n[0] <= o[0] and n[1] <= o[1] and n[2] >= o[2] and n[3] >= o[3] for n in new_zones) for o in old_zones
+        )
+    pairs: Iterable[tuple[float, float]] = (
+        zip(cast("tuple[float, ...]", new), old) if isinstance(old, tuple) else [(cast(float, new), cast(float, old))]
+    )
     return any(n > o if direction == "le" else n < o for n, o in pairs)
 
 
@@ -223,7 +233,9 @@ def apply_overrides(limits: Limits, overrides: dict[str, object]) -> Limits:
         ("workspace_low", "workspace_high"),
         ("bounds_low", "bounds_high"),
     ):
-        if low in known and not all(a < b for a, b in zip(known[low], known[high])):  # type: ignore[call-overload]
+        if low in known and not all(
+            a < b for a, b in zip(cast("tuple[float, ...]", known[low]), cast("tuple[float, ...]", known[high]))
+        ):
             raise ValueError(
                 f"{low}: must be below {high} in every element (got {_show(known[low])} and {_show(known[high])})"
             )

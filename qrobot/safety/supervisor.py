@@ -31,7 +31,7 @@ import numpy as np
 from qrobot.safety import arm_rules, base_rules, trajectory
 from qrobot.safety.command import CommandCheck, CommandSeal, SafeCommand, Stop
 from qrobot.safety.inputs import beyond_limits, fields, read_action, read_people, read_robot_state, real_array
-from qrobot.safety.limits import Limits
+from qrobot.safety.limits import ArmLimits, BaseLimits, Limits
 from qrobot.safety.ssm import SeparationMonitor
 
 
@@ -52,6 +52,16 @@ _DIM = {"panda": 5, "diffbot": 3}
 JACOBIAN_MAX = 100.0
 FINGER_OPEN = 0.04
 PeopleSource = Literal["sensor", "none"]
+
+
+def as_people_source(value: object) -> PeopleSource | None:
+    """A declared people source ("sensor" or "none"); anything else is None (undeclared:
+    the supervisor refuses motion). For declarations that arrive as plain strings."""
+    if value == "sensor":
+        return "sensor"
+    if value == "none":
+        return "none"
+    return None
 
 
 class Event(NamedTuple):
@@ -98,15 +108,15 @@ class Supervisor:
         self._scale = np.asarray(action_scale, dtype=np.float64)
         self._kinematics = kinematics
         self._foresight = foresight
-        self._people = people if people in ("sensor", "none") else None
+        self._people = as_people_source(people)
         self._clock = clock
         self._fields = fields(limits)
         key = operator or OperatorKey()  # no key given: nobody can release this latch
         self._key_hash = hashlib.sha256(key.secret).digest()
         self._secret = os.urandom(32)
         self._seal = CommandSeal(self._secret)
-        part = limits.arm if limits.robot == "panda" else limits.base
-        self._rates = arm_rules.brake_rates(part) if limits.robot == "panda" else base_rules.rates(part)
+        part: ArmLimits | BaseLimits = limits.arm if limits.robot == "panda" else limits.base
+        self._rates = arm_rules.brake_rates(limits.arm) if limits.robot == "panda" else base_rules.rates(limits.base)
         self._ssm = SeparationMonitor(part.ssm, limits.control_dt)
         self._latched: str | None = None
         self._needs_rearm = False
@@ -208,7 +218,7 @@ class Supervisor:
     ) -> None:
         t = (
             float(time)
-            if type(time) in (int, float) and math.isfinite(time)
+            if time is not None and type(time) in (int, float) and math.isfinite(time)
             else (self._last_time if self._last_time is not None else 0.0)
         )
         if raw is not None and raw is self._raw and self._action is not None:
@@ -345,7 +355,9 @@ class Supervisor:
         return Stop(reason, self._issue(np.concatenate([st["joint_pos"], v0, v1, [self._grip]])))
 
     # ------------------------------------------------------------------- arm
-    def _arm(self, a: np.ndarray, st: dict, people: tuple, now: float, raw: Any) -> SafeCommand | Stop:
+    def _arm(
+        self, a: np.ndarray, st: dict, people: tuple[np.ndarray, np.ndarray], now: float, raw: Any
+    ) -> SafeCommand | Stop:
         lim, dt = self._limits.arm, self._limits.control_dt
         ee, q, v0 = st["ee_pos"], st["joint_pos"], st["cmd_vel"]
         d, dyaw, hits = arm_rules.limit_ee_step(a[:3] * self._scale[0], float(a[3] * self._scale[1]), lim, dt)
@@ -381,11 +393,14 @@ class Supervisor:
 
     def _jacobian_at(self, q: np.ndarray) -> np.ndarray | None:
         """The arm's Jacobian at joints q, checked like any input (None: cannot vouch)."""
+        kinematics = self._kinematics
+        if kinematics is None:
+            return None
         try:
             # a Jacobian entry is metres or radians per radian: beyond JACOBIAN_MAX is a broken model
             return real_array(
-                np.asarray(self._kinematics.jacobian(q.copy())),
-                (6, 7),  # type: ignore[union-attr]
+                np.asarray(kinematics.jacobian(q.copy())),
+                (6, 7),
                 JACOBIAN_MAX,
             )  # (a copy: a model that writes into q cannot change the plan's start)
         except Exception:
@@ -397,7 +412,9 @@ class Supervisor:
             self._event(now, rule, raw, None, reason, "error" if rule == "protective_stop" else "info")
 
     # ------------------------------------------------------------------ base
-    def _base(self, a: np.ndarray, st: dict, people: tuple, now: float, raw: Any) -> SafeCommand | Stop:
+    def _base(
+        self, a: np.ndarray, st: dict, people: tuple[np.ndarray, np.ndarray], now: float, raw: Any
+    ) -> SafeCommand | Stop:
         lim, dt = self._limits.base, self._limits.control_dt
         v, w, hits = base_rules.limit_speed(float(a[0] * self._scale[0]), float(a[1] * self._scale[1]), lim, dt)
         pose, v0 = st["base_pose"], st["cmd_vel"]

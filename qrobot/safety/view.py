@@ -19,6 +19,7 @@ from qrobot.safety.supervisor import Event, Supervisor
 
 class SupervisorView:
     __slots__ = ("_sup",)
+    _sup: Supervisor  # set once, in __init__ (the view has no setter)
 
     def __init__(self, supervisor: Supervisor) -> None:
         object.__setattr__(self, "_sup", supervisor)

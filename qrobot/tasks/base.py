@@ -79,7 +79,7 @@ class Task:
         if self._scenario.randomize.light:
             d = rng.normal(size=3)
             d[2] = abs(d[2]) + 1.0
-            self._sim._set_light(d)
+            self._sim._set_light(d.tolist())
 
     def _before_physics(self, command: SafeCommand | Stop, raw: Any = None) -> None:
         """Called with the issued command (and the policy's raw action) before physics."""

@@ -97,8 +97,10 @@ class OccupancyGrid:
             _, g, cur = heapq.heappop(heap)
             if cur in goals:
                 path = [cur]
-                while came[path[-1]] is not None:
-                    path.append(came[path[-1]])
+                prev = came[cur]
+                while prev is not None:
+                    path.append(prev)
+                    prev = came[prev]
                 return path[::-1]
             if g > cost[cur]:
                 continue

@@ -5,6 +5,8 @@ The table top is the plane z = 0; the arm's base stands at the origin.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from qrobot.errors import ScenarioError
@@ -54,7 +56,7 @@ class Reach(Task):
 
     def __init__(self, sim: Sim, scenario: Scenario, robot_state: StateFn) -> None:
         super().__init__(sim, scenario, robot_state)
-        self.cfg: ReachTask = self._scenario.task  # type: ignore[assignment]
+        self.cfg = cast(ReachTask, self._scenario.task)  # the task registry builds Reach for kind "reach" only
         build_table(sim)
         sim.add_shape("target", "sphere", [0.02], [0.1, 0.9, 0.2, 0.6], collide=False)
         self.target = np.zeros(3)
@@ -62,7 +64,7 @@ class Reach(Task):
     def _reset(self, rng: np.random.Generator) -> None:
         super()._reset(rng)
         self.target = rng.uniform(self.cfg.target_region.low, self.cfg.target_region.high)
-        self._sim._set_pose("target", self.target)
+        self._sim._set_pose("target", self.target.tolist())
         self.instruction = str(rng.choice(self.cfg.instructions))
 
     def _distance(self) -> float:
@@ -89,7 +91,7 @@ class _Tabletop(Task):
 
     def __init__(self, sim: Sim, scenario: Scenario, robot_state: StateFn) -> None:
         super().__init__(sim, scenario, robot_state)
-        self.cfg = self._scenario.task
+        self.cfg = cast("PickPlaceTask | StackTask", self._scenario.task)  # kinds "pick_place", "stack"
         build_table(sim)
         objs = self.cfg.objects
         h = objs.size / 2
@@ -131,7 +133,7 @@ class _Tabletop(Task):
     def moved_object(self) -> str:
         """The cube displaced most from its start pose (for instruction-following checks)."""
         shift = {n: float(np.linalg.norm(self._sim.pose(n)[0][:2] - self.start[n][:2])) for n in self.cubes}
-        best = max(shift, key=shift.get)
+        best = max(shift, key=shift.__getitem__)
         return f"{self.colors[best]} cube" if shift[best] > 0.02 else ""
 
     def metrics(self) -> dict:

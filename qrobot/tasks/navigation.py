@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -55,10 +55,11 @@ class _NavTask(Task):
             self._add_box(f"wall{i}", cx, cy, wx, wy, 0.8, "white")
         self.fixed_boxes = [(o.center[0], o.center[1], o.size[0], o.size[1]) for o in room.obstacles]
         for i, o in enumerate(room.obstacles):
-            self._add_box(f"obstacle{i}", *o.center, *o.size, o.height, o.color)
+            self._add_box(f"obstacle{i}", o.center[0], o.center[1], o.size[0], o.size[1], o.height, o.color)
         # Random obstacles keep one size each (drawn once, seed 0); resets move them.
         self.pool = [f"random_obstacle{i}" for i in range(room.random_obstacles)]
-        sizes = np.random.default_rng(0).uniform(*room.random_obstacle_size, size=(len(self.pool), 2))
+        lo_size, hi_size = room.random_obstacle_size
+        sizes = np.random.default_rng(0).uniform(lo_size, hi_size, size=(len(self.pool), 2))
         self.pool_sizes = [(float(a), float(b)) for a, b in sizes]
         for name, (wx, wy) in zip(self.pool, self.pool_sizes):
             self._add_box(name, 0.0, 0.0, wx, wy, 0.6, "brown")
@@ -121,6 +122,11 @@ class _NavTask(Task):
         """Free cells from which stopping counts as success (shrunk by `margin`)."""
         raise NotImplementedError
 
+    def _grid(self) -> OccupancyGrid:
+        """The layout's grid: built by _reset before it chooses a goal or goal cells."""
+        assert self.grid is not None
+        return self.grid
+
     def _reset(self, rng: np.random.Generator) -> None:
         super()._reset(rng)
         self._reset_episode_stats()
@@ -130,12 +136,12 @@ class _NavTask(Task):
         self._seen: deque[np.ndarray] = deque([self._true_people()] * (lag + 1), maxlen=lag + 1)
         self._sense_rng = np.random.default_rng(int(rng.integers(2**62)))
         self._sense()
-        lo, hi = self._scenario.task.geodesic_range  # type: ignore[union-attr]
+        lo, hi = cast("PointNavTask | ObjectNavTask", self._scenario.task).geodesic_range  # a nav task's
         for _ in range(200):
             self._place_random_obstacles(rng)
             self._place_landmarks(rng)
             boxes = self.fixed_boxes + self.random_boxes + self._extra_boxes() + self._keep_out
-            self.grid = OccupancyGrid.from_boxes(tuple(self.room.size), boxes, RADIUS + 0.05)
+            self.grid = OccupancyGrid.from_boxes((self.room.size[0], self.room.size[1]), boxes, RADIUS + 0.05)
             self._choose_goal(rng)
             roomy = self.grid.free_cells(clearance=2)  # start 0.2 m clear of inflated obstacles
             if len(roomy) == 0:
@@ -146,7 +152,8 @@ class _NavTask(Task):
             cells = self.grid.astar(self.grid.cell(start), self._goal_cells(0.0))
             if cells is None:
                 continue
-            end = self.goal_point() if self.goal_point() is not None else self.grid.center(cells[-1])
+            goal = self.goal_point()
+            end = goal if goal is not None else self.grid.center(cells[-1])
             pts = self.grid.smooth(cells, start, end)
             d0 = float(np.sum(np.linalg.norm(np.diff(pts, axis=0), axis=1)))
             if lo <= d0 <= hi:
@@ -279,21 +286,22 @@ class PointNav(_NavTask):
 
     def __init__(self, sim: Sim, scenario: Scenario, robot_state: StateFn, place_robot: PlaceFn) -> None:
         super().__init__(sim, scenario, robot_state, place_robot)
-        self.cfg: PointNavTask = self._scenario.task  # type: ignore[assignment]
+        self.cfg = cast(PointNavTask, self._scenario.task)  # the env builds PointNav for kind "pointnav" only
         sim.add_shape("goal_marker", "cylinder", [0.12, 0.005], [0.1, 0.9, 0.3, 1.0], collide=False)
         self.goal_xy = np.zeros(2)
 
     def _choose_goal(self, rng: np.random.Generator) -> None:
         self.instruction = str(rng.choice(self.cfg.instructions))
-        free = self.grid.free_cells()
-        self.goal_xy = self.grid.center(tuple(free[int(rng.integers(len(free)))]))
+        grid = self._grid()
+        free = grid.free_cells()
+        self.goal_xy = grid.center(tuple(free[int(rng.integers(len(free)))]))
         self._sim._set_pose("goal_marker", [self.goal_xy[0], self.goal_xy[1], 0.003])
 
     def goal_point(self) -> np.ndarray | None:
         return self.goal_xy
 
     def _goal_cells(self, margin: float) -> set[tuple[int, int]]:
-        return {self.grid.cell(self.goal_xy)}
+        return {self._grid().cell(self.goal_xy)}
 
     def goal(self) -> np.ndarray:
         pose = self.robot_state()["base_pose"]
@@ -313,7 +321,7 @@ class ObjectNav(_NavTask):
 
     def __init__(self, sim: Sim, scenario: Scenario, robot_state: StateFn, place_robot: PlaceFn) -> None:
         super().__init__(sim, scenario, robot_state, place_robot)
-        self.cfg: ObjectNavTask = self._scenario.task  # type: ignore[assignment]
+        self.cfg = cast(ObjectNavTask, self._scenario.task)  # the env builds ObjectNav for kind "objectnav" only
         lm = self.cfg.landmarks
         self.landmarks = [f"landmark{i}" for i in range(lm.count)]
         self.kinds = [lm.kinds[i % len(lm.kinds)] for i in range(lm.count)]
@@ -368,8 +376,9 @@ class ObjectNav(_NavTask):
         return np.linalg.norm(np.maximum(d - [fx / 2, fy / 2], 0.0), axis=1)
 
     def _goal_cells(self, margin: float) -> set[tuple[int, int]]:
-        free = self.grid.free_cells()
-        near = self._surface_distance(self.grid.origin + self.grid.res * free) <= self.cfg.success_distance - margin
+        grid = self._grid()
+        free = grid.free_cells()
+        near = self._surface_distance(grid.origin + grid.res * free) <= self.cfg.success_distance - margin
         return {(int(a), int(b)) for a, b in free[near]}
 
     def distance_to_goal(self) -> float:

@@ -10,13 +10,12 @@ Families and what the VLA needs to know about each:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import torch
 from transformers import (
     AutoConfig,
     PretrainedConfig,
-    PreTrainedModel,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen3_5Config,
@@ -28,13 +27,18 @@ from transformers import (
 from qrobot.errors import QrobotError
 from qrobot.vla.vision import QWEN_MEAN, QWEN_STD
 
+# the model classes a QwenVLA runs on (one per family below)
+Backbone: TypeAlias = (
+    Qwen2_5_VLForConditionalGeneration | Qwen3VLForConditionalGeneration | Qwen3_5ForConditionalGeneration
+)
+
 
 @dataclass(frozen=True)
 class Family:
     name: str
     model_type: str
-    model_cls: type[PreTrainedModel]
-    config_cls: type[PretrainedConfig]
+    model_cls: type[Backbone]
+    config_cls: type[Qwen2_5_VLConfig | Qwen3VLConfig | Qwen3_5Config]
     patch_size: int
     merge: int
     needs_mm_token_types: bool
@@ -45,6 +49,11 @@ class Family:
     @property
     def side_multiple(self) -> int:
         return self.patch_size * self.merge
+
+    def build(self, config: PretrainedConfig) -> Backbone:
+        """This family's model on `config`, a config of this family (as `family_of` finds it):
+        the pairing is by model type, which the type checker cannot follow, hence the cast."""
+        return self.model_cls(cast(Any, config))
 
 
 FAMILIES = {
@@ -107,21 +116,12 @@ def tiny_config(
     The last four ids of the vocabulary are the image, video and vision start/end tokens, or
     with `genuine_ids` the published vocabulary size and vision ids (`vocab_size` is ignored)."""
     fam = FAMILIES[family]
-    ids = dict(
-        image_token_id=vocab_size - 4,
-        video_token_id=vocab_size - 3,
-        vision_start_token_id=vocab_size - 2,
-        vision_end_token_id=vocab_size - 1,
+    ids = GenuineIds(
+        vocab_size, vision_start=vocab_size - 2, vision_end=vocab_size - 1, image=vocab_size - 4, video=vocab_size - 3
     )
     if genuine_ids:
-        real = GENUINE_IDS[family]
-        vocab_size = real.vocab_size
-        ids = dict(
-            image_token_id=real.image,
-            video_token_id=real.video,
-            vision_start_token_id=real.vision_start,
-            vision_end_token_id=real.vision_end,
-        )
+        ids = GENUINE_IDS[family]
+        vocab_size = ids.vocab_size
     text: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=hidden,
@@ -164,17 +164,26 @@ def tiny_config(
                 linear_value_head_dim=head // 2,
                 layer_types=["linear_attention", "full_attention"] * (layers // 2) + ["full_attention"] * (layers % 2),
             )
-    return fam.config_cls(text_config=text, vision_config=vision, **ids)
+    return fam.config_cls(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids.image,
+        video_token_id=ids.video,
+        vision_start_token_id=ids.vision_start,
+        vision_end_token_id=ids.vision_end,
+    )
 
 
 def build_backbone(
     spec: str, vocab_size: int = 512, device: str | torch.device = "cpu", **tiny_kwargs: Any
-) -> PreTrainedModel:
+) -> Backbone:
     """`tiny-<family>` builds a small random model; anything else is a local directory or a
     hub id loaded with the family's own `from_pretrained` (as a user with weights would)."""
     if spec in TINY:
         cfg = tiny_config(TINY[spec], vocab_size, **tiny_kwargs)
-        return FAMILIES[TINY[spec]].model_cls(cfg).to(device)
+        # (transformers decorates PreTrainedModel.to with functools.wraps(nn.Module.to): mypy then
+        # reads the unbound signature, self first; here and below)
+        return FAMILIES[TINY[spec]].build(cfg).to(device)  # type: ignore[arg-type]
     try:
         cfg = AutoConfig.from_pretrained(spec)
     except OSError as exc:
@@ -182,8 +191,13 @@ def build_backbone(
             f"backbone {spec!r}: not a tiny-* name, a local checkpoint, or a reachable hub id "
             f"({str(exc).splitlines()[0]}); tiny names: {', '.join(sorted(TINY))}"
         ) from None
-    return family_of(cfg).model_cls.from_pretrained(spec, dtype=torch.float32).to(device)
+    return family_of(cfg).model_cls.from_pretrained(spec, dtype=torch.float32).to(device)  # type: ignore[arg-type]
 
 
 def text_hidden_size(config: PretrainedConfig) -> int:
     return int(config.text_config.hidden_size)
+
+
+def vision_hidden_size(config: PretrainedConfig) -> int:
+    """Width of the vision tower's patch embeddings."""
+    return int(config.vision_config.hidden_size)

@@ -51,7 +51,7 @@ def read_config(directory: Path) -> VLAConfig:
         kind = {"str": str, "int": int, "bool": bool, "list[str]": list, "dict[str, Any]": dict}[str(fields[name].type)]
         if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
             raise QrobotError(f"{path}: field {name!r}: expected {fields[name].type} (got {value!r})")
-        if kind is int and not (0 if name == "grounding_dim" else 1) <= value <= 4096:
+        if kind is int and isinstance(value, int) and not (0 if name == "grounding_dim" else 1) <= value <= 4096:
             raise QrobotError(f"{path}: field {name!r}: {value} is outside {0 if name == 'grounding_dim' else 1}..4096")
     if "cameras" in raw and not (raw["cameras"] and all(isinstance(c, str) for c in raw["cameras"])):
         raise QrobotError(f"{path}: field 'cameras': a non-empty list of camera names")
@@ -139,7 +139,9 @@ def load_backbone(directory: Path, config: VLAConfig) -> Any:
     transformers.logging.set_verbosity_error()  # its load reports are replaced by one line here
     _logging.getLogger("transformers").setLevel(_logging.ERROR)
     try:
-        model, info = family.model_cls.from_pretrained(d, dtype=torch.float32, output_loading_info=True)
+        # (model, loading info): transformers annotates from_pretrained as returning the model alone
+        loaded: Any = family.model_cls.from_pretrained(d, dtype=torch.float32, output_loading_info=True)
+        model, info = loaded
     except QrobotError:
         raise
     except Exception as exc:  # OSError, ValueError, RuntimeError, SafetensorError ...
@@ -199,7 +201,8 @@ def scenario_dims(scenario: Scenario) -> tuple[int, int, int]:
     from qrobot.robots.diffbot import DiffDriveBase
     from qrobot.robots.panda import PandaArm
 
-    robot = {"panda": PandaArm, "diffbot": DiffDriveBase}[scenario.robot]
+    robots: dict[str, type[PandaArm] | type[DiffDriveBase]] = {"panda": PandaArm, "diffbot": DiffDriveBase}
+    robot = robots[scenario.robot]
     return robot.proprio_dim, TASKS[scenario.task.kind].goal_dim, robot.action_dim
 
 

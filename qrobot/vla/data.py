@@ -223,20 +223,21 @@ def _record_episodes(
             obs, _, term, trunc, info = env.step(perturb(action))
             done = term or trunc
             bar.step(len(actions))
-        np.savez_compressed(
-            out / f"ep{k}-seed{seed + k}.npz",
+        # (Any: numpy types savez's **kwds so that a str-keyed dict might hold allow_pickle)
+        arrays: dict[str, Any] = {
             **{f"images_{n}": np.stack(v) for n, v in frames.items()},
-            proprio=np.stack(proprio),
-            goal=np.stack(goal),
-            actions=np.stack(actions),
-            base_pose=np.stack(poses),
-            grounding=np.stack(ground),
-            instruction=np.array(env.task.instruction),
-            success=np.array(bool(info.get("success"))),
-            seed=np.array(seed + k),
-            action_noise=np.array(perturb.scale),
+            "proprio": np.stack(proprio),
+            "goal": np.stack(goal),
+            "actions": np.stack(actions),
+            "base_pose": np.stack(poses),
+            "grounding": np.stack(ground),
+            "instruction": np.array(env.task.instruction),
+            "success": np.array(bool(info.get("success"))),
+            "seed": np.array(seed + k),
+            "action_noise": np.array(perturb.scale),
             **({"action_chunks": np.stack(chunks)} if chunks else {}),
-        )
+        }
+        np.savez_compressed(out / f"ep{k}-seed{seed + k}.npz", **arrays)
         kept += bool(info.get("success"))
         bar.episode(bool(info.get("success")))
         if show:
@@ -370,7 +371,8 @@ MUST_AGREE = ("scenario", "robot", "cameras", "image_size", "proprio_dim", "goal
 def load_datasets(directories: list[Path], successful_only: bool = True) -> tuple[dict[str, Any], list[Episode]]:
     """Several collections of one scenario (e.g. clean and DART-noised) as one: the episodes
     of all, and the first's meta with `sources` describing each."""
-    metas, episodes = [], []
+    metas: list[dict[str, Any]] = []
+    episodes: list[Episode] = []
     for d in directories:
         meta, eps = load_episodes(d, successful_only)
         for key in MUST_AGREE:

@@ -40,6 +40,17 @@ class TableRays(nn.Module):
     the point on the plane z = plane_z it shows, relative to the gripper, in the grounding
     head's normalised x, y units (the inverse of qrobot.vla.data.image_point)."""
 
+    # buffers (per camera, then the proprio's and the grounding's normalisation ranges)
+    wrist: torch.Tensor
+    eye: torch.Tensor
+    target: torch.Tensor
+    up: torch.Tensor
+    scale: torch.Tensor
+    state_lo: torch.Tensor
+    state_span: torch.Tensor
+    ground_lo: torch.Tensor
+    ground_span: torch.Tensor
+
     def __init__(
         self, spec: dict[str, Any], state_q: tuple[np.ndarray, np.ndarray], ground_q: tuple[np.ndarray, np.ndarray]
     ) -> None:

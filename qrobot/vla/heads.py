@@ -127,7 +127,7 @@ class AttentionPool(nn.Module):
         kv = self.proj(context)
         summary = kv[torch.arange(kv.shape[0]), last_token(context_pad)]
         q = self.queries.expand(kv.shape[0], -1, -1)
-        if self.pos is not None:
+        if self.pos is not None and self.cond is not None:  # (both or neither: spatial)
             kv = kv + self.pos[:, : kv.shape[1]]
             q = q + self.cond(summary).view_as(q)
         pooled, _ = self.attn(q, kv, kv, key_padding_mask=context_pad, need_weights=False)
@@ -146,6 +146,8 @@ class KeypointPool(nn.Module):
     and the softmax-weighted mean of the patches' image coordinates is where that query's
     object is. Coordinates are explicit, so a few thousand steps suffice to localise a
     small cube that a 2x2-merged token blurs with its neighbours."""
+
+    xy: torch.Tensor  # buffer: each patch's image (x, y) in [-1, 1]
 
     def __init__(
         self, patch_dim: int, summary_dim: int, cameras: int, grid: int, merge: int, width: int = 64, keypoints: int = 4
@@ -205,7 +207,7 @@ class GroundingHead(nn.Module):
         self.rays = rays
         self.out_dim = out_dim
         extra = self.keypoints.out_dim if self.keypoints is not None else 0
-        cams = self.keypoints.cameras if self.rays is not None else 0
+        cams = self.keypoints.cameras if self.rays is not None and self.keypoints is not None else 0
         self.net = _mlp(self.pool.out_dim + extra + 2 * cams + state_dim, width, out_dim + cams)
 
     def forward(
@@ -217,9 +219,9 @@ class GroundingHead(nn.Module):
                 raise ValueError("this grounding head needs the vision patches (QwenVLA.ground)")
             summary = context[torch.arange(context.shape[0]), last_token(context_pad)]
             parts.append(self.keypoints(patches, summary))
-        if self.rays is None:
-            return self.net(torch.cat([*parts, state], dim=-1))
         kp = self.keypoints
+        if self.rays is None or kp is None:  # (rays need keypoints: __init__ refuses rays alone)
+            return self.net(torch.cat([*parts, state], dim=-1))
         placed = self.rays(parts[-1].view(-1, kp.cameras, kp.keypoints, 2)[:, :, 0], state)  # (B, cams, 2)
         out = self.net(torch.cat([*parts, placed.flatten(1), state], dim=-1))
         pred, gate = out[:, : self.out_dim], torch.softmax(out[:, self.out_dim :], dim=-1)

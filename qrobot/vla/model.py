@@ -23,9 +23,16 @@ from safetensors.torch import save_file
 from torch import nn
 
 from qrobot.errors import QrobotError
-from qrobot.vla.backbones import FAMILIES, build_backbone, family_of, text_hidden_size
+from qrobot.vla.backbones import (
+    FAMILIES,
+    Backbone,
+    build_backbone,
+    family_of,
+    text_hidden_size,
+    vision_hidden_size,
+)
 from qrobot.vla.geometry import TableRays
-from qrobot.vla.heads import FlowMatchingHead, GroundingHead, WaypointHead
+from qrobot.vla.heads import FlowMatchingHead, GroundingHead, KeypointPool, WaypointHead
 from qrobot.vla.tokenizer import PAD, InstructionTokenizer, TextTokenizer
 from qrobot.vla.vision import patchify, tokens_per_image
 
@@ -96,13 +103,13 @@ class QwenVLA(nn.Module):
         self,
         config: VLAConfig,
         tokenizer: TextTokenizer,
-        backbone: nn.Module | None = None,
+        backbone: Backbone | None = None,
         norm: dict[str, Normalizer] | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
-        self.backbone = (
+        self.backbone: Backbone = (
             backbone if backbone is not None else build_backbone(config.backbone, vocab_size=tokenizer.vocab_size)
         )
         fam = family_of(self.backbone.config)
@@ -128,7 +135,7 @@ class QwenVLA(nn.Module):
             self.backbone.model.visual.patch_embed.register_forward_hook(self._keep_patches)
         keypoints = (
             dict(
-                patch_dim=self.backbone.config.vision_config.hidden_size,
+                patch_dim=vision_hidden_size(self.backbone.config),
                 cameras=len(config.cameras),
                 grid=config.image_side // fam.patch_size,
                 merge=fam.merge,
@@ -180,10 +187,10 @@ class QwenVLA(nn.Module):
         )
         rows, masks = [], []
         for t in texts:
-            ids = self.tokenizer.encode(t)[: self.config.max_text]
-            pad = self.config.max_text - len(ids)
-            rows.append(vision + ids + [PAD] * pad)
-            masks.append([1] * (len(vision) + len(ids)) + [0] * pad)
+            text_ids = self.tokenizer.encode(t)[: self.config.max_text]
+            pad = self.config.max_text - len(text_ids)
+            rows.append(vision + text_ids + [PAD] * pad)
+            masks.append([1] * (len(vision) + len(text_ids)) + [0] * pad)
         ids = torch.tensor(rows, dtype=torch.long)
         return ids, torch.tensor(masks, dtype=torch.long), (ids == bc.image_token_id).long()
 
@@ -243,7 +250,7 @@ class QwenVLA(nn.Module):
             total = total + g_loss
             self.last_losses["grounding"] = g_loss.item()
             if "keypoint" in batch and self.grounding.keypoints is not None:
-                k_loss = self._keypoint_loss(batch["keypoint"].to(ctx.device))
+                k_loss = self._keypoint_loss(self.grounding.keypoints, batch["keypoint"].to(ctx.device))
                 total = total + keypoint_weight * k_loss
                 self.last_losses["keypoint"] = k_loss.item()
         if "actions" in batch:
@@ -257,8 +264,9 @@ class QwenVLA(nn.Module):
             self.last_losses["waypoints"] = w_loss.item()
         return total
 
-    def _keypoint_loss(self, points: torch.Tensor) -> torch.Tensor:
-        kp = self.grounding.keypoints
+    @staticmethod
+    def _keypoint_loss(kp: KeypointPool, points: torch.Tensor) -> torch.Tensor:
+        assert kp.last_attention is not None  # the grounding head's forward pass has just set it
         att = kp.last_attention[:, :, 0]  # (B, cams, patches): keypoint 0
         seen = torch.isfinite(points).all(-1) & (points.abs() <= 1).all(-1)  # (B, cams)
         if not seen.any():

@@ -134,7 +134,8 @@ class CheckpointTokenizer:
         return self.encode(text)
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self.hf.decode(list(ids))
+        # transformers types decode's result str | list[str] (no overloads); one sequence gives a str
+        return self.hf.decode(list(ids))  # type: ignore[return-value]
 
     def save(self, directory: Path) -> None:
         d = Path(directory)

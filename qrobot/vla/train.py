@@ -7,13 +7,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from qrobot.cards import record_training
 from qrobot.progress import Progress
 from qrobot.scenario import Camera, load_scenario
 from qrobot.vla.backbones import FAMILIES, TINY, build_backbone
@@ -208,13 +209,18 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = LOG.info) -> Path:
             log(f"time budget of {cfg.minutes} min spent at step {step}")
             break
     model.eval()
-    model.save_pretrained(
+    model.save_pretrained(cfg.out)
+    # the model card (README.md) is generated from the config, the weights and these facts
+    record_training(
         cfg.out,
-        card={
-            "dataset": f"{meta['scenario']}: {len(eps)} expert episodes, " + "; ".join(meta["sources"]),
-            "training": f"{step} steps x batch {cfg.batch}, "
-            f"{(time.time() - start) / 60:.1f} min on {cfg.threads} threads",
-        }
-        | ({"camera rays": f"keypoints placed on the table at z = {rays['plane_z']:.3f} m"} if rays else {}),
+        {
+            "datasets": [Path(d).name for d in datasets],
+            "data": f"{meta['scenario']}: {len(eps)} expert episodes, " + "; ".join(meta["sources"]),
+            "steps": step,
+            "batch": cfg.batch,
+            "minutes": round((time.time() - start) / 60, 1),
+            "threads": cfg.threads,
+            "options": {k: v for k, v in asdict(cfg).items() if k not in ("dataset", "out", "save_every")},
+        },
     )
     return cfg.out

@@ -35,6 +35,12 @@ def add_parsers(
     e.add_argument("--dataset", type=path, required=True, help="held-out episodes (never trained on)")
     e.add_argument("--stride", type=positive, default=4, help="evaluate every n-th step of each episode")
     e.add_argument("--json", type=path, default=None, help="also write the figures as JSON here")
+    e.add_argument(
+        "--no-card",
+        dest="card",
+        action="store_false",
+        help="leave the checkpoint as it is (default: the figures go to its results.json and model card)",
+    )
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -81,4 +87,26 @@ def dispatch(args: argparse.Namespace) -> int:
     print(to_markdown(res))
     if args.json is not None:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
+    if args.card:
+        _record(args, res)
     return 0
+
+
+def _record(args: argparse.Namespace, res: dict[str, Any]) -> None:
+    """Store the figures with the checkpoint (results.json) and regenerate its model card."""
+    import logging
+    import re
+    import shlex
+
+    from qrobot import cards
+
+    names = (re.fullmatch(r"ep\d+-seed(\d+)\.npz", f.name) for f in args.dataset.glob("ep*.npz"))
+    seeds = sorted(int(m.group(1)) for m in names if m)
+    argv = ["qrobot", "wm-eval", "--checkpoint", str(args.checkpoint), "--dataset", str(args.dataset)]
+    argv += ["--stride", str(args.stride)] if args.stride != 4 else []
+    scenario = json.loads((args.dataset / "meta.json").read_text())["scenario"]  # (read by wm_evaluate)
+    records = cards.wm_records(res, shlex.join(argv), scenario, [seeds[0], seeds[-1]] if seeds else None)
+    if cards.record_result(args.checkpoint, records):
+        logging.getLogger("qrobot").info(
+            "figures stored in %s (model card: %s)", *(args.checkpoint / f for f in cards.FILES)
+        )

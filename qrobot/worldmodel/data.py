@@ -87,7 +87,7 @@ def camera_for(scenario: str, size: int) -> Camera:
             f"scenario {scenario!r}: the world model needs a mobile base in a room "
             f"(robot 'diffbot' with a [room]); it has robot {sc.robot!r}"
         )
-    return scene_camera(tuple(sc.room.size), size)
+    return scene_camera((sc.room.size[0], sc.room.size[1]), size)
 
 
 def _record(
@@ -114,7 +114,8 @@ def _record(
         policy = make_policy(name, env, seed=seed + k)
         obs, info = env.reset(seed=seed + k)
         policy.reset(obs["instruction"])
-        frames, actions = [env.sim.render(cam)[0]], []
+        frames = [env.sim.render(cam)[0]]
+        actions: list[np.ndarray] = []
         collision, success = [bool(env.task.touching)], [bool(info["success"])]
         done = False
         while not done and len(actions) < max_steps:

@@ -43,6 +43,13 @@ def _coords(size: int) -> torch.Tensor:
     return torch.stack([x, y])[None]
 
 
+def _zero_init(layer: nn.Conv2d) -> None:
+    """Zero weights and bias: the layer starts out adding nothing."""
+    nn.init.zeros_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
 class _Step(nn.Module):
     """z + f(z, action): one imagined control period."""
 
@@ -52,8 +59,7 @@ class _Step(nn.Module):
         self.norm = nn.GroupNorm(8, ch)
         self.film = nn.Sequential(nn.Linear(action_dim, 64), nn.SiLU(), nn.Linear(64, 2 * ch))
         self.conv2 = nn.Conv2d(ch, ch, 1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
+        _zero_init(self.conv2)
 
     def forward(self, z: torch.Tensor, action: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         h = self.norm(self.conv1(torch.cat([z, coords.expand(len(z), -1, -1, -1)], 1)))
@@ -78,8 +84,7 @@ class WorldModel(nn.Module):
         self.mix = nn.Sequential(nn.Conv2d(2 * w, w, 3, padding=1), nn.SiLU())
         self.out = nn.Conv2d(w, 12, 3, padding=1)
         self.to_pixels = nn.PixelShuffle(2)
-        nn.init.zeros_(self.out.weight)  # starts as copy-last-frame
-        nn.init.zeros_(self.out.bias)
+        _zero_init(self.out)  # starts as copy-last-frame
         self.collision = nn.Sequential(nn.Conv2d(lat, 32, 1), nn.SiLU())
         self.success = nn.Sequential(nn.Conv2d(lat, 32, 1), nn.SiLU())
         self.collision_out, self.success_out = nn.Linear(32, 1), nn.Linear(32, 1)
@@ -153,7 +158,7 @@ class WorldModel(nn.Module):
         if unknown:
             raise QrobotError(f"{d / CONFIG_FILE}: unknown fields {unknown}; accepted: {sorted(known)}")
         for name, value in raw.items():
-            kind = WMConfig.__dataclass_fields__[name].type
+            kind = str(WMConfig.__dataclass_fields__[name].type)  # (a string: postponed annotations)
             ok = {
                 "int": lambda v: type(v) is int and 0 < v <= 4096,
                 "float": lambda v: type(v) in (int, float) and 0.0 <= v <= 1.0,

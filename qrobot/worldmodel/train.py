@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from qrobot.cards import record_training
 from qrobot.progress import Progress
 from qrobot.worldmodel.data import batch_of, load_wm_episodes
 from qrobot.worldmodel.model import WMConfig, WorldModel, to_tensor
@@ -145,5 +146,6 @@ def wm_train(
         "policies": meta.get("policies", []),
     }
     model.save_pretrained(out)
+    record_training(out, {"datasets": [Path(dataset).name]})  # a new model: no figures yet; writes the card
     log(f"saved {out} after {step} steps ({elapsed / 60:.1f} min)")
     return cfg.card

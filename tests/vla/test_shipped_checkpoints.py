@@ -1,6 +1,6 @@
 """The tiny checkpoints shipped in qrobot/checkpoints: they load through the policy
 registry (no --checkpoint needed), stay within the size budget, and succeed on a few
-held-out seeds (the 50-seed figures are in the README, from `qrobot eval`)."""
+held-out seeds (the 50-seed figures are in docs/vla.md, from `qrobot eval`)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The world model shipped in qrobot/checkpoints/world_model: it predicts fresh held-out
 episodes better than copy-last-frame, ranks collisions, and its foresight keeps a driver
-that heads straight on out of obstacles (the 150-episode and 50-seed figures are in the
-README, from `qrobot wm-eval` and `benchmarks/foresight.py`)."""
+that heads straight on out of obstacles (the 150-episode and 50-seed figures are in
+docs/world_model.md, from `qrobot wm-eval` and `benchmarks/foresight.py`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ SHIPPED_WM = CHECKPOINTS / "world_model"
 
 @pytest.mark.models  # make check-models (about 100 s); CI runs the small version below
 def test_shipped_world_model_beats_copy_last_on_fresh_episodes(tmp_path: Path) -> None:
-    # seeds 30000+: neither training (0-1199) nor the README's held-out set (10000-10149)
+    # seeds 30000+: neither training (0-1199) nor docs/world_model.md's held-out set (10000-10149)
     wm_collect("pointnav_clutter", 9, tmp_path / "ds", seed=30000, max_steps=120)
     res = wm_evaluate(SHIPPED_WM, tmp_path / "ds", stride=2)
     assert res["changed_psnr_gain_h8"] >= 1.5, res["changed_psnr_gain_h8"]
