@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo bridge-demo test check-models bench experts vla-eval checkpoints world-model wm-eval clean
+.PHONY: setup demo bridge-demo test lint system-deps docs docs-images check-models bench experts vla-eval checkpoints world-model wm-eval clean
 
 setup: $(STAMP)
 
@@ -28,8 +28,28 @@ demo: setup
 bridge-demo: setup
 	$(BIN)/python -m qrobot.bridge.demo --scenario pointnav --episodes 3 --seed 10000
 
-test: setup
+# Lint, format, types, then the suite. The headless Rerun viewer in the snapshot tests
+# renders with Mesa's lavapipe (Vulkan on the CPU): installed here when missing.
+test: setup system-deps lint
 	$(BIN)/python -m pytest -n 2 -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+system-deps:
+	@ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || \
+		{ apt-get install -y -q mesa-vulkan-drivers >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null && apt-get install -y -q mesa-vulkan-drivers >/dev/null; }; }
+
+# The docs site (mkdocs-material) into site/, failing on any warning (broken link, orphan page).
+docs: setup
+	$(BIN)/python -m mkdocs build --strict --site-dir site
+
+# The pictures of recordings in the docs: expert episodes opened in the real viewer, headless.
+docs-images: setup system-deps
+	$(BIN)/python scripts/screenshot.py --out docs/images
 
 # The long checks of the shipped models (CI runs smaller versions of them).
 check-models: setup

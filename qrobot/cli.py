@@ -240,8 +240,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list scenarios, policies and gymnasium env ids")
     v = sub.add_parser("view", help="open a recording in the Rerun viewer")
     v.add_argument("path", type=_path)
-    i = sub.add_parser("inspect", help="print a summary read back from a recording (headless)")
-    i.add_argument("path", type=_path)
+    i = sub.add_parser("inspect", help="summarise a run directory or one recording (headless)")
+    i.add_argument("path", type=_path, help="runs/<run-id> (success table, recordings) or one .rrd file")
+    sn = sub.add_parser(
+        "snapshot", help="render a recording to PNG with the real Rerun viewer, headless (needs a Vulkan driver)"
+    )
+    sn.add_argument("path", type=_path, help="an .rrd file")
+    sn.add_argument("out", type=_path, help="the PNG to write")
+    sn.add_argument("--step", type=int, default=None, help="the step to show (default: the last)")
     b = sub.add_parser("bench", help="scenarios x policies x episodes into a Markdown/CSV table")
     b.add_argument("--scenarios", type=_names, default=None, help="comma-separated (default: all)")
     b.add_argument("--policies", type=_names, default=["expert"], help="comma-separated")
@@ -302,7 +308,11 @@ def _cmd_view(path: Path) -> int:
 
     summarize_rrd(path)  # a clear error for a missing or unreadable file
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "darwin"):
-        raise QrobotError(f"no display to open the viewer on; summary: qrobot inspect {path}")
+        raise QrobotError(
+            f"no display to open the viewer on; serve it to a browser: rerun {path} --serve-web "
+            f"(then open http://localhost:9090), a picture: qrobot snapshot {path} out.png, "
+            f"a summary: qrobot inspect {path}"
+        )
     viewer = shutil.which("rerun") or shutil.which("rerun", path=str(Path(sys.executable).parent))
     if viewer is None:
         raise QrobotError("the Rerun viewer (`rerun`, from rerun-sdk) is not on PATH")
@@ -310,9 +320,26 @@ def _cmd_view(path: Path) -> int:
 
 
 def _cmd_inspect(path: Path) -> int:
+    if path.is_dir():
+        from qrobot.record.inspect_run import format_run, summarize_run
+
+        print(format_run(summarize_run(path)))
+        return 0
     from qrobot.record.readback import format_summary, summarize_rrd
 
     print(format_summary(summarize_rrd(path)))
+    return 0
+
+
+def _cmd_snapshot(path: Path, out: Path, step: int | None) -> int:
+    from qrobot.record.snapshot import snapshot
+
+    if out.suffix.lower() != ".png":
+        raise QrobotError(f"snapshot: {out}: the picture is written as PNG; give a name ending in .png")
+    if step is not None and step < 0:
+        raise QrobotError(f"snapshot --step: {step} is not a step (0 or more)")
+    problems = {view: r for view, r in snapshot(path, out, step=step).items() if r}
+    print(f"wrote {out}" + "".join(f"\n  view {v}: {'; '.join(r)}" for v, r in problems.items()))
     return 0
 
 
@@ -367,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_view(args.path)
         if args.cmd == "inspect":
             return _cmd_inspect(args.path)
+        if args.cmd == "snapshot":
+            return _cmd_snapshot(args.path, args.out, args.step)
         if args.cmd == "keys":
             return _cmd_keys(args.dir, args.force)
         if args.cmd in ("robot-sim", "agent", "operator", "agent-replay"):

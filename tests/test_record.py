@@ -214,3 +214,58 @@ def test_depth_camera_is_recorded_when_configured(tmp_path: Path) -> None:
     s = summarize_rrd(path)
     assert s["cameras"]["front"] == s["cameras"]["front_depth"] == s["steps"] + 1  # with the reset frame
     env.close()
+
+
+def test_under_pressure_frames_are_dropped_and_counted_never_data(tmp_path: Path) -> None:
+    """frame_room=0: the writer counts as behind at every step, so every camera frame
+    is dropped; the events, commands, clamps and the result all arrive."""
+    sc = load_scenario("pointnav_people").model_copy(update={"max_steps": 25})
+    env = QRobotEnv(sc, images=True)
+    path = tmp_path / "pressure.rrd"
+    rec = EpisodeRecorder(path, sc.name, "pressure", frame_room=0)
+    res = run_episode(env, make_policy("expert", env), 0, 3, rec)
+    s = summarize_rrd(path)
+    assert s["complete"] and s["steps"] == res.steps
+    assert s.get("cameras", {}).get("front", 0) == 0 and s["dropped_frames"] == rec.dropped_frames == res.steps + 1
+    assert s["events"] == len(env.supervisor.events) > 0
+    assert "/supervisor/command/linear_speed" in s["entities"] and "/policy/action" in s["entities"]
+    assert f"end_reason: {res.end_reason}" in s["result"] and f"dropped_frames: {res.steps + 1}" in s["result"]
+    env.close()
+
+
+def test_series_are_named_and_routine_clamps_are_counts_not_rows(tmp_path: Path) -> None:
+    import rerun.chunk as rc
+
+    env = QRobotEnv("pick_place", images=False)
+    path = tmp_path / "arm.rrd"
+    res = run_episode(env, make_policy("expert", env), 0, 3, EpisodeRecorder(path, "pick_place", "names"))
+    names: dict[str, list[str]] = {}
+    rows: list[str] = []
+    for chunk in rc.RrdReader(str(path)).stream().to_chunks():
+        batch = chunk.to_record_batch()
+        if "SeriesLines:names" in batch.schema.names:
+            names[chunk.entity_path] = batch.column("SeriesLines:names").to_pylist()[0]
+        if chunk.entity_path == "/supervisor/events":
+            rows += [t[0] for t in batch.column("TextLog:text").to_pylist() if t]
+    assert names["/policy/action"] == ["dx", "dy", "dz", "dyaw", "gripper"]
+    assert names["/supervisor/command/joint_velocity"] == [f"joint{i}" for i in range(1, 8)]
+    infos = sum(1 for e in env.supervisor.events if e.severity == "info")
+    assert infos > 10 and not any(r.startswith("[") and "limit" in r for r in rows)  # no clamp rows
+    s = summarize_rrd(path)
+    assert s["events_by_level"].get("INFO") == infos and s["steps"] == res.steps
+    env.close()
+
+
+def test_inspect_summarises_a_whole_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["run", "reach", "--episodes", "2", "--seed", "5", "--runs-dir", str(tmp_path)]
+    assert main(argv) == 0
+    run_dir = next(tmp_path.iterdir())
+    capsys.readouterr()
+    assert main(["inspect", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "| reach | expert | 5-6 | 2/2 = 100% |" in out and "recordings: 2" in out and "qrobot view" in out
+    with open(run_dir / "episodes.jsonl", "a") as f:
+        f.write('{"scenario": "reach", "cut sh')  # a run killed mid-line
+    assert main(["inspect", str(run_dir)]) == 0
+    assert "1 unreadable line(s)" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path)]) == 2  # not a run directory: one line

@@ -29,7 +29,7 @@ def frame_view(lo: np.ndarray, hi: np.ndarray, steep: bool = False) -> rrb.EyeCo
     """An eye that frames the box lo..hi from the front left, above; `steep` looks down
     into a room, so that its walls do not hide a base standing beside them."""
     centre = (lo + hi) / 2
-    span = float(max(np.linalg.norm(hi - lo), 0.5))
+    span = max(float(np.linalg.norm(hi - lo)), 0.5)
     eye = centre + (np.array([-0.3, -0.45, 0.85]) if steep else np.array([-0.55, -0.75, 0.6])) * span
     return rrb.EyeControls3D(position=eye.tolist(), look_target=centre.tolist(), eye_up=[0.0, 0.0, 1.0])
 

@@ -203,6 +203,7 @@ class EpisodeSink:
         first = entity not in self._styled
         self._styled.add(entity)
         for kind, d in bodies.items():
+            arch: Any
             if not d["centers"]:
                 continue
             centers, quats = np.asarray(d["centers"]), np.asarray(d["quaternions"])

@@ -35,13 +35,16 @@ def _viewer() -> str:
 
 
 def has_renderer() -> bool:
-    """A Vulkan driver the headless viewer can paint with (lavapipe counts)."""
+    """A Vulkan driver the headless viewer can paint with (lavapipe counts); elsewhere
+    than Linux the platform's own graphics API serves."""
+    if not sys.platform.startswith("linux"):
+        return True
     return any(
         Path(d).is_dir() and any(Path(d).glob("*.json")) for d in ("/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d")
     )
 
 
-def snapshot(rrd: Path, out: Path, size: tuple[int, int] = (1600, 1000), step: int | None = None) -> dict[str, Any]:
+def snapshot(rrd: Path, out: Path, step: int | None = None) -> dict[str, list[str]]:
     """Write `out` (PNG) showing `rrd` at `step` (default: its last step). Returns the
     viewer's report of each view: {name: [what failed to visualize]} (empty lists when healthy)."""
     from rerun.experimental import ViewerClient
@@ -50,7 +53,9 @@ def snapshot(rrd: Path, out: Path, size: tuple[int, int] = (1600, 1000), step: i
 
     summary = summarize_rrd(rrd)  # one clear line for a missing or unreadable file
     if not has_renderer():
-        raise QrobotError("snapshot: no Vulkan driver to render with; install Debian's mesa-vulkan-drivers")
+        raise QrobotError(
+            "snapshot: no Vulkan driver to render with; install one (Debian: apt-get install mesa-vulkan-drivers)"
+        )
     port = _free_port()
     env_before = {k: os.environ.get(k) for k in ("WGPU_BACKEND", "XDG_RUNTIME_DIR")}
     runtime = tempfile.mkdtemp(prefix="qrobot-xdg-")
@@ -67,7 +72,7 @@ def snapshot(rrd: Path, out: Path, size: tuple[int, int] = (1600, 1000), step: i
     try:
         _wait_up(viewer)
         viewer.open(str(Path(rrd).resolve()))
-        state = _wait_loaded(viewer)
+        _wait_loaded(viewer)
         last = summary["steps"] if step is None else step
         viewer.set_time("step", sequence=int(last), play_state="paused")
         time.sleep(1.0)  # a few frames for meshes and images at the new time

@@ -163,7 +163,9 @@ def evaluate(
             ]
         name = done[0][0]
         rows = sorted(
-            (r.seed, r, o, line) for _, rs, os_, ls in done for r, o, line in zip(rs, os_ or [None] * len(rs), ls)
+            (r.seed, r, o, line)
+            for _, rs, os_, ls in done
+            for r, o, line in zip(rs, os_ or [None] * len(rs), ls)  # type: ignore[list-item]  # no outcomes off the tabletop
         )
         results = [r for _, r, _, _ in rows]
         outcomes = [o for _, _, o, _ in rows if o is not None]

@@ -55,7 +55,7 @@ def _corpus(meta: dict[str, Any], episodes: list[Episode]) -> list[str]:
     """Every instruction the scenario can produce, so held-out seeds have no unknown words."""
     texts = [ep.instruction for ep in episodes]
     task = load_scenario(meta["scenario"]).task
-    names = {"object": [], "receptacle": [], "base": [], "landmark": []}
+    names: dict[str, list[str]] = {"object": [], "receptacle": [], "base": [], "landmark": []}
     objs = getattr(task, "objects", None)
     if objs is not None:
         names["object"] = names["base"] = [f"{c} cube" for c in objs.colors]

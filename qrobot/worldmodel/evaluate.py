@@ -9,7 +9,6 @@ Collision AUROC over every (window, horizon) the episode still covers.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,7 @@ def wm_evaluate(
 ) -> dict[str, Any]:
     model = WorldModel.from_pretrained(checkpoint)
     cfg = model.config
-    _, eps = load_wm_episodes(dataset)
+    _, eps = load_wm_episodes(Path(dataset))
     h = cfg.horizon
     picks = [(e, t) for e, ep in enumerate(eps) for t in range(0, len(ep.actions) - h + 1, stride)]
     if not picks:
@@ -97,7 +96,7 @@ def wm_evaluate(
     p, y = torch.cat(probs), torch.cat(labels).long()
     auroc = float(binary_auroc(p, y)) if 0 < int(y.sum()) < len(y) else float("nan")
     m, c, r = model_s.table(), copy_s.table(), rand_s.table()
-    result = {
+    result: dict[str, Any] = {
         "windows": len(picks),
         "episodes": len(eps),
         "model": m,
@@ -111,7 +110,7 @@ def wm_evaluate(
         "threshold": cfg.threshold,
         **_threshold_stats(p, y, cfg.threshold),
     }
-    result["bars_met"] = {k: (result[k] >= v if not math.isnan(result[k]) else False) for k, v in BARS.items()}
+    result["bars_met"] = {k: bool(float(result[k]) >= v) for k, v in BARS.items()}  # NaN compares False
     return result
 
 
