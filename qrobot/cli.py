@@ -214,7 +214,15 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("scenario")
     e.add_argument("--checkpoint", required=True, type=_path, help="trained model directory")
     e.add_argument("--episodes", type=_positive, default=50)
-    e.add_argument("--seed", type=int, default=10000, help="first held-out seed (collect uses 0..N-1)")
+    e.add_argument(
+        "--split",
+        choices=("validation", "ci", "test"),
+        default=None,
+        help="the seed range to evaluate on (docs/evaluation.md): validation 10000-19999 and 30000-39999 "
+        "(choosing between variants), ci 20000-29999, test 40000+ (once per checkpoint, no tuning flags); "
+        "default: the split --seed falls in, else validation",
+    )
+    e.add_argument("--seed", type=int, default=None, help="first seed (default: the first of --split)")
     e.add_argument("--no-swap", dest="swap", action="store_false", help="skip the tabletop swap test")
     e.add_argument("--device", default=None, type=_text, help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
     e.add_argument("--workers", type=_positive, default=1, help="parallel evaluation processes (one thread each)")

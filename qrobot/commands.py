@@ -182,7 +182,7 @@ def eval_cmd(args: argparse.Namespace) -> int:
     from qrobot.scenario import load_scenario
 
     sc = load_scenario(args.scenario)
-    check_seeds("eval --seed", args.seed, args.episodes)
+    _choose_split(args)
     device = args.device or "cpu"
     check_device("eval --device", device)
     check_out_dir("eval --runs-dir", args.runs_dir)
@@ -206,9 +206,11 @@ def eval_cmd(args: argparse.Namespace) -> int:
         checkpoint=str(args.checkpoint),
         episodes=args.episodes,
         seed=args.seed,
+        split=args.split,
         record=False,
     )
     out = sys.stderr if args.json else sys.stdout
+    print(f"split: {args.split} (seeds {args.seed}-{args.seed + args.episodes - 1})", file=out, flush=True)
     status = "crashed"
     report: dict[str, Any] = {}
     try:
@@ -233,7 +235,7 @@ def eval_cmd(args: argparse.Namespace) -> int:
         run_dir.discard()
         raise
     finally:
-        summary = {"command": "eval", "status": status, **report, "run_dir": str(run_dir.path)}
+        summary = {"command": "eval", "status": status, "split": args.split, **report, "run_dir": str(run_dir.path)}
         if run_dir.path.exists():
             summary = run_dir.write_summary(summary)
             run_dir.finish(status)
@@ -242,6 +244,35 @@ def eval_cmd(args: argparse.Namespace) -> int:
     if args.card:
         _record_eval(args, device, report, failed)
     return EXIT_EPISODE_FAILED if failed else EXIT_OK
+
+
+def _choose_split(args: argparse.Namespace) -> None:
+    """--split and --seed agree; the test split runs the model as shipped, once."""
+    from qrobot.splits import check_split, first_seed, split_of
+
+    if args.seed is None:
+        args.split = args.split or "validation"
+        args.seed = first_seed(args.split)
+    check_seeds("eval --seed", args.seed, args.episodes)
+    args.split = args.split or split_of(args.seed)
+    check_split("eval --seed", args.split, args.seed, args.episodes)
+    if args.split != "test":
+        return
+    if args.replan is not None:
+        raise QrobotError(
+            "eval --replan: the test split runs the checkpoint as shipped; choose --replan on --split validation"
+        )
+    from qrobot import cards
+
+    if args.card and (Path(args.checkpoint) / cards.RESULTS_FILE).is_file():
+        _, records = cards.load(args.checkpoint)
+        done = [r for r in records if r.split == "test" and r.scenario == args.scenario]
+        if done:
+            raise QrobotError(
+                f"eval --split test: {args.checkpoint} was already measured on the test split for {args.scenario} "
+                f"(command: {done[0].command}; in {cards.RESULTS_FILE}); a test figure is measured "
+                "once per checkpoint: evaluate on --split validation, or --no-card to look without recording"
+            )
 
 
 def _record_eval(args: argparse.Namespace, device: str, report: dict[str, Any], failed: int) -> None:
@@ -253,7 +284,8 @@ def _record_eval(args: argparse.Namespace, device: str, report: dict[str, Any], 
     if failed:
         cards.warn(f"{args.checkpoint}: the model card was not updated ({failed} episodes ended in an error)")
         return
-    argv = ["qrobot", "eval", args.scenario, "--episodes", str(args.episodes), "--seed", str(args.seed)]
+    argv = ["qrobot", "eval", args.scenario, "--split", args.split, "--episodes", str(args.episodes)]
+    argv += ["--seed", str(args.seed)]
     argv += ["--checkpoint", str(args.checkpoint)] + (["--workers", str(args.workers)] if args.workers != 1 else [])
     argv += (["--replan", str(args.replan)] if args.replan else []) + ([] if args.swap else ["--no-swap"])
     argv += ["--device", device] if device != "cpu" else []

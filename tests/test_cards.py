@@ -159,7 +159,7 @@ def test_qrobot_eval_writes_its_figures_back(nav_copy: Path, tmp_path: Path, cap
     _, after = cards.load(nav_copy)
     new = after[len(before) :]
     assert [r.metric for r in new] == ["success_rate", "spl"]
-    assert new[0].command == f"qrobot eval pointnav --episodes 1 --seed 20000 --checkpoint {nav_copy}"
+    assert new[0].command == f"qrobot eval pointnav --split ci --episodes 1 --seed 20000 --checkpoint {nav_copy}"
     assert new[0].seeds == [20000, 20000] and new[0].split == "ci"
     assert new[0].successes == summary["successes"] and new[1].value == pytest.approx(summary["spl"])
     assert (nav_copy / cards.CARD_FILE).read_text(encoding="utf-8") == cards.render_card(nav_copy)

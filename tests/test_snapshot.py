@@ -54,3 +54,22 @@ def test_snapshot_errors_are_one_line(arm_recording: Path, tmp_path: Path, capsy
     assert main(["snapshot", str(tmp_path / "missing.rrd"), str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "PNG" in err[0] and "missing.rrd" in err[1]
+
+
+def test_a_protective_stop_shows_as_a_red_error_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Event rows keep their own level in the viewer (rows sent together as columns once
+    all showed as green INFO): the expert's protective stop near a person is red."""
+    sc = load_scenario("pointnav_people").model_copy(update={"max_steps": 12})
+    env = QRobotEnv(sc, images=False)
+    path = tmp_path / "people.rrd"
+    run_episode(env, make_policy("expert", env), 0, 3, EpisodeRecorder(path, sc.name, "levels"))
+    assert any(e.severity == "error" for e in env.supervisor.events)  # seed 3: a person close at step 8
+    env.close()
+    png = tmp_path / "people.png"
+    assert main(["snapshot", str(path), str(png)]) == 0
+    img = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
+    h, w, _ = img.shape
+    events = img[int(0.76 * h) :, : int(0.6 * w)]  # the safety-events panel, bottom left
+    red = (events[..., 0] > 150) & (events[..., 1] < 90) & (events[..., 2] < 90)
+    green = (events[..., 1] > 150) & (events[..., 0] < 120) & (events[..., 2] < 150)
+    assert red.sum() > 20 and green.sum() > 20, (red.sum(), green.sum())  # ERROR beside the INFO rows

@@ -71,6 +71,8 @@ class EpisodeSink:
             self._finish(item)
 
     def close(self) -> None:
+        """Everything still buffered goes out (after a crash of the control loop too)."""
+        self._flush_columns()
         self.rec.flush()
         self.rec.disconnect()
 
