@@ -9,7 +9,9 @@ from gymnasium import spaces
 
 
 class Policy(Protocol):
-    """reset(instruction) at episode start; act(obs) -> one action per control step."""
+    """reset(instruction) at episode start; act(obs) -> one action per control step.
+    A policy with randomness of its own may add `seed_episode(seed)`: a benchmark calls it
+    before each episode, so that an episode's result depends only on its seed."""
 
     name: str
     needs_images: bool
@@ -31,6 +33,10 @@ class RandomPolicy:
 
     def reset(self, instruction: str) -> None:
         pass
+
+    def seed_episode(self, seed: int) -> None:
+        """Randomness from the episode's seed: the same actions whichever worker runs it."""
+        self.rng = np.random.default_rng(seed)
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         return self.rng.uniform(self.space.low, self.space.high).astype(np.float32)

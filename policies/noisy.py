@@ -32,6 +32,9 @@ class WanderPolicy:
     def reset(self, instruction: str) -> None:
         self.left = 0
 
+    def seed_episode(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         if self.left <= 0:
             self.action, self.left = _drift_action(self.rng), int(self.rng.integers(5, 21))
@@ -56,6 +59,9 @@ class NoisyExpert:
     def reset(self, instruction: str) -> None:
         self.expert.reset(instruction)
         self.left = 0
+
+    def seed_episode(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         action = np.asarray(self.expert.act(obs), np.float32).copy()  # keeps the expert's state current

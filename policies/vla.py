@@ -41,6 +41,10 @@ class VLAPolicy:
         self.nav = "waypoints" in self.model.norm
         self.reset("")
 
+    def seed_episode(self, seed: int) -> None:
+        """The flow-matching noise from the episode's seed (benchmarks: order-independent)."""
+        self.generator.manual_seed(seed)
+
     def reset(self, instruction: str) -> None:
         self.instruction = instruction
         self.queue.clear()

@@ -7,9 +7,11 @@ import io
 from pathlib import Path
 from typing import Any
 
+from qrobot import matrix
+from qrobot.matrix import PolicySpec, unfit
 from qrobot.progress import Progress
 from qrobot.record import RunDir
-from qrobot.runner import prepare, run_episodes, summarize
+from qrobot.runner import summarize
 
 COLUMNS = [
     "scenario",
@@ -31,39 +33,39 @@ COLUMNS = [
 ]
 
 
-def plan(scenarios: dict[str, Any], policies: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+def plan(
+    scenarios: dict[str, Any], specs: list[PolicySpec]
+) -> tuple[list[tuple[str, PolicySpec]], list[tuple[str, str, str]]]:
     """(pairs to run, (scenario, policy, reason) pairs skipped because the policy cannot drive it)."""
-    from qrobot.policies import unfit_reason
-
     pairs, skipped = [], []
     for name, sc in scenarios.items():
-        for pol in policies:
-            why = unfit_reason(pol, sc)
-            (skipped.append((name, pol, why)) if why else pairs.append((name, pol)))
+        for spec in specs:
+            why = unfit(spec, sc)
+            (skipped.append((name, spec.label, why)) if why else pairs.append((name, spec)))
     return pairs, skipped
 
 
 def bench(
-    pairs: list[tuple[str, str]],
+    pairs: list[tuple[str, PolicySpec]],
     episodes: int,
-    seed: int = 0,
-    run_dir: RunDir | None = None,
+    seed: int,
+    run_dir: RunDir,
     record: bool = False,
+    workers: int = 1,
     show: bool = True,
 ) -> list[dict[str, Any]]:
-    """Each (scenario, policy) pair for `episodes` seeds; every episode's result is appended to
-    the run directory's episodes.jsonl as it ends, recordings go to <policy>/<scenario>/."""
-    rows = []
-    for sc, pol in pairs:
-        session = prepare(sc, pol, record=record, seed=seed, preflight=False)
-        bar = Progress(f"{sc}/{pol}", episodes, enabled=show)
-        try:
-            results = run_episodes(session, episodes, seed, run_dir, record, progress=bar, policy_dir=pol)
-        finally:
-            bar.close()
-            session.close()
-        rows.append({"scenario": sc, "policy": pol, **summarize(results)})
-    return rows
+    """Every (scenario, policy, seed) cell not yet in the run's episodes.jsonl; each result
+    is appended as it ends (recordings under <policy>/<scenario>/). Rows summarise every
+    finished cell of the run, earlier runs of it included."""
+    todo = matrix.units(pairs, episodes, seed, matrix.done_cells(run_dir.path), workers)
+    bar = Progress("bench", sum(len(u.cells) for u in todo), unit="episode", enabled=show)
+    try:
+        matrix.run_units(todo, run_dir.path, run_dir.run_id, record, workers, bar)
+    finally:
+        bar.close()
+    done = matrix.results(run_dir.path)
+    run_dir.episodes = sum(len(v) for v in done.values())
+    return [{"scenario": sc, "policy": spec.label, **summarize(done.get((sc, spec.label), []))} for sc, spec in pairs]
 
 
 def _cell(row: dict[str, Any], key: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -258,9 +259,27 @@ def _parser() -> argparse.ArgumentParser:
     sn.add_argument("--step", type=int, default=None, help="the step to show (default: the last)")
     b = sub.add_parser("bench", help="scenarios x policies x episodes into a Markdown/CSV table")
     b.add_argument("--scenarios", type=_names, default=None, help="comma-separated (default: all)")
-    b.add_argument("--policies", type=_names, default=["expert"], help="comma-separated")
-    b.add_argument("--episodes", type=_positive, default=10)
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument(
+        "--policies",
+        type=_names,
+        default=None,
+        help="comma-separated; qwen-vla=DIR for a checkpoint of your own (default: expert)",
+    )
+    b.add_argument("--episodes", type=_positive, default=None, help="seeds per (scenario, policy) pair (default: 10)")
+    b.add_argument("--seed", type=int, default=None, help="first seed (default: 0)")
+    b.add_argument(
+        "--workers",
+        type=_positive,
+        default=os.cpu_count() or 1,
+        help="processes, one torch thread each (1: in this process)",
+    )
+    b.add_argument(
+        "--resume",
+        type=_path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a bench run: its unfinished (scenario, policy, seed) cells only, with its own arguments",
+    )
     b.add_argument(
         "--out", type=_path, default=None, help="where bench.md and bench.csv go (default: the run directory)"
     )

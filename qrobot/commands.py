@@ -15,10 +15,13 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qrobot.checks import check_dataset_out, check_device, check_gui, check_out_dir, check_seeds
 from qrobot.errors import QrobotError
+
+if TYPE_CHECKING:
+    from qrobot.record import RunDir
 
 LOG = logging.getLogger("qrobot")
 EXIT_OK, EXIT_USER, EXIT_EPISODE_FAILED = 0, 2, 3
@@ -293,26 +296,47 @@ def _record_eval(args: argparse.Namespace, device: str, report: dict[str, Any], 
         LOG.info("figures stored in %s (model card: %s)", *(args.checkpoint / f for f in cards.FILES))
 
 
+def _bench_args(args: argparse.Namespace) -> RunDir | None:
+    """--resume takes the run's own arguments; a flag that contradicts them is refused."""
+    from qrobot.record import RunDir
+
+    if args.resume is None:
+        args.policies = args.policies or ["expert"]
+        args.episodes = args.episodes or 10
+        args.seed = 0 if args.seed is None else args.seed
+        return None
+    run = RunDir.reopen(args.resume, flag="bench --resume")
+    if run.info.get("command") != "bench":
+        raise QrobotError(f"bench --resume {args.resume}: a {run.info.get('command')!r} run, not a bench run")
+    for flag in ("scenarios", "policies", "episodes", "seed"):
+        given, kept = getattr(args, flag), run.info.get(flag)
+        if given is not None and given != kept:
+            raise QrobotError(f"bench --resume: --{flag} {given} differs from the run's own ({kept}); drop the flag")
+        setattr(args, flag, kept)
+    args.record = bool(run.info.get("record", args.record))  # recordings as the run began
+    return run
+
+
 def bench_cmd(args: argparse.Namespace) -> int:
     from qrobot.scenario import load_scenario, scenario_names
 
+    resumed = _bench_args(args)
     scenarios = args.scenarios or scenario_names()
     loaded = {name: load_scenario(name) for name in scenarios}  # fail fast on a bad name
-    for pol in args.policies:
-        _check_policy(pol)
+    from qrobot import bench, matrix
+    from qrobot.record import RunDir
+
+    specs = [matrix.PolicySpec.parse(p) for p in args.policies]
     check_seeds("bench --seed", args.seed, args.episodes)
     check_out_dir("bench --runs-dir", args.runs_dir)
     if args.out is not None:
         check_out_dir("bench --out", args.out)
-    from qrobot import bench
-    from qrobot.record import RunDir
-
-    pairs, skipped = bench.plan(loaded, args.policies)
+    pairs, skipped = bench.plan(loaded, specs)
     if not pairs:
         raise QrobotError(
             "bench: no scenario fits any given policy: " + "; ".join(f"{s}/{p}: {why}" for s, p, why in skipped)
         )
-    run_dir = RunDir(
+    run_dir = resumed or RunDir(
         args.runs_dir,
         flag="bench --runs-dir",
         command="bench",
@@ -325,7 +349,7 @@ def bench_cmd(args: argparse.Namespace) -> int:
     )
     status, rows = "crashed", []
     try:
-        rows = bench.bench(pairs, args.episodes, args.seed, run_dir, args.record, show=not args.quiet)
+        rows = bench.bench(pairs, args.episodes, args.seed, run_dir, args.record, args.workers, show=not args.quiet)
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -340,11 +364,14 @@ def bench_cmd(args: argparse.Namespace) -> int:
         }
         summary = run_dir.write_summary(summary)
         run_dir.finish(status)
+        if status != "finished":
+            LOG.warning("finished episodes are kept; continue with: qrobot bench --resume %s", run_dir.path)
     md, cs = bench.write(rows, args.out or run_dir.path)
+    parquet = matrix.write_parquet(run_dir.path)
     _emit(args, summary, lambda: print(bench.to_markdown(rows)))
     for s, p, why in skipped:
         LOG.info("skipped %s / %s: %s", s, p, why)
-    LOG.info("wrote %s and %s; per-episode results in %s/episodes.jsonl", md, cs, run_dir.path)
+    LOG.info("wrote %s, %s and %s; per-episode results in %s/episodes.jsonl", md, cs, parquet, run_dir.path)
     failed = sum(r["policy_errors"] + r.get("env_errors", 0) for r in rows)
     return EXIT_EPISODE_FAILED if failed else EXIT_OK
 

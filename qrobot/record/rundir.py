@@ -23,6 +23,7 @@ from typing import Any
 
 import qrobot
 from qrobot.checks import make_out_dir, remove_made
+from qrobot.errors import QrobotError
 
 SCHEMA_VERSION = 1
 EPISODES_FILE, SUMMARY_FILE, RUN_FILE = "episodes.jsonl", "summary.json", "run.json"
@@ -92,6 +93,31 @@ class RunDir:
         # .rrd files open only in the Rerun version that wrote them: say which, beside them
         (self.path / "RERUN_VERSION").write_text(f"{self.info['versions']['rerun']}\n")
 
+    @classmethod
+    def reopen(cls, path: Path, flag: str = "--resume") -> RunDir:
+        """An existing run directory, to continue (`bench --resume`): same run id, files kept."""
+        path = Path(path)
+        try:
+            info = json.loads((path / RUN_FILE).read_text())
+        except FileNotFoundError:
+            raise QrobotError(f"{flag} {path}: not a run directory (no {RUN_FILE})") from None
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise QrobotError(f"{flag} {path}: {RUN_FILE} cannot be read ({exc})") from None
+        if not isinstance(info, dict) or "run_id" not in info:
+            raise QrobotError(f"{flag} {path}: {RUN_FILE} is not a qrobot run record")
+        self = cls.__new__(cls)
+        self.run_id, self.path, self._made = str(info["run_id"]), path, []
+        self.episodes = int(info.get("episodes_recorded") or 0)
+        self.info = {**info, "status": "running", "resumed": _now(), "versions": versions()}
+        self._write_info()
+        jsonl = path / EPISODES_FILE
+        if jsonl.is_file() and jsonl.stat().st_size:
+            with open(jsonl, "rb+") as f:  # a line a kill cut short must not swallow the next one
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+        return self
+
     def _write_info(self) -> None:
         _atomic_write(self.path / RUN_FILE, json.dumps(strict_json(self.info), indent=2) + "\n")
 
@@ -120,7 +146,7 @@ class RunDir:
 
     def discard(self) -> None:
         """Remove the run directory (and parents this run made) when nothing ran in it."""
-        if self.episodes == 0:
+        if self.episodes == 0 and "resumed" not in self.info:  # a resumed run's directory is not ours to remove
             remove_made(self._made or [self.path])
 
 

@@ -1,0 +1,218 @@
+"""The benchmark matrix: (scenario, policy, seed) cells, run in-process or on a local
+process pool, each result appended to episodes.jsonl the moment it ends, resumable.
+
+A cell's result depends only on the cell: the world comes from the seed, and a policy
+with its own randomness is re-seeded from the seed before each episode (`seed_episode`),
+so a cell gives the same result whichever worker runs it and in whatever order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from qrobot.errors import QrobotError
+from qrobot.record.rundir import EPISODES_FILE, SCHEMA_VERSION, append_line
+
+LEARNED = ("qwen-vla",)
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """`name` or `name=CHECKPOINT`; `label` names it in the table, the files and --resume."""
+
+    label: str
+    name: str
+    checkpoint: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> PolicySpec:
+        from qrobot.policies import POLICY_NAMES
+
+        name, _, path = text.partition("=")
+        if name not in POLICY_NAMES:
+            raise QrobotError(f"bench --policies: unknown policy {name!r}; valid names: {', '.join(POLICY_NAMES)}")
+        if "=" in text and name not in LEARNED:
+            raise QrobotError(f"bench --policies {text}: only {', '.join(LEARNED)} takes =CHECKPOINT")
+        if "=" in text and not path:
+            raise QrobotError(f"bench --policies {text}: give the checkpoint directory after '='")
+        if path and not (Path(path) / "vla_config.json").is_file():
+            raise QrobotError(f"bench --policies {text}: {path} holds no trained model (vla_config.json)")
+        return cls(text, name, path or None)
+
+    @property
+    def folder(self) -> str:
+        """The recordings' folder: the label without characters a path cannot carry."""
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in self.label)
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint} if self.checkpoint else {}
+
+
+def unfit(spec: PolicySpec, scenario: Any) -> str | None:
+    from qrobot.policies import unfit_reason
+
+    if spec.checkpoint:
+        from qrobot.vla.checkpoint import fits_scenario
+
+        return fits_scenario(Path(spec.checkpoint), scenario)
+    return unfit_reason(spec.name, scenario)
+
+
+@dataclass
+class Unit:
+    """Seeds of one (scenario, policy) pair that one worker runs with one env and policy."""
+
+    scenario: str
+    spec: PolicySpec
+    cells: list[tuple[int, int]] = field(default_factory=list)  # (episode index, seed)
+
+
+def done_cells(run_path: Path) -> set[tuple[str, str, int]]:
+    """(scenario, policy, seed) of every finished episode; a line cut short by a kill is not one."""
+    done = set()
+    path = Path(run_path) / EPISODES_FILE
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+                done.add((str(row["scenario"]), str(row["policy"]), int(row["seed"])))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+    return done
+
+
+def units(
+    pairs: list[tuple[str, PolicySpec]], episodes: int, seed: int, done: set[tuple[str, str, int]], workers: int
+) -> list[Unit]:
+    """The cells not done yet, cut into about two units per worker for each pair (a worker
+    builds one env and loads one policy per unit)."""
+    out = []
+    for sc, spec in pairs:
+        todo = [(k, seed + k) for k in range(episodes) if (sc, spec.label, seed + k) not in done]
+        if not todo:
+            continue
+        parts = max(1, min(len(todo), 2 * workers if workers > 1 else 1))
+        for i in range(parts):
+            chunk = todo[i::parts]
+            if chunk:
+                out.append(Unit(sc, spec, chunk))
+    return out
+
+
+def run_unit(unit: Unit, run_path: str, run_id: str, record: bool, progress: Any = None) -> int:
+    """One worker's share: episodes of one pair, each appended as its own line on ending."""
+    import torch
+
+    from qrobot.record import EpisodeRecorder
+    from qrobot.runner import prepare, run_episode
+
+    torch.set_num_threads(1)  # results must not depend on the executor
+    session = prepare(unit.scenario, unit.spec.name, record=record, policy_kwargs=unit.spec.kwargs(), preflight=False)
+    root = Path(run_path)
+    try:
+        for k, s in unit.cells:
+            reseed = getattr(session.policy, "seed_episode", None)
+            if reseed is not None:
+                reseed(s)
+            rec = None
+            if record:
+                path = root / unit.spec.folder / unit.scenario / f"ep{k}-seed{s}.rrd"
+                rec = EpisodeRecorder(path, unit.scenario, f"{run_id}-{unit.scenario}-ep{k}-seed{s}")
+            on_step = None if progress is None else progress.step
+            res = run_episode(session.env, session.policy, k, s, rec, session.operator, on_step)
+            if progress is not None:
+                progress.episode(res.success)
+            res.policy = unit.spec.label
+            if rec is not None and rec.path.exists():
+                res.recording = str(rec.path)
+            row = {"schema_version": SCHEMA_VERSION, **res.to_dict()}
+            if unit.spec.checkpoint:
+                row["checkpoint"] = unit.spec.checkpoint
+            append_line(root / EPISODES_FILE, row)
+    finally:
+        session.close()
+    return len(unit.cells)
+
+
+def run_units(
+    todo: list[Unit],
+    run_path: Path,
+    run_id: str,
+    record: bool,
+    workers: int,
+    progress: Any = None,
+) -> None:
+    """In this process for one worker (progress per control step); otherwise a pool of
+    fresh interpreters (spawn: no PyBullet or torch state is copied), one torch thread
+    each, progress per finished share."""
+    if workers <= 1:
+        for u in todo:
+            run_unit(u, str(run_path), run_id, record, progress)
+        return
+    import multiprocessing
+
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # read by the workers' torch at import
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            jobs = {pool.submit(run_unit, u, str(run_path), run_id, record): u for u in todo}
+            for job in as_completed(jobs):
+                job.result()  # a worker's QrobotError reaches the user as one line
+                if progress is not None:
+                    u = jobs[job]
+                    finished = {r.seed: r.success for r in results(run_path).get((u.scenario, u.spec.label), [])}
+                    for _, s in u.cells:
+                        progress.episode(bool(finished.get(s)))
+                    progress.step(0, f"{len(u.cells)} episodes of {u.scenario} / {u.spec.label} done")
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def results(run_path: Path) -> dict[tuple[str, str], list[Any]]:
+    """Every finished episode of the run by (scenario, policy), in seed order."""
+    from qrobot.runner import EpisodeResult
+
+    names = {f.name for f in fields(EpisodeResult)}
+    groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    seen: set[tuple[str, str, int]] = set()
+    path = Path(run_path) / EPISODES_FILE
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+    for line in lines:
+        try:
+            row = json.loads(line)
+            res = EpisodeResult(**{k: v for k, v in row.items() if k in names})
+        except (json.JSONDecodeError, TypeError):
+            continue
+        key = (res.scenario, res.policy, res.seed)
+        if key not in seen:  # an episode re-run after a kill counts once
+            seen.add(key)
+            groups[(res.scenario, res.policy)].append(res)
+    return {k: sorted(v, key=lambda r: r.seed) for k, v in groups.items()}
+
+
+def write_parquet(run_path: Path) -> Path:
+    """results.parquet: one row per episode; metrics and safety counts flattened to columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = []
+    for eps in results(run_path).values():
+        for r in eps:
+            row = {k: v for k, v in r.to_dict().items() if k not in ("metrics", "safety")}
+            row.update({f"metric.{k}": v for k, v in r.metrics.items()})
+            row.update({f"safety.{k}": v for k, v in r.safety.items()})
+            rows.append(row)
+    out = Path(run_path) / "results.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), out)
+    return out
