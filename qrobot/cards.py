@@ -211,8 +211,11 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _save(ckpt_dir: Path, training: dict[str, Any], records: list[Record]) -> None:
+    from qrobot.record.rundir import strict_json
+
     doc = {"schema_version": SCHEMA_VERSION, "training": training, "results": [r.to_dict() for r in records]}
-    _write_atomic(ckpt_dir / RESULTS_FILE, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(strict_json(doc), indent=2, ensure_ascii=False, allow_nan=False)  # NaN: null
+    _write_atomic(ckpt_dir / RESULTS_FILE, text + "\n")
 
 
 @contextlib.contextmanager
@@ -258,8 +261,8 @@ def record_result(ckpt_dir: str | Path, record: Record | Iterable[Record]) -> bo
                     records.append(r)
             _save(d, training, records)
         write_card(d)
-    except (OSError, QrobotError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    except Exception as exc:  # a damaged checkpoint or results.json: the evaluation's figures stand
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
         warn(f"{d}: the model card was not updated ({reason[:200]}); the figures above stand")
         return False
     return True

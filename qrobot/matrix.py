@@ -129,7 +129,7 @@ def run_unit(unit: Unit, run_path: str, run_id: str, record: bool, progress: Any
             if progress is not None:
                 progress.episode(res.success)
             res.policy = unit.spec.label
-            if rec is not None and rec.path.exists():
+            if rec is not None and rec.path.exists() and not rec.failed:
                 res.recording = str(rec.path)
             row = {"schema_version": SCHEMA_VERSION, **res.to_dict()}
             if unit.spec.checkpoint:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import traceback
 from collections.abc import Callable, Iterable
@@ -17,6 +18,8 @@ from qrobot.progress import Progress
 from qrobot.record import EpisodeRecorder, RunDir
 from qrobot.safety.supervisor import OperatorKey
 from qrobot.scenario import load_scenario
+
+LOG = logging.getLogger("qrobot")
 
 
 @dataclass
@@ -108,10 +111,15 @@ def run_episode(
         result = _episode_loop(env, policy, episode, seed, obs, info, recorder, on_step)
     except KeyboardInterrupt:
         if recorder is not None:
-            recorder.finish({"success": False, "end_reason": "interrupted", "steps": env.task.steps})
+            _finish_recording(recorder, {"success": False, "end_reason": "interrupted", "steps": env.task.steps})
+        raise
+    except BaseException:
+        if recorder is not None:  # the file keeps what happened, with the reason it stopped
+            _finish_recording(recorder, {"success": False, "end_reason": "crashed", "steps": env.task.steps})
         raise
     if recorder is not None:
-        recorder.finish(
+        _finish_recording(
+            recorder,
             {
                 **result.metrics,
                 "success": result.success,
@@ -120,9 +128,23 @@ def run_episode(
                 "error": result.error,
                 "limits_profile": result.limits_profile,
                 **{f"safety.{k}": v for k, v in result.safety.items()},
-            }
+            },
         )
     return result
+
+
+def _finish_recording(recorder: EpisodeRecorder, result: dict[str, Any]) -> None:
+    """A recording that cannot be finished (disk full, writer gone) costs the recording, one
+    warning line; the episode's result still reaches episodes.jsonl."""
+    from qrobot.record.writer import RecordingError
+
+    if recorder.failed:  # already said when the writer failed
+        return
+    try:
+        recorder.finish(result)
+    except RecordingError as exc:
+        LOG.warning("%s: recording lost: %s", recorder.path, exc)
+        recorder.failed = True
 
 
 def _episode_loop(
@@ -136,9 +158,14 @@ def _episode_loop(
     on_step: Callable[[int], None] | None,
 ) -> EpisodeResult:
     instruction = obs["instruction"]
-    policy.reset(instruction)
     reason, error = "timeout", ""
     terminated = truncated = False
+    try:
+        policy.reset(instruction)
+    except Exception as exc:  # as a raising act: this episode ends, the run goes on
+        reason, error = "policy_error", _describe(exc)
+        env.supervisor.estop(f"fault: policy reset raised {error}", env.sim.time)
+        terminated = True
     world, steps, metrics = env.episode, 0, info["metrics"]
     while not (terminated or truncated):
         try:
@@ -291,7 +318,7 @@ def run_episodes(
         )
         on_step = None if progress is None else (lambda n: progress.step(n))
         res = run_episode(env, session.policy, k, seed + k, rec, session.operator, on_step)
-        if rec is not None and rec.path.exists():
+        if rec is not None and rec.path.exists() and not rec.failed:
             res.recording = str(rec.path)
         results.append(res)
         if run_dir is not None:

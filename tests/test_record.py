@@ -33,6 +33,7 @@ def test_episode_recording_reads_back_with_the_right_content(tmp_path: Path) -> 
     assert s["steps"] == res.steps  # control steps, as the result counts them
     assert s["cameras"] == {"front": res.steps + 1}  # the reset frame, then one per step
     assert s["dropped_frames"] == 0
+    assert _frame_steps(path, "/cameras/front") == list(range(res.steps + 1))  # each frame at its own step
     for entity in (
         "/cameras/front",
         "/world/static/boxes",
@@ -59,6 +60,16 @@ def test_episode_recording_reads_back_with_the_right_content(tmp_path: Path) -> 
     }
     assert f"end_reason: {res.end_reason}" in s["result"] and s["instruction"] == res.instruction
     env.close()
+
+
+def _frame_steps(path: Path, entity: str) -> list[int]:
+    import rerun.chunk as rc
+
+    steps = []
+    for chunk in rc.RrdReader(str(path)).stream().to_chunks():
+        if chunk.entity_path == entity:
+            steps += chunk.to_record_batch().column("step").to_pylist()
+    return sorted(steps)
 
 
 def test_policy_exception_still_leaves_a_complete_recording(tmp_path: Path) -> None:
@@ -270,3 +281,56 @@ def test_inspect_summarises_a_whole_run(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["inspect", str(run_dir)]) == 0
     assert "1 unreadable line(s)" in capsys.readouterr().out
     assert main(["inspect", str(tmp_path)]) == 2  # not a run directory: one line
+
+
+def test_a_policy_whose_reset_raises_ends_its_episode_not_the_run(tmp_path: Path) -> None:
+    class ResetBroken:
+        name = "reset-broken"
+
+        def reset(self, instruction: str) -> None:
+            raise ValueError("no such instruction")
+
+        def act(self, obs: dict) -> np.ndarray:
+            raise AssertionError("never reached")
+
+    env = QRobotEnv("reach", images=True)
+    path = tmp_path / "ep.rrd"
+    res = run_episode(env, ResetBroken(), 0, 0, EpisodeRecorder(path, "reach", "reset-broken"))
+    s = summarize_rrd(path)
+    assert res.end_reason == "policy_error" and "no such instruction" in res.error
+    assert s["complete"] and "policy_error" in s["result"]
+    env.close()
+
+
+def test_a_writer_that_dies_costs_the_recording_not_the_episode(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from qrobot.record import writer
+
+    env = QRobotEnv("reach", images=True)
+    inner = make_policy("expert", env)
+
+    class KillsWriter:
+        name = "kills-writer"
+        n = 0
+
+        def reset(self, instruction: str) -> None:
+            inner.reset(instruction)
+
+        def act(self, obs: dict) -> np.ndarray:
+            self.n += 1
+            if self.n == 3:
+                assert writer._WRITER is not None
+                writer._WRITER.proc.kill()
+                writer._WRITER.proc.wait()
+            return inner.act(obs)
+
+    rec = EpisodeRecorder(tmp_path / "ep.rrd", "reach", "dies")
+    with caplog.at_level("WARNING", logger="qrobot"):
+        res = run_episode(env, KillsWriter(), 0, 0, rec)
+    assert res.end_reason == "success" and rec.failed  # the episode ran to its end
+    assert sum("recording stopped" in r.getMessage() for r in caplog.records) == 1
+    ok = EpisodeRecorder(tmp_path / "next.rrd", "reach", "next")  # the next recording gets a new writer
+    run_episode(env, make_policy("expert", env), 1, 1, ok)
+    assert summarize_rrd(tmp_path / "next.rrd")["complete"]
+    env.close()

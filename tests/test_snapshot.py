@@ -34,9 +34,17 @@ def _scene(png: Path) -> np.ndarray:
     return img[int(0.06 * h) : int(0.58 * h), : int(0.58 * w)]
 
 
+def _viewers() -> int:
+    import subprocess
+
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return sum("--headless" in line and "rerun" in line for line in out.splitlines())
+
+
 def test_snapshot_renders_the_layout_and_the_arm_moves_in_it(
     arm_recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    before = _viewers()
     early, late = tmp_path / "early.png", tmp_path / "late.png"
     assert main(["snapshot", str(arm_recording), str(early), "--step", "1"]) == 0
     assert "view " not in capsys.readouterr().out  # the viewer reported no view it could not draw
@@ -47,6 +55,7 @@ def test_snapshot_renders_the_layout_and_the_arm_moves_in_it(
     # the meshed arm reached for the cube between steps 1 and 14: its pixels moved
     changed = (np.abs(a - b).sum(axis=2) > 60).mean()
     assert changed > 0.005, changed
+    assert _viewers() == before  # each headless viewer (and the binary its wrapper started) is gone
 
 
 def test_snapshot_errors_are_one_line(arm_recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,15 +17,50 @@ from qrobot.record.rundir import EPISODES_FILE, RUN_FILE
 from qrobot.runner import wilson_interval
 
 
+def _number(v: Any, lo: float = 0.0, hi: float = 1e12) -> float | None:
+    """A finite number in range, or None (bool is not a number here)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if lo <= f <= hi else None
+
+
+def _row(raw: Any) -> dict[str, Any] | None:
+    """An episode line as inspect uses it, or None for one it cannot vouch for."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("scenario"), str):
+        return None
+    steps, seed = _number(raw.get("steps")), _number(raw.get("seed"), 0, 2**31 - 1)
+    if steps is None or seed is None or not isinstance(raw.get("success"), bool):
+        return None
+    metrics: dict[str, Any] = raw["metrics"] if isinstance(raw.get("metrics"), dict) else {}
+    safety: dict[str, Any] = raw["safety"] if isinstance(raw.get("safety"), dict) else {}
+    return {
+        "scenario": raw["scenario"],
+        "policy": str(raw.get("policy", "?")),
+        "seed": int(seed),
+        "steps": steps,
+        "success": raw["success"],
+        "spl": _number(metrics.get("spl"), 0.0, 1.0),
+        "interventions": _number(safety.get("interventions")) or 0.0,
+        "estops": _number(safety.get("estops")) or 0.0,
+    }
+
+
 def _episodes(path: Path) -> tuple[list[dict[str, Any]], int]:
     rows, bad = [], 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill: skipped, counted
-            bad += 1
+        if not line.strip():
             continue
-        if isinstance(row, dict) and "scenario" in row:
+        try:
+            row = _row(json.loads(line))
+        except (ValueError, RecursionError):  # a line cut short by a kill, or not JSON
+            row = None
+        if row is None:  # skipped, counted
+            bad += 1
+        else:
             rows.append(row)
     return rows, bad
 
@@ -36,18 +71,22 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
         raise QrobotError(f"{run_dir}: not a run directory (no {RUN_FILE} or {EPISODES_FILE})")
     try:
         run = json.loads((run_dir / RUN_FILE).read_text()) if (run_dir / RUN_FILE).is_file() else {}
-    except json.JSONDecodeError as exc:
-        raise QrobotError(f"{run_dir / RUN_FILE}: not valid JSON ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8
+        raise QrobotError(f"{run_dir / RUN_FILE}: not a readable run record ({str(exc)[:80]})") from None
+    except OSError as exc:
+        raise QrobotError(f"{run_dir / RUN_FILE}: cannot be read ({exc.strerror})") from None
+    if not isinstance(run, dict):
+        raise QrobotError(f"{run_dir / RUN_FILE}: not a run record (a JSON object is expected)")
+    run = {k: v if isinstance(v, (str, int, float)) else str(v) for k, v in run.items() if isinstance(k, str)}
     rows, bad = _episodes(run_dir / EPISODES_FILE) if (run_dir / EPISODES_FILE).is_file() else ([], 0)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        groups[(str(r["scenario"]), str(r.get("policy", "?")))].append(r)
+        groups[(r["scenario"], r["policy"])].append(r)
     table = []
     for (scenario, policy), eps in sorted(groups.items()):
-        k, n = sum(bool(e.get("success")) for e in eps), len(eps)
+        k, n = sum(e["success"] for e in eps), len(eps)
         lo, hi = wilson_interval(k, n)
-        spl = [e["metrics"]["spl"] for e in eps if isinstance(e.get("metrics", {}).get("spl"), (int, float))]
-        safety = [e.get("safety", {}) for e in eps]
+        spl = [e["spl"] for e in eps if e["spl"] is not None]
         table.append(
             {
                 "scenario": scenario,
@@ -55,11 +94,11 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
                 "episodes": n,
                 "successes": k,
                 "ci95": (lo, hi),
-                "mean_steps": sum(e.get("steps", 0) for e in eps) / n,
+                "mean_steps": sum(e["steps"] for e in eps) / n,
                 "spl": sum(spl) / len(spl) if spl else None,
-                "interventions": sum(s.get("interventions", 0) or 0 for s in safety) / n,
-                "estops": int(sum(s.get("estops", 0) or 0 for s in safety)),
-                "seeds": (min(e.get("seed", 0) for e in eps), max(e.get("seed", 0) for e in eps)),
+                "interventions": sum(e["interventions"] for e in eps) / n,
+                "estops": int(sum(e["estops"] for e in eps)),
+                "seeds": (min(e["seed"] for e in eps), max(e["seed"] for e in eps)),
             }
         )
     recordings = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.rrd"))
@@ -91,7 +130,7 @@ def format_run(s: dict[str, Any], links: int = 5) -> str:
         lines.append("  no finished episodes yet")
     if s["unreadable_lines"]:
         lines.append(
-            f"  {s['unreadable_lines']} unreadable line(s) in {EPISODES_FILE} skipped (a run killed mid-write)"
+            f"  {s['unreadable_lines']} unreadable line(s) in {EPISODES_FILE} skipped (cut short by a kill, or damaged)"
         )
     recs = s["recordings"]
     lines.append("")

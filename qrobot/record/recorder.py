@@ -21,16 +21,19 @@ the writer process encodes and logs it (`qrobot.record.writer`, `qrobot.record.s
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qrobot.record.sink import FLUSH_EVERY, LEVELS
-from qrobot.record.writer import FRAME_ROOM, QUEUE_STEPS, Channel
+from qrobot.record.writer import FRAME_ROOM, QUEUE_STEPS, Channel, RecordingError
 from qrobot.safety.command import SafeCommand, Stop
 
 __all__ = ["FLUSH_EVERY", "LEVELS", "QUEUE_STEPS", "EpisodeRecorder"]
+LOG = logging.getLogger("qrobot")
 
 
 class EpisodeRecorder:
@@ -49,9 +52,20 @@ class EpisodeRecorder:
         self.step = 0
         self.events_logged = 0
         self.finished = False
+        self.failed = False  # set when the writer could not finish the file
         self.dynamic: list[str] = []
         self._channel: Channel | None = None
         self._vis: dict[str, list[dict]] = {}
+
+    def _check_path(self) -> None:
+        """The file can be made here, before the episode runs (the writer would only find
+        out at the end): one clear line otherwise."""
+        if self.path.exists() and not self.path.is_file():
+            raise RecordingError(f"{self.path}: in the way of a recording (not a regular file)")
+        try:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, 0o644))
+        except OSError as exc:
+            raise RecordingError(f"{self.path}: a recording cannot be written here ({exc.strerror})") from None
 
     @property
     def dropped_frames(self) -> int:
@@ -60,6 +74,7 @@ class EpisodeRecorder:
     # ============================================================ control side
     def start(self, env: Any, obs: dict, info: dict) -> None:
         """After reset: the static scene, the robot, the instruction, the first frame."""
+        self._check_path()
         robot = env.robot
         props = [n for n in env.sim.bodies if n != "robot"]
         self.dynamic = [n for n in props if env.sim.is_dynamic(n) or n.startswith("person")]
@@ -96,6 +111,8 @@ class EpisodeRecorder:
     def log_step(self, env: Any, obs: dict, action: Any, reward: float, info: dict) -> None:
         """After env.step: raw action, issued command, new safety events, the frame."""
         self.step += 1
+        if self.failed:
+            return
         valid = env.supervisor.last_action  # the validated copy; a refused action is in the events
         cmd = env.last_command
         issued = cmd.brake if isinstance(cmd, Stop) else cmd
@@ -116,6 +133,8 @@ class EpisodeRecorder:
         if self.finished or self._channel is None:
             return
         self.finished = True
+        if self.failed:
+            raise RecordingError("the writer failed during the episode")
         self._channel.finish(dict(result))
 
     def _frame(self, env: Any, obs: dict, info: dict, reward: float | None, step: dict | None = None) -> None:
@@ -154,8 +173,15 @@ class EpisodeRecorder:
         self._put("step", item, frames)
 
     def _put(self, kind: str, item: dict[str, Any], frames: dict[str, np.ndarray] | None = None) -> None:
+        """A writer that fails mid-episode costs the recording (one warning), never the episode."""
         assert self._channel is not None, "start() first"
-        self._channel.put(kind, item, frames)
+        if self.failed:
+            return
+        try:
+            self._channel.put(kind, item, frames)
+        except RecordingError as exc:
+            self.failed = True
+            LOG.warning("%s: recording stopped at step %d: %s", self.path, self.step, exc)
 
     def _bodies(self, env: Any, names: list[str]) -> dict[str, dict[str, list]]:
         """Primitives of `names` by kind. Sizes and colours are sent with the first frame;

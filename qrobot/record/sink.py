@@ -61,6 +61,10 @@ class EpisodeSink:
         self._last = (0, 0.0)
 
     def handle(self, kind: str, item: Any, frames: dict[str, np.ndarray]) -> None:
+        if kind == "step":  # the frames belong to this item's step: its time first
+            self._time(item["step"], item["time"])
+        elif kind == "start":
+            self._time(0, 0.0)
         for entity, img in frames.items():
             self._image(entity, img)
         if kind == "start":
@@ -200,6 +204,7 @@ class EpisodeSink:
             for step, t, text, level in rows:
                 self._time(step, t)
                 self.rec.log("supervisor/events", rr.TextLog(text, level=level))
+            self._time(*self._last)  # back to the step being written
 
     def _log_bodies(self, bodies: dict[str, dict[str, list]], entity: str, static: bool = False) -> None:
         first = entity not in self._styled

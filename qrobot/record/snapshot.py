@@ -7,9 +7,12 @@ adapter: on a machine without a GPU, Mesa's lavapipe (Debian `mesa-vulkan-driver
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,49 +55,59 @@ def snapshot(rrd: Path, out: Path, step: int | None = None) -> dict[str, list[st
     from qrobot.record.readback import summarize_rrd
 
     summary = summarize_rrd(rrd)  # one clear line for a missing or unreadable file
+    last = int(summary["steps"])
+    if step is not None and not 0 <= step <= last:
+        raise QrobotError(f"snapshot --step: {step} is outside the recording (steps 0-{last})")
+    out = Path(out)
+    try:  # before rendering: a picture that cannot be written is one line, not a wasted render
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.touch()
+    except OSError as exc:
+        raise QrobotError(f"snapshot: {out}: cannot be written ({exc.strerror})") from None
     if not has_renderer():
         raise QrobotError(
             "snapshot: no Vulkan driver to render with; install one (Debian: apt-get install mesa-vulkan-drivers)"
         )
     port = _free_port()
-    env_before = {k: os.environ.get(k) for k in ("WGPU_BACKEND", "XDG_RUNTIME_DIR")}
     runtime = tempfile.mkdtemp(prefix="qrobot-xdg-")
-    os.environ["WGPU_BACKEND"] = "vulkan"  # the GL path cannot render offscreen here
-    os.environ["XDG_RUNTIME_DIR"] = runtime
+    env = dict(
+        os.environ, WGPU_BACKEND="vulkan", XDG_RUNTIME_DIR=runtime, RUST_LOG="error"
+    )  # GL cannot render offscreen here
+    cmd = [_viewer(), "--headless", "--hide-welcome-screen", "--port", str(port), "--bind", "127.0.0.1"]
+    proc = subprocess.Popen(  # its own group: `rerun` on PATH is a wrapper that starts the viewer binary
+        cmd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    viewer = None
     try:
-        viewer = ViewerClient.spawn(headless=True, port=port, executable_path=_viewer(), hide_welcome_screen=True)
-    finally:
-        for k, v in env_before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    try:
-        _wait_up(viewer)
+        viewer = _wait_up(ViewerClient, f"rerun+http://127.0.0.1:{port}/proxy", proc)
         viewer.open(str(Path(rrd).resolve()))
         _wait_loaded(viewer)
-        last = summary["steps"] if step is None else step
-        viewer.set_time("step", sequence=int(last), play_state="paused")
+        viewer.set_time("step", sequence=last if step is None else step, play_state="paused")
         time.sleep(1.0)  # a few frames for meshes and images at the new time
-        png = viewer.take_screenshot()
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_bytes(png)
-        state = viewer.get_state()
-        return {v.name: [str(r) for r in v.reports] for v in state.views}
+        out.write_bytes(viewer.take_screenshot())
+        return {v.name: [str(r) for r in v.reports] for v in viewer.get_state().views}
     finally:
-        try:
-            viewer.quit(timeout=5.0)
-        except Exception:  # already gone: nothing to stop
-            pass
+        with contextlib.suppress(ProcessLookupError):  # the wrapper and the viewer it started
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-def _wait_up(viewer: Any) -> None:
+def _wait_up(client: Any, url: str, proc: subprocess.Popen) -> Any:
+    """A client of the viewer once it answers."""
     deadline = time.monotonic() + LOAD_TIMEOUT
     while True:
+        if proc.poll() is not None:
+            raise QrobotError(f"snapshot: the headless viewer exited ({proc.returncode}) before it could render")
         try:
+            viewer = client.connect(url)
             viewer.get_state()
-            return
+            return viewer
         except Exception as exc:
             if time.monotonic() > deadline:
                 raise QrobotError(f"snapshot: the headless viewer did not start ({exc})") from None

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from qrobot.errors import QrobotError
+
 QUEUE_STEPS = 32  # items the writer may lag before the control loop waits
 FRAME_ROOM = 8  # items behind at which camera frames are dropped
 PIPE_BYTES = 1 << 20  # Linux's default ceiling for an unprivileged pipe
@@ -43,10 +45,11 @@ HEADER = 4096  # the shared file: the writer's item count, then the frame ring
 RING_BYTES = 32 << 20  # frames of at least FRAME_ROOM steps of any scenario here
 START_TIMEOUT = 60.0  # (s) for the writer process to import what it needs
 FINISH_TIMEOUT = 120.0  # (s) for the writer to write out an episode's backlog
+STALL_TIMEOUT = 60.0  # (s) a full queue that does not move: the writer is stuck
 _COUNT = struct.Struct("<q")
 
 
-class RecordingError(RuntimeError):
+class RecordingError(QrobotError):
     """The writer could not write a recording (disk full, writer process gone)."""
 
 
@@ -58,7 +61,8 @@ def serve(items_fd: int, replies_fd: int, counter: str) -> None:
     import warnings
     from multiprocessing.connection import Connection
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # signals to the whole group: the
+        signal.signal(sig, signal.SIG_IGN)  # parent decides; its end closing the pipe ends this
     warnings.filterwarnings("ignore")  # the URDF importer's clamping notes are not for the user
     from qrobot.record.sink import EpisodeSink
 
@@ -174,6 +178,21 @@ _WRITER: _Process | None = None
 _START_LOCK = threading.Lock()
 
 
+def _forget_in_fork() -> None:
+    """A child made by fork() (multiprocessing's default here, DataLoader workers) must not
+    hold the pipe open: the writer would never see the parent end. It starts its own."""
+    global _WRITER, _START_LOCK
+    _START_LOCK = threading.Lock()  # another thread may have held it at the fork
+    if _WRITER is not None:
+        with contextlib.suppress(OSError):
+            _WRITER.pipe.close()
+            _WRITER.replies.close()
+        _WRITER = None
+
+
+os.register_at_fork(after_in_child=_forget_in_fork)
+
+
 def _writer() -> _Process:
     global _WRITER
     with _START_LOCK:
@@ -215,17 +234,25 @@ class Channel:
 
     def _send(self, kind: str, item: Any, frames: dict[str, np.ndarray]) -> None:
         w = self._w
-        while w.backlog() >= QUEUE_STEPS:
-            if not w.alive():  # waits for room: never drops data, but never waits on a dead writer
+        since, moved = time.monotonic(), w.backlog()
+        while w.backlog() >= QUEUE_STEPS:  # waits for room: never drops data, but never waits
+            if not w.alive():  # on a dead writer, nor forever on a stuck one
                 raise RecordingError("the recording's writer process stopped")
+            if w.backlog() != moved:
+                since, moved = time.monotonic(), w.backlog()
+            elif time.monotonic() - since > STALL_TIMEOUT:
+                raise RecordingError(f"the recording's writer has not moved for {STALL_TIMEOUT:.0f} s")
             time.sleep(0.001)
         with w.lock:
             places: dict[str, tuple[int, tuple[int, ...], str]] | None = {}
             if frames:
                 behind = self.frame_room is not None and w.backlog() >= self.frame_room
                 places = None if behind else w.place(frames)
+                if places is None and self.frame_room is None and sum(f.nbytes for f in frames.values()) > RING_BYTES:
+                    raise RecordingError(f"one step's camera frames exceed the {RING_BYTES >> 20} MiB frame ring")
+                since = time.monotonic()
                 while places is None and self.frame_room is None:  # lossless: wait for ring room
-                    if not w.alive():
+                    if not w.alive() or time.monotonic() - since > STALL_TIMEOUT:
                         raise RecordingError("the recording's writer process stopped")
                     time.sleep(0.001)
                     places = w.place(frames)
