@@ -90,14 +90,14 @@ def done_cells(run_path: Path) -> set[tuple[str, str, int]]:
 def units(
     pairs: list[tuple[str, PolicySpec]], episodes: int, seed: int, done: set[tuple[str, str, int]], workers: int
 ) -> list[Unit]:
-    """The cells not done yet, cut into about two units per worker for each pair (a worker
-    builds one env and loads one policy per unit)."""
+    """The cells not done yet, cut into about four units per worker for each pair, so that
+    workers finish together (a worker keeps its env and policy for a pair across units)."""
     out = []
     for sc, spec in pairs:
         todo = [(k, seed + k) for k in range(episodes) if (sc, spec.label, seed + k) not in done]
         if not todo:
             continue
-        parts = max(1, min(len(todo), 2 * workers if workers > 1 else 1))
+        parts = max(1, min(len(todo), 4 * workers if workers > 1 else 1))
         for i in range(parts):
             chunk = todo[i::parts]
             if chunk:
@@ -113,31 +113,41 @@ def run_unit(unit: Unit, run_path: str, run_id: str, record: bool, progress: Any
     from qrobot.runner import prepare, run_episode
 
     torch.set_num_threads(1)  # results must not depend on the executor
-    session = prepare(unit.scenario, unit.spec.name, record=record, policy_kwargs=unit.spec.kwargs(), preflight=False)
+    key = (unit.scenario, unit.spec, record)
+    if key not in _SESSIONS:
+        _SESSIONS[key] = prepare(
+            unit.scenario, unit.spec.name, record=record, policy_kwargs=unit.spec.kwargs(), preflight=False
+        )
+    session = _SESSIONS[key]
     root = Path(run_path)
-    try:
-        for k, s in unit.cells:
-            reseed = getattr(session.policy, "seed_episode", None)
-            if reseed is not None:
-                reseed(s)
-            rec = None
-            if record:
-                path = root / unit.spec.folder / unit.scenario / f"ep{k}-seed{s}.rrd"
-                rec = EpisodeRecorder(path, unit.scenario, f"{run_id}-{unit.scenario}-ep{k}-seed{s}")
-            on_step = None if progress is None else progress.step
-            res = run_episode(session.env, session.policy, k, s, rec, session.operator, on_step)
-            if progress is not None:
-                progress.episode(res.success)
-            res.policy = unit.spec.label
-            if rec is not None and rec.path.exists() and not rec.failed:
-                res.recording = str(rec.path)
-            row = {"schema_version": SCHEMA_VERSION, **res.to_dict()}
-            if unit.spec.checkpoint:
-                row["checkpoint"] = unit.spec.checkpoint
-            append_line(root / EPISODES_FILE, row)
-    finally:
-        session.close()
+    for k, s in unit.cells:
+        reseed = getattr(session.policy, "seed_episode", None)
+        if reseed is not None:
+            reseed(s)
+        rec = None
+        if record:
+            path = root / unit.spec.folder / unit.scenario / f"ep{k}-seed{s}.rrd"
+            rec = EpisodeRecorder(path, unit.scenario, f"{run_id}-{unit.scenario}-ep{k}-seed{s}")
+        on_step = None if progress is None else progress.step
+        res = run_episode(session.env, session.policy, k, s, rec, session.operator, on_step)
+        if progress is not None:
+            progress.episode(res.success)
+        res.policy = unit.spec.label
+        if rec is not None and rec.path.exists() and not rec.failed:
+            res.recording = str(rec.path)
+        row = {"schema_version": SCHEMA_VERSION, **res.to_dict()}
+        if unit.spec.checkpoint:
+            row["checkpoint"] = unit.spec.checkpoint
+        append_line(root / EPISODES_FILE, row)
     return len(unit.cells)
+
+
+_SESSIONS: dict[tuple[str, PolicySpec, bool], Any] = {}  # this process's envs and policies, by pair
+
+
+def close_sessions() -> None:
+    while _SESSIONS:
+        _SESSIONS.popitem()[1].close()
 
 
 def run_units(
@@ -152,8 +162,11 @@ def run_units(
     fresh interpreters (spawn: no PyBullet or torch state is copied), one torch thread
     each, progress per finished share."""
     if workers <= 1:
-        for u in todo:
-            run_unit(u, str(run_path), run_id, record, progress)
+        try:
+            for u in todo:
+                run_unit(u, str(run_path), run_id, record, progress)
+        finally:
+            close_sessions()
         return
     import multiprocessing
 
