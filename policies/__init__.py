@@ -14,6 +14,7 @@ from gymnasium import spaces
 from qrobot.policies.base import HoldPolicy, Policy, RandomPolicy
 from qrobot.policies.experts import NavExpert, PickPlaceExpert, Privileged, ReachExpert
 from qrobot.policies.noisy import make_noisy
+from qrobot.policies.plugins import load_factory, plugin_entries
 
 import qrobot
 from qrobot.errors import QrobotError
@@ -40,11 +41,25 @@ _EXPERTS: dict[str, Callable[[Privileged], Policy]] = {
 }
 
 
+def policy_names() -> tuple[str, ...]:
+    """The built-in names, then those pip-installed packages add (`qrobot.policies` entry points)."""
+    return POLICY_NAMES + tuple(sorted(plugin_entries(POLICY_NAMES)))
+
+
+def _plugin(name: str) -> Any:
+    entry = plugin_entries(POLICY_NAMES).get(name)
+    return None if entry is None else load_factory(name, entry)
+
+
 def unfit_reason(name: str, scenario: Any) -> str | None:
     """Why the named policy cannot drive this scenario (None: it can), without building
     either: used to list pairs and to skip them in a bench."""
     if name not in POLICY_NAMES:
-        return f"unknown policy {name!r}"
+        factory = _plugin(name)
+        if factory is None:
+            return f"unknown policy {name!r}"
+        unfit = getattr(factory, "unfit", None)
+        return None if unfit is None else unfit(scenario)
     if name in ("noisy-expert", "wander") and scenario.robot != "diffbot":
         return f"{name} drives a mobile base; {scenario.name} has robot {scenario.robot}"
     if name == "qwen-vla":
@@ -59,7 +74,10 @@ def unfit_reason(name: str, scenario: Any) -> str | None:
 
 def needs_images(name: str) -> bool:
     """Whether the named policy reads camera images (the env skips rendering if not)."""
-    return name in _IMAGE_POLICIES
+    if name in POLICY_NAMES:
+        return name in _IMAGE_POLICIES
+    factory = _plugin(name)
+    return bool(getattr(factory, "needs_images", True))
 
 
 class TaskEnv(Protocol):
@@ -107,7 +125,19 @@ def make_policy(name: str, env: gym.Env | RemoteRobot, seed: int = 0, **kwargs: 
         check_policy_norm(Path(checkpoint))
         replan = {"replan": kwargs["replan"]} if kwargs.get("replan") else {}  # else the policy's default
         return VLAPolicy(checkpoint, device=kwargs.get("device", "cpu"), seed=seed, **replan)
-    raise QrobotError(f"unknown policy {name!r}; valid names: {', '.join(POLICY_NAMES)}")
+    factory = _plugin(name)
+    if factory is not None:
+        return cast(Policy, factory(env, seed=seed, **kwargs))
+    raise QrobotError(f"unknown policy {name!r}; valid names: {', '.join(policy_names())}")
 
 
-__all__ = ["POLICY_NAMES", "SHIPPED", "Policy", "TaskEnv", "make_policy", "needs_images", "unfit_reason"]
+__all__ = [
+    "POLICY_NAMES",
+    "SHIPPED",
+    "Policy",
+    "TaskEnv",
+    "make_policy",
+    "needs_images",
+    "policy_names",
+    "unfit_reason",
+]

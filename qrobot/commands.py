@@ -30,10 +30,10 @@ HELD_OUT_SEED = 10000  # learned policies: the validation range, never trained o
 
 
 def _check_policy(name: str) -> None:
-    from qrobot.policies import POLICY_NAMES
+    from qrobot.policies import policy_names
 
-    if name not in POLICY_NAMES:
-        raise QrobotError(f"unknown policy {name!r}; valid names: {', '.join(POLICY_NAMES)}")
+    if name not in policy_names():
+        raise QrobotError(f"unknown policy {name!r}; valid names: {', '.join(policy_names())}")
 
 
 def _first_seed(args: argparse.Namespace, policy: str) -> int:
@@ -448,7 +448,7 @@ def train_cmd(args: argparse.Namespace) -> int:
 
 def list_cmd() -> int:
     from qrobot.envs import env_id
-    from qrobot.policies import POLICY_NAMES, SHIPPED, unfit_reason
+    from qrobot.policies import SHIPPED, policy_names, unfit_reason
     from qrobot.scenario import load_scenario, scenario_names
 
     scenarios = [load_scenario(n) for n in scenario_names()]
@@ -456,8 +456,12 @@ def list_cmd() -> int:
     for sc in scenarios:
         print(f"  {sc.name:<20s} {env_id(sc.name):<28s} {sc.robot:<8s} {sc.task.kind:<11s} {sc.description}")
     print("policies, and the scenarios each drives:")
-    for name in POLICY_NAMES:
-        fit = [sc.name for sc in scenarios if unfit_reason(name, sc) is None]
+    for name in policy_names():
+        try:
+            fit = [sc.name for sc in scenarios if unfit_reason(name, sc) is None]
+        except QrobotError as exc:  # a plugin that cannot be loaded: said, not fatal
+            print(f"  {name:<14s} ({exc})")
+            continue
         print(f"  {name:<14s} {'all' if len(fit) == len(scenarios) else ', '.join(fit) or 'none'}")
     print("shipped checkpoints:")
     for task, path in sorted(SHIPPED.items()):

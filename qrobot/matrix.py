@@ -32,11 +32,11 @@ class PolicySpec:
 
     @classmethod
     def parse(cls, text: str) -> PolicySpec:
-        from qrobot.policies import POLICY_NAMES
+        from qrobot.policies import policy_names
 
         name, _, path = text.partition("=")
-        if name not in POLICY_NAMES:
-            raise QrobotError(f"bench --policies: unknown policy {name!r}; valid names: {', '.join(POLICY_NAMES)}")
+        if name not in policy_names():
+            raise QrobotError(f"bench --policies: unknown policy {name!r}; valid names: {', '.join(policy_names())}")
         if "=" in text and name not in LEARNED:
             raise QrobotError(f"bench --policies {text}: only {', '.join(LEARNED)} takes =CHECKPOINT")
         if "=" in text and not path:

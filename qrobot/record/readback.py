@@ -106,5 +106,6 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  entities: {len(s['entities'])}",
     ]
     if s["result"]:
-        lines.append("  result: " + s["result"].replace("\n", "; ").replace("- ", "").replace("*", ""))
+        parts = [ln.removeprefix("- ").replace("*", "").strip() for ln in s["result"].splitlines()]
+        lines.append("  result: " + "; ".join(p for p in parts if p))
     return "\n".join(lines)
