@@ -75,16 +75,7 @@ class Unit:
 
 def done_cells(run_path: Path) -> set[tuple[str, str, int]]:
     """(scenario, policy, seed) of every finished episode; a line cut short by a kill is not one."""
-    done = set()
-    path = Path(run_path) / EPISODES_FILE
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-                done.add((str(row["scenario"]), str(row["policy"]), int(row["seed"])))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue
-    return done
+    return {(sc, pol, r.seed) for (sc, pol), eps in results(run_path).items() for r in eps}
 
 
 def units(
@@ -105,8 +96,9 @@ def units(
     return out
 
 
-def run_unit(unit: Unit, run_path: str, run_id: str, record: bool, progress: Any = None) -> int:
-    """One worker's share: episodes of one pair, each appended as its own line on ending."""
+def run_unit(unit: Unit, run_path: str, run_id: str, record: bool, progress: Any = None) -> list[bool]:
+    """One worker's share: episodes of one pair, each appended as its own line on ending.
+    Returns their successes."""
     import torch
 
     from qrobot.record import EpisodeRecorder
@@ -120,6 +112,7 @@ def run_unit(unit: Unit, run_path: str, run_id: str, record: bool, progress: Any
         )
     session = _SESSIONS[key]
     root = Path(run_path)
+    successes = []
     for k, s in unit.cells:
         reseed = getattr(session.policy, "seed_episode", None)
         if reseed is not None:
@@ -139,7 +132,8 @@ def run_unit(unit: Unit, run_path: str, run_id: str, record: bool, progress: Any
         if unit.spec.checkpoint:
             row["checkpoint"] = unit.spec.checkpoint
         append_line(root / EPISODES_FILE, row)
-    return len(unit.cells)
+        successes.append(res.success)
+    return successes
 
 
 _SESSIONS: dict[tuple[str, PolicySpec, bool], Any] = {}  # this process's envs and policies, by pair
@@ -177,12 +171,11 @@ def run_units(
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             jobs = {pool.submit(run_unit, u, str(run_path), run_id, record): u for u in todo}
             for job in as_completed(jobs):
-                job.result()  # a worker's QrobotError reaches the user as one line
+                successes = job.result()  # a worker's QrobotError reaches the user as one line
                 if progress is not None:
                     u = jobs[job]
-                    finished = {r.seed: r.success for r in results(run_path).get((u.scenario, u.spec.label), [])}
-                    for _, s in u.cells:
-                        progress.episode(bool(finished.get(s)))
+                    for ok in successes:
+                        progress.episode(ok)
                     progress.step(0, f"{len(u.cells)} episodes of {u.scenario} / {u.spec.label} done")
     finally:
         for k, v in old.items():
