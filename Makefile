@@ -29,7 +29,8 @@ bridge-demo: setup
 	$(BIN)/python -m qrobot.bridge.demo --scenario pointnav --episodes 3 --seed 10000
 
 # Lint, format, types, then the suite. The headless Rerun viewer in the snapshot tests
-# renders with Mesa's lavapipe (Vulkan on the CPU): installed here when missing.
+# renders with Mesa's lavapipe (Vulkan on the CPU), the console tests drive Debian's
+# chromium (Playwright with executable_path, no browser download): installed here when missing.
 test: setup system-deps lint
 	$(BIN)/python -m pytest -n 2 -q
 
@@ -42,6 +43,9 @@ system-deps:
 	@ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || \
 		{ apt-get install -y -q mesa-vulkan-drivers >/dev/null 2>&1 || \
 		  { apt-get update -q >/dev/null && apt-get install -y -q mesa-vulkan-drivers >/dev/null; }; }
+	@test -x /usr/bin/chromium || \
+		{ apt-get install -y -q chromium >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }
 
 # The docs site (mkdocs-material) into site/, failing on any warning (broken link, orphan page).
 docs: setup

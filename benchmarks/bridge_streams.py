@@ -51,7 +51,7 @@ def measure(frames: bool, commands: int) -> dict[str, list[float]]:
                 rig.policy.send(np.stack([CIRCLE] * 3))
                 time.sleep(0.1)
             delays = [t - sent[seq] for t, _, _, seq in rig.agent.accepted[start:] if seq in sent]
-            periods = [json.loads(line) for line in rig.log.read_text().splitlines()]
+            periods = [r for r in map(json.loads, rig.log.read_text().splitlines()) if "how" in r]
             periods = [r for r in periods if r["wall"] > wall + 0.5]
             late = np.diff([r["wall"] for r in periods])
             rtt = round_trip(rig, commands)

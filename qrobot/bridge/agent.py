@@ -110,7 +110,10 @@ class Agent:
         elif isinstance(msg, Request):
             ok, why = self.core.request(msg, role, now)
             if ok and msg.op == "reset":
-                self.supervisor.reset_estop(self._key, rearm=True, note=f"{role} reset")
+                # no re-arm by a neutral command: here the reset leaves the agent IDLE, and only a
+                # fresh enable with the dead-man held moves it again (re-arming as well would refuse
+                # every command of a policy that keeps driving, and the robot would never resume)
+                self.supervisor.reset_estop(self._key, rearm=False, note=f"{role} reset")
             reply = encode(Reply(version=VERSION, ok=ok, reason=why))
         elif isinstance(msg, ClockProbe):
             reply = self._clock_probe(msg, role, now)
@@ -176,7 +179,7 @@ class Agent:
     def status(self) -> bytes:
         """The agent's status for the transport to publish (the robot's last state with it)."""
         with self._lock:
-            last = self.adapter.last
+            last, now = self.adapter.last, self.clock()
             return encode(
                 Status(
                     version=VERSION,
@@ -189,6 +192,9 @@ class Agent:
                     shapes=dict(last.shapes) if last is not None else {},
                     approval=self.core.approval(self.clock()),
                     safety=self.supervisor.counts(),
+                    holder=self.core.holder,
+                    ages=dict(zip(("operator", "lease"), self.core.ages(now))),
+                    rejects=self.core.refusals(now),
                 )
             )
 

@@ -129,6 +129,15 @@ class AgentCore:
     def epoch(self) -> int:
         return self._epoch
 
+    @property
+    def holder(self) -> str:
+        return self._lease_holder
+
+    def refusals(self, now: float, n: int = 5) -> list[str]:
+        """The last `n` rejected messages and refused requests, newest last, with their age."""
+        out = [(t, d) for t, kind, d in self.audit[-200:] if kind == "reject" or kind.endswith("_refused")]
+        return [f"{now - t:.1f} s: {d}"[:200] for t, d in out[-n:]]
+
     def ages(self, now: float) -> tuple[float, float]:
         """Seconds since the last accepted operator heartbeat and the last lease retain."""
         return float(now - self._operator_seen), float(now - self._retained)

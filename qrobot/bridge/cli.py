@@ -57,6 +57,14 @@ def add_parsers(sub: Any) -> None:
     )
     act.add_argument("--estop", action="store_true", help="send an e-stop and exit")
     act.add_argument("--reset", action="store_true", help="release a latched e-stop (then --enable again) and exit")
+    from qrobot.bridge.console import add_arguments as console_arguments
+
+    console_arguments(sub.add_parser("console", help="the operator console in a browser, for an agent (bridge)"))
+    from qrobot.bridge.ros2_base import add_arguments as ros2_arguments
+
+    ros2_arguments(
+        sub.add_parser("robot-ros2", help="a ROS 2 base (cmd_vel, odom) through Zenoh, for an agent (bridge)")
+    )
     rp = sub.add_parser("agent-replay", help="drive a simulated robot with an agent's recorded session (bridge)")
     rp.add_argument("audit", type=Path, help="the agent's JSONL audit log (qrobot agent --audit)")
     rp.add_argument("--robot", required=True, help="HOST:PORT of a robot process (qrobot robot-sim) to replay on")
@@ -103,6 +111,17 @@ def dispatch(args: argparse.Namespace) -> int:
         return _operator(args)
     if args.cmd == "agent-replay":
         return _replay(args)
+    if args.cmd == "robot-ros2":
+        from qrobot.bridge.ros2_base import serve as ros2
+
+        return ros2(args)
+    if args.cmd == "console":
+        from qrobot.bridge.console import serve as console
+
+        _check_endpoint("console", args.connect)
+        _check_keys("console --keys", args.keys, "console")
+        _check_name("console --name", args.name)
+        return console(args)
     return _agent(args)
 
 

@@ -251,7 +251,7 @@ class Rig:
         return self.core.state in (State.ENABLED, State.RUNNING)
 
     def periods(self) -> list[dict]:
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
+        return [r for r in map(json.loads, self.log.read_text().splitlines()) if "how" in r]  # (not halts)
 
     def speed(self) -> float:
         rows = self.periods()
@@ -611,7 +611,7 @@ def agent_killed(tmp: Path) -> dict[str, Any]:
         os.kill(driver.pid, signal.SIGKILL)
         t = time.time()
         time.sleep(1.2)
-        rows = [json.loads(x) for x in log.read_text().splitlines()]
+        rows = [r for r in map(json.loads, log.read_text().splitlines()) if "how" in r]
         after = [r for r in rows if r["wall"] >= t]
         first = next(r for r in after if r["how"] == "watchdog")
         rest = next(r for i, r in enumerate(after) if all(x["speed"] < REST for x in after[i:]))

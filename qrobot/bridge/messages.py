@@ -99,6 +99,9 @@ class Status(_Msg, frozen=True, tag="status"):
     shapes: dict[str, list[int]] = {}
     approval: str = ""  # "" (not required), "pending <digest>: <task>", "approved <digest>" or "none"
     safety: dict[str, float] = {}  # the agent's supervisor counts this episode (interventions by rule, ...)
+    holder: str = ""  # who holds the lease: "policy", "console" or ""
+    ages: dict[str, float] = {}  # seconds since the operator's last heartbeat and the lease's last retain
+    rejects: list[str] = []  # the last refusals, newest last ("<age> s: <why>"), for the operator
 
 
 class Episode(_Msg, frozen=True, tag="episode"):

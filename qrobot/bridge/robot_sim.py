@@ -12,7 +12,8 @@ stepping, holding still, and accepts the next agent (which pairs anew).
     python -m qrobot.bridge.robot_sim SCENARIO --token-file F [--seed S] [--port P] [--window 0.03] [--log FILE]
 
 prints `listening 127.0.0.1:PORT` once it accepts connections. `--log` appends one JSON
-line per period: wall time, period, speed, and whether a plan or the watchdog moved it.
+line per period: wall time, period, speed, and whether a plan or the watchdog moved it
+(and one per halt taken: its wall time and reason).
 With `--observations` it also renders, after each period's physics, what a policy sees
 (cameras, proprioception, goal, instruction, the task's reward and end) and streams it to
 the agent, which forwards it to the policy; and it starts a new episode when the agent
@@ -159,6 +160,9 @@ class RobotSim:
         elif isinstance(frame, Halt) and self.paired:
             self.env.robot._halt(t)
             self.halts += 1
+            if self._log is not None:  # when the stop reached the robot (the console's latency)
+                self._log.write(json.dumps({"wall": time.time(), "halt": frame.reason}) + "\n")
+                self._log.flush()
         elif isinstance(frame, Plan) and frame.period == self.period:
             self._pending = frame
         elif isinstance(frame, Reset) and self.paired:

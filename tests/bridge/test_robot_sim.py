@@ -56,7 +56,12 @@ def robot(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
 
 def _periods(log: Path) -> list[dict]:
-    return [json.loads(line) for line in log.read_text().splitlines()]
+    return [p for p in map(json.loads, log.read_text().splitlines()) if "how" in p]
+
+
+def _halts(log: Path) -> list[float]:
+    """Wall times at which the robot process took a halt."""
+    return [p["wall"] for p in map(json.loads, log.read_text().splitlines()) if "halt" in p]
 
 
 def _supervisor(adapter: SimAdapter) -> Supervisor:

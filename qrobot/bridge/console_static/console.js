@@ -1,0 +1,99 @@
+// The operator's page: status in, E-STOP / ENABLE (held) / APPROVE out, over one websocket.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const now = () => performance.timeOrigin + performance.now(); // wall-clock ms, sub-ms resolution
+let ws = null;
+let beating = null; // the 20 Hz dead-man heartbeat while ENABLE is held
+let pending = null;
+
+function send(msg) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+}
+
+const pressed = []; // when each E-STOP was pressed (wall ms): the measured latency starts here
+window.qrobotEstops = pressed;
+
+function estop(ev) {
+  if (ev) ev.preventDefault();
+  const t = now();
+  send({ op: "estop", t: t });
+  pressed.push(t);
+  release();
+  $("reply").textContent = "E-STOP sent";
+}
+
+function hold(ev) {
+  ev.preventDefault();
+  if (beating) return;
+  send({ op: "beat" });
+  beating = setInterval(() => send({ op: "beat" }), 50);
+  $("enable").classList.add("held");
+  setTimeout(() => { if (beating) send({ op: "enable" }); }, 120); // a few beats first: enabling needs a live operator
+}
+
+function release() {
+  if (beating) clearInterval(beating);
+  beating = null;
+  $("enable").classList.remove("held");
+  send({ op: "release" });
+}
+
+function age(v) { return v === null || v === undefined ? "never" : v.toFixed(2) + " s"; }
+
+function show(s) {
+  if (s.reply) {
+    $("reply").textContent = s.reply + (s.ok ? ": ok" : ": refused: " + s.reason);
+    return;
+  }
+  const st = $("state");
+  st.textContent = s.state;
+  st.className = "state " + String(s.state).toLowerCase();
+  $("latched").textContent = s.latched ? "latched: " + s.latched : "";
+  $("holder").textContent = s.holder || "nobody";
+  $("age-operator").textContent = age(s.ages && s.ages.operator);
+  $("age-lease").textContent = age(s.ages && s.ages.lease);
+  $("age-status").textContent = age(s.age);
+  $("speed").textContent = s.speed === null || s.speed === undefined ? "-" : s.speed.toFixed(3) + " m/s";
+  $("held").textContent = s.held ? "held" : "released";
+  const list = $("rejects");
+  list.replaceChildren(...(s.rejects || []).slice().reverse().map((r) => {
+    const li = document.createElement("li");
+    li.textContent = r; // text, never markup: a reason may quote what a peer sent
+    return li;
+  }));
+  pending = s.pending;
+  $("approve").disabled = !pending;
+  $("proposal").textContent = pending ? "proposed task:\n" + pending.task + "\ndigest " + pending.digest : (s.approval || "");
+  if (s.thumbs) {
+    $("thumbs").replaceChildren(...Object.entries(s.thumbs).map(([name, url]) => {
+      const fig = document.createElement("figure");
+      const img = document.createElement("img");
+      img.src = url; img.alt = name;
+      const cap = document.createElement("figcaption");
+      cap.textContent = name;
+      fig.append(img, cap);
+      return fig;
+    }));
+  }
+}
+
+function connect() {
+  ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
+  ws.onmessage = (e) => show(JSON.parse(e.data));
+  ws.onclose = () => {
+    release();
+    $("state").textContent = "console disconnected";
+    $("state").className = "state estopped";
+    setTimeout(connect, 500);
+  };
+}
+
+$("estop").addEventListener("pointerdown", estop);
+$("enable").addEventListener("pointerdown", hold);
+for (const ev of ["pointerup", "pointerleave", "pointercancel"]) $("enable").addEventListener(ev, release);
+window.addEventListener("blur", release);
+document.addEventListener("visibilitychange", () => { if (document.hidden) release(); });
+document.addEventListener("keydown", (e) => { if (e.code === "Space") estop(e); });
+$("reset").addEventListener("click", () => send({ op: "reset" }));
+$("approve").addEventListener("click", () => { if (pending) send({ op: "approve", digest: pending.digest }); });
+connect();

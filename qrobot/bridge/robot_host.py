@@ -1,0 +1,220 @@
+"""The robot's side of the robot link for real robots: one process on the robot's computer
+that speaks the link to the agent (`qrobot.bridge.robot_link`) and drives the robot
+through a `Driver` (Franka through franky, a LeRobot `Robot`, a ROS 2 base).
+
+It does what `robot_sim` does for the simulation, with the wall clock as the only clock:
+every control period it sends the driver's measured state and waits `window` seconds for
+that period's plan. It executes a plan only if it is sealed by the paired supervisor,
+fresh, for this robot, of the right size and planned from the state it sent this period;
+anything else (no plan, a forged or stale one, a dead agent) makes the driver brake at
+once. A `Halt` brakes between periods. The driver never sees a plan the host did not check.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import socket
+import time
+from typing import Protocol
+
+import numpy as np
+
+from qrobot.bridge.robot_link import (
+    LINK_VERSION,
+    Halt,
+    Hello,
+    Link,
+    Pair,
+    Plan,
+    RobotState,
+    pack_state,
+    proof,
+)
+from qrobot.safety.command import CommandCheck, SafeCommand
+
+MIN_BRAKING = 0.5  # a pairing agent may ask for gentler braking than the robot's, down to this share
+PLAN_START = {"panda": ("joint_pos", slice(0, 7)), "diffbot": ("cmd_vel", slice(3, 5))}  # what a plan starts from
+
+
+class Driver(Protocol):
+    """One robot, as the host drives it. `robot` names the command layout the agent's
+    supervisor issues (`panda`: q0, v0, v1, finger; `diffbot`: v1, w1, done, v0, w0)."""
+
+    robot: str
+    scenario: str
+    control_dt: float
+    command_size: int
+    max_rates: np.ndarray  # the robot's own braking rates (per velocity component)
+    people: str  # "sensor": states carry people; "none": nobody can be present
+
+    def state(self) -> dict[str, np.ndarray | float]:
+        """The measured state the supervisor reads (its keys for `robot`), now."""
+        ...
+
+    def execute(self, values: np.ndarray, rates: np.ndarray) -> None:
+        """Run one checked one-period plan; when it runs out, brake at `rates` by itself."""
+        ...
+
+    def brake(self, rates: np.ndarray) -> None:
+        """Stop from the current motion at `rates` (no plan, a refused one, a halt)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class RobotHost:
+    def __init__(self, driver: Driver, token: bytes, port: int = 0, window: float = 0.03) -> None:
+        self.driver, self._token = driver, token
+        self.dt = float(driver.control_dt)
+        self.window = min(float(window), 0.5 * self.dt)
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.server.setblocking(False)
+        self.port = self.server.getsockname()[1]
+        self.link: Link | None = None
+        self._check: CommandCheck | None = None
+        self._rates = np.asarray(driver.max_rates, dtype=np.float64).copy()
+        self._sent: dict[str, np.ndarray | float] = {}
+        self._pending: Plan | None = None
+        self.period = 0
+        self.watchdog_brakes = self.rejected = self.halts = self.plans = 0
+        self.halt_times: list[float] = []  # wall time of each Halt taken (the console's latency)
+        self._t0 = time.monotonic()  # the robot's clock: seconds since this process started
+
+    # ------------------------------------------------------------ connections
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.server.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(True)
+        if self.link is not None:  # one agent at a time
+            sock.close()
+            return
+        self.link, self._check, self._nonce = Link(sock), None, os.urandom(16)
+        d = self.driver
+        self._send(
+            Hello(
+                version=LINK_VERSION,
+                robot=d.robot,
+                scenario=d.scenario,
+                control_dt=self.dt,
+                watchdog=self.dt + self.window,
+                people=d.people,
+                nonce=self._nonce,
+            )
+        )
+
+    def _drop(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        self.link, self._check = None, None
+        self._rates = np.asarray(self.driver.max_rates, dtype=np.float64).copy()
+
+    def _send(self, frame: object) -> None:
+        if self.link is None:
+            return
+        try:
+            self.link.send(frame)  # type: ignore[arg-type]
+        except ConnectionError:
+            self._drop()
+
+    # ------------------------------------------------------------ frames
+    def _handle(self, frame: object) -> None:
+        if isinstance(frame, Pair) and self._check is None:
+            rates = np.asarray(frame.rates, dtype=np.float64)
+            own = np.asarray(self.driver.max_rates, dtype=np.float64)
+            if not hmac.compare_digest(bytes(frame.proof), proof(self._token, self._nonce)):
+                raise ConnectionError("pairing without the robot's token")
+            if (
+                rates.shape != own.shape
+                or not np.all(np.isfinite(rates))
+                or np.any(rates < MIN_BRAKING * own)
+                or len(frame.secret) < 16
+            ):
+                raise ConnectionError("pairing with braking rates below the robot's or a short secret")
+            self._check, self._rates = CommandCheck(bytes(frame.secret)), np.minimum(rates, own)
+        elif isinstance(frame, Halt) and self._check is not None:
+            self.halt_times.append(time.time())
+            self.halts += 1
+            self.driver.brake(self._rates)
+        elif isinstance(frame, Plan) and frame.period == self.period:
+            self._pending = frame
+        # anything else (a Reset: a real robot is reset by people) is ignored
+
+    def _poll(self, deadline: float) -> None:
+        """Take what the agent sent until this period's plan came or the deadline passed."""
+        timeout = max(0.0, deadline - time.monotonic())
+        while self.link is not None:
+            try:
+                frame = self.link.recv(timeout)
+                if frame is None:
+                    return
+                self._handle(frame)
+            except ConnectionError:  # gone, or a protocol violation: dropped, the robot brakes
+                self._drop()
+                return
+            if self._pending is not None:
+                return
+            timeout = max(0.0, deadline - time.monotonic())
+
+    def _verified(self, plan: Plan | None) -> np.ndarray | None:
+        """The plan's values if the paired supervisor sealed them for the state sent."""
+        d = self.driver
+        if plan is None or self._check is None:
+            return None
+        if len(plan.values) != 8 * d.command_size or not 0 < plan.seq < 2**62:
+            return None
+        cmd = SafeCommand(d.robot, np.frombuffer(plan.values, "<f8").copy(), int(plan.seq))
+        object.__setattr__(cmd, "seal", bytes(plan.seal))
+        if not self._check.accept(cmd, d.robot, d.command_size):
+            return None
+        key, part = PLAN_START.get(d.robot, (None, slice(0, 0)))
+        if key is not None and not np.array_equal(cmd.values[part], np.asarray(self._sent.get(key, []))):
+            return None  # planned from another state than the one this period reported
+        return cmd.values
+
+    # ------------------------------------------------------------ one period
+    def step(self) -> None:
+        start = time.monotonic()
+        self._accept()
+        self._pending = None
+        if self.link is not None:
+            self._sent = self.driver.state()
+            fields, shapes = pack_state({k: v for k, v in self._sent.items() if k != "time"})
+            self._send(
+                RobotState(
+                    version=LINK_VERSION,
+                    period=self.period,
+                    time=time.monotonic() - self._t0,
+                    fields=fields,
+                    shapes=shapes,
+                    watchdog_brakes=self.watchdog_brakes,
+                    rejected=self.rejected,
+                )
+            )
+            self._poll(start + self.window)
+        plan = self._pending
+        values = self._verified(plan)
+        if values is not None:
+            self.driver.execute(values, self._rates)
+            self.plans += 1
+        else:
+            self.rejected += plan is not None
+            self.watchdog_brakes += 1
+            self.driver.brake(self._rates)
+        self._poll(start + self.dt)  # halts between plans are taken at once
+        time.sleep(max(0.0, start + self.dt - time.monotonic()))
+        self.period += 1
+
+    def run(self, periods: int | None = None) -> None:
+        k = 0
+        while periods is None or k < periods:
+            self.step()
+            k += 1
+
+    def close(self) -> None:
+        self._drop()
+        self.server.close()
+        self.driver.brake(np.asarray(self.driver.max_rates, dtype=np.float64))
+        self.driver.close()
