@@ -54,6 +54,7 @@ docs: setup
 # The pictures of recordings in the docs: expert episodes opened in the real viewer, headless.
 docs-images: setup system-deps
 	$(BIN)/python scripts/screenshot.py --out docs/images
+	QROBOT_DOCS_IMAGES=docs/images $(BIN)/python -m pytest -q tests/bridge/test_console.py -k shows
 
 # The long checks of the shipped models (CI runs smaller versions of them).
 check-models: setup

@@ -29,6 +29,12 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("--latch", type=Path, default=Path("estop.json"), help="the e-stop latch file")
     a.add_argument("--audit", type=Path, default=Path("agent_audit.jsonl"), help="JSONL audit log (appended)")
     a.add_argument(
+        "--profile",
+        choices=("default", "fr3"),
+        default="default",
+        help="the robot's limits profile (fr3: Franka Research 3's published joint limits)",
+    )
+    a.add_argument(
         "--require-approval",
         action="store_true",
         help="commands need the operator's approval of the policy's task (instruction, scenario, speed)",
@@ -60,7 +66,12 @@ def add_parsers(sub: Any) -> None:
     from qrobot.bridge.console import add_arguments as console_arguments
 
     console_arguments(sub.add_parser("console", help="the operator console in a browser, for an agent (bridge)"))
+    from qrobot.bridge.franka import add_arguments as franka_arguments
     from qrobot.bridge.ros2_base import add_arguments as ros2_arguments
+
+    franka_arguments(
+        sub.add_parser("robot-franka", help="a Franka arm through franky (libfranka), for an agent (bridge)")
+    )
 
     ros2_arguments(
         sub.add_parser("robot-ros2", help="a ROS 2 base (cmd_vel, odom) through Zenoh, for an agent (bridge)")
@@ -111,6 +122,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return _operator(args)
     if args.cmd == "agent-replay":
         return _replay(args)
+    if args.cmd == "robot-franka":
+        from qrobot.bridge.franka import serve as franka
+
+        return franka(args)
     if args.cmd == "robot-ros2":
         from qrobot.bridge.ros2_base import serve as ros2
 
@@ -344,7 +359,10 @@ def _agent(args: argparse.Namespace) -> int:
     _check(args)
     adapter = _connect(args, "agent")
     key = OperatorKey()  # the console's reset releases the supervisor through the agent
-    sup = robot_supervisor(adapter, key)
+    if args.profile == "fr3" and adapter.robot != "panda":
+        adapter.close()
+        raise QrobotError(f"agent --profile fr3: the robot at {args.robot} is a {adapter.robot}, not an arm")
+    sup = robot_supervisor(adapter, key, args.profile)
     core = AgentCore(
         3 if adapter.robot == "diffbot" else 5,
         Latch(args.latch),
@@ -403,7 +421,7 @@ def _agent(args: argparse.Namespace) -> int:
     return 0
 
 
-def robot_supervisor(adapter: Any, key: Any = None) -> Any:
+def robot_supervisor(adapter: Any, key: Any = None, profile: str = "default") -> Any:
     """The supervisor an agent runs for the robot behind `adapter`: the robot's limits
     profile at its control period (and the arm's Jacobian from a kinematics-only model)."""
     from qrobot.safety.limits import default_limits
@@ -411,7 +429,7 @@ def robot_supervisor(adapter: Any, key: Any = None) -> Any:
 
     scale = (0.025, 0.25) if adapter.robot == "panda" else (0.5, 1.2)
     return Supervisor(
-        default_limits(adapter.robot, adapter.hello.control_dt),
+        default_limits(adapter.robot, adapter.hello.control_dt, profile),
         scale,
         kinematics=_kinematics(adapter.robot),
         operator=key or OperatorKey(),

@@ -16,7 +16,7 @@ import hmac
 import os
 import socket
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class RobotHost:
         self._sent: dict[str, np.ndarray | float] = {}
         self._pending: Plan | None = None
         self.period = 0
-        self.watchdog_brakes = self.rejected = self.halts = self.plans = 0
+        self.watchdog_brakes = self.rejected = self.halts = self.plans = self.faults = 0
         self.halt_times: list[float] = []  # wall time of each Halt taken (the console's latency)
         self._t0 = time.monotonic()  # the robot's clock: seconds since this process started
 
@@ -137,7 +137,7 @@ class RobotHost:
         elif isinstance(frame, Halt) and self._check is not None:
             self.halt_times.append(time.time())
             self.halts += 1
-            self.driver.brake(self._rates)
+            self._act(self.driver.brake, self._rates)
         elif isinstance(frame, Plan) and frame.period == self.period:
             self._pending = frame
         # anything else (a Reset: a real robot is reset by people) is ignored
@@ -180,7 +180,10 @@ class RobotHost:
         self._accept()
         self._pending = None
         if self.link is not None:
-            self._sent = self.driver.state()
+            try:
+                self._sent = self.driver.state()
+            except Exception:  # a driver that cannot read its robot: no state, no plan, brake
+                self._sent = {}
             fields, shapes = pack_state({k: v for k, v in self._sent.items() if k != "time"})
             self._send(
                 RobotState(
@@ -196,16 +199,29 @@ class RobotHost:
             self._poll(start + self.window)
         plan = self._pending
         values = self._verified(plan)
-        if values is not None:
-            self.driver.execute(values, self._rates)
+        if values is not None and self._sent:
+            self._act(self.driver.execute, values, self._rates)
             self.plans += 1
         else:
             self.rejected += plan is not None
             self.watchdog_brakes += 1
-            self.driver.brake(self._rates)
+            self._act(self.driver.brake, self._rates)
         self._poll(start + self.dt)  # halts between plans are taken at once
         time.sleep(max(0.0, start + self.dt - time.monotonic()))
         self.period += 1
+
+    def _act(self, call: Any, *args: Any) -> None:
+        """A driver call; one that fails is followed by a brake (and a failing brake by
+        nothing more: the robot's own controller holds what it was last told)."""
+        try:
+            call(*args)
+        except Exception:
+            self.faults += 1
+            if call != self.driver.brake:
+                try:
+                    self.driver.brake(self._rates)
+                except Exception:
+                    pass
 
     def run(self, periods: int | None = None) -> None:
         k = 0

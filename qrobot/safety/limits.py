@@ -112,7 +112,17 @@ def _flat_fields(obj: object, prefix: str = "") -> dict[str, object]:
 FIXED = {"ssm.enabled", "rest_posture"}
 # "test-only-no-ssm": a test shows the separation rule is what prevents intrusions;
 # "test-only-loosen": overrides may loosen the profile. Both are printed in every summary.
-PROFILES = ("default", "test-only-no-ssm", "test-only-loosen")
+PROFILES = ("default", "fr3", "test-only-no-ssm", "test-only-loosen")
+
+# Franka Research 3, Franka's published limits ("Limits for Franka Research 3"): joint
+# positions, velocities and accelerations. The Cartesian rules keep the collaborative
+# defaults; the kinematic model stays the Panda's (same link lengths as the FR3).
+FR3_ARM = {
+    "joint_lower": (-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159),
+    "joint_upper": (2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159),
+    "joint_vel_max": (2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26),
+    "joint_acc_max": (10.0,) * 7,
+}
 
 # The safe direction of every overridable key: "le" = the override may only be smaller than
 # the profile (speeds, accelerations, decelerations that enter braking distances), "ge" =
@@ -257,6 +267,8 @@ def default_limits(robot: str, control_dt: float, profile: str = "default") -> L
     if profile not in PROFILES:
         raise ValueError(f"unknown limits profile {profile!r}; accepted: {', '.join(PROFILES)}")
     lim = Limits(robot=robot, control_dt=control_dt, profile=profile)
+    if profile == "fr3":
+        lim = dataclasses.replace(lim, arm=dataclasses.replace(lim.arm, **FR3_ARM))  # type: ignore[arg-type]
     if profile == "test-only-no-ssm":
         off = SSMParams(enabled=False)
         lim = dataclasses.replace(

@@ -13,6 +13,7 @@ drives a real agent (Zenoh, mutual TLS) in front of the simulated robot process.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import threading
@@ -203,8 +204,9 @@ def test_the_page_shows_the_agent_and_refuses_other_origins(chain: Chain, page: 
     page.locator("#estop").dispatch_event("pointerdown")
     page.wait_for_function("document.getElementById('state').textContent === 'ESTOPPED'", timeout=5000)
     assert "e-stop: browser console" in page.locator("#latched").text_content()
-    page.screenshot(path=str(tmp_path / "console.png"))
-    assert (tmp_path / "console.png").stat().st_size > 10_000
+    shot = Path(os.environ.get("QROBOT_DOCS_IMAGES", tmp_path)) / "console.png"  # (make docs-images)
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
     # a page from elsewhere may not open the console's websocket
     from websockets.exceptions import InvalidStatus, WebSocketException
     from websockets.sync.client import connect

@@ -1,0 +1,208 @@
+"""A Franka arm through the agent, proven against `franky-sim` (the libfranka network
+protocol over MuJoCo; an FR3): the robot host drives it with franky-control, the agent's
+supervisor runs the FR3 limits profile in front of it.
+
+- An over-limit joint velocity sent straight to the driver never reaches the arm: the
+  joint speeds read back from franky-sim stay under franky's own limit.
+- A scripted reach controller drives the arm through the agent with full-scale actions
+  (faster than the collaborative Cartesian limit allows): the arm's measured speeds stay
+  inside the FR3 profile, it reaches its target, and the released dead-man stops it.
+- The host process SIGKILLed mid-motion: franky-sim holds the arm.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import franky
+import numpy as np
+import pytest
+import zenoh
+
+from qrobot.bridge import keys as certs
+from qrobot.bridge.agent import Agent
+from qrobot.bridge.agent_core import AgentCore, State, Timing
+from qrobot.bridge.cli import robot_supervisor
+from qrobot.bridge.latch import Latch
+from qrobot.bridge.robot_link import load_token
+from qrobot.bridge.service import AgentService, ConsoleClient, PolicyClient
+from qrobot.bridge.sim_adapter import SimAdapter
+from qrobot.bridge.transport import config
+from qrobot.safety.limits import FR3_ARM
+from qrobot.safety.supervisor import OperatorKey
+
+from .test_robot_sim import _spawn
+from .test_transport import _free_port, _wait
+
+FR3_VMAX = np.array(FR3_ARM["joint_vel_max"])
+EE_SPEED = 0.25  # m/s: the profile's collaborative Cartesian limit
+
+
+@pytest.fixture()
+def franky_sim() -> Iterator[subprocess.Popen]:
+    exe = Path(sys.executable).parent / "franky-sim"
+    proc = subprocess.Popen(
+        [str(exe), "-s", "mujoco", "--hostname", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:  # type: ignore[union-attr]
+        if "Connect to the server using" in line or time.monotonic() > deadline:
+            break
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    yield proc
+    proc.send_signal(signal.SIGTERM)  # (franky-sim stops on SIGTERM at once)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_an_over_limit_velocity_never_reaches_the_arm(franky_sim: subprocess.Popen) -> None:
+    from qrobot.bridge.franka import FrankaArm
+
+    arm = FrankaArm()
+    try:
+        st = arm.state()
+        plan = np.zeros(22)
+        plan[:7], plan[14:21] = st["joint_pos"], [0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0]  # 5 rad/s on joint 4
+        peak = 0.0
+        for _ in range(8):
+            arm.execute(plan, arm.max_rates)
+            for _ in range(10):
+                time.sleep(0.01)
+                peak = max(peak, abs(float(arm.arm.current_joint_velocities[3])))  # read back from franky-sim
+        assert arm.clamped == 8 and not arm.fault
+        assert 1.0 < peak <= arm.vmax[3] + 0.02 < FR3_VMAX[3], peak  # cut to 95 % of franky's limit
+        arm.brake(arm.max_rates)
+        assert _wait(lambda: float(np.abs(arm.arm.current_joint_velocities).max()) < 0.01, 2.0)
+    finally:
+        arm.close()
+
+
+class Chain:
+    """franky-sim, the robot host (its own process), the agent with the FR3 profile, a
+    console holding the dead-man, a policy."""
+
+    def __init__(self, tmp: Path) -> None:
+        token_file = tmp / "robot.token"
+        self.host = _spawn(["-m", "qrobot.bridge.franka", "--token-file", str(token_file), "--port", "0"])
+        line = self.host.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("listening 127.0.0.1:"), line
+        self.adapter = SimAdapter(int(line.rsplit(":", 1)[1]), load_token(token_file))
+        key = OperatorKey()
+        self.sup = robot_supervisor(self.adapter, key, "fr3")
+        self.core = AgentCore(5, Latch(tmp / "estop.json"), Timing(), people=True, motion=((0, 1, 2), (3,)))
+        self.agent = Agent(self.adapter, self.sup, self.core, key)
+        self.stop = threading.Event()
+        threading.Thread(target=self.agent.run, args=(self.stop,), daemon=True).start()
+        certs.init(tmp / "keys")
+        endpoint = f"tls/127.0.0.1:{_free_port()}"
+        self.sessions = [zenoh.open(config("agent", tmp / "keys", listen=endpoint, robot="fr3"))]
+        self.service = AgentService(self.agent, self.sessions[0], "fr3")
+        self.sessions += [zenoh.open(config(r, tmp / "keys", connect=endpoint)) for r in ("console", "policy")]
+        self.console, self.policy = ConsoleClient(self.sessions[1], "fr3"), PolicyClient(self.sessions[2], "fr3")
+        assert _wait(lambda: self.policy.watch.robot_state().get("ee_pos") is not None, 10.0)
+        assert self.policy.sync() < 0.02
+        self.policy.acquire()
+        self.console.deadman.set()
+        assert _wait(lambda: self.core._operator_ok(self.agent.clock()) == "", 3.0)
+        assert self.console.request("enable").ok  # type: ignore[union-attr]
+
+    def robot(self) -> dict[str, np.ndarray]:
+        return self.policy.watch.robot_state()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.console.close()
+        self.policy.close()
+        self.service.close()
+        for s in self.sessions[::-1]:
+            s.close()
+        self.adapter.close()
+        if self.host.poll() is None:
+            self.host.send_signal(signal.SIGTERM)
+            self.host.wait(10)
+
+
+@pytest.fixture()
+def chain(franky_sim: subprocess.Popen, tmp_path: Path) -> Iterator[Chain]:
+    c = Chain(tmp_path)
+    yield c
+    c.close()
+
+
+def _reach(chain: Chain, target: np.ndarray, seconds: float) -> list[dict[str, np.ndarray]]:
+    """The scripted reach controller: full-scale end-effector deltas towards the target,
+    one chunk per period (it asks for more than the limits allow on purpose)."""
+    seen = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        st = chain.robot()
+        seen.append(st)
+        err = target - st["ee_pos"]
+        if np.linalg.norm(err) < 0.005 and np.linalg.norm(st["ee_lin_vel"]) < 0.01:
+            break
+        # half the error per period (25 mm at 1; the state lags a period or two); saturates far
+        # away, on every axis: up to sqrt(3) x the Cartesian limit
+        step = np.clip(0.5 * err / 0.025, -1.0, 1.0)
+        chain.policy.send(step_chunk(step))
+        time.sleep(0.1)
+    return seen
+
+
+def step_chunk(step: np.ndarray) -> np.ndarray:
+    """Three entries, one per period, easing off (the next chunk replaces them)."""
+    return np.array([[*(step * share), 0.0, 1.0] for share in (1.0, 0.5, 0.0)])
+
+
+def test_the_agent_drives_franky_sim_within_the_fr3_profile(chain: Chain) -> None:
+    start = chain.robot()["ee_pos"].copy()
+    target = start + np.array([0.08, 0.12, -0.12])
+    seen = _reach(chain, target, 15.0)
+    final = chain.robot()["ee_pos"]
+    assert np.linalg.norm(final - target) < 0.02, (final, target)
+    ee = max(float(np.linalg.norm(s["ee_lin_vel"])) for s in seen)
+    joints = np.max([np.abs(s["joint_vel"]) for s in seen], axis=0)
+    assert 0.15 < ee <= EE_SPEED + 0.03, ee  # measured by franky-sim, read back through the host
+    assert np.all(joints <= FR3_VMAX), joints
+    assert chain.sup.counts().get("interventions", 0) > 0  # the supervisor cut the requests
+    # moving again, then the operator lets go: the arm stops
+    seen = _reach(chain, start, 1.2)
+    assert max(float(np.linalg.norm(s["ee_lin_vel"])) for s in seen[-3:]) > 0.1
+    chain.console.deadman.clear()
+    released = time.monotonic()
+    assert _wait(lambda: chain.core.state == State.IDLE, 1.0)
+    assert _wait(lambda: _at_rest(chain.robot()), 2.0), chain.robot()["joint_vel"]
+    assert time.monotonic() - released < 1.0
+
+
+def _at_rest(st: dict[str, np.ndarray]) -> bool:
+    """The hand still. (franky-sim's hold controller leaves the light wrist, joint 7, in a
+    limit cycle of about 0.08 rad/s around the held position: it does not move the hand.)"""
+    return float(np.linalg.norm(st["ee_lin_vel"])) < 0.005 and float(np.abs(st["joint_vel"][:6]).max()) < 0.01
+
+
+def test_the_host_killed_mid_motion_franky_sim_holds_the_arm(chain: Chain) -> None:
+    start = chain.robot()["ee_pos"].copy()
+    seen = _reach(chain, start + np.array([0.0, 0.2, 0.0]), 0.8)
+    assert float(np.linalg.norm(seen[-1]["ee_lin_vel"])) > 0.1
+    os.kill(chain.host.pid, signal.SIGKILL)
+    chain.host.wait(5)
+    time.sleep(0.5)
+    arm = franky.Robot("127.0.0.1", realtime_config=franky.RealtimeConfig.Ignore)  # the server takes a new client
+    q0 = np.array(arm.current_joint_positions)
+    time.sleep(0.3)
+    assert float(np.abs(arm.current_joint_velocities[:6]).max()) < 0.01  # (the wrist: see _at_rest)
+    assert float(np.abs(np.array(arm.current_joint_positions) - q0)[:6].max()) < 1e-3
