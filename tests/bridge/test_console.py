@@ -36,11 +36,24 @@ from qrobot.bridge.transport import config
 from qrobot.safety.limits import default_limits
 from qrobot.safety.supervisor import OperatorKey, Supervisor
 
-from .test_robot_sim import _halts, _periods, _spawn, robot, token  # noqa: F401  (the robot process fixture)
+from .test_robot_sim import _halts, _periods, _spawn, token
 from .test_transport import _free_port, _wait
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PRESSES = 50  # (make test installs Debian's chromium when missing: no skip when it is not there)
+
+
+@pytest.fixture()
+def robot(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """The simulated robot process, streaming its cameras (the page shows thumbnails)."""
+    log = tmp_path / "robot.jsonl"
+    args = ["pointnav", "--seed", "0", "--log", str(log), "--token-file", str(tmp_path / "robot.token")]
+    proc = _spawn(["-m", "qrobot.bridge.robot_sim", *args, "--observations"])
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    assert line.startswith("listening 127.0.0.1:"), line
+    yield int(line.rsplit(":", 1)[1]), log
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(10)
 
 
 class Chain:
@@ -101,7 +114,7 @@ class Chain:
 
 
 @pytest.fixture()
-def chain(robot: tuple[int, Path], tmp_path: Path) -> Iterator[Chain]:  # noqa: F811
+def chain(robot: tuple[int, Path], tmp_path: Path) -> Iterator[Chain]:
     c = Chain(*robot, tmp_path)
     yield c
     c.close()
@@ -201,6 +214,8 @@ def test_the_page_shows_the_agent_and_refuses_other_origins(chain: Chain, page: 
     page.wait_for_function("document.getElementById('rejects').textContent.includes('action')", timeout=5000)
     assert page.locator("#holder").text_content() == "policy"
     assert page.locator("#age-lease").text_content().endswith(" s")
+    page.wait_for_selector("#thumbs img", timeout=5000)  # the robot's cameras, as it streams them
+    page.wait_for_function("document.querySelector('#thumbs img').naturalWidth > 0", timeout=5000)
     page.locator("#estop").dispatch_event("pointerdown")
     page.wait_for_function("document.getElementById('state').textContent === 'ESTOPPED'", timeout=5000)
     assert "e-stop: browser console" in page.locator("#latched").text_content()
