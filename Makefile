@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo bridge-demo test lint system-deps docs docs-images check-models bench experts vla-eval checkpoints world-model wm-eval clean
+.PHONY: setup demo bridge-demo test lint system-deps docs docs-images check-models bench experts vla-eval checkpoints world-model wm-eval clean lerobot-check
 
 setup: $(STAMP)
 
@@ -55,6 +55,11 @@ docs: setup
 docs-images: setup system-deps
 	$(BIN)/python scripts/screenshot.py --out docs/images
 	QROBOT_DOCS_IMAGES=docs/images $(BIN)/python -m pytest -q tests/bridge/test_console.py -k shows
+
+# lerobot 0.4.4 itself against qrobot's LeRobot adapter, in its own venv .venv-lerobot
+# (lerobot pins torch < 2.11 and rerun-sdk < 0.27: it cannot share .venv; docs/robots/lerobot.md)
+lerobot-check:
+	bash scripts/lerobot_check.sh
 
 # The long checks of the shipped models (CI runs smaller versions of them).
 check-models: setup

@@ -425,7 +425,16 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_snapshot(args.path, args.out, args.step)
         if args.cmd == "keys":
             return _cmd_keys(args.dir, args.force)
-        if args.cmd in ("robot-sim", "agent", "operator", "agent-replay", "console", "robot-ros2", "robot-franka"):
+        if args.cmd in (
+            "robot-sim",
+            "agent",
+            "operator",
+            "agent-replay",
+            "console",
+            "robot-ros2",
+            "robot-franka",
+            "robot-lerobot",
+        ):
             from qrobot.bridge.cli import dispatch as bridge
 
             return bridge(args)

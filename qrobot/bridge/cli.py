@@ -67,12 +67,14 @@ def add_parsers(sub: Any) -> None:
 
     console_arguments(sub.add_parser("console", help="the operator console in a browser, for an agent (bridge)"))
     from qrobot.bridge.franka import add_arguments as franka_arguments
+    from qrobot.bridge.lerobot_arm import add_arguments as lerobot_arguments
     from qrobot.bridge.ros2_base import add_arguments as ros2_arguments
 
     franka_arguments(
         sub.add_parser("robot-franka", help="a Franka arm through franky (libfranka), for an agent (bridge)")
     )
 
+    lerobot_arguments(sub.add_parser("robot-lerobot", help="a LeRobot arm as a Panda, for an agent (bridge)"))
     ros2_arguments(
         sub.add_parser("robot-ros2", help="a ROS 2 base (cmd_vel, odom) through Zenoh, for an agent (bridge)")
     )
@@ -122,6 +124,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return _operator(args)
     if args.cmd == "agent-replay":
         return _replay(args)
+    if args.cmd == "robot-lerobot":
+        from qrobot.bridge.lerobot_arm import serve as lerobot
+
+        return lerobot(args)
     if args.cmd == "robot-franka":
         from qrobot.bridge.franka import serve as franka
 

@@ -8,6 +8,8 @@ E-STOP (a button and the space bar, sent on pointer-down: nothing waits on a cli
 ENABLE and APPROVE. ENABLE is held: while the button is down the page beats a dead-man
 heartbeat at 20 Hz; the server holds the agent's dead-man only while those beats keep
 coming (none for `DEADMAN_GAP` s, a release, a lost focus or a closed page all let go).
+While ENABLE is held the page asks to enable until it first succeeds, never again in that
+hold: a stop during it ends motion until the person presses anew.
 
 The page has no login: it listens on 127.0.0.1 only and refuses websockets from other
 origins (a page elsewhere cannot drive it through the operator's browser).
@@ -33,7 +35,7 @@ from qrobot.bridge.messages import Observation, decode, unpack_arrays
 from qrobot.bridge.service import ConsoleClient
 from qrobot.bridge.transport import keys
 
-DEADMAN_GAP = 0.15  # s without a page heartbeat (three at 20 Hz) before the dead-man is let go
+DEADMAN_GAP = 0.25  # s without a page heartbeat (five at 20 Hz; the agent's own operator timeout) before letting go
 PUSH_PERIOD = 0.05  # s between status pushes to the page
 THUMB_PERIOD = 0.5  # s between camera thumbnails
 THUMB_SIDE = 160  # px

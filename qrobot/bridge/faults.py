@@ -134,37 +134,47 @@ class Shim:
 class Rig:
     """Robot process + agent + console + policy, kept up across trials."""
 
-    def __init__(self, tmp: Path, seed: int = 0, scenario: str = ROOM, observations: bool = False) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        seed: int = 0,
+        scenario: str = ROOM,
+        observations: bool = False,
+        robot: str = "sim",
+        franka: str = "127.0.0.1",
+    ) -> None:
+        """`robot`: "sim" (the simulated base in an empty room) or "franka" (the Franka host,
+        `qrobot robot-franka`, in front of franky-sim running at `franka`, FR3 profile)."""
         self.tmp = tmp
         self.setup_retries = 0  # trial setups started again (the rig was not at speed in time)
         certs.init(tmp / "keys")
         certs.init(tmp / "other")  # a foreign authority
         self.log = tmp / "robot.jsonl"
-        self.robot = _spawn(
-            [
-                "-m",
-                "qrobot.bridge.robot_sim",
-                room(tmp, scenario),
-                "--seed",
-                str(ROOM_SEED),
-                "--log",
-                str(self.log),
-                "--token-file",
-                str(tmp / "robot.token"),
-            ]
-            + (["--observations"] if observations else [])
-        )
+        flags = ["--log", str(self.log), "--token-file", str(tmp / "robot.token")]
+        if robot == "franka":
+            self.robot = _spawn(["-m", "qrobot.bridge.franka", "--franka", franka, *flags])
+        else:
+            where = [room(tmp, scenario), "--seed", str(ROOM_SEED)]
+            self.robot = _spawn(["-m", "qrobot.bridge.robot_sim", *where, *flags] + (["--observations"] * observations))
         port = int(self.robot.stdout.readline().rsplit(":", 1)[1])  # type: ignore[union-attr]
         self.adapter = SimAdapter(port, load_token(tmp / "robot.token"))
         self.key = OperatorKey()
-        sup = Supervisor(
-            default_limits("diffbot", self.adapter.hello.control_dt),
-            (0.5, 1.2),
-            operator=self.key,
-            people=as_people_source(self.adapter.hello.people),
-        )
         self.latch = tmp / "estop.json"
-        self.core = AgentCore(3, Latch(self.latch), Timing(), people=True)
+        if robot == "franka":
+            from qrobot.bridge.cli import robot_supervisor
+
+            sup = robot_supervisor(self.adapter, self.key, "fr3")
+            self.core = AgentCore(5, Latch(self.latch), Timing(), people=True, motion=((0, 1, 2), (3,)))
+            self.dim, self.at_speed = 5, 0.2  # the hand's collaborative 0.25 m/s, approached
+        else:
+            sup = Supervisor(
+                default_limits("diffbot", self.adapter.hello.control_dt),
+                (0.5, 1.2),
+                operator=self.key,
+                people=as_people_source(self.adapter.hello.people),
+            )
+            self.core = AgentCore(3, Latch(self.latch), Timing(), people=True)
+            self.dim, self.at_speed = 3, 0.45
         self.agent = Agent(self.adapter, sup, self.core, self.key)
         self.wall0 = time.time() - time.monotonic()  # agent clock -> wall clock
         self.stop = threading.Event()
@@ -182,10 +192,18 @@ class Rig:
         threading.Thread(target=self._drive, daemon=True).start()
         _wait(lambda: self.console.watch.status is not None and self.policy.watch.status is not None, 10.0)
 
+    def chunk(self, n: int = 3) -> np.ndarray:
+        """`n` periods of full-speed motion on a circle (the base's turn; the hand's direction
+        turning at 2 rad/s: a 12.5 cm circle), so the trials never reach a wall or a limit."""
+        if self.dim == 3:
+            return np.stack([CIRCLE] * n)
+        a = 2.0 * (time.monotonic() + 0.1 * np.arange(n))
+        return np.stack([np.cos(a), np.sin(a), np.zeros(n), np.zeros(n), np.ones(n)], axis=1)
+
     def _drive(self) -> None:
         while not self.stop.is_set():
             if self.driving.is_set() and self.policy.grant is not None:
-                self.policy.send(np.stack([CIRCLE] * 3))
+                self.policy.send(self.chunk())
             time.sleep(0.1)
 
     # ------------------------------------------------------------ trials
@@ -222,7 +240,7 @@ class Rig:
         elif not _wait(lambda: self._enable(), 3.0):
             raise RuntimeError(f"could not enable: {self.core.audit[-3:]}")
         self.driving.set()
-        if not _wait(lambda: self.speed() > 0.45, 6.0):
+        if not _wait(lambda: self.speed() > self.at_speed, 6.0):
             raise RuntimeError(f"not at speed: {self.core.state}, {self.core.audit[-3:]}")
 
     def _leased(self) -> bool:
@@ -333,7 +351,8 @@ def loss_then_recovery(rig: Rig, seconds: float = 3.0) -> dict[str, Any]:
     rig.shim.loss = 0.0
     back = time.time()
     time.sleep(1.0)
-    burst = max((r["speed"] for r in rig.periods() if r["wall"] >= back), default=0.0) / 0.5
+    limit = 0.5 if rig.dim == 3 else 0.25  # the base's speed, the hand's collaborative speed
+    burst = max((r["speed"] for r in rig.periods() if r["wall"] >= back), default=0.0) / limit
     return {"expired": rig.expired_executed(t), "speed_after_recovery": burst}
 
 
@@ -445,7 +464,7 @@ def malformed(rig: Rig) -> dict[str, Any]:
                 epoch=g.epoch,
                 seq=10**9,
                 nonce=g.nonce,
-                entries=[Entry(expires=1e9, action=actions(np.array([np.nan, 0, 0])))],
+                entries=[Entry(expires=1e9, action=actions(np.r_[np.nan, np.zeros(rig.dim - 1)]))],
             )
         ),
         encode(
@@ -455,7 +474,7 @@ def malformed(rig: Rig) -> dict[str, Any]:
                 epoch=g.epoch,
                 seq=10**9 + 1,
                 nonce=g.nonce,
-                entries=[Entry(expires=float("inf"), action=actions(CIRCLE))],
+                entries=[Entry(expires=float("inf"), action=actions(rig.chunk(1)[0]))],
             )
         ),
         encode(
@@ -465,7 +484,7 @@ def malformed(rig: Rig) -> dict[str, Any]:
                 epoch=g.epoch,
                 seq=10**9 + 2,
                 nonce=g.nonce,
-                entries=[Entry(expires=rig.policy.agent_now() + 0.1, action=actions(np.full(3, 5.0)))],
+                entries=[Entry(expires=rig.policy.agent_now() + 0.1, action=actions(np.full(rig.dim, 5.0)))],
             )
         ),
         encode(
@@ -475,7 +494,7 @@ def malformed(rig: Rig) -> dict[str, Any]:
                 epoch=g.epoch,
                 seq=10**9 + 3,
                 nonce=g.nonce,
-                entries=[Entry(expires=1.0, action=actions(CIRCLE))],
+                entries=[Entry(expires=1.0, action=actions(rig.chunk(1)[0]))],
             )
         ),
         b"\x00" * 70_000,
@@ -520,7 +539,7 @@ def policy_dies_mid_chunk(rig: Rig) -> dict[str, Any]:
     rig.driving.clear()
     time.sleep(0.05)
     t = time.time()
-    rig.policy.send(np.stack([CIRCLE] * 5))  # 0.5 s of entries, then nothing
+    rig.policy.send(rig.chunk(5))  # 0.5 s of entries, then nothing
     last = rig.agent.clock()
     rig.policy.silent.set()
     time.sleep(1.0)
@@ -537,10 +556,10 @@ def policy_killed(rig: Rig) -> dict[str, Any]:
     g = rig.policy.grant
     assert g is not None
     _ask(rig.policy.session, rig.policy.k["lease"], Lease(version=VERSION, op="return", lease=g.lease, epoch=g.epoch))
-    proc = _spawn(["-c", _POLICY, str(rig.tmp / "keys"), rig.endpoint])
+    proc = _spawn(["-c", _POLICY, str(rig.tmp / "keys"), rig.endpoint, ",".join(map(str, rig.chunk(1)[0]))])
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
-        if not line.startswith("driving") or not _wait(lambda: rig.speed() > 0.45, 5.0):
+        if not line.startswith("driving") or not _wait(lambda: rig.speed() > rig.at_speed, 5.0):
             raise RuntimeError(f"the policy process did not drive: {line!r}")
         os.kill(proc.pid, signal.SIGKILL)
         t = time.time()
@@ -565,8 +584,9 @@ while client.watch.status is None:
 client.sync()
 client.acquire()
 said = False
+action = np.array([float(x) for x in sys.argv[3].split(",")])
 while True:
-    client.send(np.stack([np.array([1.0, 1.0, -1.0])] * 3))
+    client.send(np.stack([action] * 3))
     if not said and client.watch.status.state == "RUNNING":
         print("driving", flush=True)
         said = True

@@ -129,6 +129,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=float, default=0.03, help="seconds each period waits for its plan")
     p.add_argument("--realtime", action="store_true", help="require a real-time kernel (a real robot)")
     p.add_argument("--token-file", type=Path, required=True, help="pairing token the agent must prove it holds")
+    p.add_argument("--log", type=Path, default=None, help="append one JSON line per period (speed, what moved it)")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -152,7 +153,8 @@ def serve(args: argparse.Namespace) -> int:
         arm = FrankaArm(args.franka, args.scenario, people=args.people, realtime=args.realtime)
     except Exception as exc:  # franky's connection errors (its own types)
         raise QrobotError(f"robot-franka --franka: cannot connect to {args.franka}: {exc}") from None
-    host = RobotHost(arm, token, args.port, args.window)
+    log = args.log.open("a") if args.log else None
+    host = RobotHost(arm, token, args.port, args.window, log)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"listening 127.0.0.1:{host.port}", flush=True)
     try:

@@ -13,10 +13,11 @@ once. A `Halt` brakes between periods. The driver never sees a plan the host did
 from __future__ import annotations
 
 import hmac
+import json
 import os
 import socket
 import time
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 
@@ -64,8 +65,10 @@ class Driver(Protocol):
 
 
 class RobotHost:
-    def __init__(self, driver: Driver, token: bytes, port: int = 0, window: float = 0.03) -> None:
-        self.driver, self._token = driver, token
+    def __init__(
+        self, driver: Driver, token: bytes, port: int = 0, window: float = 0.03, log: IO[str] | None = None
+    ) -> None:
+        self.driver, self._token, self._log = driver, token, log
         self.dt = float(driver.control_dt)
         self.window = min(float(window), 0.5 * self.dt)
         self.server = socket.create_server(("127.0.0.1", port))
@@ -137,6 +140,7 @@ class RobotHost:
         elif isinstance(frame, Halt) and self._check is not None:
             self.halt_times.append(time.time())
             self.halts += 1
+            self._write({"wall": self.halt_times[-1], "halt": frame.reason})
             self._act(self.driver.brake, self._rates)
         elif isinstance(frame, Plan) and frame.period == self.period:
             self._pending = frame
@@ -179,11 +183,11 @@ class RobotHost:
         start = time.monotonic()
         self._accept()
         self._pending = None
+        try:
+            self._sent = self.driver.state()
+        except Exception:  # a driver that cannot read its robot: no state, no plan, brake
+            self._sent = {}
         if self.link is not None:
-            try:
-                self._sent = self.driver.state()
-            except Exception:  # a driver that cannot read its robot: no state, no plan, brake
-                self._sent = {}
             fields, shapes = pack_state({k: v for k, v in self._sent.items() if k != "time"})
             self._send(
                 RobotState(
@@ -199,16 +203,42 @@ class RobotHost:
             self._poll(start + self.window)
         plan = self._pending
         values = self._verified(plan)
+        how = "plan"
         if values is not None and self._sent:
             self._act(self.driver.execute, values, self._rates)
             self.plans += 1
         else:
+            how = "rejected" if plan is not None else "watchdog"
             self.rejected += plan is not None
             self.watchdog_brakes += 1
             self._act(self.driver.brake, self._rates)
         self._poll(start + self.dt)  # halts between plans are taken at once
+        self._record(how)
         time.sleep(max(0.0, start + self.dt - time.monotonic()))
         self.period += 1
+
+    def _record(self, how: str) -> None:
+        """One JSON line per period (as `robot_sim --log` writes): the speed measured as the
+        period ends (the hand's, or the base's forward speed) and what moved the robot."""
+        if self._log is None:
+            return
+        try:
+            st = self.driver.state()
+        except Exception:
+            st = {}
+        if "ee_lin_vel" in st:
+            speed, pos = float(np.linalg.norm(st["ee_lin_vel"])), st.get("ee_pos")
+        elif "base_vel" in st:
+            speed, pos = abs(float(np.asarray(st["base_vel"])[0])), st.get("base_pose")
+        else:
+            speed, pos = float("nan"), None
+        pos_list = [round(float(x), 6) for x in np.asarray(pos, float)] if pos is not None else []
+        self._write({"wall": time.time(), "period": self.period, "how": how, "speed": speed, "pos": pos_list})
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._log is not None:
+            self._log.write(json.dumps(record) + "\n")
+            self._log.flush()
 
     def _act(self, call: Any, *args: Any) -> None:
         """A driver call; one that fails is followed by a brake (and a failing brake by

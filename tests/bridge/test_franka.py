@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -45,11 +46,27 @@ FR3_VMAX = np.array(FR3_ARM["joint_vel_max"])
 EE_SPEED = 0.25  # m/s: the profile's collaborative Cartesian limit
 
 
+def _free_loopback() -> str:
+    """A loopback address whose port 1337 is free: franky-sim always listens on 1337, so
+    tests running at once (pytest -n 2) each take their own 127.0.0.x."""
+    for k in range(os.getpid() % 200, os.getpid() % 200 + 250):
+        host = f"127.0.0.{2 + k % 250}"
+        with socket.socket() as s:
+            try:
+                s.bind((host, 1337))
+            except OSError:
+                continue
+        return host
+    raise RuntimeError("no loopback address with port 1337 free")
+
+
 @pytest.fixture()
-def franky_sim() -> Iterator[subprocess.Popen]:
+def franky_sim() -> Iterator[str]:
+    """franky-sim on a loopback address of its own; yields that address."""
+    host = _free_loopback()
     exe = Path(sys.executable).parent / "franky-sim"
     proc = subprocess.Popen(
-        [str(exe), "-s", "mujoco", "--hostname", "127.0.0.1"],
+        [str(exe), "-s", "mujoco", "--hostname", host],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -60,7 +77,7 @@ def franky_sim() -> Iterator[subprocess.Popen]:
         if "Connect to the server using" in line or time.monotonic() > deadline:
             break
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
-    yield proc
+    yield host
     proc.send_signal(signal.SIGTERM)  # (franky-sim stops on SIGTERM at once)
     try:
         proc.wait(10)
@@ -69,10 +86,10 @@ def franky_sim() -> Iterator[subprocess.Popen]:
         proc.wait()
 
 
-def test_an_over_limit_velocity_never_reaches_the_arm(franky_sim: subprocess.Popen) -> None:
+def test_an_over_limit_velocity_never_reaches_the_arm(franky_sim: str) -> None:
     from qrobot.bridge.franka import FrankaArm
 
-    arm = FrankaArm()
+    arm = FrankaArm(franky_sim)
     try:
         st = arm.state()
         plan = np.zeros(22)
@@ -95,9 +112,10 @@ class Chain:
     """franky-sim, the robot host (its own process), the agent with the FR3 profile, a
     console holding the dead-man, a policy."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, franka: str) -> None:
         token_file = tmp / "robot.token"
-        self.host = _spawn(["-m", "qrobot.bridge.franka", "--token-file", str(token_file), "--port", "0"])
+        flags = ["--franka", franka, "--token-file", str(token_file), "--port", "0"]
+        self.host = _spawn(["-m", "qrobot.bridge.franka", *flags])
         line = self.host.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("listening 127.0.0.1:"), line
         self.adapter = SimAdapter(int(line.rsplit(":", 1)[1]), load_token(token_file))
@@ -137,8 +155,9 @@ class Chain:
 
 
 @pytest.fixture()
-def chain(franky_sim: subprocess.Popen, tmp_path: Path) -> Iterator[Chain]:
-    c = Chain(tmp_path)
+def chain(franky_sim: str, tmp_path: Path) -> Iterator[Chain]:
+    c = Chain(tmp_path, franky_sim)
+    c.franka = franky_sim
     yield c
     c.close()
 
@@ -201,7 +220,7 @@ def test_the_host_killed_mid_motion_franky_sim_holds_the_arm(chain: Chain) -> No
     os.kill(chain.host.pid, signal.SIGKILL)
     chain.host.wait(5)
     time.sleep(0.5)
-    arm = franky.Robot("127.0.0.1", realtime_config=franky.RealtimeConfig.Ignore)  # the server takes a new client
+    arm = franky.Robot(chain.franka, realtime_config=franky.RealtimeConfig.Ignore)  # the server takes a new client
     q0 = np.array(arm.current_joint_positions)
     time.sleep(0.3)
     assert float(np.abs(arm.current_joint_velocities[:6]).max()) < 0.01  # (the wrist: see _at_rest)

@@ -172,6 +172,7 @@ def test_bad_flags_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFix
         (["--robot-class", "lerobot_standin:Nope", "--joints", ",".join(MOTORS)], "cannot import"),
         (["--robot-class", "x:Y", "--joints", "a,b"], "7 motor names"),
         (["--robot-class", "x:Y", "--joints", ",".join(MOTORS), "--max-relative-target", "2"], "rad per step"),
+        (["--robot-class", "x:Y", "--joints", ",".join(MOTORS), "--gripper-range", "open"], "CLOSED,OPEN"),
     ]
     for argv, message in cases:
         assert main([*argv, *token]) == 2
@@ -180,7 +181,7 @@ def test_bad_flags_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 # ---------------------------------------------------------------- through a real agent
-CAP = 0.02  # rad: below what the supervisor's plans ask per period at this speed, so the clamp acts
+CAP = 0.025  # rad: below what the supervisor's plans ask per period at this speed, so the clamp acts
 DRIVE = np.array([0.0, 0.8, 0.4, 0.0, 1.0])  # dx, dy, dz, dyaw, gripper (open)
 
 

@@ -22,18 +22,24 @@ function estop(ev) {
   $("reply").textContent = "E-STOP sent";
 }
 
+let asking = null; // while held: ask to enable until it first succeeds, never again in this hold
+let state = "";
+
 function hold(ev) {
   ev.preventDefault();
   if (beating) return;
   send({ op: "beat" });
   beating = setInterval(() => send({ op: "beat" }), 50);
   $("enable").classList.add("held");
-  setTimeout(() => { if (beating) send({ op: "enable" }); }, 120); // a few beats first: enabling needs a live operator
+  // a few beats first (enabling needs a live operator), then again while refused and held
+  asking = setInterval(() => { if (beating && state === "IDLE") send({ op: "enable" }); }, 300);
 }
 
 function release() {
   if (beating) clearInterval(beating);
+  if (asking) clearInterval(asking);
   beating = null;
+  asking = null;
   $("enable").classList.remove("held");
   send({ op: "release" });
 }
@@ -43,8 +49,10 @@ function age(v) { return v === null || v === undefined ? "never" : v.toFixed(2) 
 function show(s) {
   if (s.reply) {
     $("reply").textContent = s.reply + (s.ok ? ": ok" : ": refused: " + s.reason);
+    if (s.reply === "enable" && s.ok && asking) { clearInterval(asking); asking = null; }
     return;
   }
+  state = s.state;
   const st = $("state");
   st.textContent = s.state;
   st.className = "state " + String(s.state).toLowerCase();

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# `make lerobot-check`: qrobot's LeRobot adapter against lerobot 0.4.4 itself, in its own venv
+# (.venv-lerobot): lerobot 0.4.4 pins torch<2.11, so it is installed without its dependencies
+# beside the CPU torch 2.13 (pinned by a constraints file), with only the packages that
+# importing `lerobot.robots` needs, at LeRobot's own version bounds. qrobot goes in with
+# `--no-deps -e .` plus its runtime dependencies, less those that clash with LeRobot's pins.
+# Then scripts/lerobot_check.py runs (docs/robots/lerobot.md says what it proves).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=.venv-lerobot
+STAMP=$VENV/.installed
+PY=$VENV/bin/python
+
+# importing lerobot.robots reaches lerobot.motors, lerobot.processor and lerobot.datasets:
+LEROBOT_DEPS=(
+    "draccus==0.10.0" "huggingface-hub>=0.34.2,<0.36" "pyserial>=3.5,<4" "deepdiff>=7.0.1,<9"
+    "termcolor>=2.4,<4" "accelerate>=1.10,<2" "datasets>=4,<5" "av>=15,<16" "einops>=0.8,<0.9"
+)
+# qrobot's own that LeRobot pins otherwise (huggingface-hub <0.36, rerun-sdk <0.27), with
+# transformers 5 (it needs huggingface-hub 1.x); torch comes from the constraints file
+CLASH="torch huggingface-hub huggingface_hub rerun-sdk transformers"
+
+quiet() {  # pip's notes about lerobot's unmet pins (deliberate: --no-deps) would bury real errors
+    local rc=0
+    "$@" > "$VENV/pip.log" 2>&1 || rc=$?
+    grep -v -e "^WARNING: Location" -e "^lerobot 0.4.4 requires" -e "^qrobot 0.1.0 requires" -e "^ERROR: pip's dependency resolver" \
+        "$VENV/pip.log" || true
+    return "$rc"
+}
+
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]; then
+    test -x "$PY" || "$PYTHON" -m venv "$VENV"
+    echo "torch==2.13.0" > "$VENV/constraints.txt"
+    PIP=(nice -n 10 "$PY" -m pip install --quiet -c "$VENV/constraints.txt")
+    quiet "${PIP[@]}" torch==2.13.0
+    quiet "${PIP[@]}" --no-deps lerobot==0.4.4
+    # the one for torch 2.13 (0.28); --no-deps: its CUDA libraries are never loaded here
+    quiet "${PIP[@]}" --no-deps "torchvision<0.29" pillow
+    quiet "${PIP[@]}" "${LEROBOT_DEPS[@]}"
+    quiet "${PIP[@]}" --no-deps -e .
+    mapfile -t QROBOT_DEPS < <("$PY" - "$CLASH" <<'EOF'
+import re, sys, tomllib
+clash = set(sys.argv[1].split())
+for dep in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]:
+    if re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0].lower() not in clash:
+        print(dep)
+EOF
+    )
+    quiet "${PIP[@]}" "${QROBOT_DEPS[@]}"
+    "$PY" -c "import torch; assert torch.__version__ == '2.13.0+cpu', torch.__version__"
+    touch "$STAMP"
+fi
+HF_HUB_OFFLINE=1 "$PY" scripts/lerobot_check.py
