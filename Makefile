@@ -32,7 +32,7 @@ bridge-demo: setup
 # renders with Mesa's lavapipe (Vulkan on the CPU), the console tests drive Debian's
 # chromium (Playwright with executable_path, no browser download): installed here when missing.
 test: setup system-deps lint
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 lint: setup
 	$(BIN)/ruff check .

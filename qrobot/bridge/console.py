@@ -22,6 +22,8 @@ import asyncio
 import base64
 import io
 import json
+import math
+import secrets
 import signal
 import threading
 import time
@@ -42,32 +44,60 @@ THUMB_SIDE = 160  # px
 
 
 class ConsoleState:
-    """What the page asked for, and since when (shared by the websocket and the dead-man watch)."""
+    """The dead-man as the pages hold it, and the e-stops they sent. Shared by every page
+    connected: any release, or any page closing, lets go for every page until one presses
+    anew (a page still beating from before does not hold the robot after another let go)."""
 
     def __init__(self, client: ConsoleClient) -> None:
         self.client = client
+        self.epoch = 0  # counts releases: a hold counts only if it began after the last one
+        self._holds: dict[int, tuple[int, int]] = {}  # page -> (its hold number, the epoch it began in)
         self.held_until = 0.0  # monotonic time the dead-man stays held without another beat
         self.estops: list[dict[str, float]] = []  # each press: page time and server receipt (wall s)
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watch = threading.Thread(target=self._deadman, daemon=True)
         self._watch.start()
 
-    def beat(self) -> None:
-        self.held_until = time.monotonic() + DEADMAN_GAP
-        self.client.deadman.set()
+    def beat(self, page: int, hold: int) -> None:
+        """A heartbeat of `page`'s hold number `hold` (a new number: a fresh press)."""
+        with self._lock:
+            mine = self._holds.get(page)
+            if mine is None or mine[0] != hold:
+                if mine is not None and hold < mine[0]:
+                    return  # a beat of an older hold, arriving late
+                self._holds[page] = mine = (hold, self.epoch)
+            if mine[1] != self.epoch:
+                return  # that hold began before someone let go
+            self.held_until = time.monotonic() + DEADMAN_GAP
+            self.client.deadman.set()
 
-    def release(self) -> None:
-        self.held_until = 0.0
-        self.client.deadman.clear()
+    def release(self, page: int | None = None, hold: int | None = None) -> None:
+        with self._lock:
+            if page is not None and hold is not None:
+                self._holds[page] = (max(hold, self._holds.get(page, (0, 0))[0]), -1)  # that hold is over
+            self.epoch += 1
+            self.held_until = 0.0
+            self.client.deadman.clear()
 
     def _deadman(self) -> None:
         while not self._stop.wait(0.01):
             if self.client.deadman.is_set() and time.monotonic() > self.held_until:
                 self.client.deadman.clear()
 
-    def estop(self, pressed: float) -> None:
-        self.client.request("estop", key="estop", detail="browser console")  # first, then the bookkeeping
-        self.estops.append({"pressed": pressed, "sent": time.time()})
+    def estop(self) -> None:
+        """Stop first; then again every 50 ms (for up to 1 s) until the agent's status shows it."""
+        self.client.request("estop", key="estop", detail="browser console")
+
+        def confirm() -> None:
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end and not self._stop.wait(0.05):
+                st = self.client.watch.status
+                if st is not None and st.state == "ESTOPPED":
+                    return
+                self.client.request("estop", key="estop", detail="browser console")
+
+        threading.Thread(target=confirm, daemon=True).start()
 
     def close(self) -> None:
         self._stop.set()
@@ -105,6 +135,10 @@ class Thumbnails:
         self._sub.undeclare()
 
 
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None  # (a NaN would break the page's JSON)
+
+
 def status_view(client: ConsoleClient) -> dict[str, Any]:
     """The agent's last status as the page shows it (plain JSON; the page escapes text)."""
     st = client.watch.status
@@ -123,12 +157,12 @@ def status_view(client: ConsoleClient) -> dict[str, Any]:
         "state": st.state,
         "latched": st.latched,
         "holder": st.holder,
-        "ages": {k: (v if v < 1e6 else None) for k, v in st.ages.items()},
+        "ages": {k: (_finite(v) if v < 1e6 else None) for k, v in st.ages.items()},
         "rejects": list(st.rejects),
         "approval": st.approval,
         "pending": {"digest": pending[0], "task": pending[1]} if pending else None,
-        "speed": speed,
-        "safety": dict(st.safety),
+        "speed": _finite(speed),
+        "safety": {k: _finite(v) for k, v in st.safety.items()},
         "age": time.monotonic() - client.watch.received,
     }
 
@@ -137,16 +171,28 @@ def _asset(name: str) -> str:
     return resources.files("qrobot.bridge").joinpath("console_static", name).read_text()
 
 
-def make_app(client: ConsoleClient, thumbs: Thumbnails | None, robot: str) -> tuple[Any, ConsoleState]:
-    """The Starlette app serving the page and its websocket, and the shared state."""
+def make_app(
+    client: ConsoleClient, thumbs: Thumbnails | None, robot: str, port: int, token: str
+) -> tuple[Any, ConsoleState]:
+    """The Starlette app serving the page and its websocket, and the shared state. Only
+    requests addressed to this machine's loopback name and port are served (a DNS-rebound
+    name is refused), and the websocket needs this launch's token (other local users do not
+    have it: it is printed to the operator's terminal, in the page address's fragment)."""
     from starlette.applications import Starlette
     from starlette.responses import HTMLResponse, Response
     from starlette.routing import Route, WebSocketRoute
     from starlette.websockets import WebSocket, WebSocketDisconnect
 
     state = ConsoleState(client)
+    hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
+    pages = iter(range(1, 2**62))
+
+    def ours(headers: Any) -> bool:
+        return headers.get("host", "") in hosts
 
     async def page(request: Any) -> Response:
+        if not ours(request.headers):
+            return Response(status_code=421)
         return HTMLResponse(_asset("index.html").replace("{{robot}}", robot))
 
     async def icon(request: Any) -> Response:
@@ -154,48 +200,63 @@ def make_app(client: ConsoleClient, thumbs: Thumbnails | None, robot: str) -> tu
 
     async def asset(request: Any) -> Response:
         name = request.path_params["name"]
-        if name not in ("console.js", "console.css"):
+        if not ours(request.headers) or name not in ("console.js", "console.css"):
             return Response(status_code=404)
         kind = "text/javascript" if name.endswith(".js") else "text/css"
         return Response(_asset(name), media_type=kind)
 
     async def socket(ws: WebSocket) -> None:
-        origin, host = ws.headers.get("origin", ""), ws.headers.get("host", "")
-        if origin.split("://", 1)[-1] != host:  # another site's page in the operator's browser
-            await ws.close(code=1008)
+        origin = ws.headers.get("origin", "")
+        given = ws.query_params.get("token", "")
+        if (
+            not ours(ws.headers)
+            or origin not in {f"http://{h}" for h in hosts}
+            or not secrets.compare_digest(given, token)
+        ):
+            await ws.close(code=1008)  # another site (or a rebound name), or not this launch's page
             return
         await ws.accept()
+        me = next(pages)
+        replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def ask(op: str, detail: str) -> None:  # (never awaited by the reading loop)
+            reply = await asyncio.to_thread(client.request, op, "request", detail)
+            ok, why = (reply.ok, reply.reason) if reply is not None else (False, "no answer")
+            await replies.put({"reply": op, "ok": ok, "reason": why})
 
         async def push() -> None:
             sent_thumbs = 0.0
             while True:
+                while not replies.empty():
+                    await ws.send_text(json.dumps(replies.get_nowait()))
                 view = status_view(client)
                 if thumbs is not None and time.monotonic() - sent_thumbs > THUMB_PERIOD:
                     view["thumbs"], sent_thumbs = dict(thumbs.latest), time.monotonic()
                 view["held"] = client.deadman.is_set()
-                await ws.send_text(json.dumps(view))
+                await ws.send_text(json.dumps(view, allow_nan=False))
                 await asyncio.sleep(PUSH_PERIOD)
 
         pusher = asyncio.create_task(push())
+        tasks: set[asyncio.Task] = set()
         try:
             while True:
-                try:
-                    msg = json.loads(await ws.receive_text())
-                except (ValueError, TypeError):
-                    continue
-                op = msg.get("op") if isinstance(msg, dict) else None
+                frame = await ws.receive()
+                if frame.get("type") == "websocket.disconnect":
+                    break
+                msg = _message(frame.get("text"))  # (binary frames, junk: ignored)
+                op, hold = msg.get("op"), msg.get("hold")
                 if op == "estop":
-                    pressed = msg.get("t")
-                    state.estop(float(pressed) / 1000 if isinstance(pressed, (int, float)) else time.time())
-                elif op == "beat":
-                    state.beat()
+                    state.estop()  # the stop first, then the bookkeeping
+                    state.estops.append({"pressed": _seconds(msg.get("t")), "sent": time.time()})
+                elif op == "beat" and isinstance(hold, int):
+                    state.beat(me, hold)
                 elif op == "release":
-                    state.release()
+                    state.release(me, hold if isinstance(hold, int) else None)
                 elif op in ("enable", "reset", "approve"):
                     detail = str(msg.get("digest", ""))[:64] if op == "approve" else ""
-                    reply = await asyncio.to_thread(client.request, op, "request", detail)
-                    ok, why = (reply.ok, reply.reason) if reply is not None else (False, "no answer")
-                    await ws.send_text(json.dumps({"reply": op, "ok": ok, "reason": why}))
+                    task = asyncio.create_task(ask(op, detail))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
         except WebSocketDisconnect:
             pass
         finally:
@@ -213,6 +274,26 @@ def make_app(client: ConsoleClient, thumbs: Thumbnails | None, robot: str) -> tu
     return app, state
 
 
+def _seconds(ms: object) -> float:
+    """The page's press time (wall ms) in s; now if it sent none that makes sense."""
+    try:
+        t = float(ms) / 1000 if isinstance(ms, (int, float)) and not isinstance(ms, bool) else math.nan
+    except OverflowError:
+        t = math.nan
+    return t if math.isfinite(t) else time.time()
+
+
+def _message(text: object) -> dict[str, Any]:
+    """One message from the page as a dict ({} for anything else: it is ignored)."""
+    if not isinstance(text, str) or len(text) > 4096:
+        return {}
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        return {}
+    return msg if isinstance(msg, dict) else {}
+
+
 class ConsoleServer:
     """The page's server in a background thread (uvicorn on 127.0.0.1:`port`, 0: a free one)."""
 
@@ -221,12 +302,13 @@ class ConsoleServer:
 
         import uvicorn
 
-        self.client = ConsoleClient(session, robot)
-        self.thumbs = Thumbnails(session, robot)
-        self.app, self.state = make_app(self.client, self.thumbs, robot)
         sock = socket.create_server(("127.0.0.1", port))
         self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/"
+        self.token = secrets.token_urlsafe(24)
+        self.client = ConsoleClient(session, robot)
+        self.thumbs = Thumbnails(session, robot)
+        self.app, self.state = make_app(self.client, self.thumbs, robot, self.port, self.token)
+        self.url = f"http://127.0.0.1:{self.port}/#{self.token}"  # (a fragment never leaves the browser)
         cfg = uvicorn.Config(self.app, log_level="warning", ws="websockets-sansio", lifespan="off")
         self._server = uvicorn.Server(cfg)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -558,9 +558,16 @@ def policy_killed(rig: Rig) -> dict[str, Any]:
     _ask(rig.policy.session, rig.policy.k["lease"], Lease(version=VERSION, op="return", lease=g.lease, epoch=g.epoch))
     proc = _spawn(["-c", _POLICY, str(rig.tmp / "keys"), rig.endpoint, ",".join(map(str, rig.chunk(1)[0]))])
     try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        if not line.startswith("driving") or not _wait(lambda: rig.speed() > rig.at_speed, 5.0):
-            raise RuntimeError(f"the policy process did not drive: {line!r}")
+        said: list[str] = []
+        threading.Thread(target=lambda: said.append(proc.stdout.readline()), daemon=True).start()  # type: ignore[union-attr]
+
+        def driving() -> bool:  # (on a loaded machine the agent may have stopped meanwhile: enable again)
+            if rig.core.state == State.IDLE:
+                rig._enable()
+            return bool(said) and rig.speed() > rig.at_speed
+
+        if not _wait(driving, 10.0):  # bounded: a policy that never drives fails the trial, never hangs it
+            raise RuntimeError(f"the policy process did not drive: {said!r}, {rig.core.audit[-3:]}")
         os.kill(proc.pid, signal.SIGKILL)
         t = time.time()
         _wait(lambda: rig.agent.clock() - rig.core._retained > rig.core.timing.lease_stale, 2.0)

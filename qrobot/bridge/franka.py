@@ -9,7 +9,8 @@ the Panda's, which allow more), and no velocity above franky's own limit is ever
 (franky would reject the motion and abort the stream).
 
 What the driver cannot vouch for stops the arm: a motion franky reports as failed makes
-the next state incomplete, so the agent's supervisor latches an e-stop.
+every later state incomplete, so the agent's supervisor latches an e-stop, until a person
+has looked at the arm and restarts the host (it clears franky's errors as it connects).
 
 The simulator has no communication watchdog (a hung client leaves the arm moving); a
 real Franka reflexes after 20 lost packets. The agent and this host stop the arm first.
@@ -58,7 +59,7 @@ class FrankaArm:
         self.arm.joint_jerk_limit.set(np.minimum(FR3_JERK, self.arm.joint_jerk_limit.max).tolist())
         self.vmax = VEL_SHARE * np.asarray(self.arm.joint_velocity_limit.max, dtype=float)
         self.scenario, self.control_dt, self.people = scenario, float(control_dt), people
-        self.max_rates = FR3_ACC.copy()
+        self.max_rates = np.asarray(self.arm.joint_acceleration_limit.get(), dtype=float)  # as franky brakes
         self._model = PandaArm(Sim())  # kinematics only (never stepped): the supervisor's own model
         self.fault = ""  # franky's last motion error (the state is withheld while it stands)
         self.clamped = 0  # plans whose end velocity was cut to franky's limit
@@ -75,8 +76,7 @@ class FrankaArm:
         try:
             self.arm.poll_motion()  # re-raises what franky's control thread hit since
         except Exception as exc:  # franky's own exception types (it shadows the builtin name)
-            self.fault = f"{type(exc).__name__}: {exc}"[:200]
-            self.arm.recover_from_errors()
+            self.fault = f"{type(exc).__name__}: {exc}"[:200]  # stands until the host restarts
         s = self.arm.state
         q, dq, dq_d = np.array(s.q, float), np.array(s.dq, float), np.array(s.dq_d, float)
         pos, orn = self._forward(q)

@@ -35,6 +35,7 @@ from qrobot.bridge.robot_link import (
 from qrobot.safety.command import CommandCheck, SafeCommand
 
 MIN_BRAKING = 0.5  # a pairing agent may ask for gentler braking than the robot's, down to this share
+PAIRING_TIME = 2.0  # s an agent has to pair after connecting
 PLAN_START = {"panda": ("joint_pos", slice(0, 7)), "diffbot": ("cmd_vel", slice(3, 5))}  # what a plan starts from
 
 
@@ -83,6 +84,8 @@ class RobotHost:
         self.watchdog_brakes = self.rejected = self.halts = self.plans = self.faults = 0
         self.halt_times: list[float] = []  # wall time of each Halt taken (the console's latency)
         self._t0 = time.monotonic()  # the robot's clock: seconds since this process started
+        self._how = ""  # what moved the robot in the last period (logged once its end is measured)
+        self._linked = 0.0
 
     # ------------------------------------------------------------ connections
     def _accept(self) -> None:
@@ -95,6 +98,7 @@ class RobotHost:
             sock.close()
             return
         self.link, self._check, self._nonce = Link(sock), None, os.urandom(16)
+        self._linked = time.monotonic()
         d = self.driver
         self._send(
             Hello(
@@ -107,6 +111,11 @@ class RobotHost:
                 nonce=self._nonce,
             )
         )
+
+    def _unpaired_too_long(self) -> bool:
+        """A connection that has not paired within PAIRING_TIME: dropped (it would keep the
+        only link slot from the real agent)."""
+        return self.link is not None and self._check is None and time.monotonic() - self._linked > PAIRING_TIME
 
     def _drop(self) -> None:
         if self.link is not None:
@@ -133,10 +142,11 @@ class RobotHost:
                 rates.shape != own.shape
                 or not np.all(np.isfinite(rates))
                 or np.any(rates < MIN_BRAKING * own)
+                or np.any(rates > own * (1 + 1e-9))  # its supervisor would count on braking the robot cannot do
                 or len(frame.secret) < 16
             ):
-                raise ConnectionError("pairing with braking rates below the robot's or a short secret")
-            self._check, self._rates = CommandCheck(bytes(frame.secret)), np.minimum(rates, own)
+                raise ConnectionError("pairing with braking rates the robot cannot keep to, or a short secret")
+            self._check, self._rates = CommandCheck(bytes(frame.secret)), rates
         elif isinstance(frame, Halt) and self._check is not None:
             self.halt_times.append(time.time())
             self.halts += 1
@@ -146,8 +156,10 @@ class RobotHost:
             self._pending = frame
         # anything else (a Reset: a real robot is reset by people) is ignored
 
-    def _poll(self, deadline: float) -> None:
-        """Take what the agent sent until this period's plan came or the deadline passed."""
+    def _poll(self, deadline: float, plans: bool = True) -> None:
+        """Take what the agent sent until this period's plan came (`plans`) or the deadline
+        passed; without `plans`, a late plan is dropped and the poll goes on (a halt after
+        it is still taken at once)."""
         timeout = max(0.0, deadline - time.monotonic())
         while self.link is not None:
             try:
@@ -159,7 +171,9 @@ class RobotHost:
                 self._drop()
                 return
             if self._pending is not None:
-                return
+                if plans:
+                    return
+                self._pending = None  # too late for this period
             timeout = max(0.0, deadline - time.monotonic())
 
     def _verified(self, plan: Plan | None) -> np.ndarray | None:
@@ -181,12 +195,16 @@ class RobotHost:
     # ------------------------------------------------------------ one period
     def step(self) -> None:
         start = time.monotonic()
+        if self._unpaired_too_long():
+            self._drop()
         self._accept()
         self._pending = None
         try:
             self._sent = self.driver.state()
         except Exception:  # a driver that cannot read its robot: no state, no plan, brake
             self._sent = {}
+        if self._how:  # the last period's line, with the speed it ended at (as robot-sim writes it)
+            self._record(self._how)
         if self.link is not None:
             fields, shapes = pack_state({k: v for k, v in self._sent.items() if k != "time"})
             self._send(
@@ -212,8 +230,8 @@ class RobotHost:
             self.rejected += plan is not None
             self.watchdog_brakes += 1
             self._act(self.driver.brake, self._rates)
-        self._poll(start + self.dt)  # halts between plans are taken at once
-        self._record(how)
+        self._poll(start + self.dt, plans=False)  # halts between plans are taken at once
+        self._how = how
         time.sleep(max(0.0, start + self.dt - time.monotonic()))
         self.period += 1
 
@@ -222,10 +240,7 @@ class RobotHost:
         period ends (the hand's, or the base's forward speed) and what moved the robot."""
         if self._log is None:
             return
-        try:
-            st = self.driver.state()
-        except Exception:
-            st = {}
+        st = self._sent
         if "ee_lin_vel" in st:
             speed, pos = float(np.linalg.norm(st["ee_lin_vel"])), st.get("ee_pos")
         elif "base_vel" in st:
@@ -233,7 +248,7 @@ class RobotHost:
         else:
             speed, pos = float("nan"), None
         pos_list = [round(float(x), 6) for x in np.asarray(pos, float)] if pos is not None else []
-        self._write({"wall": time.time(), "period": self.period, "how": how, "speed": speed, "pos": pos_list})
+        self._write({"wall": time.time(), "period": self.period - 1, "how": how, "speed": speed, "pos": pos_list})
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._log is not None:
@@ -262,5 +277,7 @@ class RobotHost:
     def close(self) -> None:
         self._drop()
         self.server.close()
-        self.driver.brake(np.asarray(self.driver.max_rates, dtype=np.float64))
-        self.driver.close()
+        try:
+            self.driver.brake(np.asarray(self.driver.max_rates, dtype=np.float64))
+        finally:
+            self.driver.close()

@@ -128,7 +128,7 @@ class Ros2Base:
         scenario: str = "pointnav",
         people: str = "none",
         rate_hz: float = 50.0,
-        odom_timeout: float = 0.5,
+        odom_timeout: float = 0.25,  # s: 2.5 control periods; odometry comes at 20-50 Hz
         frame_id: str = "base_link",
         twist_hash: str = TWIST_HASH,
         odom_hash: str = ODOM_HASH,

@@ -173,7 +173,13 @@ class ConsoleClient:
         not). An e-stop (key "estop") is a put at real-time priority: nothing waits on it."""
         msg = Request(version=VERSION, op=op, detail=detail)  # type: ignore[arg-type]
         if key == "estop":
-            self.session.put(self.k["estop"], encode(msg), priority=zenoh.Priority.REAL_TIME, express=True)
+            self.session.put(
+                self.k["estop"],
+                encode(msg),
+                priority=zenoh.Priority.REAL_TIME,
+                express=True,
+                congestion_control=zenoh.CongestionControl.BLOCK,  # never dropped under congestion
+            )
             return None
         reply = _ask(self.session, self.k[key], msg)
         return reply if isinstance(reply, Reply) else Reply(version=VERSION, ok=False, reason="no answer")

@@ -114,14 +114,17 @@ FIXED = {"ssm.enabled", "rest_posture"}
 # "test-only-loosen": overrides may loosen the profile. Both are printed in every summary.
 PROFILES = ("default", "fr3", "test-only-no-ssm", "test-only-loosen")
 
-# Franka Research 3, Franka's published limits ("Limits for Franka Research 3"): joint
-# positions, velocities and accelerations. The Cartesian rules keep the collaborative
-# defaults; the kinematic model stays the Panda's (same link lengths as the FR3).
+# Franka Research 3: Franka's published joint position ranges, and its velocity and
+# acceleration limits capped at what franky-control 2.0.0 (the libfranka binding the Franka
+# host drives it with) enforces: it carries the Panda's table, 2.175 / 2.61 rad/s and 7.5
+# rad/s^2 on joint 2, and refuses a motion beyond it; velocities at 95 % of that (the host's
+# margin). The Cartesian rules keep the collaborative defaults; the kinematic model stays
+# the Panda's (the FR3's link lengths).
 FR3_ARM = {
     "joint_lower": (-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159),
     "joint_upper": (2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159),
-    "joint_vel_max": (2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26),
-    "joint_acc_max": (10.0,) * 7,
+    "joint_vel_max": (2.066, 2.066, 2.066, 2.066, 2.479, 2.479, 2.479),  # FR3: 2.62 x 4, 5.26, 4.18, 5.26
+    "joint_acc_max": (10.0, 7.5, 10.0, 10.0, 10.0, 10.0, 10.0),  # FR3: 10 on every joint
 }
 
 # The safe direction of every overridable key: "le" = the override may only be smaller than

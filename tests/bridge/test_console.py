@@ -97,6 +97,10 @@ class Chain:
             self.policy.send(np.stack([np.array([1.0, self.turn, -1.0])] * 3))
             time.sleep(0.1)
 
+    def console_held(self) -> bool:
+        """Whether the agent sees the operator's dead-man held (its last heartbeat says so)."""
+        return bool(self.core._deadman)
+
     def speed(self) -> float:
         periods = _periods(self.log)
         return periods[-1]["speed"] if periods else 0.0
@@ -222,13 +226,50 @@ def test_the_page_shows_the_agent_and_refuses_other_origins(chain: Chain, page: 
     shot = Path(os.environ.get("QROBOT_DOCS_IMAGES", tmp_path)) / "console.png"  # (make docs-images)
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
-    # a page from elsewhere may not open the console's websocket
+    # a page from elsewhere, a DNS-rebound name, or another local user without this launch's
+    # token may not open the console's websocket; the page is served to its own name only
+    import urllib.error
+    import urllib.request
+
     from websockets.exceptions import InvalidStatus, WebSocketException
     from websockets.sync.client import connect
 
-    url = chain.url.replace("http", "ws") + "ws"
-    with pytest.raises((InvalidStatus, WebSocketException, OSError)):
-        with connect(url, origin="http://evil.example") as ws:  # type: ignore[arg-type]
-            ws.recv(timeout=2)
-    with connect(url, origin=chain.url.rstrip("/")) as ws:  # type: ignore[arg-type]
+    base, token = chain.url.split("#")
+    host = base.removeprefix("http://").rstrip("/")
+    url = f"ws://{host}/ws?token={token}"
+    refused = [
+        (url, "http://evil.example"),
+        (f"ws://{host}/ws?token=wrong", base.rstrip("/")),
+        (f"ws://{host}/ws", base.rstrip("/")),
+    ]
+    for where, origin in refused:
+        with pytest.raises((InvalidStatus, WebSocketException, OSError)):
+            with connect(where, origin=origin) as ws:  # type: ignore[arg-type]
+                ws.recv(timeout=2)
+    rebound = urllib.request.Request(base, headers={"Host": f"evil.example:{host.rsplit(':', 1)[1]}"})
+    with pytest.raises(urllib.error.HTTPError, match="421"):
+        urllib.request.urlopen(rebound, timeout=5)
+    with connect(url, origin=base.rstrip("/")) as ws:  # type: ignore[arg-type]
         assert json.loads(ws.recv(timeout=2))["state"] == "ESTOPPED"
+        ws.send(b"\x00binary")  # junk and an absurd press time: ignored, the socket lives on
+        ws.send('{"op":"estop","t":' + "9" * 400 + "}")
+        assert json.loads(ws.recv(timeout=2))["state"] == "ESTOPPED"
+
+
+def test_a_release_in_any_page_lets_go_for_every_page(chain: Chain, page: Any) -> None:
+    """Two pages: the first holds ENABLE, the second presses and lets go: the robot stops,
+    although the first page still beats (its hold began before the release)."""
+    _drive_until_moving(chain, page)
+    other = page.context.browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+    second = other.new_page()  # (another browser: this page keeps its focus)
+    second.goto(chain.url)
+    second.wait_for_function("document.getElementById('state').textContent === 'RUNNING'", timeout=5000)
+    halts = len(_halts(chain.log))
+    box = second.locator("#enable").bounding_box()
+    second.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    second.mouse.down()
+    second.mouse.up()
+    assert _wait(lambda: len(_halts(chain.log)) > halts, 2.0), chain.core.audit[-5:]
+    time.sleep(0.5)  # the first page's beats go on: they do not hold the robot again
+    assert chain.core.state == State.IDLE and not chain.console_held()
+    other.close()

@@ -6,9 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from qrobot.bridge.conformance import run_suite
 
 from .test_franka import franky_sim  # noqa: F401  (franky-sim, started and stopped by the test)
+
+# the real-time rigs (fault tables, franky-sim) run one after another on one worker:
+# franky-sim's 1 kHz loop beside a fault table would load the machine it measures
+pytestmark = pytest.mark.xdist_group("realtime")
 
 
 def test_every_fault_of_the_table_passes(tmp_path: Path) -> None:

@@ -45,6 +45,10 @@ from .test_transport import _free_port, _wait
 FR3_VMAX = np.array(FR3_ARM["joint_vel_max"])
 EE_SPEED = 0.25  # m/s: the profile's collaborative Cartesian limit
 
+# the real-time rigs (fault tables, franky-sim) run one after another on one worker:
+# franky-sim's 1 kHz loop beside a fault table would load the machine it measures
+pytestmark = pytest.mark.xdist_group("realtime")
+
 
 def _free_loopback() -> str:
     """A loopback address whose port 1337 is free: franky-sim always listens on 1337, so
@@ -101,7 +105,7 @@ def test_an_over_limit_velocity_never_reaches_the_arm(franky_sim: str) -> None:
                 time.sleep(0.01)
                 peak = max(peak, abs(float(arm.arm.current_joint_velocities[3])))  # read back from franky-sim
         assert arm.clamped == 8 and not arm.fault
-        assert 1.0 < peak <= arm.vmax[3] + 0.02 < FR3_VMAX[3], peak  # cut to 95 % of franky's limit
+        assert 1.0 < peak <= arm.vmax[3] + 0.02 < 2.62, peak  # cut to 95 % of franky's limit (FR3: 2.62)
         arm.brake(arm.max_rates)
         assert _wait(lambda: float(np.abs(arm.arm.current_joint_velocities).max()) < 0.01, 2.0)
     finally:

@@ -147,7 +147,7 @@ def test_twist_stamped_on_the_rmw_zenoh_key_field_by_field() -> None:
         st = base.state()
         assert np.allclose(st["base_pose"], [1.0, 2.0, 0.5]) and np.allclose(st["base_vel"], [0.2, 0.1])
         assert np.allclose(st["base_lin_vel"], [0.2 * math.cos(0.5), 0.2 * math.sin(0.5), 0.0])
-        assert _wait(lambda: "base_pose" not in base.state(), 2.0)  # stale after 0.5 s: the supervisor stops
+        assert _wait(lambda: "base_pose" not in base.state(), 2.0)  # stale after 0.25 s: the supervisor stops
     finally:
         base.close()
         sub.undeclare()

@@ -6,8 +6,14 @@ let ws = null;
 let beating = null; // the 20 Hz dead-man heartbeat while ENABLE is held
 let pending = null;
 
+let holdId = 0; // each press of ENABLE is a new hold; the server ignores beats of old ones
+let lastPush = 0;
+let stopOwed = false; // an E-STOP pressed while disconnected: sent as soon as the socket opens
+
 function send(msg) {
-  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+  ws.send(JSON.stringify(msg));
+  return true;
 }
 
 const pressed = []; // when each E-STOP was pressed (wall ms): the measured latency starts here
@@ -16,10 +22,15 @@ window.qrobotEstops = pressed;
 function estop(ev) {
   if (ev) ev.preventDefault();
   const t = now();
-  send({ op: "estop", t: t });
+  const sent = send({ op: "estop", t: t });
   pressed.push(t);
   release();
-  $("reply").textContent = "E-STOP sent";
+  if (sent) {
+    $("reply").textContent = "E-STOP sent";
+  } else {
+    stopOwed = true;
+    $("reply").textContent = "E-STOP NOT SENT: the console is disconnected. Use the hardware e-stop.";
+  }
 }
 
 let asking = null; // while held: ask to enable until it first succeeds, never again in this hold
@@ -27,9 +38,11 @@ let state = "";
 
 function hold(ev) {
   ev.preventDefault();
-  if (beating) return;
-  send({ op: "beat" });
-  beating = setInterval(() => send({ op: "beat" }), 50);
+  if (beating || ev.button !== 0) return; // the primary button only
+  holdId += 1;
+  const id = holdId;
+  send({ op: "beat", hold: id });
+  beating = setInterval(() => send({ op: "beat", hold: id }), 50);
   $("enable").classList.add("held");
   // a few beats first (enabling needs a live operator), then again while refused and held
   asking = setInterval(() => { if (beating && state === "IDLE") send({ op: "enable" }); }, 300);
@@ -41,7 +54,7 @@ function release() {
   beating = null;
   asking = null;
   $("enable").classList.remove("held");
-  send({ op: "release" });
+  send({ op: "release", hold: holdId });
 }
 
 function age(v) { return v === null || v === undefined ? "never" : v.toFixed(2) + " s"; }
@@ -52,6 +65,7 @@ function show(s) {
     if (s.reply === "enable" && s.ok && asking) { clearInterval(asking); asking = null; }
     return;
   }
+  lastPush = performance.now();
   state = s.state;
   const st = $("state");
   st.textContent = s.state;
@@ -86,7 +100,14 @@ function show(s) {
 }
 
 function connect() {
-  ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
+  const token = encodeURIComponent(location.hash.slice(1)); // this launch's token, printed by qrobot console
+  ws = new WebSocket("ws://" + location.host + "/ws?token=" + token);
+  ws.onopen = () => {
+    if (stopOwed && send({ op: "estop", t: now() })) {
+      stopOwed = false;
+      $("reply").textContent = "E-STOP sent (on reconnecting)";
+    }
+  };
   ws.onmessage = (e) => show(JSON.parse(e.data));
   ws.onclose = () => {
     release();
@@ -96,6 +117,10 @@ function connect() {
   };
 }
 
+setInterval(() => { // no status for 0.3 s: what the page shows is stale, and it says so
+  if (performance.now() - lastPush > 300) { $("state").textContent = "NO STATUS"; $("state").className = "state estopped"; }
+}, 100);
+$("enable").addEventListener("contextmenu", (e) => e.preventDefault());
 $("estop").addEventListener("pointerdown", estop);
 $("enable").addEventListener("pointerdown", hold);
 for (const ev of ["pointerup", "pointerleave", "pointercancel"]) $("enable").addEventListener(ev, release);
