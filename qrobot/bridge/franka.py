@@ -22,6 +22,7 @@ import argparse
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,22 @@ FR3_ACC = np.array(FR3_ARM["joint_acc_max"])
 FR3_JERK = np.full(7, 5000.0)  # rad/s^3, Franka's published FR3 jerk limit
 VEL_SHARE = 0.95  # of franky's own velocity limit: never a motion it would refuse
 OPEN = 0.08  # m: the hand's opening reported (franky-sim serves no gripper)
+
+
+def connect(host: str, realtime: bool = False) -> Any:
+    """A franky `Robot`. libfranka moves the connecting thread to real-time (SCHED_FIFO)
+    scheduling, and as root that succeeds even when real time is ignored: without a
+    real-time kernel (`realtime=False`, franky-sim on a workstation) the thread goes back
+    to normal scheduling, or it would starve every other process on the machine."""
+    import os
+
+    import franky
+
+    cfg = franky.RealtimeConfig.Enforce if realtime else franky.RealtimeConfig.Ignore
+    arm = franky.Robot(host, realtime_config=cfg)
+    if not realtime and os.sched_getscheduler(0) != os.SCHED_OTHER:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    return arm
 
 
 class FrankaArm:
@@ -52,8 +69,7 @@ class FrankaArm:
         import franky
 
         self._f = franky
-        cfg = franky.RealtimeConfig.Enforce if realtime else franky.RealtimeConfig.Ignore
-        self.arm = franky.Robot(host, realtime_config=cfg)
+        self.arm = connect(host, realtime)
         self.arm.recover_from_errors()
         self.arm.joint_acceleration_limit.set(np.minimum(FR3_ACC, self.arm.joint_acceleration_limit.max).tolist())
         self.arm.joint_jerk_limit.set(np.minimum(FR3_JERK, self.arm.joint_jerk_limit.max).tolist())

@@ -22,7 +22,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import franky
 import numpy as np
 import pytest
 import zenoh
@@ -31,6 +30,7 @@ from qrobot.bridge import keys as certs
 from qrobot.bridge.agent import Agent
 from qrobot.bridge.agent_core import AgentCore, State, Timing
 from qrobot.bridge.cli import robot_supervisor
+from qrobot.bridge.franka import connect
 from qrobot.bridge.latch import Latch
 from qrobot.bridge.robot_link import load_token
 from qrobot.bridge.service import AgentService, ConsoleClient, PolicyClient
@@ -94,6 +94,7 @@ def test_an_over_limit_velocity_never_reaches_the_arm(franky_sim: str) -> None:
     from qrobot.bridge.franka import FrankaArm
 
     arm = FrankaArm(franky_sim)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # (libfranka made it SCHED_FIFO: it starved the suite)
     try:
         st = arm.state()
         plan = np.zeros(22)
@@ -224,8 +225,56 @@ def test_the_host_killed_mid_motion_franky_sim_holds_the_arm(chain: Chain) -> No
     os.kill(chain.host.pid, signal.SIGKILL)
     chain.host.wait(5)
     time.sleep(0.5)
-    arm = franky.Robot(chain.franka, realtime_config=franky.RealtimeConfig.Ignore)  # the server takes a new client
+    arm = connect(chain.franka)  # the server takes a new client
     q0 = np.array(arm.current_joint_positions)
     time.sleep(0.3)
     assert float(np.abs(arm.current_joint_velocities[:6]).max()) < 0.01  # (the wrist: see _at_rest)
     assert float(np.abs(np.array(arm.current_joint_positions) - q0)[:6].max()) < 1e-3
+
+
+class Twin:
+    """What the VLA sees: the pick_place scene in PyBullet with its arm mirrored from the
+    arm's measured joints (franky-sim renders no cameras). Only perception is simulated
+    here; the motion is franky-sim's, commanded through the agent. The cube is virtual:
+    the arm can approach it, not move it."""
+
+    def __init__(self, seed: int) -> None:
+        from qrobot.envs.core import QRobotEnv
+
+        self.env = QRobotEnv("pick_place", images=True)
+        self.obs, _ = self.env.reset(seed=seed)
+
+    def see(self, joints: np.ndarray) -> dict:
+        sim, uid = self.env.sim, self.env.robot.uid
+        for i, q in enumerate(joints):
+            sim._client.resetJointState(uid, i, float(q))
+        sim.version += 1  # (the env's state cache keys on it)
+        return self.env._obs()
+
+    def cube(self) -> np.ndarray:
+        """Where the named cube is (the one the instruction asks for)."""
+        return np.asarray(self.env.privileged_state()["target_pose"][0], dtype=float)
+
+
+def test_the_vla_drives_the_arm_through_the_agent(chain: Chain) -> None:
+    from qrobot.policies import SHIPPED
+    from qrobot.policies.vla import VLAPolicy
+
+    twin = Twin(seed=20001)  # (a CI-range seed)
+    start = np.asarray(twin.env.robot_state()["ee_pos"])
+    _reach(chain, start, 10.0)  # where the VLA's episodes begin
+    policy = VLAPolicy(SHIPPED["pick_place"], seed=20001)
+    policy.reset(twin.obs["instruction"])
+    cube = twin.cube()
+    seen = []
+    for _ in range(40):
+        st = chain.robot()
+        seen.append(st)
+        action = np.asarray(policy.act(twin.see(st["joint_pos"])), dtype=float)
+        chain.policy.send(np.stack([action] * 3))
+        time.sleep(0.1)
+    gaps = [float(np.linalg.norm(s["ee_pos"][:2] - cube[:2])) for s in seen]
+    assert min(gaps) < gaps[0] - 0.05, gaps  # the VLA's deltas moved the real hand towards the cube
+    assert max(float(np.linalg.norm(s["ee_lin_vel"])) for s in seen) <= EE_SPEED + 0.03
+    assert np.all(np.max([np.abs(s["joint_vel"]) for s in seen], axis=0) <= FR3_VMAX)
+    twin.env.close()
