@@ -27,9 +27,8 @@ from typing import Any
 import numpy as np
 
 from qrobot.errors import QrobotError
-from qrobot.robots.panda import EE_LINK, PandaArm
+from qrobot.robots.kinematics import PandaModel
 from qrobot.safety.limits import FR3_ARM
-from qrobot.sim import Sim
 
 FR3_ACC = np.array(FR3_ARM["joint_acc_max"])
 FR3_JERK = np.full(7, 5000.0)  # rad/s^3, Franka's published FR3 jerk limit
@@ -76,18 +75,11 @@ class FrankaArm:
         self.vmax = VEL_SHARE * np.asarray(self.arm.joint_velocity_limit.max, dtype=float)
         self.scenario, self.control_dt, self.people = scenario, float(control_dt), people
         self.max_rates = np.asarray(self.arm.joint_acceleration_limit.get(), dtype=float)  # as franky brakes
-        self._model = PandaArm(Sim())  # kinematics only (never stepped): the supervisor's own model
+        self._model = PandaModel()  # kinematics only (never stepped): the supervisor's own model
         self.fault = ""  # franky's last motion error (the state is withheld while it stands)
         self.clamped = 0  # plans whose end velocity was cut to franky's limit
 
     # ------------------------------------------------------------ state
-    def _forward(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        c, uid = self._model.sim._client, self._model.uid
-        for i, qi in enumerate(q):
-            c.resetJointState(uid, i, float(qi))
-        link = c.getLinkState(uid, EE_LINK, computeForwardKinematics=1)
-        return np.asarray(link[4]), np.asarray(link[5])
-
     def state(self) -> dict[str, np.ndarray | float]:
         try:
             self.arm.poll_motion()  # re-raises what franky's control thread hit since
@@ -95,15 +87,15 @@ class FrankaArm:
             self.fault = f"{type(exc).__name__}: {exc}"[:200]  # stands until the host restarts
         s = self.arm.state
         q, dq, dq_d = np.array(s.q, float), np.array(s.dq, float), np.array(s.dq_d, float)
-        pos, orn = self._forward(q)
+        pose = self._model.pose(q)
+        pos, orn = pose["ee_pos"], pose["ee_orn"]
         jac = self._model.jacobian(q)
-        x_axis = np.asarray(self._model.sim._client.getMatrixFromQuaternion(orn)).reshape(3, 3)[:, 0]
         out: dict[str, np.ndarray | float] = {
             "joint_pos": q,
             "joint_vel": dq,
             "ee_pos": pos,
             "ee_orn": orn,
-            "ee_yaw": float(np.arctan2(x_axis[1], x_axis[0])),
+            "ee_yaw": float(pose["ee_yaw"]),
             "ee_lin_vel": jac[:3] @ dq,
             "ee_ang_vel": jac[3:] @ dq,
             "gripper_width": OPEN,
@@ -134,7 +126,7 @@ class FrankaArm:
                 self.arm.join_motion(timeout=2.0)
         except Exception:  # closing: the server holds the arm once the client is gone
             pass
-        self._model.sim.close()
+        self._model.close()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

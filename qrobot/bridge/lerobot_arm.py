@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from qrobot.errors import QrobotError
-from qrobot.robots.panda import ARM_JOINTS, COMMAND_SIZE, FINGER_OPEN, FINGERS, MAX_JOINT_ACC
+from qrobot.robots.kinematics import PandaModel
+from qrobot.robots.panda import COMMAND_SIZE, FINGER_OPEN, MAX_JOINT_ACC
 from qrobot.safety import trajectory
 
 UNITS = {"deg": math.pi / 180.0, "rad": 1.0}  # robot units -> rad
@@ -86,12 +87,10 @@ class LeRobotArm:
         self._grip = self.gripper_range[1]
         self._log = open(log, "a", buffering=1) if log is not None else None  # (closed in close())
         self.steps = self.clamps = 0
-        from qrobot.robots.panda import PandaArm  # (pybullet: imported when an arm is driven)
-        from qrobot.sim import Sim
 
         # a kinematics-only Panda in its own DIRECT world, never stepped: forward kinematics
         # and link velocities for the measured joints, the same model the supervisor uses
-        self._kin = PandaArm(Sim())
+        self._kin = PandaModel()
 
     # ------------------------------------------------------------ measuring
     def _read(self) -> tuple[np.ndarray, np.ndarray | None, float | None]:
@@ -115,15 +114,9 @@ class LeRobotArm:
                 self._dq = (q - self._last[1]) / (now - self._last[0])
             dq = self._dq
         self._last = (now, q)
-        kin = self._kin
-        c = kin.sim._client  # the model's own world: setting its joints moves nothing real
-        for j, qj, vj in zip(ARM_JOINTS, q.tolist(), dq.tolist()):
-            c.resetJointState(kin.uid, j, qj, vj)
         shut, wide = self.gripper_range
         half = FINGER_OPEN * (min(max((grip - shut) / (wide - shut), 0.0), 1.0) if grip is not None else 0.0)
-        for j in FINGERS:
-            c.resetJointState(kin.uid, j, half, 0.0)
-        st = kin.state()
+        st = self._kin.pose(q, dq, half)
         # the measured values themselves (the host checks a plan starts exactly where it was sent)
         st.update(joint_pos=q, joint_vel=dq, cmd_vel=self._velocity(now))
         return st
@@ -177,7 +170,7 @@ class LeRobotArm:
         if self._log is not None:
             self._log.close()
             self._log = None
-        self._kin.sim.close()
+        self._kin.close()
 
 
 # ---------------------------------------------------------------- the host process

@@ -203,6 +203,7 @@ def test_releasing_enable_or_leaving_the_tab_stops_the_robot(chain: Chain, page:
             other.bring_to_front()
         assert _wait(lambda n=halts: len(_halts(chain.log)) > n, 2.0), (how, chain.core.audit[-5:])
         stopped = _halts(chain.log)[halts] - let_go
+        print(f"console dead-man {how}: halt at the robot {1e3 * stopped:.1f} ms after letting go")
         assert stopped < 0.5, (how, stopped)  # the page lets go at once (its 0.25 s gap is the worst case)
         assert chain.core.state == State.IDLE
         assert _rest_after(chain, let_go) < 1.5

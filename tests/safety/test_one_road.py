@@ -24,6 +24,8 @@ ACTUATORS = {
     "applyExternalTorque",
 }
 BACKENDS = {ROOT / "qrobot" / "robots" / "panda.py", ROOT / "qrobot" / "robots" / "diffbot.py"}
+# a kinematics-only model in a world of its own (robot hosts of real arms): it poses, never drives
+MODEL = ROOT / "qrobot" / "robots" / "kinematics.py"
 
 
 def _actuator_calls(path: Path) -> list[str]:
@@ -45,8 +47,11 @@ def test_no_actuator_call_outside_the_robot_backends() -> None:
     offenders = []
     for d in ("qrobot", "envs", "policies", "benchmarks"):
         for path in (ROOT / d).rglob("*.py"):
-            if path not in BACKENDS and path.name != "env_speed.py":  # the bare-PyBullet baseline
+            if path not in BACKENDS and path != MODEL and path.name != "env_speed.py":  # (the bare-PyBullet baseline)
                 offenders += _actuator_calls(path)
+    model = _actuator_calls(MODEL)
+    assert model and all(c.endswith("resetJointState") for c in model)  # it only poses its joints
+    assert "PandaArm(Sim())" in MODEL.read_text()  # in a world of its own
     assert offenders == []
     assert all(_actuator_calls(p) for p in BACKENDS)  # the scan does see real calls
 
