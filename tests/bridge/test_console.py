@@ -216,13 +216,13 @@ def test_releasing_enable_or_leaving_the_tab_stops_the_robot(chain: Chain, page:
 
 def test_the_page_shows_the_agent_and_refuses_other_origins(chain: Chain, page: Any, tmp_path: Path) -> None:
     chain.policy.send(np.zeros((1, 4)))  # the wrong action size: refused, with its reason
-    page.wait_for_function("document.getElementById('rejects').textContent.includes('action')", timeout=5000)
+    page.wait_for_function("document.getElementById('rejects').textContent.includes('action')", timeout=15_000)
     assert page.locator("#holder").text_content() == "policy"
     assert page.locator("#age-lease").text_content().endswith(" s")
-    page.wait_for_selector("#thumbs img", timeout=5000)  # the robot's cameras, as it streams them
-    page.wait_for_function("document.querySelector('#thumbs img').naturalWidth > 0", timeout=5000)
+    page.wait_for_selector("#thumbs img", timeout=15_000)  # the robot's cameras, as it streams them
+    page.wait_for_function("document.querySelector('#thumbs img').naturalWidth > 0", timeout=15_000)
     page.locator("#estop").dispatch_event("pointerdown")
-    page.wait_for_function("document.getElementById('state').textContent === 'ESTOPPED'", timeout=5000)
+    page.wait_for_function("document.getElementById('state').textContent === 'ESTOPPED'", timeout=15_000)
     assert "e-stop: browser console" in page.locator("#latched").text_content()
     shot = Path(os.environ.get("QROBOT_DOCS_IMAGES", tmp_path)) / "console.png"  # (make docs-images)
     page.screenshot(path=str(shot))
@@ -264,7 +264,7 @@ def test_a_release_in_any_page_lets_go_for_every_page(chain: Chain, page: Any) -
     other = page.context.browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
     second = other.new_page()  # (another browser: this page keeps its focus)
     second.goto(chain.url)
-    second.wait_for_function("document.getElementById('state').textContent === 'RUNNING'", timeout=5000)
+    second.wait_for_function("document.getElementById('state').textContent === 'RUNNING'", timeout=15_000)
     halts = len(_halts(chain.log))
     box = second.locator("#enable").bounding_box()
     second.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
