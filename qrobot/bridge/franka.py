@@ -19,7 +19,6 @@ real Franka reflexes after 20 lost packets. The agent and this host stop the arm
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -141,7 +140,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from qrobot.bridge.robot_host import RobotHost
+    from qrobot.bridge.robot_host import RobotHost, serve_until_stopped
     from qrobot.bridge.robot_link import load_token
     from qrobot.scenario import load_scenario
 
@@ -163,23 +162,14 @@ def serve(args: argparse.Namespace) -> int:
         raise QrobotError(f"robot-franka --franka: cannot connect to {args.franka}: {exc}") from None
     log = args.log.open("a") if args.log else None
     host = RobotHost(arm, token, args.port, args.window, log)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"listening 127.0.0.1:{host.port}", flush=True)
-    try:
-        host.run()
-    finally:
-        host.close()
+    serve_until_stopped(host)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m qrobot.bridge.franka", description=__doc__)
-    add_arguments(p)
-    try:
-        return serve(p.parse_args(argv))
-    except QrobotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from qrobot.bridge.robot_host import host_main
+
+    return host_main("python -m qrobot.bridge.franka", __doc__, add_arguments, serve, argv)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ import dataclasses
 import importlib
 import json
 import math
-import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -238,7 +236,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from qrobot.bridge.robot_host import RobotHost
+    from qrobot.bridge.robot_host import RobotHost, serve_until_stopped
     from qrobot.bridge.robot_link import load_token
     from qrobot.scenario import load_scenario
 
@@ -284,13 +282,7 @@ def serve(args: argparse.Namespace) -> int:
         driver.close()
         raise QrobotError(f"robot-lerobot: {args.robot_class} did not connect: {exc}") from None
     try:
-        host = RobotHost(driver, token, args.port)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        print(f"listening 127.0.0.1:{host.port}", flush=True)
-        try:
-            host.run()
-        finally:
-            host.close()
+        serve_until_stopped(RobotHost(driver, token, args.port))
     finally:
         if robot.is_connected:
             robot.disconnect()
@@ -298,17 +290,9 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m qrobot.bridge.lerobot_arm",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(p)
-    try:
-        return serve(p.parse_args(argv))
-    except QrobotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from qrobot.bridge.robot_host import host_main
+
+    return host_main("python -m qrobot.bridge.lerobot_arm", __doc__, add_arguments, serve, argv)
 
 
 if __name__ == "__main__":

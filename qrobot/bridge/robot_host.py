@@ -281,3 +281,33 @@ class RobotHost:
             self.driver.brake(np.asarray(self.driver.max_rates, dtype=np.float64))
         finally:
             self.driver.close()
+
+
+def serve_until_stopped(host: RobotHost) -> None:
+    """A host process's life: `listening 127.0.0.1:PORT`, periods until SIGTERM, then close
+    (the driver brakes and lets go)."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"listening 127.0.0.1:{host.port}", flush=True)
+    try:
+        host.run()
+    finally:
+        host.close()
+
+
+def host_main(prog: str, doc: str | None, add_arguments: Any, serve: Any, argv: list[str] | None = None) -> int:
+    """`python -m MODULE` for a robot host: its flags, and a user's mistake as one line, exit 2."""
+    import argparse
+    import sys
+
+    from qrobot.errors import QrobotError
+
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    try:
+        return int(serve(p.parse_args(argv)))
+    except QrobotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -34,7 +33,7 @@ import numpy as np
 import zenoh
 import zenoh.ext as zext
 
-from qrobot.bridge.robot_host import RobotHost
+from qrobot.bridge.robot_host import RobotHost, host_main, serve_until_stopped
 from qrobot.bridge.robot_link import load_token
 from qrobot.errors import QrobotError
 from qrobot.robots.diffbot import BRAKE, COMMAND_SIZE
@@ -286,27 +285,12 @@ def serve(args: argparse.Namespace) -> int:
     if not base.has_odometry():  # the supervisor will stop (and latch) until odometry flows
         print(f"robot-ros2: no odometry on {base.odom_key} yet", file=sys.stderr, flush=True)
     host = RobotHost(base, token, args.port)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"listening 127.0.0.1:{host.port}", flush=True)
-    try:
-        host.run()
-    finally:
-        host.close()
+    serve_until_stopped(host)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m qrobot.bridge.ros2_base",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(p)
-    try:
-        return serve(p.parse_args(argv))
-    except QrobotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return host_main("python -m qrobot.bridge.ros2_base", __doc__, add_arguments, serve, argv)
 
 
 if __name__ == "__main__":
