@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo bridge-demo test lint system-deps docs docs-images check-models bench experts vla-eval checkpoints world-model wm-eval clean lerobot-check check-rigs
+.PHONY: setup demo bridge-demo test lint system-deps docs docs-images check-models bench experts vla-eval checkpoints world-model wm-eval clean lerobot-check
 
 setup: $(STAMP)
 
@@ -60,11 +60,6 @@ docs-images: setup system-deps
 # (lerobot pins torch < 2.11 and rerun-sdk < 0.27: it cannot share .venv; docs/robots/lerobot.md)
 lerobot-check:
 	bash scripts/lerobot_check.sh
-
-# Real-time rigs kept out of CI until they are stable under its load (the fault table
-# against the Franka host on franky-sim)
-check-rigs: setup
-	$(BIN)/python -m pytest -q -m rigs
 
 # The long checks of the shipped models (CI runs smaller versions of them).
 check-models: setup

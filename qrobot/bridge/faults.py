@@ -222,6 +222,20 @@ class Rig:
                 self.driving.clear()
                 time.sleep(0.5)
 
+    def start(self, act: Callable[[], Any] = lambda: None) -> float:
+        """Ready, then `act` (the fault) at a wall time when the agent is known to be driving:
+        checked under the agent's lock, so a stop that a late heartbeat caused just before
+        the fault is a setup retry, never a trial that measured no halt."""
+        for _ in range(3):
+            self.ready()
+            with self.agent._lock:
+                if self.agent._moving and self.core.state == State.RUNNING:
+                    t = time.time()
+                    act()
+                    return t
+            self.setup_retries += 1
+        raise RuntimeError(f"not driving at the fault: {self.core.state}, {self.core.audit[-3:]}")
+
     def _ready_once(self) -> None:
         self.driving.clear()
         self.shim.clear()
@@ -317,18 +331,17 @@ def _wait(cond: Callable[[], bool], timeout: float) -> bool:
 
 # ------------------------------------------------------------------ faults
 def link_cut(rig: Rig) -> dict[str, Any]:
-    rig.ready()
-    t = time.time()
-    rig.shim.cut = True
-    rig.policy.silent.set()
+    def cut() -> None:
+        rig.shim.cut = True
+        rig.policy.silent.set()
+
+    t = rig.start(cut)
     _wait(lambda: rig.halt_after(t) is not None, 1.0)
     return {"stop": rig.halt_after(t), "rest": rig.rest_after(t), "bound": 0.22}
 
 
 def delay_300ms(rig: Rig) -> dict[str, Any]:
-    rig.ready()
-    t = time.time()
-    rig.shim.delay = 0.3
+    t = rig.start(lambda: setattr(rig.shim, "delay", 0.3))
     rest = rig.rest_after(t, 1.5)
     return {"stop": rig.halt_after(t), "rest": rest, "expired": rig.expired_executed(t), "bound": 0.22}
 
@@ -412,12 +425,8 @@ def forbidden(rig: Rig) -> dict[str, Any]:
 
 
 def operator_lost(rig: Rig, release: bool) -> dict[str, Any]:
-    rig.ready()
-    t = time.time()
-    if release:
-        rig.console.deadman.clear()
-    else:
-        rig.console._stop.set()  # the console's heartbeats stop altogether
+    # release: the dead-man lets go; else the console's heartbeats stop altogether
+    t = rig.start(rig.console.deadman.clear if release else rig.console._stop.set)
     _wait(lambda: rig.halt_after(t) is not None, 1.0)
     out = {"stop": rig.halt_after(t), "rest": rig.rest_after(t), "bound": 0.27}
     if not release:
@@ -430,8 +439,7 @@ def operator_lost(rig: Rig, release: bool) -> dict[str, Any]:
 
 
 def estop(rig: Rig) -> dict[str, Any]:
-    rig.ready()
-    t = time.time()
+    t = rig.start()  # (a request waits for the agent's reply: never sent under its lock)
     rig.console.request("estop", key="estop")
     _wait(lambda: rig.core.latched is not None, 1.0)
     latched = next(
