@@ -18,7 +18,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,12 +142,35 @@ def page(chain: Chain) -> Iterator[Any]:
         browser.close()
 
 
-def _drive_until_moving(chain: Chain, page: Any) -> None:
-    """Hold ENABLE in the page until the robot drives (the policy keeps commanding)."""
+def _drive_until_moving(chain: Chain, page: Any, attempts: int = 3) -> None:
+    """Hold ENABLE in the page until the robot drives (the policy keeps commanding). Under
+    the suite's load a dead-man beat can come late and the agent rightly stops: that is
+    setup, not the trial, so the press starts again (up to `attempts`, then it fails)."""
     box = page.locator("#enable").bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
-    assert _wait(lambda: chain.core.state == State.RUNNING and chain.speed() > 0.1, 5.0), chain.core.audit[-5:]
+    for _ in range(attempts):
+        page.mouse.down()
+        if _wait(lambda: chain.core.state == State.RUNNING and chain.speed() > 0.1, 5.0):
+            return
+        page.mouse.up()
+        _wait(lambda: chain.core.state == State.IDLE, 2.0)
+    raise AssertionError(f"not driving after {attempts} presses of ENABLE: {chain.core.audit[-5:]}")
+
+
+def _trial(chain: Chain, page: Any, act: Callable[[], float], undo: Callable[[], None]) -> tuple[float, float]:
+    """Drive, then `act` (returns the wall time it acted): (that time, the robot's first halt
+    after it). A halt between driving and acting (a dead-man beat late under load: the agent
+    rightly stopped) voids the trial; `undo` restores, and it runs again (up to 3 times)."""
+    for _ in range(3):
+        _drive_until_moving(chain, page)
+        t0 = time.time()
+        t_act = act()
+        assert _wait(lambda t0=t0: any(h >= t0 for h in _halts(chain.log)), 2.0), chain.core.audit[-5:]
+        halt = min(h for h in _halts(chain.log) if h >= t0)
+        if halt >= t_act:
+            return t_act, halt
+        undo()
+    raise AssertionError(f"the robot halted before the trial's action three times: {chain.core.audit[-5:]}")
 
 
 def _rest_after(chain: Chain, t: float, timeout: float = 3.0) -> float:
@@ -158,21 +181,26 @@ def _rest_after(chain: Chain, t: float, timeout: float = 3.0) -> float:
 
 def test_estop_in_the_page_stops_the_robot_within_100_ms(chain: Chain, page: Any, tmp_path: Path) -> None:
     latencies, rests = [], []
-    for k in range(PRESSES):
-        _drive_until_moving(chain, page)
-        halts = len(_halts(chain.log))
-        if k % 2:
-            page.keyboard.press("Space")  # the space bar is the e-stop, wherever the focus is
-        else:
-            page.locator("#estop").dispatch_event("pointerdown")
-        assert _wait(lambda n=halts: len(_halts(chain.log)) > n, 2.0), chain.core.audit[-5:]
-        pressed = page.evaluate("window.qrobotEstops[window.qrobotEstops.length - 1]") / 1000
-        latencies.append(_halts(chain.log)[halts] - pressed)
-        rests.append(_rest_after(chain, pressed))
-        assert chain.core.state == State.ESTOPPED and "e-stop: browser console" in (chain.core.latched or "")
+
+    def reset() -> None:
         page.mouse.up()
         page.locator("#reset").click()
         assert _wait(lambda: chain.core.state == State.IDLE, 3.0), chain.core.audit[-5:]
+
+    for k in range(PRESSES):
+
+        def press(k: int = k) -> float:
+            if k % 2:
+                page.keyboard.press("Space")  # the space bar is the e-stop, wherever the focus is
+            else:
+                page.locator("#estop").dispatch_event("pointerdown")
+            return float(page.evaluate("window.qrobotEstops[window.qrobotEstops.length - 1]")) / 1000
+
+        pressed, halt = _trial(chain, page, press, reset)
+        latencies.append(halt - pressed)
+        rests.append(_rest_after(chain, pressed))
+        assert chain.core.state == State.ESTOPPED and "e-stop: browser console" in (chain.core.latched or "")
+        reset()
     lat = np.array(latencies)
     figures = {
         "presses": len(lat),
@@ -193,24 +221,32 @@ def test_estop_in_the_page_stops_the_robot_within_100_ms(chain: Chain, page: Any
 
 def test_releasing_enable_or_leaving_the_tab_stops_the_robot(chain: Chain, page: Any) -> None:
     for how in ("release", "tab", "release", "tab"):
-        _drive_until_moving(chain, page)
-        halts = len(_halts(chain.log))
-        let_go = time.time()
-        if how == "release":
+        tabs: list[Any] = []
+
+        def let_go_now(how: str = how, tabs: list[Any] = tabs) -> float:
+            t = time.time()
+            if how == "release":
+                page.mouse.up()
+            else:  # another tab comes to the front: this one loses focus, its heartbeat stops
+                tabs.append(page.context.new_page())
+                tabs[-1].bring_to_front()
+            return t
+
+        def back(tabs: list[Any] = tabs) -> None:
+            for tab in tabs:
+                tab.close()
+            tabs.clear()
+            page.bring_to_front()
             page.mouse.up()
-        else:  # another tab comes to the front: this one loses focus, its heartbeat stops
-            other = page.context.new_page()
-            other.bring_to_front()
-        assert _wait(lambda n=halts: len(_halts(chain.log)) > n, 2.0), (how, chain.core.audit[-5:])
-        stopped = _halts(chain.log)[halts] - let_go
+            _wait(lambda: chain.core.state == State.IDLE, 2.0)
+
+        let_go, halt = _trial(chain, page, let_go_now, back)
+        stopped = halt - let_go
         print(f"console dead-man {how}: halt at the robot {1e3 * stopped:.1f} ms after letting go")
         assert stopped < 0.5, (how, stopped)  # the page lets go at once (its 0.25 s gap is the worst case)
         assert chain.core.state == State.IDLE
         assert _rest_after(chain, let_go) < 1.5
-        if how == "tab":
-            other.close()
-            page.bring_to_front()
-        page.mouse.up()
+        back()
         time.sleep(0.2)
 
 
