@@ -74,19 +74,35 @@ vla-eval: setup
 	$(BIN)/qrobot eval pick_place --episodes 50 --seed 10000 --checkpoint qrobot/checkpoints/pick_place
 	$(BIN)/qrobot eval pointnav --episodes 50 --seed 10000 --checkpoint qrobot/checkpoints/pointnav
 
-# How the shipped checkpoints were made (about 20 + 22 + 22 + 45 min for pick_place, 20 + 45 for
-# pointnav, on 2 cores); the final model of each run (not its checkpoint-N snapshots) is
-# what sits in qrobot/checkpoints. pick_place: 600 clean and 2 x 400 DART demonstrations.
-checkpoints: setup
-	$(BIN)/qrobot collect pick_place --episodes 600 --workers 2 --out data/pick_place
-	$(BIN)/qrobot collect pick_place --episodes 400 --seed 600 --action-noise 0.5 --workers 2 --out data/pick_place_dart
-	$(BIN)/qrobot collect pick_place --episodes 400 --seed 1000 --action-noise 0.5 --workers 2 --out data/pick_place_dart2
-	$(BIN)/qrobot train --dataset data/pick_place data/pick_place_dart data/pick_place_dart2 \
-		--out data/ckpt_pick_place --minutes 45 \
-		--steps 100000 --batch 16 --layers 3 --threads 1
-	$(BIN)/qrobot collect pointnav --episodes 800 --out data/pointnav
-	$(BIN)/qrobot train --dataset data/pointnav --out data/ckpt_pointnav --minutes 45 --steps 100000 \
-		--batch 16 --layers 3 --threads 1
+# How the shipped checkpoint qrobot/checkpoints/qwen-vla is made: one model for the six
+# tasks. Each dataset is a stage (a file target: an interrupted build goes on with the
+# stages not done, and an interrupted collection with its missing episodes); the training
+# runs at most VLA_MINUTES on 2 threads; its final model (not the checkpoint-N snapshots)
+# is what ships. Training seeds 0-9,999 only (qrobot/splits.py).
+VLA_DATA := data/vla
+VLA_MINUTES ?= 110
+VLA_SETS := reach pick_place pick_place_dart pick_place_clutter stack pointnav objectnav
+$(VLA_DATA)/reach/meta.json:
+	$(BIN)/qrobot collect reach --episodes 200 --workers 2 --out $(@D)
+$(VLA_DATA)/pick_place/meta.json:
+	$(BIN)/qrobot collect pick_place --episodes 500 --workers 2 --out $(@D)
+$(VLA_DATA)/pick_place_dart/meta.json:
+	$(BIN)/qrobot collect pick_place --episodes 150 --seed 500 --action-noise 0.5 --workers 2 --out $(@D)
+$(VLA_DATA)/pick_place_clutter/meta.json:
+	$(BIN)/qrobot collect pick_place_clutter --episodes 300 --workers 2 --out $(@D)
+$(VLA_DATA)/stack/meta.json:
+	$(BIN)/qrobot collect stack --episodes 400 --workers 2 --out $(@D)
+$(VLA_DATA)/pointnav/meta.json:
+	$(BIN)/qrobot collect pointnav --episodes 500 --workers 2 --out $(@D)
+$(VLA_DATA)/objectnav/meta.json:
+	$(BIN)/qrobot collect objectnav --episodes 600 --workers 2 --out $(@D)
+$(VLA_DATA)/ckpt/embodiments.json: $(foreach s,$(VLA_SETS),$(VLA_DATA)/$(s)/meta.json)
+	$(BIN)/qrobot train --dataset $(foreach s,$(VLA_SETS),$(VLA_DATA)/$(s)) --out $(@D) \
+		--minutes $(VLA_MINUTES) --steps 1000000 --batch 16 --layers 3 --threads 2
+checkpoints: setup $(VLA_DATA)/ckpt/embodiments.json
+	rm -rf qrobot/checkpoints/qwen-vla && mkdir -p qrobot/checkpoints/qwen-vla
+	cd $(VLA_DATA)/ckpt && cp -r backbone panda diffbot embodiments.json instruction_vocab.json \
+		README.md results.json $(CURDIR)/qrobot/checkpoints/qwen-vla/
 
 # How the shipped world model (qrobot/checkpoints/world_model) was made: 1,200 episodes
 # (expert, noisy-expert, wander in turn) and 150 held-out ones, then 45 min on one thread.

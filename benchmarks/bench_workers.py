@@ -1,37 +1,67 @@
-"""Episodes per second of `qrobot bench` with 1 and 2 workers on the same cells, as a
-ratio (the aim: 2 workers >= 1.8x one, on a machine with 2 idle cores).
+"""Episodes per second of `qrobot bench` in-process (1 worker), with 2 workers and on Ray
+(2 actors on a local Ray of 2 CPUs) on the same cells, with the ratios to in-process (the
+aims, on a machine with 2 idle cores: 2 workers >= 1.8x, Ray >= 1.6x). Not a timed test.
 
-    .venv/bin/python benchmarks/bench_workers.py [--episodes 8] [--scenarios pointnav,reach]
+    .venv/bin/python benchmarks/bench_workers.py [--episodes 8] [--scenarios pointnav,reach] [--no-ray]
 
-Each run is a whole `qrobot bench` (worker start-up included) with recording off.
+Each run is a whole `qrobot bench` (worker and actor start-up included) with recording off;
+the local Ray (`ray.init(num_cpus=2)`, bound to 127.0.0.1) is started before the timed run,
+as a cluster would be, and shut down after. The three runs' rows are checked to be equal.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import tempfile
 import time
+from pathlib import Path
 
 from qrobot.cli import main as qrobot
 
+KEYS = ("success", "steps", "end_reason", "metrics", "safety", "instruction")
 
-def rate(workers: int, scenarios: str, episodes: int, root: str) -> float:
+
+def rate(scenarios: str, episodes: int, root: Path, *flags: str) -> tuple[float, dict]:
     argv = ["bench", "--scenarios", scenarios, "--policies", "expert", "--episodes", str(episodes), "--seed", "100"]
+    root.mkdir(parents=True)
     t = time.perf_counter()
-    assert qrobot([*argv, "--workers", str(workers), "--no-record", "--runs-dir", root, "-q"]) == 0
-    return len(scenarios.split(",")) * episodes / (time.perf_counter() - t)
+    assert qrobot([*argv, *flags, "--no-record", "--runs-dir", str(root), "-q"]) == 0
+    seconds = time.perf_counter() - t
+    (run,) = root.iterdir()
+    rows = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
+    cells = {(r["scenario"], r["policy"], r["seed"]): {k: r[k] for k in KEYS} for r in rows}
+    return len(scenarios.split(",")) * episodes / seconds, cells
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--episodes", type=int, default=8)
     p.add_argument("--scenarios", default="pointnav,reach,pick_place")
+    p.add_argument("--no-ray", dest="ray", action="store_false", help="leave Ray out")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        one = rate(1, args.scenarios, args.episodes, tmp)
-        two = rate(2, args.scenarios, args.episodes, tmp)
-    print(f"scenarios {args.scenarios}, {args.episodes} episodes each, expert, no recording")
-    print(f"1 worker: {one:.2f} episodes/s   2 workers: {two:.2f} episodes/s   ratio {two / one:.2f}")
+        one, cells = rate(args.scenarios, args.episodes, Path(tmp) / "one", "--workers", "1")
+        two, cells2 = rate(args.scenarios, args.episodes, Path(tmp) / "two", "--workers", "2")
+        assert cells2 == cells, "2 workers gave other rows than in-process"
+        on_ray = None
+        if args.ray:
+            import ray
+
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING")
+            try:
+                on_ray, cells3 = rate(args.scenarios, args.episodes, Path(tmp) / "ray", "--executor", "ray")
+            finally:
+                ray.shutdown()
+            assert cells3 == cells, "Ray gave other rows than in-process"
+    print(f"scenarios {args.scenarios}, {args.episodes} episodes each (seeds from 100), expert, no recording")
+    print(f"in-process: {one:.2f} episodes/s")
+    print(f"2 workers:  {two:.2f} episodes/s   ratio {two / one:.2f} (aim >= 1.8)")
+    if on_ray is not None:
+        print(f"Ray, 2 CPUs: {on_ray:.2f} episodes/s   ratio {on_ray / one:.2f} (aim >= 1.6)")
+    print(f"rows identical across executors: {len(cells)} cells")
 
 
 if __name__ == "__main__":

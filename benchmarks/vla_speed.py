@@ -45,7 +45,9 @@ def fresh_model(family: str, grounding: int = 8) -> QwenVLA:
 
 
 def control_rate(checkpoint: Path, steps: int) -> list[tuple[str, float, float]]:
-    scenario = json.loads((checkpoint / "vla_config.json").read_text()).get("scenario", "pick_place")
+    multi = (checkpoint / "embodiments.json").is_file()  # one checkpoint for every task: its arm
+    own = checkpoint / "panda" if multi else checkpoint
+    scenario = json.loads((own / "vla_config.json").read_text()).get("scenario") or "pick_place"
     env = QRobotEnv(scenario, images=True)
     rows = []
     for replan in sorted({1, 2, REPLAN}):
@@ -54,7 +56,7 @@ def control_rate(checkpoint: Path, steps: int) -> list[tuple[str, float, float]]
             if replan == 1
             else f"chunking (replan {replan}" + (", the default)" if replan == REPLAN else ")")
         )
-        policy = VLAPolicy(checkpoint, replan=replan)
+        policy = VLAPolicy(checkpoint, replan=replan, robot="panda" if multi else None)
         obs, _ = env.reset(seed=0)
         policy.reset(obs["instruction"])
         t_policy = 0.0

@@ -22,7 +22,15 @@ from qrobot.safety.limits import Limits
 from qrobot.safety.ssm import protective_distance
 from qrobot.safety.supervisor import OperatorKey
 from qrobot.safety.view import SupervisorView
-from qrobot.scenario import INSTRUCTION_CHARSET, Scenario, load_scenario, people_source, scenario_limits
+from qrobot.scenario import (
+    INSTRUCTION_CHARSET,
+    PHRASINGS,
+    Phrasing,
+    Scenario,
+    load_scenario,
+    people_source,
+    scenario_limits,
+)
 from qrobot.sim import Camera, Sim
 from qrobot.tasks.base import Task
 from qrobot.tasks.manipulation import PickPlace, Reach, Stack
@@ -47,6 +55,8 @@ class QRobotEnv(gym.Env):
             starts unlatched, and the release is logged as an event.
         foresight: a world-model checkpoint directory (`qrobot wm-train`); the supervisor
             then imagines each command with it and slows the base before a predicted collision.
+        phrasing: "seen" (the task's training phrasings) or "held-out" (its
+            held_out_instructions). A seed makes the same scene with either; only the sentence differs.
     """
 
     # an instance attribute in gymnasium.Env: __init__ sets the scenario's render_fps per env
@@ -59,10 +69,17 @@ class QRobotEnv(gym.Env):
         images: bool = True,
         operator: OperatorKey | None = None,
         foresight: str | Path | None = None,
+        phrasing: Phrasing = "seen",
     ) -> None:
         super().__init__()
         # private copy: what a policy can reach (env.scenario, task.scenario) is a copy
         self._scenario = (scenario if isinstance(scenario, Scenario) else load_scenario(scenario)).model_copy(deep=True)
+        if phrasing not in PHRASINGS:
+            raise ValueError(f"phrasing must be one of {PHRASINGS} (got {phrasing!r})")
+        if phrasing == "held-out" and not self._scenario.task.held_out_instructions:
+            where = self._scenario.path or self._scenario.name
+            raise ScenarioError(f"{where}: task.held_out_instructions: none listed, so no held-out phrasing to draw")
+        self._phrasing: Phrasing = phrasing
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
         self.render_mode = render_mode
@@ -121,6 +138,11 @@ class QRobotEnv(gym.Env):
     def scenario(self) -> Scenario:
         """A copy of the scenario this env runs (changing it changes nothing)."""
         return self._scenario.model_copy(deep=True)
+
+    @property
+    def phrasing(self) -> Phrasing:
+        """Which instruction templates this env draws from: "seen" or "held-out"."""
+        return self._phrasing
 
     # The env's wiring is read-only: rebinding one of these to another world's object would
     # let the supervisor read one world while the robot moves in another.
@@ -210,6 +232,7 @@ class QRobotEnv(gym.Env):
                 ((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0)  # as (cx, cy, wx, wy) boxes
                 for x0, y0, x1, y1 in self._limits.base.keep_out
             ]
+        self._task.phrasing = self._phrasing
         self._supervisor.bind(self._robot)
 
     def _make_obs_space(self) -> spaces.Dict:

@@ -25,12 +25,22 @@ if TYPE_CHECKING:
 
 POLICY_NAMES = ("expert", "noisy-expert", "wander", "random", "hold", "qwen-vla")
 CHECKPOINTS = Path(qrobot.__file__).resolve().parent / "checkpoints"
-# task kind -> the tiny checkpoint shipped for it (used when no --checkpoint is given)
-SHIPPED = {
-    kind: CHECKPOINTS / kind
-    for kind in ("pick_place", "pointnav")
-    if (CHECKPOINTS / kind / "vla_config.json").is_file()
-}
+
+
+def _shipped() -> dict[str, Path]:
+    """Task kind -> the checkpoint shipped for it (used when no --checkpoint is given): the
+    one multi-task checkpoint `qwen-vla` where it covers the task, else a one-task one."""
+    import json
+
+    out = {kind: CHECKPOINTS / kind for kind in ("pick_place", "pointnav") if (CHECKPOINTS / kind).is_dir()}
+    multi = CHECKPOINTS / "qwen-vla"
+    for robot in json.loads((multi / "embodiments.json").read_text())["embodiments"] if multi.is_dir() else []:
+        for kind in json.loads((multi / robot / "vla_config.json").read_text())["tasks"]:
+            out[kind] = multi
+    return out
+
+
+SHIPPED = _shipped()
 _IMAGE_POLICIES = {"qwen-vla"}
 _EXPERTS: dict[str, Callable[[Privileged], Policy]] = {
     "reach": ReachExpert,
@@ -112,7 +122,7 @@ def make_policy(name: str, env: gym.Env | RemoteRobot, seed: int = 0, **kwargs: 
 
         task = base.scenario.task.kind
         checkpoint = kwargs.get("checkpoint") or SHIPPED.get(task)
-        if not checkpoint or not (Path(checkpoint) / "vla_config.json").is_file():
+        if not checkpoint or not any((Path(checkpoint) / f).is_file() for f in ("vla_config.json", "embodiments.json")):
             shipped = ", ".join(sorted(SHIPPED)) or "none"
             raise QrobotError(
                 f"policy 'qwen-vla' needs --checkpoint DIR with a trained model "
@@ -120,11 +130,14 @@ def make_policy(name: str, env: gym.Env | RemoteRobot, seed: int = 0, **kwargs: 
                 f"(shipped checkpoints exist for: {shipped})"
             )
         from qrobot.vla.checkpoint import check_fits, check_policy_norm, read_config
+        from qrobot.vla.multi import embodiment_dir
 
-        check_fits(read_config(Path(checkpoint)), Path(checkpoint), base.scenario)  # local world or remote robot
-        check_policy_norm(Path(checkpoint))
+        robot = base.scenario.robot
+        own = embodiment_dir(Path(checkpoint), robot)
+        check_fits(read_config(own), own, base.scenario)  # local world or remote robot
+        check_policy_norm(own)
         replan = {"replan": kwargs["replan"]} if kwargs.get("replan") else {}  # else the policy's default
-        return VLAPolicy(checkpoint, device=kwargs.get("device", "cpu"), seed=seed, **replan)
+        return VLAPolicy(checkpoint, device=kwargs.get("device", "cpu"), seed=seed, robot=robot, **replan)
     factory = _plugin(name)
     if factory is not None:
         return cast(Policy, factory(env, seed=seed, **kwargs))

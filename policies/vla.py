@@ -25,14 +25,20 @@ BACKUP_STEPS = 6  # ... so reverse this many steps, then let the model re-plan
 NO_PROGRESS_STEPS = 40  # the goal no nearer (by PROGRESS m) for this long: a detour ...
 PROGRESS = 0.1
 DETOUR = [(-0.5, 0.0)] * 6 + [(0.0, 1.0)] * 14 + [(1.0, 0.0)] * 16  # back, turn ~90 deg, drive ~0.8 m
+# no goal vector (ObjectNav): stop where the model foresees the base standing still, i.e. its
+# last waypoint (1.6 s ahead) within this distance (m) and heading change (rad); the
+# demonstrations' waypoints shrink to zero where the expert stopped (validation-chosen)
+STILL_XY, STILL_TH = 0.06, 0.15
 
 
 class VLAPolicy:
     name = "qwen-vla"
     needs_images = True
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", replan: int = REPLAN, seed: int = 0) -> None:
-        self.model = QwenVLA.from_pretrained(checkpoint, device=device)
+    def __init__(
+        self, checkpoint: str | Path, device: str = "cpu", replan: int = REPLAN, seed: int = 0, robot: str | None = None
+    ) -> None:
+        self.model = QwenVLA.from_pretrained(checkpoint, device=device, robot=robot)
         self.device = device
         self.replan = max(1, min(replan, self.model.config.chunk))
         self.generator = torch.Generator(device=device).manual_seed(seed)
@@ -56,7 +62,13 @@ class VLAPolicy:
     def _inputs(self, observations: list[dict[str, Any]]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         cams = self.model.config.cameras
         images = torch.from_numpy(np.stack([np.stack([o["images"][c] for c in cams]) for o in observations]))
-        state = np.stack([np.concatenate([o["proprio"], o.get("goal", np.zeros(0, np.float32))]) for o in observations])
+        width = self.model.config.state_dim  # (a several-task model: the goal zero-padded to its widest)
+        state = np.stack(
+            [
+                np.pad(s, (0, max(0, width - len(s))))
+                for s in (np.concatenate([o["proprio"], o.get("goal", np.zeros(0, np.float32))]) for o in observations)
+            ]
+        )
         state = self.model.norm["state"].normalize(state)
         return images, [o["instruction"] for o in observations], torch.from_numpy(state)
 
@@ -100,7 +112,10 @@ class VLAPolicy:
             rho, phi = float(goal[0]), float(goal[1])
             x, theta = rho * max(np.cos(phi), 0.0), phi  # turn in place while the goal is behind
         else:
-            x, _, theta = self.predict_waypoints([obs])[0][1]
+            waypoints = self.predict_waypoints([obs])[0]
+            x, _, theta = waypoints[1]
+            if goal is None and np.hypot(*waypoints[-1][:2]) < STILL_XY and abs(waypoints[-1][2]) < STILL_TH:
+                return np.array([0.0, 0.0, 1.0], np.float32)
         v = np.clip(x / horizon / MAX_V, -1.0, 1.0)
         w = np.clip(theta / horizon / MAX_W, -1.0, 1.0)
         # recovery behaviour (as nav stacks have): the memoryless model keeps pushing into

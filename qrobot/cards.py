@@ -427,7 +427,27 @@ def render_card(ckpt_dir: str | Path) -> str:
 
     d = Path(ckpt_dir)
     training, records = load(d)
-    if (d / "vla_config.json").is_file():
+    if (d / "embodiments.json").is_file():
+        robots = _read_json(d / "embodiments.json").get("embodiments", [])
+        cfgs = {r: _read_json(d / str(r) / "vla_config.json") for r in robots}
+        cfg = {**next(iter(cfgs.values())), "scenario": ""}
+        tasks = [t for c in cfgs.values() for t in c.get("tasks", [])]
+        title, model = f"# QwenVLA ({cfg['family']}): one checkpoint for {', '.join(tasks)}", []
+        for robot, c in cfgs.items():
+            _, lines = _vla_model(d / str(robot), c)
+            model += [f"- **{robot}** ({', '.join(c.get('tasks', []))}):"] + ["  " + x for x in lines[1:]]
+        params = sum(_tensor_count(p) for p in (d / "backbone").glob("*.safetensors"))
+        model.insert(0, f"- backbone: `{cfg['backbone']}` (shared), {params:,} parameters")
+        name = "qrobot-vla"
+        tags = ["robotics", "vision-language-action", "qwen", cfg["family"], "flow-matching", "pybullet", *tasks]
+        summary = (
+            "A vision-language-action policy of qrobot for every task: one Qwen vision-language backbone "
+            "shared by the arm's flow-matching action expert (with a grounding head it reads) and the mobile "
+            "base's waypoint head; the instruction and the cameras say what to do (no task id); trained by "
+            "behaviour cloning on scripted-expert demonstrations in PyBullet."
+        )
+        usage = "qrobot eval SCENARIO --split test"
+    elif (d / "vla_config.json").is_file():
         cfg = _read_json(d / "vla_config.json")
         title, model = _vla_model(d, cfg)
         name = f"qrobot-vla-{cfg['scenario']}"

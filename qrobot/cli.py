@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -155,6 +154,18 @@ def _parser() -> argparse.ArgumentParser:
         help="DART: execute the expert's action plus correlated noise of scale up to SIGMA "
         "(0-1, normalised action units) and record the clean one, so the data shows recoveries",
     )
+    c.add_argument(
+        "--format",
+        choices=["npz", "lerobot"],
+        default="npz",
+        help="npz: qrobot's episodes (ep<k>-seed<s>.npz); lerobot: a LeRobotDataset v3.0 "
+        "(parquet and MP4; docs/robots/lerobot.md)",
+    )
+    x = sub.add_parser("export", help="write a collected dataset in another format (lerobot: LeRobotDataset v3.0)")
+    x.add_argument("format", choices=["lerobot"], help="lerobot: a LeRobotDataset v3.0 (docs/robots/lerobot.md)")
+    x.add_argument("dataset", type=_path, help="a dataset made by `qrobot collect`")
+    x.add_argument("out", type=_path, help="the directory to write: new or empty")
+    x.add_argument("--repo-id", type=_text, default=None, help="its Hugging Face id (default: qrobot/<scenario>)")
     t = sub.add_parser("train", help="train the Qwen VLA on a collected dataset")
     t.add_argument(
         "--dataset",
@@ -175,6 +186,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--minutes", type=_rate, default=45.0, help="wall-clock budget")
     t.add_argument("--layers", type=_positive, default=2, help="language-model layers of a tiny backbone")
     t.add_argument("--threads", type=_positive, default=2, help="torch CPU threads")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the last snapshot (checkpoint-N) in --out: weights, optimiser, schedule and the time spent",
+    )
     t.add_argument(
         "--no-spatial-pool",
         dest="spatial_pool",
@@ -211,6 +227,21 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="tabletop: do not place the keypoints on the table by camera geometry",
     )
+    t.add_argument("--device", default="cpu", type=_text, help="torch device: cpu, cuda, cuda:N, mps")
+    t.add_argument(
+        "--finetune",
+        choices=("none", "lora", "full"),
+        default=None,
+        help="what of the backbone trains: lora (adapters on the language model; default for a "
+        "checkpoint dir or hub id), full, or none (everything as built; default for tiny-*)",
+    )
+    t.add_argument("--lora-rank", type=_positive, default=None, help="LoRA rank (default: 16)")
+    t.add_argument("--bf16", action="store_true", help="bf16 autocast (under LoRA the frozen backbone in bf16 too)")
+    t.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute each layer's activations in the backward pass (less memory, more compute)",
+    )
     e = sub.add_parser("eval", help="evaluate a trained VLA on held-out seeds (success, instruction following)")
     e.add_argument("scenario")
     e.add_argument("--checkpoint", required=True, type=_path, help="trained model directory")
@@ -225,6 +256,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--seed", type=int, default=None, help="first seed (default: the first of --split)")
     e.add_argument("--no-swap", dest="swap", action="store_false", help="skip the tabletop swap test")
+    e.add_argument(
+        "--phrasing",
+        choices=("seen", "held-out"),
+        default="seen",
+        help="instruction templates: the scenario's training ones (seen) or its held_out_instructions, "
+        "never in training (same seeds, same scenes; default: seen)",
+    )
     e.add_argument("--device", default=None, type=_text, help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
     e.add_argument("--workers", type=_positive, default=1, help="parallel evaluation processes (one thread each)")
     e.add_argument(
@@ -257,6 +295,18 @@ def _parser() -> argparse.ArgumentParser:
     sn.add_argument("path", type=_path, help="an .rrd file")
     sn.add_argument("out", type=_path, help="the PNG to write")
     sn.add_argument("--step", type=int, default=None, help="the step to show (default: the last)")
+    rp = sub.add_parser("report", help="a run as a static HTML page with PNG plots (success, SPL, safety)")
+    rp.add_argument("run_dir", type=_path, help="runs/<run-id> (a partial or killed run too)")
+    rp.add_argument("--out", type=_path, default=None, help="where index.html goes (default: RUN_DIR/report)")
+    cp = sub.add_parser("compare", help="two runs cell by cell: Fisher's exact test on success, Holm-corrected")
+    cp.add_argument("run_a", type=_path)
+    cp.add_argument("run_b", type=_path)
+    cp.add_argument("--alpha", type=_number(0.0, 1.0, True), default=0.05, help="family-wise error rate")
+    cp.add_argument("--policy-a", default=None, type=_text, help="compare this policy of RUN_A ...")
+    cp.add_argument("--policy-b", default=None, type=_text, help="... with this one of RUN_B, scenario by scenario")
+    cp.add_argument(
+        "--out", type=_path, default=None, help="where index.html goes (default: compare-A-vs-B beside RUN_B)"
+    )
     b = sub.add_parser("bench", help="scenarios x policies x episodes into a Markdown/CSV table")
     b.add_argument("--scenarios", type=_names, default=None, help="comma-separated (default: all)")
     b.add_argument(
@@ -270,8 +320,21 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--workers",
         type=_positive,
-        default=os.cpu_count() or 1,
-        help="processes, one torch thread each (1: in this process)",
+        default=None,
+        help="processes, one torch thread each (1: in this process; default: the core count); "
+        "with --executor ray: actors (default: the cluster's CPUs)",
+    )
+    b.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this machine; ray: an existing Ray cluster (pip install 'qrobot[ray]')",
+    )
+    b.add_argument(
+        "--address",
+        type=_text,
+        default=None,
+        help="with --executor ray: the cluster, auto (this machine's) or HOST:PORT (default: auto)",
     )
     b.add_argument(
         "--resume",
@@ -285,6 +348,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     _record_flags(b)
     _json_flag(b)
+    sp = sub.add_parser("serve-policy", help="serve a policy to `remote` policies over the bridge's transport")
+    sp.add_argument("policy", help="a policy that sees observations only (qwen-vla, random, hold, a plugin)")
+    sp.add_argument("--listen", "--endpoint", required=True, type=_text, help="tls/HOST:PORT to listen on")
+    sp.add_argument("--keys", type=_path, default=Path("keys"), help="`qrobot keys init` directory (policy.pem)")
+    sp.add_argument("--scenario", type=_names, default=None, help="comma-separated: serve only these (default: any)")
+    sp.add_argument("--checkpoint", type=_path, default=None, help="qwen-vla: trained model directory")
+    sp.add_argument("--device", type=_text, default=None, help="qwen-vla: torch device (default: cpu)")
+    sp.add_argument("--seed", type=int, default=0, help="the policies' seed before any episode re-seeds them")
+    sp.add_argument("--threads", type=_positive, default=1, help="torch CPU threads")
     k = sub.add_parser("keys", help="certificates for the bridge's mutual TLS")
     k.add_argument("action", choices=["init"])
     k.add_argument("dir", type=_path, help="where ca.pem and one ROLE.pem/ROLE.key per role go")
@@ -411,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _logging(args)
     try:
-        if args.cmd in ("run", "eval", "bench", "collect", "train", "list"):
+        if args.cmd in ("run", "eval", "bench", "collect", "export", "train", "list"):
             from qrobot import commands
 
             if args.cmd == "list":
@@ -425,6 +497,18 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_snapshot(args.path, args.out, args.step)
         if args.cmd == "keys":
             return _cmd_keys(args.dir, args.force)
+        if args.cmd == "serve-policy":
+            from qrobot.policies.remote import serve_cmd
+
+            return serve_cmd(args)
+        if args.cmd == "report":
+            from qrobot.report import report_cmd
+
+            return report_cmd(args.run_dir, args.out)
+        if args.cmd == "compare":
+            from qrobot.compare import compare_cmd
+
+            return compare_cmd(args.run_a, args.run_b, args.alpha, args.out, args.policy_a, args.policy_b)
         if args.cmd in (
             "robot-sim",
             "agent",

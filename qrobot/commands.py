@@ -200,6 +200,8 @@ def eval_cmd(args: argparse.Namespace) -> int:
     reason = fits_scenario(Path(args.checkpoint), sc)
     if reason:
         raise QrobotError(f"eval --checkpoint: {reason}")
+    if args.phrasing == "held-out" and not sc.task.held_out_instructions:
+        raise QrobotError(f"eval --phrasing held-out: {sc.path}: task.held_out_instructions: none listed")
     run_dir = RunDir(
         args.runs_dir,
         flag="eval --runs-dir",
@@ -210,10 +212,15 @@ def eval_cmd(args: argparse.Namespace) -> int:
         episodes=args.episodes,
         seed=args.seed,
         split=args.split,
+        phrasing=args.phrasing,
         record=False,
     )
     out = sys.stderr if args.json else sys.stdout
-    print(f"split: {args.split} (seeds {args.seed}-{args.seed + args.episodes - 1})", file=out, flush=True)
+    print(
+        f"split: {args.split} (seeds {args.seed}-{args.seed + args.episodes - 1}), phrasing: {args.phrasing}",
+        file=out,
+        flush=True,
+    )
     status = "crashed"
     report: dict[str, Any] = {}
     try:
@@ -229,6 +236,7 @@ def eval_cmd(args: argparse.Namespace) -> int:
             replan=args.replan,
             run_dir=run_dir,
             show=not args.quiet,
+            phrasing=args.phrasing,
         )
         status = "finished"
     except KeyboardInterrupt:
@@ -249,8 +257,11 @@ def eval_cmd(args: argparse.Namespace) -> int:
     return EXIT_EPISODE_FAILED if failed else EXIT_OK
 
 
+HELD_OUT_PHRASING = "_held_out_phrasing"  # suffix of the card's figures measured with --phrasing held-out
+
+
 def _choose_split(args: argparse.Namespace) -> None:
-    """--split and --seed agree; the test split runs the model as shipped, once."""
+    """--split and --seed agree; the test split runs the model as shipped, once (per phrasing)."""
     from qrobot.splits import check_split, first_seed, split_of
 
     if args.seed is None:
@@ -269,17 +280,23 @@ def _choose_split(args: argparse.Namespace) -> None:
 
     if args.card and (Path(args.checkpoint) / cards.RESULTS_FILE).is_file():
         _, records = cards.load(args.checkpoint)
-        done = [r for r in records if r.split == "test" and r.scenario == args.scenario]
+        held_out = args.phrasing == "held-out"
+        done = [
+            r
+            for r in records
+            if r.split == "test" and r.scenario == args.scenario and r.metric.endswith(HELD_OUT_PHRASING) == held_out
+        ]
         if done:
             raise QrobotError(
                 f"eval --split test: {args.checkpoint} was already measured on the test split for {args.scenario} "
                 f"(command: {done[0].command}; in {cards.RESULTS_FILE}); a test figure is measured "
-                "once per checkpoint: evaluate on --split validation, or --no-card to look without recording"
+                "once per checkpoint and phrasing: evaluate on --split validation, or --no-card to look without recording"
             )
 
 
 def _record_eval(args: argparse.Namespace, device: str, report: dict[str, Any], failed: int) -> None:
     """Store the figures with the checkpoint (results.json) and regenerate its model card."""
+    import dataclasses
     import shlex
 
     from qrobot import cards
@@ -292,7 +309,11 @@ def _record_eval(args: argparse.Namespace, device: str, report: dict[str, Any], 
     argv += ["--checkpoint", str(args.checkpoint)] + (["--workers", str(args.workers)] if args.workers != 1 else [])
     argv += (["--replan", str(args.replan)] if args.replan else []) + ([] if args.swap else ["--no-swap"])
     argv += ["--device", device] if device != "cpu" else []
-    if cards.record_result(args.checkpoint, cards.vla_records(report, shlex.join(argv))):
+    argv += ["--phrasing", args.phrasing] if args.phrasing != "seen" else []
+    records = cards.vla_records(report, shlex.join(argv))
+    if args.phrasing != "seen":  # beside the seen figures of the same seeds, not in their place
+        records = [dataclasses.replace(r, metric=r.metric + HELD_OUT_PHRASING) for r in records]
+    if cards.record_result(args.checkpoint, records):
         LOG.info("figures stored in %s (model card: %s)", *(args.checkpoint / f for f in cards.FILES))
 
 
@@ -327,6 +348,8 @@ def bench_cmd(args: argparse.Namespace) -> int:
     from qrobot.record import RunDir
 
     specs = [matrix.PolicySpec.parse(p) for p in args.policies]
+    if args.address is not None and args.executor != "ray":
+        raise QrobotError("bench --address: applies to --executor ray only")
     check_seeds("bench --seed", args.seed, args.episodes)
     check_out_dir("bench --runs-dir", args.runs_dir)
     if args.out is not None:
@@ -336,6 +359,10 @@ def bench_cmd(args: argparse.Namespace) -> int:
         raise QrobotError(
             "bench: no scenario fits any given policy: " + "; ".join(f"{s}/{p}: {why}" for s, p, why in skipped)
         )
+    if args.executor == "ray":  # before a run directory exists: no Ray, no cluster is one line
+        from qrobot.ray_executor import connect
+
+        connect(args.address)
     run_dir = resumed or RunDir(
         args.runs_dir,
         flag="bench --runs-dir",
@@ -349,7 +376,17 @@ def bench_cmd(args: argparse.Namespace) -> int:
     )
     status, rows = "crashed", []
     try:
-        rows = bench.bench(pairs, args.episodes, args.seed, run_dir, args.record, args.workers, show=not args.quiet)
+        rows = bench.bench(
+            pairs,
+            args.episodes,
+            args.seed,
+            run_dir,
+            args.record,
+            args.workers,
+            show=not args.quiet,
+            executor=args.executor,
+            address=args.address,
+        )
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -364,6 +401,9 @@ def bench_cmd(args: argparse.Namespace) -> int:
         }
         summary = run_dir.write_summary(summary)
         run_dir.finish(status)
+        from qrobot.report import report_after_bench  # Ctrl-C too: the partial report
+
+        report_after_bench(run_dir.path)
         if status != "finished":
             LOG.warning("finished episodes are kept; continue with: qrobot bench --resume %s", run_dir.path)
     md, cs = bench.write(rows, args.out or run_dir.path)
@@ -384,9 +424,13 @@ def collect_cmd(args: argparse.Namespace) -> int:
     from qrobot.vla.checkpoint import scenario_dims
 
     proprio, goal, action = scenario_dims(sc)
+    from qrobot.export.lerobot import collect_target
+
+    fmt = getattr(args, "format", "npz")
+    dest = collect_target("collect --out", args.out, fmt, sc)  # lerobot: npz staged in OUT, then exported
     check_dataset_out(
         "collect --out",
-        args.out,
+        dest,
         {
             "scenario": sc.name,
             "robot": sc.robot,
@@ -403,7 +447,7 @@ def collect_cmd(args: argparse.Namespace) -> int:
     meta = collect(
         args.scenario,
         args.episodes,
-        args.out,
+        dest,
         args.seed,
         args.randomize,
         show=not args.quiet,
@@ -411,6 +455,18 @@ def collect_cmd(args: argparse.Namespace) -> int:
         action_noise=args.action_noise,
     )
     print(f"{args.out}: {meta['successful']}/{meta['episodes']} successful episodes of {meta['scenario']}")
+    if fmt == "lerobot":
+        from qrobot.export.lerobot import finish_collect
+
+        print(finish_collect(dest, args.out))
+    return EXIT_OK
+
+
+def export_cmd(args: argparse.Namespace) -> int:
+    """`qrobot export lerobot DATASET OUT`: a collected dataset as a LeRobotDataset v3.0."""
+    from qrobot.export.lerobot import describe, export_lerobot
+
+    print(describe(args.out, export_lerobot(args.dataset, args.out, repo_id=args.repo_id)))
     return EXIT_OK
 
 
@@ -421,6 +477,23 @@ def train_cmd(args: argparse.Namespace) -> int:
                 f"train --dataset: {d}: not a qrobot dataset (no meta.json; make one with `qrobot collect`)"
             )
     check_out_dir("train --out", args.out)
+    check_device("train --device", args.device)
+    from qrobot.vla.backbones import TINY
+
+    tiny = args.backbone in TINY
+    finetune = args.finetune or ("none" if tiny else "lora")
+    if finetune == "lora" and tiny:
+        raise QrobotError(
+            f"train --finetune lora: {args.backbone} is trained from scratch; LoRA needs a pretrained "
+            "backbone (a checkpoint directory or a hub id)"
+        )
+    if args.lora_rank is not None and finetune != "lora":
+        raise QrobotError(f"train --lora-rank: applies to --finetune lora only (here: {finetune})")
+    if finetune == "lora":
+        import importlib.util
+
+        if importlib.util.find_spec("peft") is None:
+            raise QrobotError("train --finetune lora: needs peft (pip install 'qrobot[finetune]')")
     from qrobot.vla.train import TrainConfig, train
 
     out = train(
@@ -440,6 +513,12 @@ def train_cmd(args: argparse.Namespace) -> int:
             insulate=args.insulate,
             keypoint_weight=args.keypoint_weight,
             rays=args.rays,
+            resume=args.resume,
+            device=args.device,
+            finetune=finetune,
+            lora_rank=args.lora_rank or 16,
+            bf16=args.bf16,
+            gradient_checkpointing=args.gradient_checkpointing,
         )
     )
     print(f"saved {out}")

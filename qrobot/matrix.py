@@ -1,5 +1,6 @@
-"""The benchmark matrix: (scenario, policy, seed) cells, run in-process or on a local
-process pool, each result appended to episodes.jsonl the moment it ends, resumable.
+"""The benchmark matrix: (scenario, policy, seed) cells, run in-process, on a local process
+pool or on a Ray cluster (qrobot.ray_executor), each result appended to episodes.jsonl the
+moment it ends (on Ray: as each worker's share comes back), resumable.
 
 A cell's result depends only on the cell: the world comes from the seed, and a policy
 with its own randomness is re-seeded from the seed before each episode (`seed_episode`),
@@ -20,15 +21,18 @@ from qrobot.errors import QrobotError
 from qrobot.record.rundir import EPISODES_FILE, SCHEMA_VERSION, append_line
 
 LEARNED = ("qwen-vla",)
+ADDRESSED = ("remote",)  # `remote=tls/HOST:PORT[?keys=DIR&timeout=S]`: a policy server (policies/remote.py)
 
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """`name` or `name=CHECKPOINT`; `label` names it in the table, the files and --resume."""
+    """`name`, `name=CHECKPOINT` or `remote=ADDRESS`; `label` names it in the table, the
+    files and --resume."""
 
     label: str
     name: str
     checkpoint: str | None = None
+    address: str | None = None  # remote: the server's address, checked, its key directory absolute
 
     @classmethod
     def parse(cls, text: str) -> PolicySpec:
@@ -37,6 +41,12 @@ class PolicySpec:
         name, _, path = text.partition("=")
         if name not in policy_names():
             raise QrobotError(f"bench --policies: unknown policy {name!r}; valid names: {', '.join(policy_names())}")
+        if name in ADDRESSED:
+            if not path:
+                raise QrobotError(f"bench --policies {text}: give the server after '=': remote=tls/HOST:PORT")
+            from qrobot.policies.remote import parse_address
+
+            return cls(text, name, address=str(parse_address(path, f"bench --policies {text}")))
         if "=" in text and name not in LEARNED:
             raise QrobotError(f"bench --policies {text}: only {', '.join(LEARNED)} takes =CHECKPOINT")
         if "=" in text and not path:
@@ -51,6 +61,8 @@ class PolicySpec:
         return "".join(c if c.isalnum() or c in "-_." else "_" for c in self.label)
 
     def kwargs(self) -> dict[str, Any]:
+        if self.address:
+            return {"address": self.address}
         return {"checkpoint": self.checkpoint} if self.checkpoint else {}
 
 
@@ -96,9 +108,12 @@ def units(
     return out
 
 
-def run_unit(unit: Unit, run_path: str, run_id: str, record: bool, progress: Any = None) -> list[bool]:
-    """One worker's share: episodes of one pair, each appended as its own line on ending.
-    Returns their successes."""
+def run_unit(
+    unit: Unit, run_path: str, run_id: str, record: bool, progress: Any = None, append: bool = True
+) -> list[dict[str, Any]]:
+    """One worker's share: episodes of one pair, each appended as its own line on ending
+    (`append`; else the caller appends them: a Ray worker may be on another machine).
+    Returns their rows."""
     import torch
 
     from qrobot.record import EpisodeRecorder
@@ -112,7 +127,7 @@ def run_unit(unit: Unit, run_path: str, run_id: str, record: bool, progress: Any
         )
     session = _SESSIONS[key]
     root = Path(run_path)
-    successes = []
+    rows = []
     for k, s in unit.cells:
         reseed = getattr(session.policy, "seed_episode", None)
         if reseed is not None:
@@ -131,9 +146,10 @@ def run_unit(unit: Unit, run_path: str, run_id: str, record: bool, progress: Any
         row = {"schema_version": SCHEMA_VERSION, **res.to_dict()}
         if unit.spec.checkpoint:
             row["checkpoint"] = unit.spec.checkpoint
-        append_line(root / EPISODES_FILE, row)
-        successes.append(res.success)
-    return successes
+        if append:
+            append_line(root / EPISODES_FILE, row)
+        rows.append(row)
+    return rows
 
 
 _SESSIONS: dict[tuple[str, PolicySpec, bool], Any] = {}  # this process's envs and policies, by pair
@@ -141,7 +157,22 @@ _SESSIONS: dict[tuple[str, PolicySpec, bool], Any] = {}  # this process's envs a
 
 def close_sessions() -> None:
     while _SESSIONS:
-        _SESSIONS.popitem()[1].close()
+        session = _SESSIONS.popitem()[1]
+        session.close()
+        close = getattr(session.policy, "close", None)  # (remote: its network session)
+        if close is not None:
+            close()
+
+
+def worker_count(workers: int | None, executor: str = "local", address: str | None = None) -> int:
+    """How many workers run the cells: `workers`, else the core count here (local) or the
+    Ray cluster's CPUs (`ray`: connects to the cluster at `address`)."""
+    if executor == "ray":
+        from qrobot.ray_executor import connect
+
+        cpus = connect(address)
+        return min(workers, cpus) if workers else cpus
+    return workers or os.cpu_count() or 1
 
 
 def run_units(
@@ -151,10 +182,17 @@ def run_units(
     record: bool,
     workers: int,
     progress: Any = None,
+    executor: str = "local",
 ) -> None:
     """In this process for one worker (progress per control step); otherwise a pool of
     fresh interpreters (spawn: no PyBullet or torch state is copied), one torch thread
-    each, progress per finished share."""
+    each, progress per finished share; or (`executor="ray"`) `workers` actors on the Ray
+    cluster `worker_count` connected to."""
+    if executor == "ray":
+        from qrobot.ray_executor import run_units as on_ray
+
+        on_ray(todo, run_path, run_id, record, workers, progress)
+        return
     if workers <= 1:
         try:
             for u in todo:
@@ -171,18 +209,21 @@ def run_units(
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             jobs = {pool.submit(run_unit, u, str(run_path), run_id, record): u for u in todo}
             for job in as_completed(jobs):
-                successes = job.result()  # a worker's QrobotError reaches the user as one line
+                rows = job.result()  # a worker's QrobotError reaches the user as one line
                 if progress is not None:
-                    u = jobs[job]
-                    for ok in successes:
-                        progress.episode(ok)
-                    progress.step(0, f"{len(u.cells)} episodes of {u.scenario} / {u.spec.label} done")
+                    share_done(progress, jobs[job], rows)
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def share_done(progress: Any, unit: Unit, rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        progress.episode(bool(row["success"]))
+    progress.step(0, f"{len(unit.cells)} episodes of {unit.scenario} / {unit.spec.label} done")
 
 
 def results(run_path: Path) -> dict[tuple[str, str], list[Any]]:
@@ -220,5 +261,6 @@ def write_parquet(run_path: Path) -> Path:
             row.update({f"safety.{k}": v for k, v in r.safety.items()})
             rows.append(row)
     out = Path(run_path) / "results.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), out)
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # (from_pylist takes the first row's columns only)
+    pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows]), out)
     return out

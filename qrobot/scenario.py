@@ -1,6 +1,7 @@
 """Scenario files (TOML): schema, loading, `extends`, and one-line errors.
 
-A scenario is data: robot, task, instruction templates, object/landmark sets,
+A scenario is data: robot, task, instruction templates (training phrasings and
+held-out ones made of their words), object/landmark sets,
 randomisation ranges, episode limit, cameras, room, people and the limits
 profile the supervisor uses. Every field is checked; a mistake gives one line
 naming the file, the key and what is accepted.
@@ -37,7 +38,8 @@ Distance = Annotated[float, Field(ge=0.0, le=100.0, description="metres")]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 # Instructions become a gymnasium Text observation: keep to its charset.
 INSTRUCTION_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.'!?-"
-Template = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9 ,.'!?{}-]+$")]
+TEMPLATE_PATTERN = r"^[A-Za-z0-9 ,.'!?-]*(\{[a-z_]+\}[A-Za-z0-9 ,.'!?-]*)*$"  # that charset, and {placeholders}
+Template = Annotated[str, Field(min_length=1, max_length=100, pattern=TEMPLATE_PATTERN)]
 
 
 class _Strict(BaseModel):
@@ -101,18 +103,55 @@ class ReceptacleSet(_Colored):
     size: float = Field(default=0.14, ge=0.08, le=0.25)
 
 
+Phrasing = Literal["seen", "held-out"]  # which list an env draws its instruction templates from
+PHRASINGS: tuple[Phrasing, ...] = ("seen", "held-out")
+
+
+def _fields(template: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+
+
+def _words(template: str) -> set[str]:
+    """The words of a template, its placeholders aside."""
+    return set(re.findall(r"[A-Za-z0-9']+", re.sub(r"\{[^}]*\}", " ", template)))
+
+
+def render(template: str, **slots: tuple[str, str]) -> str:
+    """A template filled in: a slot given as (colour, noun) fills {slot} with "colour noun"
+    ("red cube") and {slot_color} with the colour alone ("red block" from "{object_color} block")."""
+    values = {k: f"{color} {noun}" for k, (color, noun) in slots.items()}
+    return template.format(**values, **{f"{k}_color": color for k, (color, _) in slots.items()})
+
+
 class _Task(_Strict):
-    instructions: list[Template] = Field(min_length=1, max_length=200)
+    instructions: list[Template] = Field(min_length=1, max_length=200, description="the training phrasings")
+    held_out_instructions: list[Template] = Field(
+        default=[],
+        max_length=200,
+        description="phrasings kept out of training (`qrobot eval --phrasing held-out`), "
+        "made of words the training phrasings use",
+    )
     success_distance: float = Field(ge=0.01, le=2.0)
     _placeholders: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _templates(self) -> _Task:
-        for tpl in self.instructions:
-            names = {f for _, f, _, _ in string.Formatter().parse(tpl) if f is not None}
-            if names != set(self._placeholders):
+        for tpl in [*self.instructions, *self.held_out_instructions]:
+            names = _fields(tpl)
+            if sorted(n.removesuffix("_color") for n in names) != sorted(self._placeholders):
                 want = ", ".join(f"{{{p}}}" for p in self._placeholders) or "no placeholders"
-                raise ValueError(f"template {tpl!r} must use exactly {want}")
+                also = " (each as {name} or as {name_color}, the colour alone)" if self._placeholders else ""
+                raise ValueError(f"template {tpl!r} must use exactly {want}{also}")
+        seen = set().union(*map(_words, self.instructions))
+        for tpl in self.held_out_instructions:
+            if tpl in self.instructions:
+                raise ValueError(f"held_out_instructions: {tpl!r} is also a training phrasing (instructions)")
+            unseen = sorted(_words(tpl) - seen)
+            if unseen:
+                raise ValueError(
+                    f"held_out_instructions: {tpl!r} uses {', '.join(map(repr, unseen))}, in no training "
+                    "phrasing (a model cannot learn a word it never saw: add it to instructions)"
+                )
         return self
 
 

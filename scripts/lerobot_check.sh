@@ -4,7 +4,10 @@
 # beside the CPU torch 2.13 (pinned by a constraints file), with only the packages that
 # importing `lerobot.robots` needs, at LeRobot's own version bounds. qrobot goes in with
 # `--no-deps -e .` plus its runtime dependencies, less those that clash with LeRobot's pins.
-# Then scripts/lerobot_check.py runs (docs/robots/lerobot.md says what it proves).
+# LeRobot's default video decoder, torchcodec (its CPU build), goes in beside them; it loads
+# Debian's FFmpeg libraries. Then scripts/lerobot_check.py runs: the robot adapter, and a
+# dataset that qrobot's own venv (.venv, `make setup`) collects and exports, loaded by
+# LeRobot here (docs/robots/lerobot.md says what it proves).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -38,6 +41,8 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ "$0" -nt "$STAMP" ]
     # the one for torch 2.13 (0.28); --no-deps: its CUDA libraries are never loaded here
     quiet "${PIP[@]}" --no-deps "torchvision<0.29" pillow
     quiet "${PIP[@]}" "${LEROBOT_DEPS[@]}"
+    # lerobot's own pin (<0.11) is for its torch; 0.13 is the CPU build for torch 2.13
+    quiet "${PIP[@]}" --no-deps "torchcodec==0.13.0"
     quiet "${PIP[@]}" --no-deps -e .
     mapfile -t QROBOT_DEPS < <("$PY" - "$CLASH" <<'EOF'
 import re, sys, tomllib
@@ -51,4 +56,18 @@ EOF
     "$PY" -c "import torch; assert torch.__version__ == '2.13.0+cpu', torch.__version__"
     touch "$STAMP"
 fi
-HF_HUB_OFFLINE=1 "$PY" scripts/lerobot_check.py
+# torchcodec loads FFmpeg's shared libraries (libavcodec, ...): Debian's
+if ! ldconfig -p | grep -q 'libavcodec\.so\.'; then
+    apt-get install -y -q ffmpeg > /dev/null 2>&1 ||
+        { apt-get update -q > /dev/null && apt-get install -y -q ffmpeg > /dev/null; }
+fi
+
+# a small dataset, collected and exported by qrobot in its own venv
+QROBOT=${QROBOT:-.venv/bin/qrobot}
+test -x "$QROBOT" || make setup
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/lerobot-check-XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+"$QROBOT" collect pick_place --episodes 2 --out "$WORK/source" -q
+"$QROBOT" export lerobot "$WORK/source" "$WORK/export" --repo-id qrobot/pick_place
+
+HF_HUB_OFFLINE=1 HF_HOME="$WORK/hf" "$PY" scripts/lerobot_check.py "$WORK/source" "$WORK/export"

@@ -76,7 +76,9 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "keys_blocked" / "policy.pem").mkdir(parents=True)
     corrupt = root / "corrupt_dataset"
     corrupt.mkdir()
-    (corrupt / "meta.json").write_text(json.dumps({"scenario": "reach", "cameras": ["scene"], "seeds": [0, 0]}))
+    (corrupt / "meta.json").write_text(
+        json.dumps({"scenario": "reach", "robot": "panda", "cameras": ["scene"], "seeds": [0, 0]})
+    )
     (corrupt / "ep0-seed0.npz").write_bytes(b"PK\x03\x04 not really a zip")
     _truncate(_ckpt(root, "wm_cut", WM) / "world_model.safetensors")
     (root / "afile").write_text("not a directory\n")

@@ -112,7 +112,7 @@ def test_eval_writes_results_in_runs_format(tmp_path: Path, capsys: pytest.Captu
         == 0
     )
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "split: ci (seeds 20000-20000)"
+    assert out[0] == "split: ci (seeds 20000-20000), phrasing: seen"
     assert out[1].startswith("ep 20000 seed 20000 ")  # run's per-episode format
     run_dir = _only_run(tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -106,7 +106,7 @@ def test_placed_object_succeeds_only_when_it_is_the_named_one(name: str) -> None
     env = QRobotEnv(name, images=False)
     obs, _ = env.reset(seed=1)
     t = env.task
-    assert f"{t.colors[t.target_name]} cube" in obs["instruction"]
+    assert t.colors[t.target_name] in obs["instruction"].split()  # "red cube", "red block", ...
     other = next(c for c in t.cubes if c not in (t.target_name, getattr(t, "base_name", None)))
     env.sim._set_pose(other, t.target_point() + [0, 0, 0.002])
     _, reward, term, _, info = env.step(HOLD_ARM)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from qrobot.palette import COLORS
 from qrobot.safety.command import SafeCommand, Stop
-from qrobot.scenario import Scenario
+from qrobot.scenario import Phrasing, Scenario, render
 from qrobot.sim import Sim
 
 StateFn = Callable[[], dict]
@@ -34,6 +34,7 @@ class Task:
         self._scenario = scenario.model_copy(deep=True)  # private: public objects can be mutated
         self._robot_state = robot_state
         self.instruction = ""
+        self.phrasing: Phrasing = "seen"  # "held-out": the env was built with phrasing="held-out"
         self._steps = 0
         self._collisions = 0
         self._touching: set[str] = set()
@@ -80,6 +81,18 @@ class Task:
             d = rng.normal(size=3)
             d[2] = abs(d[2]) + 1.0
             self._sim._set_light(d.tolist())
+
+    def _instruction(self, rng: np.random.Generator, **slots: tuple[str, str]) -> str:
+        """This episode's sentence. The template is drawn from the training phrasings with the
+        scene's generator whatever the phrasing, so a seed makes the same scene either way; with
+        phrasing "held-out" the one said is then drawn from the held-out phrasings on a stream
+        of its own (a jumped copy of the generator: `rng` does not advance)."""
+        task = self._scenario.task
+        template = str(rng.choice(task.instructions))
+        if self.phrasing == "held-out":
+            bits = cast("np.random.PCG64", rng.bit_generator)  # gymnasium's np_random (any with jumped())
+            template = str(np.random.Generator(bits.jumped()).choice(task.held_out_instructions))
+        return render(template, **slots)
 
     def _before_physics(self, command: SafeCommand | Stop, raw: Any = None) -> None:
         """Called with the issued command (and the policy's raw action) before physics."""

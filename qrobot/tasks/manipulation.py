@@ -65,7 +65,7 @@ class Reach(Task):
         super()._reset(rng)
         self.target = rng.uniform(self.cfg.target_region.low, self.cfg.target_region.high)
         self._sim._set_pose("target", self.target.tolist())
-        self.instruction = str(rng.choice(self.cfg.instructions))
+        self.instruction = self._instruction(rng)
 
     def _distance(self) -> float:
         return float(np.linalg.norm(self.robot_state()["ee_pos"] - self.target))
@@ -180,9 +180,8 @@ class PickPlace(_Tabletop):
         self._place_cubes(rng, cube_xy)
         self.target_name = self.cubes[int(rng.integers(len(self.cubes)))]
         self.target_bowl = self.bowls[int(rng.integers(len(self.bowls)))]
-        tpl = str(rng.choice(self.cfg.instructions))
-        self.instruction = tpl.format(
-            object=f"{self.colors[self.target_name]} cube", receptacle=f"{self.bowl_colors[self.target_bowl]} bowl"
+        self.instruction = self._instruction(
+            rng, object=(self.colors[self.target_name], "cube"), receptacle=(self.bowl_colors[self.target_bowl], "bowl")
         )
 
     def target_point(self) -> np.ndarray:
@@ -207,9 +206,8 @@ class Stack(_Tabletop):
         self._place_cubes(rng, sample_xy(rng, r.low, r.high, objs.count, objs.min_spacing))
         pick, base = rng.choice(len(self.cubes), size=2, replace=False)
         self.target_name, self.base_name = self.cubes[int(pick)], self.cubes[int(base)]
-        tpl = str(rng.choice(self.cfg.instructions))
-        self.instruction = tpl.format(
-            object=f"{self.colors[self.target_name]} cube", base=f"{self.colors[self.base_name]} cube"
+        self.instruction = self._instruction(
+            rng, object=(self.colors[self.target_name], "cube"), base=(self.colors[self.base_name], "cube")
         )
 
     def target_point(self) -> np.ndarray:

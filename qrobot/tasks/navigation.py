@@ -290,8 +290,13 @@ class PointNav(_NavTask):
         sim.add_shape("goal_marker", "cylinder", [0.12, 0.005], [0.1, 0.9, 0.3, 1.0], collide=False)
         self.goal_xy = np.zeros(2)
 
+    def _reset(self, rng: np.random.Generator) -> None:
+        super()._reset(rng)
+        # drawn after the scene: with one phrasing (as before) the draw took nothing from
+        # rng, so a seed's scene is the one it made then
+        self.instruction = self._instruction(rng)
+
     def _choose_goal(self, rng: np.random.Generator) -> None:
-        self.instruction = str(rng.choice(self.cfg.instructions))
         grid = self._grid()
         free = grid.free_cells()
         self.goal_xy = grid.center(tuple(free[int(rng.integers(len(free)))]))
@@ -361,8 +366,7 @@ class ObjectNav(_NavTask):
     def _choose_goal(self, rng: np.random.Generator) -> None:
         self.target = self.landmarks[int(rng.integers(len(self.landmarks)))]
         kind = self.kinds[self.landmarks.index(self.target)]
-        tpl = str(rng.choice(self.cfg.instructions))
-        self.instruction = tpl.format(landmark=f"{self.colors[self.target]} {kind}")
+        self.instruction = self._instruction(rng, landmark=(self.colors[self.target], kind))
 
     def _extra_boxes(self) -> list[tuple[float, float, float, float]]:
         return [(*self.lm_xy[n], LANDMARKS[k][0], LANDMARKS[k][1]) for n, k in zip(self.landmarks, self.kinds)]

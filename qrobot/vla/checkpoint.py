@@ -118,18 +118,29 @@ def check_policy_norm(directory: Path) -> None:
 def load_backbone(directory: Path, config: VLAConfig) -> Any:
     """The saved backbone, complete: its model type must be the config's family, and no
     weight may be missing, unexpected or of another shape (transformers would fill a
-    missing one with random values and say so in a table)."""
+    missing one with random values and say so in a table). A LoRA checkpoint (finetune.save)
+    has backbone_adapter/ instead: the base the config names is loaded the same way, then the
+    adapter is applied and merged (finetune.apply_adapter)."""
     import logging as _logging
 
     import torch
     import transformers
 
-    from qrobot.vla.backbones import FAMILIES
+    from qrobot.vla.backbones import FAMILIES, TINY
 
-    d = Path(directory) / "backbone"
-    raw = _json(d / "config.json")
+    adapter = Path(directory) / "backbone_adapter"
     family = FAMILIES[config.family]
     want = getattr(family.model_cls.config_class, "model_type", None)
+    local = True
+    if adapter.is_dir():
+        if config.backbone in TINY:
+            raise QrobotError(f"{adapter}: an adapter needs a pretrained base; vla_config.json names {config.backbone}")
+        d = Path(config.backbone)  # a local checkpoint directory or a hub id
+        local = (d / "config.json").is_file()
+        raw = _json(d / "config.json") if local else {"model_type": want}  # a hub id: checked once loaded
+    else:
+        d = Path(directory) / "backbone"
+        raw = _json(d / "config.json")
     if not isinstance(raw, dict) or (want and raw.get("model_type") != want):
         raise QrobotError(
             f"{d / 'config.json'}: model_type {raw.get('model_type') if isinstance(raw, dict) else raw!r}; "
@@ -140,7 +151,8 @@ def load_backbone(directory: Path, config: VLAConfig) -> Any:
     _logging.getLogger("transformers").setLevel(_logging.ERROR)
     try:
         # (model, loading info): transformers annotates from_pretrained as returning the model alone
-        loaded: Any = family.model_cls.from_pretrained(d, dtype=torch.float32, output_loading_info=True)
+        source: str | Path = d if local else config.backbone
+        loaded: Any = family.model_cls.from_pretrained(source, dtype=torch.float32, output_loading_info=True)
         model, info = loaded
     except QrobotError:
         raise
@@ -152,6 +164,14 @@ def load_backbone(directory: Path, config: VLAConfig) -> Any:
     if bad:
         what = "; ".join(f"{k.replace('_', ' ')}: {sorted(map(str, v))[:3]}" for k, v in bad.items())
         raise QrobotError(f"{d}: weights do not match its config.json ({what})")
+    if adapter.is_dir():
+        from qrobot.vla.finetune import apply_adapter
+
+        if want and model.config.model_type != want:
+            raise QrobotError(
+                f"{config.backbone}: model_type {model.config.model_type!r}; {config.family} needs {want!r}"
+            )
+        model = apply_adapter(model, adapter)
     return model
 
 
@@ -190,6 +210,8 @@ def checkpoint_tasks(config: VLAConfig) -> set[str]:
     """The task kinds a checkpoint was trained for (empty: unknown, only sizes are checked)."""
     from qrobot.scenario import load_scenario, scenario_names
 
+    if config.tasks:
+        return set(config.tasks)
     if config.scenario in scenario_names():
         return {load_scenario(config.scenario).task.kind}
     return set()
@@ -222,7 +244,13 @@ def check_fits(config: VLAConfig, directory: Path, scenario: Scenario) -> None:
         raise QrobotError(
             f"{where}: field 'cameras': {missing} not in scenario {scenario.name!r} (it has {sorted(cams)})"
         )
-    if config.state_dim != proprio_dim + goal_dim:
+    if config.robot and config.robot != scenario.robot:
+        raise QrobotError(
+            f"{where}: field 'robot': {config.robot!r}; scenario {scenario.name!r} has {scenario.robot!r}"
+        )
+    if config.robot and proprio_dim + goal_dim <= config.state_dim:
+        pass  # a model of several tasks: the goal is zero-padded to the largest any of them has
+    elif config.state_dim != proprio_dim + goal_dim:
         raise QrobotError(
             f"{where}: field 'state_dim': {config.state_dim}; scenario {scenario.name!r} "
             f"observes {proprio_dim + goal_dim} (proprio {proprio_dim} + goal {goal_dim})"
@@ -235,8 +263,11 @@ def check_fits(config: VLAConfig, directory: Path, scenario: Scenario) -> None:
 
 def fits_scenario(directory: Path, scenario: Scenario) -> str | None:
     """Why the checkpoint cannot drive the scenario (None: it fits), from its config alone."""
+    from qrobot.vla.multi import embodiment_dir
+
     try:
-        check_fits(read_config(Path(directory)), Path(directory), scenario)
+        own = embodiment_dir(Path(directory), scenario.robot)
+        check_fits(read_config(own), own, scenario)
     except QrobotError as exc:
         return str(exc)
     return None

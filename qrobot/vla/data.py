@@ -45,8 +45,12 @@ from qrobot.sim import yaw_of
 
 
 def grounding_label(privileged: dict[str, Any]) -> np.ndarray:
-    """Where the named cube is (and its yaw modulo 90 degrees) and where it must go."""
+    """Where the named cube is (and its yaw modulo 90 degrees) and where it must go; for
+    reach, the target sphere is both (no yaw). Navigation: none (shape (0,))."""
+    target = privileged.get("target")
     if "target_pose" not in privileged:
+        if isinstance(target, np.ndarray) and target.shape == (3,):  # reach
+            return np.array([*target, 0.0, 1.0, *target], np.float32)
         return np.zeros(0, np.float32)
     pos, orn = privileged["target_pose"]
     yaw = yaw_of(orn)
@@ -201,6 +205,13 @@ def _record_episodes(
     bar = Progress(label or f"collect {scenario}", count, enabled=show, tty=tty)
     kept = 0
     for k in range(first, first + count):
+        path = out / f"ep{k}-seed{seed + k}.npz"
+        if path.is_file():  # an interrupted collection goes on where it stopped (files appear whole)
+            with np.load(path) as z:
+                done = bool(z["success"])
+            kept += done
+            bar.episode(done)
+            continue
         obs, _ = env.reset(seed=seed + k)
         expert.reset(obs["instruction"])
         perturb = ActionNoise(action_noise, seed + k)
@@ -237,7 +248,9 @@ def _record_episodes(
             "action_noise": np.array(perturb.scale),
             **({"action_chunks": np.stack(chunks)} if chunks else {}),
         }
-        np.savez_compressed(out / f"ep{k}-seed{seed + k}.npz", **arrays)
+        partial = out / f".{path.name}"  # (hidden: not an episode until renamed)
+        np.savez_compressed(partial, **arrays)
+        partial.replace(path)
         kept += bool(info.get("success"))
         bar.episode(bool(info.get("success")))
         if show:
@@ -323,10 +336,15 @@ class Episode:
     instruction: str
     success: bool
     chunks: np.ndarray | None = None  # (T, LABEL_CHUNK, A): DART episodes' clean continuations
+    scenario: str = ""  # the scenario it was recorded in (balanced sampling across tasks)
 
 
 def load_episodes(directory: Path, successful_only: bool = True) -> tuple[dict[str, Any], list[Episode]]:
     directory = Path(directory)
+    if (directory / "meta" / "info.json").is_file():  # a LeRobotDataset v3 (`qrobot export lerobot`)
+        from qrobot.export.lerobot import read_lerobot
+
+        return read_lerobot(directory, successful_only)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         raise QrobotError(f"{directory}: not a qrobot dataset (no meta.json; make one with `qrobot collect`)")
@@ -340,6 +358,7 @@ def load_episodes(directory: Path, successful_only: bool = True) -> tuple[dict[s
         except Exception as exc:  # zip, npz, key and shape errors: a damaged or foreign file
             raise QrobotError(f"{f}: not a readable qrobot episode ({type(exc).__name__}: {str(exc)[:120]})") from None
         if ep is not None:
+            ep.scenario = str(meta["scenario"])
             eps.append(ep)
     return meta, eps
 
@@ -365,12 +384,14 @@ def _load_episode(f: Path, cameras: list[str], successful_only: bool) -> Episode
     return ep
 
 
-MUST_AGREE = ("scenario", "robot", "cameras", "image_size", "proprio_dim", "goal_dim", "action_dim")
+MUST_AGREE = ("robot", "cameras", "image_size", "proprio_dim", "action_dim")  # one embodiment
 
 
 def load_datasets(directories: list[Path], successful_only: bool = True) -> tuple[dict[str, Any], list[Episode]]:
-    """Several collections of one scenario (e.g. clean and DART-noised) as one: the episodes
-    of all, and the first's meta with `sources` describing each."""
+    """Several collections of one embodiment (clean and DART-noised, and several tasks) as
+    one: the episodes of all, and the first's meta with `sources` describing each and
+    `scenarios` naming them. The state is proprio ++ goal, the goal zero-padded to the
+    largest goal any of them has (a task without a goal sensor observes zeros there)."""
     metas: list[dict[str, Any]] = []
     episodes: list[Episode] = []
     for d in directories:
@@ -384,8 +405,15 @@ def load_datasets(directories: list[Path], successful_only: bool = True) -> tupl
         metas.append(meta)
         episodes += eps
     merged = dict(metas[0])
+    merged["scenarios"] = sorted({str(m["scenario"]) for m in metas})
+    merged["goal_dim"] = max(int(m.get("goal_dim", 0)) for m in metas)
+    width = int(merged.get("proprio_dim", 0)) + merged["goal_dim"]
+    for ep in episodes:
+        if ep.state.shape[1] < width:
+            ep.state = np.pad(ep.state, ((0, 0), (0, width - ep.state.shape[1])))
     merged["sources"] = [
-        f"seeds {m['seeds'][0]}-{m['seeds'][1]}"
+        (f"{m['scenario']}: " if len(merged["scenarios"]) > 1 else "")
+        + f"seeds {m['seeds'][0]}-{m['seeds'][1]}"
         + (f", DART action noise {m['action_noise']}" if m.get("action_noise") else "")
         for m in metas
     ]

@@ -6,12 +6,16 @@ re-runs the same seed with the instruction naming a different cube of the scene 
 checks that a different cube moves (and whether it is the newly named one). The
 evaluator reads the scene's colours from the task to build the swapped instruction;
 the policy only ever sees observations.
+
+`phrasing="held-out"` phrases every instruction with the scenario's held-out templates
+(never in training); the seeds, and so the scenes, are the ones the seen phrasings get.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import re
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -23,20 +27,26 @@ from qrobot.policies import make_policy
 from qrobot.progress import Progress
 from qrobot.record.rundir import EPISODES_FILE, SCHEMA_VERSION, RunDir, append_line
 from qrobot.runner import EpisodeResult, format_episode, run_episode, summarize, wilson_interval
+from qrobot.scenario import Phrasing
 
 
 class _Renamed:
-    """The same policy, told a different object name than the env's instruction."""
+    """The same policy, told another cube's colour than the env's instruction names (the
+    colour word: a phrasing may say "red cube", "red block" or "the red one")."""
 
     def __init__(self, policy: Any, old: str, new: str) -> None:
-        self.policy, self.old, self.new = policy, old, new
+        self.policy, self.new = policy, new
+        self.old = re.compile(rf"\b{re.escape(old)}\b")
         self.name = policy.name
 
+    def _rename(self, instruction: str) -> str:
+        return self.old.sub(self.new, instruction, count=1)
+
     def reset(self, instruction: str) -> None:
-        self.policy.reset(instruction.replace(self.old, self.new))
+        self.policy.reset(self._rename(instruction))
 
     def act(self, obs: dict[str, Any]) -> Any:
-        return self.policy.act({**obs, "instruction": obs["instruction"].replace(self.old, self.new)})
+        return self.policy.act({**obs, "instruction": self._rename(obs["instruction"])})
 
 
 @dataclass
@@ -52,6 +62,10 @@ def _cube_names(env: QRobotEnv) -> tuple[str, list[str]]:
     return f"{task.colors[task.target_name]} cube", [f"{task.colors[c]} cube" for c in task.cubes]
 
 
+def _color(cube: str) -> str:
+    return cube.removesuffix(" cube")
+
+
 def _run_seeds(
     checkpoint: str,
     scenario: str,
@@ -65,6 +79,7 @@ def _run_seeds(
     label: str = "",
     show: bool = False,
     tty: bool | None = None,
+    phrasing: Phrasing = "seen",
 ) -> tuple[str, list[EpisodeResult], list[TabletopOutcome], list[str]]:
     """Episodes on `seeds`; the policy's sampling noise is reseeded per episode (seed), so
     a seed's outcome does not depend on which seeds ran before it or in which worker. Each
@@ -73,7 +88,7 @@ def _run_seeds(
         import torch
 
         torch.set_num_threads(threads)
-    env = QRobotEnv(scenario, images=True)
+    env = QRobotEnv(scenario, images=True, phrasing=phrasing)
     policy = make_policy("qwen-vla", env, checkpoint=str(checkpoint), device=device, seed=seeds[0], replan=replan)
     tabletop = hasattr(env.task, "moved_object")
     bar = Progress(label or f"eval {env.scenario.name}", len(seeds), enabled=show, tty=tty)
@@ -94,7 +109,7 @@ def _run_seeds(
                 if swap:
                     other = next(c for c in cubes[1:] + cubes[:1] if c != named)
                     policy.generator.manual_seed(seed)
-                    run_episode(env, _Renamed(policy, named, other), seed, seed)
+                    run_episode(env, _Renamed(policy, _color(named), _color(other)), seed, seed)
                     out.swap_named, out.swap_moved = other, env.task.moved_object()
                 outcomes.append(out)
                 row["instruction_following"] = dataclasses.asdict(out)
@@ -125,17 +140,28 @@ def evaluate(
     replan: int | None = None,
     run_dir: RunDir | None = None,
     show: bool = False,
+    phrasing: Phrasing = "seen",
 ) -> dict[str, Any]:
     """`episodes` held-out seeds from `seed`; with workers > 1 they are split over processes
     (one torch thread each) and the per-episode lines arrive as each worker finishes.
     `replan`: actions of each chunk executed before the arm policy predicts again (None:
-    VLAPolicy's default)."""
+    VLAPolicy's default). `phrasing`: the scenario's training ("seen") or "held-out" instruction
+    templates, on the same scenes."""
     seeds = list(range(seed, seed + episodes))
     workers = max(1, min(workers, episodes))
     jsonl = None if run_dir is None else run_dir.path / EPISODES_FILE
     if workers == 1:
         name, results, outcomes, _ = _run_seeds(
-            str(checkpoint), scenario, seeds, swap, device, on_episode, replan=replan, episodes_file=jsonl, show=show
+            str(checkpoint),
+            scenario,
+            seeds,
+            swap,
+            device,
+            on_episode,
+            replan=replan,
+            episodes_file=jsonl,
+            show=show,
+            phrasing=phrasing,
         )
     else:
         parts = [seeds[i::workers] for i in range(workers)]
@@ -157,6 +183,7 @@ def evaluate(
                         f"eval worker {w}",
                         show,
                         False,
+                        phrasing,
                     )
                     for w, p in enumerate(parts)
                 ]
@@ -178,6 +205,7 @@ def evaluate(
         "scenario": name,
         "checkpoint": str(checkpoint),
         "seeds": [seed, seed + episodes - 1],
+        "phrasing": phrasing,
         **summarize(results),
     }
     if outcomes:
@@ -192,10 +220,11 @@ def evaluate(
 
 
 def to_markdown(r: dict[str, Any]) -> str:
-    head = "| scenario | seeds | episodes | success | 95% CI | SPL |"
+    head = "| scenario | phrasing | seeds | episodes | success | 95% CI | SPL |"
     spl = f"{r['spl']:.2f}" if "spl" in r else "-"
     row = (
-        f"| {r['scenario']} | {r['seeds'][0]}-{r['seeds'][1]} | {r['episodes']} | {r['success_rate']:.0%} "
+        f"| {r['scenario']} | {r.get('phrasing', 'seen')} | {r['seeds'][0]}-{r['seeds'][1]} | {r['episodes']} "
+        f"| {r['success_rate']:.0%} "
         f"| {r['ci_low']:.0%}-{r['ci_high']:.0%} | {spl} |"
     )
     if "followed" in r:

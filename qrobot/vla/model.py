@@ -58,6 +58,8 @@ class VLAConfig:
     spatial_pool: bool = False  # position codes + instruction-conditioned pooling queries
     fine_grounding: bool = False  # grounding also reads instruction-asked soft-argmax points on the patches
     rays: dict[str, Any] = field(default_factory=dict)  # fine grounding: camera geometry (geometry.ray_config); {}: off
+    robot: str = ""  # the embodiment (panda, diffbot); "": a one-task checkpoint (state_dim exact)
+    tasks: list[str] = field(default_factory=list)  # task kinds trained on ([]: from `scenario`)
 
     def __post_init__(self) -> None:
         fam = FAMILIES.get(self.family)
@@ -291,10 +293,10 @@ class QwenVLA(nn.Module):
         return self.waypoint(ctx, pad, state.to(ctx.device))
 
     # ------------------------------------------------------------ save/load
-    def save_pretrained(self, directory: str | Path, card: dict[str, Any] | None = None) -> None:
+    def save_heads(self, directory: str | Path) -> None:
+        """What is this model's own beside a shared backbone: heads, config, normalisation."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(d / "backbone")
         heads = {f"flow.{k}": v for k, v in self.flow.state_dict().items()}
         heads |= {f"waypoint.{k}": v for k, v in self.waypoint.state_dict().items()}
         if self.grounding is not None:
@@ -302,6 +304,12 @@ class QwenVLA(nn.Module):
         save_file({k: v.contiguous() for k, v in heads.items()}, str(d / "heads.safetensors"))
         (d / "vla_config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
         (d / "norm_stats.json").write_text(json.dumps({k: n.to_dict() for k, n in self.norm.items()}) + "\n")
+
+    def save_pretrained(self, directory: str | Path, card: dict[str, Any] | None = None) -> None:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(d / "backbone")
+        self.save_heads(d)
         self.tokenizer.save(d)
         params = sum(p.numel() for p in self.parameters())
         lines = [
@@ -317,13 +325,16 @@ class QwenVLA(nn.Module):
         (d / "README.md").write_text("\n".join(lines) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> QwenVLA:
-        """Load a saved VLA; a missing, truncated or malformed file is one QrobotError naming it."""
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu", robot: str | None = None) -> QwenVLA:
+        """Load a saved VLA; a missing, truncated or malformed file is one QrobotError naming it.
+        A multi-embodiment checkpoint (qrobot.vla.multi) gives the model of `robot`."""
         from qrobot.vla.checkpoint import check_finite, load_backbone, load_heads, load_norm, read_config
+        from qrobot.vla.multi import embodiment_dir
 
         d = Path(directory)
-        config = read_config(d)
-        norm = load_norm(d / "norm_stats.json", config)
+        own = embodiment_dir(d, robot)
+        config = read_config(own)
+        norm = load_norm(own / "norm_stats.json", config)
         backbone = load_backbone(d, config)
         tokenizer = InstructionTokenizer.load(d)
         rows = backbone.get_input_embeddings().num_embeddings
@@ -333,6 +344,6 @@ class QwenVLA(nn.Module):
                 f"embedding of {rows} rows"
             )
         model = cls(config, tokenizer, backbone=backbone, norm=norm)
-        load_heads(model, d / "heads.safetensors")
+        load_heads(model, own / "heads.safetensors")
         check_finite(model, d)
         return model.to(device).eval()

@@ -99,13 +99,3 @@ def test_dart_collection_executes_noise_records_the_expert_and_trains_with_a_cle
     assert main(["train", "--dataset", str(clean), str(noisy), "--out", str(ckpt), "--steps", "5", "--batch", "4"]) == 0
     card = (ckpt / "README.md").read_text()
     assert "seeds 0-0" in card and "seeds 7-7, DART action noise 0.5" in card
-
-
-def test_datasets_of_different_scenarios_are_refused_in_one_line(tmp_path: Path, capsys) -> None:
-    a, b = tmp_path / "a", tmp_path / "b"
-    main(["collect", "pick_place", "--episodes", "1", "--out", str(a)])
-    main(["collect", "reach", "--episodes", "1", "--out", str(b)])
-    capsys.readouterr()
-    assert main(["train", "--dataset", str(a), str(b), "--out", str(tmp_path / "ck"), "--steps", "1"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and str(b / "meta.json") in err and "scenario is 'reach'" in err

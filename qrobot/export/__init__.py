@@ -1,0 +1,1 @@
+"""Datasets in other formats: `qrobot export lerobot` (qrobot.export.lerobot)."""
