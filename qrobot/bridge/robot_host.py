@@ -283,8 +283,8 @@ class RobotHost:
             self.driver.close()
 
 
-def serve_until_stopped(host: RobotHost) -> None:
-    """A host process's life: `listening 127.0.0.1:PORT`, periods until SIGTERM, then close
+def serve_until_stopped(host: Any) -> None:
+    """A robot process's life (a RobotHost, or robot-sim's RobotSim: `port`, `run`, `close`): `listening 127.0.0.1:PORT`, periods until SIGTERM, then close
     (the driver brakes and lets go)."""
     import signal
     import sys

@@ -26,9 +26,7 @@ import argparse
 import hmac
 import json
 import os
-import signal
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -393,12 +391,9 @@ def serve(args: argparse.Namespace) -> int:
         ) from None
     log = args.log.open("a") if args.log else None
     sim = RobotSim(args.scenario, token, args.seed, args.port, args.window, log, args.observations)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"listening 127.0.0.1:{sim.port}", flush=True)
-    try:
-        sim.run()
-    finally:
-        sim.close()
+    from qrobot.bridge.robot_host import serve_until_stopped
+
+    serve_until_stopped(sim)
     return 0
 
 
