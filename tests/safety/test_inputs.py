@@ -126,7 +126,9 @@ def test_without_a_people_source_motion_is_refused() -> None:
 def test_a_scenario_without_a_people_declaration_does_not_move(tmp_path: Any) -> None:
     from qrobot.scenario import load_scenario, scenario_dir
 
-    text = (scenario_dir() / "pointnav_clutter.toml").read_text().replace('people = "none"', "")
+    text = (
+        (scenario_dir() / "objectnav.toml").read_text().replace('people = "none"', "")
+    )  # (no `extends`: nothing inherited declares people)
     path = tmp_path / "undeclared.toml"
     path.write_text(text)
     env = QRobotEnv(load_scenario(path), images=False)
