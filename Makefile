@@ -80,22 +80,22 @@ vla-eval: setup
 # runs at most VLA_MINUTES on 2 threads; its final model (not the checkpoint-N snapshots)
 # is what ships. Training seeds 0-9,999 only (qrobot/splits.py).
 VLA_DATA := data/vla
-VLA_MINUTES ?= 110
+VLA_MINUTES ?= 85
 VLA_SETS := reach pick_place pick_place_dart pick_place_clutter stack pointnav objectnav
 $(VLA_DATA)/reach/meta.json:
-	$(BIN)/qrobot collect reach --episodes 200 --workers 2 --out $(@D)
+	$(BIN)/qrobot collect reach --episodes 150 --workers 2 --out $(@D)
 $(VLA_DATA)/pick_place/meta.json:
-	$(BIN)/qrobot collect pick_place --episodes 500 --workers 2 --out $(@D)
+	$(BIN)/qrobot collect pick_place --episodes 400 --workers 2 --out $(@D)
 $(VLA_DATA)/pick_place_dart/meta.json:
-	$(BIN)/qrobot collect pick_place --episodes 150 --seed 500 --action-noise 0.5 --workers 2 --out $(@D)
+	$(BIN)/qrobot collect pick_place --episodes 80 --seed 500 --action-noise 0.5 --workers 2 --out $(@D)
 $(VLA_DATA)/pick_place_clutter/meta.json:
-	$(BIN)/qrobot collect pick_place_clutter --episodes 300 --workers 2 --out $(@D)
+	$(BIN)/qrobot collect pick_place_clutter --episodes 250 --workers 2 --out $(@D)
 $(VLA_DATA)/stack/meta.json:
-	$(BIN)/qrobot collect stack --episodes 400 --workers 2 --out $(@D)
+	$(BIN)/qrobot collect stack --episodes 300 --workers 2 --out $(@D)
 $(VLA_DATA)/pointnav/meta.json:
-	$(BIN)/qrobot collect pointnav --episodes 500 --workers 2 --out $(@D)
+	$(BIN)/qrobot collect pointnav --episodes 400 --workers 2 --out $(@D)
 $(VLA_DATA)/objectnav/meta.json:
-	$(BIN)/qrobot collect objectnav --episodes 600 --workers 2 --out $(@D)
+	$(BIN)/qrobot collect objectnav --episodes 500 --workers 2 --out $(@D)
 $(VLA_DATA)/ckpt/embodiments.json: $(foreach s,$(VLA_SETS),$(VLA_DATA)/$(s)/meta.json)
 	$(BIN)/qrobot train --dataset $(foreach s,$(VLA_SETS),$(VLA_DATA)/$(s)) --out $(@D) \
 		--minutes $(VLA_MINUTES) --steps 1000000 --batch 16 --layers 3 --threads 2

@@ -335,6 +335,12 @@ def _replay(args: argparse.Namespace) -> int:
         f"replayed {done['plans']} plans ({done['refused']} braked by the supervisor instead, {done['missed']} late in "
         f"the original and left to the robot's watchdog as then), {done['halts']} "
         f"halts, {done['resets']} episodes from {args.audit}; robot periods {done['first']}..{done['last']}"
+        + (
+            f"; {done['late']} plans of this replay came after their period and were braked instead: "
+            "its path is not the original's (run it again on a less loaded machine)"
+            if done["late"]
+            else ""
+        )
     )
     return 0
 

@@ -89,14 +89,17 @@ def replay(records: list[dict[str, Any]], adapter: Any, supervisor: Any, timeout
     replay robot's period for each recorded one (`periods`: original -> replay)."""
     supervisor.bind(adapter)
     periods: dict[int, int] = {}
-    counts = {"plans": 0, "halts": 0, "resets": 0, "refused": 0, "missed": 0}
+    counts = {"plans": 0, "halts": 0, "resets": 0, "refused": 0, "missed": 0, "late": 0}
     last_plan: int | None = None
     fresh: dict | None = None  # a new world's first state, which its first plan uses
+    sent: list[int] = []  # the robot's brake count when the last plan went out
 
     def next_state() -> dict:
         st = adapter.state(timeout)
         if st is None:
             raise ConnectionError("the robot stopped streaming its state")
+        if sent and adapter.last.watchdog_brakes > sent.pop():
+            counts["late"] += 1  # this replay's plan missed its period: the robot braked it instead
         return st
 
     for _ in range(3):  # a robot that refused the pairing drops the link within a period
@@ -144,9 +147,13 @@ def replay(records: list[dict[str, Any]], adapter: Any, supervisor: Any, timeout
             counts["missed"] += 1
         elif adapter.send(out, supervisor.last_action) is False or isinstance(out, Stop):
             counts["refused"] += 1  # the supervisor did not pass it as recorded (it braked instead)
+        else:
+            sent.append(int(adapter.last.watchdog_brakes))
         periods[int(r["period"])] = adapter.period
         last_plan = int(r["period"])
         counts["plans"] += 1
     if pending is not None:
         new_world(int(pending["seed"]))
+    if sent:
+        next_state()  # whether the last plan made its period
     return dict(counts, periods=periods, first=min(periods.values()), last=max(periods.values()))

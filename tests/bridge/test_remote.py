@@ -135,21 +135,26 @@ def _replay_the_session(tmp_path: Path, log: Path) -> None:
     episode = 1 + max(r["episode"] for r in records if r["kind"] == "plan" and r["t"] < reset["t"])
     driving = [r for r in records if r["kind"] == "plan" and r["episode"] == episode and any(r["action"])]
     assert len(driving) >= 30
-    replay_log, token = tmp_path / "replay.jsonl", str(tmp_path / "replay.token")
-    robot, line = _start(
-        ["robot-sim", "pointnav", "--log", str(replay_log), "--token-file", token], "listening 127.0.0.1:"
-    )
-    try:
-        out = subprocess.run(
-            QROBOT
-            + ["agent-replay", str(tmp_path / "audit.jsonl"), "--robot", line.split()[-1], "--robot-token", token],
-            capture_output=True,
-            text=True,
-            timeout=120,
+    for attempt in range(3):  # a replay that was itself late (a loaded machine) says so and is run again
+        replay_log, token = tmp_path / f"replay{attempt}.jsonl", str(tmp_path / f"replay{attempt}.token")
+        robot, line = _start(
+            ["robot-sim", "pointnav", "--log", str(replay_log), "--token-file", token, "--window", "0.05"],
+            "listening 127.0.0.1:",
         )
-        assert out.returncode == 0 and out.stdout.startswith("replayed"), out.stderr
-    finally:
-        stop_all([robot])
+        try:
+            out = subprocess.run(
+                QROBOT
+                + ["agent-replay", str(tmp_path / "audit.jsonl"), "--robot", line.split()[-1], "--robot-token", token],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert out.returncode == 0 and out.stdout.startswith("replayed"), out.stderr
+        finally:
+            stop_all([robot])
+        if "came after their period" not in out.stdout:
+            break
+    assert "came after their period" not in out.stdout, out.stdout
 
     def planned(path: Path) -> list[dict]:
         return [p for p in _periods(path) if p["episode"] == episode and p["how"] == "plan"]

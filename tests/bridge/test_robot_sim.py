@@ -197,3 +197,33 @@ def test_the_link_carries_each_robots_state_as_the_supervisor_reads_it(scenario:
     spec = state_fields(env.limits)
     assert read_robot_state(back, spec)[1] == "" and read_robot_state(state, spec)[1] == ""
     env.close()
+
+
+def test_a_replay_that_misses_its_period_says_so(robot: tuple[int, Path]) -> None:
+    """`agent-replay` drives a real-time robot: a plan of the replay's own that comes after
+    its period is braked by the robot's watchdog, and the replay counts it (its path is no
+    longer the original's), while one in time is not counted."""
+    from qrobot.bridge.replay import replay
+
+    port, log = robot
+    adapter = SimAdapter(port, load_token(log.parent / "robot.token"))
+    sup = _supervisor(adapter)
+    slow, real = {3}, sup.filter
+
+    def filter_(action: np.ndarray, st: dict) -> object:
+        if len(calls) in slow:
+            time.sleep(0.15)  # past the 30 ms window and the next period's start
+        calls.append(1)
+        return real(action, st)
+
+    calls: list[int] = []
+    sup.filter = filter_  # type: ignore[method-assign]
+    records = [{"kind": "plan", "t": float(i), "period": i, "action": FORWARD * 0.3, "episode": 0} for i in range(8)]
+    try:
+        done = replay(records, adapter, sup)
+    finally:
+        adapter.close()
+    hows = [p["how"] for p in _periods(log)]
+    assert done["plans"] == 8 and done["late"] >= 1, done
+    assert hows.count("plan") == 8 - done["late"]  # each late one counted, and only those
+    assert hows[hows.index("plan") :][:3] == ["plan"] * 3  # the plans before the slow one ran in time
