@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -206,12 +206,16 @@ def run_units(
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # read by the workers' torch at import
     try:
+        tail = EpisodeTail(run_path / EPISODES_FILE)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            jobs = {pool.submit(run_unit, u, str(run_path), run_id, record): u for u in todo}
-            for job in as_completed(jobs):
-                rows = job.result()  # a worker's QrobotError reaches the user as one line
-                if progress is not None:
-                    share_done(progress, jobs[job], rows)
+            pending = {pool.submit(run_unit, u, str(run_path), run_id, record) for u in todo}
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for job in done:
+                    job.result()  # a worker's QrobotError reaches the user as one line
+                if progress is not None:  # live: each episode as its worker appends it
+                    for row in tail.new_rows():
+                        progress.worker_episode(bool(row.get("success")), row.get("steps", 0), _last(row, workers))
     finally:
         for k, v in old.items():
             if v is None:
@@ -222,8 +226,41 @@ def run_units(
 
 def share_done(progress: Any, unit: Unit, rows: list[dict[str, Any]]) -> None:
     for row in rows:
-        progress.episode(bool(row["success"]))
-    progress.step(0, f"{len(unit.cells)} episodes of {unit.scenario} / {unit.spec.label} done")
+        progress.worker_episode(bool(row["success"]), row.get("steps", 0), _last(row))
+
+
+def _last(row: dict[str, Any], workers: int = 0) -> str:
+    end = "success" if row.get("success") else row.get("end_reason", "?")
+    ran = f"{workers} workers; " if workers else ""
+    return f"{ran}last: {row.get('scenario')} / {row.get('policy')} seed {row.get('seed')} ({end})"
+
+
+class EpisodeTail:
+    """The rows appended to an `episodes.jsonl` since the last call (whole lines only: a
+    worker may be mid-write), for progress while worker processes run the episodes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.is_file() else 0
+
+    def new_rows(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return []
+        whole = data[: data.rfind(b"\n") + 1]
+        self.offset += len(whole)
+        rows = []
+        for line in whole.splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
 
 
 def results(run_path: Path) -> dict[tuple[str, str], list[Any]]:

@@ -54,9 +54,24 @@ class Progress:
         self.done += 1
         self.successes += bool(success)
 
-    def _draw(self, current_steps: int, note: str) -> None:
+    def worker_episode(self, success: bool, steps: int, note: str = "") -> None:
+        """An episode a worker process ran, seen as it ended: its steps count toward the rate
+        (all workers together), and the line is drawn at most every `every` seconds."""
+        self.steps += max(0, int(steps))
+        self.episode(success)
+        now = time.monotonic()
+        if self.enabled and now - self._last >= self.every:
+            self._last = now
+            self._draw(None, note)
+
+    def _draw(self, current_steps: int | None, note: str) -> None:
         rate = self.steps / max(time.monotonic() - self.start, 1e-9)
-        if self.unit == "episode":
+        if self.unit == "episode" and current_steps is None:  # (workers: episodes as they end)
+            line = (
+                f"{self.label}: {self.done}/{self.total} episodes done, "
+                f"{self.successes}/{self.done} successful so far, {rate:.1f} steps/s"
+            )
+        elif self.unit == "episode":
             line = (
                 f"{self.label}: episode {min(self.done + 1, self.total)}/{self.total}, step {current_steps}, "
                 f"{self.successes}/{self.done} successful so far, {rate:.1f} steps/s"

@@ -46,6 +46,23 @@ def test_in_process_and_pool_give_identical_cells(tmp_path: Path) -> None:
     assert len(one) == 12 and one == two  # random is re-seeded per episode: order does not matter
 
 
+def test_worker_pool_progress_counts_each_episode_as_it_ends(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With worker processes the progress line follows episodes.jsonl: every episode is
+    counted once, in order, named, with the control steps of all workers in the rate."""
+    monkeypatch.setenv("QROBOT_PROGRESS_SECONDS", "0")  # a line for every event
+    argv = ["bench", "--scenarios", "pointnav", "--policies", "expert", "--episodes", "10", "--seed", "11"]
+    assert main([*argv, "--workers", "2", "--no-record", "--runs-dir", str(tmp_path)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "episodes done" in line]
+    counts = [int(line.split(": ", 1)[1].split("/", 1)[0]) for line in lines]
+    assert counts == list(range(1, 11)), lines
+    assert all("2 workers; last: pointnav / expert seed " in line for line in lines)
+    assert float(lines[-1].split(" steps/s")[0].rsplit(" ", 1)[1]) > 0
+    seeds = {int(line.split(" seed ")[1].split()[0]) for line in lines}
+    assert seeds == set(range(11, 21))
+
+
 def test_a_killed_bench_resumes_without_redoing_finished_cells(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-m", "qrobot.cli", "bench", "--scenarios", "pointnav", "--policies", "expert,random"]
