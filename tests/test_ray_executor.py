@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from qrobot.cli import main
+from tests.test_matrix import _cells, _run
 
 ray = pytest.importorskip("ray", reason="Ray is an opt-in extra: pip install 'qrobot[ray]'")
 
-KEYS = ("success", "steps", "end_reason", "metrics", "safety", "instruction")
 MATRIX = ("--scenarios", "reach,pick_place", "--policies", "expert,random", "--episodes", "3", "--seed", "7")
 
 
@@ -36,26 +36,6 @@ def cluster() -> Iterator[str]:
         yield str(ctx.address_info["gcs_address"])
     finally:
         ray.shutdown()
-
-
-def _cells(run_dir: Path) -> dict[tuple[str, str, int], dict]:
-    out = {}
-    for line in (run_dir / "episodes.jsonl").read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        key = (row["scenario"], row["policy"], row["seed"])
-        assert key not in out, f"cell {key} ran twice"
-        out[key] = {k: row[k] for k in KEYS}
-    return out
-
-
-def _run(tmp: Path, *argv: str) -> Path:
-    before = set(tmp.iterdir()) if tmp.exists() else set()
-    assert main(["bench", *argv, "--no-record", "--runs-dir", str(tmp), "-q"]) == 0
-    (new,) = set(tmp.iterdir()) - before
-    return new
 
 
 def test_ray_gives_the_rows_of_in_process_and_the_pool(tmp_path: Path, cluster: str) -> None:
