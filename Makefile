@@ -90,7 +90,7 @@ vla-eval: setup
 # runs at most VLA_MINUTES on 2 threads; its final model (not the checkpoint-N snapshots)
 # is what ships. Training seeds 0-9,999 only (qrobot/splits.py).
 VLA_DATA := data/vla
-VLA_MINUTES ?= 85
+VLA_MINUTES ?= 75
 VLA_SETS := reach pick_place pick_place_dart pick_place_clutter stack pointnav objectnav
 $(VLA_DATA)/reach/meta.json:
 	$(BIN)/qrobot collect reach --episodes 150 --workers 2 --out $(@D)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -51,13 +52,22 @@ _EXPERTS: dict[str, Callable[[Privileged], Policy]] = {
 }
 
 
+# shipped with qrobot but loaded as a plugin is: `lerobot` imports LeRobot only when built
+# (it runs behind serve-policy in a venv with lerobot; policies/lerobot_policy.py)
+BUNDLED = {"lerobot": EntryPoint("lerobot", "qrobot.policies.lerobot_policy:make", "qrobot.policies")}
+
+
+def _entries() -> dict[str, EntryPoint]:
+    return {**plugin_entries(POLICY_NAMES), **BUNDLED}
+
+
 def policy_names() -> tuple[str, ...]:
     """The built-in names, then those pip-installed packages add (`qrobot.policies` entry points)."""
-    return POLICY_NAMES + tuple(sorted(plugin_entries(POLICY_NAMES)))
+    return POLICY_NAMES + tuple(sorted(_entries()))
 
 
 def _plugin(name: str) -> Any:
-    entry = plugin_entries(POLICY_NAMES).get(name)
+    entry = _entries().get(name)
     return None if entry is None else load_factory(name, entry)
 
 

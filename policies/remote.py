@@ -308,13 +308,12 @@ class PolicyServer:
             decode,
             encode,
         )
-        from qrobot.bridge.remote import RemoteRobot
 
         msg, why = decode(data, MAX_OBSERVATION)
         if not isinstance(msg, Observation):
             return encode(Reply(version=VERSION, ok=False, reason=why or f"a {type(msg).__name__}, not an observation"))
         try:
-            obs, _ = RemoteRobot._as_obs(msg)  # as a policy driving a robot over the bridge sees it
+            obs = _observation(msg)  # as a policy driving a robot over the bridge sees it
             obs = {k: v if k == "instruction" else _copy(v) for k, v in obs.items()}
             entry = self._policy_for(client, msg.scenario)
             policy = entry[0]
@@ -339,6 +338,20 @@ class PolicyServer:
             entries=[Entry(expires=1.0, action=actions(action))],
         )
         return encode(cmd)
+
+
+def _observation(msg: Any) -> dict[str, Any]:
+    """RemoteRobot._as_obs's observation, without importing the bridge's robot client: it
+    brings the runner and the recorder (rerun-sdk), which a LeRobot venv does not have."""
+    from qrobot.bridge.messages import unpack_arrays
+
+    arrays = unpack_arrays(msg)
+    obs: dict[str, Any] = {
+        "images": {k[len("images/") :]: v for k, v in arrays.items() if k.startswith("images/")},
+        "instruction": msg.instruction,
+    }
+    obs.update({k: v for k, v in arrays.items() if not k.startswith("images/")})
+    return obs
 
 
 def _copy(value: Any) -> Any:
@@ -383,9 +396,8 @@ def serve(server: PolicyServer, listen: str, keys: str | Path, ready: Any = None
     finally:
         stop.set()
         signal.signal(signal.SIGTERM, old)
-        queryable.undeclare()
-        session.close()
-        worker.join(2)
+        session.close()  # (closes the queryable's channel under the worker's recv; undeclaring
+        worker.join(2)  # it while recv holds it fails with "Already borrowed")
 
 
 def serve_cmd(args: Any) -> int:
@@ -396,13 +408,19 @@ def serve_cmd(args: Any) -> int:
     _check_keys("serve-policy --keys", args.keys, SERVER_ROLE)
     kwargs: dict[str, Any] = {}
     if args.checkpoint is not None or args.device is not None:
-        if args.policy != "qwen-vla":
-            raise QrobotError(f"serve-policy: --checkpoint and --device apply to qwen-vla only, not {args.policy!r}")
+        if args.policy not in ("qwen-vla", "lerobot"):
+            raise QrobotError(
+                f"serve-policy: --checkpoint and --device apply to qwen-vla and lerobot only, not {args.policy!r}"
+            )
         from qrobot.checks import check_device
 
         check_device("serve-policy --device", args.device or "cpu")
         kwargs = {"checkpoint": str(args.checkpoint) if args.checkpoint else None, "device": args.device or "cpu"}
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if args.policy == "lerobot":  # its directory, and LeRobot importable, before serving
+        from qrobot.policies.lerobot_policy import check_checkpoint
+
+        check_checkpoint(args.checkpoint)
     import torch
 
     torch.set_num_threads(args.threads)  # 1: the numbers a one-thread bench worker computes locally

@@ -55,16 +55,18 @@ def bench(
     show: bool = True,
     executor: str = "local",
     address: str | None = None,
+    policy_gpus: int = 0,
 ) -> list[dict[str, Any]]:
     """Every (scenario, policy, seed) cell not yet in the run's episodes.jsonl; each result
     is appended as it ends (recordings under <policy>/<scenario>/). Rows summarise every
     finished cell of the run, earlier runs of it included. `executor`: local (this process
-    or a process pool) or ray (the cluster at `address`); workers None: as many as cores."""
+    or a process pool) or ray (the cluster at `address`; `policy_gpus`: policy actors that
+    batch the learned policies); workers None: as many as cores."""
     workers = matrix.worker_count(workers, executor, address)
     todo = matrix.units(pairs, episodes, seed, matrix.done_cells(run_dir.path), workers)
     bar = Progress("bench", sum(len(u.cells) for u in todo), unit="episode", enabled=show)
     try:
-        matrix.run_units(todo, run_dir.path, run_dir.run_id, record, workers, bar, executor)
+        matrix.run_units(todo, run_dir.path, run_dir.run_id, record, workers, bar, executor, policy_gpus)
     finally:
         bar.close()
     done = matrix.results(run_dir.path)

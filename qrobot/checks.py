@@ -98,6 +98,9 @@ def remove_made(made: list[Path]) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
+COLLECTING = "collecting.json"  # what an unfinished `collect` is collecting (meta.json comes at its end)
+
+
 def check_dataset_out(flag: str, out: Path, expected: dict[str, Any]) -> None:
     """`collect --out`: a new or empty directory, or a dataset whose meta.json agrees with
     `expected` (scenario, robot, task, cameras, sizes) on every key both have: one dataset
@@ -120,6 +123,13 @@ def check_dataset_out(flag: str, out: Path, expected: dict[str, Any]) -> None:
                     f"{flag}: {out} holds episodes with {key} {held[key]!r}, not {want!r} "
                     f"(scenario {expected.get('scenario')!r}); give a new directory"
                 )
+    elif (out / COLLECTING).is_file():  # an interrupted collection of the same episodes goes on
+        try:
+            intent = json.loads((out / COLLECTING).read_text())
+        except (OSError, ValueError):
+            intent = None
+        if not isinstance(intent, dict) or any(intent.get(k) != v for k, v in expected.items()):
+            raise QrobotError(f"{flag}: {out} holds an interrupted collection of other episodes; give a new directory")
     elif any(out.glob("ep*.npz")):
         raise QrobotError(f"{flag}: {out} holds episodes without meta.json; give a new directory")
 

@@ -337,6 +337,14 @@ def _parser() -> argparse.ArgumentParser:
         help="with --executor ray: the cluster, auto (this machine's) or HOST:PORT (default: auto)",
     )
     b.add_argument(
+        "--policy-gpus",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="with --executor ray: serve the policies that have act_batch (qwen-vla) from N policy actors, "
+        "one GPU each, batching the env workers' requests",
+    )
+    b.add_argument(
         "--resume",
         type=_path,
         default=None,

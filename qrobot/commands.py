@@ -350,6 +350,11 @@ def bench_cmd(args: argparse.Namespace) -> int:
     specs = [matrix.PolicySpec.parse(p) for p in args.policies]
     if args.address is not None and args.executor != "ray":
         raise QrobotError("bench --address: applies to --executor ray only")
+    policy_gpus = getattr(args, "policy_gpus", None) or 0
+    if policy_gpus:
+        from qrobot.policy_server_ray import check_policy_gpus
+
+        check_policy_gpus(policy_gpus, args.executor, [s.name for s in specs])
     check_seeds("bench --seed", args.seed, args.episodes)
     check_out_dir("bench --runs-dir", args.runs_dir)
     if args.out is not None:
@@ -362,7 +367,7 @@ def bench_cmd(args: argparse.Namespace) -> int:
     if args.executor == "ray":  # before a run directory exists: no Ray, no cluster is one line
         from qrobot.ray_executor import connect
 
-        connect(args.address)
+        connect(args.address, policy_gpus)
     run_dir = resumed or RunDir(
         args.runs_dir,
         flag="bench --runs-dir",
@@ -386,6 +391,7 @@ def bench_cmd(args: argparse.Namespace) -> int:
             show=not args.quiet,
             executor=args.executor,
             address=args.address,
+            policy_gpus=policy_gpus,
         )
         status = "finished"
     except KeyboardInterrupt:

@@ -183,15 +183,16 @@ def run_units(
     workers: int,
     progress: Any = None,
     executor: str = "local",
+    policy_gpus: int = 0,
 ) -> None:
     """In this process for one worker (progress per control step); otherwise a pool of
     fresh interpreters (spawn: no PyBullet or torch state is copied), one torch thread
     each, progress per finished share; or (`executor="ray"`) `workers` actors on the Ray
-    cluster `worker_count` connected to."""
+    cluster `worker_count` connected to (`policy_gpus`: batched policies on that many GPU actors)."""
     if executor == "ray":
         from qrobot.ray_executor import run_units as on_ray
 
-        on_ray(todo, run_path, run_id, record, workers, progress)
+        on_ray(todo, run_path, run_id, record, workers, progress, policy_gpus)
         return
     if workers <= 1:
         try:

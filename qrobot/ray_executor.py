@@ -9,6 +9,9 @@ process (the driver) appends them to episodes.jsonl as each share comes back, so
 directory never needs to be reachable from the workers (recordings do: they are written by
 the workers, under the same path). A killed driver takes its actors with it; `--resume`
 runs what no returned share covered.
+
+With `--policy-gpus N` the policies that have `act_batch` run on N policy actors (one GPU
+each) instead, which batch the env workers' requests (qrobot.policy_server_ray).
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ def _ray() -> Any:
     return ray
 
 
-def connect(address: str | None) -> int:
+def connect(address: str | None, gpus: int | None = None) -> int:
     """Join the cluster at `address` (auto: the one on this machine) unless this process is
-    already connected; return its CPUs."""
+    already connected; return its CPUs. `gpus`: the policy actors' GPUs it must have."""
     ray = _ray()
     if not ray.is_initialized():
         where = address or "auto"
@@ -50,6 +53,10 @@ def connect(address: str | None) -> int:
                 "with its token in ~/.ray/auth_token (docs/benchmarking.md: Running on a Ray cluster)"
             ) from None
         _OWN["connected"] = True
+    if gpus:
+        from qrobot.policy_server_ray import check_cluster_gpus
+
+        check_cluster_gpus(ray, gpus)
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
@@ -82,12 +89,30 @@ def disconnect() -> None:
 
 class Worker:
     """An env worker: the process pool's worker function as an actor (its envs and policies
-    stay in this process across shares)."""
+    stay in this process across shares). `server`: the policy actor (--policy-gpus) that
+    answers this share's policy, this worker being one of its clients."""
 
-    def run(self, unit: Any, run_path: str, run_id: str, record: bool) -> list[dict[str, Any]]:
+    def __init__(self) -> None:
+        from qrobot.policy_server_ray import new_client
+
+        self.client = new_client()
+
+    def run(self, unit: Any, run_path: str, run_id: str, record: bool, server: Any = None) -> list[dict[str, Any]]:
         from qrobot import matrix
 
-        return matrix.run_unit(unit, run_path, run_id, record, append=False)
+        proxy = None
+        if server is not None:
+            from qrobot.policy_server_ray import PolicyActorLost, served_session
+
+            key = (unit.scenario, unit.spec, record)
+            if key not in matrix._SESSIONS:  # run_unit's own cache: it then runs this session
+                matrix._SESSIONS[key] = served_session(unit.scenario, unit.spec, record, server, self.client)
+            proxy = matrix._SESSIONS[key].policy
+            proxy.lost = None
+        rows = matrix.run_unit(unit, run_path, run_id, record, append=False)
+        if proxy is not None and proxy.lost:  # rows of a lost policy actor are not results
+            raise PolicyActorLost(proxy.lost)
+        return rows
 
 
 def _portable(unit: Any) -> Any:
@@ -98,27 +123,46 @@ def _portable(unit: Any) -> Any:
     return dataclasses.replace(unit, spec=spec, cells=list(unit.cells))
 
 
-def run_units(todo: list[Any], run_path: Path, run_id: str, record: bool, workers: int, progress: Any = None) -> None:
+def run_units(
+    todo: list[Any],
+    run_path: Path,
+    run_id: str,
+    record: bool,
+    workers: int,
+    progress: Any = None,
+    policy_gpus: int = 0,
+) -> None:
     """`workers` actors (one CPU each) take the shares one at a time; each share's rows are
     appended here as it comes back. A worker lost with its machine is restarted and its
-    share run again (the rows are only written here, so nothing is written twice)."""
+    share run again (the rows are only written here, so nothing is written twice); so is a
+    share whose policy actor (`policy_gpus`) was lost."""
+    from qrobot import policy_server_ray as served
     from qrobot.matrix import share_done
 
     ray = _ray()
+    servers: list[Any] = []
     try:
         if not todo:
             return
-        connect(None)
+        connect(None, policy_gpus)
         actor = ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)(Worker)
         path = str(Path(run_path).resolve())
         queue = [_portable(u) for u in todo]
-        actors = [actor.remote() for _ in range(max(1, min(workers, len(queue))))]
+        n = max(1, min(workers, len(queue)))
+        batched = {u.spec.label for u in queue if policy_gpus and served.batchable(u.spec.name)}
+        if batched:
+            pairs = {(u.scenario, u.spec.label): (u.scenario, u.spec) for u in queue if u.spec.label in batched}
+            servers = served.start(ray, policy_gpus, list(pairs.values()), n)
+        actors = [actor.remote() for _ in range(n)]
+        server = {a: servers[k % len(servers)] for k, a in enumerate(actors)} if servers else {}
         pending: dict[Any, tuple[Any, Any]] = {}
+        lost: dict[int, int] = {}  # share -> times its policy actor was lost
 
         def give(a: Any) -> None:
             if queue:
                 u = queue.pop(0)
-                pending[a.run.remote(u, path, run_id, record)] = (a, u)
+                to = server.get(a) if u.spec.label in batched else None  # (None: the policy runs in the worker)
+                pending[a.run.remote(u, path, run_id, record, to)] = (a, u)
 
         try:
             for a in actors:
@@ -126,7 +170,15 @@ def run_units(todo: list[Any], run_path: Path, run_id: str, record: bool, worker
             while pending:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 a, unit = pending.pop(ref)
-                rows = _result(ray, ref)
+                try:
+                    rows = _result(ray, ref)
+                except served.PolicyActorLost:
+                    lost[id(unit)] = lost.get(id(unit), 0) + 1
+                    if lost[id(unit)] > 2:  # (as Ray's restarts of an actor: twice at most)
+                        raise
+                    queue.insert(0, unit)
+                    give(a)
+                    continue
                 for row in rows:
                     append_line(Path(run_path) / EPISODES_FILE, row)
                 if progress is not None:
@@ -136,6 +188,8 @@ def run_units(todo: list[Any], run_path: Path, run_id: str, record: bool, worker
             for a in actors:
                 ray.kill(a)  # (its envs go with its process)
     finally:
+        if servers:
+            served.stop(ray, servers)
         disconnect()
 
 

@@ -21,6 +21,10 @@ made with qrobot's own venv), the export against lerobot 0.4.4's `LeRobotDataset
   given the same episodes and features, writes the same info.json, the same data parquet
   (schema, metadata and values), the same episodes columns and tasks, and stats that agree
   (exactly but for its histogram quantiles).
+
+Then (scripts/lerobot_policy_check.py) a LeRobot ACT made for that export, served by
+`qrobot serve-policy lerobot` from this venv and benchmarked by qrobot's own venv through
+`remote`, its actions checked against LeRobot's own rollout path.
 """
 
 from __future__ import annotations
@@ -153,6 +157,9 @@ def main() -> int:
     robot_check()
     if len(sys.argv) == 3:
         dataset_check(Path(sys.argv[1]), Path(sys.argv[2]))
+        from lerobot_policy_check import policy_check  # (this script's directory)
+
+        policy_check(Path(sys.argv[2]))
     return 0
 
 

@@ -7,7 +7,9 @@
 # LeRobot's default video decoder, torchcodec (its CPU build), goes in beside them; it loads
 # Debian's FFmpeg libraries. Then scripts/lerobot_check.py runs: the robot adapter, and a
 # dataset that qrobot's own venv (.venv, `make setup`) collects and exports, loaded by
-# LeRobot here (docs/robots/lerobot.md says what it proves).
+# LeRobot here (docs/robots/lerobot.md says what it proves); then a LeRobot ACT for that
+# export, served by `qrobot serve-policy lerobot` from here and benchmarked from .venv
+# through `remote` (scripts/lerobot_policy_check.py; docs/benchmarking.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -19,9 +21,13 @@ PY=$VENV/bin/python
 LEROBOT_DEPS=(
     "draccus==0.10.0" "huggingface-hub>=0.34.2,<0.36" "pyserial>=3.5,<4" "deepdiff>=7.0.1,<9"
     "termcolor>=2.4,<4" "accelerate>=1.10,<2" "datasets>=4,<5" "av>=15,<16" "einops>=0.8,<0.9"
+    # lerobot.policies (its factory) reaches diffusers and imageio; qrobot's serve-policy
+    # imports transformers (qrobot.vla), here at LeRobot's bound (its transformers-dep extra)
+    "diffusers>=0.27.2,<0.36" "imageio>=2.34,<3" "transformers>=4.57.1,<5"
 )
 # qrobot's own that LeRobot pins otherwise (huggingface-hub <0.36, rerun-sdk <0.27), with
-# transformers 5 (it needs huggingface-hub 1.x); torch comes from the constraints file
+# transformers 5 (it needs huggingface-hub 1.x); torch comes from the constraints file.
+# eclipse-zenoh and msgspec (the remote policy's wire) are among those that do go in.
 CLASH="torch huggingface-hub huggingface_hub rerun-sdk transformers"
 
 quiet() {  # pip's notes about lerobot's unmet pins (deliberate: --no-deps) would bury real errors
@@ -70,4 +76,4 @@ trap 'rm -rf "$WORK"' EXIT
 "$QROBOT" collect pick_place --episodes 2 --out "$WORK/source" -q
 "$QROBOT" export lerobot "$WORK/source" "$WORK/export" --repo-id qrobot/pick_place
 
-HF_HUB_OFFLINE=1 HF_HOME="$WORK/hf" "$PY" scripts/lerobot_check.py "$WORK/source" "$WORK/export"
+QROBOT="$QROBOT" HF_HUB_OFFLINE=1 HF_HOME="$WORK/hf" "$PY" scripts/lerobot_check.py "$WORK/source" "$WORK/export"

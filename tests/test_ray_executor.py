@@ -1,6 +1,7 @@
 """The bench on Ray (`--executor ray`): the same rows as in-process and a process pool, and a
 driver killed half-way resumes without redoing a finished cell. One local Ray per session
-(`ray.init(num_cpus=2)`, bound to 127.0.0.1), shut down with `ray.shutdown()`."""
+(`ray.init(num_cpus=2)`, bound to 127.0.0.1: the `cluster` fixture of conftest.py), shut
+down with `ray.shutdown()`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,23 +19,9 @@ from qrobot.cli import main
 from tests.test_matrix import _cells, _run
 
 ray = pytest.importorskip("ray", reason="Ray is an opt-in extra: pip install 'qrobot[ray]'")
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray (the session `cluster`) per suite
 
 MATRIX = ("--scenarios", "reach,pick_place", "--policies", "expert,random", "--episodes", "3", "--seed", "7")
-
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[str]:
-    """The address other processes join it at. (Ray 2.60 swaps a loopback node address for
-    the machine's own and its gRPC servers listen on every interface; the token it makes
-    for a new cluster, `~/.ray/auth_token`, is what keeps others out. No dashboard.)"""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ctx = ray.init(
-        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING", log_to_driver=False
-    )
-    try:
-        yield str(ctx.address_info["gcs_address"])
-    finally:
-        ray.shutdown()
 
 
 def test_ray_gives_the_rows_of_in_process_and_the_pool(tmp_path: Path, cluster: str) -> None:
@@ -53,7 +39,7 @@ def test_a_killed_ray_driver_resumes_without_redoing_finished_cells(tmp_path: Pa
     cmd += ["--no-record", "--runs-dir", str(runs), "-q"]
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 300  # (liveness, not speed: a loaded machine is slow)
     jsonl = None
     while time.monotonic() < deadline and proc.poll() is None:
         found = list(runs.glob("*/episodes.jsonl")) if runs.exists() else []

@@ -44,6 +44,7 @@ class Server:
         lines: queue.Queue[str] = queue.Queue()
         assert self.proc.stdout is not None
         out = self.proc.stdout
+        self.lines = lines
         threading.Thread(target=lambda: [lines.put(line) for line in out], daemon=True).start()
         seen = []
         deadline = time.monotonic() + 60
@@ -57,13 +58,16 @@ class Server:
                 return
         raise AssertionError(f"serve-policy did not start: {''.join(seen)}")
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """SIGTERM, as a service manager stops it; what it printed after starting."""
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        time.sleep(0.2)  # (the reader thread takes the last lines)
+        return "".join(self.lines.get() for _ in range(self.lines.qsize()))
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +110,20 @@ def test_a_served_policy_gives_the_rows_it_gives_locally(tmp_path: Path, server:
     local = _cells(_bench(tmp_path / "local", *argv, "--policies", "random"))
     served = _cells(_bench(tmp_path / "remote", *argv, "--policies", f"remote={server.endpoint}?keys={keys}"))
     assert len(local) == 3 and served == local  # random, re-seeded from each episode's seed on the server
+
+
+def test_a_server_stops_cleanly_on_sigterm(keys: Path) -> None:
+    """A service manager's SIGTERM mid-life: it says what it served and exits 0 (no crash of
+    the transport's receiving thread)."""
+    server = Server(keys, "random")
+    client = make_policy("remote", _World(load_scenario("reach")), address=f"{server.endpoint}?keys={keys}")
+    try:
+        client.reset("reach")
+        client.act({"proprio": np.zeros(13, np.float32), "instruction": "reach"})
+    finally:
+        client.close()
+    out = server.stop()
+    assert server.proc.returncode == 0 and "served 1 requests" in out and "Traceback" not in out, out
 
 
 def test_clients_of_one_server_each_have_their_own_policy(server: Server, keys: Path) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from qrobot.checks import read_meta
+from qrobot.checks import COLLECTING, read_meta
 from qrobot.envs.core import MOUNT_UP, QRobotEnv
 from qrobot.errors import QrobotError
 from qrobot.policies import make_policy
@@ -281,6 +281,22 @@ def collect(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(workers, episodes))
+    env = QRobotEnv(sc, images=False)
+    intent = {
+        "scenario": sc.name,
+        "robot": sc.robot,
+        "task": sc.task.kind,
+        "cameras": [c.name for c in sc.cameras],
+        "image_size": [sc.cameras[0].height, sc.cameras[0].width],
+        "proprio_dim": env.robot.proprio_dim,
+        "goal_dim": env.task.goal_dim,
+        "action_dim": env.robot.action_dim,
+        "seed": seed,
+        "randomized": randomize,
+        "action_noise": action_noise,
+    }
+    env.close()
+    _check_intent(out, intent)
     if workers == 1:
         kept = _record_episodes(scenario, randomize, 0, episodes, seed, out, "", action_noise, show)
     else:
@@ -304,26 +320,26 @@ def collect(
                 for w, (a, b) in enumerate(itertools.pairwise(bounds))
             ]
             kept = sum(j.result() for j in jobs)
-    env = QRobotEnv(sc, images=False)
-    meta = {
-        "scenario": sc.name,
-        "robot": sc.robot,
-        "task": sc.task.kind,
-        "cameras": [c.name for c in sc.cameras],
-        "image_size": [sc.cameras[0].height, sc.cameras[0].width],
-        "proprio_dim": env.robot.proprio_dim,
-        "goal_dim": env.task.goal_dim,
-        "action_dim": env.robot.action_dim,
-        "control_hz": sc.control_hz,
-        "episodes": episodes,
-        "successful": kept,
-        "seeds": [seed, seed + episodes - 1],
-        "randomized": randomize,
-        "action_noise": action_noise,
-    }
-    env.close()
+    meta = {k: v for k, v in intent.items() if k != "seed"}
+    meta.update(control_hz=sc.control_hz, episodes=episodes, successful=kept, seeds=[seed, seed + episodes - 1])
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / COLLECTING).unlink(missing_ok=True)
     return meta
+
+
+def _check_intent(out: Path, intent: dict[str, Any]) -> None:
+    """Write what this collection is (so that a killed one can go on), or check that an
+    unfinished one in `out` was the same: its episode files are reused as they are."""
+    path = out / COLLECTING
+    if path.is_file():
+        try:
+            held = json.loads(path.read_text())
+        except (OSError, ValueError):
+            held = None
+        if held != intent:
+            raise QrobotError(f"collect --out: {out} holds an unfinished collection of other episodes ({path})")
+    elif not (out / "meta.json").is_file():
+        path.write_text(json.dumps(intent, indent=2) + "\n")
 
 
 @dataclass

@@ -296,17 +296,26 @@ def test_the_page_shows_the_agent_and_refuses_other_origins(chain: Chain, page: 
 def test_a_release_in_any_page_lets_go_for_every_page(chain: Chain, page: Any) -> None:
     """Two pages: the first holds ENABLE, the second presses and lets go: the robot stops,
     although the first page still beats (its hold began before the release)."""
-    _drive_until_moving(chain, page)
     other = page.context.browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-    second = other.new_page()  # (another browser: this page keeps its focus)
-    second.goto(chain.url)
-    second.wait_for_function("document.getElementById('state').textContent === 'RUNNING'", timeout=15_000)
-    halts = len(_halts(chain.log))
-    box = second.locator("#enable").bounding_box()
-    second.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    second.mouse.down()
-    second.mouse.up()
-    assert _wait(lambda: len(_halts(chain.log)) > halts, 2.0), chain.core.audit[-5:]
-    time.sleep(0.5)  # the first page's beats go on: they do not hold the robot again
-    assert chain.core.state == State.IDLE and not chain.console_held()
-    other.close()
+    try:
+        second = other.new_page()  # (another browser: this page keeps its focus)
+        second.goto(chain.url)
+        second.wait_for_function("document.getElementById('state').textContent !== 'connecting'", timeout=60_000)
+        box = second.locator("#enable").bounding_box()
+        second.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+        def press_and_let_go() -> float:
+            second.mouse.down()
+            t = time.time()
+            second.mouse.up()
+            return t
+
+        def undo() -> None:
+            page.mouse.up()
+            assert _wait(lambda: chain.core.state == State.IDLE, 3.0), chain.core.audit[-5:]
+
+        _trial(chain, page, press_and_let_go, undo)  # the first page holds ENABLE, the robot drives
+        time.sleep(0.5)  # the first page's beats go on: they do not hold the robot again
+        assert chain.core.state == State.IDLE and not chain.console_held()
+    finally:
+        other.close()

@@ -127,3 +127,30 @@ def test_table_rays_put_a_rendered_cube_where_it_rests() -> None:
     assert len(errors["scene"]) == 12 and len(errors["wrist"]) >= 3
     # a pixel of the 128-px scene camera is ~6 mm on the table, of the wrist camera ~2 mm
     assert max(errors["scene"]) < 0.015 and max(errors["wrist"]) < 0.01, errors
+
+
+def test_a_killed_collection_goes_on_with_the_same_command(tmp_path: Path, capsys) -> None:
+    """`collect` writes what it collects first (collecting.json) and meta.json at its end: the
+    same command after a kill keeps the finished episodes and records only the missing ones;
+    a different collection into that directory is refused with one line."""
+    import subprocess
+    import sys
+    import time
+
+    ds = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "qrobot.cli", "collect", "reach", "--episodes", "6", "--out", str(ds), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(ds.glob("ep*.npz"))) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(30)
+    kept = {p.name: p.stat().st_mtime_ns for p in ds.glob("ep*.npz")}
+    assert 2 <= len(kept) < 6 and not (ds / "meta.json").exists() and (ds / "collecting.json").is_file()
+    assert main(["collect", "pick_place", "--episodes", "6", "--out", str(ds), "-q"]) == 2
+    assert "interrupted collection of other episodes" in capsys.readouterr().err
+    assert main(["collect", "reach", "--episodes", "6", "--out", str(ds), "-q"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in ds.glob("ep*.npz") if p.name in kept} == kept  # not redone
+    meta = json.loads((ds / "meta.json").read_text())
+    assert meta["episodes"] == 6 and len(load_episodes(ds)[1]) == meta["successful"] == 6
+    assert not (ds / "collecting.json").exists()
