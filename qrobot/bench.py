@@ -71,7 +71,11 @@ def bench(
         bar.close()
     done = matrix.results(run_dir.path)
     run_dir.episodes = sum(len(v) for v in done.values())
-    return [{"scenario": sc, "policy": spec.label, **summarize(done.get((sc, spec.label), []))} for sc, spec in pairs]
+    rows = []
+    for sc, spec in pairs:
+        name = matrix.cell_name(sc)  # (a .toml path given: its episodes are under the scenario's name)
+        rows.append({"scenario": name, "policy": spec.label, **summarize(done.get((name, spec.label), []))})
+    return rows
 
 
 def _cell(row: dict[str, Any], key: str) -> str:

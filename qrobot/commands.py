@@ -344,6 +344,13 @@ def bench_cmd(args: argparse.Namespace) -> int:
     resumed = _bench_args(args)
     scenarios = args.scenarios or scenario_names()
     loaded = {name: load_scenario(name) for name in scenarios}  # fail fast on a bad name
+    named: dict[str, str] = {}
+    for given, sc in loaded.items():  # episode rows carry the scenario's name, not the path given
+        if named.setdefault(sc.name, given) != given:
+            raise QrobotError(
+                f"bench --scenarios: {named[sc.name]} and {given} are both scenario {sc.name!r}; "
+                "give each scenario file its own name"
+            )
     from qrobot import bench, matrix
     from qrobot.record import RunDir
 

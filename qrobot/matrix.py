@@ -90,6 +90,13 @@ def done_cells(run_path: Path) -> set[tuple[str, str, int]]:
     return {(sc, pol, r.seed) for (sc, pol), eps in results(run_path).items() for r in eps}
 
 
+def cell_name(scenario: str) -> str:
+    """The name episode rows carry for a scenario given by name or by .toml path."""
+    from qrobot.scenario import load_scenario
+
+    return load_scenario(scenario).name
+
+
 def units(
     pairs: list[tuple[str, PolicySpec]], episodes: int, seed: int, done: set[tuple[str, str, int]], workers: int
 ) -> list[Unit]:
@@ -97,7 +104,8 @@ def units(
     workers finish together (a worker keeps its env and policy for a pair across units)."""
     out = []
     for sc, spec in pairs:
-        todo = [(k, seed + k) for k in range(episodes) if (sc, spec.label, seed + k) not in done]
+        name = cell_name(sc)
+        todo = [(k, seed + k) for k in range(episodes) if (name, spec.label, seed + k) not in done]
         if not todo:
             continue
         parts = max(1, min(len(todo), 4 * workers if workers > 1 else 1))

@@ -105,3 +105,22 @@ def test_a_checkpoint_of_ones_own_is_a_policy(tmp_path: Path, capsys: pytest.Cap
         assert main(["bench", "--policies", bad, "--runs-dir", str(tmp_path / "x")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(e.startswith("qrobot: error: bench --policies") for e in errors)
+
+
+def test_a_scenario_given_as_a_file_is_summarised_and_resumed_by_its_name(tmp_path: Path) -> None:
+    """Episode rows carry the scenario's name; a bench given a .toml path counts them under
+    that name in summary.json, and --resume finds them (nothing runs twice)."""
+    mine = tmp_path / "my_reach.toml"
+    mine.write_text((Path(__file__).resolve().parents[1] / "scenarios" / "reach.toml").read_text())
+    runs = tmp_path / "runs"
+    run = _run(runs, "--scenarios", str(mine), "--policies", "expert", "--episodes", "2", "--seed", "5")
+    summary = json.loads((run / "summary.json").read_text())
+    assert [(r["scenario"], r["episodes"]) for r in summary["rows"]] == [("my_reach", 2)]
+    before = _cells(run)
+    assert main(["bench", "--resume", str(run), "-q"]) == 0
+    assert _cells(run) == before and set(before) == {("my_reach", "expert", 5), ("my_reach", "expert", 6)}
+    (tmp_path / "other").mkdir()
+    other = tmp_path / "other" / "my_reach.toml"
+    other.write_text(mine.read_text())
+    twice = ["bench", "--scenarios", f"{mine},{other}", "--policies", "expert", "-q"]
+    assert main([*twice, "--runs-dir", str(runs)]) == 2  # two files, one name: refused before anything runs
