@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from qrobot.cli import main
 from qrobot.errors import QrobotError
 from qrobot.scenario import load_scenario
-from tests.test_remote_policy import KEYS, Server, _bench, _cells, _free_port, keys  # noqa: F401 (keys: a fixture)
+from tests.test_remote_policy import KEYS, Server, _bench, _cells, _free_port, keys, lockstep  # noqa: F401 (keys: a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = "tests.test_lerobot_policy:StandInPolicy"
@@ -253,18 +253,10 @@ def test_served_actions_are_the_local_adapters_clipped(
     env = QRobotEnv(SCENARIO, images=True)
     local = make_policy("lerobot", env, checkpoint=str(checkpoint))
     remote = make_policy("remote", env, address=f"{server.endpoint}?keys={keys}")
-    sent: list[tuple[dict[str, Any], np.ndarray]] = []
     try:
-        for seed in (3, 4):
-            obs, _ = env.reset(seed=seed)
-            for p in (local, remote):
-                p.seed_episode(seed)
-                p.reset(obs["instruction"])
-            for _ in range(6):
-                a = local.act(obs)
-                assert np.array_equal(remote.act(obs), a) and a.dtype == np.float32
-                sent.append((obs, a))
-                obs, *_ = env.step(a)
+        steps = lockstep(env, local, remote)
+        assert all(np.array_equal(r, a) and a.dtype == np.float32 for _, a, r in steps)
+        sent = [(obs, a) for obs, a, _ in steps]
     finally:
         remote.close()
         env.close()

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,6 +33,22 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def lockstep(env: Any, local: Any, remote: Any, seeds: tuple[int, ...] = (3, 4), steps: int = 6) -> list[tuple]:
+    """Both policies on the same observations, re-seeded and reset alike per episode; the env
+    follows the local one. (observation, local action, remote action) per step."""
+    out = []
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
+        for p in (local, remote):
+            p.seed_episode(seed)
+            p.reset(obs["instruction"])
+        for _ in range(steps):
+            a = local.act(obs)
+            out.append((obs, a, remote.act(obs)))
+            obs, *_ = env.step(a)
+    return out
 
 
 class Server:
@@ -157,15 +174,8 @@ def test_a_served_vla_acts_as_it_does_locally(keys: Path) -> None:
     try:
         local = make_policy("qwen-vla", env, checkpoint=ckpt)
         remote = make_policy("remote", env, address=f"{server.endpoint}?keys={keys}")
-        for seed in (3, 4):
-            obs, _ = env.reset(seed=seed)
-            for p in (local, remote):
-                p.seed_episode(seed)
-                p.reset(obs["instruction"])
-            for _ in range(6):
-                a = local.act(obs)
-                assert np.array_equal(remote.act(obs), np.asarray(a, np.float32))
-                obs, *_ = env.step(a)
+        for _, a, r in lockstep(env, local, remote):
+            assert np.array_equal(r, np.asarray(a, np.float32))
         remote.close()
     finally:
         env.close()
