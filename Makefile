@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo bridge-demo test lint system-deps docs docs-images check-models bench experts vla-eval vla-validate checkpoints world-model wm-eval clean lerobot-check
+.PHONY: setup demo bridge-demo test lint system-deps docs docs-images check-models bench experts vla-eval vla-validate vla-shared vla-separate checkpoints world-model wm-eval clean lerobot-check
 
 setup: $(STAMP)
 
@@ -84,14 +84,19 @@ vla-eval: setup
 		$(BIN)/qrobot eval $$t --split test --episodes 50 --phrasing $$p --workers 2 --checkpoint $(VLA_CKPT); \
 	done; done
 
-# How the shipped checkpoint qrobot/checkpoints/qwen-vla is made: one model for the six
-# tasks. Each dataset is a stage (a file target: an interrupted build goes on with the
-# stages not done, and an interrupted collection with its missing episodes); the training
-# runs at most VLA_MINUTES on 2 threads; its final model (not the checkpoint-N snapshots)
-# is what ships. Training seeds 0-9,999 only (qrobot/splits.py).
+# How the shipped checkpoint qrobot/checkpoints/qwen-vla is made: the six tasks' datasets,
+# each a stage (a file target: an interrupted build goes on with the stages not done, an
+# interrupted collection with its missing episodes, an interrupted training from its last
+# snapshot with the minutes already spent). Two recipes at equal compute (docs/vla.md):
+# `vla-shared`, one backbone for both embodiments on 2 threads; `vla-separate`, one model
+# per embodiment, each on 1 thread, the two at once. Each trains at most VLA_MINUTES; its
+# final model (not the checkpoint-N snapshots) is what ships. Training seeds 0-9,999 only
+# (qrobot/splits.py).
 VLA_DATA := data/vla
 VLA_MINUTES ?= 75
-VLA_SETS := reach pick_place pick_place_dart pick_place_clutter stack pointnav objectnav
+VLA_ARM_SETS := reach pick_place pick_place_dart pick_place_clutter stack
+VLA_BASE_SETS := pointnav objectnav
+VLA_TRAIN = $(BIN)/qrobot train --minutes $(VLA_MINUTES) --steps 1000000 --batch 16 --layers 3 --resume
 $(VLA_DATA)/reach/meta.json:
 	$(BIN)/qrobot collect reach --episodes 150 --workers 2 --out $(@D)
 $(VLA_DATA)/pick_place/meta.json:
@@ -106,13 +111,20 @@ $(VLA_DATA)/pointnav/meta.json:
 	$(BIN)/qrobot collect pointnav --episodes 400 --workers 2 --out $(@D)
 $(VLA_DATA)/objectnav/meta.json:
 	$(BIN)/qrobot collect objectnav --episodes 500 --workers 2 --out $(@D)
-$(VLA_DATA)/ckpt/embodiments.json: $(foreach s,$(VLA_SETS),$(VLA_DATA)/$(s)/meta.json)
-	$(BIN)/qrobot train --dataset $(foreach s,$(VLA_SETS),$(VLA_DATA)/$(s)) --out $(@D) \
-		--minutes $(VLA_MINUTES) --steps 1000000 --batch 16 --layers 3 --threads 2
-checkpoints: setup $(VLA_DATA)/ckpt/embodiments.json
-	rm -rf qrobot/checkpoints/qwen-vla && mkdir -p qrobot/checkpoints/qwen-vla
-	cd $(VLA_DATA)/ckpt && cp -r backbone panda diffbot embodiments.json instruction_vocab.json \
-		README.md results.json $(CURDIR)/qrobot/checkpoints/qwen-vla/
+VLA_ARM_DATA := $(foreach s,$(VLA_ARM_SETS),$(VLA_DATA)/$(s))
+VLA_BASE_DATA := $(foreach s,$(VLA_BASE_SETS),$(VLA_DATA)/$(s))
+$(VLA_DATA)/ckpt/embodiments.json: $(addsuffix /meta.json,$(VLA_ARM_DATA) $(VLA_BASE_DATA))
+	$(VLA_TRAIN) --dataset $(VLA_ARM_DATA) $(VLA_BASE_DATA) --out $(@D) --threads 2
+$(VLA_DATA)/ckpt-panda/vla_config.json: $(addsuffix /meta.json,$(VLA_ARM_DATA))
+	$(VLA_TRAIN) --dataset $(VLA_ARM_DATA) --out $(@D) --threads 1
+$(VLA_DATA)/ckpt-diffbot/vla_config.json: $(addsuffix /meta.json,$(VLA_BASE_DATA))
+	$(VLA_TRAIN) --dataset $(VLA_BASE_DATA) --out $(@D) --threads 1
+vla-shared: setup $(VLA_DATA)/ckpt/embodiments.json
+vla-separate: setup $(addsuffix /meta.json,$(VLA_ARM_DATA) $(VLA_BASE_DATA))
+	$(MAKE) -j2 $(VLA_DATA)/ckpt-panda/vla_config.json $(VLA_DATA)/ckpt-diffbot/vla_config.json
+checkpoints: vla-separate
+	rm -rf $(VLA_CKPT)
+	$(BIN)/python -m qrobot.vla.multi $(VLA_CKPT) $(VLA_DATA)/ckpt-panda $(VLA_DATA)/ckpt-diffbot
 
 # How the shipped world model (qrobot/checkpoints/world_model) was made: 1,200 episodes
 # (expert, noisy-expert, wander in turn) and 150 held-out ones, then 45 min on one thread.

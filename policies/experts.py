@@ -117,22 +117,46 @@ class PickPlaceExpert:
 
 class NavExpert:
     """Plans on the occupancy grid, follows the path with pure pursuit, yields to
-    people ahead, and calls stop inside the goal region."""
+    people ahead, and calls stop inside the goal region.
+
+    ObjectNav: first it turns left in place until the named landmark is in front of it and
+    in sight. A camera policy cannot know which way to turn for a landmark it does not see;
+    an expert that turned the shorter way (privileged) taught it both ways at once, and
+    the regressed waypoints averaged to standing still."""
 
     name = "expert"
     needs_images = False
     LOOKAHEAD = 0.6
+    SEEN_ANGLE = 0.6  # rad off the heading: inside the scenes' 90 deg front camera, with margin
+    SEARCH_TURN = 2 * np.pi + 0.5  # rad: a landmark not seen within one turn is out of sight (go anyway)
 
     def __init__(self, privileged: Privileged) -> None:
         self.privileged = privileged
         self.path: np.ndarray | None = None
         self.history: list[np.ndarray] = []
         self.reverse = 0
+        self.searched = 0.0
+        self.last_yaw: float | None = None
 
     def reset(self, instruction: str) -> None:
         self.path = None
         self.history = []
         self.reverse = 0
+        self.searched, self.last_yaw = 0.0, None  # rad turned while searching; inf once the landmark was seen
+
+    def _searching(self, p: dict, xy: np.ndarray, yaw: float) -> bool:
+        """ObjectNav's search: True while the landmark has not yet been in view."""
+        if "landmark_xy" not in p or self.searched == np.inf:
+            return False
+        to = p["landmark_xy"] - xy
+        in_view = abs(_wrap(np.arctan2(to[1], to[0]) - yaw)) < self.SEEN_ANGLE and p["landmark_in_sight"]
+        if in_view or self.searched > self.SEARCH_TURN:
+            self.searched = np.inf
+            return False
+        if self.last_yaw is not None:
+            self.searched += abs(_wrap(yaw - self.last_yaw))
+        self.last_yaw = yaw
+        return True
 
     def _plan(self, p: dict, xy: np.ndarray) -> None:
         """Plan with 0.1 m more clearance than the task's grid (pure pursuit cuts corners);
@@ -182,6 +206,8 @@ class NavExpert:
         grid = p["grid"]
         if grid.cell(xy) in p["goal_cells"] and ("goal_xy" not in p or np.linalg.norm(p["goal_xy"] - xy) < 0.1):
             return np.array([0.0, 0.0, 1.0], dtype=np.float32)
+        if self._searching(p, xy, yaw):
+            return np.array([0.0, 1.0, 0.0], dtype=np.float32)
         self.history.append(xy)
         if self.reverse > 0:  # recovering from being stuck against something
             self.reverse -= 1

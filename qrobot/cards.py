@@ -427,24 +427,41 @@ def render_card(ckpt_dir: str | Path) -> str:
 
     d = Path(ckpt_dir)
     training, records = load(d)
+    train_lines: list[str] = []
     if (d / "embodiments.json").is_file():
         robots = _read_json(d / "embodiments.json").get("embodiments", [])
         cfgs = {r: _read_json(d / str(r) / "vla_config.json") for r in robots}
         cfg = {**next(iter(cfgs.values())), "scenario": ""}
         tasks = [t for c in cfgs.values() for t in c.get("tasks", [])]
         title, model = f"# QwenVLA ({cfg['family']}): one checkpoint for {', '.join(tasks)}", []
+        separate = all((d / str(r) / "backbone").is_dir() for r in robots)  # qrobot.vla.multi.bundle
         for robot, c in cfgs.items():
             _, lines = _vla_model(d / str(robot), c)
-            model += [f"- **{robot}** ({', '.join(c.get('tasks', []))}):"] + ["  " + x for x in lines[1:]]
-        params = sum(_tensor_count(p) for p in (d / "backbone").glob("*.safetensors"))
-        model.insert(0, f"- backbone: `{cfg['backbone']}` (shared), {params:,} parameters")
+            model += [f"- **{robot}** ({', '.join(c.get('tasks', []))}):"] + [
+                "  " + x for x in lines[int(not separate) :]
+            ]
+        if separate:
+            model.insert(0, "- one model per embodiment, each with its own backbone (docs/vla.md compares the layouts)")
+            train_lines = [
+                line
+                for robot in robots
+                for line in [f"- **{robot}**:", *("  " + x for x in _training_lines(load(d / str(robot))[0]))]
+            ]
+        else:
+            params = sum(_tensor_count(p) for p in (d / "backbone").glob("*.safetensors"))
+            model.insert(0, f"- backbone: `{cfg['backbone']}` (shared), {params:,} parameters")
         name = "qrobot-vla"
         tags = ["robotics", "vision-language-action", "qwen", cfg["family"], "flow-matching", "pybullet", *tasks]
+        backbones = (
+            "a Qwen vision-language backbone per embodiment, one under"
+            if separate
+            else "one Qwen vision-language backbone shared by"
+        )
         summary = (
-            "A vision-language-action policy of qrobot for every task: one Qwen vision-language backbone "
-            "shared by the arm's flow-matching action expert (with a grounding head it reads) and the mobile "
-            "base's waypoint head; the instruction and the cameras say what to do (no task id); trained by "
-            "behaviour cloning on scripted-expert demonstrations in PyBullet."
+            f"A vision-language-action policy of qrobot for every task: {backbones} the arm's flow-matching "
+            "action expert (with a grounding head it reads) and the mobile base's waypoint head; the "
+            "instruction and the cameras say what to do (no task id); trained by behaviour cloning on "
+            "scripted-expert demonstrations in PyBullet."
         )
         usage = "qrobot eval SCENARIO --split test"
     elif (d / "vla_config.json").is_file():
@@ -474,6 +491,7 @@ def render_card(ckpt_dir: str | Path) -> str:
         usage = "qrobot wm-eval --checkpoint CHECKPOINT_DIR --dataset HELD_OUT_DATASET"
     else:
         raise QrobotError(f"{d}: not a qrobot checkpoint (no vla_config.json or wm_config.json)")
+    train_lines = train_lines or _training_lines(training)
     data = ModelCardData(
         library_name="qrobot",
         license="apache-2.0",
@@ -497,7 +515,7 @@ def render_card(ckpt_dir: str | Path) -> str:
         "",
         "## Training",
         "",
-        *(_training_lines(training) or ["No training facts stored."]),
+        *(train_lines or ["No training facts stored."]),
         "",
         "## Measured",
         "",

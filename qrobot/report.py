@@ -340,7 +340,7 @@ started {{ started }}, ended {{ ended }} ({{ duration }})</td></tr>
 <td class="spl">{{ num(s.spl, 3) }}</td><td class="estops">{{ s.estops }}</td><td>{{ num(s.collisions) }}</td>
 <td>{% if s.intrusions is none %}not measured{% else %}{{ num(s.intrusions, 0) }} ({{ s.intruded }} ep){% endif %}</td>
 <td>{{ num(s.protective_stops) }} ({{ num(s.protective_time, 1) }} s)</td><td class="interventions">{{ num(s.interventions) }}</td>
-<td class="steps">{{ num(s.steps, 1) }}</td>{% if wall %}<td>{{ num(s.wall) }}</td>{% endif %}<td class="l w">{{ s.reasons }}</td></tr>
+<td class="steps">{{ num(s.steps, 1) }}</td>{% if wall %}<td class="wall">{{ num(s.wall) }}</td>{% endif %}<td class="l w">{{ s.reasons }}</td></tr>
 {% endfor %}</table>
 {% for n in notes %}<p class="note">{{ n }}</p>{% endfor %}
 <div class="plots">{% for p, alt in plots %}<img src="{{ p }}" alt="{{ alt }}">{% endfor %}</div>

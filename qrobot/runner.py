@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,7 @@ class EpisodeResult:
     error: str = ""
     recording: str = ""
     limits_profile: str = "default"
+    wall_time: float | None = None  # s from reset to the end (differs run to run: never compared)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +87,7 @@ def run_episode(
     seed. With a recorder, every step goes to its `.rrd`; Ctrl-C still closes the file
     properly. With the `operator` key, an e-stop latched in the previous episode is
     released in the new world (an operator action, logged). `on_step(steps)` after each step."""
+    start = time.perf_counter()
     try:
         obs, info = env.reset(seed=seed)
     except Exception as exc:  # e.g. randomisation this seed cannot satisfy: this episode ends
@@ -130,6 +133,7 @@ def run_episode(
                 **{f"safety.{k}": v for k, v in result.safety.items()},
             },
         )
+    result.wall_time = round(time.perf_counter() - start, 3)
     return result
 
 

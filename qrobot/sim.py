@@ -257,6 +257,11 @@ class Sim:
         """True if bodies a and b are within `margin` metres (touching or penetrating)."""
         return bool(self._client.getClosestPoints(self._bodies[a], self._bodies[b], margin))
 
+    def first_hit(self, start: Sequence[float], end: Sequence[float]) -> str | None:
+        """Name of the first body the segment start-end meets (None: nothing; '?': unnamed)."""
+        uid = self._client.rayTest(list(start), list(end))[0][0]
+        return None if uid < 0 else self._names.get(uid, "?")
+
     def contacts_of(self, name: str) -> set[str]:
         """Names of bodies touching `name` right now."""
         uid = self._bodies[name]

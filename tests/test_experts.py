@@ -6,7 +6,10 @@ Episodes are bit-identical for a seed, so this is deterministic. The full table 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from qrobot.envs.core import QRobotEnv
+from qrobot.policies import make_policy
 
 from qrobot.runner import binomial_floor, run, summarize, wilson_interval
 from qrobot.scenario import scenario_names
@@ -47,3 +50,32 @@ def test_hold_and_random_policies_rarely_succeed() -> None:
     for pol in ("hold", "random"):
         s = summarize(run("pick_place", pol, episodes=3, seed=SEED, progress=False))
         assert s["success_rate"] == 0.0
+
+
+def test_the_objectnav_expert_turns_left_until_the_landmark_is_in_sight() -> None:
+    """The search a camera policy can learn: turn left in place (never right, never
+    forward) until the named landmark is ahead and nothing hides it, or a whole turn has
+    shown it is hidden; only then drive."""
+    env = QRobotEnv("objectnav")
+    expert = make_policy("expert", env)
+    outcomes = []
+    for seed in range(600, 612):
+        obs, _ = env.reset(seed=seed)
+        expert.reset(obs["instruction"])
+        turned, yaw = 0.0, env.unwrapped.robot_state()["base_pose"][2]
+        while True:
+            p = env.unwrapped.privileged_state()
+            action = expert.act(obs)
+            if not np.array_equal(action, [0.0, 1.0, 0.0]):
+                break
+            obs, *_ = env.step(action)
+            new = env.unwrapped.robot_state()["base_pose"][2]
+            turned += (new - yaw + np.pi) % (2 * np.pi) - np.pi
+            yaw = new
+        assert action[2] == 0.0 and turned >= 0.0
+        x, y, heading = p["robot"]["base_pose"]
+        to = p["landmark_xy"] - [x, y]
+        ahead = abs((np.arctan2(to[1], to[0]) - heading + np.pi) % (2 * np.pi) - np.pi) < 0.6
+        outcomes.append("seen" if ahead and p["landmark_in_sight"] else "hidden" if turned > 2 * np.pi else "?")
+    env.close()
+    assert "?" not in outcomes and outcomes.count("seen") >= 6, outcomes

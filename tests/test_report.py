@@ -69,6 +69,7 @@ def _expected(run: Path) -> dict[tuple[str, str], dict[str, str]]:
             "spl": "-" if None in spl else f"{sum(spl) / n:.3f}",
             "steps": f"{sum(r['steps'] for r in rows) / n:.1f}",
             "interventions": f"{sum(r.get('safety.interventions') or 0 for r in rows) / n:.2f}",
+            "wall": f"{sum(r['wall_time'] for r in rows) / n:.2f}",  # every episode's own time
         }
     return out
 

@@ -389,4 +389,16 @@ class ObjectNav(_NavTask):
         return float(self._surface_distance(self.robot_state()["base_pose"][:2])[0])
 
     def privileged(self) -> dict:
-        return super().privileged() | {"landmark_xy": self.lm_xy[self.target].copy()}
+        return super().privileged() | {
+            "landmark_xy": self.lm_xy[self.target].copy(),
+            "landmark_in_sight": self._in_sight(),
+        }
+
+    def _in_sight(self) -> bool:
+        """Whether nothing stands between the robot (at camera height, just outside its own
+        body) and the target landmark's axis: the expert's 'seen it' for its search turn."""
+        xy, goal = self.robot_state()["base_pose"][:2], self.lm_xy[self.target]
+        to = goal - xy
+        start = xy + to / max(float(np.linalg.norm(to)), 1e-9) * (RADIUS + 0.05)
+        height = min(LANDMARKS[self.kinds[self.landmarks.index(self.target)]][2] / 2, 0.35)
+        return self._sim.first_hit([*start, 0.35], [*goal, height]) == self.target

@@ -333,6 +333,8 @@ class QwenVLA(nn.Module):
 
         d = Path(directory)
         own = embodiment_dir(d, robot)
+        if own != d and (own / "backbone").is_dir():  # one whole model per embodiment (multi.bundle)
+            return cls.from_pretrained(own, device=device)
         config = read_config(own)
         norm = load_norm(own / "norm_stats.json", config)
         backbone = load_backbone(d, config)

@@ -8,11 +8,16 @@ Layout of DIR (one embodiment saves QwenVLA's own flat layout instead):
     DIR/instruction_vocab.json   the tokenizer, shared
     DIR/embodiments.json         {"embodiments": ["panda", "diffbot"]}
     DIR/<robot>/                 vla_config.json, heads.safetensors, norm_stats.json
+
+or, one model per embodiment (`bundle`: separate backbones, when sharing one measurably
+hurts at equal compute; docs/vla.md), each DIR/<robot>/ a whole flat checkpoint of its own.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,3 +73,51 @@ def save_models(directory: Path, models: list[QwenVLA]) -> None:
     for m in models:
         m.save_heads(d / m.config.robot)
     (d / INDEX).write_text(json.dumps({"embodiments": robots}) + "\n")
+
+
+FLAT_FILES = ("backbone", "instruction_vocab.json", "vla_config.json", "heads.safetensors", "norm_stats.json")
+
+
+def bundle(directory: str | Path, models: Sequence[str | Path]) -> list[str]:
+    """One checkpoint from separately trained one-embodiment checkpoints (flat layouts):
+    DIR/<robot>/ each, and the index. Returns the robots; a model that is not a flat
+    one-embodiment checkpoint, or two for one robot, is a QrobotError naming it. Writes
+    the bundle's model card."""
+    robots: list[str] = []
+    for src in map(Path, models):
+        missing = [f for f in FLAT_FILES if not (src / f).exists()]
+        if missing or (src / INDEX).exists():
+            raise QrobotError(f"{src}: not a one-embodiment checkpoint (missing {', '.join(missing) or 'nothing'})")
+        try:
+            robot = json.loads((src / "vla_config.json").read_text()).get("robot")
+        except (OSError, ValueError) as exc:
+            raise QrobotError(f"{src / 'vla_config.json'}: not valid JSON ({str(exc)[:120]})") from None
+        if not (isinstance(robot, str) and robot.isidentifier()) or robot in robots:
+            raise QrobotError(f"{src / 'vla_config.json'}: field 'robot': {robot!r} (one model per named robot)")
+        robots.append(robot)
+    d = Path(directory)
+    if d.exists() and any(d.iterdir()):  # its results and card would describe other models
+        raise QrobotError(f"{d}: exists and is not empty (remove it first)")
+    d.mkdir(parents=True, exist_ok=True)
+    for src, robot in zip(map(Path, models), robots):
+        (d / robot).mkdir()
+        for f in (*FLAT_FILES, "README.md", "results.json"):  # not the training's checkpoint-N snapshots
+            if (src / f).is_dir():
+                shutil.copytree(src / f, d / robot / f)
+            elif (src / f).is_file():
+                shutil.copy2(src / f, d / robot / f)
+    (d / INDEX).write_text(json.dumps({"embodiments": robots, "backbones": "per-embodiment"}) + "\n")
+    from qrobot.cards import write_card
+
+    write_card(d)  # each model's training under its robot; evaluations of the whole go to d's results.json
+    return robots
+
+
+if __name__ == "__main__":  # make checkpoints: python -m qrobot.vla.multi OUT MODEL_DIR...
+    import sys
+
+    try:
+        print(f"{sys.argv[1]}: one model per embodiment: {', '.join(bundle(Path(sys.argv[1]), sys.argv[2:]))}")
+    except (QrobotError, IndexError) as exc:
+        print(f"qrobot: error: {exc if isinstance(exc, QrobotError) else 'usage: OUT MODEL_DIR...'}", file=sys.stderr)
+        sys.exit(2)

@@ -113,3 +113,44 @@ def test_an_interrupted_training_resumes_where_its_last_snapshot_left_off(traine
     assert json.loads((resumed / "results.json").read_text())["training"]["steps"] == 6
     state = torch.load(resumed / "checkpoint-6" / TRAINER_STATE, weights_only=False)
     assert state["step"] == 6 and state["elapsed"] > 0
+
+
+def test_one_model_per_embodiment_bundles_into_one_checkpoint(trained: Path, tmp_path: Path, capsys) -> None:
+    """Separately trained arm and base models (own backbones) ship as one checkpoint that
+    `qwen-vla` loads per robot; a bundle of two arm models, or of a shared-backbone
+    checkpoint, is refused in one line with exit status 2."""
+    import subprocess
+    import sys
+
+    from qrobot.vla.multi import bundle
+    from qrobot.vla.train import train
+
+    arm, base = tmp_path / "arm", tmp_path / "base"
+    for out, sets in ((arm, ("reach", "pick_place")), (base, ("pointnav",))):
+        train(TrainConfig(dataset=[trained / n for n in sets], out=out, steps=2, batch=2, save_every=2, threads=1))
+    assert (arm / "checkpoint-2").is_dir()
+    ck = tmp_path / "ck"
+    assert bundle(ck, [arm, base]) == ["panda", "diffbot"]
+    assert sorted(p.name for p in (ck / "panda").iterdir()) == sorted(
+        ["backbone", "instruction_vocab.json", "vla_config.json", "heads.safetensors", "norm_stats.json"]
+        + ["README.md", "results.json"]
+    )  # the snapshots stay behind
+    card = (ck / "README.md").read_text()
+    assert "one model per embodiment" in card and "- **diffbot**:" in card and "steps x batch 2" in card
+    a, b = QwenVLA.from_pretrained(ck, robot="panda"), QwenVLA.from_pretrained(ck, robot="diffbot")
+    assert a.config.tasks == ["pick_place", "reach"] and b.config.tasks == ["pointnav"]
+    for own, m in ((arm, a), (base, b)):
+        ref = QwenVLA.from_pretrained(own).state_dict()
+        assert all(torch.equal(ref[k], v) for k, v in m.state_dict().items())
+    env = QRobotEnv("pointnav", images=True)
+    policy = make_policy("qwen-vla", env, checkpoint=str(ck))
+    obs, _ = env.reset(seed=20_000)
+    policy.reset(obs["instruction"])
+    assert env.action_space.contains(np.asarray(policy.act(obs), np.float32))
+    env.close()
+    run = ["run", "objectnav", "--policy", "qwen-vla", "--checkpoint", str(ck), "--episodes", "1", "--no-record"]
+    assert main(run) == 2 and "'objectnav'" in capsys.readouterr().err
+    for out, models in (("bad", [arm, arm]), ("bad", [trained / "ck"]), ("bad", [tmp_path / "no"]), ("ck", [arm])):
+        cmd = [sys.executable, "-m", "qrobot.vla.multi", str(tmp_path / out), *map(str, models)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
