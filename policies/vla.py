@@ -34,8 +34,9 @@ PROGRESS = 0.1
 DETOUR = [(-0.5, 0.0)] * 6 + [(0.0, 1.0)] * 14 + [(1.0, 0.0)] * 16  # back, turn ~90 deg, drive ~0.8 m
 # no goal vector (ObjectNav): stop where the model foresees the base standing still, i.e. its
 # last waypoint (1.6 s ahead) within this distance (m) and heading change (rad); the
-# demonstrations' waypoints shrink to zero where the expert stopped. NOT yet validated: the
-# multi-task checkpoint stops at step 1 in 6 of 10 validation episodes (seeds 30000-30009)
+# demonstrations' waypoints shrink to zero where the expert stopped. NOT yet validated: a
+# model trained on the search-turn data stops early, short of the landmark, in 10 of 20
+# validation episodes (seeds 30000-30019; docs/vla.md)
 STILL_XY, STILL_TH = 0.06, 0.15
 STOP = np.array([0.0, 0.0, 1.0], np.float32)
 
