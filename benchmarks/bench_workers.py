@@ -12,27 +12,17 @@ as a cluster would be, and shut down after. The three runs' rows are checked to 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
-from qrobot.cli import main as qrobot
-
-KEYS = ("success", "steps", "end_reason", "metrics", "safety", "instruction")
+from bench_matrix import bench, cells  # (benchmarks/ is the script's own directory)
 
 
 def rate(scenarios: str, episodes: int, root: Path, *flags: str) -> tuple[float, dict]:
-    argv = ["bench", "--scenarios", scenarios, "--policies", "expert", "--episodes", str(episodes), "--seed", "100"]
-    root.mkdir(parents=True)
-    t = time.perf_counter()
-    assert qrobot([*argv, *flags, "--no-record", "--runs-dir", str(root), "-q"]) == 0
-    seconds = time.perf_counter() - t
-    (run,) = root.iterdir()
-    rows = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
-    cells = {(r["scenario"], r["policy"], r["seed"]): {k: r[k] for k in KEYS} for r in rows}
-    return len(scenarios.split(",")) * episodes / seconds, cells
+    argv = ["--scenarios", scenarios, "--policies", "expert", "--episodes", str(episodes), "--seed", "100"]
+    seconds, run = bench(argv, root, *flags)
+    return len(scenarios.split(",")) * episodes / seconds, cells(run)
 
 
 def main() -> None:
