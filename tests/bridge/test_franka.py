@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -236,9 +237,14 @@ def test_the_host_killed_mid_motion_franky_sim_holds_the_arm(chain: Chain) -> No
     assert float(np.abs(np.array(arm.current_joint_positions) - q0)[:6].max()) < 1e-3
 
 
-def _enabled(chain: Chain) -> None:
-    """Enabled again if the agent went IDLE (a late heartbeat on a loaded machine stops it,
-    rightly; the test is about the VLA's deltas, not about that)."""
+def _in_control(chain: Chain) -> None:
+    """The policy holds a fresh lease and the agent is enabled, again if a loaded machine
+    took either away: a late operator heartbeat sends the agent IDLE, and retains starved
+    for 0.5 s make the lease stale; both rightly stop the arm (their own tests say so).
+    This test is about the VLA's deltas, so it takes control back as a policy runner
+    does between episodes (`RemoteEnv.reset`)."""
+    if chain.core.holder != "policy" or chain.core.ages(chain.agent.clock())[1] > chain.core.timing.lease_stale:
+        chain.policy.acquire()  # (once stale, a lease stays stale: no retain can race this)
     if chain.core.state == State.IDLE:
         assert _wait(lambda: chain.core._operator_ok(chain.agent.clock()) == "", 3.0)
         assert chain.console.request("enable").ok  # type: ignore[union-attr]
@@ -268,27 +274,38 @@ class Twin:
         return np.asarray(self.env.privileged_state()["target_pose"][0], dtype=float)
 
 
-def test_the_vla_drives_the_arm_through_the_agent(chain: Chain) -> None:
+@pytest.fixture()
+def vla_twin() -> Iterator[tuple[Twin, Any]]:
+    """The twin scene and the shipped pick_place VLA, loaded before the chain takes its
+    lease (as a policy process loads its model before it leases a robot): loading holds
+    the interpreter long enough on a loaded machine to starve the lease's retains."""
     from qrobot.policies import SHIPPED
     from qrobot.policies.vla import VLAPolicy
 
     twin = Twin(seed=20001)  # (a CI-range seed)
     policy = VLAPolicy(SHIPPED["pick_place"], seed=20001)
     policy.reset(twin.obs["instruction"])
-    _enabled(chain)  # (loading may hold this process long enough for a heartbeat to be late)
+    yield twin, policy
+    twin.env.close()
+
+
+def test_the_vla_drives_the_arm_through_the_agent(vla_twin: tuple[Twin, Any], chain: Chain) -> None:
+    twin, policy = vla_twin  # (requested before `chain`: pytest builds it first)
     start = np.asarray(twin.env.robot_state()["ee_pos"])
+    _in_control(chain)
     _reach(chain, start, 10.0)  # where the VLA's episodes begin
+    assert np.linalg.norm(chain.robot()["ee_pos"] - start) < 0.02, "the scripted reach did not get to the start"
     cube = twin.cube()
     seen = []
     for _ in range(40):
-        _enabled(chain)
+        _in_control(chain)
         st = chain.robot()
         seen.append(st)
         action = np.asarray(policy.act(twin.see(st["joint_pos"])), dtype=float)
         chain.policy.send(np.stack([action] * 3))
         time.sleep(0.1)
     gaps = [float(np.linalg.norm(s["ee_pos"][:2] - cube[:2])) for s in seen]
-    assert min(gaps) < gaps[0] - 0.05, gaps  # the VLA's deltas moved the real hand towards the cube
+    rejects = [a for a in chain.core.audit if a[1] in ("reject", "lease_refused", "state")][-8:]
+    assert min(gaps) < gaps[0] - 0.05, (gaps, rejects)  # the VLA's deltas moved the real hand towards the cube
     assert max(float(np.linalg.norm(s["ee_lin_vel"])) for s in seen) <= EE_SPEED + 0.03
     assert np.all(np.max([np.abs(s["joint_vel"]) for s in seen], axis=0) <= FR3_VMAX)
-    twin.env.close()
