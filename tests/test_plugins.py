@@ -94,6 +94,11 @@ def test_an_installed_plugin_is_benchmarked_beside_the_builtins(site: Path, tmp_
     # half speed: the same paths take longer than the expert's
     assert rows[("pointnav", "half-speed")]["mean_steps"] > rows[("pointnav", "expert")]["mean_steps"]
     assert summary["skipped"] == [{"scenario": "reach", "policy": "half-speed", "reason": "drives a mobile base only"}]
+    (run_dir,) = tmp_path.iterdir()
+    assert _qrobot(site, "report", str(run_dir)).returncode == 0
+    page = (run_dir / "report" / "index.html").read_text()  # the plugin is a row of the report like a builtin
+    assert '<td class="l">pointnav</td><td class="l">half-speed</td>' in page
+    assert page.count('<td class="l">half-speed</td>') == 1 + 2  # its cell and its two episodes
     listed = _qrobot(site, "list")
     assert "half-speed" in listed.stdout and "broken-plugin" in listed.stdout and listed.returncode == 0
 

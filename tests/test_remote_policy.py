@@ -4,6 +4,7 @@ episode with the reason, never a hang."""
 
 from __future__ import annotations
 
+import html
 import json
 import queue
 import socket
@@ -125,8 +126,13 @@ def test_remote_is_registered() -> None:
 def test_a_served_policy_gives_the_rows_it_gives_locally(tmp_path: Path, server: Server, keys: Path) -> None:
     argv = ("--scenarios", "reach", "--episodes", "3", "--seed", "11", "--workers", "1")
     local = _cells(_bench(tmp_path / "local", *argv, "--policies", "random"))
-    served = _cells(_bench(tmp_path / "remote", *argv, "--policies", f"remote={server.endpoint}?keys={keys}"))
+    run = _bench(tmp_path / "remote", *argv, "--policies", f"remote={server.endpoint}?keys={keys}")
+    served = _cells(run)
     assert len(local) == 3 and served == local  # random, re-seeded from each episode's seed on the server
+    assert main(["report", str(run)]) == 0  # the served policy is a row of the report, named by its label
+    page = (run / "report" / "index.html").read_text()
+    label = html.escape(f"remote={server.endpoint}?keys={keys}")
+    assert page.count(f'<td class="l">{label}</td>') == 1 + 3, label  # its cell and its three episodes
 
 
 def test_a_server_stops_cleanly_on_sigterm(keys: Path) -> None:
