@@ -93,7 +93,7 @@ vla-eval: setup
 # final model (not the checkpoint-N snapshots) is what ships. Training seeds 0-9,999 only
 # (qrobot/splits.py).
 VLA_DATA := data/vla
-VLA_MINUTES ?= 75
+VLA_MINUTES ?= 120
 VLA_ARM_SETS := reach pick_place pick_place_dart pick_place_clutter stack
 VLA_BASE_SETS := pointnav objectnav
 VLA_TRAIN = $(BIN)/qrobot train --minutes $(VLA_MINUTES) --steps 1000000 --batch 16 --layers 3 --resume
@@ -108,7 +108,7 @@ $(VLA_DATA)/pick_place_clutter/meta.json:
 $(VLA_DATA)/stack/meta.json:
 	$(BIN)/qrobot collect stack --episodes 300 --workers 2 --out $(@D)
 $(VLA_DATA)/pointnav/meta.json:
-	$(BIN)/qrobot collect pointnav --episodes 400 --workers 2 --out $(@D)
+	$(BIN)/qrobot collect pointnav --episodes 800 --workers 2 --out $(@D)
 $(VLA_DATA)/objectnav/meta.json:
 	$(BIN)/qrobot collect objectnav --episodes 500 --workers 2 --out $(@D)
 VLA_ARM_DATA := $(foreach s,$(VLA_ARM_SETS),$(VLA_DATA)/$(s))
