@@ -22,7 +22,6 @@ model learns to predict it from images and never receives it as an input.
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import multiprocessing
 import sys
@@ -189,8 +188,7 @@ def expert_continuation(env: QRobotEnv, expert: Any, first: np.ndarray, horizon:
 def _record_episodes(
     scenario: str,
     randomize: bool,
-    first: int,
-    count: int,
+    indices: list[int],
     seed: int,
     out: Path,
     label: str = "",
@@ -198,20 +196,14 @@ def _record_episodes(
     show: bool = True,
     tty: bool | None = None,
 ) -> int:
-    """Episodes first .. first+count-1 (seed + k each) to `out`; returns how many succeeded.
+    """Episodes `indices` (seed + k each) to `out`; returns how many succeeded.
     Progress per step and a line per episode go to stderr (`show`), labelled `label`."""
     env = QRobotEnv(_scenario(scenario, randomize), images=True)
     expert = make_policy("expert", env)
-    bar = Progress(label or f"collect {scenario}", count, enabled=show, tty=tty)
+    bar = Progress(label or f"collect {scenario}", len(indices), enabled=show, tty=tty)
     kept = 0
-    for k in range(first, first + count):
-        path = out / f"ep{k}-seed{seed + k}.npz"
-        if path.is_file():  # an interrupted collection goes on where it stopped (files appear whole)
-            with np.load(path) as z:
-                done = bool(z["success"])
-            kept += done
-            bar.episode(done)
-            continue
+    for k in indices:
+        path = _episode_path(out, k, seed)
         obs, _ = env.reset(seed=seed + k)
         expert.reset(obs["instruction"])
         perturb = ActionNoise(action_noise, seed + k)
@@ -264,6 +256,15 @@ def _record_episodes(
     return kept
 
 
+def _episode_path(out: Path, k: int, seed: int) -> Path:
+    return out / f"ep{k}-seed{seed + k}.npz"
+
+
+def _succeeded(path: Path) -> bool:
+    with np.load(path) as z:
+        return bool(z["success"])
+
+
 def collect(
     scenario: str,
     episodes: int,
@@ -280,7 +281,6 @@ def collect(
     sc = _scenario(scenario, randomize)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    workers = max(1, min(workers, episodes))
     env = QRobotEnv(sc, images=False)
     intent = {
         "scenario": sc.name,
@@ -297,10 +297,14 @@ def collect(
     }
     env.close()
     _check_intent(out, intent)
+    # an interrupted collection goes on where it stopped (episode files appear whole); the
+    # missing episodes, not the planned ones, are what the workers share
+    pending = [k for k in range(episodes) if not _episode_path(out, k, seed).is_file()]
+    kept = sum(_succeeded(_episode_path(out, k, seed)) for k in sorted(set(range(episodes)) - set(pending)))
+    workers = max(1, min(workers, len(pending)))
     if workers == 1:
-        kept = _record_episodes(scenario, randomize, 0, episodes, seed, out, "", action_noise, show)
+        kept += _record_episodes(scenario, randomize, pending, seed, out, "", action_noise, show)
     else:
-        bounds = np.linspace(0, episodes, workers + 1).astype(int)
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker (no forked PyBullet)
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             jobs = [
@@ -308,8 +312,7 @@ def collect(
                     _record_episodes,
                     scenario,
                     randomize,
-                    int(a),
-                    int(b - a),
+                    pending[w::workers],
                     seed,
                     out,
                     f"collect {scenario} worker {w}",
@@ -317,9 +320,9 @@ def collect(
                     show,
                     False,
                 )
-                for w, (a, b) in enumerate(itertools.pairwise(bounds))
+                for w in range(workers)
             ]
-            kept = sum(j.result() for j in jobs)
+            kept += sum(j.result() for j in jobs)
     meta = {k: v for k, v in intent.items() if k != "seed"}
     meta.update(control_hz=sc.control_hz, episodes=episodes, successful=kept, seeds=[seed, seed + episodes - 1])
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -154,3 +154,23 @@ def test_a_killed_collection_goes_on_with_the_same_command(tmp_path: Path, capsy
     meta = json.loads((ds / "meta.json").read_text())
     assert meta["episodes"] == 6 and len(load_episodes(ds)[1]) == meta["successful"] == 6
     assert not (ds / "collecting.json").exists()
+
+
+def test_an_extended_collection_shares_only_the_missing_episodes_among_workers(tmp_path: Path) -> None:
+    """Growing a finished dataset (3 -> 7 episodes, as the make recipe grew pointnav) with
+    2 workers: the 4 missing episodes are split 2 and 2, not by the planned range (which
+    gave one worker all of them and the other none)."""
+    import subprocess
+    import sys
+
+    ds = tmp_path / "ds"
+    base = [sys.executable, "-m", "qrobot.cli", "collect", "reach", "--out", str(ds)]
+    assert subprocess.run([*base, "--episodes", "3", "-q"], capture_output=True).returncode == 0
+    kept = {p.name: p.stat().st_mtime_ns for p in ds.glob("ep*.npz")}
+    done = subprocess.run([*base, "--episodes", "7", "--workers", "2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    ran = [line.split(": episode ")[0].rsplit(" ", 1)[-1] for line in done.stderr.splitlines() if " seed " in line]
+    assert sorted(ran) == ["0", "0", "1", "1"], done.stderr  # worker 0 and worker 1, two each
+    assert {p.name: p.stat().st_mtime_ns for p in ds.glob("ep*.npz") if p.name in kept} == kept  # not redone
+    meta = json.loads((ds / "meta.json").read_text())
+    assert meta["episodes"] == 7 and meta["seeds"] == [0, 6] and len(load_episodes(ds)[1]) == meta["successful"]
