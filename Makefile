@@ -91,7 +91,8 @@ vla-eval: setup
 # `vla-shared`, one backbone for both embodiments on 2 threads; `vla-separate`, one model
 # per embodiment, each on 1 thread, the two at once. Each trains at most VLA_MINUTES; its
 # final model (not the checkpoint-N snapshots) is what ships. Training seeds 0-9,999 only
-# (qrobot/splits.py).
+# (qrobot/splits.py). A dataset target is done once its meta.json exists: to grow a dataset
+# collected with fewer episodes, run its command (it records only the missing ones).
 VLA_DATA := data/vla
 VLA_MINUTES ?= 120
 VLA_ARM_SETS := reach pick_place pick_place_dart pick_place_clutter stack

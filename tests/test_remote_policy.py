@@ -4,7 +4,6 @@ episode with the reason, never a hang."""
 
 from __future__ import annotations
 
-import html
 import json
 import queue
 import socket
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from markupsafe import escape
 from qrobot.envs.core import QRobotEnv
 from qrobot.policies import make_policy, policy_names
 from qrobot.policies.remote import RemotePolicyError, _World
@@ -131,7 +131,7 @@ def test_a_served_policy_gives_the_rows_it_gives_locally(tmp_path: Path, server:
     assert len(local) == 3 and served == local  # random, re-seeded from each episode's seed on the server
     assert main(["report", str(run)]) == 0  # the served policy is a row of the report, named by its label
     page = (run / "report" / "index.html").read_text()
-    label = html.escape(f"remote={server.endpoint}?keys={keys}")
+    label = str(escape(f"remote={server.endpoint}?keys={keys}"))  # (as the page escapes it)
     assert page.count(f'<td class="l">{label}</td>') == 1 + 3, label  # its cell and its three episodes
 
 

@@ -302,7 +302,9 @@ def collect(
     pending = [k for k in range(episodes) if not _episode_path(out, k, seed).is_file()]
     kept = sum(_succeeded(_episode_path(out, k, seed)) for k in sorted(set(range(episodes)) - set(pending)))
     workers = max(1, min(workers, len(pending)))
-    if workers == 1:
+    if not pending:
+        pass
+    elif workers == 1:
         kept += _record_episodes(scenario, randomize, pending, seed, out, "", action_noise, show)
     else:
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker (no forked PyBullet)
@@ -341,7 +343,21 @@ def _check_intent(out: Path, intent: dict[str, Any]) -> None:
             held = None
         if held != intent:
             raise QrobotError(f"collect --out: {out} holds an unfinished collection of other episodes ({path})")
-    elif not (out / "meta.json").is_file():
+    elif (out / "meta.json").is_file():  # a finished collection, grown: the same episodes, more of them
+        try:
+            meta = json.loads((out / "meta.json").read_text())
+        except (OSError, ValueError):
+            meta = None
+        held = meta if isinstance(meta, dict) else {}
+        wanted = {k: v for k, v in intent.items() if k != "seed"}
+        seeds = held.get("seeds")
+        first = seeds[0] if isinstance(seeds, list) and seeds else None
+        if {k: held.get(k) for k in wanted} != wanted or first != intent["seed"]:
+            raise QrobotError(
+                f"collect --out: {out} holds a finished collection of other episodes ({out / 'meta.json'}); "
+                "grow it only with the same scenario, --seed, --action-noise and randomisation"
+            )
+    else:
         path.write_text(json.dumps(intent, indent=2) + "\n")
 
 

@@ -174,3 +174,8 @@ def test_an_extended_collection_shares_only_the_missing_episodes_among_workers(t
     assert {p.name: p.stat().st_mtime_ns for p in ds.glob("ep*.npz") if p.name in kept} == kept  # not redone
     meta = json.loads((ds / "meta.json").read_text())
     assert meta["episodes"] == 7 and meta["seeds"] == [0, 6] and len(load_episodes(ds)[1]) == meta["successful"]
+    for other in (["--seed", "100"], ["--action-noise", "0.5"], ["--no-randomize"]):  # not the same episodes
+        refused = subprocess.run([*base, "--episodes", "8", "-q", *other], capture_output=True, text=True)
+        assert refused.returncode == 2 and "finished collection of other episodes" in refused.stderr, other
+        assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert len(list(ds.glob("ep*.npz"))) == 7 and json.loads((ds / "meta.json").read_text()) == meta
