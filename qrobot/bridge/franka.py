@@ -77,6 +77,7 @@ class FrankaArm:
         self._model = PandaModel()  # kinematics only (never stepped): the supervisor's own model
         self.fault = ""  # franky's last motion error (the state is withheld while it stands)
         self.clamped = 0  # plans whose end velocity was cut to franky's limit
+        self.sent = np.zeros(7)  # the joint velocities of the last motion given to franky
 
     # ------------------------------------------------------------ state
     def state(self) -> dict[str, np.ndarray | float]:
@@ -110,6 +111,7 @@ class FrankaArm:
         v1 = np.asarray(values[14:21], dtype=float)
         cut = np.clip(v1, -self.vmax, self.vmax)
         self.clamped += bool(np.any(cut != v1))
+        self.sent = cut
         hold = f.Duration(max(1, round(1000 * self.control_dt)))  # then franky ramps to zero itself
         self.arm.move(f.JointVelocityMotion(cut.tolist(), duration=hold), asynchronous=True)
 

@@ -45,6 +45,7 @@ from .test_transport import _free_port, _wait
 
 FR3_VMAX = np.array(FR3_ARM["joint_vel_max"])
 EE_SPEED = 0.25  # m/s: the profile's collaborative Cartesian limit
+FR3_HW_VMAX = np.array([2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26])  # rad/s: Franka's published FR3 limits
 
 # the real-time rigs (fault tables, franky-sim) run one after another on one worker:
 # franky-sim's 1 kHz loop beside a fault table would load the machine it measures
@@ -100,14 +101,20 @@ def test_an_over_limit_velocity_never_reaches_the_arm(franky_sim: str) -> None:
         st = arm.state()
         plan = np.zeros(22)
         plan[:7], plan[14:21] = st["joint_pos"], [0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0]  # 5 rad/s on joint 4
-        peak = 0.0
+        peak, sent = 0.0, []
         for _ in range(8):
             arm.execute(plan, arm.max_rates)
+            sent.append(arm.sent.copy())
             for _ in range(10):
                 time.sleep(0.01)
                 peak = max(peak, abs(float(arm.arm.current_joint_velocities[3])))  # read back from franky-sim
         assert arm.clamped == 8 and not arm.fault
-        assert 1.0 < peak <= arm.vmax[3] + 0.02 < 2.62, peak  # cut to 95 % of franky's limit (FR3: 2.62)
+        # what franky was given: cut to 95 % of franky's own limit, exactly
+        assert all(s[3] == arm.vmax[3] < FR3_HW_VMAX[3] and not s[[0, 1, 2, 4, 5, 6]].any() for s in sent), sent
+        # what the arm did: below the FR3's own limit. franky-sim tracks the command in no real
+        # time: on an idle machine the peak is the cut (2.07); with two suites at once on two
+        # cores it overshot it once, to 2.20, which the 5 % margin is for
+        assert 1.0 < peak < FR3_HW_VMAX[3], peak
         arm.brake(arm.max_rates)
         assert _wait(lambda: float(np.abs(arm.arm.current_joint_velocities).max()) < 0.01, 2.0)
     finally:
