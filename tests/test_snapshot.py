@@ -3,6 +3,7 @@ with Mesa's lavapipe when there is no GPU), captured to PNG by `qrobot snapshot`
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,17 +35,22 @@ def _scene(png: Path) -> np.ndarray:
     return img[int(0.06 * h) : int(0.58 * h), : int(0.58 * w)]
 
 
-def _viewers() -> int:
-    import subprocess
-
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return sum("--headless" in line and "rerun" in line for line in out.splitlines())
+def _viewers(tag: Path) -> int:
+    """Viewer processes this test started: their XDG_RUNTIME_DIR lies under `tag`. Counting
+    every headless rerun on the machine raced with the other xdist worker's snapshots."""
+    count = 0
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            count += f"XDG_RUNTIME_DIR={tag}".encode() in env.read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return count
 
 
 def test_snapshot_renders_the_layout_and_the_arm_moves_in_it(
-    arm_recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    arm_recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = _viewers()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the viewers' runtime dirs, and so their tag
     early, late = tmp_path / "early.png", tmp_path / "late.png"
     assert main(["snapshot", str(arm_recording), str(early), "--step", "1"]) == 0
     assert "view " not in capsys.readouterr().out  # the viewer reported no view it could not draw
@@ -55,7 +61,8 @@ def test_snapshot_renders_the_layout_and_the_arm_moves_in_it(
     # the meshed arm reached for the cube between steps 1 and 14: its pixels moved
     changed = (np.abs(a - b).sum(axis=2) > 60).mean()
     assert changed > 0.005, changed
-    assert _viewers() == before  # each headless viewer (and the binary its wrapper started) is gone
+    assert not list(tmp_path.glob("qrobot-xdg-*"))  # both runtime dirs were removed
+    assert _viewers(tmp_path) == 0  # each headless viewer (and the binary its wrapper started) is gone
 
 
 def test_snapshot_errors_are_one_line(arm_recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
