@@ -95,6 +95,9 @@ vla-eval: setup
 # collected with fewer episodes, run its command (it records only the missing ones).
 VLA_DATA := data/vla
 VLA_MINUTES ?= 120
+# ObjectNav's stop rule (m, rad, steps running), chosen with `qrobot eval objectnav --split
+# validation --nav-stop XY,TH,K` and stored in the shipped checkpoint
+NAV_STOP ?= 0.06,0.15,1
 VLA_ARM_SETS := reach pick_place pick_place_dart pick_place_clutter stack
 VLA_BASE_SETS := pointnav objectnav
 VLA_TRAIN = $(BIN)/qrobot train --minutes $(VLA_MINUTES) --steps 1000000 --batch 16 --layers 3 --resume
@@ -125,7 +128,7 @@ vla-separate: setup $(addsuffix /meta.json,$(VLA_ARM_DATA) $(VLA_BASE_DATA))
 	$(MAKE) -j2 $(VLA_DATA)/ckpt-panda/vla_config.json $(VLA_DATA)/ckpt-diffbot/vla_config.json
 checkpoints: vla-separate
 	rm -rf $(VLA_CKPT)
-	$(BIN)/python -m qrobot.vla.multi $(VLA_CKPT) $(VLA_DATA)/ckpt-panda $(VLA_DATA)/ckpt-diffbot
+	$(BIN)/python -m qrobot.vla.multi $(VLA_CKPT) $(VLA_DATA)/ckpt-panda $(VLA_DATA)/ckpt-diffbot --nav-stop $(NAV_STOP)
 
 # How the shipped world model (qrobot/checkpoints/world_model) was made: 1,200 episodes
 # (expert, noisy-expert, wander in turn) and 150 held-out ones, then 45 min on one thread.

@@ -197,6 +197,10 @@ def eval_cmd(args: argparse.Namespace) -> int:
         raise QrobotError(
             f"eval --replan: applies to arm scenarios (the base re-plans every step); {sc.name} has robot {sc.robot}"
         )
+    if args.nav_stop is not None and (sc.robot != "diffbot" or sc.task.kind == "pointnav"):
+        raise QrobotError(
+            f"eval --nav-stop: applies to a base without a goal vector (objectnav); {sc.name} is a {sc.task.kind} task"
+        )
     reason = fits_scenario(Path(args.checkpoint), sc)
     if reason:
         raise QrobotError(f"eval --checkpoint: {reason}")
@@ -234,6 +238,7 @@ def eval_cmd(args: argparse.Namespace) -> int:
             on_episode=lambda line: print(line, file=out, flush=True),
             workers=args.workers,
             replan=args.replan,
+            nav_stop=args.nav_stop,
             run_dir=run_dir,
             show=not args.quiet,
             phrasing=args.phrasing,
@@ -262,7 +267,7 @@ HELD_OUT_PHRASING = "_held_out_phrasing"  # suffix of the card's figures measure
 
 def _choose_split(args: argparse.Namespace) -> None:
     """--split and --seed agree; the test split runs the model as shipped, once (per phrasing)."""
-    from qrobot.splits import check_split, first_seed, split_of
+    from qrobot.splits import TUNING_FLAGS, check_split, first_seed, split_of
 
     if args.seed is None:
         args.split = args.split or "validation"
@@ -272,10 +277,11 @@ def _choose_split(args: argparse.Namespace) -> None:
     check_split("eval --seed", args.split, args.seed, args.episodes)
     if args.split != "test":
         return
-    if args.replan is not None:
-        raise QrobotError(
-            "eval --replan: the test split runs the checkpoint as shipped; choose --replan on --split validation"
-        )
+    for flag in TUNING_FLAGS:
+        if getattr(args, flag[2:].replace("-", "_")) is not None:
+            raise QrobotError(
+                f"eval {flag}: the test split runs the checkpoint as shipped; choose {flag} on --split validation"
+            )
     from qrobot import cards
 
     if args.card and (Path(args.checkpoint) / cards.RESULTS_FILE).is_file():
@@ -308,6 +314,7 @@ def _record_eval(args: argparse.Namespace, device: str, report: dict[str, Any], 
     argv += ["--seed", str(args.seed)]
     argv += ["--checkpoint", str(args.checkpoint)] + (["--workers", str(args.workers)] if args.workers != 1 else [])
     argv += (["--replan", str(args.replan)] if args.replan else []) + ([] if args.swap else ["--no-swap"])
+    argv += ["--nav-stop", ",".join(f"{v:g}" for v in args.nav_stop)] if args.nav_stop is not None else []
     argv += ["--device", device] if device != "cpu" else []
     argv += ["--phrasing", args.phrasing] if args.phrasing != "seen" else []
     records = cards.vla_records(report, shlex.join(argv))
