@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from qrobot.robots.diffbot import MAX_V, MAX_W
+from qrobot.vla.checkpoint import nav_stop_ok
 from qrobot.vla.model import QwenVLA
 
 REPLAN = 4  # arm: actions of a chunk executed before predicting again (docs/vla.md: 1, 2, 4 compared)
@@ -77,6 +78,8 @@ class VLAPolicy:
         self.device = device
         self.seed = seed
         self.replan = max(1, min(replan, self.model.config.chunk))
+        if nav_stop is not None and not nav_stop_ok(list(nav_stop)):
+            raise ValueError(f"nav_stop {nav_stop}: [XY, TH, K] with 0 < XY <= 1 m, 0 < TH <= 3.15 rad, K 1..50")
         xy, th, steps = nav_stop if nav_stop is not None else self.model.config.nav_stop
         self.nav_stop = (float(xy), float(th), max(1, int(steps)))  # (a variant under validation, or the model's)
         self.nav = "waypoints" in self.model.norm

@@ -190,6 +190,7 @@ def eval_cmd(args: argparse.Namespace) -> int:
     check_device("eval --device", device)
     check_out_dir("eval --runs-dir", args.runs_dir)
     from qrobot.record import RunDir
+    from qrobot.splits import TUNING_FLAGS
     from qrobot.vla.checkpoint import fits_scenario
     from qrobot.vla.evaluate import evaluate, to_markdown
 
@@ -213,6 +214,8 @@ def eval_cmd(args: argparse.Namespace) -> int:
         scenario=sc.name,
         policy="qwen-vla",
         checkpoint=str(args.checkpoint),
+        replan=args.replan,
+        nav_stop=list(args.nav_stop) if args.nav_stop is not None else None,
         episodes=args.episodes,
         seed=args.seed,
         split=args.split,
@@ -257,7 +260,10 @@ def eval_cmd(args: argparse.Namespace) -> int:
             run_dir.finish(status)
     _emit(args, summary, lambda: print(to_markdown(report)))
     failed = report.get("policy_errors", 0) + report.get("env_errors", 0)
-    if args.card:
+    variant = [flag for flag in TUNING_FLAGS if getattr(args, flag[2:].replace("-", "_"), None) is not None]
+    if args.card and variant:  # a variant's figures are not the checkpoint's: they never reach its card
+        print(f"eval {variant[0]}: a variant under validation; the model card is left as it is", file=sys.stderr)
+    elif args.card:
         _record_eval(args, device, report, failed)
     return EXIT_EPISODE_FAILED if failed else EXIT_OK
 
@@ -278,7 +284,7 @@ def _choose_split(args: argparse.Namespace) -> None:
     if args.split != "test":
         return
     for flag in TUNING_FLAGS:
-        if getattr(args, flag[2:].replace("-", "_")) is not None:
+        if getattr(args, flag[2:].replace("-", "_"), None) is not None:  # (each is a value flag, default None)
             raise QrobotError(
                 f"eval {flag}: the test split runs the checkpoint as shipped; choose {flag} on --split validation"
             )
@@ -314,7 +320,6 @@ def _record_eval(args: argparse.Namespace, device: str, report: dict[str, Any], 
     argv += ["--seed", str(args.seed)]
     argv += ["--checkpoint", str(args.checkpoint)] + (["--workers", str(args.workers)] if args.workers != 1 else [])
     argv += (["--replan", str(args.replan)] if args.replan else []) + ([] if args.swap else ["--no-swap"])
-    argv += ["--nav-stop", ",".join(f"{v:g}" for v in args.nav_stop)] if args.nav_stop is not None else []
     argv += ["--device", device] if device != "cpu" else []
     argv += ["--phrasing", args.phrasing] if args.phrasing != "seen" else []
     records = cards.vla_records(report, shlex.join(argv))

@@ -56,7 +56,7 @@ def read_config(directory: Path) -> VLAConfig:
             raise QrobotError(f"{path}: field {name!r}: {value} is outside {0 if name == 'grounding_dim' else 1}..4096")
     if "cameras" in raw and not (raw["cameras"] and all(isinstance(c, str) for c in raw["cameras"])):
         raise QrobotError(f"{path}: field 'cameras': a non-empty list of camera names")
-    if "nav_stop" in raw and not _nav_stop_ok(raw["nav_stop"]):
+    if "nav_stop" in raw and not nav_stop_ok(raw["nav_stop"]):
         raise QrobotError(
             f"{path}: field 'nav_stop': [XY, TH, K] with 0 < XY <= 1 m, 0 < TH <= 3.15 rad, K 1..50 steps"
         )
@@ -66,11 +66,14 @@ def read_config(directory: Path) -> VLAConfig:
         raise QrobotError(f"{path}: {exc}") from None
 
 
-def _nav_stop_ok(value: list[Any]) -> bool:
-    if len(value) != 3 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+def nav_stop_ok(value: Any) -> bool:
+    """[XY, TH, K]: 0 < XY <= 1 m, 0 < TH <= 3.15 rad, K a whole number of steps 1..50."""
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        return False
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
         return False
     xy, th, k = value
-    return 0 < xy <= 1 and 0 < th <= 3.15 and float(k).is_integer() and 1 <= k <= 50
+    return 0 < xy <= 1 and 0 < th <= 3.15 and 1 <= k <= 50 and float(k).is_integer()  # (range first: no overflow)
 
 
 F32_MAX = 3.0e38  # larger numbers become infinities in float32

@@ -86,6 +86,10 @@ def bundle(
     one-embodiment checkpoint, or two for one robot, is a QrobotError naming it. Writes
     the bundle's model card. `nav_stop`: the base's stop rule chosen on validation, stored
     in its config (None: as trained)."""
+    from qrobot.vla.checkpoint import nav_stop_ok
+
+    if nav_stop is not None and not nav_stop_ok(list(nav_stop)):
+        raise QrobotError(f"--nav-stop {nav_stop}: XY,TH,K with 0 < XY <= 1 m, 0 < TH <= 3.15 rad, K 1..50 steps")
     robots: list[str] = []
     for src in map(Path, models):
         missing = [f for f in FLAT_FILES if not (src / f).exists()]
@@ -98,6 +102,8 @@ def bundle(
         if not (isinstance(robot, str) and robot.isidentifier()) or robot in robots:
             raise QrobotError(f"{src / 'vla_config.json'}: field 'robot': {robot!r} (one model per named robot)")
         robots.append(robot)
+    if nav_stop is not None and "diffbot" not in robots:
+        raise QrobotError("--nav-stop: the stop rule is the mobile base's, and no diffbot model is bundled")
     d = Path(directory)
     if d.exists() and any(d.iterdir()):  # its results and card would describe other models
         raise QrobotError(f"{d}: exists and is not empty (remove it first)")

@@ -4,6 +4,7 @@ per-embodiment heads; trained by the real commands on real collected episodes.""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,7 @@ def test_one_model_per_embodiment_bundles_into_one_checkpoint(trained: Path, tmp
     assert main(run) == 2 and "'objectnav'" in capsys.readouterr().err
     bad = [("bad", [arm, arm]), ("bad", [trained / "ck"]), ("bad", [tmp_path / "no"]), ("ck", [arm])]
     bad += [("bad", [arm, base, "--nav-stop", "0.05,0.1"]), ("bad", [arm, base, "--nav-stop", "9,0.1,1"])]
+    bad += [("bad", [arm, "--nav-stop", "0.05,0.1,3"])]  # no base to take it
     for out, models in bad:
         cmd = [sys.executable, "-m", "qrobot.vla.multi", str(tmp_path / out), *map(str, models)]
         out = subprocess.run(cmd, capture_output=True, text=True)
@@ -185,3 +187,17 @@ def test_the_base_without_a_goal_stops_after_k_still_predictions(trained: Path) 
     assert one.nav_stop == (0.06, 0.15, 1)
     with_goal = {"proprio": np.zeros(2, np.float32), "goal": np.array([1.0, 0.0], np.float32)}
     assert not np.array_equal(one._drive(with_goal, one.state(), still), STOP)  # a goal vector: never this rule
+
+
+def test_a_stop_rule_variant_is_validated_without_touching_the_card(trained: Path, tmp_path: Path, capsys) -> None:
+    """`eval objectnav --split validation --nav-stop XY,TH,K` runs the variant, names it in
+    the run's run.json, and leaves the checkpoint's model card and results as they were."""
+    ck = tmp_path / "ck"
+    shutil.copytree(trained / "ck", ck)
+    before = {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()}
+    argv = ["eval", "objectnav", "--checkpoint", str(ck), "--episodes", "1", "--split", "validation", "-q"]
+    assert main([*argv, "--nav-stop", "0.05,0.1,3", "--runs-dir", str(tmp_path / "runs")]) in (0, 3)
+    assert "a variant under validation; the model card is left as it is" in capsys.readouterr().err
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "run.json").read_text())["nav_stop"] == [0.05, 0.1, 3]
+    assert {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()} == before
