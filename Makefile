@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo bridge-demo test lint system-deps docs docs-images check-models bench experts vla-eval vla-validate vla-shared vla-separate checkpoints world-model wm-eval clean lerobot-check
+.PHONY: setup demo bridge-demo test lint system-deps docs docs-images check-models bench experts vla-eval vla-validate vla-shared vla-separate nav-stop-sweep checkpoints world-model wm-eval clean lerobot-check
 
 setup: $(STAMP)
 
@@ -95,6 +95,12 @@ vla-eval: setup
 # collected with fewer episodes, run its command (it records only the missing ones).
 VLA_DATA := data/vla
 VLA_MINUTES ?= 120
+# ObjectNav's stop rule (m, rad, steps running), chosen with `qrobot eval objectnav --split
+# validation --nav-stop XY,TH,K` and stored in the shipped checkpoint
+NAV_STOP ?= 0.06,0.15,1
+# The candidates `make nav-stop-sweep` compares on 40 validation seeds (30000-30039) of the
+# bundled checkpoint; the best goes to NAV_STOP (then `make checkpoints` again)
+NAV_STOP_CANDIDATES ?= 0.06,0.15,1 0.06,0.15,3 0.04,0.10,3 0.08,0.20,3 0.06,0.15,6
 VLA_ARM_SETS := reach pick_place pick_place_dart pick_place_clutter stack
 VLA_BASE_SETS := pointnav objectnav
 VLA_TRAIN = $(BIN)/qrobot train --minutes $(VLA_MINUTES) --steps 1000000 --batch 16 --layers 3 --resume
@@ -123,9 +129,14 @@ $(VLA_DATA)/ckpt-diffbot/vla_config.json: $(addsuffix /meta.json,$(VLA_BASE_DATA
 vla-shared: setup $(VLA_DATA)/ckpt/embodiments.json
 vla-separate: setup $(addsuffix /meta.json,$(VLA_ARM_DATA) $(VLA_BASE_DATA))
 	$(MAKE) -j2 $(VLA_DATA)/ckpt-panda/vla_config.json $(VLA_DATA)/ckpt-diffbot/vla_config.json
+nav-stop-sweep: setup
+	for c in $(NAV_STOP_CANDIDATES); do echo "--nav-stop $$c"; \
+		$(BIN)/qrobot eval objectnav --split validation --seed 30000 --episodes 40 --workers 2 --no-card \
+			--nav-stop $$c --checkpoint $(VLA_CKPT) -q || echo "failed: --nav-stop $$c"; \
+	done
 checkpoints: vla-separate
 	rm -rf $(VLA_CKPT)
-	$(BIN)/python -m qrobot.vla.multi $(VLA_CKPT) $(VLA_DATA)/ckpt-panda $(VLA_DATA)/ckpt-diffbot
+	$(BIN)/python -m qrobot.vla.multi $(VLA_CKPT) $(VLA_DATA)/ckpt-panda $(VLA_DATA)/ckpt-diffbot --nav-stop $(NAV_STOP)
 
 # How the shipped world model (qrobot/checkpoints/world_model) was made: 1,200 episodes
 # (expert, noisy-expert, wander in turn) and 150 held-out ones, then 45 min on one thread.

@@ -147,7 +147,10 @@ def make_policy(name: str, env: gym.Env | RemoteRobot, seed: int = 0, **kwargs: 
         check_fits(read_config(own), own, base.scenario)  # local world or remote robot
         check_policy_norm(own)
         replan = {"replan": kwargs["replan"]} if kwargs.get("replan") else {}  # else the policy's default
-        return VLAPolicy(checkpoint, device=kwargs.get("device", "cpu"), seed=seed, robot=robot, **replan)
+        nav_stop = kwargs.get("nav_stop")  # (None: the checkpoint's own)
+        return VLAPolicy(
+            checkpoint, device=kwargs.get("device", "cpu"), seed=seed, robot=robot, nav_stop=nav_stop, **replan
+        )
     factory = _plugin(name)
     if factory is not None:
         return cast(Policy, factory(env, seed=seed, **kwargs))

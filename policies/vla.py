@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from qrobot.robots.diffbot import MAX_V, MAX_W
+from qrobot.vla.checkpoint import nav_stop_ok
 from qrobot.vla.model import QwenVLA
 
 REPLAN = 4  # arm: actions of a chunk executed before predicting again (docs/vla.md: 1, 2, 4 compared)
@@ -33,11 +34,9 @@ NO_PROGRESS_STEPS = 40  # the goal no nearer (by PROGRESS m) for this long: a de
 PROGRESS = 0.1
 DETOUR = [(-0.5, 0.0)] * 6 + [(0.0, 1.0)] * 14 + [(1.0, 0.0)] * 16  # back, turn ~90 deg, drive ~0.8 m
 # no goal vector (ObjectNav): stop where the model foresees the base standing still, i.e. its
-# last waypoint (1.6 s ahead) within this distance (m) and heading change (rad); the
-# demonstrations' waypoints shrink to zero where the expert stopped. NOT yet validated: a
-# model trained on the search-turn data stops early, short of the landmark, in 10 of 20
-# validation episodes (seeds 30000-30019; docs/vla.md)
-STILL_XY, STILL_TH = 0.06, 0.15
+# last waypoint (1.6 s ahead) within a distance (m) and heading change (rad) for some steps
+# running; the demonstrations' waypoints shrink to zero where the expert stopped. The three
+# numbers are the checkpoint's (VLAConfig.nav_stop), chosen on validation seeds.
 STOP = np.array([0.0, 0.0, 1.0], np.float32)
 
 
@@ -56,6 +55,7 @@ class EpisodeState:
     best: float = np.inf
     no_progress: int = 0
     detours: int = 0
+    still: int = 0  # steps running the model has foreseen standing still (no goal vector)
 
 
 class VLAPolicy:
@@ -66,12 +66,22 @@ class VLAPolicy:
     needs_images = True
 
     def __init__(
-        self, checkpoint: str | Path, device: str = "cpu", replan: int = REPLAN, seed: int = 0, robot: str | None = None
+        self,
+        checkpoint: str | Path,
+        device: str = "cpu",
+        replan: int = REPLAN,
+        seed: int = 0,
+        robot: str | None = None,
+        nav_stop: tuple[float, float, int] | None = None,
     ) -> None:
         self.model = QwenVLA.from_pretrained(checkpoint, device=device, robot=robot)
         self.device = device
         self.seed = seed
         self.replan = max(1, min(replan, self.model.config.chunk))
+        if nav_stop is not None and not nav_stop_ok(list(nav_stop)):
+            raise ValueError(f"nav_stop {nav_stop}: [XY, TH, K] with 0 < XY <= 1 m, 0 < TH <= 3.15 rad, K 1..50")
+        xy, th, steps = nav_stop if nav_stop is not None else self.model.config.nav_stop
+        self.nav_stop = (float(xy), float(th), max(1, int(steps)))  # (a variant under validation, or the model's)
         self.nav = "waypoints" in self.model.norm
         self.clients: dict[Hashable, EpisodeState] = {}
         self.reset("")
@@ -226,8 +236,12 @@ class VLAPolicy:
             x, theta = rho * max(np.cos(phi), 0.0), phi  # turn in place while the goal is behind
         else:
             x, _, theta = waypoints[1]
-            if obs.get("goal") is None and np.hypot(*waypoints[-1][:2]) < STILL_XY and abs(waypoints[-1][2]) < STILL_TH:
-                return STOP.copy()
+            if obs.get("goal") is None:
+                xy, th, steps = self.nav_stop
+                still = np.hypot(*waypoints[-1][:2]) < xy and abs(waypoints[-1][2]) < th
+                st.still = st.still + 1 if still else 0
+                if st.still >= steps:
+                    return STOP.copy()
         v = np.clip(x / horizon / MAX_V, -1.0, 1.0)
         w = np.clip(theta / horizon / MAX_W, -1.0, 1.0)
         # recovery behaviour (as nav stacks have): the memoryless model keeps pushing into

@@ -57,6 +57,19 @@ def _chunk_share(text: str) -> int:
     return value
 
 
+def _nav_stop(text: str) -> tuple[float, float, int]:
+    """XY,TH,K: stop when the last waypoint stays within XY m and TH rad for K steps running."""
+    want = "XY,TH,K: 0 < XY <= 1 (m), 0 < TH <= 3.15 (rad), K an integer 1 to 50 (steps)"
+    try:
+        xy, th, k = (p.strip() for p in text.split(","))
+        value = (float(xy), float(th), int(k))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+    if not (0 < value[0] <= 1 and 0 < value[1] <= 3.15 and 1 <= value[2] <= 50):
+        raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
+    return value
+
+
 def _number(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
     """An argparse type: a finite number in [low, high] ((low, high] with `low_open`)."""
     want = f"a finite number {'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
@@ -270,6 +283,14 @@ def _parser() -> argparse.ArgumentParser:
         type=_chunk_share,
         default=None,
         help="arm: actions of each predicted chunk executed before predicting again (default 4)",
+    )
+    e.add_argument(
+        "--nav-stop",
+        type=_nav_stop,
+        default=None,
+        metavar="XY,TH,K",
+        help="objectnav: stop when the last predicted waypoint stays within XY m and TH rad for K steps "
+        "running (default: the checkpoint's nav_stop; a validation-split choice)",
     )
     e.add_argument(
         "--runs-dir", type=_path, default=Path("runs"), help="where episodes.jsonl and summary.json go (runs/<run-id>/)"

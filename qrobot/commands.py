@@ -190,12 +190,17 @@ def eval_cmd(args: argparse.Namespace) -> int:
     check_device("eval --device", device)
     check_out_dir("eval --runs-dir", args.runs_dir)
     from qrobot.record import RunDir
+    from qrobot.splits import TUNING_FLAGS
     from qrobot.vla.checkpoint import fits_scenario
     from qrobot.vla.evaluate import evaluate, to_markdown
 
     if args.replan is not None and sc.robot != "panda":
         raise QrobotError(
             f"eval --replan: applies to arm scenarios (the base re-plans every step); {sc.name} has robot {sc.robot}"
+        )
+    if args.nav_stop is not None and (sc.robot != "diffbot" or sc.task.kind == "pointnav"):
+        raise QrobotError(
+            f"eval --nav-stop: applies to a base without a goal vector (objectnav); {sc.name} is a {sc.task.kind} task"
         )
     reason = fits_scenario(Path(args.checkpoint), sc)
     if reason:
@@ -209,6 +214,8 @@ def eval_cmd(args: argparse.Namespace) -> int:
         scenario=sc.name,
         policy="qwen-vla",
         checkpoint=str(args.checkpoint),
+        replan=args.replan,
+        nav_stop=list(args.nav_stop) if args.nav_stop is not None else None,
         episodes=args.episodes,
         seed=args.seed,
         split=args.split,
@@ -234,6 +241,7 @@ def eval_cmd(args: argparse.Namespace) -> int:
             on_episode=lambda line: print(line, file=out, flush=True),
             workers=args.workers,
             replan=args.replan,
+            nav_stop=args.nav_stop,
             run_dir=run_dir,
             show=not args.quiet,
             phrasing=args.phrasing,
@@ -252,7 +260,10 @@ def eval_cmd(args: argparse.Namespace) -> int:
             run_dir.finish(status)
     _emit(args, summary, lambda: print(to_markdown(report)))
     failed = report.get("policy_errors", 0) + report.get("env_errors", 0)
-    if args.card:
+    variant = [flag for flag in TUNING_FLAGS if getattr(args, flag[2:].replace("-", "_"), None) is not None]
+    if args.card and variant:  # a variant's figures are not the checkpoint's: they never reach its card
+        print(f"eval {variant[0]}: a variant under validation; the model card is left as it is", file=sys.stderr)
+    elif args.card:
         _record_eval(args, device, report, failed)
     return EXIT_EPISODE_FAILED if failed else EXIT_OK
 
@@ -262,7 +273,7 @@ HELD_OUT_PHRASING = "_held_out_phrasing"  # suffix of the card's figures measure
 
 def _choose_split(args: argparse.Namespace) -> None:
     """--split and --seed agree; the test split runs the model as shipped, once (per phrasing)."""
-    from qrobot.splits import check_split, first_seed, split_of
+    from qrobot.splits import TUNING_FLAGS, check_split, first_seed, split_of
 
     if args.seed is None:
         args.split = args.split or "validation"
@@ -272,10 +283,11 @@ def _choose_split(args: argparse.Namespace) -> None:
     check_split("eval --seed", args.split, args.seed, args.episodes)
     if args.split != "test":
         return
-    if args.replan is not None:
-        raise QrobotError(
-            "eval --replan: the test split runs the checkpoint as shipped; choose --replan on --split validation"
-        )
+    for flag in TUNING_FLAGS:
+        if getattr(args, flag[2:].replace("-", "_"), None) is not None:  # (each is a value flag, default None)
+            raise QrobotError(
+                f"eval {flag}: the test split runs the checkpoint as shipped; choose {flag} on --split validation"
+            )
     from qrobot import cards
 
     if args.card and (Path(args.checkpoint) / cards.RESULTS_FILE).is_file():

@@ -19,7 +19,7 @@ SPLITS: dict[str, tuple[tuple[int, int], ...]] = {
     "ci": ((20_000, 29_999),),
     "test": ((40_000, SEED_MAX),),
 }
-TUNING_FLAGS = ("--replan",)  # eval flags that choose between variants: refused on the test split
+TUNING_FLAGS = ("--replan", "--nav-stop")  # eval flags that choose between variants: refused on the test split
 
 
 def split_of(seed: int) -> str:

@@ -55,6 +55,8 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     norm["state"]["q01"], norm["state"]["q99"] = norm["state"]["q99"], norm["state"]["q01"]
     (_ckpt(root, "norm_inverted") / "norm_stats.json").write_text(json.dumps(norm))
     (_ckpt(root, "family") / "vla_config.json").write_text(json.dumps({**cfg, "family": "qwen3-vl", "image_side": 128}))
+    for k, stop in enumerate(([0.06, 0.15], [0.06, -1, 1], [0.06, 0.15, 2.5], [True, 0.15, 1])):
+        (_ckpt(root, f"nav_stop{k}") / "vla_config.json").write_text(json.dumps({**cfg, "nav_stop": stop}))
     vocab = json.loads((NAV / "instruction_vocab.json").read_text())
     (_ckpt(root, "vocab_many") / "instruction_vocab.json").write_text(
         json.dumps({**vocab, "qwen_ids": list(range(100, 5100))})
@@ -189,6 +191,7 @@ def _cases(b: Path) -> list[tuple[list[str], str]]:
         (["run", "pointnav", *q, str(b / "norm_inverted")], "q01"),
         (["run", "pointnav", *q, str(b / "norm_partial")], "'waypoints'"),
         (["run", "pointnav", *q, str(b / "family")], "model_type"),
+        *[(["run", "pointnav", *q, str(b / f"nav_stop{k}")], "'nav_stop'") for k in range(4)],
         (["run", "pointnav", *q, str(b / "vocab_many")], "instruction_vocab.json"),
         (["run", "pointnav", *q, str(b / "heads_nan")], "NaN"),
         (["run", "pointnav", *q, str(b / "backbone_hole")], "missing keys"),
@@ -200,6 +203,10 @@ def _cases(b: Path) -> list[tuple[list[str], str]]:
         (["run", "reach", "--checkpoint", ""], "--checkpoint"),
         (["bench", "--scenarios", ",,,"], "--scenarios"),
         (["eval", "pointnav", "--checkpoint", str(NAV), "--replan", "3"], "--replan"),
+        (["eval", "pointnav", "--checkpoint", str(NAV), "--nav-stop", "0.06,0.15,3"], "--nav-stop"),
+        (["eval", "objectnav", "--checkpoint", str(NAV), "--nav-stop", "0.06,0.15"], "--nav-stop"),
+        (["eval", "objectnav", "--checkpoint", str(NAV), "--nav-stop", "0.06,nan,2"], "--nav-stop"),
+        (["eval", "objectnav", "--checkpoint", str(NAV), "--nav-stop", "0.06,0.15,0"], "--nav-stop"),
         (
             ["wm-train", "--dataset", str(b / "corrupt_dataset"), "--out", str(b / "wm_new"), "--minutes", "0"],
             "--minutes",

@@ -41,8 +41,9 @@ def test_eval_names_its_split_and_the_test_split_runs_once(
     nav: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["eval", "pointnav", "--checkpoint", str(nav), "--episodes", "1", "--runs-dir", str(tmp_path / "runs")]
-    assert main([*argv, "--split", "test", "--replan", "3"]) == 2  # a tuning flag on the test split
-    assert "as shipped" in capsys.readouterr().err
+    for flag in (["--replan", "3"], ["--nav-stop", "0.06,0.15,3"]):  # tuning flags on the test split
+        assert main([*argv, "--split", "test", *flag]) == 2
+        assert "as shipped" in capsys.readouterr().err
     assert main([*argv, "--split", "test"]) == 0
     out = capsys.readouterr().out
     assert "split: test (seeds 40000-40000)" in out

@@ -48,17 +48,32 @@ def read_config(directory: Path) -> VLAConfig:
     if unknown:
         raise QrobotError(f"{path}: unknown fields {unknown}; accepted: {sorted(fields)}")
     for name, value in raw.items():
-        kind = {"str": str, "int": int, "bool": bool, "list[str]": list, "dict[str, Any]": dict}[str(fields[name].type)]
+        kinds = {"str": str, "int": int, "bool": bool, "list[str]": list, "list[float]": list, "dict[str, Any]": dict}
+        kind = kinds[str(fields[name].type)]
         if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
             raise QrobotError(f"{path}: field {name!r}: expected {fields[name].type} (got {value!r})")
         if kind is int and isinstance(value, int) and not (0 if name == "grounding_dim" else 1) <= value <= 4096:
             raise QrobotError(f"{path}: field {name!r}: {value} is outside {0 if name == 'grounding_dim' else 1}..4096")
     if "cameras" in raw and not (raw["cameras"] and all(isinstance(c, str) for c in raw["cameras"])):
         raise QrobotError(f"{path}: field 'cameras': a non-empty list of camera names")
+    if "nav_stop" in raw and not nav_stop_ok(raw["nav_stop"]):
+        raise QrobotError(
+            f"{path}: field 'nav_stop': [XY, TH, K] with 0 < XY <= 1 m, 0 < TH <= 3.15 rad, K 1..50 steps"
+        )
     try:
         return VLAConfig(**raw)
     except ValueError as exc:
         raise QrobotError(f"{path}: {exc}") from None
+
+
+def nav_stop_ok(value: Any) -> bool:
+    """[XY, TH, K]: 0 < XY <= 1 m, 0 < TH <= 3.15 rad, K a whole number of steps 1..50."""
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        return False
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return False
+    xy, th, k = value
+    return 0 < xy <= 1 and 0 < th <= 3.15 and 1 <= k <= 50 and float(k).is_integer()  # (range first: no overflow)
 
 
 F32_MAX = 3.0e38  # larger numbers become infinities in float32

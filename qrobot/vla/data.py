@@ -299,14 +299,14 @@ def collect(
     _check_intent(out, intent)
     # an interrupted collection goes on where it stopped (episode files appear whole); the
     # missing episodes, not the planned ones, are what the workers share
-    pending = [k for k in range(episodes) if not _episode_path(out, k, seed).is_file()]
-    kept = sum(_succeeded(_episode_path(out, k, seed)) for k in sorted(set(range(episodes)) - set(pending)))
+    on_disk = [_episode_path(out, k, seed).is_file() for k in range(episodes)]
+    done = [k for k in range(episodes) if on_disk[k]]
+    pending = [k for k in range(episodes) if not on_disk[k]]
+    kept = sum(_succeeded(_episode_path(out, k, seed)) for k in done)
     workers = max(1, min(workers, len(pending)))
-    if not pending:
-        pass
-    elif workers == 1:
+    if pending and workers == 1:
         kept += _record_episodes(scenario, randomize, pending, seed, out, "", action_noise, show)
-    else:
+    elif pending:
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker (no forked PyBullet)
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             jobs = [

@@ -80,6 +80,7 @@ def _run_seeds(
     show: bool = False,
     tty: bool | None = None,
     phrasing: Phrasing = "seen",
+    nav_stop: tuple[float, float, int] | None = None,
 ) -> tuple[str, list[EpisodeResult], list[TabletopOutcome], list[str]]:
     """Episodes on `seeds`; the policy's sampling noise is reseeded per episode (seed), so
     a seed's outcome does not depend on which seeds ran before it or in which worker. Each
@@ -89,7 +90,9 @@ def _run_seeds(
 
         torch.set_num_threads(threads)
     env = QRobotEnv(scenario, images=True, phrasing=phrasing)
-    policy = make_policy("qwen-vla", env, checkpoint=str(checkpoint), device=device, seed=seeds[0], replan=replan)
+    policy = make_policy(
+        "qwen-vla", env, checkpoint=str(checkpoint), device=device, seed=seeds[0], replan=replan, nav_stop=nav_stop
+    )
     tabletop = hasattr(env.task, "moved_object")
     bar = Progress(label or f"eval {env.scenario.name}", len(seeds), enabled=show, tty=tty)
     results: list[EpisodeResult] = []
@@ -141,12 +144,14 @@ def evaluate(
     run_dir: RunDir | None = None,
     show: bool = False,
     phrasing: Phrasing = "seen",
+    nav_stop: tuple[float, float, int] | None = None,
 ) -> dict[str, Any]:
     """`episodes` held-out seeds from `seed`; with workers > 1 they are split over processes
     (one torch thread each) and the per-episode lines arrive as each worker finishes.
     `replan`: actions of each chunk executed before the arm policy predicts again (None:
-    VLAPolicy's default). `phrasing`: the scenario's training ("seen") or "held-out" instruction
-    templates, on the same scenes."""
+    VLAPolicy's default). `nav_stop`: the goal-less base's stop rule (None: the checkpoint's).
+    `phrasing`: the scenario's training ("seen") or "held-out" instruction templates, on the
+    same scenes."""
     seeds = list(range(seed, seed + episodes))
     workers = max(1, min(workers, episodes))
     jsonl = None if run_dir is None else run_dir.path / EPISODES_FILE
@@ -162,6 +167,7 @@ def evaluate(
             episodes_file=jsonl,
             show=show,
             phrasing=phrasing,
+            nav_stop=nav_stop,
         )
     else:
         parts = [seeds[i::workers] for i in range(workers)]
@@ -184,6 +190,7 @@ def evaluate(
                         show,
                         False,
                         phrasing,
+                        nav_stop=nav_stop,
                     )
                     for w, p in enumerate(parts)
                 ]

@@ -60,6 +60,10 @@ class VLAConfig:
     rays: dict[str, Any] = field(default_factory=dict)  # fine grounding: camera geometry (geometry.ray_config); {}: off
     robot: str = ""  # the embodiment (panda, diffbot); "": a one-task checkpoint (state_dim exact)
     tasks: list[str] = field(default_factory=list)  # task kinds trained on ([]: from `scenario`)
+    # the base without a goal vector (ObjectNav) stops when its last waypoint stays within
+    # nav_stop[0] m and nav_stop[1] rad for nav_stop[2] steps running: chosen on validation
+    # seeds (`qrobot eval --nav-stop`) and stored with the model it was chosen for
+    nav_stop: list[float] = field(default_factory=lambda: [0.06, 0.15, 1])
 
     def __post_init__(self) -> None:
         fam = FAMILIES.get(self.family)

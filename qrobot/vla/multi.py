@@ -19,7 +19,7 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from qrobot.errors import QrobotError
 
@@ -78,11 +78,18 @@ def save_models(directory: Path, models: list[QwenVLA]) -> None:
 FLAT_FILES = ("backbone", "instruction_vocab.json", "vla_config.json", "heads.safetensors", "norm_stats.json")
 
 
-def bundle(directory: str | Path, models: Sequence[str | Path]) -> list[str]:
+def bundle(
+    directory: str | Path, models: Sequence[str | Path], nav_stop: tuple[float, float, int] | None = None
+) -> list[str]:
     """One checkpoint from separately trained one-embodiment checkpoints (flat layouts):
     DIR/<robot>/ each, and the index. Returns the robots; a model that is not a flat
     one-embodiment checkpoint, or two for one robot, is a QrobotError naming it. Writes
-    the bundle's model card."""
+    the bundle's model card. `nav_stop`: the base's stop rule chosen on validation, stored
+    in its config (None: as trained)."""
+    from qrobot.vla.checkpoint import nav_stop_ok
+
+    if nav_stop is not None and not nav_stop_ok(list(nav_stop)):
+        raise QrobotError(f"--nav-stop {nav_stop}: XY,TH,K with 0 < XY <= 1 m, 0 < TH <= 3.15 rad, K 1..50 steps")
     robots: list[str] = []
     for src in map(Path, models):
         missing = [f for f in FLAT_FILES if not (src / f).exists()]
@@ -95,6 +102,8 @@ def bundle(directory: str | Path, models: Sequence[str | Path]) -> list[str]:
         if not (isinstance(robot, str) and robot.isidentifier()) or robot in robots:
             raise QrobotError(f"{src / 'vla_config.json'}: field 'robot': {robot!r} (one model per named robot)")
         robots.append(robot)
+    if nav_stop is not None and "diffbot" not in robots:
+        raise QrobotError("--nav-stop: the stop rule is the mobile base's, and no diffbot model is bundled")
     d = Path(directory)
     if d.exists() and any(d.iterdir()):  # its results and card would describe other models
         raise QrobotError(f"{d}: exists and is not empty (remove it first)")
@@ -106,6 +115,13 @@ def bundle(directory: str | Path, models: Sequence[str | Path]) -> list[str]:
                 shutil.copytree(src / f, d / robot / f)
             elif (src / f).is_file():
                 shutil.copy2(src / f, d / robot / f)
+    if nav_stop is not None:
+        for robot in robots:
+            path = d / robot / "vla_config.json"
+            config = json.loads(path.read_text())
+            if robot == "diffbot":
+                config["nav_stop"] = [float(nav_stop[0]), float(nav_stop[1]), int(nav_stop[2])]
+                path.write_text(json.dumps(config, indent=2) + "\n")
     (d / INDEX).write_text(json.dumps({"embodiments": robots, "backbones": "per-embodiment"}) + "\n")
     from qrobot.cards import write_card
 
@@ -113,11 +129,24 @@ def bundle(directory: str | Path, models: Sequence[str | Path]) -> list[str]:
     return robots
 
 
-if __name__ == "__main__":  # make checkpoints: python -m qrobot.vla.multi OUT MODEL_DIR...
+if __name__ == "__main__":  # make checkpoints: python -m qrobot.vla.multi OUT MODEL_DIR... [--nav-stop XY,TH,K]
+    import argparse
     import sys
 
+    from qrobot.cli import _nav_stop
+
+    class _OneLine(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            print(f"qrobot: error: {message} (usage: OUT MODEL_DIR... [--nav-stop XY,TH,K])", file=sys.stderr)
+            sys.exit(2)
+
+    p = _OneLine(prog="python -m qrobot.vla.multi")
+    p.add_argument("out")
+    p.add_argument("models", nargs="+")
+    p.add_argument("--nav-stop", type=_nav_stop, default=None)
+    args = p.parse_args()
     try:
-        print(f"{sys.argv[1]}: one model per embodiment: {', '.join(bundle(Path(sys.argv[1]), sys.argv[2:]))}")
-    except (QrobotError, IndexError) as exc:
-        print(f"qrobot: error: {exc if isinstance(exc, QrobotError) else 'usage: OUT MODEL_DIR...'}", file=sys.stderr)
+        print(f"{args.out}: one model per embodiment: {', '.join(bundle(Path(args.out), args.models, args.nav_stop))}")
+    except QrobotError as exc:
+        print(f"qrobot: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -4,6 +4,7 @@ per-embodiment heads; trained by the real commands on real collected episodes.""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,11 @@ def test_one_model_per_embodiment_bundles_into_one_checkpoint(trained: Path, tmp
     assert (arm / "checkpoint-2").is_dir()
     ck = tmp_path / "ck"
     assert bundle(ck, [arm, base]) == ["panda", "diffbot"]
+    chosen = tmp_path / "chosen"  # the stop rule chosen on validation goes into the base's config
+    assert bundle(chosen, [arm, base], nav_stop=(0.05, 0.1, 3)) == ["panda", "diffbot"]
+    assert json.loads((chosen / "diffbot" / "vla_config.json").read_text())["nav_stop"] == [0.05, 0.1, 3]
+    assert QwenVLA.from_pretrained(chosen, robot="diffbot").config.nav_stop == [0.05, 0.1, 3]
+    assert QwenVLA.from_pretrained(ck, robot="diffbot").config.nav_stop == [0.06, 0.15, 1]  # as trained
     assert sorted(p.name for p in (ck / "panda").iterdir()) == sorted(
         ["backbone", "instruction_vocab.json", "vla_config.json", "heads.safetensors", "norm_stats.json"]
         + ["README.md", "results.json"]
@@ -150,7 +156,48 @@ def test_one_model_per_embodiment_bundles_into_one_checkpoint(trained: Path, tmp
     env.close()
     run = ["run", "objectnav", "--policy", "qwen-vla", "--checkpoint", str(ck), "--episodes", "1", "--no-record"]
     assert main(run) == 2 and "'objectnav'" in capsys.readouterr().err
-    for out, models in (("bad", [arm, arm]), ("bad", [trained / "ck"]), ("bad", [tmp_path / "no"]), ("ck", [arm])):
+    bad = [("bad", [arm, arm]), ("bad", [trained / "ck"]), ("bad", [tmp_path / "no"]), ("ck", [arm])]
+    bad += [("bad", [arm, base, "--nav-stop", "0.05,0.1"]), ("bad", [arm, base, "--nav-stop", "9,0.1,1"])]
+    bad += [("bad", [arm, "--nav-stop", "0.05,0.1,3"])]  # no base to take it
+    for out, models in bad:
         cmd = [sys.executable, "-m", "qrobot.vla.multi", str(tmp_path / out), *map(str, models)]
         out = subprocess.run(cmd, capture_output=True, text=True)
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_the_base_without_a_goal_stops_after_k_still_predictions(trained: Path) -> None:
+    """ObjectNav's stop rule: the last waypoint within XY m and TH rad for K predictions
+    running (a moving prediction starts the count again); old checkpoints keep one."""
+    from qrobot.policies import SHIPPED
+    from qrobot.policies.vla import STOP, VLAPolicy
+
+    still, moving = np.zeros((8, 3), np.float32), np.zeros((8, 3), np.float32)
+    moving[:, 0] = np.linspace(0.1, 0.8, 8)
+    near = still.copy()
+    near[-1] = [0.05, 0.0, 0.1]  # inside 6 cm and 0.15 rad
+    obs = {"proprio": np.zeros(2, np.float32)}  # no goal vector
+    policy = VLAPolicy(trained / "ck", robot="diffbot", nav_stop=(0.06, 0.15, 3))
+    st = policy.state()
+    acts = [policy._drive(obs, st, w) for w in (still, near, moving, still, near, still, still)]
+    assert [bool(np.array_equal(a, STOP)) for a in acts] == [False, False, False, False, False, True, True]
+    policy.reset("")
+    assert policy.state().still == 0
+    assert VLAPolicy(trained / "ck", robot="diffbot").nav_stop == (0.06, 0.15, 1)  # the checkpoint's
+    one = VLAPolicy(SHIPPED["pointnav"])  # (its config predates the field: the default)
+    assert one.nav_stop == (0.06, 0.15, 1)
+    with_goal = {"proprio": np.zeros(2, np.float32), "goal": np.array([1.0, 0.0], np.float32)}
+    assert not np.array_equal(one._drive(with_goal, one.state(), still), STOP)  # a goal vector: never this rule
+
+
+def test_a_stop_rule_variant_is_validated_without_touching_the_card(trained: Path, tmp_path: Path, capsys) -> None:
+    """`eval objectnav --split validation --nav-stop XY,TH,K` runs the variant, names it in
+    the run's run.json, and leaves the checkpoint's model card and results as they were."""
+    ck = tmp_path / "ck"
+    shutil.copytree(trained / "ck", ck)
+    before = {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()}
+    argv = ["eval", "objectnav", "--checkpoint", str(ck), "--episodes", "1", "--split", "validation", "-q"]
+    assert main([*argv, "--nav-stop", "0.05,0.1,3", "--runs-dir", str(tmp_path / "runs")]) in (0, 3)
+    assert "a variant under validation; the model card is left as it is" in capsys.readouterr().err
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "run.json").read_text())["nav_stop"] == [0.05, 0.1, 3]
+    assert {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()} == before
