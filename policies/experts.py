@@ -132,17 +132,14 @@ class NavExpert:
 
     def __init__(self, privileged: Privileged) -> None:
         self.privileged = privileged
+        self.reset("")
+
+    def reset(self, instruction: str) -> None:
         self.path: np.ndarray | None = None
         self.history: list[np.ndarray] = []
         self.reverse = 0
-        self.searched = 0.0
+        self.searched = 0.0  # rad turned while searching; inf once the landmark was seen
         self.last_yaw: float | None = None
-
-    def reset(self, instruction: str) -> None:
-        self.path = None
-        self.history = []
-        self.reverse = 0
-        self.searched, self.last_yaw = 0.0, None  # rad turned while searching; inf once the landmark was seen
 
     def _searching(self, p: dict, xy: np.ndarray, yaw: float) -> bool:
         """ObjectNav's search: True while the landmark has not yet been in view."""

@@ -20,6 +20,11 @@ SEED_MAX = 2**31 - 1  # PyBullet, numpy and torch generators all take seeds up t
 DEVICE = re.compile(r"^(cpu|mps|cuda(:\d{1,2})?)$")
 
 
+def episode_path(out: Path, k: int, seed: int) -> Path:
+    """Episode k of a collected dataset whose first seed is `seed` (VLA and world model alike)."""
+    return out / f"ep{k}-seed{seed + k}.npz"
+
+
 def check_seeds(flag: str, seed: int, episodes: int) -> None:
     """Seeds seed .. seed+episodes-1 must lie in [0, SEED_MAX]."""
     if seed < 0 or seed + episodes - 1 > SEED_MAX:

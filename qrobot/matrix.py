@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from qrobot.errors import QrobotError
-from qrobot.record.rundir import EPISODES_FILE, SCHEMA_VERSION, append_line
+from qrobot.record.rundir import EPISODES_FILE, SCHEMA_VERSION, append_line, recording_id, recording_path
 
 LEARNED = ("qwen-vla",)
 ADDRESSED = ("remote",)  # `remote=tls/HOST:PORT[?keys=DIR&timeout=S]`: a policy server (policies/remote.py)
@@ -142,8 +142,8 @@ def run_unit(
             reseed(s)
         rec = None
         if record:
-            path = root / unit.spec.folder / unit.scenario / f"ep{k}-seed{s}.rrd"
-            rec = EpisodeRecorder(path, unit.scenario, f"{run_id}-{unit.scenario}-ep{k}-seed{s}")
+            path = recording_path(root, unit.scenario, k, s, unit.spec.folder)
+            rec = EpisodeRecorder(path, unit.scenario, recording_id(run_id, unit.scenario, k, s))
         on_step = None if progress is None else progress.step
         res = run_episode(session.env, session.policy, k, s, rec, session.operator, on_step)
         if progress is not None:

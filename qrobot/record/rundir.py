@@ -122,11 +122,10 @@ class RunDir:
         _atomic_write(self.path / RUN_FILE, json.dumps(strict_json(self.info), indent=2) + "\n")
 
     def episode_path(self, scenario: str, episode: int, seed: int, policy: str | None = None) -> Path:
-        sub = self.path / policy if policy else self.path
-        return sub / scenario / f"ep{episode}-seed{seed}.rrd"
+        return recording_path(self.path, scenario, episode, seed, policy)
 
     def episode_id(self, scenario: str, episode: int, seed: int) -> str:
-        return f"{self.run_id}-{scenario}-ep{episode}-seed{seed}"
+        return recording_id(self.run_id, scenario, episode, seed)
 
     def record_episode(self, row: dict[str, Any]) -> None:
         """Append one episode's result as a line, flushed to disk before returning."""
@@ -174,3 +173,12 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def recording_path(run: Path, scenario: str, episode: int, seed: int, policy: str | None = None) -> Path:
+    """Where an episode's recording lies in a run directory (one name for every executor)."""
+    return (run / policy if policy else run) / scenario / f"ep{episode}-seed{seed}.rrd"
+
+
+def recording_id(run_id: str, scenario: str, episode: int, seed: int) -> str:
+    return f"{run_id}-{scenario}-ep{episode}-seed{seed}"

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from qrobot.checks import COLLECTING, read_meta
+from qrobot.checks import COLLECTING, episode_path, read_meta
 from qrobot.envs.core import MOUNT_UP, QRobotEnv
 from qrobot.errors import QrobotError
 from qrobot.policies import make_policy
@@ -203,7 +203,7 @@ def _record_episodes(
     bar = Progress(label or f"collect {scenario}", len(indices), enabled=show, tty=tty)
     kept = 0
     for k in indices:
-        path = _episode_path(out, k, seed)
+        path = episode_path(out, k, seed)
         obs, _ = env.reset(seed=seed + k)
         expert.reset(obs["instruction"])
         perturb = ActionNoise(action_noise, seed + k)
@@ -256,10 +256,6 @@ def _record_episodes(
     return kept
 
 
-def _episode_path(out: Path, k: int, seed: int) -> Path:
-    return out / f"ep{k}-seed{seed + k}.npz"
-
-
 def _succeeded(path: Path) -> bool:
     with np.load(path) as z:
         return bool(z["success"])
@@ -299,10 +295,10 @@ def collect(
     _check_intent(out, intent)
     # an interrupted collection goes on where it stopped (episode files appear whole); the
     # missing episodes, not the planned ones, are what the workers share
-    on_disk = [_episode_path(out, k, seed).is_file() for k in range(episodes)]
+    on_disk = [episode_path(out, k, seed).is_file() for k in range(episodes)]
     done = [k for k in range(episodes) if on_disk[k]]
     pending = [k for k in range(episodes) if not on_disk[k]]
-    kept = sum(_succeeded(_episode_path(out, k, seed)) for k in done)
+    kept = sum(_succeeded(episode_path(out, k, seed)) for k in done)
     workers = max(1, min(workers, len(pending)))
     if pending and workers == 1:
         kept += _record_episodes(scenario, randomize, pending, seed, out, "", action_noise, show)

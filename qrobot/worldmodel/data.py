@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from qrobot.checks import read_meta
+from qrobot.checks import episode_path, read_meta
 from qrobot.envs.core import QRobotEnv
 from qrobot.errors import QrobotError
 from qrobot.policies import make_policy
@@ -128,7 +128,7 @@ def _record(
             success.append(bool(info["success"]))
             bar.step(len(actions))
         np.savez_compressed(
-            Path(out) / f"ep{k}-seed{seed + k}.npz",
+            episode_path(Path(out), k, seed),
             frames=np.stack(frames),
             actions=np.stack(actions),
             collision=np.array(collision),
