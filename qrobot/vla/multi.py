@@ -115,13 +115,11 @@ def bundle(
                 shutil.copytree(src / f, d / robot / f)
             elif (src / f).is_file():
                 shutil.copy2(src / f, d / robot / f)
-    if nav_stop is not None:
-        for robot in robots:
-            path = d / robot / "vla_config.json"
-            config = json.loads(path.read_text())
-            if robot == "diffbot":
-                config["nav_stop"] = [float(nav_stop[0]), float(nav_stop[1]), int(nav_stop[2])]
-                path.write_text(json.dumps(config, indent=2) + "\n")
+    if nav_stop is not None:  # the base's stop rule (a diffbot is bundled: checked above)
+        path = d / "diffbot" / "vla_config.json"
+        config = json.loads(path.read_text())
+        config["nav_stop"] = [float(nav_stop[0]), float(nav_stop[1]), int(nav_stop[2])]
+        path.write_text(json.dumps(config, indent=2) + "\n")
     (d / INDEX).write_text(json.dumps({"embodiments": robots, "backbones": "per-embodiment"}) + "\n")
     from qrobot.cards import write_card
 
