@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The tiny Qwen VLA shipped in qrobot/checkpoints/pointnav (held-out seeds), behind the
+# The tiny Qwen VLA shipped in qrobot/checkpoints/qwen-vla (held-out seeds), behind the
 # supervisor, each episode recorded to Rerun.
 demo: setup
 	$(BIN)/qrobot run pointnav --policy qwen-vla --episodes 5 --seed 10000
@@ -158,7 +158,7 @@ bench: setup
 	$(BIN)/python benchmarks/record_speed.py
 	$(BIN)/python benchmarks/limit_conformance.py
 	$(BIN)/python benchmarks/ssm_ablation.py
-	$(BIN)/python benchmarks/vla_speed.py --checkpoint qrobot/checkpoints/pick_place
+	$(BIN)/python benchmarks/vla_speed.py --checkpoint qrobot/checkpoints/qwen-vla
 	$(BIN)/python benchmarks/wm_speed.py --checkpoint qrobot/checkpoints/world_model
 
 clean:

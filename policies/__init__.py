@@ -30,10 +30,10 @@ CHECKPOINTS = Path(qrobot.__file__).resolve().parent / "checkpoints"
 
 def _shipped() -> dict[str, Path]:
     """Task kind -> the checkpoint shipped for it (used when no --checkpoint is given): the
-    one multi-task checkpoint `qwen-vla` where it covers the task, else a one-task one."""
+    one multi-task checkpoint `qwen-vla`, for every task its embodiments were trained on."""
     import json
 
-    out = {kind: CHECKPOINTS / kind for kind in ("pick_place", "pointnav") if (CHECKPOINTS / kind).is_dir()}
+    out: dict[str, Path] = {}
     multi = CHECKPOINTS / "qwen-vla"
     for robot in json.loads((multi / "embodiments.json").read_text())["embodiments"] if multi.is_dir() else []:
         for kind in json.loads((multi / robot / "vla_config.json").read_text())["tasks"]:

@@ -13,7 +13,7 @@ from qrobot.policies import CHECKPOINTS
 
 from qrobot.cli import main
 
-NAV = CHECKPOINTS / "pointnav"
+NAV = CHECKPOINTS / "qwen-vla" / "diffbot"  # the shipped base model, a whole one-embodiment checkpoint
 WM = CHECKPOINTS / "world_model"
 
 
@@ -54,6 +54,7 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (_ckpt(root, "norm_partial") / "norm_stats.json").write_text(json.dumps({"state": norm["state"]}))
     norm["state"]["q01"], norm["state"]["q99"] = norm["state"]["q99"], norm["state"]["q01"]
     (_ckpt(root, "norm_inverted") / "norm_stats.json").write_text(json.dumps(norm))
+    (_ckpt(root, "pointnav_only") / "vla_config.json").write_text(json.dumps({**cfg, "tasks": ["pointnav"]}))
     (_ckpt(root, "family") / "vla_config.json").write_text(json.dumps({**cfg, "family": "qwen3-vl", "image_side": 128}))
     for k, stop in enumerate(([0.06, 0.15], [0.06, -1, 1], [0.06, 0.15, 2.5], [True, 0.15, 1])):
         (_ckpt(root, f"nav_stop{k}") / "vla_config.json").write_text(json.dumps({**cfg, "nav_stop": stop}))
@@ -136,9 +137,9 @@ def _cases(b: Path) -> list[tuple[list[str], str]]:
         (["run", "pointnav", *q, str(b / "vocab_escape")], "'files'"),
         (["run", "pointnav", *q, str(b / "norm_nan")], "norm_stats.json"),
         (["run", "pointnav", *q, str(b / "nowhere")], "--checkpoint"),
-        (["run", "objectnav", *q, str(NAV)], "task"),
+        (["run", "objectnav", *q, str(b / "pointnav_only")], "task"),
         (["run", "pick_place", *q, str(NAV)], "task"),
-        (["eval", "reach", "--checkpoint", str(CHECKPOINTS / "pick_place"), "--episodes", "1"], "task"),
+        (["eval", "reach", "--checkpoint", str(NAV), "--episodes", "1"], "robot"),
         (["eval", "pointnav", "--checkpoint", str(b / "config_bad"), "--episodes", "1"], "vla_config.json"),
         (["eval", "pointnav", "--checkpoint", str(NAV), "--seed", "-5"], "--seed"),
         (["eval", "pointnav", "--checkpoint", str(NAV), "--device", "banana"], "--device"),

@@ -15,7 +15,8 @@ from qrobot.policies import CHECKPOINTS
 from qrobot import cards
 from qrobot.cli import main
 
-SHIPPED = ["pick_place", "pointnav", "world_model"]
+SHIPPED = ["qwen-vla", "world_model"]
+VLA_TASKS = ("reach", "pick_place", "pick_place_clutter", "stack", "pointnav", "objectnav")  # `make vla-eval`
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -32,7 +33,7 @@ def test_shipped_card_is_generated_from_the_stored_figures(name: str) -> None:
     assert card.data.metrics == list(dict.fromkeys(r.metric for r in records))
     got = {(e.metric_type, e.dataset_split, e.dataset_config): e.metric_value for e in card.data.eval_results}
     for r in records:
-        assert r.command and r.commit and r.date and r.seeds and r.split == "validation"
+        assert r.command and r.commit and r.date and r.seeds and r.split in ("validation", "test")
         assert got[(r.metric, r.split, f"seeds {r.seeds[0]}-{r.seeds[1]}")] == round(r.value, 4)
         if r.successes is not None:  # a rate: its counts and Wilson interval agree
             assert r.episodes and r.value == r.successes / r.episodes and r.ci95
@@ -43,9 +44,11 @@ def test_shipped_cards_show_the_current_models() -> None:
     wm = (CHECKPOINTS / "world_model" / cards.CARD_FILE).read_text(encoding="utf-8")
     config = json.loads((CHECKPOINTS / "world_model" / "wm_config.json").read_text())
     assert f"{config['card']['steps']:,} steps" in wm and "4,631" not in wm
-    _, records = cards.load(CHECKPOINTS / "pick_place")
-    assert {r.metric for r in records} >= {"success_rate", "followed", "swap_different", "swap_named"}
-    assert all(r.seeds == [10000, 10049] for r in records)
+    _, records = cards.load(CHECKPOINTS / "qwen-vla")
+    tabletop = {r.metric for r in records if r.scenario == "pick_place" and r.split == "test"}
+    assert tabletop >= {"success_rate", "followed", "swap_different", "swap_named"}
+    assert {r.scenario for r in records if r.split == "test"} >= set(VLA_TASKS)  # every task, on the test split
+    assert all(r.seeds == [40000, 40049] for r in records if r.split == "test")
 
 
 @pytest.fixture
@@ -147,7 +150,7 @@ def test_eval_report_becomes_records() -> None:
 @pytest.fixture(scope="module")
 def nav_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("cards") / "nav"
-    shutil.copytree(CHECKPOINTS / "pointnav", d)
+    shutil.copytree(CHECKPOINTS / "qwen-vla" / "diffbot", d)
     return d
 
 

@@ -94,7 +94,7 @@ def test_a_killed_bench_resumes_without_redoing_finished_cells(tmp_path: Path) -
 
 
 def test_a_checkpoint_of_ones_own_is_a_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec = f"qwen-vla={CHECKPOINTS / 'pointnav'}"
+    spec = f"qwen-vla={CHECKPOINTS / 'qwen-vla' / 'diffbot'}"
     run = _run(tmp_path, "--scenarios", "pointnav,reach", "--policies", spec, "--episodes", "1", "--seed", "20000")
     (cell,) = _cells(run)
     assert cell == ("pointnav", spec, 20000)

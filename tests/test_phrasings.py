@@ -228,7 +228,7 @@ def test_an_env_without_held_out_phrasings_refuses_the_switch() -> None:
 
 def test_eval_reports_the_phrasing_beside_the_seen_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     nav = tmp_path / "nav"
-    shutil.copytree(CHECKPOINTS / "pointnav", nav)
+    shutil.copytree(CHECKPOINTS / "qwen-vla" / "diffbot", nav)
     argv = ["eval", "pointnav", "--checkpoint", str(nav), "--episodes", "1", "--runs-dir", str(tmp_path / "runs")]
     # a seen figure on the test split already stands: the held-out phrasing is measured once beside it
     cards.record_result(nav, cards.rate("pointnav", "success_rate", 1, 1, "qrobot eval ...", split="test"))

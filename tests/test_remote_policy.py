@@ -172,9 +172,9 @@ def test_clients_of_one_server_each_have_their_own_policy(server: Server, keys: 
 
 
 def test_a_served_vla_acts_as_it_does_locally(keys: Path) -> None:
-    """The shipped PointNav VLA behind `serve-policy`: cameras, proprio, goal and instruction
+    """The shipped VLA's base model behind `serve-policy`: cameras, proprio, goal and instruction
     cross the wire unchanged (the same actions from the same seeds)."""
-    ckpt = str(CHECKPOINTS / "pointnav")
+    ckpt = str(CHECKPOINTS / "qwen-vla" / "diffbot")
     server = Server(keys, "qwen-vla", "--checkpoint", ckpt, "--scenario", "pointnav")
     env = QRobotEnv("pointnav", images=True)
     try:

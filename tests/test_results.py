@@ -98,7 +98,7 @@ def test_eval_writes_results_in_runs_format(tmp_path: Path, capsys: pytest.Captu
                 "eval",
                 "pointnav",
                 "--checkpoint",
-                str(CHECKPOINTS / "pointnav"),
+                str(CHECKPOINTS / "qwen-vla" / "diffbot"),
                 "--episodes",
                 "1",
                 "--seed",
@@ -117,7 +117,7 @@ def test_eval_writes_results_in_runs_format(tmp_path: Path, capsys: pytest.Captu
     run_dir = _only_run(tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())
     (row,) = _agree(run_dir, summary)
-    assert row["checkpoint"] == str(CHECKPOINTS / "pointnav") and row["policy"] == "qwen-vla"
+    assert row["checkpoint"] == str(CHECKPOINTS / "qwen-vla" / "diffbot") and row["policy"] == "qwen-vla"
     assert summary["successes"] == int(row["success"]) and summary["seeds"] == [20000, 20000]
 
 

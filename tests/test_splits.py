@@ -33,7 +33,7 @@ def test_the_ranges_are_disjoint_and_cover_every_seed() -> None:
 @pytest.fixture()
 def nav(tmp_path: Path) -> Path:
     d = tmp_path / "nav"
-    shutil.copytree(CHECKPOINTS / "pointnav", d)
+    shutil.copytree(CHECKPOINTS / "qwen-vla" / "diffbot", d)
     return d
 
 

@@ -293,7 +293,7 @@ def vla_twin() -> Iterator[tuple[Twin, Any]]:
     from qrobot.policies.vla import VLAPolicy
 
     twin = Twin(seed=20001)  # (a CI-range seed)
-    policy = VLAPolicy(SHIPPED["pick_place"], seed=20001)
+    policy = VLAPolicy(SHIPPED["pick_place"], seed=20001, robot="panda")
     policy.reset(twin.obs["instruction"])
     yield twin, policy
     twin.env.close()

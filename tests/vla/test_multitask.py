@@ -183,7 +183,7 @@ def test_the_base_without_a_goal_stops_after_k_still_predictions(trained: Path) 
     policy.reset("")
     assert policy.state().still == 0
     assert VLAPolicy(trained / "ck", robot="diffbot").nav_stop == (0.06, 0.15, 1)  # the checkpoint's
-    one = VLAPolicy(SHIPPED["pointnav"])  # (its config predates the field: the default)
+    one = VLAPolicy(SHIPPED["pointnav"], robot="diffbot")  # the shipped base: the rule chosen on validation
     assert one.nav_stop == (0.06, 0.15, 1)
     with_goal = {"proprio": np.zeros(2, np.float32), "goal": np.array([1.0, 0.0], np.float32)}
     assert not np.array_equal(one._drive(with_goal, one.state(), still), STOP)  # a goal vector: never this rule
