@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=40)
     args = p.parse_args()
     torch.set_num_threads(1)
-    model = QwenVLA.from_pretrained(args.checkpoint)
+    model = QwenVLA.from_pretrained(args.checkpoint, robot="panda")  # a bundle: its arm model
     cams = model.config.cameras
     if args.binding:
         binding(model, args.binding, args.seed)
@@ -74,7 +74,8 @@ def main() -> None:
 def binding(model: QwenVLA, scenes: int, seed: int) -> None:
     from qrobot.envs.core import QRobotEnv
 
-    env = QRobotEnv(model.config.scenario, images=True)
+    scenario = model.config.scenario or "pick_place"  # a multi-task arm model: its tabletop task
+    env = QRobotEnv(scenario, images=True)
     named, to_named, to_nearest = 0, [], []
     for s in range(seed, seed + scenes):
         obs, _ = env.reset(seed=s)
@@ -91,7 +92,7 @@ def binding(model: QwenVLA, scenes: int, seed: int) -> None:
         to_nearest.append(dist[nearest])
     env.close()
     print(
-        f"{model.config.scenario}, seeds {seed}-{seed + scenes - 1}, start pose: the cube nearest the predicted "
+        f"{scenario}, seeds {seed}-{seed + scenes - 1}, start pose: the cube nearest the predicted "
         f"point is the named one in {named}/{scenes} (chance 1/{len(env.task.cubes)}); median distance to "
         f"the named cube {100 * np.median(to_named):.1f} cm, to the nearest {100 * np.median(to_nearest):.1f} cm"
     )

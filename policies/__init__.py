@@ -33,12 +33,14 @@ def _shipped() -> dict[str, Path]:
     one multi-task checkpoint `qwen-vla`, for every task its embodiments were trained on."""
     import json
 
-    out: dict[str, Path] = {}
+    from qrobot.vla.multi import embodiments
+
     multi = CHECKPOINTS / "qwen-vla"
-    for robot in json.loads((multi / "embodiments.json").read_text())["embodiments"] if multi.is_dir() else []:
-        for kind in json.loads((multi / robot / "vla_config.json").read_text())["tasks"]:
-            out[kind] = multi
-    return out
+    try:  # a damaged install ships nothing (`qwen-vla` then asks for --checkpoint), it never breaks the import
+        robots = embodiments(multi) or []
+        return {kind: multi for robot in robots for kind in json.loads((multi / robot / "vla_config.json").read_text())["tasks"]}
+    except (QrobotError, OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 SHIPPED = _shipped()

@@ -322,7 +322,9 @@ def _vla_model(d: Path, cfg: dict[str, Any]) -> tuple[str, list[str]]:
         lines.append("- grounding head: " + "; ".join(parts))
     if (d / "norm_stats.json").is_file():
         lines.append(f"- normalisation: q01/q99 for {sorted(_read_json(d / 'norm_stats.json'))}")
-    title = f"# QwenVLA ({cfg['family']}) for {cfg['scenario'] or 'an unnamed scenario'}"
+    tasks = cfg["scenario"] or ", ".join(cfg.get("tasks") or []) or "an unnamed scenario"
+    robot = f" ({cfg['robot']})" if cfg.get("robot") else ""
+    title = f"# QwenVLA ({cfg['family']}){robot} for {tasks}"
     return title, lines
 
 
@@ -467,7 +469,7 @@ def render_card(ckpt_dir: str | Path) -> str:
     elif (d / "vla_config.json").is_file():
         cfg = _read_json(d / "vla_config.json")
         title, model = _vla_model(d, cfg)
-        name = f"qrobot-vla-{cfg['scenario']}"
+        name = f"qrobot-vla-{cfg['scenario'] or cfg.get('robot') or 'model'}"
         tags = ["robotics", "vision-language-action", "qwen", cfg["family"], "flow-matching", "pybullet"]
         heads = ["a flow-matching action expert (arm)", "a waypoint head (mobile base)"]
         heads += ["a grounding head whose prediction the action expert reads"] if cfg.get("grounding_dim") else []
@@ -476,7 +478,7 @@ def render_card(ckpt_dir: str | Path) -> str:
             + ", ".join(heads[:-1])
             + f" and {heads[-1]}; trained by behaviour cloning on scripted-expert demonstrations in PyBullet."
         )
-        usage = f"qrobot eval {cfg['scenario']} --checkpoint CHECKPOINT_DIR"
+        usage = f"qrobot eval {cfg['scenario'] or 'SCENARIO'} --checkpoint CHECKPOINT_DIR"
     elif (d / "wm_config.json").is_file():
         cfg = _read_json(d / "wm_config.json")
         title, model = _wm_model(d, cfg)

@@ -45,7 +45,7 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = json.loads((NAV / "vla_config.json").read_text())
     (_ckpt(root, "config_field") / "vla_config.json").write_text(json.dumps({**cfg, "chunk": "eight"}))
     (_ckpt(root, "config_unknown") / "vla_config.json").write_text(json.dumps({**cfg, "layers_x": 3}))
-    (_ckpt(root, "config_dims") / "vla_config.json").write_text(json.dumps({**cfg, "scenario": "", "state_dim": 7}))
+    (_ckpt(root, "config_dims") / "vla_config.json").write_text(json.dumps({**cfg, "scenario": "", "robot": "", "state_dim": 7}))
     (_ckpt(root, "vocab_escape") / "instruction_vocab.json").write_text(
         json.dumps({"kind": "checkpoint", "source": "x", "files": "/etc"})
     )
@@ -139,7 +139,7 @@ def _cases(b: Path) -> list[tuple[list[str], str]]:
         (["run", "pointnav", *q, str(b / "nowhere")], "--checkpoint"),
         (["run", "objectnav", *q, str(b / "pointnav_only")], "task"),
         (["run", "pick_place", *q, str(NAV)], "task"),
-        (["eval", "reach", "--checkpoint", str(NAV), "--episodes", "1"], "robot"),
+        (["eval", "reach", "--checkpoint", str(NAV), "--episodes", "1"], "task"),
         (["eval", "pointnav", "--checkpoint", str(b / "config_bad"), "--episodes", "1"], "vla_config.json"),
         (["eval", "pointnav", "--checkpoint", str(NAV), "--seed", "-5"], "--seed"),
         (["eval", "pointnav", "--checkpoint", str(NAV), "--device", "banana"], "--device"),

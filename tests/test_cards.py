@@ -27,6 +27,11 @@ def test_shipped_card_is_generated_from_the_stored_figures(name: str) -> None:
         f"`python -c \"from qrobot import cards; cards.write_card('{d}')\"`, never edit it by hand"
     )
     training, records = cards.load(d)
+    if (d / "embodiments.json").is_file():  # a bundle: each model's training is under its robot
+        robots = json.loads((d / "embodiments.json").read_text())["embodiments"]
+        training = {r: cards.load(d / r)[0] for r in robots}
+        assert all(t.get("datasets") and t.get("minutes") for t in training.values()), training
+        assert all((d / r / cards.CARD_FILE).read_text(encoding="utf-8") == cards.render_card(d / r) for r in robots)
     assert records and training
     card = ModelCard.load(d / cards.CARD_FILE)
     assert card.data.library_name == "qrobot" and "robotics" in card.data.tags

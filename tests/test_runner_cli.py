@@ -75,8 +75,8 @@ def test_cli_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert "qrobot/PickPlace-v0" in out and "policies, and the scenarios each drives:" in out
     fits = {line.split()[0]: line.split(None, 1)[1] for line in out.split("policies, and")[1].splitlines()[1:7]}
     assert fits["expert"] == "all" and "reach" not in fits["wander"] and "pointnav" in fits["wander"]
-    assert "pick_place" in fits["qwen-vla"] and "reach" not in fits["qwen-vla"]  # what ships
-    assert "qwen-vla for pointnav:" in out
+    assert fits["qwen-vla"] == "all"  # one shipped checkpoint for every task
+    assert "qwen-vla for pointnav:" in out and "qwen-vla for reach:" in out
 
 
 def test_cli_bench_writes_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
