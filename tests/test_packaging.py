@@ -49,6 +49,9 @@ def test_wheel_has_only_the_qrobot_package(tmp_path: Path) -> None:
     assert "qrobot/envs/core.py" in names and "qrobot/policies/experts.py" in names
     assert sum(n.startswith("qrobot/scenarios/") and n.endswith(".toml") for n in names) >= 8
     assert "qrobot/assets/diffbot.urdf" in names
+    # every file of the shipped checkpoints, however deep (a bundle's <robot>/backbone/ too)
+    shipped = {str(f.relative_to(ROOT)) for f in (ROOT / "qrobot" / "checkpoints").rglob("*") if f.is_file()}
+    assert shipped and shipped <= set(names), sorted(shipped - set(names))[:5]
 
 
 def _imports(path: Path) -> set[str]:
