@@ -9,8 +9,8 @@ twice. Not a timed test (issue 20's report figure; docs/benchmarking.md).
     .venv/bin/python benchmarks/bench_matrix.py [--episodes 20] [--no-ray]
         [--scenarios reach,pick_place,pointnav] [--policies expert,random,qwen-vla]
 
-qwen-vla uses the shipped checkpoint of each task; a pair without one (reach) is listed as
-skipped by the bench itself, as a user would see it. Recording is off (speed is compared).
+qwen-vla uses the shipped checkpoint (one for every task); a pair without one would be
+listed as skipped by the bench itself, as a user would see it. Recording is off (speed is compared).
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def test_the_vla_drives_a_robot_process_through_the_agent(tmp_path: Path) -> Non
         procs.append(agent)
         remote = RemoteRobot.connect(endpoint, tmp_path / "keys", "r1")
         try:
-            policy = make_policy("qwen-vla", remote, seed=0)  # the shipped pointnav checkpoint
+            policy = make_policy("qwen-vla", remote, seed=0)  # the shipped checkpoint (its base model)
             operator, _ = _start(
                 [
                     "operator",
