@@ -38,7 +38,11 @@ def _shipped() -> dict[str, Path]:
     multi = CHECKPOINTS / "qwen-vla"
     try:  # a damaged install ships nothing (`qwen-vla` then asks for --checkpoint), it never breaks the import
         robots = embodiments(multi) or []
-        return {kind: multi for robot in robots for kind in json.loads((multi / robot / "vla_config.json").read_text())["tasks"]}
+        return {
+            kind: multi
+            for robot in robots
+            for kind in json.loads((multi / robot / "vla_config.json").read_text())["tasks"]
+        }
     except (QrobotError, OSError, ValueError, KeyError, TypeError):
         return {}
 

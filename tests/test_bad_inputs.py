@@ -45,7 +45,9 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = json.loads((NAV / "vla_config.json").read_text())
     (_ckpt(root, "config_field") / "vla_config.json").write_text(json.dumps({**cfg, "chunk": "eight"}))
     (_ckpt(root, "config_unknown") / "vla_config.json").write_text(json.dumps({**cfg, "layers_x": 3}))
-    (_ckpt(root, "config_dims") / "vla_config.json").write_text(json.dumps({**cfg, "scenario": "", "robot": "", "state_dim": 7}))
+    (_ckpt(root, "config_dims") / "vla_config.json").write_text(
+        json.dumps({**cfg, "scenario": "", "robot": "", "state_dim": 7})
+    )
     (_ckpt(root, "vocab_escape") / "instruction_vocab.json").write_text(
         json.dumps({"kind": "checkpoint", "source": "x", "files": "/etc"})
     )
