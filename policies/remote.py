@@ -171,17 +171,14 @@ class RemotePolicy:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise RemotePolicyError(
-                    f"no answer from a policy server at {where} within {self.address.timeout:g} s "
-                    "(is `qrobot serve-policy` running there, with keys of the same authority?)"
-                )
+                raise self._no_answer(where)
             sent = time.monotonic()
             replies = list(session.get(self.key, payload=payload, timeout=left))
             for reply in replies:
                 if reply.ok is None:
                     err = reply.err.payload.to_string() if reply.err is not None else "?"
                     if err.lower().startswith("timeout"):
-                        raise RemotePolicyError(f"the policy server at {where} did not answer within {left:.3g} s")
+                        raise self._no_answer(where)
                     raise RemotePolicyError(f"the policy server at {where} failed: {err[:200]}")
                 msg, why = decode(reply.ok.payload.to_bytes())
                 if isinstance(msg, Reply):
@@ -198,8 +195,16 @@ class RemotePolicy:
                     )
                 return out
             if time.monotonic() - sent > 0.5 * left:  # waited, yet no reply: not a link coming up
-                raise RemotePolicyError(f"the policy server at {where} did not answer within {left:.3g} s")
+                raise self._no_answer(where)
             time.sleep(0.02)
+
+    def _no_answer(self, where: str) -> RemotePolicyError:
+        # one message whether no server is there or it was too slow: on a loaded machine a
+        # query to nobody can take as long as one to a slow server, so timing cannot tell them apart
+        return RemotePolicyError(
+            f"no answer from a policy server at {where} within {self.address.timeout:g} s (is `qrobot "
+            "serve-policy` running there, with keys of the same authority, and answering in time?)"
+        )
 
     def close(self) -> None:
         if self._session is not None:

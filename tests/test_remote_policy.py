@@ -244,7 +244,7 @@ def test_a_server_too_slow_to_answer_ends_the_episode_in_time(keys: Path) -> Non
             time.sleep(0.05)
         policy.reset("reach")
         t = time.monotonic()
-        with pytest.raises(RemotePolicyError, match="did not answer within"):
+        with pytest.raises(RemotePolicyError, match=r"no answer from a policy server at .* within 0.5 s"):
             policy.act({"proprio": np.zeros(13, np.float32), "instruction": "reach"})
         assert time.monotonic() - t < 1.4
     finally:

@@ -36,6 +36,7 @@ from qrobot.bridge.transport import config
 from qrobot.safety.limits import default_limits
 from qrobot.safety.supervisor import OperatorKey, Supervisor
 
+from .leases import retake_lease
 from .test_robot_sim import _halts, _periods, _spawn, token
 from .test_transport import _free_port, _wait
 
@@ -144,11 +145,13 @@ def page(chain: Chain) -> Iterator[Any]:
 
 def _drive_until_moving(chain: Chain, page: Any, attempts: int = 3) -> None:
     """Hold ENABLE in the page until the robot drives (the policy keeps commanding). Under
-    the suite's load a dead-man beat can come late and the agent rightly stops: that is
-    setup, not the trial, so the press starts again (up to `attempts`, then it fails)."""
+    the suite's load a dead-man beat can come late, or the policy's retains starve past the
+    lease's staleness bound, and the agent rightly stops: that is setup, not the trial, so
+    the lease is taken back and the press starts again (up to `attempts`, then it fails)."""
     box = page.locator("#enable").bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     for _ in range(attempts):
+        retake_lease(chain.core, chain.policy, chain.agent.clock)
         page.mouse.down()
         if _wait(lambda: chain.core.state == State.RUNNING and chain.speed() > 0.1, 5.0):
             return

@@ -40,6 +40,7 @@ from qrobot.bridge.transport import config
 from qrobot.safety.limits import FR3_ARM
 from qrobot.safety.supervisor import OperatorKey
 
+from .leases import retake_lease
 from .test_robot_sim import _spawn
 from .test_transport import _free_port, _wait
 
@@ -250,11 +251,7 @@ def _in_control(chain: Chain) -> None:
     for 0.5 s make the lease stale; both rightly stop the arm (their own tests say so).
     This test is about the VLA's deltas, so it takes control back as a policy runner
     does between episodes (`RemoteEnv.reset`)."""
-    if chain.core.holder != "policy" or chain.core.ages(chain.agent.clock())[1] > chain.core.timing.lease_stale:
-        try:
-            chain.policy.acquire()
-        except PermissionError:  # a retain stamped just before the bound, handled after this
-            assert chain.core.holder == "policy"  # check, made it fresh again: the grant holds
+    retake_lease(chain.core, chain.policy, chain.agent.clock)
     if chain.core.state == State.IDLE:
         assert _wait(lambda: chain.core._operator_ok(chain.agent.clock()) == "", 3.0)
         assert chain.console.request("enable").ok  # type: ignore[union-attr]
