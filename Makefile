@@ -79,10 +79,14 @@ vla-validate: setup
 	set -e; for t in $(VLA_TASKS); do for p in seen held-out; do \
 		$(BIN)/qrobot eval $$t --split validation --episodes 50 --phrasing $$p --workers 2 --checkpoint $(VLA_CKPT); \
 	done; done
+# (held-out phrasings: success and whether the named cube moved, without the swap re-runs,
+# which double a tabletop run; the swap test runs with the seen phrasings)
 vla-eval: setup
-	set -e; for t in $(VLA_TASKS); do for p in seen held-out; do \
-		$(BIN)/qrobot eval $$t --split test --episodes 50 --phrasing $$p --workers 2 --checkpoint $(VLA_CKPT); \
-	done; done
+	set -e; for t in $(VLA_TASKS); do \
+		$(BIN)/qrobot eval $$t --split test --episodes 50 --workers 2 --checkpoint $(VLA_CKPT); \
+		$(BIN)/qrobot eval $$t --split test --episodes 50 --workers 2 --checkpoint $(VLA_CKPT) \
+			--phrasing held-out --no-swap; \
+	done
 
 # How the shipped checkpoint qrobot/checkpoints/qwen-vla is made: the six tasks' datasets,
 # each a stage (a file target: an interrupted build goes on with the stages not done, an

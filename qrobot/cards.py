@@ -57,7 +57,17 @@ LABELS: dict[str, tuple[str, str]] = {
     "collision_onset_cut": ("collision onsets cut by foresight", "rate"),
     "success_rate_reactive": ("success, reactive rules", "rate"),
     "success_rate_foresight": ("success, reactive + foresight", "rate"),
+    "interventions": ("supervisor interventions per episode", "{:.2f}"),
+    "estops": ("e-stops per episode", "{:.2f}"),
 }
+HELD_OUT_PHRASING = "_held_out_phrasing"  # suffix of the figures measured with --phrasing held-out
+
+
+def _label(metric: str) -> tuple[str, str]:
+    """(what a metric is called on the card, how its value is written)."""
+    base = metric.removesuffix(HELD_OUT_PHRASING)
+    name, how = LABELS.get(base, (base, "{:.4g}"))
+    return (name if base == metric else f"{name}, held-out phrasings"), how
 
 
 @dataclass
@@ -125,13 +135,19 @@ def provenance() -> tuple[str, str]:
 
 def vla_records(report: dict[str, Any], command: str) -> list[Record]:
     """The figures of a `qrobot eval` report (`qrobot.vla.evaluate.evaluate`)."""
+    from qrobot.vla.evaluate import FOLLOWING_BAR, SUCCESS_BARS
+
     sc, n, seeds = report["scenario"], report["episodes"], list(report["seeds"])
     kw: dict[str, Any] = {"split": split_of(seeds[0]), "seeds": seeds}
-    out = [rate(sc, "success_rate", report["successes"], n, command, **kw)]
+    out = [rate(sc, "success_rate", report["successes"], n, command, bar=SUCCESS_BARS.get(sc), **kw)]
     if "spl" in report:
         out.append(Record(sc, "spl", report["spl"], command, episodes=n, **kw))
-    tabletop = ("followed", "swap_different", "swap_named")  # rates of n, reported without their counts
-    out += [rate(sc, m, round(report[m] * n), n, command, **kw) for m in tabletop if m in report]
+    bars = {"followed": FOLLOWING_BAR, "swap_different": None, "swap_named": FOLLOWING_BAR}
+    # (rates of n, reported without their counts)
+    out += [rate(sc, m, round(report[m] * n), n, command, bar=bar, **kw) for m, bar in bars.items() if m in report]
+    if "interventions" in report and n:  # (summarize: interventions a mean per episode, e-stops a count)
+        out.append(Record(sc, "interventions", report["interventions"], command, episodes=n, **kw))
+        out.append(Record(sc, "estops", report["estops"] / n, command, episodes=n, **kw))
     return out
 
 
@@ -372,7 +388,7 @@ def _training_lines(t: dict[str, Any]) -> list[str]:
 
 
 def _fmt(metric: str, value: float) -> str:
-    how = LABELS.get(metric, (metric, "{:.4g}"))[1]
+    how = _label(metric)[1]
     return f"{100 * value:.0f} %" if how == "rate" else how.format(value)
 
 
@@ -386,7 +402,7 @@ def _row(r: Record) -> str:
     seeds = f" (seeds {r.seeds[0]}–{r.seeds[1]})" if r.seeds else ""
     bar = "–" if r.bar is None else f"{_fmt(r.metric, r.bar)}: {'met' if r.value >= r.bar else 'NOT met'}"
     when = " ".join(x for x in (f"`{r.commit}`" if r.commit else "", r.date or "") if x)
-    label = LABELS.get(r.metric, (r.metric, ""))[0]
+    label = _label(r.metric)[0]
     cells = [r.scenario, label, f"**{value}**", ci, over or "–", r.split + seeds, bar, f"`{r.command}`"]
     cells.append(when or "–")
     return "| " + " | ".join(cells) + " |"
@@ -400,7 +416,7 @@ def _measured(records: list[Record], usage: str) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(r) for r in records]
-    notes = [f"- {r.scenario}, {LABELS.get(r.metric, (r.metric, ''))[0]}: {r.note}" for r in records if r.note]
+    notes = [f"- {r.scenario}, {_label(r.metric)[0]}: {r.note}" for r in records if r.note]
     return lines + ([""] + notes if notes else [])
 
 
@@ -415,7 +431,7 @@ def _eval_results(name: str, records: list[Record]) -> list[Any]:
             dataset_config=f"seeds {r.seeds[0]}-{r.seeds[1]}" if r.seeds else None,
             dataset_split=r.split,
             metric_type=r.metric,
-            metric_name=LABELS.get(r.metric, (r.metric, ""))[0],
+            metric_name=_label(r.metric)[0],
             metric_value=round(r.value, 4),
             metric_args={"ci95_wilson": [round(x, 3) for x in r.ci95]} if r.ci95 else None,
         )

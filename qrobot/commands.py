@@ -268,9 +268,6 @@ def eval_cmd(args: argparse.Namespace) -> int:
     return EXIT_EPISODE_FAILED if failed else EXIT_OK
 
 
-HELD_OUT_PHRASING = "_held_out_phrasing"  # suffix of the card's figures measured with --phrasing held-out
-
-
 def _choose_split(args: argparse.Namespace) -> None:
     """--split and --seed agree; the test split runs the model as shipped, once (per phrasing)."""
     from qrobot.splits import TUNING_FLAGS, check_split, first_seed, split_of
@@ -296,7 +293,9 @@ def _choose_split(args: argparse.Namespace) -> None:
         done = [
             r
             for r in records
-            if r.split == "test" and r.scenario == args.scenario and r.metric.endswith(HELD_OUT_PHRASING) == held_out
+            if r.split == "test"
+            and r.scenario == args.scenario
+            and r.metric.endswith(cards.HELD_OUT_PHRASING) == held_out
         ]
         if done:
             raise QrobotError(
@@ -324,7 +323,7 @@ def _record_eval(args: argparse.Namespace, device: str, report: dict[str, Any], 
     argv += ["--phrasing", args.phrasing] if args.phrasing != "seen" else []
     records = cards.vla_records(report, shlex.join(argv))
     if args.phrasing != "seen":  # beside the seen figures of the same seeds, not in their place
-        records = [dataclasses.replace(r, metric=r.metric + HELD_OUT_PHRASING) for r in records]
+        records = [dataclasses.replace(r, metric=r.metric + cards.HELD_OUT_PHRASING, bar=None) for r in records]
     if cards.record_result(args.checkpoint, records):
         LOG.info("figures stored in %s (model card: %s)", *(args.checkpoint / f for f in cards.FILES))
 

@@ -131,14 +131,18 @@ def test_a_damaged_results_file_is_not_overwritten(wm_copy: Path, capsys) -> Non
 
 def test_eval_report_becomes_records() -> None:
     report = {"scenario": "pick_place", "seeds": [10000, 10009], "episodes": 10, "successes": 7}
-    report |= {"followed": 0.9, "swap_different": 0.8, "swap_named": 0.6}
+    report |= {"followed": 0.9, "swap_different": 0.8, "swap_named": 0.6, "interventions": 2.5, "estops": 1}
     recs = cards.vla_records(report, "qrobot eval pick_place --episodes 10")
-    assert [(r.metric, r.successes, r.episodes) for r in recs] == [
-        ("success_rate", 7, 10),
-        ("followed", 9, 10),
-        ("swap_different", 8, 10),
-        ("swap_named", 6, 10),
+    assert [(r.metric, r.successes, r.episodes, r.bar) for r in recs] == [
+        ("success_rate", 7, 10, 0.8),  # the bars: pick_place 80 %, the named cube 90 %
+        ("followed", 9, 10, 0.9),
+        ("swap_different", 8, 10, None),
+        ("swap_named", 6, 10, 0.9),
+        ("interventions", None, 10, None),
+        ("estops", None, 10, None),
     ]
+    assert [r.value for r in recs[-2:]] == [2.5, 0.1]  # per episode
+    assert "7/10" in cards._row(recs[0]) and "80 %: NOT met" in cards._row(recs[0])
     assert recs[0].split == "validation" and recs[0].ci95 is not None and recs[0].ci95[0] < 0.7 < recs[0].ci95[1]
     assert cards.split_of(0) == "train" and cards.split_of(9999) == "train"
     assert [cards.split_of(s) for s in (10000, 19999, 20000, 29999, 30000, 39999, 40000)] == [
@@ -166,7 +170,7 @@ def test_qrobot_eval_writes_its_figures_back(nav_copy: Path, tmp_path: Path, cap
     summary = json.loads((next(tmp_path.iterdir()) / "summary.json").read_text())
     _, after = cards.load(nav_copy)
     new = after[len(before) :]
-    assert [r.metric for r in new] == ["success_rate", "spl"]
+    assert [r.metric for r in new] == ["success_rate", "spl", "interventions", "estops"]
     assert new[0].command == f"qrobot eval pointnav --split ci --episodes 1 --seed 20000 --checkpoint {nav_copy}"
     assert new[0].seeds == [20000, 20000] and new[0].split == "ci"
     assert new[0].successes == summary["successes"] and new[1].value == pytest.approx(summary["spl"])

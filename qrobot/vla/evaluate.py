@@ -29,6 +29,18 @@ from qrobot.record.rundir import EPISODES_FILE, SCHEMA_VERSION, RunDir, append_l
 from qrobot.runner import EpisodeResult, format_episode, run_episode, summarize, wilson_interval
 from qrobot.scenario import Phrasing
 
+# The bars of the shipped checkpoint on the test split (issue 21): success per scenario, and
+# in tabletop scenes the named cube is the one moved, in the swap runs too.
+SUCCESS_BARS = {
+    "reach": 0.9,
+    "pick_place": 0.8,
+    "pointnav": 0.8,
+    "pick_place_clutter": 0.7,
+    "stack": 0.7,
+    "objectnav": 0.7,
+}
+FOLLOWING_BAR = 0.9
+
 
 class _Renamed:
     """The same policy, told another cube's colour than the env's instruction names (the
@@ -240,4 +252,7 @@ def to_markdown(r: dict[str, Any]) -> str:
     if "swap_different" in r:
         head += " swap: other cube moved | swap: newly named cube moved |"
         row += f" {r['swap_different']:.0%} | {r['swap_named']:.0%} |"
+    if "interventions" in r:
+        head += " interventions / episode | e-stops / episode |"
+        row += f" {r['interventions']:.2f} | {r['estops'] / max(r['episodes'], 1):.2f} |"
     return "\n".join([head, "|" + "---|" * head.count(" |"), row])
