@@ -36,10 +36,14 @@ def test_shipped_card_is_generated_from_the_stored_figures(name: str) -> None:
     card = ModelCard.load(d / cards.CARD_FILE)
     assert card.data.library_name == "qrobot" and "robotics" in card.data.tags
     assert card.data.metrics == list(dict.fromkeys(r.metric for r in records))
-    got = {(e.metric_type, e.dataset_split, e.dataset_config): e.metric_value for e in card.data.eval_results}
+    got = {
+        (e.dataset_type, e.metric_type, e.dataset_split, e.dataset_config): e.metric_value
+        for e in card.data.eval_results
+    }
+    assert len(got) == len(records)  # one entry per figure: scenario, metric, split and seeds tell them apart
     for r in records:
         assert r.command and r.commit and r.date and r.seeds and r.split in ("validation", "test")
-        assert got[(r.metric, r.split, f"seeds {r.seeds[0]}-{r.seeds[1]}")] == round(r.value, 4)
+        assert got[(f"qrobot/{r.scenario}", r.metric, r.split, f"seeds {r.seeds[0]}-{r.seeds[1]}")] == round(r.value, 4)
         if r.successes is not None:  # a rate: its counts and Wilson interval agree
             assert r.episodes and r.value == r.successes / r.episodes and r.ci95
             assert card.text.count(f"({r.successes}/{r.episodes})") >= 1
