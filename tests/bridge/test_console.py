@@ -87,6 +87,7 @@ class Chain:
         assert line.startswith("console http://127.0.0.1:"), line
         self.url = line.split()[1]
         self.turn = 1.0  # forward on a circle (about 0.4 m across), so the base stays where it is
+        self.quiet = False  # True: the policy sends nothing (a test of the page's reject list)
         assert _wait(lambda: self.policy.watch.status is not None, 10.0)
         assert self.policy.sync() < 0.02
         self.policy.acquire()
@@ -95,7 +96,8 @@ class Chain:
 
     def _drive(self) -> None:
         while not self.stop.is_set():
-            self.policy.send(np.stack([np.array([1.0, self.turn, -1.0])] * 3))
+            if not self.quiet:
+                self.policy.send(np.stack([np.array([1.0, self.turn, -1.0])] * 3))
             time.sleep(0.1)
 
     def console_held(self) -> bool:
@@ -253,8 +255,25 @@ def test_releasing_enable_or_leaving_the_tab_stops_the_robot(chain: Chain, page:
         time.sleep(0.2)
 
 
+def _rejected_for_its_size(chain: Chain, attempts: int = 5) -> None:
+    """Send an action of the wrong size until the agent refuses it for that. Under the
+    suite's load the policy's retains can starve past the lease's staleness bound, and the
+    agent then refuses it as "lease stale" before it looks at the size (rightly: the lease is
+    checked first); that is setup, not this test's subject, so the lease is taken back and
+    the action sent again (up to `attempts`, then it fails). The policy sends nothing else
+    meanwhile, so no later refusal pushes this one off the page's list."""
+    chain.quiet = True
+    for _ in range(attempts):
+        retake_lease(chain.core, chain.policy, chain.agent.clock)
+        seen = len(chain.core.audit)
+        chain.policy.send(np.zeros((1, 4)))
+        if _wait(lambda n=seen: any(k == "reject" and "values !=" in d for _, k, d in chain.core.audit[n:]), 2.0):
+            return
+    raise AssertionError(f"not refused for its size after {attempts} tries: {chain.core.audit[-5:]}")
+
+
 def test_the_page_shows_the_agent_and_refuses_other_origins(chain: Chain, page: Any, tmp_path: Path) -> None:
-    chain.policy.send(np.zeros((1, 4)))  # the wrong action size: refused, with its reason
+    _rejected_for_its_size(chain)  # the wrong action size: refused, with its reason
     page.wait_for_function("document.getElementById('rejects').textContent.includes('action')", timeout=15_000)
     assert page.locator("#holder").text_content() == "policy"
     assert page.locator("#age-lease").text_content().endswith(" s")
