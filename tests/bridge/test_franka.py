@@ -182,10 +182,12 @@ def chain(franky_sim: str, tmp_path: Path) -> Iterator[Chain]:
 
 def _reach(chain: Chain, target: np.ndarray, seconds: float) -> list[dict[str, np.ndarray]]:
     """The scripted reach controller: full-scale end-effector deltas towards the target,
-    one chunk per period (it asks for more than the limits allow on purpose)."""
+    one chunk per period (it asks for more than the limits allow on purpose), keeping control
+    as a loaded machine can take it away (`_in_control`)."""
     seen = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
+        _in_control(chain)
         st = chain.robot()
         seen.append(st)
         err = target - st["ee_pos"]
@@ -197,6 +199,19 @@ def _reach(chain: Chain, target: np.ndarray, seconds: float) -> list[dict[str, n
         chain.policy.send(step_chunk(step))
         time.sleep(0.1)
     return seen
+
+
+def _path(seen: list[dict[str, np.ndarray]]) -> float:
+    """How far the hand travelled, in metres."""
+    return float(np.linalg.norm(np.diff([s["ee_pos"] for s in seen], axis=0), axis=1).sum()) if len(seen) > 1 else 0.0
+
+
+def _along(moves: np.ndarray, commanded: np.ndarray) -> float:
+    """The share of the hand's travel along the directions commanded (1: all of it), move i
+    paired with command i."""
+    moves = moves[: len(commanded)]
+    unit = commanded[: len(moves)] / np.maximum(np.linalg.norm(commanded[: len(moves)], axis=1, keepdims=True), 1e-9)
+    return float((moves * unit).sum() / max(float(np.linalg.norm(moves, axis=1).sum()), 1e-9))
 
 
 def step_chunk(step: np.ndarray) -> np.ndarray:
@@ -249,8 +264,8 @@ def _in_control(chain: Chain) -> None:
     """The policy holds a fresh lease and the agent is enabled, again if a loaded machine
     took either away: a late operator heartbeat sends the agent IDLE, and retains starved
     for 0.5 s make the lease stale; both rightly stop the arm (their own tests say so).
-    This test is about the VLA's deltas, so it takes control back as a policy runner
-    does between episodes (`RemoteEnv.reset`)."""
+    These tests are about motion and its limits, so they take control back as a policy
+    runner does between episodes (`RemoteEnv.reset`)."""
     retake_lease(chain.core, chain.policy, chain.agent.clock)
     if chain.core.state == State.IDLE:
         assert _wait(lambda: chain.core._operator_ok(chain.agent.clock()) == "", 3.0)
@@ -299,20 +314,26 @@ def vla_twin() -> Iterator[tuple[Twin, Any]]:
 def test_the_vla_drives_the_arm_through_the_agent(vla_twin: tuple[Twin, Any], chain: Chain) -> None:
     twin, policy = vla_twin  # (requested before `chain`: pytest builds it first)
     start = np.asarray(twin.env.robot_state()["ee_pos"])
-    _in_control(chain)
     _reach(chain, start, 10.0)  # where the VLA's episodes begin
     assert np.linalg.norm(chain.robot()["ee_pos"] - start) < 0.02, "the scripted reach did not get to the start"
-    cube = twin.cube()
-    seen = []
-    for _ in range(40):
+    seen, sent = [], []
+    for _ in range(60):  # until the hand has travelled 8 cm over at least 12 commands
         _in_control(chain)
-        st = chain.robot()
-        seen.append(st)
-        action = np.asarray(policy.act(twin.see(st["joint_pos"])), dtype=float)
+        seen.append(chain.robot())
+        if len(sent) >= 12 and _path(seen) >= 0.08:
+            break
+        action = np.asarray(policy.act(twin.see(seen[-1]["joint_pos"])), dtype=float)
         chain.policy.send(np.stack([action] * 3))
+        sent.append(action[:3])
         time.sleep(0.1)
-    gaps = [float(np.linalg.norm(s["ee_pos"][:2] - cube[:2])) for s in seen]
+    # The hand goes where the VLA's deltas say, a period or two later (the state lags). Which
+    # cube it heads for is the model's skill, measured by `qrobot eval` (named cube moved 80 %
+    # on the test split): with franky-sim's timing in the loop no two runs see the same frames,
+    # and one in a few went for another cube than the named one.
+    moves = np.diff([s["ee_pos"] for s in seen], axis=0)
+    along = max(_along(moves[lag:], np.array(sent)) for lag in range(4))
     rejects = [a for a in chain.core.audit if a[1] in ("reject", "lease_refused", "state")][-8:]
-    assert min(gaps) < gaps[0] - 0.05, (gaps, rejects)  # the VLA's deltas moved the real hand towards the cube
+    print(f"VLA path {_path(seen):.3f} m over {len(sent)} commands, along the commands {along:.2f}")
+    assert _path(seen) >= 0.05 and along > 0.7, (_path(seen), along, rejects)
     assert max(float(np.linalg.norm(s["ee_lin_vel"])) for s in seen) <= EE_SPEED + 0.03
     assert np.all(np.max([np.abs(s["joint_vel"]) for s in seen], axis=0) <= FR3_VMAX)

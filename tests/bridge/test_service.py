@@ -47,10 +47,10 @@ def test_console_and_policy_drive_the_robot_through_the_agent(robot: tuple[int, 
     service = AgentService(agent, sessions[0], "r1")
     sessions += [zenoh.open(config(role, tmp_path / "keys", connect=endpoint)) for role in ("console", "policy")]
     console, policy = ConsoleClient(sessions[1], "r1"), PolicyClient(sessions[2], "r1")
-    driving = threading.Event()
+    driving, parked = threading.Event(), threading.Event()
 
     def drive() -> None:
-        while not stop.is_set():
+        while not (stop.is_set() or parked.is_set()):
             if driving.is_set():
                 policy.send(np.stack([FORWARD] * 3))
             time.sleep(0.1)
@@ -80,13 +80,17 @@ def test_console_and_policy_drive_the_robot_through_the_agent(robot: tuple[int, 
         time.sleep(0.8)
         assert max(p["speed"] for p in _periods(log) if p["wall"] > released + 0.5) < 1e-3
         assert not any(kind == "reject" and "policy" in why for _, kind, why in core.audit)  # nothing arrived
+        parked.set()  # (a send after the close would raise in the sender's thread)
+        sender.join(2.0)
         policy.close()  # its liveliness token goes: logged as presence, never acted on
         assert _wait(lambda: ("presence", "policy gone") in [a[1:] for a in core.audit], 3.0)
         present = [a[1:] for a in core.audit if a[1] == "presence"]
         assert ("presence", "console present") in present and ("presence", "policy present") in present
     finally:
         stop.set()
-        driving.clear()
+        parked.set()
+        if sender.is_alive():
+            sender.join(2.0)
         console.close()
         if not policy._stop.is_set():
             policy.close()
